@@ -1,0 +1,435 @@
+//! Backing up files, directories and streams into a snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lifeboat_chunker::ChunkerConfig;
+use lifeboat_types::SnapshotId;
+
+use crate::error::{RepoError, Result};
+use crate::progress::Progress;
+use crate::repository::{now_rfc3339, Repository};
+use crate::snapshot::{BackupStats, ContentRef, Node, NodeKind, Skipped, Snapshot, SNAPSHOT_VERSION};
+use crate::writer::{WriteStats, Writer};
+
+/// What to back up and how.
+#[derive(Clone, Debug, Default)]
+pub struct FilesBackupOptions {
+    /// Files and directories to back up.
+    pub paths: Vec<PathBuf>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Write a snapshot marked partial when some items cannot be read, instead
+    /// of failing.
+    pub allow_partial: bool,
+    /// Read every file even when the parent snapshot says it is unchanged.
+    pub force_read: bool,
+    /// The host name recorded (and used to find the parent snapshot).
+    pub hostname: String,
+    /// Free-form metadata for the snapshot.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// What a backup produced.
+#[derive(Clone, Debug)]
+pub struct BackupOutcome {
+    /// The snapshot's id.
+    pub id: SnapshotId,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+}
+
+/// The path of `p` inside a snapshot: absolute, without the leading `/`.
+fn snapshot_path(p: &Path) -> Option<String> {
+    let s = p.to_str()?;
+    Some(s.trim_start_matches('/').to_string())
+}
+
+fn node_from_meta(path: String, meta: &fs::Metadata, kind: NodeKind) -> Node {
+    Node {
+        path,
+        kind,
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        inode: meta.ino(),
+        size: if kind == NodeKind::File { meta.len() } else { 0 },
+        target: None,
+        content: Vec::new(),
+    }
+}
+
+struct Walk {
+    nodes: Vec<Node>,
+    sources: HashMap<String, PathBuf>,
+    skipped: Vec<Skipped>,
+}
+
+fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
+    let mut w = Walk {
+        nodes: Vec::new(),
+        sources: HashMap::new(),
+        skipped: Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for root in roots {
+        let abs = std::path::absolute(root).map_err(|e| RepoError::io("resolve", root, e))?;
+        // The root must exist: a typo in a path is an error, not a partial backup.
+        fs::symlink_metadata(&abs).map_err(|e| RepoError::io("read", &abs, e))?;
+        // Ancestors first, so a restore recreates them with their modes.
+        let mut ancestors: Vec<&Path> = abs.ancestors().skip(1).collect();
+        ancestors.reverse();
+        for a in ancestors {
+            let Some(p) = snapshot_path(a) else { continue };
+            if p.is_empty() || !seen.insert(p.clone()) {
+                continue;
+            }
+            if let Ok(meta) = fs::symlink_metadata(a) {
+                w.nodes.push(node_from_meta(p, &meta, NodeKind::Dir));
+            }
+        }
+        let mut stack = vec![abs];
+        while let Some(path) = stack.pop() {
+            let Some(p) = snapshot_path(&path) else {
+                w.skipped.push(Skipped {
+                    path: path.to_string_lossy().into_owned(),
+                    reason: "the name is not valid UTF-8".into(),
+                });
+                continue;
+            };
+            if !seen.insert(p.clone()) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    w.skipped.push(Skipped { path: p, reason: "it vanished during the backup".into() });
+                    continue;
+                }
+                Err(e) => {
+                    w.skipped.push(Skipped { path: p, reason: e.to_string() });
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                match fs::read_dir(&path) {
+                    Ok(entries) => {
+                        w.nodes.push(node_from_meta(p, &meta, NodeKind::Dir));
+                        for entry in entries {
+                            match entry {
+                                Ok(e) => stack.push(e.path()),
+                                Err(e) => w.skipped.push(Skipped {
+                                    path: path.to_string_lossy().into_owned(),
+                                    reason: format!("listing failed: {e}"),
+                                }),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Keep the directory itself; its contents are what is lost.
+                        w.nodes.push(node_from_meta(p.clone(), &meta, NodeKind::Dir));
+                        w.skipped.push(Skipped { path: p, reason: format!("cannot list the directory: {e}") });
+                    }
+                }
+            } else if ft.is_symlink() {
+                match fs::read_link(&path) {
+                    Ok(t) => match t.to_str() {
+                        Some(t) => {
+                            let mut n = node_from_meta(p, &meta, NodeKind::Symlink);
+                            n.target = Some(t.to_string());
+                            w.nodes.push(n);
+                        }
+                        None => w.skipped.push(Skipped { path: p, reason: "the link target is not valid UTF-8".into() }),
+                    },
+                    Err(e) => w.skipped.push(Skipped { path: p, reason: e.to_string() }),
+                }
+            } else if ft.is_file() {
+                w.sources.insert(p.clone(), path.clone());
+                w.nodes.push(node_from_meta(p, &meta, NodeKind::File));
+            } else {
+                progress.warn(&format!("{p}: skipping a socket, FIFO or device node"));
+            }
+        }
+    }
+    w.nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(w)
+}
+
+/// Reads one file through the chunker into the writer.
+fn read_file(
+    path: &Path,
+    chunker: &ChunkerConfig,
+    writer: &Writer,
+    progress: &dyn Progress,
+) -> Result<Result<(Vec<ContentRef>, u64), String>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Err("it vanished during the backup".into()))
+        }
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    let chunks = chunker
+        .chunker(file)
+        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+    for chunk in chunks {
+        match chunk {
+            Ok(data) => {
+                let n = data.len() as u64;
+                size += n;
+                content.push(writer.write_chunk(data)?);
+                progress.advance(n);
+            }
+            Err(e) => return Ok(Err(format!("read failed: {e}"))),
+        }
+    }
+    Ok(Ok((content, size)))
+}
+
+fn unchanged(old: &Node, new: &Node) -> bool {
+    old.kind == NodeKind::File
+        && old.size == new.size
+        && old.mtime_ns == new.mtime_ns
+        && old.ctime_ns == new.ctime_ns
+        && old.inode == new.inode
+}
+
+impl Repository {
+    fn writer(&self) -> Result<(Writer, Arc<crate::index::Index>)> {
+        let index = Arc::new(self.load_index()?);
+        Ok((Writer::new(self.inner.clone(), index.clone()), index))
+    }
+
+    /// Backs up files and directories; see [`FilesBackupOptions`].
+    ///
+    /// Files whose size, mtime, ctime and inode match the newest snapshot of the
+    /// same paths from the same host are not read again. A snapshot is written
+    /// only after every chunk it references is durably stored and indexed.
+    pub fn backup_files(&self, opts: &FilesBackupOptions, progress: &dyn Progress) -> Result<BackupOutcome> {
+        let started = Instant::now();
+        let start_time = now_rfc3339();
+        let paths: Vec<String> = opts
+            .paths
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string())
+            .collect();
+        let walked = walk(&opts.paths, progress)?;
+        let mut nodes = walked.nodes;
+        let mut skipped = walked.skipped;
+
+        let parent = if opts.force_read {
+            None
+        } else {
+            self.snapshots()?
+                .into_iter()
+                .rev()
+                .find(|s| {
+                    s.snapshot.source_kind == "files"
+                        && s.snapshot.hostname == opts.hostname
+                        && s.snapshot.paths == paths
+                })
+        };
+        let parent_nodes: HashMap<&str, &Node> = parent
+            .as_ref()
+            .map(|p| p.snapshot.nodes.iter().map(|n| (n.path.as_str(), n)).collect())
+            .unwrap_or_default();
+
+        let mut jobs = Vec::new();
+        let mut bytes_total = 0u64;
+        let mut to_read = 0u64;
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if node.kind != NodeKind::File {
+                continue;
+            }
+            bytes_total += node.size;
+            match parent_nodes.get(node.path.as_str()) {
+                Some(old) if unchanged(old, node) => node.content = old.content.clone(),
+                _ => {
+                    to_read += node.size;
+                    jobs.push(i);
+                }
+            }
+        }
+        progress.start("backup", Some(to_read));
+
+        let (writer, _index) = self.writer()?;
+        let chunker = self.inner.config.chunker;
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<(usize, Result<(Vec<ContentRef>, u64), String>)>> = Mutex::new(Vec::new());
+        let fatal: Mutex<Option<RepoError>> = Mutex::new(None);
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(jobs.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..readers {
+                s.spawn(|| loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = jobs.get(j) else { break };
+                    let Some(src) = walked.sources.get(&nodes[i].path) else { continue };
+                    match read_file(src, &chunker, &writer, progress) {
+                        Ok(r) => {
+                            if let Ok(mut v) = results.lock() {
+                                v.push((i, r));
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = fatal.lock() {
+                                f.get_or_insert(e);
+                            }
+                            // Stop every reader: the backup has failed.
+                            next.store(usize::MAX / 2, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = fatal.into_inner().ok().flatten() {
+            drop(writer);
+            return Err(e);
+        }
+        let mut bytes_read = 0u64;
+        let mut failed = std::collections::HashSet::new();
+        for (i, r) in results.into_inner().unwrap_or_default() {
+            match r {
+                Ok((content, size)) => {
+                    bytes_read += size;
+                    bytes_total = bytes_total - nodes[i].size + size;
+                    nodes[i].size = size;
+                    nodes[i].content = content;
+                }
+                Err(reason) => {
+                    progress.warn(&format!("{}: {reason}", nodes[i].path));
+                    skipped.push(Skipped { path: nodes[i].path.clone(), reason });
+                    failed.insert(i);
+                }
+            }
+        }
+        // Whatever else happens, finish the writer: what was uploaded gets
+        // indexed, so a retry reuses it.
+        let stats = writer.finish()?;
+        progress.finish();
+        if !skipped.is_empty() && !opts.allow_partial {
+            return Err(RepoError::Incomplete {
+                count: skipped.len(),
+                first: format!("{}: {}", skipped[0].path, skipped[0].reason),
+            });
+        }
+        let mut i = 0;
+        nodes.retain(|_| {
+            let keep = !failed.contains(&i);
+            i += 1;
+            keep
+        });
+        let files = nodes.iter().filter(|n| n.kind == NodeKind::File).count() as u64;
+        let dirs = nodes.iter().filter(|n| n.kind == NodeKind::Dir).count() as u64;
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            source_kind: "files".into(),
+            source_name: paths.join(" "),
+            hostname: opts.hostname.clone(),
+            paths,
+            tags: opts.tags.clone(),
+            start_time,
+            end_time: now_rfc3339(),
+            partial: !skipped.is_empty(),
+            skipped,
+            parent: parent.map(|p| p.id),
+            metadata: opts.metadata.clone(),
+            stats: stats_of(&stats, files, dirs, bytes_total, bytes_read, started),
+            nodes,
+        };
+        let id = self.save_snapshot(&snapshot)?;
+        Ok(BackupOutcome { id, snapshot })
+    }
+
+    /// Backs up one stream (standard input, a dump) as a snapshot holding a
+    /// single item named `name`.
+    pub fn backup_stream(
+        &self,
+        name: &str,
+        reader: impl Read,
+        source_kind: &str,
+        tags: &[String],
+        hostname: &str,
+        metadata: BTreeMap<String, serde_json::Value>,
+        progress: &dyn Progress,
+    ) -> Result<BackupOutcome> {
+        let started = Instant::now();
+        let start_time = now_rfc3339();
+        progress.start("backup", None);
+        let (writer, _index) = self.writer()?;
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        let chunks = self
+            .inner
+            .config
+            .chunker
+            .chunker(reader)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        for chunk in chunks {
+            let data = chunk.map_err(|e| RepoError::io("read", Path::new(name), e))?;
+            let n = data.len() as u64;
+            size += n;
+            content.push(writer.write_chunk(data)?);
+            progress.advance(n);
+        }
+        let stats = writer.finish()?;
+        progress.finish();
+        let node = Node {
+            path: name.trim_start_matches('/').to_string(),
+            kind: NodeKind::Stream,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            size,
+            target: None,
+            content,
+        };
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            source_kind: source_kind.to_string(),
+            source_name: name.to_string(),
+            hostname: hostname.to_string(),
+            paths: vec![name.to_string()],
+            tags: tags.to_vec(),
+            start_time,
+            end_time: now_rfc3339(),
+            partial: false,
+            skipped: Vec::new(),
+            parent: None,
+            metadata,
+            stats: stats_of(&stats, 1, 0, size, size, started),
+            nodes: vec![node],
+        };
+        let id = self.save_snapshot(&snapshot)?;
+        Ok(BackupOutcome { id, snapshot })
+    }
+}
+
+fn stats_of(w: &WriteStats, files: u64, dirs: u64, total: u64, read: u64, started: Instant) -> BackupStats {
+    BackupStats {
+        files,
+        dirs,
+        bytes_total: total,
+        bytes_read: read,
+        bytes_new: w.bytes_new,
+        bytes_stored: w.bytes_stored,
+        chunks: w.chunks,
+        chunks_new: w.chunks_new,
+        packs: w.packs,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}

@@ -1,0 +1,130 @@
+//! The repository's error type.
+
+use lifeboat_crypto::CryptoError;
+use lifeboat_storage::StorageError;
+
+/// Everything a repository operation can fail with. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// A storage call failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// There is no repository at the location.
+    #[error("no lifeboat repository at {location}: create one with `lifeboat repo init`, or check --repo / LIFEBOAT_REPO")]
+    NoRepository {
+        /// The store's location.
+        location: String,
+    },
+    /// `init` found a repository already there.
+    #[error("a lifeboat repository already exists at {location}; refusing to overwrite it")]
+    AlreadyExists {
+        /// The store's location.
+        location: String,
+    },
+    /// No secret was given, or none opened any key slot.
+    #[error("wrong password or key: none of the {slots} key slot(s) of {location} opens with the {given} given; check LIFEBOAT_PASSWORD, --password-file, --password-command, --key-file or LIFEBOAT_KEY")]
+    WrongSecret {
+        /// The store's location.
+        location: String,
+        /// How many slots the repository has.
+        slots: usize,
+        /// What was tried, e.g. "passphrase".
+        given: String,
+    },
+    /// No secret was given at all.
+    #[error("the repository at {location} is encrypted and no password or key was given: set LIFEBOAT_PASSWORD, or use --password-file, --password-command, --key-file or LIFEBOAT_KEY")]
+    NoSecret {
+        /// The store's location.
+        location: String,
+    },
+    /// A stored object has a format version this build does not read.
+    #[error("{key} is a {what} of format version {found}, but this build of lifeboat reads version {supported}: use a newer lifeboat")]
+    UnknownVersion {
+        /// The object key.
+        key: String,
+        /// What kind of object.
+        what: &'static str,
+        /// The version found.
+        found: u16,
+        /// The version this build reads.
+        supported: u16,
+    },
+    /// A stored object is damaged or not what its name says.
+    #[error("{key} is damaged: {reason}")]
+    Corrupt {
+        /// The object key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No snapshot matches.
+    #[error("no snapshot matches {spec:?}; list them with `lifeboat snapshots`")]
+    SnapshotNotFound {
+        /// What was asked for.
+        spec: String,
+    },
+    /// More than one snapshot id starts with the prefix.
+    #[error("{spec:?} matches {count} snapshots; give more characters of the id")]
+    AmbiguousSnapshot {
+        /// What was asked for.
+        spec: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// Refused: removing the last key slot would lock everyone out.
+    #[error("refusing to remove the last key slot: the repository would become unreadable; add another key first")]
+    LastKeySlot,
+    /// No key slot matches.
+    #[error("no key slot matches {0:?}; list them with `lifeboat repo key list`")]
+    KeySlotNotFound(String),
+    /// Reading a source or writing a restore target failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The verb: "read", "create", …
+        op: &'static str,
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Some files could not be backed up and `allow_partial` was off.
+    #[error("{count} item(s) could not be backed up (first: {first}); no snapshot was written. Fix the cause, or pass --allow-partial to write a snapshot marked partial")]
+    Incomplete {
+        /// How many items were skipped.
+        count: usize,
+        /// The first of them, with its reason.
+        first: String,
+    },
+    /// A restore refused to proceed.
+    #[error("{0}")]
+    Refused(String),
+    /// Invalid settings.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    /// A cryptographic operation failed outside of reading a stored object.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl RepoError {
+    /// True when trying the same operation again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RepoError::Storage(e) if e.is_retryable())
+    }
+
+    /// True when the error means stored data is damaged.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, RepoError::Corrupt { .. })
+    }
+
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        RepoError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;

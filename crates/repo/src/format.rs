@@ -1,0 +1,486 @@
+//! Byte layouts of stored objects. `docs/format.md` is the prose version of this
+//! file; change both together.
+//!
+//! Every object but a key slot is an *envelope*:
+//!
+//! ```text
+//! magic[4] | version u16 LE | key epoch u32 LE | nonce[12] | ciphertext | tag[16]
+//! ```
+//!
+//! sealed with AES-256-GCM, the first 10 bytes as associated data, so the framing
+//! cannot be altered either. Epoch 0 means the master key (config, keyring);
+//! other epochs name a data key of the keyring. The plaintext starts with one
+//! byte naming its compression (0 none, 1 zstd).
+
+use lifeboat_crypto::{Key, Keyring, SEAL_OVERHEAD};
+use lifeboat_types::{ChunkId, PackId};
+
+use crate::error::{RepoError, Result};
+
+/// Magic of the repository config object.
+pub const MAGIC_CONFIG: &[u8; 4] = b"LBCF";
+/// Magic of the keyring object.
+pub const MAGIC_KEYRING: &[u8; 4] = b"LBKR";
+/// Magic of index objects.
+pub const MAGIC_INDEX: &[u8; 4] = b"LBIX";
+/// Magic of snapshot objects.
+pub const MAGIC_SNAPSHOT: &[u8; 4] = b"LBSN";
+/// Magic of pack objects.
+pub const MAGIC_PACK: &[u8; 4] = b"LBPK";
+/// Magic of key slot objects (stored in clear after it).
+pub const MAGIC_KEYSLOT: &[u8; 4] = b"LBKS";
+
+/// The format version this build writes and reads, for every object kind.
+pub const FORMAT_VERSION: u16 = 1;
+
+const HEADER_LEN: usize = 10;
+const CODEC_NONE: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+
+fn kind_name(magic: &[u8; 4]) -> &'static str {
+    match magic {
+        MAGIC_CONFIG => "config object",
+        MAGIC_KEYRING => "keyring",
+        MAGIC_INDEX => "index object",
+        MAGIC_SNAPSHOT => "snapshot",
+        MAGIC_PACK => "pack",
+        MAGIC_KEYSLOT => "key slot",
+        _ => "object",
+    }
+}
+
+fn corrupt(key: &str, reason: impl Into<String>) -> RepoError {
+    RepoError::Corrupt {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks magic and version of a stored object's first bytes; returns the epoch.
+pub fn check_header(key: &str, magic: &[u8; 4], bytes: &[u8]) -> Result<u32> {
+    if bytes.len() < HEADER_LEN || &bytes[..4] != magic {
+        return Err(corrupt(
+            key,
+            format!("not a lifeboat {} (wrong magic bytes)", kind_name(magic)),
+        ));
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != FORMAT_VERSION {
+        return Err(RepoError::UnknownVersion {
+            key: key.to_string(),
+            what: kind_name(magic),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]))
+}
+
+fn header(magic: &[u8; 4], epoch: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(magic);
+    h[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[6..10].copy_from_slice(&epoch.to_le_bytes());
+    h
+}
+
+/// Compresses `data` with zstd when that makes it smaller; the first byte of
+/// the result names the codec.
+pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
+    if level > 0 {
+        if let Ok(c) = zstd::bulk::compress(data, level) {
+            // Keep the compressed form only when it saves at least 1/32: below that
+            // decompression costs more than the bytes are worth.
+            if c.len() + data.len() / 32 < data.len() {
+                let mut out = Vec::with_capacity(c.len() + 1);
+                out.push(CODEC_ZSTD);
+                out.extend_from_slice(&c);
+                return out;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(CODEC_NONE);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Reverses [`compress`]; `raw_len` bounds the output.
+pub fn decompress(key: &str, data: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+    match data.split_first() {
+        Some((&CODEC_NONE, rest)) => Ok(rest.to_vec()),
+        Some((&CODEC_ZSTD, rest)) => zstd::bulk::decompress(rest, raw_len)
+            .map_err(|e| corrupt(key, format!("zstd data does not decompress: {e}"))),
+        Some((codec, _)) => Err(corrupt(key, format!("unknown compression codec {codec}"))),
+        None => Err(corrupt(key, "empty payload")),
+    }
+}
+
+/// Seals `body` into an envelope.
+pub fn seal_object(magic: &[u8; 4], epoch: u32, key: &Key, body: &[u8]) -> Result<Vec<u8>> {
+    let h = header(magic, epoch);
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + SEAL_OVERHEAD);
+    out.extend_from_slice(&h);
+    key.seal_into(&h, body, &mut out)?;
+    Ok(out)
+}
+
+/// Opens an envelope: checks magic and version, picks the key of its epoch
+/// (`master` for epoch 0), authenticates and decrypts.
+pub fn open_object(
+    name: &str,
+    magic: &[u8; 4],
+    bytes: &[u8],
+    master: &Key,
+    keyring: Option<&Keyring>,
+) -> Result<Vec<u8>> {
+    let epoch = check_header(name, magic, bytes)?;
+    let key = if epoch == 0 {
+        master
+    } else {
+        keyring.and_then(|k| k.epoch(epoch)).ok_or_else(|| {
+            corrupt(
+                name,
+                format!("sealed with key epoch {epoch}, which the keyring does not have"),
+            )
+        })?
+    };
+    key.open(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
+        .map_err(|_| corrupt(name, "authentication failed (the bytes were altered or truncated)"))
+}
+
+/// Where a chunk lives inside a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobEntry {
+    /// The chunk.
+    pub id: ChunkId,
+    /// Offset of its sealed blob in the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub len: u32,
+    /// Length of the chunk's plaintext.
+    pub raw_len: u32,
+}
+
+const ENTRY_LEN: usize = 32 + 4 + 4 + 4;
+
+fn put_entry(out: &mut Vec<u8>, e: &BlobEntry) {
+    out.extend_from_slice(e.id.as_bytes());
+    out.extend_from_slice(&e.offset.to_le_bytes());
+    out.extend_from_slice(&e.len.to_le_bytes());
+    out.extend_from_slice(&e.raw_len.to_le_bytes());
+}
+
+/// A little-endian reader over a byte slice that reports truncation as damage.
+struct Cursor<'a> {
+    key: &'a str,
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.bytes.len() < n {
+            return Err(corrupt(self.key, "truncated"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn id(&mut self) -> Result<[u8; 32]> {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.take(32)?);
+        Ok(out)
+    }
+    fn entry(&mut self) -> Result<BlobEntry> {
+        Ok(BlobEntry {
+            id: ChunkId(self.id()?),
+            offset: self.u32()?,
+            len: self.u32()?,
+            raw_len: self.u32()?,
+        })
+    }
+}
+
+/// Builds a pack in memory: a clear header, sealed blobs, a sealed table of
+/// contents, and the table's length in the last four bytes.
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<BlobEntry>,
+    epoch: u32,
+}
+
+impl PackBuilder {
+    /// An empty pack whose blobs are sealed with epoch `epoch`.
+    pub fn new(epoch: u32, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(&header(MAGIC_PACK, epoch));
+        PackBuilder {
+            buf,
+            entries: Vec::new(),
+            epoch,
+        }
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The key epoch of this pack.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Appends a blob already sealed by [`seal_blob`].
+    pub fn push(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32) -> Result<()> {
+        let offset = u32::try_from(self.buf.len())
+            .map_err(|_| RepoError::Invalid("pack larger than 4 GiB".into()))?;
+        let len = u32::try_from(sealed.len())
+            .map_err(|_| RepoError::Invalid("blob larger than 4 GiB".into()))?;
+        self.buf.extend_from_slice(sealed);
+        self.entries.push(BlobEntry {
+            id,
+            offset,
+            len,
+            raw_len,
+        });
+        Ok(())
+    }
+
+    /// Seals the table of contents and returns the pack's id, bytes and entries.
+    pub fn finish(mut self, key: &Key) -> Result<(PackId, Vec<u8>, Vec<BlobEntry>)> {
+        let mut toc = Vec::with_capacity(4 + self.entries.len() * ENTRY_LEN);
+        toc.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            put_entry(&mut toc, e);
+        }
+        let start = self.buf.len();
+        let aad: [u8; HEADER_LEN] = header(MAGIC_PACK, self.epoch);
+        key.seal_into(&aad, &toc, &mut self.buf)?;
+        let toc_len = (self.buf.len() - start) as u32;
+        self.buf.extend_from_slice(&toc_len.to_le_bytes());
+        let id = PackId(*blake3::hash(&self.buf).as_bytes());
+        Ok((id, self.buf, self.entries))
+    }
+}
+
+/// Seals a chunk as a blob: its compressed-or-raw plaintext bound to its id.
+pub fn seal_blob(key: &Key, id: &ChunkId, data: &[u8], level: i32) -> Result<Vec<u8>> {
+    let payload = compress(data, level);
+    Ok(key.seal(id.as_bytes(), &payload)?)
+}
+
+/// Opens a blob and checks that its plaintext hashes to its id.
+pub fn open_blob(
+    pack_key: &str,
+    key: &Key,
+    keyring: &Keyring,
+    entry: &BlobEntry,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let payload = key.open(entry.id.as_bytes(), sealed).map_err(|_| {
+        corrupt(
+            pack_key,
+            format!(
+                "chunk {} at offset {} fails authentication",
+                entry.id.short(),
+                entry.offset
+            ),
+        )
+    })?;
+    let data = decompress(pack_key, &payload, entry.raw_len as usize)?;
+    if data.len() != entry.raw_len as usize || keyring.chunk_id(&data) != entry.id {
+        return Err(corrupt(
+            pack_key,
+            format!("chunk {} does not match its id", entry.id.short()),
+        ));
+    }
+    Ok(data)
+}
+
+/// Reads a pack's sealed table of contents from the whole pack's bytes.
+pub fn read_pack_toc(key_name: &str, bytes: &[u8], keyring: &Keyring) -> Result<Vec<BlobEntry>> {
+    let epoch = check_header(key_name, MAGIC_PACK, bytes)?;
+    if bytes.len() < HEADER_LEN + 4 {
+        return Err(corrupt(key_name, "truncated"));
+    }
+    let n = bytes.len();
+    let toc_len = u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]) as usize;
+    if toc_len + 4 + HEADER_LEN > n {
+        return Err(corrupt(key_name, "table of contents length out of range"));
+    }
+    let key = keyring
+        .epoch(epoch)
+        .ok_or_else(|| corrupt(key_name, format!("unknown key epoch {epoch}")))?;
+    let toc = key
+        .open(&bytes[..HEADER_LEN], &bytes[n - 4 - toc_len..n - 4])
+        .map_err(|_| corrupt(key_name, "table of contents fails authentication"))?;
+    let mut c = Cursor {
+        key: key_name,
+        bytes: &toc,
+    };
+    let count = c.u32()? as usize;
+    if count > toc.len() / ENTRY_LEN {
+        return Err(corrupt(key_name, "table of contents count out of range"));
+    }
+    (0..count).map(|_| c.entry()).collect()
+}
+
+/// One pack's entries, as an index object lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedPack {
+    /// The pack.
+    pub pack: PackId,
+    /// The key epoch its blobs are sealed with.
+    pub epoch: u32,
+    /// Its blobs.
+    pub entries: Vec<BlobEntry>,
+}
+
+/// Serialises an index body: `u32 pack count`, then per pack its id, `u32 key
+/// epoch`, `u32 entry count` and the entries (`chunk id[32] | offset u32 | len u32 | raw_len u32`).
+pub fn encode_index(packs: &[IndexedPack]) -> Vec<u8> {
+    let total: usize = packs.iter().map(|p| 40 + p.entries.len() * ENTRY_LEN).sum();
+    let mut out = Vec::with_capacity(4 + total);
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        out.extend_from_slice(p.pack.as_bytes());
+        out.extend_from_slice(&p.epoch.to_le_bytes());
+        out.extend_from_slice(&(p.entries.len() as u32).to_le_bytes());
+        for e in &p.entries {
+            put_entry(&mut out, e);
+        }
+    }
+    out
+}
+
+/// Parses an index body made by [`encode_index`].
+pub fn decode_index(key: &str, bytes: &[u8]) -> Result<Vec<IndexedPack>> {
+    let mut c = Cursor { key, bytes };
+    let packs = c.u32()? as usize;
+    if packs > bytes.len() / 40 {
+        return Err(corrupt(key, "pack count out of range"));
+    }
+    let mut out = Vec::with_capacity(packs);
+    for _ in 0..packs {
+        let pack = PackId(c.id()?);
+        let epoch = c.u32()?;
+        let n = c.u32()? as usize;
+        if n > c.bytes.len() / ENTRY_LEN {
+            return Err(corrupt(key, "entry count out of range"));
+        }
+        let entries = (0..n).map(|_| c.entry()).collect::<Result<Vec<_>>>()?;
+        out.push(IndexedPack {
+            pack,
+            epoch,
+            entries,
+        });
+    }
+    if !c.bytes.is_empty() {
+        return Err(corrupt(key, "trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// The object key of a pack.
+pub fn pack_key(id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{hex}", &hex[..2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ring() -> Keyring {
+        Keyring::generate(0).unwrap()
+    }
+
+    #[test]
+    fn unknown_version_names_both_versions() {
+        let master = Key::generate().unwrap();
+        let mut obj = seal_object(MAGIC_SNAPSHOT, 0, &master, b"x").unwrap();
+        obj[4] = 9;
+        let err = open_object("snapshots/ab", MAGIC_SNAPSHOT, &obj, &master, None).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("version 9") && msg.contains("version 1"), "{msg}");
+        assert!(msg.contains("snapshots/ab"), "{msg}");
+    }
+
+    #[test]
+    fn envelope_detects_tampering_anywhere() {
+        let master = Key::generate().unwrap();
+        let obj = seal_object(MAGIC_CONFIG, 0, &master, b"settings").unwrap();
+        assert_eq!(open_object("config", MAGIC_CONFIG, &obj, &master, None).unwrap(), b"settings");
+        for i in 0..obj.len() {
+            let mut bad = obj.clone();
+            bad[i] ^= 0x40;
+            assert!(open_object("config", MAGIC_CONFIG, &bad, &master, None).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn incompressible_data_is_stored_raw() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let c = compress(&random, 3);
+        assert_eq!(c[0], CODEC_NONE);
+        let text = b"abcabcabc".repeat(500);
+        let c2 = compress(&text, 3);
+        assert_eq!(c2[0], CODEC_ZSTD);
+        assert!(c2.len() < text.len() / 10);
+        assert_eq!(decompress("k", &c2, text.len()).unwrap(), text);
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_pack_index_round_trip(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 1..20), level in 0i32..4) {
+            let ring = ring();
+            let key = &ring.current().key;
+            let mut pack = PackBuilder::new(ring.current().number, 1024);
+            let mut ids = Vec::new();
+            for c in &chunks {
+                let id = ring.chunk_id(c);
+                pack.push(id, &seal_blob(key, &id, c, level).unwrap(), c.len() as u32).unwrap();
+                ids.push(id);
+            }
+            let (pack_id, bytes, entries) = pack.finish(key).unwrap();
+            prop_assert_eq!(PackId(*blake3::hash(&bytes).as_bytes()), pack_id);
+            prop_assert_eq!(read_pack_toc("p", &bytes, &ring).unwrap(), entries.clone());
+            let index = vec![IndexedPack { pack: pack_id, epoch: ring.current().number, entries: entries.clone() }];
+            let decoded = decode_index("i", &encode_index(&index)).unwrap();
+            prop_assert_eq!(&decoded, &index);
+            for (e, c) in decoded[0].entries.iter().zip(&chunks) {
+                let sealed = &bytes[e.offset as usize..(e.offset + e.len) as usize];
+                prop_assert_eq!(&open_blob("p", key, &ring, e, sealed).unwrap(), c);
+            }
+        }
+
+        #[test]
+        fn parsers_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let ring = ring();
+            let _ = decode_index("i", &bytes);
+            let _ = read_pack_toc("p", &bytes, &ring);
+            let _ = check_header("x", MAGIC_INDEX, &bytes);
+            let _ = decompress("x", &bytes, 1 << 16);
+            let _ = open_object("x", MAGIC_INDEX, &bytes, &ring.current().key, Some(&ring));
+        }
+    }
+}

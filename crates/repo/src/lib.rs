@@ -1,0 +1,48 @@
+//! The lifeboat repository: where every backup is stored.
+//!
+//! It knows nothing of databases: sources hand it files, directories and
+//! streams, and it stores them deduplicated, compressed and encrypted in any
+//! [`lifeboat_storage::Storage`].
+//!
+//! Roles of the types:
+//! - [`Repository`]: an open repository. [`Repository::init`] creates one,
+//!   [`Repository::open`] opens one with a [`Credential`]; key slots, snapshots,
+//!   backup ([`Repository::backup_files`], [`Repository::backup_stream`]),
+//!   restore ([`Repository::restore`], [`Repository::restore_stream`]) and
+//!   [`Repository::verify`] hang off it.
+//! - [`Writer`]: the deduplicating writer that every backup streams chunks into;
+//!   it owns the compressor threads, packs and index objects.
+//! - [`Snapshot`], [`Node`], [`ContentRef`]: the immutable manifest of a backup.
+//! - [`Index`]: the in-memory map chunk id → pack location.
+//! - [`format`]: the byte layouts of stored objects (see `docs/format.md`).
+//! - [`Progress`]: how long operations report progress; the binary draws it.
+//!
+//! Invariants: a snapshot is written last and references only chunks in packs
+//! that are durably stored and listed by a stored index object; nothing is
+//! written in clear but key slots' derivation parameters and objects' framing.
+#![deny(missing_docs)]
+
+mod backup;
+mod error;
+pub mod format;
+mod index;
+mod progress;
+mod repository;
+mod restore;
+mod snapshot;
+mod verify;
+mod writer;
+
+pub use backup::{BackupOutcome, FilesBackupOptions};
+pub use error::{RepoError, Result};
+pub use index::{Index, Location};
+pub use progress::{NoProgress, Progress};
+pub use repository::{now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
+pub use restore::{RestoreOptions, RestoreStats};
+pub use snapshot::{BackupStats, ContentRef, Node, NodeKind, Skipped, Snapshot, SnapshotEntry};
+pub use verify::{BrokenSnapshot, Damage, VerifyReport};
+pub use writer::{WriteStats, Writer};
+
+pub use lifeboat_chunker::ChunkerConfig;
+pub use lifeboat_crypto::{Kdf, KeySlot, SecretSource};
+pub use lifeboat_types::{ByteSize, ChunkId, PackId, SnapshotId};

@@ -1,0 +1,568 @@
+//! Opening, creating and describing a repository.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use lifeboat_chunker::ChunkerConfig;
+use lifeboat_crypto::{Kdf, Key, KeySlot, Keyring, SecretSource};
+use lifeboat_storage::{DynStorage, StorageError};
+use lifeboat_types::SnapshotId;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+use zeroize::Zeroizing;
+
+use crate::error::{RepoError, Result};
+use crate::format::{self, FORMAT_VERSION, MAGIC_CONFIG, MAGIC_KEYRING, MAGIC_KEYSLOT, MAGIC_SNAPSHOT};
+use crate::index::Index;
+use crate::snapshot::{Snapshot, SnapshotEntry};
+
+/// A secret given to open or create a key slot.
+pub struct Credential {
+    source: SecretSource,
+    secret: Zeroizing<Vec<u8>>,
+}
+
+impl Credential {
+    /// A passphrase (stretched with Argon2id).
+    pub fn passphrase(bytes: Vec<u8>) -> Self {
+        Credential {
+            source: SecretSource::Passphrase,
+            secret: Zeroizing::new(bytes),
+        }
+    }
+
+    /// High-entropy key material of at least 32 bytes from `source`.
+    pub fn key_material(source: SecretSource, bytes: Vec<u8>) -> Self {
+        Credential {
+            source,
+            secret: Zeroizing::new(bytes),
+        }
+    }
+
+    /// Where the secret came from.
+    pub fn source(&self) -> SecretSource {
+        self.source
+    }
+
+    fn kdf(&self, passphrase_kdf: &Kdf) -> Kdf {
+        if self.source.is_key_material() {
+            Kdf::Blake3
+        } else {
+            passphrase_kdf.clone()
+        }
+    }
+}
+
+/// Settings fixed when a repository is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Config document version.
+    pub version: u32,
+    /// A random id for this repository.
+    pub id: String,
+    /// When it was created, RFC 3339.
+    pub created: String,
+    /// How streams and ordinary files are chunked.
+    pub chunker: ChunkerConfig,
+    /// Target size of a pack in bytes.
+    pub pack_size: u64,
+    /// zstd level for chunks (0 stores them raw).
+    pub compression_level: i32,
+}
+
+/// Choices for a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Chunking of streams and ordinary files.
+    pub chunker: ChunkerConfig,
+    /// Target pack size in bytes (at least 1 MiB).
+    pub pack_size: u64,
+    /// zstd level, 0–19.
+    pub compression_level: i32,
+    /// Key derivation for passphrase slots.
+    pub passphrase_kdf: Kdf,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerConfig::default(),
+            pack_size: 16 << 20,
+            compression_level: 1,
+            passphrase_kdf: Kdf::default_passphrase(),
+        }
+    }
+}
+
+/// The parts of an open repository that worker threads share.
+pub(crate) struct Inner {
+    pub(crate) storage: DynStorage,
+    pub(crate) rt: Handle,
+    pub(crate) keyring: Keyring,
+    pub(crate) config: RepoConfig,
+}
+
+impl Inner {
+    /// Runs a storage future to completion from a thread outside the runtime.
+    pub(crate) fn block<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+}
+
+/// An open repository.
+///
+/// All methods block: they drive the async storage on the runtime `Handle` given
+/// at open, and must be called from outside that runtime's worker threads.
+pub struct Repository {
+    pub(crate) inner: Arc<Inner>,
+    master: Key,
+    slot_id: String,
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The current time as RFC 3339 with second precision.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn slot_key(id: &str) -> String {
+    format!("keys/{id}")
+}
+
+fn encode_slot(slot: &KeySlot) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC_KEYSLOT);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&slot.to_bytes());
+    out
+}
+
+fn decode_slot(key: &str, bytes: &[u8]) -> Result<KeySlot> {
+    format::check_header(key, MAGIC_KEYSLOT, bytes)?;
+    KeySlot::from_bytes(&bytes[10..]).map_err(|e| RepoError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl Repository {
+    /// Creates a repository in an empty store, with one key slot for `credential`.
+    pub fn init(
+        storage: DynStorage,
+        rt: Handle,
+        credential: &Credential,
+        options: &InitOptions,
+    ) -> Result<Repository> {
+        options
+            .chunker
+            .validate()
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        if options.pack_size < (1 << 20) || options.pack_size > (1 << 30) {
+            return Err(RepoError::Invalid(format!(
+                "pack size {} is out of range: use 1 MiB to 1 GiB",
+                options.pack_size
+            )));
+        }
+        if !(0..=19).contains(&options.compression_level) {
+            return Err(RepoError::Invalid(format!(
+                "compression level {} is out of range: use 0 (none) to 19",
+                options.compression_level
+            )));
+        }
+        let location = storage.location();
+        let exists = rt.block_on(storage.stat("config"))?.is_some()
+            || !rt.block_on(storage.list("keys/"))?.is_empty();
+        if exists {
+            return Err(RepoError::AlreadyExists { location });
+        }
+        let now = now_unix();
+        let master = Key::generate()?;
+        let keyring = Keyring::generate(now)?;
+        let mut id = [0u8; 16];
+        lifeboat_crypto::fill_random(&mut id)?;
+        let config = RepoConfig {
+            version: 1,
+            id: hex::encode(id),
+            created: now_rfc3339(),
+            chunker: options.chunker,
+            pack_size: options.pack_size,
+            compression_level: options.compression_level,
+        };
+        let slot = KeySlot::create(
+            &master,
+            &credential.secret,
+            credential.source,
+            credential.kdf(&options.passphrase_kdf),
+            "initial",
+            now,
+        )?;
+        // The key slot and keyring first, the config last: a repository is
+        // initialised once its config exists, never half.
+        rt.block_on(storage.put(&slot_key(&slot.id), Bytes::from(encode_slot(&slot))))?;
+        let ring = format::seal_object(MAGIC_KEYRING, 0, &master, &keyring.to_bytes())?;
+        rt.block_on(storage.put("keyring", Bytes::from(ring)))?;
+        let cfg_json = serde_json::to_vec(&config).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let cfg = format::seal_object(MAGIC_CONFIG, 0, &master, &cfg_json)?;
+        rt.block_on(storage.put("config", Bytes::from(cfg)))?;
+        Ok(Repository {
+            inner: Arc::new(Inner {
+                storage,
+                rt,
+                keyring,
+                config,
+            }),
+            master,
+            slot_id: slot.id,
+        })
+    }
+
+    /// Opens a repository with the first of `credentials` that opens a key slot.
+    pub fn open(storage: DynStorage, rt: Handle, credentials: &[Credential]) -> Result<Repository> {
+        let location = storage.location();
+        let config_bytes = match rt.block_on(storage.get("config")) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::NoRepository { location }),
+            Err(e) => return Err(e.into()),
+        };
+        if credentials.is_empty() {
+            return Err(RepoError::NoSecret { location });
+        }
+        let mut slots = Vec::new();
+        for obj in rt.block_on(storage.list("keys/"))? {
+            let bytes = rt.block_on(storage.get(&obj.key))?;
+            slots.push(decode_slot(&obj.key, &bytes)?);
+        }
+        // Cheap key-material slots first, then the Argon2id ones.
+        let mut opened = None;
+        'outer: for cred in credentials {
+            for slot in slots
+                .iter()
+                .filter(|s| s.source.is_key_material() == cred.source.is_key_material())
+            {
+                if let Ok(master) = slot.open(&cred.secret) {
+                    opened = Some((master, slot.id.clone()));
+                    break 'outer;
+                }
+            }
+        }
+        let Some((master, slot_id)) = opened else {
+            let given = credentials
+                .iter()
+                .map(|c| if c.source.is_key_material() { "key" } else { "password" })
+                .collect::<Vec<_>>()
+                .join(" and ");
+            return Err(RepoError::WrongSecret {
+                location,
+                slots: slots.len(),
+                given,
+            });
+        };
+        let ring_bytes = rt.block_on(storage.get("keyring"))?;
+        let ring = format::open_object("keyring", MAGIC_KEYRING, &ring_bytes, &master, None)?;
+        let keyring = Keyring::from_bytes(&ring).map_err(|e| RepoError::Corrupt {
+            key: "keyring".into(),
+            reason: e.to_string(),
+        })?;
+        let cfg = format::open_object("config", MAGIC_CONFIG, &config_bytes, &master, None)?;
+        let config: RepoConfig = serde_json::from_slice(&cfg).map_err(|e| RepoError::Corrupt {
+            key: "config".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Repository {
+            inner: Arc::new(Inner {
+                storage,
+                rt,
+                keyring,
+                config,
+            }),
+            master,
+            slot_id,
+        })
+    }
+
+    /// The repository's settings.
+    pub fn config(&self) -> &RepoConfig {
+        &self.inner.config
+    }
+
+    /// Where the repository lives.
+    pub fn location(&self) -> String {
+        self.inner.storage.location()
+    }
+
+    /// The storage under the repository.
+    pub fn storage(&self) -> &DynStorage {
+        &self.inner.storage
+    }
+
+    /// The keyring's epochs: (number, created unix seconds).
+    pub fn key_epochs(&self) -> Vec<(u32, i64)> {
+        self.inner
+            .keyring
+            .epochs()
+            .iter()
+            .map(|e| (e.number, e.created_unix))
+            .collect()
+    }
+
+    fn block<F: Future>(&self, f: F) -> F::Output {
+        self.inner.block(f)
+    }
+
+    /// The id of the key slot this session opened with.
+    pub fn opened_slot(&self) -> &str {
+        &self.slot_id
+    }
+
+    /// Every key slot.
+    pub fn key_slots(&self) -> Result<Vec<KeySlot>> {
+        let mut out = Vec::new();
+        for obj in self.block(self.inner.storage.list("keys/"))? {
+            let bytes = self.block(self.inner.storage.get(&obj.key))?;
+            out.push(decode_slot(&obj.key, &bytes)?);
+        }
+        out.sort_by_key(|s| s.created_unix);
+        Ok(out)
+    }
+
+    /// Adds a key slot that opens with `credential`.
+    pub fn add_key_slot(&self, credential: &Credential, label: &str, passphrase_kdf: &Kdf) -> Result<KeySlot> {
+        let slot = KeySlot::create(
+            &self.master,
+            &credential.secret,
+            credential.source,
+            credential.kdf(passphrase_kdf),
+            label,
+            now_unix(),
+        )?;
+        self.block(
+            self.inner
+                .storage
+                .put(&slot_key(&slot.id), Bytes::from(encode_slot(&slot))),
+        )?;
+        Ok(slot)
+    }
+
+    /// Removes the key slot whose id starts with `id_prefix`. The last slot is
+    /// never removed.
+    pub fn remove_key_slot(&self, id_prefix: &str) -> Result<KeySlot> {
+        let slots = self.key_slots()?;
+        let matching: Vec<_> = slots.iter().filter(|s| s.id.starts_with(id_prefix)).collect();
+        let slot = match matching.as_slice() {
+            [one] => (*one).clone(),
+            [] => return Err(RepoError::KeySlotNotFound(id_prefix.to_string())),
+            _ => {
+                return Err(RepoError::Invalid(format!(
+                    "{id_prefix:?} matches {} key slots; give more characters",
+                    matching.len()
+                )))
+            }
+        };
+        if slots.len() <= 1 {
+            return Err(RepoError::LastKeySlot);
+        }
+        self.block(self.inner.storage.delete(&slot_key(&slot.id)))?;
+        Ok(slot)
+    }
+
+    /// Adds a data-key epoch: new data is sealed with a fresh key, old data
+    /// stays readable, nothing is re-uploaded. Returns the new epoch number.
+    pub fn rotate_data_key(&mut self) -> Result<u32> {
+        let mut keyring = self.inner.keyring.clone();
+        let number = keyring.rotate(now_unix())?;
+        let ring = format::seal_object(MAGIC_KEYRING, 0, &self.master, &keyring.to_bytes())?;
+        self.block(self.inner.storage.put("keyring", Bytes::from(ring)))?;
+        self.inner = Arc::new(Inner {
+            storage: self.inner.storage.clone(),
+            rt: self.inner.rt.clone(),
+            keyring,
+            config: self.inner.config.clone(),
+        });
+        Ok(number)
+    }
+
+    /// Fetches many objects concurrently (bounded by the storage's limit).
+    pub(crate) fn get_many(&self, keys: &[String]) -> Vec<Result<Bytes, StorageError>> {
+        let handles: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let s = self.inner.storage.clone();
+                let k = k.clone();
+                self.inner.rt.spawn(async move { s.get(&k).await })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(keys)
+            .map(|(h, k)| {
+                self.block(h).unwrap_or_else(|e| {
+                    Err(StorageError::new(
+                        lifeboat_storage::ErrorKind::Permanent,
+                        "get",
+                        k,
+                        &self.location(),
+                        format!("task failed: {e}"),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Loads every index object. Damaged ones are errors naming the object.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::default();
+        for (key, packs) in self.read_indexes()? {
+            let _ = key;
+            index.add_all(&packs?);
+        }
+        Ok(index)
+    }
+
+    /// Reads and decodes every index object, each result separately.
+    pub(crate) fn read_indexes(&self) -> Result<Vec<(String, Result<Vec<format::IndexedPack>>)>> {
+        let keys: Vec<String> = self
+            .block(self.inner.storage.list("index/"))?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, bytes) in keys.iter().zip(self.get_many(&keys)) {
+            let parsed = bytes.map_err(RepoError::from).and_then(|b| {
+                let body = format::open_object(
+                    key,
+                    format::MAGIC_INDEX,
+                    &b,
+                    &self.master,
+                    Some(&self.inner.keyring),
+                )?;
+                let body = format::decompress(key, &body, body.len())?;
+                format::decode_index(key, &body)
+            });
+            out.push((key.clone(), parsed));
+        }
+        Ok(out)
+    }
+
+    /// Stores a snapshot and returns its id. Call only once everything it
+    /// references is durably stored and indexed.
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let json = serde_json::to_vec(snapshot).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let body = format::compress(&json, 3);
+        let epoch = self.inner.keyring.current();
+        let obj = format::seal_object(MAGIC_SNAPSHOT, epoch.number, &epoch.key, &body)?;
+        let id = SnapshotId(*blake3::hash(&obj).as_bytes());
+        self.block(
+            self.inner
+                .storage
+                .put(&format!("snapshots/{}", id.to_hex()), Bytes::from(obj)),
+        )?;
+        Ok(id)
+    }
+
+    fn decode_snapshot(&self, key: &str, bytes: &[u8]) -> Result<Snapshot> {
+        let body = format::open_object(
+            key,
+            MAGIC_SNAPSHOT,
+            bytes,
+            &self.master,
+            Some(&self.inner.keyring),
+        )?;
+        let json = format::decompress(key, &body, 1 << 31)?;
+        serde_json::from_slice(&json).map_err(|e| RepoError::Corrupt {
+            key: key.to_string(),
+            reason: format!("snapshot document does not parse: {e}"),
+        })
+    }
+
+    /// Every snapshot id, without reading the snapshots.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let mut ids = Vec::new();
+        for obj in self.block(self.inner.storage.list("snapshots/"))? {
+            let name = obj.key.trim_start_matches("snapshots/");
+            match name.parse() {
+                Ok(id) => ids.push(id),
+                Err(_) => tracing::warn!(key = %obj.key, "ignoring a stray object among snapshots"),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Every snapshot, oldest first, each result separately (a damaged snapshot
+    /// does not hide the others).
+    pub fn read_snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        let ids = self.snapshot_ids()?;
+        let keys: Vec<String> = ids.iter().map(|id| format!("snapshots/{}", id.to_hex())).collect();
+        let mut out: Vec<(SnapshotId, Result<Snapshot>)> = ids
+            .iter()
+            .zip(&keys)
+            .zip(self.get_many(&keys))
+            .map(|((id, key), bytes)| {
+                let snap = bytes
+                    .map_err(RepoError::from)
+                    .and_then(|b| self.decode_snapshot(key, &b));
+                (*id, snap)
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            let ta = a.1.as_ref().map(|s| s.start_time.clone()).unwrap_or_default();
+            let tb = b.1.as_ref().map(|s| s.start_time.clone()).unwrap_or_default();
+            ta.cmp(&tb).then(a.0.cmp(&b.0))
+        });
+        Ok(out)
+    }
+
+    /// Every snapshot, oldest first; fails on the first damaged one.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        self.read_snapshots()?
+            .into_iter()
+            .map(|(id, s)| s.map(|snapshot| SnapshotEntry { id, snapshot }))
+            .collect()
+    }
+
+    /// The snapshot `spec` names: a full id, a unique id prefix, or `latest`.
+    pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        let id = if spec == "latest" {
+            let all = self.snapshots()?;
+            return all.into_iter().next_back().ok_or_else(|| RepoError::SnapshotNotFound {
+                spec: spec.to_string(),
+            });
+        } else {
+            let spec_l = spec.to_ascii_lowercase();
+            let ids: Vec<_> = self
+                .snapshot_ids()?
+                .into_iter()
+                .filter(|id| id.to_hex().starts_with(&spec_l))
+                .collect();
+            match (spec_l.is_empty(), ids.as_slice()) {
+                (false, [one]) => *one,
+                (false, []) | (true, _) => {
+                    return Err(RepoError::SnapshotNotFound {
+                        spec: spec.to_string(),
+                    })
+                }
+                (false, many) => {
+                    return Err(RepoError::AmbiguousSnapshot {
+                        spec: spec.to_string(),
+                        count: many.len(),
+                    })
+                }
+            }
+        };
+        let key = format!("snapshots/{}", id.to_hex());
+        let bytes = self.block(self.inner.storage.get(&key))?;
+        Ok(SnapshotEntry {
+            id,
+            snapshot: self.decode_snapshot(&key, &bytes)?,
+        })
+    }
+}

@@ -1,0 +1,359 @@
+//! Restoring snapshots to a directory or a stream.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use filetime::FileTime;
+use lifeboat_types::ChunkId;
+
+use crate::error::{RepoError, Result};
+use crate::format;
+use crate::index::{Index, Location};
+use crate::progress::Progress;
+use crate::repository::Repository;
+use crate::snapshot::{Node, NodeKind, Snapshot};
+
+/// Where and what to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// The directory items are restored under.
+    pub target: PathBuf,
+    /// Restore only these paths (and what is below them); everything when empty.
+    pub include: Vec<String>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RestoreStats {
+    /// Files and streams restored.
+    pub files: u64,
+    /// Directories restored.
+    pub dirs: u64,
+    /// Symbolic links restored.
+    pub symlinks: u64,
+    /// Bytes of content restored.
+    pub bytes: u64,
+    /// Wall-clock duration in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Reads are merged when blobs are this close in a pack…
+const MERGE_GAP: u64 = 256 * 1024;
+/// …up to this many bytes per read.
+const MAX_READ: u64 = 16 << 20;
+
+fn safe_relative(path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    if p.components().all(|c| matches!(c, Component::Normal(_))) && !path.is_empty() {
+        Some(p.to_path_buf())
+    } else {
+        None
+    }
+}
+
+fn included(node: &str, include: &[String]) -> bool {
+    include.is_empty()
+        || include.iter().any(|inc| {
+            node == inc
+                || node.strip_prefix(inc.as_str()).is_some_and(|r| r.starts_with('/'))
+                || inc.strip_prefix(node).is_some_and(|r| r.starts_with('/'))
+        })
+}
+
+/// One ranged read of a pack and the blobs it yields.
+struct ReadTask {
+    pack: u32,
+    start: u64,
+    end: u64,
+    blobs: Vec<(ChunkId, Location, Vec<(usize, u64)>)>,
+}
+
+impl Repository {
+    /// Reads and checks one chunk.
+    pub(crate) fn read_chunk(&self, index: &Index, id: &ChunkId) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or_else(|| RepoError::Corrupt {
+            key: format!("chunk {}", id.short()),
+            reason: "it is not in any index; run `lifeboat verify`".into(),
+        })?;
+        let (pack, epoch) = index.pack(loc.pack);
+        let key = format::pack_key(&pack);
+        let start = u64::from(loc.offset);
+        let sealed = self
+            .inner
+            .block(self.inner.storage.get_range(&key, start..start + u64::from(loc.len)))?;
+        let data_key = self.inner.keyring.epoch(epoch).ok_or_else(|| RepoError::Corrupt {
+            key: key.clone(),
+            reason: format!("unknown key epoch {epoch}"),
+        })?;
+        let entry = format::BlobEntry {
+            id: *id,
+            offset: loc.offset,
+            len: loc.len,
+            raw_len: loc.raw_len,
+        };
+        format::open_blob(&key, data_key, &self.inner.keyring, &entry, &sealed)
+    }
+
+    /// Restores a snapshot's items under `opts.target`: contents, modes, owners
+    /// (when permitted), modification times, symlinks, empty directories and
+    /// holes of sparse files.
+    pub fn restore(&self, snapshot: &Snapshot, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreStats> {
+        let started = Instant::now();
+        let include: Vec<String> = opts
+            .include
+            .iter()
+            .map(|i| i.trim_matches('/').to_string())
+            .collect();
+        let nodes: Vec<&Node> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| included(&n.path, &include))
+            .collect();
+        if nodes.is_empty() {
+            return Err(RepoError::Refused(format!(
+                "nothing in the snapshot matches {:?}; see its contents with `lifeboat ls`",
+                opts.include
+            )));
+        }
+        let mut dests = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let rel = safe_relative(&n.path).ok_or_else(|| RepoError::Corrupt {
+                key: "snapshot".into(),
+                reason: format!("item path {:?} is not a plain relative path", n.path),
+            })?;
+            dests.push(opts.target.join(rel));
+        }
+        fs::create_dir_all(&opts.target).map_err(|e| RepoError::io("create", &opts.target, e))?;
+
+        let mut stats = RestoreStats::default();
+        let total: u64 = nodes.iter().map(|n| n.size).sum();
+        progress.start("restore", Some(total));
+        // Directories, then files at their final size (holes stay holes), then links.
+        for (n, d) in nodes.iter().zip(&dests) {
+            match n.kind {
+                NodeKind::Dir => {
+                    fs::create_dir_all(d).map_err(|e| RepoError::io("create", d, e))?;
+                    stats.dirs += 1;
+                }
+                NodeKind::File | NodeKind::Stream => {
+                    if let Some(parent) = d.parent() {
+                        fs::create_dir_all(parent).map_err(|e| RepoError::io("create", parent, e))?;
+                    }
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(d)
+                        .map_err(|e| RepoError::io("create", d, e))?;
+                    f.set_len(n.size).map_err(|e| RepoError::io("resize", d, e))?;
+                    stats.files += 1;
+                    stats.bytes += n.size;
+                }
+                NodeKind::Symlink => {
+                    if let Some(parent) = d.parent() {
+                        fs::create_dir_all(parent).map_err(|e| RepoError::io("create", parent, e))?;
+                    }
+                    match fs::symlink_metadata(d) {
+                        Ok(m) if m.is_dir() => fs::remove_dir_all(d),
+                        Ok(_) => fs::remove_file(d),
+                        Err(_) => Ok(()),
+                    }
+                    .map_err(|e| RepoError::io("replace", d, e))?;
+                    let target = n.target.as_deref().unwrap_or_default();
+                    std::os::unix::fs::symlink(target, d).map_err(|e| RepoError::io("create symlink", d, e))?;
+                    stats.symlinks += 1;
+                }
+            }
+        }
+
+        let tasks = self.plan_reads(&nodes)?;
+        self.run_reads(tasks.1, &tasks.0, &dests, progress)?;
+
+        // Metadata last, directories deepest first so writing into them does not
+        // disturb their times.
+        for (n, d) in nodes.iter().zip(&dests).rev() {
+            apply_metadata(n, d)?;
+        }
+        progress.finish();
+        stats.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(stats)
+    }
+
+    fn plan_reads(&self, nodes: &[&Node]) -> Result<(Index, Vec<ReadTask>)> {
+        let index = self.load_index()?;
+        let mut by_chunk: HashMap<ChunkId, (Location, Vec<(usize, u64)>)> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let mut offset = 0u64;
+            for c in &n.content {
+                if let Some(id) = c.chunk() {
+                    let loc = index.get(&id).ok_or_else(|| RepoError::Corrupt {
+                        key: format!("chunk {}", id.short()),
+                        reason: format!("{} needs it but no index lists it; run `lifeboat verify`", n.path),
+                    })?;
+                    by_chunk.entry(id).or_insert_with(|| (loc, Vec::new())).1.push((i, offset));
+                }
+                offset += c.len();
+            }
+        }
+        let mut blobs: Vec<_> = by_chunk.into_iter().collect();
+        blobs.sort_by_key(|(_, (loc, _))| (loc.pack, loc.offset));
+        let mut tasks: Vec<ReadTask> = Vec::new();
+        for (id, (loc, dests)) in blobs {
+            let start = u64::from(loc.offset);
+            let end = start + u64::from(loc.len);
+            match tasks.last_mut() {
+                Some(t) if t.pack == loc.pack && start >= t.end && start - t.end <= MERGE_GAP && end - t.start <= MAX_READ => {
+                    t.end = end;
+                    t.blobs.push((id, loc, dests));
+                }
+                _ => tasks.push(ReadTask {
+                    pack: loc.pack,
+                    start,
+                    end,
+                    blobs: vec![(id, loc, dests)],
+                }),
+            }
+        }
+        Ok((index, tasks))
+    }
+
+    fn run_reads(&self, tasks: Vec<ReadTask>, index: &Index, dests: &[PathBuf], progress: &dyn Progress) -> Result<()> {
+        let next = AtomicUsize::new(0);
+        let error: Mutex<Option<RepoError>> = Mutex::new(None);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(4);
+        std::thread::scope(|s| {
+            for _ in 0..threads.min(tasks.len().max(1)) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(task) = tasks.get(i) else { break };
+                    if let Err(e) = self.run_read(task, index, dests, progress) {
+                        if let Ok(mut slot) = error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        next.store(usize::MAX / 2, Ordering::Relaxed);
+                        break;
+                    }
+                });
+            }
+        });
+        match error.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn run_read(&self, task: &ReadTask, index: &Index, dests: &[PathBuf], progress: &dyn Progress) -> Result<()> {
+        let (pack, epoch) = index.pack(task.pack);
+        let key = format::pack_key(&pack);
+        let bytes = self
+            .inner
+            .block(self.inner.storage.get_range(&key, task.start..task.end))?;
+        let data_key = self.inner.keyring.epoch(epoch).ok_or_else(|| RepoError::Corrupt {
+            key: key.clone(),
+            reason: format!("unknown key epoch {epoch}"),
+        })?;
+        for (id, loc, targets) in &task.blobs {
+            let from = (u64::from(loc.offset) - task.start) as usize;
+            let sealed = bytes
+                .get(from..from + loc.len as usize)
+                .ok_or_else(|| RepoError::Corrupt {
+                    key: key.clone(),
+                    reason: "the pack is shorter than its index says".into(),
+                })?;
+            let entry = format::BlobEntry {
+                id: *id,
+                offset: loc.offset,
+                len: loc.len,
+                raw_len: loc.raw_len,
+            };
+            let data = format::open_blob(&key, data_key, &self.inner.keyring, &entry, sealed)?;
+            for (node, offset) in targets {
+                let d = &dests[*node];
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(d)
+                    .map_err(|e| RepoError::io("open", d, e))?;
+                f.write_all_at(&data, *offset).map_err(|e| RepoError::io("write", d, e))?;
+                progress.advance(data.len() as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the content of a snapshot's single stream (or single file) to `out`.
+    pub fn restore_stream(&self, snapshot: &Snapshot, out: &mut dyn Write, progress: &dyn Progress) -> Result<u64> {
+        let items: Vec<&Node> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, NodeKind::Stream | NodeKind::File))
+            .collect();
+        let node = match items.as_slice() {
+            [one] => *one,
+            _ => {
+                return Err(RepoError::Refused(format!(
+                    "this snapshot holds {} files, not one stream; restore it with --target DIR",
+                    items.len()
+                )))
+            }
+        };
+        let index = self.load_index()?;
+        progress.start("restore", Some(node.size));
+        let mut written = 0u64;
+        // Fetch a few chunks at once, write them in order.
+        for batch in node.content.chunks(8) {
+            let fetched: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|c| {
+                        let index = &index;
+                        s.spawn(move || match c.chunk() {
+                            Some(id) => self.read_chunk(index, &id),
+                            None => Ok(vec![0u8; c.len() as usize]),
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(RepoError::Invalid("a reader thread panicked".into()))))
+                    .collect()
+            });
+            for data in fetched {
+                let data = data?;
+                out.write_all(&data).map_err(|e| RepoError::io("write", Path::new("standard output"), e))?;
+                written += data.len() as u64;
+                progress.advance(data.len() as u64);
+            }
+        }
+        out.flush().map_err(|e| RepoError::io("write", Path::new("standard output"), e))?;
+        progress.finish();
+        Ok(written)
+    }
+}
+
+fn apply_metadata(n: &Node, d: &Path) -> Result<()> {
+    let mtime = FileTime::from_unix_time(n.mtime_ns.div_euclid(1_000_000_000), n.mtime_ns.rem_euclid(1_000_000_000) as u32);
+    // Ownership needs privileges; an unprivileged restore keeps the restorer's.
+    match std::os::unix::fs::lchown(d, Some(n.uid), Some(n.gid)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(RepoError::io("chown", d, e)),
+    }
+    match n.kind {
+        NodeKind::Symlink => {
+            filetime::set_symlink_file_times(d, mtime, mtime).map_err(|e| RepoError::io("set times of", d, e))?;
+        }
+        NodeKind::Stream => {}
+        NodeKind::File | NodeKind::Dir => {
+            fs::set_permissions(d, fs::Permissions::from_mode(n.mode & 0o7777))
+                .map_err(|e| RepoError::io("set mode of", d, e))?;
+            filetime::set_file_times(d, mtime, mtime).map_err(|e| RepoError::io("set times of", d, e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Checking a repository: structure always, data on request.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use lifeboat_types::{ChunkId, PackId, SnapshotId};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::format::{self, IndexedPack};
+use crate::index::Index;
+use crate::progress::Progress;
+use crate::repository::Repository;
+
+/// A damaged or missing object.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Damage {
+    /// The object key.
+    pub object: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// A snapshot that cannot be fully restored.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct BrokenSnapshot {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// Why.
+    pub reason: String,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Index objects read.
+    pub indexes: usize,
+    /// Snapshots read.
+    pub snapshots: usize,
+    /// Packs indexed.
+    pub packs: usize,
+    /// Packs stored but in no index (left by interrupted backups; harmless).
+    pub unindexed_packs: usize,
+    /// Chunks decrypted and hash-checked (`--read-data`).
+    pub chunks_checked: u64,
+    /// Bytes downloaded to check data.
+    pub bytes_read: u64,
+    /// Damaged or missing objects.
+    pub damaged: Vec<Damage>,
+    /// Snapshots that reference damaged or missing data.
+    pub broken_snapshots: Vec<BrokenSnapshot>,
+}
+
+impl VerifyReport {
+    /// True when nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty() && self.broken_snapshots.is_empty()
+    }
+}
+
+impl Repository {
+    /// Checks every index and snapshot, and that every pack they need exists
+    /// with a plausible size. With `read_data`, also downloads every pack,
+    /// checks its name against its contents, and decrypts and hash-checks every
+    /// chunk. Returns a report; only failures to run at all are errors.
+    pub fn verify(&self, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let mut bad_packs: BTreeMap<PackId, String> = BTreeMap::new();
+
+        let mut packs: Vec<IndexedPack> = Vec::new();
+        for (key, parsed) in self.read_indexes()? {
+            report.indexes += 1;
+            match parsed {
+                Ok(p) => packs.extend(p),
+                Err(e) => report.damaged.push(Damage {
+                    object: key,
+                    problem: e.to_string(),
+                }),
+            }
+        }
+        let mut index = Index::default();
+        index.add_all(&packs);
+
+        let stored: HashMap<PackId, u64> = self
+            .inner
+            .block(self.inner.storage.list("packs/"))?
+            .into_iter()
+            .filter_map(|o| {
+                let id: PackId = o.key.rsplit('/').next()?.parse().ok()?;
+                Some((id, o.size))
+            })
+            .collect();
+        let indexed: HashSet<PackId> = packs.iter().map(|p| p.pack).collect();
+        report.packs = indexed.len();
+        report.unindexed_packs = stored.keys().filter(|p| !indexed.contains(p)).count();
+        for p in &packs {
+            match stored.get(&p.pack) {
+                None => {
+                    bad_packs.insert(p.pack, "missing: the index lists it but the store does not have it".into());
+                }
+                Some(&size) => {
+                    let end = p.entries.iter().map(|e| u64::from(e.offset) + u64::from(e.len)).max().unwrap_or(0);
+                    if end > size {
+                        bad_packs.insert(p.pack, format!("truncated: {size} bytes stored, the index needs {end}"));
+                    }
+                }
+            }
+        }
+
+        let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
+        if read_data {
+            let total: u64 = packs.iter().filter(|p| !bad_packs.contains_key(&p.pack)).map(|p| stored.get(&p.pack).copied().unwrap_or(0)).sum();
+            progress.start("verify", Some(total));
+            let todo: Vec<&IndexedPack> = packs.iter().filter(|p| !bad_packs.contains_key(&p.pack)).collect();
+            let next = AtomicUsize::new(0);
+            let found: Mutex<Vec<(PackId, String, Vec<ChunkId>, u64, u64)>> = Mutex::new(Vec::new());
+            let fatal: Mutex<Option<crate::error::RepoError>> = Mutex::new(None);
+            std::thread::scope(|s| {
+                for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) {
+                    s.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = todo.get(i) else { break };
+                        match self.check_pack(p) {
+                            Ok((problem, chunks, checked, bytes)) => {
+                                progress.advance(bytes);
+                                if let Ok(mut f) = found.lock() {
+                                    f.push((p.pack, problem, chunks, checked, bytes));
+                                }
+                            }
+                            Err(e) => {
+                                if let Ok(mut f) = fatal.lock() {
+                                    f.get_or_insert(e);
+                                }
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            progress.finish();
+            if let Some(e) = fatal.into_inner().ok().flatten() {
+                return Err(e);
+            }
+            for (pack, problem, chunks, checked, bytes) in found.into_inner().unwrap_or_default() {
+                report.chunks_checked += checked;
+                report.bytes_read += bytes;
+                if !problem.is_empty() {
+                    bad_packs.insert(pack, problem);
+                    bad_chunks.extend(chunks);
+                }
+            }
+        }
+        // Every chunk of a missing or truncated pack is lost too.
+        for p in &packs {
+            if bad_packs.contains_key(&p.pack) && !read_data || stored.get(&p.pack).is_none() {
+                bad_chunks.extend(p.entries.iter().map(|e| e.id));
+            }
+        }
+        for (pack, problem) in &bad_packs {
+            report.damaged.push(Damage {
+                object: format::pack_key(pack),
+                problem: problem.clone(),
+            });
+        }
+
+        for (id, snap) in self.read_snapshots()? {
+            report.snapshots += 1;
+            let snap = match snap {
+                Ok(s) => s,
+                Err(e) => {
+                    report.damaged.push(Damage {
+                        object: format!("snapshots/{}", id.to_hex()),
+                        problem: e.to_string(),
+                    });
+                    report.broken_snapshots.push(BrokenSnapshot {
+                        id,
+                        reason: "the snapshot object itself is damaged".into(),
+                    });
+                    continue;
+                }
+            };
+            let mut missing = 0usize;
+            let mut damaged = 0usize;
+            let mut seen = HashSet::new();
+            for c in snap.chunks() {
+                if !seen.insert(c) {
+                    continue;
+                }
+                if !index.contains(&c) {
+                    missing += 1;
+                } else if bad_chunks.contains(&c) {
+                    damaged += 1;
+                }
+            }
+            if missing + damaged > 0 {
+                report.broken_snapshots.push(BrokenSnapshot {
+                    id,
+                    reason: format!("{damaged} chunk(s) in damaged packs, {missing} chunk(s) in no index"),
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// Downloads one pack and checks it; returns (problem or "", damaged
+    /// chunks, chunks checked, bytes read).
+    fn check_pack(&self, p: &IndexedPack) -> Result<(String, Vec<ChunkId>, u64, u64)> {
+        let key = format::pack_key(&p.pack);
+        let bytes = match self.inner.block(self.inner.storage.get(&key)) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Ok(("missing".into(), p.entries.iter().map(|e| e.id).collect(), 0, 0))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = bytes.len() as u64;
+        let mut problems = Vec::new();
+        if *blake3::hash(&bytes).as_bytes() != p.pack.0 {
+            problems.push("its contents do not match its name (the bytes changed after it was written)".to_string());
+        }
+        if let Err(e) = format::read_pack_toc(&key, &bytes, &self.inner.keyring) {
+            problems.push(format!("table of contents: {e}"));
+        }
+        let mut bad = Vec::new();
+        let mut checked = 0;
+        let data_key = self.inner.keyring.epoch(p.epoch);
+        for e in &p.entries {
+            checked += 1;
+            let start = e.offset as usize;
+            let ok = match (bytes.get(start..start + e.len as usize), data_key) {
+                (Some(sealed), Some(k)) => format::open_blob(&key, k, &self.inner.keyring, e, sealed).is_ok(),
+                _ => false,
+            };
+            if !ok {
+                bad.push(e.id);
+            }
+        }
+        if !bad.is_empty() {
+            problems.push(format!("{} of {} chunk(s) fail decryption or their hash check", bad.len(), p.entries.len()));
+        }
+        Ok((problems.join("; "), bad, checked, size))
+    }
+}

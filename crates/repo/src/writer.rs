@@ -1,0 +1,362 @@
+//! The deduplicating writer: chunks in, sealed packs and index objects out.
+//!
+//! Callers (any number of threads) hand chunks to [`Writer::write_chunk`]. A
+//! chunk whose id is already indexed, or already claimed by this writer, costs
+//! nothing more. New chunks go through a bounded channel to compressor threads,
+//! which compress, seal and append them to the open pack. Full packs go to the
+//! uploader thread, which uploads several at once on the async runtime and,
+//! every few packs and at the end, writes an index object listing the packs it
+//! has durably stored. An index object therefore never names a pack that is not
+//! stored, and a killed backup leaves indexed packs the next backup reuses.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use lifeboat_chunker::is_zero;
+use lifeboat_types::{ChunkId, IndexId};
+
+use crate::error::{RepoError, Result};
+use crate::format::{self, IndexedPack, PackBuilder, MAGIC_INDEX};
+use crate::index::Index;
+use crate::repository::Inner;
+use crate::snapshot::ContentRef;
+
+/// Packs in one index object at most; a killed backup loses at most this many
+/// packs' worth of reuse.
+const PACKS_PER_INDEX: usize = 4;
+/// Pack uploads in flight at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
+/// Zero chunks at least this long are stored as holes.
+const MIN_HOLE: usize = 4096;
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub chunks: AtomicU64,
+    pub chunks_new: AtomicU64,
+    pub bytes_new: AtomicU64,
+    pub bytes_stored: AtomicU64,
+    pub packs: AtomicU64,
+}
+
+struct Shared {
+    inner: Arc<Inner>,
+    index: Arc<Index>,
+    claimed: Mutex<HashSet<ChunkId>>,
+    pack: Mutex<Option<PackBuilder>>,
+    error: Mutex<Option<RepoError>>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn fail(&self, e: RepoError) {
+        if let Ok(mut slot) = self.error.lock() {
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+    }
+
+    fn take_error(&self) -> Option<RepoError> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+type FinishedPack = (lifeboat_types::PackId, u32, Vec<u8>, Vec<format::BlobEntry>);
+
+/// Writes chunks into packs; see the module documentation.
+pub struct Writer {
+    shared: Arc<Shared>,
+    chunk_tx: Option<Sender<(ChunkId, Vec<u8>)>>,
+    pack_tx: Option<Sender<FinishedPack>>,
+    compressors: Vec<JoinHandle<()>>,
+    uploader: Option<JoinHandle<Vec<IndexedPack>>>,
+}
+
+/// What a writer stored.
+#[derive(Debug, Default, Clone)]
+pub struct WriteStats {
+    /// Chunks written (deduplicated or not).
+    pub chunks: u64,
+    /// Chunks that were new.
+    pub chunks_new: u64,
+    /// Plaintext bytes of new chunks.
+    pub bytes_new: u64,
+    /// Bytes uploaded: packs and index objects.
+    pub bytes_stored: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+    /// The packs this writer stored and indexed.
+    pub indexed: Vec<IndexedPack>,
+}
+
+impl Writer {
+    pub(crate) fn new(inner: Arc<Inner>, index: Arc<Index>) -> Writer {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (chunk_tx, chunk_rx) = bounded::<(ChunkId, Vec<u8>)>(threads * 2);
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        let shared = Arc::new(Shared {
+            inner,
+            index,
+            claimed: Mutex::new(HashSet::new()),
+            pack: Mutex::new(None),
+            error: Mutex::new(None),
+            counters: Counters::default(),
+        });
+        let compressors = (0..threads)
+            .map(|_| {
+                let shared = shared.clone();
+                let rx = chunk_rx.clone();
+                let tx = pack_tx.clone();
+                std::thread::spawn(move || compress_loop(&shared, &rx, &tx))
+            })
+            .collect();
+        let uploader = {
+            let shared = shared.clone();
+            std::thread::spawn(move || upload_loop(&shared, &pack_rx))
+        };
+        Writer {
+            shared,
+            chunk_tx: Some(chunk_tx),
+            pack_tx: Some(pack_tx),
+            compressors,
+            uploader: Some(uploader),
+        }
+    }
+
+    /// Stores one chunk (unless the repository has it) and returns its reference.
+    /// Zero-filled chunks become holes and are not stored.
+    pub fn write_chunk(&self, data: Vec<u8>) -> Result<ContentRef> {
+        let len = data.len() as u64;
+        if data.len() >= MIN_HOLE && is_zero(&data) {
+            return Ok(ContentRef(None, len));
+        }
+        let id = self.shared.inner.keyring.chunk_id(&data);
+        self.shared.counters.chunks.fetch_add(1, Ordering::Relaxed);
+        if !self.shared.index.contains(&id) {
+            let fresh = self
+                .shared
+                .claimed
+                .lock()
+                .map(|mut c| c.insert(id))
+                .unwrap_or(false);
+            if fresh {
+                self.shared.counters.chunks_new.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.bytes_new.fetch_add(len, Ordering::Relaxed);
+                let sent = self
+                    .chunk_tx
+                    .as_ref()
+                    .map(|tx| tx.send((id, data)).is_ok())
+                    .unwrap_or(false);
+                if !sent {
+                    return Err(self.error_or("the writer stopped"));
+                }
+            }
+        }
+        if self.shared.failed() {
+            return Err(self.error_or("the writer stopped"));
+        }
+        Ok(ContentRef(Some(id), len))
+    }
+
+    fn error_or(&self, what: &str) -> RepoError {
+        self.shared
+            .take_error()
+            .unwrap_or_else(|| RepoError::Invalid(what.to_string()))
+    }
+
+    /// Flushes the open pack, waits for every upload and the last index object,
+    /// and reports what was stored. Only after this returns `Ok` may a snapshot
+    /// reference the chunks written.
+    pub fn finish(mut self) -> Result<WriteStats> {
+        drop(self.chunk_tx.take());
+        for h in self.compressors.drain(..) {
+            if h.join().is_err() {
+                self.shared.fail(RepoError::Invalid("a compressor thread panicked".into()));
+            }
+        }
+        let last = self.shared.pack.lock().ok().and_then(|mut p| p.take());
+        if let (Some(pack), Some(tx)) = (last, self.pack_tx.as_ref()) {
+            if !pack.is_empty() {
+                if let Some(key) = self.shared.inner.keyring.epoch(pack.epoch()) {
+                    let epoch = pack.epoch();
+                    match pack.finish(key) {
+                        Ok((id, bytes, entries)) => {
+                            let _ = tx.send((id, epoch, bytes, entries));
+                        }
+                        Err(e) => self.shared.fail(e),
+                    }
+                }
+            }
+        }
+        drop(self.pack_tx.take());
+        let indexed = match self.uploader.take().map(|h| h.join()) {
+            Some(Ok(indexed)) => indexed,
+            _ => {
+                self.shared.fail(RepoError::Invalid("the uploader thread panicked".into()));
+                Vec::new()
+            }
+        };
+        if let Some(e) = self.shared.take_error() {
+            return Err(e);
+        }
+        let c = &self.shared.counters;
+        Ok(WriteStats {
+            chunks: c.chunks.load(Ordering::Relaxed),
+            chunks_new: c.chunks_new.load(Ordering::Relaxed),
+            bytes_new: c.bytes_new.load(Ordering::Relaxed),
+            bytes_stored: c.bytes_stored.load(Ordering::Relaxed),
+            packs: c.packs.load(Ordering::Relaxed),
+            indexed,
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // An abandoned writer (an error elsewhere) still stops its threads.
+        drop(self.chunk_tx.take());
+        for h in self.compressors.drain(..) {
+            let _ = h.join();
+        }
+        drop(self.pack_tx.take());
+        if let Some(h) = self.uploader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn compress_loop(shared: &Shared, rx: &Receiver<(ChunkId, Vec<u8>)>, tx: &Sender<FinishedPack>) {
+    let inner = &shared.inner;
+    let epoch = inner.keyring.current();
+    let level = inner.config.compression_level;
+    let pack_size = inner.config.pack_size as usize;
+    for (id, data) in rx.iter() {
+        if shared.failed() {
+            continue;
+        }
+        let sealed = match format::seal_blob(&epoch.key, &id, &data, level) {
+            Ok(s) => s,
+            Err(e) => {
+                shared.fail(e);
+                continue;
+            }
+        };
+        let full = {
+            let Ok(mut slot) = shared.pack.lock() else {
+                shared.fail(RepoError::Invalid("pack lock poisoned".into()));
+                continue;
+            };
+            let pack = slot.get_or_insert_with(|| {
+                PackBuilder::new(epoch.number, pack_size + pack_size / 8)
+            });
+            if let Err(e) = pack.push(id, &sealed, data.len() as u32) {
+                shared.fail(e);
+                continue;
+            }
+            if pack.len() >= pack_size {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(pack) = full {
+            match pack.finish(&epoch.key) {
+                Ok((id, bytes, entries)) => {
+                    if tx.send((id, epoch.number, bytes, entries)).is_err() {
+                        shared.fail(RepoError::Invalid("the uploader stopped".into()));
+                    }
+                }
+                Err(e) => shared.fail(e),
+            }
+        }
+    }
+}
+
+fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack> {
+    let inner = &shared.inner;
+    let mut in_flight: VecDeque<(tokio::task::JoinHandle<Result<(), lifeboat_storage::StorageError>>, IndexedPack, u64)> =
+        VecDeque::new();
+    let mut pending: Vec<IndexedPack> = Vec::new();
+    let mut all: Vec<IndexedPack> = Vec::new();
+
+    let complete_one = |in_flight: &mut VecDeque<_>, pending: &mut Vec<IndexedPack>| {
+        let Some((handle, packed, size)) = in_flight.pop_front() else {
+            return;
+        };
+        let handle: tokio::task::JoinHandle<Result<(), lifeboat_storage::StorageError>> = handle;
+        match inner.block(handle) {
+            Ok(Ok(())) => {
+                shared.counters.packs.fetch_add(1, Ordering::Relaxed);
+                shared.counters.bytes_stored.fetch_add(size, Ordering::Relaxed);
+                pending.push(packed);
+            }
+            Ok(Err(e)) => shared.fail(e.into()),
+            Err(e) => shared.fail(RepoError::Invalid(format!("upload task failed: {e}"))),
+        }
+    };
+
+    let flush_index = |pending: &mut Vec<IndexedPack>, all: &mut Vec<IndexedPack>| {
+        if pending.is_empty() || shared.failed() {
+            return;
+        }
+        match write_index(inner, pending) {
+            Ok(size) => {
+                shared.counters.bytes_stored.fetch_add(size, Ordering::Relaxed);
+                all.append(pending);
+            }
+            Err(e) => shared.fail(e),
+        }
+    };
+
+    for (id, epoch, bytes, entries) in rx.iter() {
+        if shared.failed() {
+            continue;
+        }
+        let size = bytes.len() as u64;
+        let storage = inner.storage.clone();
+        let key = format::pack_key(&id);
+        let handle = inner
+            .rt
+            .spawn(async move { storage.put(&key, Bytes::from(bytes)).await });
+        in_flight.push_back((handle, IndexedPack {
+                pack: id,
+                epoch,
+                entries,
+            }, size));
+        while in_flight.len() >= UPLOADS_IN_FLIGHT {
+            complete_one(&mut in_flight, &mut pending);
+        }
+        if pending.len() >= PACKS_PER_INDEX {
+            flush_index(&mut pending, &mut all);
+        }
+    }
+    while !in_flight.is_empty() {
+        complete_one(&mut in_flight, &mut pending);
+    }
+    flush_index(&mut pending, &mut all);
+    all
+}
+
+/// Seals and stores an index object for `packs`; returns its stored size.
+pub(crate) fn write_index(inner: &Inner, packs: &[IndexedPack]) -> Result<u64> {
+    // Index bodies are ids and offsets: random bytes that do not compress.
+    let body = format::compress(&format::encode_index(packs), 0);
+    let epoch = inner.keyring.current();
+    let obj = format::seal_object(MAGIC_INDEX, epoch.number, &epoch.key, &body)?;
+    let id = IndexId(*blake3::hash(&obj).as_bytes());
+    let size = obj.len() as u64;
+    inner.block(
+        inner
+            .storage
+            .put(&format!("index/{}", id.to_hex()), Bytes::from(obj)),
+    )?;
+    Ok(size)
+}

@@ -1,0 +1,152 @@
+//! Fault injection for tests: a storage that fails or delays chosen calls.
+
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{DynStorage, ErrorKind, ObjectInfo, Storage, StorageError};
+
+/// A storage operation, for choosing which calls a [`FaultRule`] hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// [`Storage::put`].
+    Put,
+    /// [`Storage::get`] and [`Storage::get_range`].
+    Get,
+    /// [`Storage::list`].
+    List,
+    /// [`Storage::stat`].
+    Stat,
+    /// [`Storage::delete`].
+    Delete,
+}
+
+/// What a matching call suffers.
+#[derive(Clone, Debug)]
+pub enum FaultAction {
+    /// The call fails with this kind of error without reaching the inner store.
+    Fail(ErrorKind),
+    /// The call waits this long, then proceeds.
+    Delay(Duration),
+}
+
+/// Hits calls of `op` whose key starts with `key_prefix`: lets `skip` of them
+/// through, then applies `action` to the next `times` (or all, when `None`).
+#[derive(Clone, Debug)]
+pub struct FaultRule {
+    /// The operation hit.
+    pub op: Op,
+    /// Only keys starting with this.
+    pub key_prefix: String,
+    /// Matching calls let through before the fault starts.
+    pub skip: u32,
+    /// Matching calls hit after that; `None` for every one.
+    pub times: Option<u32>,
+    /// What happens to them.
+    pub action: FaultAction,
+}
+
+/// Wraps a storage and injects the faults its rules describe.
+#[derive(Debug)]
+pub struct FaultStorage {
+    inner: DynStorage,
+    rules: Mutex<Vec<FaultRule>>,
+}
+
+impl FaultStorage {
+    /// Wraps `inner` with no rules.
+    pub fn new(inner: DynStorage) -> Self {
+        FaultStorage {
+            inner,
+            rules: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds a rule.
+    pub fn add(&self, rule: FaultRule) {
+        if let Ok(mut rules) = self.rules.lock() {
+            rules.push(rule);
+        }
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        if let Ok(mut rules) = self.rules.lock() {
+            rules.clear();
+        }
+    }
+
+    async fn check(&self, op: Op, key: &str, name: &'static str) -> Result<(), StorageError> {
+        let action = {
+            let Ok(mut rules) = self.rules.lock() else {
+                return Ok(());
+            };
+            let mut hit = None;
+            for rule in rules.iter_mut() {
+                if rule.op != op || !key.starts_with(&rule.key_prefix) {
+                    continue;
+                }
+                if rule.skip > 0 {
+                    rule.skip -= 1;
+                    continue;
+                }
+                match rule.times {
+                    Some(0) => continue,
+                    Some(ref mut n) => *n -= 1,
+                    None => {}
+                }
+                hit = Some(rule.action.clone());
+                break;
+            }
+            hit
+        };
+        match action {
+            None => Ok(()),
+            Some(FaultAction::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Some(FaultAction::Fail(kind)) => Err(StorageError::new(
+                kind,
+                name,
+                key,
+                &self.inner.location(),
+                "injected fault",
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for FaultStorage {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.check(Op::Put, key, "put").await?;
+        self.inner.put(key, data).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        self.check(Op::Get, key, "get").await?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
+        self.check(Op::Get, key, "get").await?;
+        self.inner.get_range(key, range).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.check(Op::List, prefix, "list").await?;
+        self.inner.list(prefix).await
+    }
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        self.check(Op::Stat, key, "stat").await?;
+        self.inner.stat(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.check(Op::Delete, key, "delete").await?;
+        self.inner.delete(key).await
+    }
+}

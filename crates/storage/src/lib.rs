@@ -1,0 +1,182 @@
+//! Object storage for lifeboat repositories.
+//!
+//! Everything a repository stores goes through one async trait, [`Storage`]: whole
+//! objects put atomically, read whole or by byte range, listed by prefix, deleted.
+//! Object keys are `/`-separated relative paths such as `snapshots/<id>`.
+//!
+//! Backends:
+//! - [`LocalStorage`]: a directory on local disk, lifeboat's embedded default.
+//!   Writes are crash-safe: temporary file, fsync, rename, fsync of the directory.
+//! - [`S3Storage`]: any S3-compatible store (AWS S3, Garage, MinIO, Ceph RGW)
+//!   through Apache OpenDAL, path-style addressing unless asked otherwise.
+//!
+//! Layers, each itself a [`Storage`] wrapping another:
+//! - [`RetryStorage`]: per-call timeout and retry with exponential backoff for
+//!   errors that [`StorageError::is_retryable`] says may pass.
+//! - [`LimitStorage`]: bounds the number of calls in flight.
+//! - [`FaultStorage`]: fails or delays chosen calls, for tests.
+//!
+//! [`open`] turns a repository URL into a ready, layered storage.
+#![deny(missing_docs)]
+
+mod fault;
+mod layers;
+mod local;
+mod s3;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use fault::{FaultAction, FaultRule, FaultStorage, Op};
+pub use layers::{LimitStorage, RetryPolicy, RetryStorage};
+pub use local::LocalStorage;
+pub use s3::{S3Options, S3Storage};
+
+/// What kind of failure a storage call met; decides whether it is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// The credentials do not allow the call.
+    PermissionDenied,
+    /// The failure may pass: a timeout, a refused connection, a 5xx, throttling.
+    Transient,
+    /// Retrying will not help: bad configuration, a full disk, a malformed answer.
+    Permanent,
+}
+
+/// A failed storage call, naming the operation, the object and the store.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {key:?} on {location}: {message}")]
+pub struct StorageError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// The operation (`put`, `get`, `list`, …).
+    pub op: &'static str,
+    /// The object key or prefix.
+    pub key: String,
+    /// The store, as [`Storage::location`] names it.
+    pub location: String,
+    /// What went wrong, from the backend.
+    pub message: String,
+}
+
+impl StorageError {
+    /// A new error.
+    pub fn new(
+        kind: ErrorKind,
+        op: &'static str,
+        key: &str,
+        location: &str,
+        message: impl fmt::Display,
+    ) -> Self {
+        StorageError {
+            kind,
+            op,
+            key: key.to_string(),
+            location: location.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// True when the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// True when the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+/// An object's key and size, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The key, relative to the storage root.
+    pub key: String,
+    /// The size in bytes.
+    pub size: u64,
+}
+
+/// An object store. Implementations are cheap to share (`Arc<dyn Storage>`).
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Where the objects live, for messages (`/srv/repo`, `s3://bucket/prefix`).
+    fn location(&self) -> String;
+
+    /// Stores `data` under `key`, replacing any object there. When this returns
+    /// `Ok`, the object is durable and readers see either nothing or all of it.
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError>;
+
+    /// Reads a whole object.
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
+
+    /// Reads `range` of an object.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError>;
+
+    /// Lists every object whose key starts with `prefix` (recursively), in no
+    /// particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+
+    /// The object's size, or `None` when it does not exist.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
+
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+}
+
+/// A shared storage handle.
+pub type DynStorage = Arc<dyn Storage>;
+
+/// How to reach and treat a store; the defaults suit a local repository.
+#[derive(Clone, Debug, Default)]
+pub struct StorageOptions {
+    /// S3 settings, used when the URL is `s3://…`.
+    pub s3: S3Options,
+    /// Retry and timeout policy for every call.
+    pub retry: RetryPolicy,
+    /// Calls in flight at most (0: a default of 8 for S3, 32 for local disk).
+    pub max_concurrency: usize,
+}
+
+/// Opens the store a repository URL names: a path, `file://PATH` or
+/// `s3://BUCKET[/PREFIX]`. The result has the retry and concurrency layers.
+pub fn open(url: &str, options: &StorageOptions) -> Result<DynStorage, StorageError> {
+    let inner: DynStorage = if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StorageError::new(
+                ErrorKind::Permanent,
+                "open",
+                "",
+                url,
+                "an S3 repository URL needs a bucket: s3://BUCKET[/PREFIX]",
+            ));
+        }
+        Arc::new(S3Storage::new(bucket, prefix, &options.s3)?)
+    } else if url.contains("://") && !url.starts_with("file://") {
+        return Err(StorageError::new(
+            ErrorKind::Permanent,
+            "open",
+            "",
+            url,
+            "unknown repository URL scheme: use a path, file://PATH or s3://BUCKET/PREFIX",
+        ));
+    } else {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        Arc::new(LocalStorage::new(path))
+    };
+    let default_limit = if url.starts_with("s3://") { 8 } else { 32 };
+    let limit = if options.max_concurrency == 0 {
+        default_limit
+    } else {
+        options.max_concurrency
+    };
+    let retried: DynStorage = Arc::new(RetryStorage::new(inner, options.retry.clone()));
+    Ok(Arc::new(LimitStorage::new(retried, limit)))
+}

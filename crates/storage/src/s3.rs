@@ -1,0 +1,180 @@
+//! The S3 backend, through Apache OpenDAL.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use opendal::{services, Operator};
+
+use crate::{ErrorKind, ObjectInfo, Storage, StorageError};
+
+/// How to reach an S3-compatible store. Unset fields fall back to the usual AWS
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`).
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// The endpoint, e.g. `http://127.0.0.1:3900` for a local Garage; AWS when unset.
+    pub endpoint: Option<String>,
+    /// The region; `us-east-1` when unset and not in the environment.
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
+    /// Virtual-host-style addressing (`BUCKET.endpoint`) instead of path style.
+    pub virtual_host_style: bool,
+}
+
+/// A bucket (and optional prefix) of an S3-compatible store.
+#[derive(Debug)]
+pub struct S3Storage {
+    op: Operator,
+    location: String,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl S3Storage {
+    /// A store for `bucket` under `prefix`. No request is made yet.
+    pub fn new(bucket: &str, prefix: &str, options: &S3Options) -> Result<Self, StorageError> {
+        let location = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
+        let region = options
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let mut builder = services::S3::default()
+            .bucket(bucket)
+            .root(&format!("/{}", prefix.trim_matches('/')))
+            .region(&region)
+            .disable_config_load()
+            .disable_ec2_metadata();
+        if let Some(endpoint) = options.endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL")) {
+            builder = builder.endpoint(&endpoint);
+        }
+        let key_id = options.access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID"));
+        let secret = options
+            .secret_access_key
+            .clone()
+            .or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+        match (key_id, secret) {
+            (Some(id), Some(secret)) => {
+                builder = builder.access_key_id(&id).secret_access_key(&secret);
+            }
+            _ => {
+                return Err(StorageError::new(
+                    ErrorKind::Permanent,
+                    "open",
+                    "",
+                    &location,
+                    "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [s3] access_key_id and secret_access_key in the config file",
+                ))
+            }
+        }
+        if options.virtual_host_style {
+            builder = builder.enable_virtual_host_style();
+        }
+        let op = Operator::new(builder)
+            .map_err(|e| StorageError::new(ErrorKind::Permanent, "open", "", &location, e))?
+            .finish();
+        Ok(S3Storage { op, location })
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StorageError {
+        use opendal::ErrorKind as K;
+        let kind = match e.kind() {
+            K::NotFound => ErrorKind::NotFound,
+            K::PermissionDenied => ErrorKind::PermissionDenied,
+            K::ConfigInvalid | K::Unsupported | K::IsADirectory | K::NotADirectory => {
+                ErrorKind::Permanent
+            }
+            // Refused connections, resets, timeouts, 5xx and throttling all land
+            // here; they may pass, and the retry layer bounds how long we wait.
+            _ => ErrorKind::Transient,
+        };
+        let message = match e.kind() {
+            K::PermissionDenied => format!(
+                "access denied; check the S3 credentials and that they may use this bucket ({e})"
+            ),
+            _ => e.to_string(),
+        };
+        StorageError::new(kind, op, key, &self.location, message)
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.op
+            .write(key, data)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("put", key, e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        self.op
+            .read(key)
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| self.err("get", key, e))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
+        if range.start == range.end {
+            return Ok(Bytes::new());
+        }
+        self.op
+            .read_with(key)
+            .range(range)
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| self.err("get", key, e))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let entries = self
+            .op
+            .list_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(|e| self.err("list", prefix, e))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .map(|e| ObjectInfo {
+                key: e.path().trim_start_matches('/').to_string(),
+                size: e.metadata().content_length(),
+            })
+            .collect())
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        match self.op.stat(key).await {
+            Ok(m) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: m.content_length(),
+            })),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", key, e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.op
+            .delete(key)
+            .await
+            .map_err(|e| self.err("delete", key, e))
+    }
+}
