@@ -37,7 +37,7 @@ pub use backup::{BackupOutcome, FilesBackupOptions};
 pub use error::{RepoError, Result};
 pub use index::{Index, Location};
 pub use progress::{NoProgress, Progress};
-pub use repository::{now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
+pub use repository::{format_time, now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
 pub use restore::{RestoreOptions, RestoreStats};
 pub use snapshot::{BackupStats, ContentRef, Node, NodeKind, Skipped, Snapshot, SnapshotEntry};
 pub use verify::{BrokenSnapshot, Damage, VerifyReport};

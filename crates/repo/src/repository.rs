@@ -129,9 +129,14 @@ pub(crate) fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// The current time as RFC 3339 with second precision.
+/// The current time as RFC 3339 with microsecond precision.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    format_time(SystemTime::now())
+}
+
+/// A time as RFC 3339 with microsecond precision, UTC (snapshots sort by it).
+pub fn format_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
 }
 
 fn slot_key(id: &str) -> String {

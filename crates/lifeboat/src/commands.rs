@@ -1,0 +1,515 @@
+//! The commands: turn parsed arguments into library calls and print results.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use lifeboat_repo::{
+    ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, NodeKind, Repository,
+    RestoreOptions, SecretSource, Snapshot, SnapshotEntry,
+};
+use lifeboat_storage::{S3Options, StorageOptions};
+use serde_json::json;
+
+use crate::config::{self, FileConfig};
+use crate::output::{print_json, rate, secs, size, TermProgress};
+use crate::{
+    BackupArgs, Cli, Command, DamageFound, FilesCommand, Global, KeyAddArgs, KeyCommand, RepoCommand,
+    RestoreArgs, UsageError,
+};
+
+/// Everything a command needs from the environment, settled once.
+struct Ctx {
+    global: Global,
+    file: FileConfig,
+    rt: tokio::runtime::Runtime,
+}
+
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    if let Command::Demo { keep, scale } = cli.command {
+        return crate::demo::run(cli.global.json, cli.global.quiet, keep, scale.max(1));
+    }
+    let file = config::load(cli.global.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let ctx = Ctx {
+        global: cli.global,
+        file,
+        rt,
+    };
+    match cli.command {
+        Command::Repo(RepoCommand::Init(args)) => init(&ctx, &args),
+        Command::Repo(RepoCommand::Key(k)) => key(&ctx, k),
+        Command::Files(FilesCommand::Backup(args)) => backup(&ctx, &args),
+        Command::Files(FilesCommand::Restore(args)) => restore(&ctx, &args),
+        Command::Snapshots => snapshots(&ctx),
+        Command::Ls { snapshot } => ls(&ctx, &snapshot),
+        Command::Verify { read_data } => verify(&ctx, read_data),
+        Command::Demo { .. } => Ok(()),
+    }
+}
+
+fn parse_size(what: &str, text: &str) -> Result<u64> {
+    text.parse::<ByteSize>()
+        .map(|b| b.0)
+        .map_err(|e| UsageError(format!("{what}: {e}")).into())
+}
+
+impl Ctx {
+    fn storage(&self) -> Result<lifeboat_storage::DynStorage> {
+        let url = self
+            .global
+            .repo
+            .clone()
+            .or_else(|| self.file.repo.clone())
+            .ok_or_else(|| UsageError("no repository given: use --repo URL, LIFEBOAT_REPO, or `repo = ...` in the config file".into()))?;
+        let s3 = &self.file.s3;
+        let options = StorageOptions {
+            s3: S3Options {
+                endpoint: self.global.s3_endpoint.clone().or_else(|| s3.endpoint.clone()),
+                region: self.global.s3_region.clone().or_else(|| s3.region.clone()),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.clone(),
+                virtual_host_style: s3.virtual_host_style,
+            },
+            retry: self.file.storage.retry_policy(),
+            max_concurrency: self.file.storage.max_concurrency.unwrap_or(0),
+        };
+        lifeboat_storage::open(&url, &options).map_err(|e| UsageError(e.to_string()).into())
+    }
+
+    fn progress(&self) -> TermProgress {
+        TermProgress::new(self.global.quiet || self.global.json)
+    }
+
+    /// Every credential given, key material first (it opens without Argon2id).
+    fn credentials(&self) -> Result<Vec<Credential>> {
+        let mut out = Vec::new();
+        let g = &self.global;
+        if let Some(p) = g.key_file.clone().or_else(|| self.file.key_file.clone()) {
+            out.push(Credential::key_material(SecretSource::KeyFile, read_key_file(&p)?));
+        } else if let Some(c) = g.key_command.clone().or_else(|| self.file.key_command.clone()) {
+            out.push(Credential::key_material(SecretSource::KeyCommand, run_secret_command(&c, false)?));
+        } else if let Some(k) = std::env::var_os("LIFEBOAT_KEY").filter(|v| !v.is_empty()) {
+            out.push(Credential::key_material(
+                SecretSource::KeyEnv,
+                k.to_string_lossy().trim().as_bytes().to_vec(),
+            ));
+        }
+        if let Some(p) = g.password_file.clone().or_else(|| self.file.password_file.clone()) {
+            out.push(Credential::passphrase(read_password_file(&p)?));
+        } else if let Some(c) = g.password_command.clone().or_else(|| self.file.password_command.clone()) {
+            out.push(Credential::passphrase(run_secret_command(&c, true)?));
+        } else if let Some(p) = std::env::var_os("LIFEBOAT_PASSWORD").filter(|v| !v.is_empty()) {
+            out.push(Credential::passphrase(p.to_string_lossy().as_bytes().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn open(&self) -> Result<Repository> {
+        let storage = self.storage()?;
+        let creds = self.credentials()?;
+        Ok(Repository::open(storage, self.rt.handle().clone(), &creds)?)
+    }
+}
+
+fn read_password_file(p: &Path) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| UsageError(format!("cannot read password file {}: {e}", p.display())))?;
+    Ok(text.lines().next().unwrap_or_default().as_bytes().to_vec())
+}
+
+fn read_key_file(p: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(p).map_err(|e| UsageError(format!("cannot read key file {}: {e}", p.display())))?;
+    // A text key file (hex, base64) may end with a newline that is not part of the key.
+    Ok(match std::str::from_utf8(&bytes) {
+        Ok(s) => s.trim_end().as_bytes().to_vec(),
+        Err(_) => bytes,
+    })
+}
+
+fn run_secret_command(cmd: &str, first_line: bool) -> Result<Vec<u8>> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| UsageError(format!("cannot run secret command {cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(UsageError(format!("secret command {cmd:?} failed with {}", out.status)).into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let secret = if first_line {
+        text.lines().next().unwrap_or_default().to_string()
+    } else {
+        text.trim_end().to_string()
+    };
+    if secret.is_empty() {
+        return Err(UsageError(format!("secret command {cmd:?} printed nothing")).into());
+    }
+    Ok(secret.into_bytes())
+}
+
+fn kdf_with_memory(text: &str) -> Result<Kdf> {
+    let mem = parse_size("--kdf-memory", text)?;
+    if mem < 8 * 1024 {
+        return Err(UsageError("--kdf-memory must be at least 8KiB".into()).into());
+    }
+    match Kdf::default_passphrase() {
+        Kdf::Argon2id { iterations, parallelism, .. } => Ok(Kdf::Argon2id {
+            memory_kib: (mem / 1024) as u32,
+            iterations,
+            parallelism,
+        }),
+        other => Ok(other),
+    }
+}
+
+fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
+    let avg = parse_size("--chunk-size", &args.chunk_size)? as u32;
+    let options = InitOptions {
+        chunker: ChunkerConfig::Cdc {
+            min: avg / 4,
+            avg,
+            max: avg.saturating_mul(4),
+        },
+        pack_size: parse_size("--pack-size", &args.pack_size)?,
+        compression_level: args.compression_level,
+        passphrase_kdf: kdf_with_memory(&args.kdf_memory)?,
+    };
+    let creds = ctx.credentials()?;
+    let Some(cred) = creds.first() else {
+        return Err(UsageError(
+            "a new repository needs a secret: set LIFEBOAT_PASSWORD, or use --password-file, --password-command, --key-file or LIFEBOAT_KEY".into(),
+        )
+        .into());
+    };
+    let repo = Repository::init(ctx.storage()?, ctx.rt.handle().clone(), cred, &options)?;
+    if ctx.global.json {
+        print_json(&json!({
+            "repository": repo.location(),
+            "id": repo.config().id,
+            "key_slot": repo.opened_slot(),
+            "config": repo.config(),
+        }));
+    } else {
+        println!("created lifeboat repository {} at {}", repo.config().id, repo.location());
+        println!("key slot {} opens it; keep that secret safe: without it the data is lost", repo.opened_slot());
+    }
+    Ok(())
+}
+
+fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
+    let mut repo = ctx.open()?;
+    match cmd {
+        KeyCommand::List => {
+            let slots = repo.key_slots()?;
+            let epochs = repo.key_epochs();
+            if ctx.global.json {
+                let list: Vec<_> = slots
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "id": s.id, "source": s.source, "label": s.label,
+                            "created_unix": s.created_unix, "kdf": s.kdf,
+                            "current": s.id == repo.opened_slot(),
+                        })
+                    })
+                    .collect();
+                let ep: Vec<_> = epochs.iter().map(|(n, c)| json!({"epoch": n, "created_unix": c})).collect();
+                print_json(&json!({ "slots": list, "data_key_epochs": ep }));
+            } else {
+                println!("{:<2}{:<18}{:<13}{:<22}label", "", "slot", "source", "created");
+                for s in &slots {
+                    let mark = if s.id == repo.opened_slot() { "*" } else { "" };
+                    let source = serde_json::to_value(s.source).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    println!("{mark:<2}{:<18}{:<13}{:<22}{}", s.id, source, fmt_unix(s.created_unix), s.label);
+                }
+                println!("data-key epochs: {} (current: {})", epochs.len(), epochs.last().map(|e| e.0).unwrap_or(0));
+            }
+        }
+        KeyCommand::Add(args) => {
+            let cred = new_credential(&args)?;
+            let kdf = kdf_with_memory(&args.kdf_memory)?;
+            let slot = repo.add_key_slot(&cred, &args.label, &kdf)?;
+            if ctx.global.json {
+                print_json(&json!({ "added": slot.id, "source": slot.source }));
+            } else {
+                println!("added key slot {}", slot.id);
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let slot = repo.remove_key_slot(&id)?;
+            if ctx.global.json {
+                print_json(&json!({ "removed": slot.id }));
+            } else {
+                println!("removed key slot {}", slot.id);
+            }
+        }
+        KeyCommand::Rotate => {
+            let epoch = repo.rotate_data_key()?;
+            if ctx.global.json {
+                print_json(&json!({ "epoch": epoch }));
+            } else {
+                println!("data-key epoch {epoch} is now used for new data; older data stays readable with its own epoch");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn new_credential(args: &KeyAddArgs) -> Result<Credential> {
+    if let Some(p) = &args.new_key_file {
+        return Ok(Credential::key_material(SecretSource::KeyFile, read_key_file(p)?));
+    }
+    if let Some(c) = &args.new_key_command {
+        return Ok(Credential::key_material(SecretSource::KeyCommand, run_secret_command(c, false)?));
+    }
+    if let Some(k) = std::env::var_os("LIFEBOAT_NEW_KEY").filter(|v| !v.is_empty()) {
+        return Ok(Credential::key_material(SecretSource::KeyEnv, k.to_string_lossy().trim().as_bytes().to_vec()));
+    }
+    if let Some(p) = &args.new_password_file {
+        return Ok(Credential::passphrase(read_password_file(p)?));
+    }
+    if let Some(c) = &args.new_password_command {
+        return Ok(Credential::passphrase(run_secret_command(c, true)?));
+    }
+    if let Some(p) = std::env::var_os("LIFEBOAT_NEW_PASSWORD").filter(|v| !v.is_empty()) {
+        return Ok(Credential::passphrase(p.to_string_lossy().as_bytes().to_vec()));
+    }
+    Err(UsageError("no new secret given: use --new-password-file, --new-password-command, LIFEBOAT_NEW_PASSWORD, --new-key-file, --new-key-command or LIFEBOAT_NEW_KEY".into()).into())
+}
+
+fn fmt_unix(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    short_time(&lifeboat_repo::format_time(t))
+}
+
+/// `2026-11-24T13:52:40.123456Z` → `2026-11-24T13:52:40Z` for listings.
+fn short_time(t: &str) -> String {
+    match t.split_once('.') {
+        Some((head, _)) => format!("{head}Z"),
+        None => t.to_string(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let progress = ctx.progress();
+    let host = args.host.clone().unwrap_or_else(hostname);
+    let outcome = if args.stdin {
+        let name = args.name.clone().unwrap_or_else(|| "stdin".into());
+        let stdin = std::io::stdin();
+        let reader: Box<dyn Read> = Box::new(stdin.lock());
+        repo.backup_stream(&name, reader, "stream", &args.tags, &host, Default::default(), &progress)?
+    } else {
+        let opts = FilesBackupOptions {
+            paths: args.paths.clone(),
+            tags: args.tags.clone(),
+            allow_partial: args.allow_partial,
+            force_read: args.force,
+            hostname: host,
+            metadata: Default::default(),
+        };
+        repo.backup_files(&opts, &progress)?
+    };
+    let s = &outcome.snapshot;
+    let st = &s.stats;
+    if ctx.global.json {
+        print_json(&json!({
+            "snapshot": outcome.id.to_hex(),
+            "partial": s.partial,
+            "skipped": s.skipped,
+            "parent": s.parent.map(|p| p.to_hex()),
+            "stats": st,
+            "throughput_bytes_per_sec": if st.duration_ms > 0 { st.bytes_read * 1000 / st.duration_ms } else { 0 },
+        }));
+    } else {
+        for sk in &s.skipped {
+            eprintln!("skipped {}: {}", sk.path, sk.reason);
+        }
+        let partial = if s.partial { " (PARTIAL: some items were skipped)" } else { "" };
+        println!("snapshot {} saved{partial}", outcome.id.short());
+        println!(
+            "  {} files, {} dirs, {} in all; read {}, new {}, stored {} in {} pack(s)",
+            st.files,
+            st.dirs,
+            size(st.bytes_total),
+            size(st.bytes_read),
+            size(st.bytes_new),
+            size(st.bytes_stored),
+            st.packs
+        );
+        println!("  took {} ({})", secs(st.duration_ms), rate(st.bytes_read, st.duration_ms));
+    }
+    Ok(())
+}
+
+fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let entry = repo.find_snapshot(&args.snapshot)?;
+    let progress = ctx.progress();
+    if args.stdout {
+        let started = std::time::Instant::now();
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        let n = repo.restore_stream(&entry.snapshot, &mut lock, &progress)?;
+        let ms = started.elapsed().as_millis() as u64;
+        if !ctx.global.quiet {
+            eprintln!("restored {} from snapshot {} in {} ({})", size(n), entry.id.short(), secs(ms), rate(n, ms));
+        }
+        return Ok(());
+    }
+    let target = args.target.clone().ok_or_else(|| UsageError("--target DIR is required".into()))?;
+    let opts = RestoreOptions {
+        target: target.clone(),
+        include: args.include.clone(),
+    };
+    let stats = repo.restore(&entry.snapshot, &opts, &progress)?;
+    if ctx.global.json {
+        print_json(&json!({ "snapshot": entry.id.to_hex(), "target": target, "stats": stats }));
+    } else {
+        println!(
+            "restored {} files, {} dirs, {} symlinks, {} from snapshot {} to {} in {} ({})",
+            stats.files,
+            stats.dirs,
+            stats.symlinks,
+            size(stats.bytes),
+            entry.id.short(),
+            target.display(),
+            secs(stats.duration_ms),
+            rate(stats.bytes, stats.duration_ms)
+        );
+    }
+    Ok(())
+}
+
+fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
+    let s = &e.snapshot;
+    json!({
+        "id": e.id.to_hex(), "short_id": e.id.short(), "source_kind": s.source_kind,
+        "source_name": s.source_name, "hostname": s.hostname, "paths": s.paths, "tags": s.tags,
+        "start_time": s.start_time, "end_time": s.end_time, "partial": s.partial,
+        "parent": s.parent.map(|p| p.to_hex()), "metadata": s.metadata, "stats": s.stats,
+    })
+}
+
+fn snapshots(ctx: &Ctx) -> Result<()> {
+    let repo = ctx.open()?;
+    let all = repo.snapshots()?;
+    if ctx.global.json {
+        print_json(&serde_json::Value::Array(all.iter().map(snapshot_json).collect()));
+        return Ok(());
+    }
+    println!("{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}paths", "id", "time", "host", "kind", "size", "stored", "tags");
+    for e in &all {
+        let s = &e.snapshot;
+        let partial = if s.partial { " (partial)" } else { "" };
+        println!(
+            "{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}{}{partial}",
+            e.id.short(),
+            short_time(&s.start_time),
+            s.hostname,
+            s.source_kind,
+            size(s.stats.bytes_total),
+            size(s.stats.bytes_stored),
+            s.tags.join(","),
+            s.paths.join(" ")
+        );
+    }
+    println!("{} snapshot(s)", all.len());
+    Ok(())
+}
+
+fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
+    let repo = ctx.open()?;
+    let e = repo.find_snapshot(spec)?;
+    let s: &Snapshot = &e.snapshot;
+    if ctx.global.json {
+        let nodes: Vec<_> = s
+            .nodes
+            .iter()
+            .map(|n| json!({
+                "path": format!("/{}", n.path), "type": n.kind, "mode": n.mode, "uid": n.uid, "gid": n.gid,
+                "size": n.size, "mtime_ns": n.mtime_ns, "target": n.target,
+            }))
+            .collect();
+        print_json(&json!({ "snapshot": e.id.to_hex(), "nodes": nodes }));
+        return Ok(());
+    }
+    for n in &s.nodes {
+        let kind = match n.kind {
+            NodeKind::Dir => 'd',
+            NodeKind::Symlink => 'l',
+            NodeKind::File => '-',
+            NodeKind::Stream => 's',
+        };
+        let target = n.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
+        println!("{kind}{:04o} {:>6}:{:<6} {:>12} /{}{target}", n.mode & 0o7777, n.uid, n.gid, n.size, n.path);
+    }
+    Ok(())
+}
+
+fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
+    let repo = ctx.open()?;
+    let progress = ctx.progress();
+    let started = std::time::Instant::now();
+    let report = repo.verify(read_data, &progress)?;
+    let ms = started.elapsed().as_millis() as u64;
+    if ctx.global.json {
+        let mut v = serde_json::to_value(&report).context("encode the report")?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("clean".into(), json!(report.is_clean()));
+            o.insert("duration_ms".into(), json!(ms));
+        }
+        print_json(&v);
+    } else {
+        println!(
+            "checked {} index object(s), {} snapshot(s), {} pack(s){}",
+            report.indexes,
+            report.snapshots,
+            report.packs,
+            if read_data {
+                format!(", {} chunk(s), {} read in {} ({})", report.chunks_checked, size(report.bytes_read), secs(ms), rate(report.bytes_read, ms))
+            } else {
+                String::new()
+            }
+        );
+        if report.unindexed_packs > 0 {
+            println!("{} pack(s) are in no index (left by interrupted backups; harmless)", report.unindexed_packs);
+        }
+        for d in &report.damaged {
+            println!("DAMAGED {}: {}", d.object, d.problem);
+        }
+        for b in &report.broken_snapshots {
+            println!("BROKEN snapshot {}: {}", b.id.short(), b.reason);
+        }
+        if report.is_clean() {
+            println!("no damage found");
+        }
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(DamageFound(format!(
+            "{} damaged object(s), {} broken snapshot(s)",
+            report.damaged.len(),
+            report.broken_snapshots.len()
+        ))
+        .into())
+    }
+}

@@ -1,0 +1,279 @@
+//! `lifeboat`: the command-line tool. It alone parses arguments, prints and
+//! chooses exit codes; everything else lives in the library crates.
+//!
+//! Exit codes: 0 success, 1 failure, 2 usage or configuration error (including
+//! a wrong password and a missing repository), 3 data damage found.
+
+mod commands;
+mod config;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use lifeboat_repo::RepoError;
+
+/// A usage or configuration error: exit code 2.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Data damage was found: exit code 3. The report was already printed.
+#[derive(Debug)]
+pub(crate) struct DamageFound(pub String);
+
+impl std::fmt::Display for DamageFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DamageFound {}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Backup and disaster recovery that proves every backup restores",
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 data damage found."
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Global {
+    /// Config file (default: $XDG_CONFIG_HOME/lifeboat/lifeboat.toml, then /etc/lifeboat/lifeboat.toml)
+    #[arg(long, global = true, env = "LIFEBOAT_CONFIG", value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Repository: a path, file://PATH, or s3://BUCKET[/PREFIX]
+    #[arg(long, global = true, env = "LIFEBOAT_REPO", value_name = "URL")]
+    pub(crate) repo: Option<String>,
+    /// S3 endpoint, e.g. http://127.0.0.1:3900 (default: AWS)
+    #[arg(long, global = true, env = "LIFEBOAT_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION, else us-east-1)
+    #[arg(long, global = true, env = "LIFEBOAT_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Read the passphrase from the first line of this file (else LIFEBOAT_PASSWORD)
+    #[arg(long, global = true, env = "LIFEBOAT_PASSWORD_FILE", value_name = "PATH")]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line it prints as the passphrase
+    #[arg(long, global = true, env = "LIFEBOAT_PASSWORD_COMMAND", value_name = "CMD")]
+    pub(crate) password_command: Option<String>,
+    /// Read key material (at least 32 bytes) from this file (else LIFEBOAT_KEY)
+    #[arg(long, global = true, env = "LIFEBOAT_KEY_FILE", value_name = "PATH")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Run this shell command (a KMS or Vault client) and use what it prints as key material
+    #[arg(long, global = true, env = "LIFEBOAT_KEY_COMMAND", value_name = "CMD")]
+    pub(crate) key_command: Option<String>,
+    /// Print machine-readable JSON on stdout instead of text
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// No progress bars
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Create and manage repositories and their keys
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Back up and restore files, directories and streams
+    #[command(subcommand)]
+    Files(FilesCommand),
+    /// List snapshots
+    Snapshots,
+    /// List the items of a snapshot
+    Ls {
+        /// Snapshot id, unique id prefix, or `latest`
+        snapshot: String,
+    },
+    /// Run the whole job on the embedded default (a temporary local repository):
+    /// back up a generated dataset, change 1 %, back up again, verify, restore, compare
+    Demo {
+        /// Keep the temporary directory (repository, dataset, restore)
+        #[arg(long)]
+        keep: bool,
+        /// Dataset size factor (1 ≈ 30 MB)
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+    },
+    /// Check the repository; with --read-data, decrypt and hash-check every chunk
+    Verify {
+        /// Download and check every pack and chunk, not only the indexes and snapshots
+        #[arg(long)]
+        read_data: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RepoCommand {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Manage key slots and data keys
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct InitArgs {
+    /// Target pack size (at least 1MiB)
+    #[arg(long, default_value = "16MiB", value_name = "SIZE")]
+    pub(crate) pack_size: String,
+    /// zstd level for chunks, 0 (none) to 19
+    #[arg(long, default_value_t = 1)]
+    pub(crate) compression_level: i32,
+    /// Average content-defined chunk size (min is 1/4, max 4× of it)
+    #[arg(long, default_value = "1MiB", value_name = "SIZE")]
+    pub(crate) chunk_size: String,
+    /// Argon2id memory for passphrase slots
+    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+    pub(crate) kdf_memory: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeyCommand {
+    /// List key slots and data-key epochs
+    List,
+    /// Add a key slot. The new secret comes from --new-password-file,
+    /// --new-password-command or LIFEBOAT_NEW_PASSWORD (a passphrase), or from
+    /// --new-key-file, --new-key-command or LIFEBOAT_NEW_KEY (key material)
+    Add(KeyAddArgs),
+    /// Remove a key slot (never the last one)
+    Remove {
+        /// The slot's id or a unique prefix of it
+        id: String,
+    },
+    /// Start a new data-key epoch: new data gets a fresh key; nothing is re-uploaded
+    Rotate,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KeyAddArgs {
+    /// A label to recognise the slot by
+    #[arg(long, default_value = "")]
+    pub(crate) label: String,
+    /// Read the new passphrase from this file
+    #[arg(long, value_name = "PATH")]
+    pub(crate) new_password_file: Option<PathBuf>,
+    /// Run this command for the new passphrase
+    #[arg(long, value_name = "CMD")]
+    pub(crate) new_password_command: Option<String>,
+    /// Read new key material from this file
+    #[arg(long, value_name = "PATH")]
+    pub(crate) new_key_file: Option<PathBuf>,
+    /// Run this command for new key material
+    #[arg(long, value_name = "CMD")]
+    pub(crate) new_key_command: Option<String>,
+    /// Argon2id memory for a passphrase slot
+    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+    pub(crate) kdf_memory: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FilesCommand {
+    /// Back up files and directories, or standard input with --stdin
+    Backup(BackupArgs),
+    /// Restore a snapshot into a directory, or a stream to standard output
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BackupArgs {
+    /// Files and directories to back up
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Back up standard input as one stream
+    #[arg(long, requires = "name")]
+    pub(crate) stdin: bool,
+    /// The stream's name in the snapshot (with --stdin)
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub(crate) tags: Vec<String>,
+    /// Write a snapshot marked partial when some files cannot be read
+    #[arg(long)]
+    pub(crate) allow_partial: bool,
+    /// Read every file, even those unchanged since the last snapshot
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Host name to record (default: this machine's)
+    #[arg(long, value_name = "NAME")]
+    pub(crate) host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RestoreArgs {
+    /// Snapshot id, unique id prefix, or `latest`
+    pub(crate) snapshot: String,
+    /// Directory to restore into
+    #[arg(long, required_unless_present = "stdout", conflicts_with = "stdout", value_name = "DIR")]
+    pub(crate) target: Option<PathBuf>,
+    /// Restore only this path and what is below it (repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub(crate) include: Vec<String>,
+    /// Write the snapshot's stream to standard output
+    #[arg(long)]
+    pub(crate) stdout: bool,
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<DamageFound>().is_some() {
+        return 3;
+    }
+    if err.downcast_ref::<UsageError>().is_some() {
+        return 2;
+    }
+    if let Some(e) = err.downcast_ref::<RepoError>() {
+        return match e {
+            RepoError::Corrupt { .. } => 3,
+            RepoError::NoRepository { .. }
+            | RepoError::AlreadyExists { .. }
+            | RepoError::WrongSecret { .. }
+            | RepoError::NoSecret { .. }
+            | RepoError::SnapshotNotFound { .. }
+            | RepoError::AmbiguousSnapshot { .. }
+            | RepoError::KeySlotNotFound(_)
+            | RepoError::LastKeySlot
+            | RepoError::Refused(_)
+            | RepoError::Invalid(_) => 2,
+            _ => 1,
+        };
+    }
+    1
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = exit_code(&err);
+            if err.downcast_ref::<DamageFound>().is_none() {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What the user sees: progress bars on a terminal, summaries, JSON.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lifeboat_repo::{ByteSize, Progress};
+
+/// Draws a progress bar on stderr when it is a terminal; otherwise silent.
+/// Warnings always reach stderr.
+pub(crate) struct TermProgress {
+    bar: Mutex<Option<ProgressBar>>,
+    enabled: bool,
+}
+
+impl TermProgress {
+    pub(crate) fn new(quiet: bool) -> Self {
+        TermProgress {
+            bar: Mutex::new(None),
+            enabled: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for TermProgress {
+    fn start(&self, phase: &str, total: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let bar = match total {
+            Some(t) => ProgressBar::new(t),
+            None => ProgressBar::no_length(),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        let template = if total.is_some() {
+            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        } else {
+            "{prefix:>8} {spinner} {bytes} {bytes_per_sec}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(phase.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                bar.inc(bytes);
+            }
+        }
+    }
+
+    fn set_total(&self, total: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                bar.set_length(total);
+            }
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        let line = format!("warning: {message}");
+        match self.bar.lock().ok().and_then(|b| b.clone()) {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(bar) = b.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+pub(crate) fn size(n: u64) -> String {
+    ByteSize(n).to_string()
+}
+
+pub(crate) fn rate(bytes: u64, ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    format!("{}/s", size(bytes * 1000 / ms))
+}
+
+pub(crate) fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+pub(crate) fn print_json(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+    }
+}

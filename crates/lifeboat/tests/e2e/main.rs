@@ -1,0 +1,115 @@
+//! End-to-end tests of the `lifeboat` binary against real repositories: a
+//! directory on local disk and a real Garage S3 server started per test.
+
+mod harness;
+mod scenarios;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+/// Runs each scenario against both backends.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $( #[test] fn $name() { super::scenarios::$name(&super::Env::new(super::Backend::Local)); } )*
+        }
+        mod s3 {
+            $( #[test] fn $name() { super::scenarios::$name(&super::Env::new(super::Backend::S3)); } )*
+        }
+    };
+}
+
+on_every_backend!(
+    round_trip_is_byte_identical,
+    stream_round_trip,
+    unchanged_data_stores_under_one_percent,
+    one_percent_change_stores_under_five_percent,
+    wrong_password_is_named_and_writes_nothing,
+    flipped_byte_is_found_and_other_snapshots_still_restore,
+    killed_backup_leaves_a_clean_repository_and_is_reused,
+    concurrent_backups_both_restore,
+    unknown_format_version_is_refused_by_name,
+    key_slots_add_list_remove,
+    missing_repository_is_named,
+    unreadable_file_needs_allow_partial,
+);
+
+
+#[test]
+fn s3_server_stopped_mid_backup_then_restarted() {
+    let mut env = Env::new(Backend::S3);
+    env.init(&["--pack-size", "1MiB"]);
+    let src = env.path("data");
+    fs::create_dir_all(&src).unwrap();
+    let size = 48usize << 20;
+    fs::write(src.join("big.bin"), random_bytes(size, 21)).unwrap();
+    let child = env.spawn(&["--json", "files", "backup", src.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.keys("packs/").is_empty() {
+        assert!(Instant::now() < deadline, "no pack was uploaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The outage: stop the server for a few seconds, then bring it back.
+    env.garage.as_mut().unwrap().stop();
+    std::thread::sleep(Duration::from_secs(3));
+    env.garage.as_mut().unwrap().restart().expect("restart Garage");
+    let out = child.wait_with_output().unwrap();
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "never a snapshot that points at missing data: {v}");
+    if out.status.success() {
+        let t = env.restore_dir("latest", "restore");
+        assert_eq!(fs::read(restored(&t, &src).join("big.bin")).unwrap(), random_bytes(size, 21));
+    } else {
+        let err = stderr(&out);
+        assert!(err.contains("s3://"), "the failure names the store: {err}");
+        assert!(env.keys("snapshots/").is_empty());
+    }
+}
+
+#[test]
+fn config_file_supplies_repository_and_password() {
+    let env = Env::new(Backend::Local);
+    let pw = env.path("pw");
+    fs::write(&pw, "from a file\n").unwrap();
+    let cfg = env.path("lifeboat.toml");
+    fs::write(&cfg, format!("repo = {:?}\npassword_file = {:?}\n", env.repo, pw.display().to_string())).unwrap();
+    let run = |args: &[&str]| {
+        env.cmd()
+            .env_remove("LIFEBOAT_REPO")
+            .env_remove("LIFEBOAT_PASSWORD")
+            .env("LIFEBOAT_CONFIG", &cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["repo", "init", "--kdf-memory", "8MiB"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    // A bad config file is a configuration error naming the file.
+    fs::write(&cfg, "repo = [unclosed").unwrap();
+    let out = run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("lifeboat.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new(Backend::Local);
+    let out = env.run(&["files", "restore", "latest"]);
+    assert_eq!(out.status.code(), Some(2), "missing --target is a usage error");
+    let out = env.cmd().env_remove("LIFEBOAT_REPO").args(["snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no repository given"), "{}", stderr(&out));
+    env.init(&[]);
+    let out = env.run(&["repo", "init"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    let out = env.run(&["ls", "ffffffff"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no snapshot matches"), "{}", stderr(&out));
+}

@@ -1,0 +1,416 @@
+//! Scenarios every backend must pass. `main.rs` runs each against local disk
+//! and against a real Garage S3 server.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::harness::*;
+
+fn set_mtime(p: &std::path::Path, secs: i64, nanos: u32) {
+    let t = filetime::FileTime::from_unix_time(secs, nanos);
+    filetime::set_symlink_file_times(p, t, t).expect("set mtime");
+}
+
+/// A tree with every kind of item the format must carry.
+fn make_tree(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(src.join("dir/nested")).unwrap();
+    fs::create_dir_all(src.join("empty-dir")).unwrap();
+    fs::write(src.join("text.txt"), text_bytes(300_000, 1)).unwrap();
+    fs::write(src.join("random.bin"), random_bytes(5_000_000, 2)).unwrap();
+    fs::write(src.join("empty-file"), b"").unwrap();
+    fs::write(src.join("dir/nested/small"), b"tiny").unwrap();
+    fs::write(src.join("dir/exec.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(src.join("dir/exec.sh"), fs::Permissions::from_mode(0o751)).unwrap();
+    fs::set_permissions(src.join("text.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("text.txt", src.join("link-to-text")).unwrap();
+    symlink("/nonexistent/target", src.join("dangling-link")).unwrap();
+    // A sparse file: 64 MiB with data only at its start, middle and end.
+    let sparse = fs::File::create(src.join("sparse.img")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    sparse.write_all_at(b"head", 0).unwrap();
+    sparse.write_all_at(&random_bytes(10_000, 3), 32 << 20).unwrap();
+    sparse.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    drop(sparse);
+    set_mtime(&src.join("text.txt"), 1_600_000_000, 123_456_789);
+    set_mtime(&src.join("link-to-text"), 1_500_000_000, 0);
+    src
+}
+
+pub fn round_trip_is_byte_identical(env: &Env) {
+    env.init(&[]);
+    let src = make_tree(env);
+    let b = env.json(&["files", "backup", src.to_str().unwrap(), "--tag", "first"]);
+    let id = snapshot_id(&b);
+    let target = env.restore_dir(&id[..10], "restore");
+    let restored_src = restored(&target, &src);
+    assert_eq!(diff_trees(&src, &restored_src), None);
+    // Holes stay holes: the restored sparse file does not occupy 64 MiB.
+    use std::os::unix::fs::MetadataExt;
+    let blocks = fs::metadata(restored_src.join("sparse.img")).unwrap().blocks();
+    assert!(blocks * 512 < 8 << 20, "sparse file restored dense: {} bytes allocated", blocks * 512);
+    // The snapshot lists the items with their metadata.
+    let ls = env.json(&["ls", "latest"]);
+    let nodes = ls["nodes"].as_array().unwrap();
+    let link = nodes.iter().find(|n| n["path"].as_str().unwrap().ends_with("/src/link-to-text")).unwrap();
+    assert_eq!(link["type"], "symlink");
+    assert_eq!(link["target"], "text.txt");
+    assert!(nodes.iter().any(|n| n["path"].as_str().unwrap().ends_with("/src/empty-dir") && n["type"] == "dir"));
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps[0]["tags"][0], "first");
+    // --include restores only what is asked.
+    let partial = env.path("partial");
+    let inc = format!("{}/dir", src.display());
+    env.ok(&["files", "restore", "latest", "--target", partial.to_str().unwrap(), "--include", &inc]);
+    let p = restored(&partial, &src);
+    assert_eq!(fs::read(p.join("dir/nested/small")).unwrap(), b"tiny");
+    assert!(!p.join("text.txt").exists());
+}
+
+pub fn stream_round_trip(env: &Env) {
+    env.init(&[]);
+    let data = text_bytes(3_000_000, 9);
+    let mut child = env
+        .cmd()
+        .args(["--json", "files", "backup", "--stdin", "--name", "dump.sql"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = snapshot_id(&v);
+    let restored = env.cmd().args(["files", "restore", &id, "--stdout"]).output().unwrap();
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    assert_eq!(restored.stdout, data);
+}
+
+pub fn unchanged_data_stores_under_one_percent(env: &Env) {
+    env.init(&[]);
+    let src = env.path("data");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), random_bytes(40 << 20, 4)).unwrap();
+    fs::write(src.join("text.txt"), text_bytes(2 << 20, 5)).unwrap();
+    let first = env.json(&["files", "backup", src.to_str().unwrap()]);
+    let total = first["stats"]["bytes_total"].as_u64().unwrap();
+    // Unchanged files are not even read the second time…
+    let second = env.json(&["files", "backup", src.to_str().unwrap()]);
+    let stored = second["stats"]["bytes_stored"].as_u64().unwrap();
+    assert!(stored * 100 < total, "unchanged backup stored {stored} of {total}");
+    assert_eq!(second["stats"]["bytes_read"].as_u64(), Some(0));
+    // …and when forced to read them, deduplication stores nothing new either.
+    let forced = env.json(&["files", "backup", "--force", src.to_str().unwrap()]);
+    let stored = forced["stats"]["bytes_stored"].as_u64().unwrap();
+    assert_eq!(forced["stats"]["bytes_read"].as_u64(), Some(total));
+    assert!(stored * 100 < total, "forced re-read stored {stored} of {total}");
+}
+
+pub fn one_percent_change_stores_under_five_percent(env: &Env) {
+    env.init(&[]);
+    let src = env.path("data");
+    fs::create_dir_all(&src).unwrap();
+    let size = 100 << 20;
+    let mut data = random_bytes(size, 6);
+    fs::write(src.join("big.bin"), &data).unwrap();
+    env.json(&["files", "backup", src.to_str().unwrap()]);
+    // Change 1 % of the file in place, in the middle.
+    let start = size / 2;
+    data[start..start + size / 100].copy_from_slice(&random_bytes(size / 100, 7));
+    fs::write(src.join("big.bin"), &data).unwrap();
+    let second = env.json(&["files", "backup", src.to_str().unwrap()]);
+    let stored = second["stats"]["bytes_stored"].as_u64().unwrap();
+    assert!(stored * 20 < size as u64, "1 % change stored {stored} of {size}");
+    let id = snapshot_id(&second);
+    let target = env.restore_dir(&id, "restore");
+    assert_eq!(fs::read(restored(&target, &src).join("big.bin")).unwrap(), data);
+}
+
+pub fn wrong_password_is_named_and_writes_nothing(env: &Env) {
+    env.init(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    let before = env.keys("");
+    let out = env
+        .cmd()
+        .env("LIFEBOAT_PASSWORD", "not the password")
+        .args(["files", "backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("wrong password"), "{err}");
+    assert!(err.contains("LIFEBOAT_PASSWORD"), "{err}");
+    assert_eq!(env.keys(""), before, "a failed open must write nothing");
+    // No password at all is its own message.
+    let out = env.cmd().env_remove("LIFEBOAT_PASSWORD").args(["snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no password or key was given"), "{}", stderr(&out));
+}
+
+pub fn flipped_byte_is_found_and_other_snapshots_still_restore(env: &Env) {
+    env.init(&[]);
+    let a = env.path("a");
+    let b = env.path("b");
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("fa"), random_bytes(3 << 20, 10)).unwrap();
+    fs::write(b.join("fb"), random_bytes(3 << 20, 11)).unwrap();
+    let snap_a = snapshot_id(&env.json(&["files", "backup", a.to_str().unwrap()]));
+    let packs_before = env.keys("packs/");
+    let snap_b = snapshot_id(&env.json(&["files", "backup", b.to_str().unwrap()]));
+    let new_pack = env
+        .keys("packs/")
+        .into_iter()
+        .find(|p| !packs_before.contains(p))
+        .expect("snapshot b wrote a pack")
+        .0;
+    let s = env.storage();
+    let mut bytes = env.block(s.get(&new_pack)).unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    env.block(s.put(&new_pack, Bytes::from(bytes))).unwrap();
+
+    // Structure alone looks fine; reading the data finds the damage.
+    env.ok(&["verify"]);
+    let out = env.run(&["verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&new_pack), "verify must name the pack:\n{text}");
+    assert!(text.contains(&snap_b[..8]), "verify must name the broken snapshot:\n{text}");
+    assert!(!text.contains(&snap_a[..8]), "snapshot a is intact:\n{text}");
+    let json_out = env.cmd().args(["--json", "verify", "--read-data"]).output().unwrap();
+    assert_eq!(json_out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&json_out.stdout).unwrap();
+    assert_eq!(v["broken_snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(v["broken_snapshots"][0]["id"], snap_b.as_str());
+
+    // The intact snapshot restores; the broken one fails loudly with exit 3.
+    let t = env.restore_dir(&snap_a, "ra");
+    assert_eq!(fs::read(restored(&t, &a).join("fa")).unwrap(), random_bytes(3 << 20, 10));
+    let out = env.run(&["files", "restore", &snap_b, "--target", env.path("rb").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+}
+
+pub fn killed_backup_leaves_a_clean_repository_and_is_reused(env: &Env) {
+    env.init(&["--pack-size", "1MiB"]);
+    let src = env.path("data");
+    fs::create_dir_all(&src).unwrap();
+    let size = 96usize << 20;
+    fs::write(src.join("big.bin"), random_bytes(size, 12)).unwrap();
+    let mut child = env.spawn(&["files", "backup", src.to_str().unwrap()]);
+    // Wait until some packs are stored and indexed, then kill without warning.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if !env.keys("index/").is_empty() {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("backup ended ({status}) before it could be killed; make the data larger");
+        }
+        assert!(Instant::now() < deadline, "no index object appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(env.keys("snapshots/").is_empty(), "a killed backup wrote no snapshot");
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+    let second = env.json(&["files", "backup", src.to_str().unwrap()]);
+    let stored = second["stats"]["bytes_stored"].as_u64().unwrap();
+    let new = second["stats"]["chunks_new"].as_u64().unwrap();
+    let all = second["stats"]["chunks"].as_u64().unwrap();
+    assert!(stored < size as u64, "the retry re-uploaded everything: {stored}");
+    assert!(new < all, "no chunk of the killed backup was reused");
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+    let t = env.restore_dir("latest", "restore");
+    assert_eq!(fs::read(restored(&t, &src).join("big.bin")).unwrap(), random_bytes(size, 12));
+}
+
+pub fn concurrent_backups_both_restore(env: &Env) {
+    env.init(&["--pack-size", "1MiB"]);
+    let a = env.path("a");
+    let b = env.path("b");
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    // Shared content in both, so they race to store the same chunks.
+    let shared = random_bytes(8 << 20, 13);
+    fs::write(a.join("shared"), &shared).unwrap();
+    fs::write(b.join("shared"), &shared).unwrap();
+    fs::write(a.join("own"), random_bytes(6 << 20, 14)).unwrap();
+    fs::write(b.join("own"), random_bytes(6 << 20, 15)).unwrap();
+    let ca = env.spawn(&["--json", "files", "backup", a.to_str().unwrap()]);
+    let cb = env.spawn(&["--json", "files", "backup", b.to_str().unwrap()]);
+    let oa = ca.wait_with_output().unwrap();
+    let ob = cb.wait_with_output().unwrap();
+    assert!(oa.status.success(), "{}", stderr(&oa));
+    assert!(ob.status.success(), "{}", stderr(&ob));
+    let ia = snapshot_id(&serde_json::from_slice(&oa.stdout).unwrap());
+    let ib = snapshot_id(&serde_json::from_slice(&ob.stdout).unwrap());
+    let ta = env.restore_dir(&ia, "ra");
+    let tb = env.restore_dir(&ib, "rb");
+    assert_eq!(diff_trees(&a, &restored(&ta, &a)), None);
+    assert_eq!(diff_trees(&b, &restored(&tb, &b)), None);
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+}
+
+pub fn unknown_format_version_is_refused_by_name(env: &Env) {
+    env.init(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    let id = snapshot_id(&env.json(&["files", "backup", src.to_str().unwrap()]));
+    let key = format!("snapshots/{id}");
+    let s = env.storage();
+    let mut bytes = env.block(s.get(&key)).unwrap().to_vec();
+    bytes[4] = 7; // format version 7
+    env.block(s.put(&key, Bytes::from(bytes))).unwrap();
+    let out = env.run(&["ls", &id]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("format version 7") && err.contains("reads version 1"), "{err}");
+    assert!(err.contains(&key), "{err}");
+}
+
+pub fn key_slots_add_list_remove(env: &Env) {
+    env.init(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), random_bytes(100_000, 16)).unwrap();
+    let first = snapshot_id(&env.json(&["files", "backup", src.to_str().unwrap()]));
+    // A key-file slot and a second passphrase slot.
+    let keyfile = env.path("key");
+    fs::write(&keyfile, hex_key()).unwrap();
+    env.ok(&["repo", "key", "add", "--label", "kms", "--new-key-file", keyfile.to_str().unwrap()]);
+    let out = env.cmd().env("LIFEBOAT_NEW_PASSWORD", "second passphrase").args(["repo", "key", "add", "--kdf-memory", "8MiB"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = env.json(&["repo", "key", "list"]);
+    let slots = list["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 3);
+    // Each secret opens the repository on its own.
+    let by_key = env.cmd().env_remove("LIFEBOAT_PASSWORD").args(["--key-file", keyfile.to_str().unwrap(), "ls", &first]).output().unwrap();
+    assert!(by_key.status.success(), "{}", stderr(&by_key));
+    let by_env_key = env.cmd().env_remove("LIFEBOAT_PASSWORD").env("LIFEBOAT_KEY", hex_key()).args(["snapshots"]).output().unwrap();
+    assert!(by_env_key.status.success(), "{}", stderr(&by_env_key));
+    let by_cmd = env.cmd().env_remove("LIFEBOAT_PASSWORD").args(["--password-command", "echo second passphrase", "snapshots"]).output().unwrap();
+    assert!(by_cmd.status.success(), "{}", stderr(&by_cmd));
+    // Rotating the data key keeps old data readable and new data restorable.
+    env.ok(&["repo", "key", "rotate"]);
+    fs::write(src.join("g"), random_bytes(100_000, 17)).unwrap();
+    env.ok(&["files", "backup", src.to_str().unwrap()]);
+    let t = env.restore_dir(&first, "old");
+    assert_eq!(fs::read(restored(&t, &src).join("f")).unwrap(), random_bytes(100_000, 16));
+    let t = env.restore_dir("latest", "new");
+    assert_eq!(diff_trees(&src, &restored(&t, &src)), None);
+    // Remove two slots; the last one is refused.
+    let ids: Vec<String> = slots.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let current = slots.iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+    for id in ids.iter().filter(|i| **i != current) {
+        env.ok(&["repo", "key", "remove", id]);
+    }
+    let out = env.run(&["repo", "key", "remove", &current]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("last key slot"), "{}", stderr(&out));
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true);
+    // The removed key file no longer opens it.
+    let out = env.cmd().env_remove("LIFEBOAT_PASSWORD").args(["--key-file", keyfile.to_str().unwrap(), "snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn hex_key() -> String {
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into()
+}
+
+pub fn missing_repository_is_named(env: &Env) {
+    let out = env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("no lifeboat repository at"), "{err}");
+    assert!(err.contains("lifeboat repo init"), "{err}");
+}
+
+/// Root reads everything, so as root the backup runs as `nobody` to meet a
+/// file it cannot read.
+pub fn unreadable_file_needs_allow_partial(env: &Env) {
+    let root = is_root();
+    env.init(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("readable"), b"fine").unwrap();
+    fs::write(src.join("secret"), b"hidden").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    if root {
+        make_world_writable(env.dir.path());
+    }
+    let run = |extra: &[&str]| {
+        let mut c = env.cmd();
+        let mut args: Vec<String> = vec!["--json".into(), "files".into(), "backup".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(src.display().to_string());
+        if root {
+            let mut w = std::process::Command::new("setpriv");
+            w.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+            w.arg(c.get_program());
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => w.env(k, v),
+                    None => w.env_remove(k),
+                };
+            }
+            w.env_remove("HOME").env("HOME", env.dir.path());
+            w.args(&args);
+            c = w;
+        } else {
+            c.args(&args);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("secret") && err.contains("--allow-partial"), "{err}");
+    assert!(env.keys("snapshots/").is_empty(), "no snapshot without --allow-partial");
+    let out = run(&["--allow-partial"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["partial"], true);
+    assert!(v["skipped"][0]["path"].as_str().unwrap().ends_with("secret"));
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps[0]["partial"], true);
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn make_world_writable(dir: &std::path::Path) {
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rwX"]).arg(dir).status();
+    // …but keep the unreadable file unreadable.
+    let _ = fs::set_permissions(dir.join("src/secret"), fs::Permissions::from_mode(0o000));
+    // The temp dir's parents must be traversable.
+    let mut p = dir.parent();
+    while let Some(d) = p {
+        if let Ok(m) = fs::metadata(d) {
+            let mode = m.permissions().mode();
+            if mode & 0o001 == 0 {
+                let _ = fs::set_permissions(d, fs::Permissions::from_mode(mode | 0o001));
+            }
+        }
+        p = d.parent();
+    }
+}

@@ -1,0 +1,12 @@
+//! Test harness for lifeboat: real servers, started on loopback for a test and
+//! stopped after it.
+//!
+//! - [`garage::Garage`]: a single-node Garage S3 server with a fresh bucket and
+//!   key, in its own temporary directory, on free ports. It can be stopped and
+//!   restarted with the same ports and data, to test outages.
+//!
+//! Tests fail (they do not skip) when a server binary is missing: the test
+//! script installs it (`scripts/install-garage.sh`).
+#![deny(missing_docs)]
+
+pub mod garage;

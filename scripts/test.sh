@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property and end-to-end tests against real
+# servers. Installs what it needs when missing (Garage, the S3 server the tests
+# start; cargo-nextest when it can). Usage: scripts/test.sh [extra test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Garage: built once per machine from crates.io (~12 minutes on 2 cores), cached.
+export LIFEBOAT_GARAGE_BIN="${LIFEBOAT_GARAGE_BIN:-$(scripts/install-garage.sh | tail -n 1)}"
+
+# setpriv (util-linux) lets tests run a step as an unprivileged user when root.
+if [ "$(id -u)" = 0 ] && ! command -v setpriv >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest not found; installing it (once)…" >&2
+  cargo install --locked cargo-nextest >&2 || true
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+  exec cargo test --workspace --no-fail-fast "$@"
+fi
