@@ -130,17 +130,26 @@ def du(path):
 
 
 def run(cmd, env=None, shell=False):
-    """Runs a command; returns (seconds, peak RSS in MiB of the process tree's largest)."""
+    """Runs a command; returns (seconds, peak RSS in MiB, stdout).
+
+    Peak RSS comes from GNU time (%M), not from this process's wait4: on Linux
+    a child's ru_maxrss includes the RSS of the Python process it was forked
+    from, which would put a floor under every tool's figure."""
+    rss_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench-rss-{os.getpid()}")
+    if shell:
+        wrapped = ["/usr/bin/time", "-f", "%M", "-o", rss_file, "sh", "-c", cmd]
+    else:
+        wrapped = ["/usr/bin/time", "-f", "%M", "-o", rss_file] + cmd
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, shell=shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = p.stdout.read()
-    err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
+    p = subprocess.run(wrapped, env=env, capture_output=True)
     secs = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
-        sys.exit(f"command failed ({p.returncode}): {cmd}\n{err.decode(errors='replace')[-3000:]}")
-    return secs, ru.ru_maxrss / 1024.0, out
+        sys.exit(f"command failed ({p.returncode}): {cmd}\n{p.stderr.decode(errors='replace')[-3000:]}")
+    try:
+        rss_kib = int(open(rss_file).read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        rss_kib = 0
+    return secs, rss_kib / 1024.0, p.stdout
 
 
 def warm(path):

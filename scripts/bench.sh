@@ -6,10 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for t in restic borg zstd; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+for t in restic borg zstd /usr/bin/time; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=()
-  for t in "${missing[@]}"; do case "$t" in borg) pkgs+=(borgbackup);; *) pkgs+=("$t");; esac; done
+  for t in "${missing[@]}"; do case "$t" in borg) pkgs+=(borgbackup);; /usr/bin/time) pkgs+=(time);; *) pkgs+=("$t");; esac; done
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
 fi
 cargo build --release -p lifeboat

@@ -62,7 +62,9 @@ pub enum ChunkerError {
         max: u32,
     },
     /// The fixed size is zero, too large, or not a multiple of 8 KiB.
-    #[error("invalid fixed chunk size {0}: it must be a non-zero multiple of 8 KiB, at most 16 MiB")]
+    #[error(
+        "invalid fixed chunk size {0}: it must be a non-zero multiple of 8 KiB, at most 16 MiB"
+    )]
     BadFixed(u32),
 }
 
@@ -224,7 +226,13 @@ mod tests {
         let err = ChunkerConfig::Fixed { size: 1000 }.validate().unwrap_err();
         assert_eq!(err, ChunkerError::BadFixed(1000));
         assert!(err.to_string().contains("multiple of 8 KiB"));
-        assert!(ChunkerConfig::Cdc { min: 9000, avg: 1024, max: 4096 }.validate().is_err());
+        assert!(ChunkerConfig::Cdc {
+            min: 9000,
+            avg: 1024,
+            max: 4096
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub enum CryptoError {
         reason: String,
     },
     /// Key material given for a key slot is too short to be used without stretching.
-    #[error("key material must be at least 32 bytes (got {0}); use a passphrase slot for short secrets")]
+    #[error(
+        "key material must be at least 32 bytes (got {0}); use a passphrase slot for short secrets"
+    )]
     KeyMaterialTooShort(usize),
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
@@ -262,7 +264,8 @@ impl Keyring {
             what: "keyring",
             reason,
         };
-        let doc: KeyringDoc = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        let doc: KeyringDoc =
+            serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
         if doc.version != KEYRING_VERSION {
             return Err(malformed(format!(
                 "keyring version {} is not known to this build (it reads version {KEYRING_VERSION})",
@@ -334,8 +337,11 @@ impl Kdf {
                         what: "key slot",
                         reason: format!("bad Argon2id parameters: {e}"),
                     })?;
-                let argon =
-                    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+                let argon = argon2::Argon2::new(
+                    argon2::Algorithm::Argon2id,
+                    argon2::Version::V0x13,
+                    params,
+                );
                 let mut out = [0u8; 32];
                 argon
                     .hash_password_into(secret, salt, &mut out)
@@ -439,20 +445,25 @@ impl KeySlot {
             what: "key slot",
             reason: format!("bad salt: {e}"),
         })?;
-        let wrapped = hex::decode(&self.wrapped_master_key).map_err(|e| CryptoError::Malformed {
-            what: "key slot",
-            reason: format!("bad wrapped key: {e}"),
-        })?;
-        let wrapping = self.kdf.derive(secret, &salt)?;
-        let master = wrapping
-            .open(self.id.as_bytes(), &wrapped)
-            .map_err(|_| CryptoError::WrongSecret {
-                slot: self.id.clone(),
+        let wrapped =
+            hex::decode(&self.wrapped_master_key).map_err(|e| CryptoError::Malformed {
+                what: "key slot",
+                reason: format!("bad wrapped key: {e}"),
             })?;
-        let bytes: [u8; 32] = master.as_slice().try_into().map_err(|_| CryptoError::Malformed {
-            what: "key slot",
-            reason: "wrapped key has the wrong length".into(),
-        })?;
+        let wrapping = self.kdf.derive(secret, &salt)?;
+        let master =
+            wrapping
+                .open(self.id.as_bytes(), &wrapped)
+                .map_err(|_| CryptoError::WrongSecret {
+                    slot: self.id.clone(),
+                })?;
+        let bytes: [u8; 32] = master
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::Malformed {
+                what: "key slot",
+                reason: "wrapped key has the wrong length".into(),
+            })?;
         Ok(Key::from_bytes(bytes))
     }
 
@@ -499,7 +510,10 @@ mod tests {
         let k = Key::generate().unwrap();
         let sealed = k.seal(b"aad", b"hello").unwrap();
         assert_eq!(k.open(b"aad", &sealed).unwrap(), b"hello");
-        assert!(matches!(k.open(b"other", &sealed), Err(CryptoError::Authentication)));
+        assert!(matches!(
+            k.open(b"other", &sealed),
+            Err(CryptoError::Authentication)
+        ));
         let other = Key::generate().unwrap();
         assert!(other.open(b"aad", &sealed).is_err());
     }
@@ -542,12 +556,24 @@ mod tests {
     #[test]
     fn passphrase_slot_opens_with_its_passphrase_only() {
         let master = Key::generate().unwrap();
-        let slot =
-            KeySlot::create(&master, b"correct horse", SecretSource::Passphrase, fast_kdf(), "", 0)
-                .unwrap();
+        let slot = KeySlot::create(
+            &master,
+            b"correct horse",
+            SecretSource::Passphrase,
+            fast_kdf(),
+            "",
+            0,
+        )
+        .unwrap();
         let slot = KeySlot::from_bytes(&slot.to_bytes()).unwrap();
-        assert_eq!(slot.open(b"correct horse").unwrap().as_bytes(), master.as_bytes());
-        assert!(matches!(slot.open(b"wrong"), Err(CryptoError::WrongSecret { .. })));
+        assert_eq!(
+            slot.open(b"correct horse").unwrap().as_bytes(),
+            master.as_bytes()
+        );
+        assert!(matches!(
+            slot.open(b"wrong"),
+            Err(CryptoError::WrongSecret { .. })
+        ));
     }
 
     #[test]
@@ -556,8 +582,15 @@ mod tests {
         let err = KeySlot::create(&master, b"short", SecretSource::KeyFile, Kdf::Blake3, "", 0)
             .unwrap_err();
         assert!(matches!(err, CryptoError::KeyMaterialTooShort(5)));
-        let slot = KeySlot::create(&master, &[9u8; 32], SecretSource::KeyEnv, Kdf::Blake3, "", 0)
-            .unwrap();
+        let slot = KeySlot::create(
+            &master,
+            &[9u8; 32],
+            SecretSource::KeyEnv,
+            Kdf::Blake3,
+            "",
+            0,
+        )
+        .unwrap();
         assert_eq!(slot.open(&[9u8; 32]).unwrap().as_bytes(), master.as_bytes());
     }
 

@@ -6,8 +6,8 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result};
 use lifeboat_repo::{
-    ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, NodeKind, Repository,
-    RestoreOptions, SecretSource, Snapshot, SnapshotEntry,
+    ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, NodeKind,
+    Repository, RestoreOptions, SecretSource, Snapshot, SnapshotEntry, StreamBackupOptions,
 };
 use lifeboat_storage::{S3Options, StorageOptions};
 use serde_json::json;
@@ -15,8 +15,8 @@ use serde_json::json;
 use crate::config::{self, FileConfig};
 use crate::output::{print_json, rate, secs, size, TermProgress};
 use crate::{
-    BackupArgs, Cli, Command, DamageFound, FilesCommand, Global, KeyAddArgs, KeyCommand, RepoCommand,
-    RestoreArgs, UsageError,
+    BackupArgs, Cli, Command, DamageFound, FilesCommand, Global, KeyAddArgs, KeyCommand,
+    RepoCommand, RestoreArgs, UsageError,
 };
 
 /// Everything a command needs from the environment, settled once.
@@ -70,7 +70,11 @@ impl Ctx {
         let s3 = &self.file.s3;
         let options = StorageOptions {
             s3: S3Options {
-                endpoint: self.global.s3_endpoint.clone().or_else(|| s3.endpoint.clone()),
+                endpoint: self
+                    .global
+                    .s3_endpoint
+                    .clone()
+                    .or_else(|| s3.endpoint.clone()),
                 region: self.global.s3_region.clone().or_else(|| s3.region.clone()),
                 access_key_id: s3.access_key_id.clone(),
                 secret_access_key: s3.secret_access_key.clone(),
@@ -91,21 +95,41 @@ impl Ctx {
         let mut out = Vec::new();
         let g = &self.global;
         if let Some(p) = g.key_file.clone().or_else(|| self.file.key_file.clone()) {
-            out.push(Credential::key_material(SecretSource::KeyFile, read_key_file(&p)?));
-        } else if let Some(c) = g.key_command.clone().or_else(|| self.file.key_command.clone()) {
-            out.push(Credential::key_material(SecretSource::KeyCommand, run_secret_command(&c, false)?));
+            out.push(Credential::key_material(
+                SecretSource::KeyFile,
+                read_key_file(&p)?,
+            ));
+        } else if let Some(c) = g
+            .key_command
+            .clone()
+            .or_else(|| self.file.key_command.clone())
+        {
+            out.push(Credential::key_material(
+                SecretSource::KeyCommand,
+                run_secret_command(&c, false)?,
+            ));
         } else if let Some(k) = std::env::var_os("LIFEBOAT_KEY").filter(|v| !v.is_empty()) {
             out.push(Credential::key_material(
                 SecretSource::KeyEnv,
                 k.to_string_lossy().trim().as_bytes().to_vec(),
             ));
         }
-        if let Some(p) = g.password_file.clone().or_else(|| self.file.password_file.clone()) {
+        if let Some(p) = g
+            .password_file
+            .clone()
+            .or_else(|| self.file.password_file.clone())
+        {
             out.push(Credential::passphrase(read_password_file(&p)?));
-        } else if let Some(c) = g.password_command.clone().or_else(|| self.file.password_command.clone()) {
+        } else if let Some(c) = g
+            .password_command
+            .clone()
+            .or_else(|| self.file.password_command.clone())
+        {
             out.push(Credential::passphrase(run_secret_command(&c, true)?));
         } else if let Some(p) = std::env::var_os("LIFEBOAT_PASSWORD").filter(|v| !v.is_empty()) {
-            out.push(Credential::passphrase(p.to_string_lossy().as_bytes().to_vec()));
+            out.push(Credential::passphrase(
+                p.to_string_lossy().as_bytes().to_vec(),
+            ));
         }
         Ok(out)
     }
@@ -124,7 +148,8 @@ fn read_password_file(p: &Path) -> Result<Vec<u8>> {
 }
 
 fn read_key_file(p: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(p).map_err(|e| UsageError(format!("cannot read key file {}: {e}", p.display())))?;
+    let bytes = std::fs::read(p)
+        .map_err(|e| UsageError(format!("cannot read key file {}: {e}", p.display())))?;
     // A text key file (hex, base64) may end with a newline that is not part of the key.
     Ok(match std::str::from_utf8(&bytes) {
         Ok(s) => s.trim_end().as_bytes().to_vec(),
@@ -141,7 +166,9 @@ fn run_secret_command(cmd: &str, first_line: bool) -> Result<Vec<u8>> {
         .output()
         .map_err(|e| UsageError(format!("cannot run secret command {cmd:?}: {e}")))?;
     if !out.status.success() {
-        return Err(UsageError(format!("secret command {cmd:?} failed with {}", out.status)).into());
+        return Err(
+            UsageError(format!("secret command {cmd:?} failed with {}", out.status)).into(),
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let secret = if first_line {
@@ -161,7 +188,11 @@ fn kdf_with_memory(text: &str) -> Result<Kdf> {
         return Err(UsageError("--kdf-memory must be at least 8KiB".into()).into());
     }
     match Kdf::default_passphrase() {
-        Kdf::Argon2id { iterations, parallelism, .. } => Ok(Kdf::Argon2id {
+        Kdf::Argon2id {
+            iterations,
+            parallelism,
+            ..
+        } => Ok(Kdf::Argon2id {
             memory_kib: (mem / 1024) as u32,
             iterations,
             parallelism,
@@ -198,8 +229,15 @@ fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
             "config": repo.config(),
         }));
     } else {
-        println!("created lifeboat repository {} at {}", repo.config().id, repo.location());
-        println!("key slot {} opens it; keep that secret safe: without it the data is lost", repo.opened_slot());
+        println!(
+            "created lifeboat repository {} at {}",
+            repo.config().id,
+            repo.location()
+        );
+        println!(
+            "key slot {} opens it; keep that secret safe: without it the data is lost",
+            repo.opened_slot()
+        );
     }
     Ok(())
 }
@@ -221,16 +259,35 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                         })
                     })
                     .collect();
-                let ep: Vec<_> = epochs.iter().map(|(n, c)| json!({"epoch": n, "created_unix": c})).collect();
+                let ep: Vec<_> = epochs
+                    .iter()
+                    .map(|(n, c)| json!({"epoch": n, "created_unix": c}))
+                    .collect();
                 print_json(&json!({ "slots": list, "data_key_epochs": ep }));
             } else {
-                println!("{:<2}{:<18}{:<13}{:<22}label", "", "slot", "source", "created");
+                println!(
+                    "{:<2}{:<18}{:<13}{:<22}label",
+                    "", "slot", "source", "created"
+                );
                 for s in &slots {
                     let mark = if s.id == repo.opened_slot() { "*" } else { "" };
-                    let source = serde_json::to_value(s.source).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-                    println!("{mark:<2}{:<18}{:<13}{:<22}{}", s.id, source, fmt_unix(s.created_unix), s.label);
+                    let source = serde_json::to_value(s.source)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    println!(
+                        "{mark:<2}{:<18}{:<13}{:<22}{}",
+                        s.id,
+                        source,
+                        fmt_unix(s.created_unix),
+                        s.label
+                    );
                 }
-                println!("data-key epochs: {} (current: {})", epochs.len(), epochs.last().map(|e| e.0).unwrap_or(0));
+                println!(
+                    "data-key epochs: {} (current: {})",
+                    epochs.len(),
+                    epochs.last().map(|e| e.0).unwrap_or(0)
+                );
             }
         }
         KeyCommand::Add(args) => {
@@ -265,13 +322,22 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
 
 fn new_credential(args: &KeyAddArgs) -> Result<Credential> {
     if let Some(p) = &args.new_key_file {
-        return Ok(Credential::key_material(SecretSource::KeyFile, read_key_file(p)?));
+        return Ok(Credential::key_material(
+            SecretSource::KeyFile,
+            read_key_file(p)?,
+        ));
     }
     if let Some(c) = &args.new_key_command {
-        return Ok(Credential::key_material(SecretSource::KeyCommand, run_secret_command(c, false)?));
+        return Ok(Credential::key_material(
+            SecretSource::KeyCommand,
+            run_secret_command(c, false)?,
+        ));
     }
     if let Some(k) = std::env::var_os("LIFEBOAT_NEW_KEY").filter(|v| !v.is_empty()) {
-        return Ok(Credential::key_material(SecretSource::KeyEnv, k.to_string_lossy().trim().as_bytes().to_vec()));
+        return Ok(Credential::key_material(
+            SecretSource::KeyEnv,
+            k.to_string_lossy().trim().as_bytes().to_vec(),
+        ));
     }
     if let Some(p) = &args.new_password_file {
         return Ok(Credential::passphrase(read_password_file(p)?));
@@ -280,7 +346,9 @@ fn new_credential(args: &KeyAddArgs) -> Result<Credential> {
         return Ok(Credential::passphrase(run_secret_command(c, true)?));
     }
     if let Some(p) = std::env::var_os("LIFEBOAT_NEW_PASSWORD").filter(|v| !v.is_empty()) {
-        return Ok(Credential::passphrase(p.to_string_lossy().as_bytes().to_vec()));
+        return Ok(Credential::passphrase(
+            p.to_string_lossy().as_bytes().to_vec(),
+        ));
     }
     Err(UsageError("no new secret given: use --new-password-file, --new-password-command, LIFEBOAT_NEW_PASSWORD, --new-key-file, --new-key-command or LIFEBOAT_NEW_KEY".into()).into())
 }
@@ -312,10 +380,16 @@ fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
     let progress = ctx.progress();
     let host = args.host.clone().unwrap_or_else(hostname);
     let outcome = if args.stdin {
-        let name = args.name.clone().unwrap_or_else(|| "stdin".into());
+        let opts = StreamBackupOptions {
+            name: args.name.clone().unwrap_or_else(|| "stdin".into()),
+            source_kind: "stream".into(),
+            tags: args.tags.clone(),
+            hostname: host,
+            metadata: Default::default(),
+        };
         let stdin = std::io::stdin();
         let reader: Box<dyn Read> = Box::new(stdin.lock());
-        repo.backup_stream(&name, reader, "stream", &args.tags, &host, Default::default(), &progress)?
+        repo.backup_stream(&opts, reader, &progress)?
     } else {
         let opts = FilesBackupOptions {
             paths: args.paths.clone(),
@@ -336,13 +410,17 @@ fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
             "skipped": s.skipped,
             "parent": s.parent.map(|p| p.to_hex()),
             "stats": st,
-            "throughput_bytes_per_sec": if st.duration_ms > 0 { st.bytes_read * 1000 / st.duration_ms } else { 0 },
+            "throughput_bytes_per_sec": (st.bytes_read * 1000).checked_div(st.duration_ms).unwrap_or(0),
         }));
     } else {
         for sk in &s.skipped {
             eprintln!("skipped {}: {}", sk.path, sk.reason);
         }
-        let partial = if s.partial { " (PARTIAL: some items were skipped)" } else { "" };
+        let partial = if s.partial {
+            " (PARTIAL: some items were skipped)"
+        } else {
+            ""
+        };
         println!("snapshot {} saved{partial}", outcome.id.short());
         println!(
             "  {} files, {} dirs, {} in all; read {}, new {}, stored {} in {} pack(s)",
@@ -354,7 +432,11 @@ fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
             size(st.bytes_stored),
             st.packs
         );
-        println!("  took {} ({})", secs(st.duration_ms), rate(st.bytes_read, st.duration_ms));
+        println!(
+            "  took {} ({})",
+            secs(st.duration_ms),
+            rate(st.bytes_read, st.duration_ms)
+        );
     }
     Ok(())
 }
@@ -370,11 +452,20 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         let n = repo.restore_stream(&entry.snapshot, &mut lock, &progress)?;
         let ms = started.elapsed().as_millis() as u64;
         if !ctx.global.quiet {
-            eprintln!("restored {} from snapshot {} in {} ({})", size(n), entry.id.short(), secs(ms), rate(n, ms));
+            eprintln!(
+                "restored {} from snapshot {} in {} ({})",
+                size(n),
+                entry.id.short(),
+                secs(ms),
+                rate(n, ms)
+            );
         }
         return Ok(());
     }
-    let target = args.target.clone().ok_or_else(|| UsageError("--target DIR is required".into()))?;
+    let target = args
+        .target
+        .clone()
+        .ok_or_else(|| UsageError("--target DIR is required".into()))?;
     let opts = RestoreOptions {
         target: target.clone(),
         include: args.include.clone(),
@@ -412,10 +503,15 @@ fn snapshots(ctx: &Ctx) -> Result<()> {
     let repo = ctx.open()?;
     let all = repo.snapshots()?;
     if ctx.global.json {
-        print_json(&serde_json::Value::Array(all.iter().map(snapshot_json).collect()));
+        print_json(&serde_json::Value::Array(
+            all.iter().map(snapshot_json).collect(),
+        ));
         return Ok(());
     }
-    println!("{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}paths", "id", "time", "host", "kind", "size", "stored", "tags");
+    println!(
+        "{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}paths",
+        "id", "time", "host", "kind", "size", "stored", "tags"
+    );
     for e in &all {
         let s = &e.snapshot;
         let partial = if s.partial { " (partial)" } else { "" };
@@ -458,8 +554,19 @@ fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
             NodeKind::File => '-',
             NodeKind::Stream => 's',
         };
-        let target = n.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
-        println!("{kind}{:04o} {:>6}:{:<6} {:>12} /{}{target}", n.mode & 0o7777, n.uid, n.gid, n.size, n.path);
+        let target = n
+            .target
+            .as_deref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        println!(
+            "{kind}{:04o} {:>6}:{:<6} {:>12} /{}{target}",
+            n.mode & 0o7777,
+            n.uid,
+            n.gid,
+            n.size,
+            n.path
+        );
     }
     Ok(())
 }
@@ -484,13 +591,22 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
             report.snapshots,
             report.packs,
             if read_data {
-                format!(", {} chunk(s), {} read in {} ({})", report.chunks_checked, size(report.bytes_read), secs(ms), rate(report.bytes_read, ms))
+                format!(
+                    ", {} chunk(s), {} read in {} ({})",
+                    report.chunks_checked,
+                    size(report.bytes_read),
+                    secs(ms),
+                    rate(report.bytes_read, ms)
+                )
             } else {
                 String::new()
             }
         );
         if report.unindexed_packs > 0 {
-            println!("{} pack(s) are in no index (left by interrupted backups; harmless)", report.unindexed_packs);
+            println!(
+                "{} pack(s) are in no index (left by interrupted backups; harmless)",
+                report.unindexed_packs
+            );
         }
         for d in &report.damaged {
             println!("DAMAGED {}: {}", d.object, d.problem);

@@ -76,7 +76,8 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<FileConfig> {
             None => return Ok(FileConfig::default()),
         },
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("read config file {}", path.display()))?;
     toml::from_str(&text)
         .map_err(|e| UsageError(format!("config file {} is invalid: {e}", path.display())).into())
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use lifeboat_repo::{Credential, FilesBackupOptions, InitOptions, NoProgress, Progress, Repository, RestoreOptions};
+use lifeboat_repo::{
+    Credential, FilesBackupOptions, InitOptions, NoProgress, Progress, Repository, RestoreOptions,
+};
 use lifeboat_storage::{LocalStorage, Storage};
 use serde_json::json;
 
@@ -113,7 +115,8 @@ fn same_bytes(a: &Path, b: &Path) -> Result<(u64, u64)> {
                 stack.push(r);
             } else {
                 let x = fs::read(a.join(&r))?;
-                let y = fs::read(b.join(&r)).with_context(|| format!("read restored {}", r.display()))?;
+                let y = fs::read(b.join(&r))
+                    .with_context(|| format!("read restored {}", r.display()))?;
                 if x != y {
                     bail!("restored {} differs from the original", r.display());
                 }
@@ -126,28 +129,45 @@ fn same_bytes(a: &Path, b: &Path) -> Result<(u64, u64)> {
 }
 
 pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Result<()> {
-    let work = tempfile::Builder::new().prefix("lifeboat-demo-").tempdir().context("create a temporary directory")?;
+    let work = tempfile::Builder::new()
+        .prefix("lifeboat-demo-")
+        .tempdir()
+        .context("create a temporary directory")?;
     let root = work.path().to_path_buf();
     let say = |s: &str| {
         if !json_out {
             println!("{s}");
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let progress: Box<dyn Progress> = if json_out || quiet { Box::new(NoProgress) } else { Box::new(TermProgress::new(false)) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let progress: Box<dyn Progress> = if json_out || quiet {
+        Box::new(NoProgress)
+    } else {
+        Box::new(TermProgress::new(false))
+    };
 
     say(&format!("lifeboat demo in {}", root.display()));
     let data = root.join("identity-platform");
     let t = Instant::now();
     let dataset = make_dataset(&data, scale)?;
-    say(&format!("1. made a dataset: users, audit events, uploads — {} in {}", size(dataset), secs(t.elapsed().as_millis() as u64)));
+    say(&format!(
+        "1. made a dataset: users, audit events, uploads — {} in {}",
+        size(dataset),
+        secs(t.elapsed().as_millis() as u64)
+    ));
 
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root.join("repo")));
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret).context("get random bytes for the demo key")?;
     let cred = Credential::key_material(lifeboat_repo::SecretSource::KeyEnv, secret.to_vec());
     let repo = Repository::init(storage, rt.handle().clone(), &cred, &InitOptions::default())?;
-    say(&format!("2. created an encrypted repository at {}", repo.location()));
+    say(&format!(
+        "2. created an encrypted repository at {}",
+        repo.location()
+    ));
 
     let opts = FilesBackupOptions {
         paths: vec![data.clone()],
@@ -159,7 +179,11 @@ pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Resu
     let fs_ = &full.snapshot.stats;
     say(&format!(
         "3. full backup {}: {} read, {} stored (compressed, encrypted) in {} ({})",
-        full.id.short(), size(fs_.bytes_read), size(fs_.bytes_stored), secs(fs_.duration_ms), rate(fs_.bytes_read, fs_.duration_ms)
+        full.id.short(),
+        size(fs_.bytes_read),
+        size(fs_.bytes_stored),
+        secs(fs_.duration_ms),
+        rate(fs_.bytes_read, fs_.duration_ms)
     ));
 
     change_one_percent(&data)?;
@@ -178,17 +202,35 @@ pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Resu
     let report = repo.verify(true, progress.as_ref())?;
     let verify_ms = t.elapsed().as_millis() as u64;
     if !report.is_clean() {
-        bail!("verify found damage in a fresh repository: {:?}", report.damaged);
+        bail!(
+            "verify found damage in a fresh repository: {:?}",
+            report.damaged
+        );
     }
-    say(&format!("5. verified every chunk ({} chunks, {}) in {}: no damage", report.chunks_checked, size(report.bytes_read), secs(verify_ms)));
+    say(&format!(
+        "5. verified every chunk ({} chunks, {}) in {}: no damage",
+        report.chunks_checked,
+        size(report.bytes_read),
+        secs(verify_ms)
+    ));
 
     let target = root.join("restore");
-    let rs = repo.restore(&incr.snapshot, &RestoreOptions { target: target.clone(), include: vec![] }, progress.as_ref())?;
+    let rs = repo.restore(
+        &incr.snapshot,
+        &RestoreOptions {
+            target: target.clone(),
+            include: vec![],
+        },
+        progress.as_ref(),
+    )?;
     let restored_dir = target.join(data.strip_prefix("/").unwrap_or(&data));
     let (files, bytes) = same_bytes(&data, &restored_dir)?;
     say(&format!(
         "6. restored snapshot {} in {} ({}); {files} files, {} compared byte for byte: identical",
-        incr.id.short(), secs(rs.duration_ms), rate(rs.bytes, rs.duration_ms), size(bytes)
+        incr.id.short(),
+        secs(rs.duration_ms),
+        rate(rs.bytes, rs.duration_ms),
+        size(bytes)
     ));
 
     if json_out {
@@ -203,7 +245,10 @@ pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Resu
     }
     if keep {
         let kept = work.keep();
-        say(&format!("kept {} (repository in repo/, restore in restore/)", kept.display()));
+        say(&format!(
+            "kept {} (repository in repo/, restore in restore/)",
+            kept.display()
+        ));
     } else {
         say("cleaned up; run with --keep to look around");
     }

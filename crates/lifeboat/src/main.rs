@@ -68,10 +68,20 @@ pub(crate) struct Global {
     #[arg(long, global = true, env = "LIFEBOAT_S3_REGION", value_name = "REGION")]
     pub s3_region: Option<String>,
     /// Read the passphrase from the first line of this file (else LIFEBOAT_PASSWORD)
-    #[arg(long, global = true, env = "LIFEBOAT_PASSWORD_FILE", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
     pub(crate) password_file: Option<PathBuf>,
     /// Run this shell command and use the first line it prints as the passphrase
-    #[arg(long, global = true, env = "LIFEBOAT_PASSWORD_COMMAND", value_name = "CMD")]
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_PASSWORD_COMMAND",
+        value_name = "CMD"
+    )]
     pub(crate) password_command: Option<String>,
     /// Read key material (at least 32 bytes) from this file (else LIFEBOAT_KEY)
     #[arg(long, global = true, env = "LIFEBOAT_KEY_FILE", value_name = "PATH")]
@@ -222,7 +232,12 @@ pub(crate) struct RestoreArgs {
     /// Snapshot id, unique id prefix, or `latest`
     pub(crate) snapshot: String,
     /// Directory to restore into
-    #[arg(long, required_unless_present = "stdout", conflicts_with = "stdout", value_name = "DIR")]
+    #[arg(
+        long,
+        required_unless_present = "stdout",
+        conflicts_with = "stdout",
+        value_name = "DIR"
+    )]
     pub(crate) target: Option<PathBuf>,
     /// Restore only this path and what is below it (repeatable)
     #[arg(long, value_name = "PATH")]

@@ -15,7 +15,9 @@ use lifeboat_types::SnapshotId;
 use crate::error::{RepoError, Result};
 use crate::progress::Progress;
 use crate::repository::{now_rfc3339, Repository};
-use crate::snapshot::{BackupStats, ContentRef, Node, NodeKind, Skipped, Snapshot, SNAPSHOT_VERSION};
+use crate::snapshot::{
+    BackupStats, ContentRef, Node, NodeKind, Skipped, Snapshot, SNAPSHOT_VERSION,
+};
 use crate::writer::{WriteStats, Writer};
 
 /// What to back up and how.
@@ -35,6 +37,24 @@ pub struct FilesBackupOptions {
     /// Free-form metadata for the snapshot.
     pub metadata: BTreeMap<String, serde_json::Value>,
 }
+
+/// How to record a stream backup.
+#[derive(Clone, Debug, Default)]
+pub struct StreamBackupOptions {
+    /// The stream's name in the snapshot.
+    pub name: String,
+    /// The snapshot's source kind (`stream`, later `pg_dump`, `redis`, …).
+    pub source_kind: String,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// The host name recorded.
+    pub hostname: String,
+    /// Free-form metadata for the snapshot.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// The outcome of reading one file: its content and size, or why it was skipped.
+type FileRead = std::result::Result<(Vec<ContentRef>, u64), String>;
 
 /// What a backup produced.
 #[derive(Clone, Debug)]
@@ -61,7 +81,11 @@ fn node_from_meta(path: String, meta: &fs::Metadata, kind: NodeKind) -> Node {
         mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
         ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
         inode: meta.ino(),
-        size: if kind == NodeKind::File { meta.len() } else { 0 },
+        size: if kind == NodeKind::File {
+            meta.len()
+        } else {
+            0
+        },
         target: None,
         content: Vec::new(),
     }
@@ -111,11 +135,17 @@ fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
             let meta = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    w.skipped.push(Skipped { path: p, reason: "it vanished during the backup".into() });
+                    w.skipped.push(Skipped {
+                        path: p,
+                        reason: "it vanished during the backup".into(),
+                    });
                     continue;
                 }
                 Err(e) => {
-                    w.skipped.push(Skipped { path: p, reason: e.to_string() });
+                    w.skipped.push(Skipped {
+                        path: p,
+                        reason: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -136,8 +166,12 @@ fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
                     }
                     Err(e) => {
                         // Keep the directory itself; its contents are what is lost.
-                        w.nodes.push(node_from_meta(p.clone(), &meta, NodeKind::Dir));
-                        w.skipped.push(Skipped { path: p, reason: format!("cannot list the directory: {e}") });
+                        w.nodes
+                            .push(node_from_meta(p.clone(), &meta, NodeKind::Dir));
+                        w.skipped.push(Skipped {
+                            path: p,
+                            reason: format!("cannot list the directory: {e}"),
+                        });
                     }
                 }
             } else if ft.is_symlink() {
@@ -148,9 +182,15 @@ fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
                             n.target = Some(t.to_string());
                             w.nodes.push(n);
                         }
-                        None => w.skipped.push(Skipped { path: p, reason: "the link target is not valid UTF-8".into() }),
+                        None => w.skipped.push(Skipped {
+                            path: p,
+                            reason: "the link target is not valid UTF-8".into(),
+                        }),
                     },
-                    Err(e) => w.skipped.push(Skipped { path: p, reason: e.to_string() }),
+                    Err(e) => w.skipped.push(Skipped {
+                        path: p,
+                        reason: e.to_string(),
+                    }),
                 }
             } else if ft.is_file() {
                 w.sources.insert(p.clone(), path.clone());
@@ -170,7 +210,7 @@ fn read_file(
     chunker: &ChunkerConfig,
     writer: &Writer,
     progress: &dyn Progress,
-) -> Result<Result<(Vec<ContentRef>, u64), String>> {
+) -> Result<FileRead> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -216,13 +256,22 @@ impl Repository {
     /// Files whose size, mtime, ctime and inode match the newest snapshot of the
     /// same paths from the same host are not read again. A snapshot is written
     /// only after every chunk it references is durably stored and indexed.
-    pub fn backup_files(&self, opts: &FilesBackupOptions, progress: &dyn Progress) -> Result<BackupOutcome> {
+    pub fn backup_files(
+        &self,
+        opts: &FilesBackupOptions,
+        progress: &dyn Progress,
+    ) -> Result<BackupOutcome> {
         let started = Instant::now();
         let start_time = now_rfc3339();
         let paths: Vec<String> = opts
             .paths
             .iter()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string())
+            .map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            })
             .collect();
         let walked = walk(&opts.paths, progress)?;
         let mut nodes = walked.nodes;
@@ -231,18 +280,21 @@ impl Repository {
         let parent = if opts.force_read {
             None
         } else {
-            self.snapshots()?
-                .into_iter()
-                .rev()
-                .find(|s| {
-                    s.snapshot.source_kind == "files"
-                        && s.snapshot.hostname == opts.hostname
-                        && s.snapshot.paths == paths
-                })
+            self.snapshots()?.into_iter().rev().find(|s| {
+                s.snapshot.source_kind == "files"
+                    && s.snapshot.hostname == opts.hostname
+                    && s.snapshot.paths == paths
+            })
         };
         let parent_nodes: HashMap<&str, &Node> = parent
             .as_ref()
-            .map(|p| p.snapshot.nodes.iter().map(|n| (n.path.as_str(), n)).collect())
+            .map(|p| {
+                p.snapshot
+                    .nodes
+                    .iter()
+                    .map(|n| (n.path.as_str(), n))
+                    .collect()
+            })
             .unwrap_or_default();
 
         let mut jobs = Vec::new();
@@ -266,15 +318,19 @@ impl Repository {
         let (writer, _index) = self.writer()?;
         let chunker = self.inner.config.chunker;
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<(usize, Result<(Vec<ContentRef>, u64), String>)>> = Mutex::new(Vec::new());
+        let results: Mutex<Vec<(usize, FileRead)>> = Mutex::new(Vec::new());
         let fatal: Mutex<Option<RepoError>> = Mutex::new(None);
-        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(jobs.len().max(1));
+        let readers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(jobs.len().max(1));
         std::thread::scope(|s| {
             for _ in 0..readers {
                 s.spawn(|| loop {
                     let j = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = jobs.get(j) else { break };
-                    let Some(src) = walked.sources.get(&nodes[i].path) else { continue };
+                    let Some(src) = walked.sources.get(&nodes[i].path) else {
+                        continue;
+                    };
                     match read_file(src, &chunker, &writer, progress) {
                         Ok(r) => {
                             if let Ok(mut v) = results.lock() {
@@ -309,7 +365,10 @@ impl Repository {
                 }
                 Err(reason) => {
                     progress.warn(&format!("{}: {reason}", nodes[i].path));
-                    skipped.push(Skipped { path: nodes[i].path.clone(), reason });
+                    skipped.push(Skipped {
+                        path: nodes[i].path.clone(),
+                        reason,
+                    });
                     failed.insert(i);
                 }
             }
@@ -356,14 +415,11 @@ impl Repository {
     /// single item named `name`.
     pub fn backup_stream(
         &self,
-        name: &str,
+        opts: &StreamBackupOptions,
         reader: impl Read,
-        source_kind: &str,
-        tags: &[String],
-        hostname: &str,
-        metadata: BTreeMap<String, serde_json::Value>,
         progress: &dyn Progress,
     ) -> Result<BackupOutcome> {
+        let name = opts.name.as_str();
         let started = Instant::now();
         let start_time = now_rfc3339();
         progress.start("backup", None);
@@ -400,17 +456,17 @@ impl Repository {
         };
         let snapshot = Snapshot {
             version: SNAPSHOT_VERSION,
-            source_kind: source_kind.to_string(),
+            source_kind: opts.source_kind.clone(),
             source_name: name.to_string(),
-            hostname: hostname.to_string(),
+            hostname: opts.hostname.clone(),
             paths: vec![name.to_string()],
-            tags: tags.to_vec(),
+            tags: opts.tags.clone(),
             start_time,
             end_time: now_rfc3339(),
             partial: false,
             skipped: Vec::new(),
             parent: None,
-            metadata,
+            metadata: opts.metadata.clone(),
             stats: stats_of(&stats, 1, 0, size, size, started),
             nodes: vec![node],
         };
@@ -419,7 +475,14 @@ impl Repository {
     }
 }
 
-fn stats_of(w: &WriteStats, files: u64, dirs: u64, total: u64, read: u64, started: Instant) -> BackupStats {
+fn stats_of(
+    w: &WriteStats,
+    files: u64,
+    dirs: u64,
+    total: u64,
+    read: u64,
+    started: Instant,
+) -> BackupStats {
     BackupStats {
         files,
         dirs,

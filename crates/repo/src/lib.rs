@@ -33,7 +33,7 @@ mod snapshot;
 mod verify;
 mod writer;
 
-pub use backup::{BackupOutcome, FilesBackupOptions};
+pub use backup::{BackupOutcome, FilesBackupOptions, StreamBackupOptions};
 pub use error::{RepoError, Result};
 pub use index::{Index, Location};
 pub use progress::{NoProgress, Progress};

@@ -14,7 +14,9 @@ use tokio::runtime::Handle;
 use zeroize::Zeroizing;
 
 use crate::error::{RepoError, Result};
-use crate::format::{self, FORMAT_VERSION, MAGIC_CONFIG, MAGIC_KEYRING, MAGIC_KEYSLOT, MAGIC_SNAPSHOT};
+use crate::format::{
+    self, FORMAT_VERSION, MAGIC_CONFIG, MAGIC_KEYRING, MAGIC_KEYSLOT, MAGIC_SNAPSHOT,
+};
 use crate::index::Index;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 
@@ -216,7 +218,8 @@ impl Repository {
         rt.block_on(storage.put(&slot_key(&slot.id), Bytes::from(encode_slot(&slot))))?;
         let ring = format::seal_object(MAGIC_KEYRING, 0, &master, &keyring.to_bytes())?;
         rt.block_on(storage.put("keyring", Bytes::from(ring)))?;
-        let cfg_json = serde_json::to_vec(&config).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let cfg_json =
+            serde_json::to_vec(&config).map_err(|e| RepoError::Invalid(e.to_string()))?;
         let cfg = format::seal_object(MAGIC_CONFIG, 0, &master, &cfg_json)?;
         rt.block_on(storage.put("config", Bytes::from(cfg)))?;
         Ok(Repository {
@@ -263,7 +266,13 @@ impl Repository {
         let Some((master, slot_id)) = opened else {
             let given = credentials
                 .iter()
-                .map(|c| if c.source.is_key_material() { "key" } else { "password" })
+                .map(|c| {
+                    if c.source.is_key_material() {
+                        "key"
+                    } else {
+                        "password"
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" and ");
             return Err(RepoError::WrongSecret {
@@ -341,7 +350,12 @@ impl Repository {
     }
 
     /// Adds a key slot that opens with `credential`.
-    pub fn add_key_slot(&self, credential: &Credential, label: &str, passphrase_kdf: &Kdf) -> Result<KeySlot> {
+    pub fn add_key_slot(
+        &self,
+        credential: &Credential,
+        label: &str,
+        passphrase_kdf: &Kdf,
+    ) -> Result<KeySlot> {
         let slot = KeySlot::create(
             &self.master,
             &credential.secret,
@@ -362,7 +376,10 @@ impl Repository {
     /// never removed.
     pub fn remove_key_slot(&self, id_prefix: &str) -> Result<KeySlot> {
         let slots = self.key_slots()?;
-        let matching: Vec<_> = slots.iter().filter(|s| s.id.starts_with(id_prefix)).collect();
+        let matching: Vec<_> = slots
+            .iter()
+            .filter(|s| s.id.starts_with(id_prefix))
+            .collect();
         let slot = match matching.as_slice() {
             [one] => (*one).clone(),
             [] => return Err(RepoError::KeySlotNotFound(id_prefix.to_string())),
@@ -482,7 +499,7 @@ impl Repository {
             &self.master,
             Some(&self.inner.keyring),
         )?;
-        let json = format::decompress(key, &body, 1 << 31)?;
+        let json = format::decompress_document(key, &body)?;
         serde_json::from_slice(&json).map_err(|e| RepoError::Corrupt {
             key: key.to_string(),
             reason: format!("snapshot document does not parse: {e}"),
@@ -506,7 +523,10 @@ impl Repository {
     /// does not hide the others).
     pub fn read_snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
         let ids = self.snapshot_ids()?;
-        let keys: Vec<String> = ids.iter().map(|id| format!("snapshots/{}", id.to_hex())).collect();
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| format!("snapshots/{}", id.to_hex()))
+            .collect();
         let mut out: Vec<(SnapshotId, Result<Snapshot>)> = ids
             .iter()
             .zip(&keys)
@@ -519,8 +539,14 @@ impl Repository {
             })
             .collect();
         out.sort_by(|a, b| {
-            let ta = a.1.as_ref().map(|s| s.start_time.clone()).unwrap_or_default();
-            let tb = b.1.as_ref().map(|s| s.start_time.clone()).unwrap_or_default();
+            let ta =
+                a.1.as_ref()
+                    .map(|s| s.start_time.clone())
+                    .unwrap_or_default();
+            let tb =
+                b.1.as_ref()
+                    .map(|s| s.start_time.clone())
+                    .unwrap_or_default();
             ta.cmp(&tb).then(a.0.cmp(&b.0))
         });
         Ok(out)
@@ -538,9 +564,12 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
         let id = if spec == "latest" {
             let all = self.snapshots()?;
-            return all.into_iter().next_back().ok_or_else(|| RepoError::SnapshotNotFound {
-                spec: spec.to_string(),
-            });
+            return all
+                .into_iter()
+                .next_back()
+                .ok_or_else(|| RepoError::SnapshotNotFound {
+                    spec: spec.to_string(),
+                });
         } else {
             let spec_l = spec.to_ascii_lowercase();
             let ids: Vec<_> = self

@@ -61,9 +61,18 @@ fn included(node: &str, include: &[String]) -> bool {
     include.is_empty()
         || include.iter().any(|inc| {
             node == inc
-                || node.strip_prefix(inc.as_str()).is_some_and(|r| r.starts_with('/'))
+                || node
+                    .strip_prefix(inc.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
                 || inc.strip_prefix(node).is_some_and(|r| r.starts_with('/'))
         })
+}
+
+/// A chunk to restore and every (item, offset) it is written to.
+struct BlobTarget {
+    id: ChunkId,
+    loc: Location,
+    dests: Vec<(usize, u64)>,
 }
 
 /// One ranged read of a pack and the blobs it yields.
@@ -71,7 +80,7 @@ struct ReadTask {
     pack: u32,
     start: u64,
     end: u64,
-    blobs: Vec<(ChunkId, Location, Vec<(usize, u64)>)>,
+    blobs: Vec<BlobTarget>,
 }
 
 impl Repository {
@@ -84,13 +93,19 @@ impl Repository {
         let (pack, epoch) = index.pack(loc.pack);
         let key = format::pack_key(&pack);
         let start = u64::from(loc.offset);
-        let sealed = self
+        let sealed = self.inner.block(
+            self.inner
+                .storage
+                .get_range(&key, start..start + u64::from(loc.len)),
+        )?;
+        let data_key = self
             .inner
-            .block(self.inner.storage.get_range(&key, start..start + u64::from(loc.len)))?;
-        let data_key = self.inner.keyring.epoch(epoch).ok_or_else(|| RepoError::Corrupt {
-            key: key.clone(),
-            reason: format!("unknown key epoch {epoch}"),
-        })?;
+            .keyring
+            .epoch(epoch)
+            .ok_or_else(|| RepoError::Corrupt {
+                key: key.clone(),
+                reason: format!("unknown key epoch {epoch}"),
+            })?;
         let entry = format::BlobEntry {
             id: *id,
             offset: loc.offset,
@@ -103,7 +118,12 @@ impl Repository {
     /// Restores a snapshot's items under `opts.target`: contents, modes, owners
     /// (when permitted), modification times, symlinks, empty directories and
     /// holes of sparse files.
-    pub fn restore(&self, snapshot: &Snapshot, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreStats> {
+    pub fn restore(
+        &self,
+        snapshot: &Snapshot,
+        opts: &RestoreOptions,
+        progress: &dyn Progress,
+    ) -> Result<RestoreStats> {
         let started = Instant::now();
         let include: Vec<String> = opts
             .include
@@ -143,7 +163,8 @@ impl Repository {
                 }
                 NodeKind::File | NodeKind::Stream => {
                     if let Some(parent) = d.parent() {
-                        fs::create_dir_all(parent).map_err(|e| RepoError::io("create", parent, e))?;
+                        fs::create_dir_all(parent)
+                            .map_err(|e| RepoError::io("create", parent, e))?;
                     }
                     let f = OpenOptions::new()
                         .write(true)
@@ -151,13 +172,15 @@ impl Repository {
                         .truncate(true)
                         .open(d)
                         .map_err(|e| RepoError::io("create", d, e))?;
-                    f.set_len(n.size).map_err(|e| RepoError::io("resize", d, e))?;
+                    f.set_len(n.size)
+                        .map_err(|e| RepoError::io("resize", d, e))?;
                     stats.files += 1;
                     stats.bytes += n.size;
                 }
                 NodeKind::Symlink => {
                     if let Some(parent) = d.parent() {
-                        fs::create_dir_all(parent).map_err(|e| RepoError::io("create", parent, e))?;
+                        fs::create_dir_all(parent)
+                            .map_err(|e| RepoError::io("create", parent, e))?;
                     }
                     match fs::symlink_metadata(d) {
                         Ok(m) if m.is_dir() => fs::remove_dir_all(d),
@@ -166,7 +189,8 @@ impl Repository {
                     }
                     .map_err(|e| RepoError::io("replace", d, e))?;
                     let target = n.target.as_deref().unwrap_or_default();
-                    std::os::unix::fs::symlink(target, d).map_err(|e| RepoError::io("create symlink", d, e))?;
+                    std::os::unix::fs::symlink(target, d)
+                        .map_err(|e| RepoError::io("create symlink", d, e))?;
                     stats.symlinks += 1;
                 }
             }
@@ -194,9 +218,16 @@ impl Repository {
                 if let Some(id) = c.chunk() {
                     let loc = index.get(&id).ok_or_else(|| RepoError::Corrupt {
                         key: format!("chunk {}", id.short()),
-                        reason: format!("{} needs it but no index lists it; run `lifeboat verify`", n.path),
+                        reason: format!(
+                            "{} needs it but no index lists it; run `lifeboat verify`",
+                            n.path
+                        ),
                     })?;
-                    by_chunk.entry(id).or_insert_with(|| (loc, Vec::new())).1.push((i, offset));
+                    by_chunk
+                        .entry(id)
+                        .or_insert_with(|| (loc, Vec::new()))
+                        .1
+                        .push((i, offset));
                 }
                 offset += c.len();
             }
@@ -208,25 +239,38 @@ impl Repository {
             let start = u64::from(loc.offset);
             let end = start + u64::from(loc.len);
             match tasks.last_mut() {
-                Some(t) if t.pack == loc.pack && start >= t.end && start - t.end <= MERGE_GAP && end - t.start <= MAX_READ => {
+                Some(t)
+                    if t.pack == loc.pack
+                        && start >= t.end
+                        && start - t.end <= MERGE_GAP
+                        && end - t.start <= MAX_READ =>
+                {
                     t.end = end;
-                    t.blobs.push((id, loc, dests));
+                    t.blobs.push(BlobTarget { id, loc, dests });
                 }
                 _ => tasks.push(ReadTask {
                     pack: loc.pack,
                     start,
                     end,
-                    blobs: vec![(id, loc, dests)],
+                    blobs: vec![BlobTarget { id, loc, dests }],
                 }),
             }
         }
         Ok((index, tasks))
     }
 
-    fn run_reads(&self, tasks: Vec<ReadTask>, index: &Index, dests: &[PathBuf], progress: &dyn Progress) -> Result<()> {
+    fn run_reads(
+        &self,
+        tasks: Vec<ReadTask>,
+        index: &Index,
+        dests: &[PathBuf],
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let next = AtomicUsize::new(0);
         let error: Mutex<Option<RepoError>> = Mutex::new(None);
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(4);
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(4);
         std::thread::scope(|s| {
             for _ in 0..threads.min(tasks.len().max(1)) {
                 s.spawn(|| loop {
@@ -248,24 +292,40 @@ impl Repository {
         }
     }
 
-    fn run_read(&self, task: &ReadTask, index: &Index, dests: &[PathBuf], progress: &dyn Progress) -> Result<()> {
+    fn run_read(
+        &self,
+        task: &ReadTask,
+        index: &Index,
+        dests: &[PathBuf],
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let (pack, epoch) = index.pack(task.pack);
         let key = format::pack_key(&pack);
         let bytes = self
             .inner
             .block(self.inner.storage.get_range(&key, task.start..task.end))?;
-        let data_key = self.inner.keyring.epoch(epoch).ok_or_else(|| RepoError::Corrupt {
-            key: key.clone(),
-            reason: format!("unknown key epoch {epoch}"),
-        })?;
-        for (id, loc, targets) in &task.blobs {
+        let data_key = self
+            .inner
+            .keyring
+            .epoch(epoch)
+            .ok_or_else(|| RepoError::Corrupt {
+                key: key.clone(),
+                reason: format!("unknown key epoch {epoch}"),
+            })?;
+        for BlobTarget {
+            id,
+            loc,
+            dests: targets,
+        } in &task.blobs
+        {
             let from = (u64::from(loc.offset) - task.start) as usize;
-            let sealed = bytes
-                .get(from..from + loc.len as usize)
-                .ok_or_else(|| RepoError::Corrupt {
-                    key: key.clone(),
-                    reason: "the pack is shorter than its index says".into(),
-                })?;
+            let sealed =
+                bytes
+                    .get(from..from + loc.len as usize)
+                    .ok_or_else(|| RepoError::Corrupt {
+                        key: key.clone(),
+                        reason: "the pack is shorter than its index says".into(),
+                    })?;
             let entry = format::BlobEntry {
                 id: *id,
                 offset: loc.offset,
@@ -279,7 +339,7 @@ impl Repository {
                     .write(true)
                     .open(d)
                     .map_err(|e| RepoError::io("open", d, e))?;
-                f.write_all_at(&data, *offset).map_err(|e| RepoError::io("write", d, e))?;
+                write_sparse(&f, &data, *offset).map_err(|e| RepoError::io("write", d, e))?;
                 progress.advance(data.len() as u64);
             }
         }
@@ -287,7 +347,12 @@ impl Repository {
     }
 
     /// Writes the content of a snapshot's single stream (or single file) to `out`.
-    pub fn restore_stream(&self, snapshot: &Snapshot, out: &mut dyn Write, progress: &dyn Progress) -> Result<u64> {
+    pub fn restore_stream(
+        &self,
+        snapshot: &Snapshot,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
         let items: Vec<&Node> = snapshot
             .nodes
             .iter()
@@ -320,24 +385,65 @@ impl Repository {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err(RepoError::Invalid("a reader thread panicked".into()))))
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(RepoError::Invalid("a reader thread panicked".into()))
+                        })
+                    })
                     .collect()
             });
             for data in fetched {
                 let data = data?;
-                out.write_all(&data).map_err(|e| RepoError::io("write", Path::new("standard output"), e))?;
+                out.write_all(&data)
+                    .map_err(|e| RepoError::io("write", Path::new("standard output"), e))?;
                 written += data.len() as u64;
                 progress.advance(data.len() as u64);
             }
         }
-        out.flush().map_err(|e| RepoError::io("write", Path::new("standard output"), e))?;
+        out.flush()
+            .map_err(|e| RepoError::io("write", Path::new("standard output"), e))?;
         progress.finish();
         Ok(written)
     }
 }
 
+/// Block size for keeping holes: zero blocks are not written.
+const SPARSE_BLOCK: u64 = 4096;
+
+/// Writes `data` at `offset` into a file that was created at its final size
+/// (so reads as zeros), skipping file-system blocks that are all zero: they
+/// stay holes, and a sparse file comes back sparse.
+fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64) -> io::Result<()> {
+    let end = offset + data.len() as u64;
+    let mut pos = offset;
+    let mut run_start: Option<u64> = None;
+    while pos < end {
+        let block_end = ((pos / SPARSE_BLOCK) + 1) * SPARSE_BLOCK;
+        let next = block_end.min(end);
+        let slice = &data[(pos - offset) as usize..(next - offset) as usize];
+        if lifeboat_chunker::is_zero(slice) {
+            if let Some(start) = run_start.take() {
+                f.write_all_at(
+                    &data[(start - offset) as usize..(pos - offset) as usize],
+                    start,
+                )?;
+            }
+        } else if run_start.is_none() {
+            run_start = Some(pos);
+        }
+        pos = next;
+    }
+    if let Some(start) = run_start {
+        f.write_all_at(&data[(start - offset) as usize..], start)?;
+    }
+    Ok(())
+}
+
 fn apply_metadata(n: &Node, d: &Path) -> Result<()> {
-    let mtime = FileTime::from_unix_time(n.mtime_ns.div_euclid(1_000_000_000), n.mtime_ns.rem_euclid(1_000_000_000) as u32);
+    let mtime = FileTime::from_unix_time(
+        n.mtime_ns.div_euclid(1_000_000_000),
+        n.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
     // Ownership needs privileges; an unprivileged restore keeps the restorer's.
     match std::os::unix::fs::lchown(d, Some(n.uid), Some(n.gid)) {
         Ok(()) => {}
@@ -346,13 +452,15 @@ fn apply_metadata(n: &Node, d: &Path) -> Result<()> {
     }
     match n.kind {
         NodeKind::Symlink => {
-            filetime::set_symlink_file_times(d, mtime, mtime).map_err(|e| RepoError::io("set times of", d, e))?;
+            filetime::set_symlink_file_times(d, mtime, mtime)
+                .map_err(|e| RepoError::io("set times of", d, e))?;
         }
         NodeKind::Stream => {}
         NodeKind::File | NodeKind::Dir => {
             fs::set_permissions(d, fs::Permissions::from_mode(n.mode & 0o7777))
                 .map_err(|e| RepoError::io("set mode of", d, e))?;
-            filetime::set_file_times(d, mtime, mtime).map_err(|e| RepoError::io("set times of", d, e))?;
+            filetime::set_file_times(d, mtime, mtime)
+                .map_err(|e| RepoError::io("set times of", d, e))?;
         }
     }
     Ok(())

@@ -59,6 +59,17 @@ impl VerifyReport {
     }
 }
 
+/// The result of reading one pack.
+struct PackCheck {
+    pack: PackId,
+    /// What is wrong, or empty.
+    problem: String,
+    /// Chunks that failed.
+    bad: Vec<ChunkId>,
+    checked: u64,
+    bytes: u64,
+}
+
 impl Repository {
     /// Checks every index and snapshot, and that every pack they need exists
     /// with a plausible size. With `read_data`, also downloads every pack,
@@ -97,35 +108,57 @@ impl Repository {
         for p in &packs {
             match stored.get(&p.pack) {
                 None => {
-                    bad_packs.insert(p.pack, "missing: the index lists it but the store does not have it".into());
+                    bad_packs.insert(
+                        p.pack,
+                        "missing: the index lists it but the store does not have it".into(),
+                    );
                 }
                 Some(&size) => {
-                    let end = p.entries.iter().map(|e| u64::from(e.offset) + u64::from(e.len)).max().unwrap_or(0);
+                    let end = p
+                        .entries
+                        .iter()
+                        .map(|e| u64::from(e.offset) + u64::from(e.len))
+                        .max()
+                        .unwrap_or(0);
                     if end > size {
-                        bad_packs.insert(p.pack, format!("truncated: {size} bytes stored, the index needs {end}"));
+                        bad_packs.insert(
+                            p.pack,
+                            format!("truncated: {size} bytes stored, the index needs {end}"),
+                        );
                     }
                 }
             }
         }
 
+        let structurally_bad: HashSet<PackId> = bad_packs.keys().copied().collect();
         let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
         if read_data {
-            let total: u64 = packs.iter().filter(|p| !bad_packs.contains_key(&p.pack)).map(|p| stored.get(&p.pack).copied().unwrap_or(0)).sum();
+            let total: u64 = packs
+                .iter()
+                .filter(|p| !bad_packs.contains_key(&p.pack))
+                .map(|p| stored.get(&p.pack).copied().unwrap_or(0))
+                .sum();
             progress.start("verify", Some(total));
-            let todo: Vec<&IndexedPack> = packs.iter().filter(|p| !bad_packs.contains_key(&p.pack)).collect();
+            let todo: Vec<&IndexedPack> = packs
+                .iter()
+                .filter(|p| !bad_packs.contains_key(&p.pack))
+                .collect();
             let next = AtomicUsize::new(0);
-            let found: Mutex<Vec<(PackId, String, Vec<ChunkId>, u64, u64)>> = Mutex::new(Vec::new());
+            let found: Mutex<Vec<PackCheck>> = Mutex::new(Vec::new());
             let fatal: Mutex<Option<crate::error::RepoError>> = Mutex::new(None);
             std::thread::scope(|s| {
-                for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) {
+                for _ in 0..std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .max(2)
+                {
                     s.spawn(|| loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(p) = todo.get(i) else { break };
                         match self.check_pack(p) {
-                            Ok((problem, chunks, checked, bytes)) => {
-                                progress.advance(bytes);
+                            Ok(check) => {
+                                progress.advance(check.bytes);
                                 if let Ok(mut f) = found.lock() {
-                                    f.push((p.pack, problem, chunks, checked, bytes));
+                                    f.push(check);
                                 }
                             }
                             Err(e) => {
@@ -142,18 +175,18 @@ impl Repository {
             if let Some(e) = fatal.into_inner().ok().flatten() {
                 return Err(e);
             }
-            for (pack, problem, chunks, checked, bytes) in found.into_inner().unwrap_or_default() {
-                report.chunks_checked += checked;
-                report.bytes_read += bytes;
-                if !problem.is_empty() {
-                    bad_packs.insert(pack, problem);
-                    bad_chunks.extend(chunks);
+            for check in found.into_inner().unwrap_or_default() {
+                report.chunks_checked += check.checked;
+                report.bytes_read += check.bytes;
+                if !check.problem.is_empty() {
+                    bad_packs.insert(check.pack, check.problem);
+                    bad_chunks.extend(check.bad);
                 }
             }
         }
-        // Every chunk of a missing or truncated pack is lost too.
+        // Every chunk of a missing or truncated pack is lost.
         for p in &packs {
-            if bad_packs.contains_key(&p.pack) && !read_data || stored.get(&p.pack).is_none() {
+            if structurally_bad.contains(&p.pack) {
                 bad_chunks.extend(p.entries.iter().map(|e| e.id));
             }
         }
@@ -196,28 +229,38 @@ impl Repository {
             if missing + damaged > 0 {
                 report.broken_snapshots.push(BrokenSnapshot {
                     id,
-                    reason: format!("{damaged} chunk(s) in damaged packs, {missing} chunk(s) in no index"),
+                    reason: format!(
+                        "{damaged} chunk(s) in damaged packs, {missing} chunk(s) in no index"
+                    ),
                 });
             }
         }
         Ok(report)
     }
 
-    /// Downloads one pack and checks it; returns (problem or "", damaged
-    /// chunks, chunks checked, bytes read).
-    fn check_pack(&self, p: &IndexedPack) -> Result<(String, Vec<ChunkId>, u64, u64)> {
+    /// Downloads one pack and checks its name, table of contents and chunks.
+    fn check_pack(&self, p: &IndexedPack) -> Result<PackCheck> {
         let key = format::pack_key(&p.pack);
         let bytes = match self.inner.block(self.inner.storage.get(&key)) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                return Ok(("missing".into(), p.entries.iter().map(|e| e.id).collect(), 0, 0))
+                return Ok(PackCheck {
+                    pack: p.pack,
+                    problem: "missing".into(),
+                    bad: p.entries.iter().map(|e| e.id).collect(),
+                    checked: 0,
+                    bytes: 0,
+                })
             }
             Err(e) => return Err(e.into()),
         };
         let size = bytes.len() as u64;
         let mut problems = Vec::new();
         if *blake3::hash(&bytes).as_bytes() != p.pack.0 {
-            problems.push("its contents do not match its name (the bytes changed after it was written)".to_string());
+            problems.push(
+                "its contents do not match its name (the bytes changed after it was written)"
+                    .to_string(),
+            );
         }
         if let Err(e) = format::read_pack_toc(&key, &bytes, &self.inner.keyring) {
             problems.push(format!("table of contents: {e}"));
@@ -229,7 +272,9 @@ impl Repository {
             checked += 1;
             let start = e.offset as usize;
             let ok = match (bytes.get(start..start + e.len as usize), data_key) {
-                (Some(sealed), Some(k)) => format::open_blob(&key, k, &self.inner.keyring, e, sealed).is_ok(),
+                (Some(sealed), Some(k)) => {
+                    format::open_blob(&key, k, &self.inner.keyring, e, sealed).is_ok()
+                }
                 _ => false,
             };
             if !ok {
@@ -237,8 +282,18 @@ impl Repository {
             }
         }
         if !bad.is_empty() {
-            problems.push(format!("{} of {} chunk(s) fail decryption or their hash check", bad.len(), p.entries.len()));
+            problems.push(format!(
+                "{} of {} chunk(s) fail decryption or their hash check",
+                bad.len(),
+                p.entries.len()
+            ));
         }
-        Ok((problems.join("; "), bad, checked, size))
+        Ok(PackCheck {
+            pack: p.pack,
+            problem: problems.join("; "),
+            bad,
+            checked,
+            bytes: size,
+        })
     }
 }

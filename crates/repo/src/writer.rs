@@ -148,8 +148,14 @@ impl Writer {
                 .map(|mut c| c.insert(id))
                 .unwrap_or(false);
             if fresh {
-                self.shared.counters.chunks_new.fetch_add(1, Ordering::Relaxed);
-                self.shared.counters.bytes_new.fetch_add(len, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .chunks_new
+                    .fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .bytes_new
+                    .fetch_add(len, Ordering::Relaxed);
                 let sent = self
                     .chunk_tx
                     .as_ref()
@@ -179,7 +185,8 @@ impl Writer {
         drop(self.chunk_tx.take());
         for h in self.compressors.drain(..) {
             if h.join().is_err() {
-                self.shared.fail(RepoError::Invalid("a compressor thread panicked".into()));
+                self.shared
+                    .fail(RepoError::Invalid("a compressor thread panicked".into()));
             }
         }
         let last = self.shared.pack.lock().ok().and_then(|mut p| p.take());
@@ -200,7 +207,8 @@ impl Writer {
         let indexed = match self.uploader.take().map(|h| h.join()) {
             Some(Ok(indexed)) => indexed,
             _ => {
-                self.shared.fail(RepoError::Invalid("the uploader thread panicked".into()));
+                self.shared
+                    .fail(RepoError::Invalid("the uploader thread panicked".into()));
                 Vec::new()
             }
         };
@@ -254,9 +262,8 @@ fn compress_loop(shared: &Shared, rx: &Receiver<(ChunkId, Vec<u8>)>, tx: &Sender
                 shared.fail(RepoError::Invalid("pack lock poisoned".into()));
                 continue;
             };
-            let pack = slot.get_or_insert_with(|| {
-                PackBuilder::new(epoch.number, pack_size + pack_size / 8)
-            });
+            let pack = slot
+                .get_or_insert_with(|| PackBuilder::new(epoch.number, pack_size + pack_size / 8));
             if let Err(e) = pack.push(id, &sealed, data.len() as u32) {
                 shared.fail(e);
                 continue;
@@ -280,22 +287,35 @@ fn compress_loop(shared: &Shared, rx: &Receiver<(ChunkId, Vec<u8>)>, tx: &Sender
     }
 }
 
+/// A pack upload under way: the task, what the pack holds, its size.
+struct Upload {
+    handle: tokio::task::JoinHandle<Result<(), lifeboat_storage::StorageError>>,
+    pack: IndexedPack,
+    size: u64,
+}
+
 fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack> {
     let inner = &shared.inner;
-    let mut in_flight: VecDeque<(tokio::task::JoinHandle<Result<(), lifeboat_storage::StorageError>>, IndexedPack, u64)> =
-        VecDeque::new();
+    let mut in_flight: VecDeque<Upload> = VecDeque::new();
     let mut pending: Vec<IndexedPack> = Vec::new();
     let mut all: Vec<IndexedPack> = Vec::new();
 
     let complete_one = |in_flight: &mut VecDeque<_>, pending: &mut Vec<IndexedPack>| {
-        let Some((handle, packed, size)) = in_flight.pop_front() else {
+        let Some(Upload {
+            handle,
+            pack: packed,
+            size,
+        }) = in_flight.pop_front()
+        else {
             return;
         };
-        let handle: tokio::task::JoinHandle<Result<(), lifeboat_storage::StorageError>> = handle;
         match inner.block(handle) {
             Ok(Ok(())) => {
                 shared.counters.packs.fetch_add(1, Ordering::Relaxed);
-                shared.counters.bytes_stored.fetch_add(size, Ordering::Relaxed);
+                shared
+                    .counters
+                    .bytes_stored
+                    .fetch_add(size, Ordering::Relaxed);
                 pending.push(packed);
             }
             Ok(Err(e)) => shared.fail(e.into()),
@@ -309,7 +329,10 @@ fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack>
         }
         match write_index(inner, pending) {
             Ok(size) => {
-                shared.counters.bytes_stored.fetch_add(size, Ordering::Relaxed);
+                shared
+                    .counters
+                    .bytes_stored
+                    .fetch_add(size, Ordering::Relaxed);
                 all.append(pending);
             }
             Err(e) => shared.fail(e),
@@ -326,11 +349,15 @@ fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack>
         let handle = inner
             .rt
             .spawn(async move { storage.put(&key, Bytes::from(bytes)).await });
-        in_flight.push_back((handle, IndexedPack {
+        in_flight.push_back(Upload {
+            handle,
+            pack: IndexedPack {
                 pack: id,
                 epoch,
                 entries,
-            }, size));
+            },
+            size,
+        });
         while in_flight.len() >= UPLOADS_IN_FLIGHT {
             complete_one(&mut in_flight, &mut pending);
         }

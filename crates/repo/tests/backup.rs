@@ -1,10 +1,14 @@
 //! Library-level backup tests where timing must be controlled exactly.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use lifeboat_repo::{Credential, FilesBackupOptions, InitOptions, Kdf, Progress, RepoError, Repository};
+use lifeboat_repo::{
+    Credential, FilesBackupOptions, InitOptions, Kdf, Progress, RepoError, Repository,
+};
 use lifeboat_storage::LocalStorage;
 
 struct DeleteOnStart(Mutex<Option<PathBuf>>, Mutex<Vec<String>>);
@@ -25,16 +29,30 @@ impl Progress for DeleteOnStart {
 fn repo(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Repository {
     let storage = Arc::new(LocalStorage::new(dir.join("repo")));
     let opts = InitOptions {
-        passphrase_kdf: Kdf::Argon2id { memory_kib: 8, iterations: 1, parallelism: 1 },
+        passphrase_kdf: Kdf::Argon2id {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        },
         ..InitOptions::default()
     };
-    Repository::init(storage, rt.handle().clone(), &Credential::passphrase(b"pw".to_vec()), &opts).unwrap()
+    Repository::init(
+        storage,
+        rt.handle().clone(),
+        &Credential::passphrase(b"pw".to_vec()),
+        &opts,
+    )
+    .unwrap()
 }
 
 #[test]
 fn file_vanishing_mid_backup_is_named_and_needs_allow_partial() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let repo = repo(dir.path(), &rt);
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
@@ -52,19 +70,38 @@ fn file_vanishing_mid_backup_is_named_and_needs_allow_partial() {
     match &err {
         RepoError::Incomplete { count, first } => {
             assert_eq!(*count, 1);
-            assert!(first.contains("goes") && first.contains("vanished"), "{first}");
+            assert!(
+                first.contains("goes") && first.contains("vanished"),
+                "{first}"
+            );
         }
         other => panic!("expected Incomplete, got {other}"),
     }
     assert!(err.to_string().contains("--allow-partial"));
-    assert!(progress.1.lock().unwrap().iter().any(|w| w.contains("vanished")));
-    assert!(repo.snapshots().unwrap().is_empty(), "no snapshot without allow_partial");
+    assert!(progress
+        .1
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|w| w.contains("vanished")));
+    assert!(
+        repo.snapshots().unwrap().is_empty(),
+        "no snapshot without allow_partial"
+    );
 
     fs::write(src.join("goes"), b"gone").unwrap();
     let progress = DeleteOnStart(Mutex::new(Some(src.join("goes"))), Mutex::new(Vec::new()));
     let out = repo.backup_files(&opts(true), &progress).unwrap();
     assert!(out.snapshot.partial);
     assert_eq!(out.snapshot.skipped.len(), 1);
-    assert!(out.snapshot.nodes.iter().any(|n| n.path.ends_with("src/stays")));
-    assert!(!out.snapshot.nodes.iter().any(|n| n.path.ends_with("src/goes")));
+    assert!(out
+        .snapshot
+        .nodes
+        .iter()
+        .any(|n| n.path.ends_with("src/stays")));
+    assert!(!out
+        .snapshot
+        .nodes
+        .iter()
+        .any(|n| n.path.ends_with("src/goes")));
 }

@@ -51,7 +51,12 @@ impl RetryStorage {
         RetryStorage { inner, policy }
     }
 
-    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, mut call: F) -> Result<T, StorageError>
+    async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        mut call: F,
+    ) -> Result<T, StorageError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
@@ -95,7 +100,8 @@ impl Storage for RetryStorage {
         self.inner.location()
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.run("put", key, || self.inner.put(key, data.clone())).await
+        self.run("put", key, || self.inner.put(key, data.clone()))
+            .await
     }
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         self.run("get", key, || self.inner.get(key)).await

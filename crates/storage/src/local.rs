@@ -81,7 +81,10 @@ impl LocalStorage {
             hex::encode(suffix)
         ));
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
@@ -119,7 +122,9 @@ impl LocalStorage {
                 let Ok(rel) = path.strip_prefix(&self.root) else {
                     continue;
                 };
-                let key = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+                let key = rel
+                    .to_string_lossy()
+                    .replace(std::path::MAIN_SEPARATOR, "/");
                 if key.contains(TEMP_MARKER) || !key.starts_with(prefix) {
                     continue;
                 }
@@ -196,14 +201,18 @@ impl Storage for LocalStorage {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let p = prefix.to_string();
-        self.blocking("list", prefix, move |s| s.list_sync(&p)).await
+        self.blocking("list", prefix, move |s| s.list_sync(&p))
+            .await
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
         let path = self.path(key);
         let k = key.to_string();
         self.blocking("stat", key, move |_| match fs::metadata(path) {
-            Ok(m) if m.is_file() => Ok(Some(ObjectInfo { key: k, size: m.len() })),
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
+                key: k,
+                size: m.len(),
+            })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),

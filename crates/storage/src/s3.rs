@@ -59,7 +59,10 @@ impl S3Storage {
         if let Some(endpoint) = options.endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL")) {
             builder = builder.endpoint(&endpoint);
         }
-        let key_id = options.access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID"));
+        let key_id = options
+            .access_key_id
+            .clone()
+            .or_else(|| env("AWS_ACCESS_KEY_ID"));
         let secret = options
             .secret_access_key
             .clone()

@@ -1,6 +1,8 @@
 //! One behaviour suite, run unchanged against every storage backend: local disk,
 //! a real Garage S3 server, and both through the retry and fault layers.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +29,9 @@ async fn conformance(s: DynStorage) {
     assert_eq!(s.get("snapshots/empty").await.unwrap().len(), 0);
 
     // Overwrite replaces.
-    s.put("config", Bytes::from_static(b"world!")).await.unwrap();
+    s.put("config", Bytes::from_static(b"world!"))
+        .await
+        .unwrap();
     assert_eq!(&s.get("config").await.unwrap()[..], b"world!");
 
     // A missing object is NotFound, for get and stat alike.
@@ -38,8 +42,13 @@ async fn conformance(s: DynStorage) {
 
     // Range reads.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    s.put("packs/ab/abcdef", Bytes::from(big.clone())).await.unwrap();
-    let got = s.get_range("packs/ab/abcdef", 1_000_000..1_000_100).await.unwrap();
+    s.put("packs/ab/abcdef", Bytes::from(big.clone()))
+        .await
+        .unwrap();
+    let got = s
+        .get_range("packs/ab/abcdef", 1_000_000..1_000_100)
+        .await
+        .unwrap();
     assert_eq!(&got[..], &big[1_000_000..1_000_100]);
     assert_eq!(s.get("packs/ab/abcdef").await.unwrap().len(), big.len());
     assert_eq!(
@@ -48,7 +57,9 @@ async fn conformance(s: DynStorage) {
     );
 
     // Listing is recursive, by prefix, and shows sizes.
-    s.put("packs/cd/cdef01", Bytes::from_static(b"12345")).await.unwrap();
+    s.put("packs/cd/cdef01", Bytes::from_static(b"12345"))
+        .await
+        .unwrap();
     let mut packs = s.list("packs/").await.unwrap();
     packs.sort_by(|a, b| a.key.cmp(&b.key));
     let keys: Vec<_> = packs.iter().map(|o| o.key.as_str()).collect();
@@ -100,7 +111,9 @@ async fn retry_layer_behaviour(base: DynStorage) {
         times: Some(3),
         action: FaultAction::Fail(ErrorKind::Transient),
     });
-    s.put("packs/00/retry", Bytes::from_static(b"x")).await.unwrap();
+    s.put("packs/00/retry", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
     assert_eq!(&s.get("packs/00/retry").await.unwrap()[..], b"x");
 
     fault.add(FaultRule {
@@ -110,8 +123,14 @@ async fn retry_layer_behaviour(base: DynStorage) {
         times: None,
         action: FaultAction::Fail(ErrorKind::Transient),
     });
-    let err = s.put("packs/00/never", Bytes::from_static(b"x")).await.unwrap_err();
-    assert!(err.to_string().contains("gave up after 4 attempts"), "{err}");
+    let err = s
+        .put("packs/00/never", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("gave up after 4 attempts"),
+        "{err}"
+    );
     fault.clear();
     assert!(s.stat("packs/00/never").await.unwrap().is_none());
 
@@ -142,7 +161,9 @@ fn local_storage_leaves_no_temporary_files_and_ignores_stale_ones() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let s = LocalStorage::new(dir.path());
-        s.put("snapshots/a", Bytes::from_static(b"a")).await.unwrap();
+        s.put("snapshots/a", Bytes::from_static(b"a"))
+            .await
+            .unwrap();
         // A write killed before its rename leaves a temporary file behind.
         std::fs::write(dir.path().join("snapshots/b.tmp-0011223344556677"), b"torn").unwrap();
         let listed = s.list("snapshots/").await.unwrap();
@@ -152,7 +173,11 @@ fn local_storage_leaves_no_temporary_files_and_ignores_stale_ones() {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.len(), 2, "only the object and the stale temp file: {names:?}");
+        assert_eq!(
+            names.len(),
+            2,
+            "only the object and the stale temp file: {names:?}"
+        );
     });
 }
 
@@ -212,6 +237,9 @@ fn unreachable_s3_endpoint_fails_after_retries_with_a_clear_message() {
         let s = RetryStorage::new(inner, fast_retry());
         let err = s.get("config").await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
-        assert!(err.to_string().contains("gave up after 4 attempts"), "{err}");
+        assert!(
+            err.to_string().contains("gave up after 4 attempts"),
+            "{err}"
+        );
     });
 }

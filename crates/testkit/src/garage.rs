@@ -56,7 +56,9 @@ impl Garage {
             return Ok(PathBuf::from(p));
         }
         if let Some(home) = std::env::var_os("HOME") {
-            let p = Path::new(&home).join(format!(".cache/lifeboat/garage-{GARAGE_VERSION}/bin/garage"));
+            let p = Path::new(&home).join(format!(
+                ".cache/lifeboat/garage-{GARAGE_VERSION}/bin/garage"
+            ));
             if p.exists() {
                 return Ok(p);
             }
@@ -120,11 +122,28 @@ admin_token = "{admin}"
         };
         g.spawn()?;
         let node = g.cli_retry(&["node", "id", "-q"])?;
-        let node = node.split('@').next().unwrap_or_default().trim().to_string();
+        let node = node
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         g.cli_retry(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
         g.cli_retry(&["layout", "apply", "--version", "1"])?;
-        let (key, secret, bucket) = (g.access_key_id.clone(), g.secret_access_key.clone(), g.bucket.clone());
-        g.cli_retry(&["key", "import", "--yes", "-n", "lifeboat-test", &key, &secret])?;
+        let (key, secret, bucket) = (
+            g.access_key_id.clone(),
+            g.secret_access_key.clone(),
+            g.bucket.clone(),
+        );
+        g.cli_retry(&[
+            "key",
+            "import",
+            "--yes",
+            "-n",
+            "lifeboat-test",
+            &key,
+            &secret,
+        ])?;
         g.create_bucket(&bucket)?;
         g.wait_for_bucket(&bucket)?;
         Ok(g)
@@ -133,7 +152,16 @@ admin_token = "{admin}"
     /// Creates another bucket with the same key allowed on it.
     pub fn create_bucket(&self, name: &str) -> Result<(), String> {
         self.cli_retry(&["bucket", "create", name])?;
-        self.cli_retry(&["bucket", "allow", "--read", "--write", "--owner", name, "--key", &self.access_key_id])?;
+        self.cli_retry(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            name,
+            "--key",
+            &self.access_key_id,
+        ])?;
         Ok(())
     }
 
@@ -197,7 +225,10 @@ admin_token = "{admin}"
                 return Err(format!("garage exited at start:\n{}", self.log_tail()));
             }
             if Instant::now() > deadline {
-                return Err(format!("garage did not listen within 60 s:\n{}", self.log_tail()));
+                return Err(format!(
+                    "garage did not listen within 60 s:\n{}",
+                    self.log_tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -228,7 +259,9 @@ admin_token = "{admin}"
         loop {
             match self.cli(args) {
                 Ok(out) => return Ok(out),
-                Err(e) if Instant::now() > deadline => return Err(format!("{e}\nlog:\n{}", self.log_tail())),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("{e}\nlog:\n{}", self.log_tail()))
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -238,7 +271,10 @@ admin_token = "{admin}"
     fn s3_answers(&self, bucket: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.s3_port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let req = format!("GET /{bucket}/ HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.s3_port);
+        let req = format!(
+            "GET /{bucket}/ HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.s3_port
+        );
         s.write_all(req.as_bytes()).ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
@@ -256,7 +292,10 @@ admin_token = "{admin}"
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("bucket {bucket} not served within 60 s:\n{}", self.log_tail()));
+                return Err(format!(
+                    "bucket {bucket} not served within 60 s:\n{}",
+                    self.log_tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -29,13 +29,24 @@ impl Env {
         match backend {
             Backend::Local => {
                 let repo = dir.path().join("repo").display().to_string();
-                Env { dir, repo, garage: None, prefix: String::new() }
+                Env {
+                    dir,
+                    repo,
+                    garage: None,
+                    prefix: String::new(),
+                }
             }
             Backend::S3 => {
-                let g = Garage::start().expect("start Garage (scripts/install-garage.sh installs it)");
+                let g =
+                    Garage::start().expect("start Garage (scripts/install-garage.sh installs it)");
                 let prefix = "lifeboat-test".to_string();
                 let repo = format!("s3://{}/{prefix}", g.bucket);
-                Env { dir, repo, garage: Some(g), prefix }
+                Env {
+                    dir,
+                    repo,
+                    garage: Some(g),
+                    prefix,
+                }
             }
         }
     }
@@ -141,7 +152,13 @@ impl Env {
 
     pub fn restore_dir(&self, snapshot: &str, name: &str) -> PathBuf {
         let target = self.path(name);
-        self.ok(&["files", "restore", snapshot, "--target", target.to_str().expect("utf8")]);
+        self.ok(&[
+            "files",
+            "restore",
+            snapshot,
+            "--target",
+            target.to_str().expect("utf8"),
+        ]);
         target
     }
 }
@@ -166,7 +183,15 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// Compressible text-like bytes.
 pub fn text_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let words = ["alpha ", "beta ", "gamma ", "delta ", "user@example.com ", "session ", "login\n"];
+    let words = [
+        "alpha ",
+        "beta ",
+        "gamma ",
+        "delta ",
+        "user@example.com ",
+        "session ",
+        "login\n",
+    ];
     let r = random_bytes(len / 4 + 16, seed);
     let mut out = Vec::with_capacity(len + 32);
     let mut i = 0;
@@ -195,7 +220,12 @@ pub fn diff_trees(a: &Path, b: &Path) -> Option<String> {
             return Some(format!("{}: type differs", rel.display()));
         }
         if !ma.file_type().is_symlink() && ma.mode() != mb.mode() {
-            return Some(format!("{}: mode {:o} vs {:o}", rel.display(), ma.mode(), mb.mode()));
+            return Some(format!(
+                "{}: mode {:o} vs {:o}",
+                rel.display(),
+                ma.mode(),
+                mb.mode()
+            ));
         }
         if !ma.is_dir() && (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()) {
             return Some(format!("{}: mtime differs", rel.display()));
@@ -209,12 +239,23 @@ pub fn diff_trees(a: &Path, b: &Path) -> Option<String> {
                 return Some(format!("{}: contents differ", rel.display()));
             }
         } else if ma.is_dir() {
-            let mut na: Vec<_> = std::fs::read_dir(&pa).ok()?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
-            let mut nb: Vec<_> = std::fs::read_dir(&pb).ok()?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+            let mut na: Vec<_> = std::fs::read_dir(&pa)
+                .ok()?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect();
+            let mut nb: Vec<_> = std::fs::read_dir(&pb)
+                .ok()?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect();
             na.sort();
             nb.sort();
             if na != nb {
-                return Some(format!("{}: entries differ: {na:?} vs {nb:?}", rel.display()));
+                return Some(format!(
+                    "{}: entries differ: {na:?} vs {nb:?}",
+                    rel.display()
+                ));
             }
             for n in na {
                 stack.push(rel.join(n));
@@ -230,5 +271,8 @@ pub fn restored(target: &Path, source: &Path) -> PathBuf {
 }
 
 pub fn snapshot_id(backup_json: &serde_json::Value) -> String {
-    backup_json["snapshot"].as_str().expect("snapshot id").to_string()
+    backup_json["snapshot"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string()
 }

@@ -1,11 +1,12 @@
 //! End-to-end tests of the `lifeboat` binary against real repositories: a
 //! directory on local disk and a real Garage S3 server started per test.
 
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 mod scenarios;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use harness::*;
@@ -37,7 +38,6 @@ on_every_backend!(
     unreadable_file_needs_allow_partial,
 );
 
-
 #[test]
 fn s3_server_stopped_mid_backup_then_restarted() {
     let mut env = Env::new(Backend::S3);
@@ -55,13 +55,23 @@ fn s3_server_stopped_mid_backup_then_restarted() {
     // The outage: stop the server for a few seconds, then bring it back.
     env.garage.as_mut().unwrap().stop();
     std::thread::sleep(Duration::from_secs(3));
-    env.garage.as_mut().unwrap().restart().expect("restart Garage");
+    env.garage
+        .as_mut()
+        .unwrap()
+        .restart()
+        .expect("restart Garage");
     let out = child.wait_with_output().unwrap();
     let v = env.json(&["verify", "--read-data"]);
-    assert_eq!(v["clean"], true, "never a snapshot that points at missing data: {v}");
+    assert_eq!(
+        v["clean"], true,
+        "never a snapshot that points at missing data: {v}"
+    );
     if out.status.success() {
         let t = env.restore_dir("latest", "restore");
-        assert_eq!(fs::read(restored(&t, &src).join("big.bin")).unwrap(), random_bytes(size, 21));
+        assert_eq!(
+            fs::read(restored(&t, &src).join("big.bin")).unwrap(),
+            random_bytes(size, 21)
+        );
     } else {
         let err = stderr(&out);
         assert!(err.contains("s3://"), "the failure names the store: {err}");
@@ -75,7 +85,15 @@ fn config_file_supplies_repository_and_password() {
     let pw = env.path("pw");
     fs::write(&pw, "from a file\n").unwrap();
     let cfg = env.path("lifeboat.toml");
-    fs::write(&cfg, format!("repo = {:?}\npassword_file = {:?}\n", env.repo, pw.display().to_string())).unwrap();
+    fs::write(
+        &cfg,
+        format!(
+            "repo = {:?}\npassword_file = {:?}\n",
+            env.repo,
+            pw.display().to_string()
+        ),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         env.cmd()
             .env_remove("LIFEBOAT_REPO")
@@ -101,15 +119,32 @@ fn config_file_supplies_repository_and_password() {
 fn usage_errors_exit_2() {
     let env = Env::new(Backend::Local);
     let out = env.run(&["files", "restore", "latest"]);
-    assert_eq!(out.status.code(), Some(2), "missing --target is a usage error");
-    let out = env.cmd().env_remove("LIFEBOAT_REPO").args(["snapshots"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing --target is a usage error"
+    );
+    let out = env
+        .cmd()
+        .env_remove("LIFEBOAT_REPO")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no repository given"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no repository given"),
+        "{}",
+        stderr(&out)
+    );
     env.init(&[]);
     let out = env.run(&["repo", "init"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     let out = env.run(&["ls", "ffffffff"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no snapshot matches"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no snapshot matches"),
+        "{}",
+        stderr(&out)
+    );
 }

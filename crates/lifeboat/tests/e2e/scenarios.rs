@@ -33,7 +33,9 @@ fn make_tree(env: &Env) -> std::path::PathBuf {
     sparse.set_len(64 << 20).unwrap();
     use std::os::unix::fs::FileExt;
     sparse.write_all_at(b"head", 0).unwrap();
-    sparse.write_all_at(&random_bytes(10_000, 3), 32 << 20).unwrap();
+    sparse
+        .write_all_at(&random_bytes(10_000, 3), 32 << 20)
+        .unwrap();
     sparse.write_all_at(b"tail", (64 << 20) - 4).unwrap();
     drop(sparse);
     set_mtime(&src.join("text.txt"), 1_600_000_000, 123_456_789);
@@ -51,21 +53,40 @@ pub fn round_trip_is_byte_identical(env: &Env) {
     assert_eq!(diff_trees(&src, &restored_src), None);
     // Holes stay holes: the restored sparse file does not occupy 64 MiB.
     use std::os::unix::fs::MetadataExt;
-    let blocks = fs::metadata(restored_src.join("sparse.img")).unwrap().blocks();
-    assert!(blocks * 512 < 8 << 20, "sparse file restored dense: {} bytes allocated", blocks * 512);
+    let blocks = fs::metadata(restored_src.join("sparse.img"))
+        .unwrap()
+        .blocks();
+    assert!(
+        blocks * 512 < 8 << 20,
+        "sparse file restored dense: {} bytes allocated",
+        blocks * 512
+    );
     // The snapshot lists the items with their metadata.
     let ls = env.json(&["ls", "latest"]);
     let nodes = ls["nodes"].as_array().unwrap();
-    let link = nodes.iter().find(|n| n["path"].as_str().unwrap().ends_with("/src/link-to-text")).unwrap();
+    let link = nodes
+        .iter()
+        .find(|n| n["path"].as_str().unwrap().ends_with("/src/link-to-text"))
+        .unwrap();
     assert_eq!(link["type"], "symlink");
     assert_eq!(link["target"], "text.txt");
-    assert!(nodes.iter().any(|n| n["path"].as_str().unwrap().ends_with("/src/empty-dir") && n["type"] == "dir"));
+    assert!(nodes
+        .iter()
+        .any(|n| n["path"].as_str().unwrap().ends_with("/src/empty-dir") && n["type"] == "dir"));
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps[0]["tags"][0], "first");
     // --include restores only what is asked.
     let partial = env.path("partial");
     let inc = format!("{}/dir", src.display());
-    env.ok(&["files", "restore", "latest", "--target", partial.to_str().unwrap(), "--include", &inc]);
+    env.ok(&[
+        "files",
+        "restore",
+        "latest",
+        "--target",
+        partial.to_str().unwrap(),
+        "--include",
+        &inc,
+    ]);
     let p = restored(&partial, &src);
     assert_eq!(fs::read(p.join("dir/nested/small")).unwrap(), b"tiny");
     assert!(!p.join("text.txt").exists());
@@ -87,7 +108,11 @@ pub fn stream_round_trip(env: &Env) {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = snapshot_id(&v);
-    let restored = env.cmd().args(["files", "restore", &id, "--stdout"]).output().unwrap();
+    let restored = env
+        .cmd()
+        .args(["files", "restore", &id, "--stdout"])
+        .output()
+        .unwrap();
     assert!(restored.status.success(), "{}", stderr(&restored));
     assert_eq!(restored.stdout, data);
 }
@@ -103,13 +128,19 @@ pub fn unchanged_data_stores_under_one_percent(env: &Env) {
     // Unchanged files are not even read the second time…
     let second = env.json(&["files", "backup", src.to_str().unwrap()]);
     let stored = second["stats"]["bytes_stored"].as_u64().unwrap();
-    assert!(stored * 100 < total, "unchanged backup stored {stored} of {total}");
+    assert!(
+        stored * 100 < total,
+        "unchanged backup stored {stored} of {total}"
+    );
     assert_eq!(second["stats"]["bytes_read"].as_u64(), Some(0));
     // …and when forced to read them, deduplication stores nothing new either.
     let forced = env.json(&["files", "backup", "--force", src.to_str().unwrap()]);
     let stored = forced["stats"]["bytes_stored"].as_u64().unwrap();
     assert_eq!(forced["stats"]["bytes_read"].as_u64(), Some(total));
-    assert!(stored * 100 < total, "forced re-read stored {stored} of {total}");
+    assert!(
+        stored * 100 < total,
+        "forced re-read stored {stored} of {total}"
+    );
 }
 
 pub fn one_percent_change_stores_under_five_percent(env: &Env) {
@@ -126,10 +157,16 @@ pub fn one_percent_change_stores_under_five_percent(env: &Env) {
     fs::write(src.join("big.bin"), &data).unwrap();
     let second = env.json(&["files", "backup", src.to_str().unwrap()]);
     let stored = second["stats"]["bytes_stored"].as_u64().unwrap();
-    assert!(stored * 20 < size as u64, "1 % change stored {stored} of {size}");
+    assert!(
+        stored * 20 < size as u64,
+        "1 % change stored {stored} of {size}"
+    );
     let id = snapshot_id(&second);
     let target = env.restore_dir(&id, "restore");
-    assert_eq!(fs::read(restored(&target, &src).join("big.bin")).unwrap(), data);
+    assert_eq!(
+        fs::read(restored(&target, &src).join("big.bin")).unwrap(),
+        data
+    );
 }
 
 pub fn wrong_password_is_named_and_writes_nothing(env: &Env) {
@@ -150,9 +187,18 @@ pub fn wrong_password_is_named_and_writes_nothing(env: &Env) {
     assert!(err.contains("LIFEBOAT_PASSWORD"), "{err}");
     assert_eq!(env.keys(""), before, "a failed open must write nothing");
     // No password at all is its own message.
-    let out = env.cmd().env_remove("LIFEBOAT_PASSWORD").args(["snapshots"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env_remove("LIFEBOAT_PASSWORD")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no password or key was given"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no password or key was given"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 pub fn flipped_byte_is_found_and_other_snapshots_still_restore(env: &Env) {
@@ -183,10 +229,23 @@ pub fn flipped_byte_is_found_and_other_snapshots_still_restore(env: &Env) {
     let out = env.run(&["verify", "--read-data"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&new_pack), "verify must name the pack:\n{text}");
-    assert!(text.contains(&snap_b[..8]), "verify must name the broken snapshot:\n{text}");
-    assert!(!text.contains(&snap_a[..8]), "snapshot a is intact:\n{text}");
-    let json_out = env.cmd().args(["--json", "verify", "--read-data"]).output().unwrap();
+    assert!(
+        text.contains(&new_pack),
+        "verify must name the pack:\n{text}"
+    );
+    assert!(
+        text.contains(&snap_b[..8]),
+        "verify must name the broken snapshot:\n{text}"
+    );
+    assert!(
+        !text.contains(&snap_a[..8]),
+        "snapshot a is intact:\n{text}"
+    );
+    let json_out = env
+        .cmd()
+        .args(["--json", "verify", "--read-data"])
+        .output()
+        .unwrap();
     assert_eq!(json_out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&json_out.stdout).unwrap();
     assert_eq!(v["broken_snapshots"].as_array().unwrap().len(), 1);
@@ -194,8 +253,17 @@ pub fn flipped_byte_is_found_and_other_snapshots_still_restore(env: &Env) {
 
     // The intact snapshot restores; the broken one fails loudly with exit 3.
     let t = env.restore_dir(&snap_a, "ra");
-    assert_eq!(fs::read(restored(&t, &a).join("fa")).unwrap(), random_bytes(3 << 20, 10));
-    let out = env.run(&["files", "restore", &snap_b, "--target", env.path("rb").to_str().unwrap()]);
+    assert_eq!(
+        fs::read(restored(&t, &a).join("fa")).unwrap(),
+        random_bytes(3 << 20, 10)
+    );
+    let out = env.run(&[
+        "files",
+        "restore",
+        &snap_b,
+        "--target",
+        env.path("rb").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
 }
@@ -221,19 +289,28 @@ pub fn killed_backup_leaves_a_clean_repository_and_is_reused(env: &Env) {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(env.keys("snapshots/").is_empty(), "a killed backup wrote no snapshot");
+    assert!(
+        env.keys("snapshots/").is_empty(),
+        "a killed backup wrote no snapshot"
+    );
     let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v["clean"], true, "{v}");
     let second = env.json(&["files", "backup", src.to_str().unwrap()]);
     let stored = second["stats"]["bytes_stored"].as_u64().unwrap();
     let new = second["stats"]["chunks_new"].as_u64().unwrap();
     let all = second["stats"]["chunks"].as_u64().unwrap();
-    assert!(stored < size as u64, "the retry re-uploaded everything: {stored}");
+    assert!(
+        stored < size as u64,
+        "the retry re-uploaded everything: {stored}"
+    );
     assert!(new < all, "no chunk of the killed backup was reused");
     let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v["clean"], true, "{v}");
     let t = env.restore_dir("latest", "restore");
-    assert_eq!(fs::read(restored(&t, &src).join("big.bin")).unwrap(), random_bytes(size, 12));
+    assert_eq!(
+        fs::read(restored(&t, &src).join("big.bin")).unwrap(),
+        random_bytes(size, 12)
+    );
 }
 
 pub fn concurrent_backups_both_restore(env: &Env) {
@@ -278,7 +355,10 @@ pub fn unknown_format_version_is_refused_by_name(env: &Env) {
     let out = env.run(&["ls", &id]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("format version 7") && err.contains("reads version 1"), "{err}");
+    assert!(
+        err.contains("format version 7") && err.contains("reads version 1"),
+        "{err}"
+    );
     assert!(err.contains(&key), "{err}");
 }
 
@@ -291,30 +371,68 @@ pub fn key_slots_add_list_remove(env: &Env) {
     // A key-file slot and a second passphrase slot.
     let keyfile = env.path("key");
     fs::write(&keyfile, hex_key()).unwrap();
-    env.ok(&["repo", "key", "add", "--label", "kms", "--new-key-file", keyfile.to_str().unwrap()]);
-    let out = env.cmd().env("LIFEBOAT_NEW_PASSWORD", "second passphrase").args(["repo", "key", "add", "--kdf-memory", "8MiB"]).output().unwrap();
+    env.ok(&[
+        "repo",
+        "key",
+        "add",
+        "--label",
+        "kms",
+        "--new-key-file",
+        keyfile.to_str().unwrap(),
+    ]);
+    let out = env
+        .cmd()
+        .env("LIFEBOAT_NEW_PASSWORD", "second passphrase")
+        .args(["repo", "key", "add", "--kdf-memory", "8MiB"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let list = env.json(&["repo", "key", "list"]);
     let slots = list["slots"].as_array().unwrap();
     assert_eq!(slots.len(), 3);
     // Each secret opens the repository on its own.
-    let by_key = env.cmd().env_remove("LIFEBOAT_PASSWORD").args(["--key-file", keyfile.to_str().unwrap(), "ls", &first]).output().unwrap();
+    let by_key = env
+        .cmd()
+        .env_remove("LIFEBOAT_PASSWORD")
+        .args(["--key-file", keyfile.to_str().unwrap(), "ls", &first])
+        .output()
+        .unwrap();
     assert!(by_key.status.success(), "{}", stderr(&by_key));
-    let by_env_key = env.cmd().env_remove("LIFEBOAT_PASSWORD").env("LIFEBOAT_KEY", hex_key()).args(["snapshots"]).output().unwrap();
+    let by_env_key = env
+        .cmd()
+        .env_remove("LIFEBOAT_PASSWORD")
+        .env("LIFEBOAT_KEY", hex_key())
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     assert!(by_env_key.status.success(), "{}", stderr(&by_env_key));
-    let by_cmd = env.cmd().env_remove("LIFEBOAT_PASSWORD").args(["--password-command", "echo second passphrase", "snapshots"]).output().unwrap();
+    let by_cmd = env
+        .cmd()
+        .env_remove("LIFEBOAT_PASSWORD")
+        .args(["--password-command", "echo second passphrase", "snapshots"])
+        .output()
+        .unwrap();
     assert!(by_cmd.status.success(), "{}", stderr(&by_cmd));
     // Rotating the data key keeps old data readable and new data restorable.
     env.ok(&["repo", "key", "rotate"]);
     fs::write(src.join("g"), random_bytes(100_000, 17)).unwrap();
     env.ok(&["files", "backup", src.to_str().unwrap()]);
     let t = env.restore_dir(&first, "old");
-    assert_eq!(fs::read(restored(&t, &src).join("f")).unwrap(), random_bytes(100_000, 16));
+    assert_eq!(
+        fs::read(restored(&t, &src).join("f")).unwrap(),
+        random_bytes(100_000, 16)
+    );
     let t = env.restore_dir("latest", "new");
     assert_eq!(diff_trees(&src, &restored(&t, &src)), None);
     // Remove two slots; the last one is refused.
-    let ids: Vec<String> = slots.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
-    let current = slots.iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+    let ids: Vec<String> = slots
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let current = slots.iter().find(|s| s["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for id in ids.iter().filter(|i| **i != current) {
         env.ok(&["repo", "key", "remove", id]);
     }
@@ -324,7 +442,12 @@ pub fn key_slots_add_list_remove(env: &Env) {
     let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v["clean"], true);
     // The removed key file no longer opens it.
-    let out = env.cmd().env_remove("LIFEBOAT_PASSWORD").args(["--key-file", keyfile.to_str().unwrap(), "snapshots"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env_remove("LIFEBOAT_PASSWORD")
+        .args(["--key-file", keyfile.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -379,13 +502,22 @@ pub fn unreadable_file_needs_allow_partial(env: &Env) {
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("secret") && err.contains("--allow-partial"), "{err}");
-    assert!(env.keys("snapshots/").is_empty(), "no snapshot without --allow-partial");
+    assert!(
+        err.contains("secret") && err.contains("--allow-partial"),
+        "{err}"
+    );
+    assert!(
+        env.keys("snapshots/").is_empty(),
+        "no snapshot without --allow-partial"
+    );
     let out = run(&["--allow-partial"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["partial"], true);
-    assert!(v["skipped"][0]["path"].as_str().unwrap().ends_with("secret"));
+    assert!(v["skipped"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("secret"));
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps[0]["partial"], true);
 }
@@ -399,7 +531,10 @@ fn is_root() -> bool {
 }
 
 fn make_world_writable(dir: &std::path::Path) {
-    let _ = std::process::Command::new("chmod").args(["-R", "a+rwX"]).arg(dir).status();
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(dir)
+        .status();
     // …but keep the unreadable file unreadable.
     let _ = fs::set_permissions(dir.join("src/secret"), fs::Permissions::from_mode(0o000));
     // The temp dir's parents must be traversable.
