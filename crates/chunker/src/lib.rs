@@ -126,6 +126,26 @@ impl ChunkerConfig {
     }
 }
 
+impl ChunkerConfig {
+    /// Cuts an in-memory buffer; returns the chunks' byte ranges in order.
+    /// The same cut points as [`ChunkerConfig::chunker`] would find, without a
+    /// stream buffer: small files are read whole and cut here.
+    pub fn cut(&self, data: &[u8]) -> Result<Vec<std::ops::Range<usize>>, ChunkerError> {
+        self.validate()?;
+        Ok(match *self {
+            ChunkerConfig::Cdc { min, avg, max } => {
+                fastcdc::v2020::FastCDC::new(data, min, avg, max)
+                    .map(|c| c.offset..c.offset + c.length)
+                    .collect()
+            }
+            ChunkerConfig::Fixed { size } => (0..data.len())
+                .step_by(size as usize)
+                .map(|s| s..(s + size as usize).min(data.len()))
+                .collect(),
+        })
+    }
+}
+
 /// An iterator of chunks cut from a reader. Each item is one chunk's bytes; the
 /// chunks, concatenated, are exactly the bytes read. An empty stream has no chunks.
 pub struct Chunker<R: Read> {
@@ -260,6 +280,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn cutting_in_memory_matches_streaming(len in 0usize..40_000, seed in any::<u64>(), fixed in any::<bool>()) {
+            let data = pseudo_random(len, seed);
+            let cfg = if fixed { ChunkerConfig::Fixed { size: PAGE_SIZE } } else { small_cdc() };
+            let streamed = chunks(cfg, &data);
+            let cut: Vec<Vec<u8>> = cfg.cut(&data).unwrap().into_iter().map(|r| data[r].to_vec()).collect();
+            prop_assert_eq!(cut, streamed);
+        }
+
         #[test]
         fn cdc_chunks_concatenate_to_input_within_bounds(data in proptest::collection::vec(any::<u8>(), 0..20_000), seed in any::<u64>()) {
             let data = if seed % 2 == 0 { data } else { pseudo_random(data.len(), seed) };

@@ -204,14 +204,19 @@ fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
     Ok(w)
 }
 
+/// Files up to this size are read whole into an exact-size buffer and cut in
+/// memory; larger ones are streamed through the chunker's buffer.
+const READ_WHOLE: u64 = 8 << 20;
+
 /// Reads one file through the chunker into the writer.
 fn read_file(
     path: &Path,
+    size_hint: u64,
     chunker: &ChunkerConfig,
     writer: &Writer,
     progress: &dyn Progress,
 ) -> Result<FileRead> {
-    let file = match File::open(path) {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Err("it vanished during the backup".into()))
@@ -220,6 +225,27 @@ fn read_file(
     };
     let mut content = Vec::new();
     let mut size = 0u64;
+    if size_hint <= READ_WHOLE {
+        let mut data = Vec::with_capacity(size_hint as usize);
+        if let Err(e) = file.read_to_end(&mut data) {
+            return Ok(Err(format!("read failed: {e}")));
+        }
+        let cuts = chunker
+            .cut(&data)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        if cuts.len() == 1 {
+            // The common case for small files: hand over the buffer itself.
+            size = data.len() as u64;
+            content.push(writer.write_chunk(data)?);
+        } else {
+            for r in cuts {
+                size += r.len() as u64;
+                content.push(writer.write_chunk(data[r].to_vec())?);
+            }
+        }
+        progress.advance(size);
+        return Ok(Ok((content, size)));
+    }
     let chunks = chunker
         .chunker(file)
         .map_err(|e| RepoError::Invalid(e.to_string()))?;
@@ -331,7 +357,7 @@ impl Repository {
                     let Some(src) = walked.sources.get(&nodes[i].path) else {
                         continue;
                     };
-                    match read_file(src, &chunker, &writer, progress) {
+                    match read_file(src, nodes[i].size, &chunker, &writer, progress) {
                         Ok(r) => {
                             if let Ok(mut v) = results.lock() {
                                 v.push((i, r));

@@ -290,18 +290,20 @@ impl PackBuilder {
         self.epoch
     }
 
-    /// Appends a blob already sealed by [`seal_blob`].
-    pub fn push(&mut self, id: ChunkId, sealed: &[u8], raw_len: u32) -> Result<()> {
+    /// Compresses and seals a chunk straight into the pack (one copy of the
+    /// payload, encrypted in place).
+    pub fn push_chunk(&mut self, key: &Key, id: ChunkId, data: &[u8], level: i32) -> Result<()> {
+        let payload = compress(data, level);
         let offset = u32::try_from(self.buf.len())
             .map_err(|_| RepoError::Invalid("pack larger than 4 GiB".into()))?;
-        let len = u32::try_from(sealed.len())
+        key.seal_into(id.as_bytes(), &payload, &mut self.buf)?;
+        let len = u32::try_from(self.buf.len() - offset as usize)
             .map_err(|_| RepoError::Invalid("blob larger than 4 GiB".into()))?;
-        self.buf.extend_from_slice(sealed);
         self.entries.push(BlobEntry {
             id,
             offset,
             len,
-            raw_len,
+            raw_len: data.len() as u32,
         });
         Ok(())
     }
@@ -321,12 +323,6 @@ impl PackBuilder {
         let id = PackId(*blake3::hash(&self.buf).as_bytes());
         Ok((id, self.buf, self.entries))
     }
-}
-
-/// Seals a chunk as a blob: its compressed-or-raw plaintext bound to its id.
-pub fn seal_blob(key: &Key, id: &ChunkId, data: &[u8], level: i32) -> Result<Vec<u8>> {
-    let payload = compress(data, level);
-    Ok(key.seal(id.as_bytes(), &payload)?)
 }
 
 /// Opens a blob and checks that its plaintext hashes to its id.
@@ -518,7 +514,7 @@ mod tests {
             let mut ids = Vec::new();
             for c in &chunks {
                 let id = ring.chunk_id(c);
-                pack.push(id, &seal_blob(key, &id, c, level).unwrap(), c.len() as u32).unwrap();
+                pack.push_chunk(key, id, c, level).unwrap();
                 ids.push(id);
             }
             let (pack_id, bytes, entries) = pack.finish(key).unwrap();
@@ -559,7 +555,7 @@ mod tests {
                 let chunk = chunk.unwrap();
                 let id = ring.chunk_id(&chunk);
                 if seen.insert(id) {
-                    pack.push(id, &seal_blob(key, &id, &chunk, 1).unwrap(), chunk.len() as u32).unwrap();
+                    pack.push_chunk(key, id, &chunk, 1).unwrap();
                 }
                 refs.push(id);
             }

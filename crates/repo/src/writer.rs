@@ -3,7 +3,8 @@
 //! Callers (any number of threads) hand chunks to [`Writer::write_chunk`]. A
 //! chunk whose id is already indexed, or already claimed by this writer, costs
 //! nothing more. New chunks go through a bounded channel to compressor threads,
-//! which compress, seal and append them to the open pack. Full packs go to the
+//! each of which compresses and seals them into its own open pack (no lock,
+//! one copy). Full packs go to the
 //! uploader thread, which uploads several at once on the async runtime and,
 //! every few packs and at the end, writes an index object listing the packs it
 //! has durably stored. An index object therefore never names a pack that is not
@@ -46,7 +47,6 @@ struct Shared {
     inner: Arc<Inner>,
     index: Arc<Index>,
     claimed: Mutex<HashSet<ChunkId>>,
-    pack: Mutex<Option<PackBuilder>>,
     error: Mutex<Option<RepoError>>,
     counters: Counters,
 }
@@ -106,7 +106,6 @@ impl Writer {
             inner,
             index,
             claimed: Mutex::new(HashSet::new()),
-            pack: Mutex::new(None),
             error: Mutex::new(None),
             counters: Counters::default(),
         });
@@ -189,20 +188,6 @@ impl Writer {
                     .fail(RepoError::Invalid("a compressor thread panicked".into()));
             }
         }
-        let last = self.shared.pack.lock().ok().and_then(|mut p| p.take());
-        if let (Some(pack), Some(tx)) = (last, self.pack_tx.as_ref()) {
-            if !pack.is_empty() {
-                if let Some(key) = self.shared.inner.keyring.epoch(pack.epoch()) {
-                    let epoch = pack.epoch();
-                    match pack.finish(key) {
-                        Ok((id, bytes, entries)) => {
-                            let _ = tx.send((id, epoch, bytes, entries));
-                        }
-                        Err(e) => self.shared.fail(e),
-                    }
-                }
-            }
-        }
         drop(self.pack_tx.take());
         let indexed = match self.uploader.take().map(|h| h.join()) {
             Some(Ok(indexed)) => indexed,
@@ -246,43 +231,35 @@ fn compress_loop(shared: &Shared, rx: &Receiver<(ChunkId, Vec<u8>)>, tx: &Sender
     let epoch = inner.keyring.current();
     let level = inner.config.compression_level;
     let pack_size = inner.config.pack_size as usize;
+    let send = |pack: PackBuilder| match pack.finish(&epoch.key) {
+        Ok((id, bytes, entries)) => {
+            if tx.send((id, epoch.number, bytes, entries)).is_err() {
+                shared.fail(RepoError::Invalid("the uploader stopped".into()));
+            }
+        }
+        Err(e) => shared.fail(e),
+    };
+    // Each compressor fills a pack of its own, so sealing needs no lock.
+    let mut pack: Option<PackBuilder> = None;
     for (id, data) in rx.iter() {
         if shared.failed() {
             continue;
         }
-        let sealed = match format::seal_blob(&epoch.key, &id, &data, level) {
-            Ok(s) => s,
-            Err(e) => {
-                shared.fail(e);
-                continue;
+        let p =
+            pack.get_or_insert_with(|| PackBuilder::new(epoch.number, pack_size + pack_size / 8));
+        if let Err(e) = p.push_chunk(&epoch.key, id, &data, level) {
+            shared.fail(e);
+            continue;
+        }
+        if p.len() >= pack_size {
+            if let Some(full) = pack.take() {
+                send(full);
             }
-        };
-        let full = {
-            let Ok(mut slot) = shared.pack.lock() else {
-                shared.fail(RepoError::Invalid("pack lock poisoned".into()));
-                continue;
-            };
-            let pack = slot
-                .get_or_insert_with(|| PackBuilder::new(epoch.number, pack_size + pack_size / 8));
-            if let Err(e) = pack.push(id, &sealed, data.len() as u32) {
-                shared.fail(e);
-                continue;
-            }
-            if pack.len() >= pack_size {
-                slot.take()
-            } else {
-                None
-            }
-        };
-        if let Some(pack) = full {
-            match pack.finish(&epoch.key) {
-                Ok((id, bytes, entries)) => {
-                    if tx.send((id, epoch.number, bytes, entries)).is_err() {
-                        shared.fail(RepoError::Invalid("the uploader stopped".into()));
-                    }
-                }
-                Err(e) => shared.fail(e),
-            }
+        }
+    }
+    if let Some(last) = pack.take().filter(|p| !p.is_empty()) {
+        if !shared.failed() {
+            send(last);
         }
     }
 }
