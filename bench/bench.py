@@ -295,7 +295,8 @@ def version_of(tool):
         if tool == "borg":
             return subprocess.run(["borg", "--version"], capture_output=True, text=True).stdout.strip()
         if tool == "limit":
-            return "zstd " + subprocess.run(["zstd", "-V"], capture_output=True, text=True).stdout.split()[-3].rstrip(",")
+            words = subprocess.run(["zstd", "-V"], capture_output=True, text=True).stdout.split()
+            return "zstd " + next((w.rstrip(",") for w in words if w.startswith("v")), "?")
     except (OSError, IndexError):
         pass
     return tool

@@ -206,7 +206,7 @@ fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
 
 /// Files up to this size are read whole into an exact-size buffer and cut in
 /// memory; larger ones are streamed through the chunker's buffer.
-const READ_WHOLE: u64 = 8 << 20;
+const READ_WHOLE: u64 = 4 << 20;
 
 /// Reads one file through the chunker into the writer.
 fn read_file(

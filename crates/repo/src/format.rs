@@ -266,7 +266,12 @@ pub struct PackBuilder {
 impl PackBuilder {
     /// An empty pack whose blobs are sealed with epoch `epoch`.
     pub fn new(epoch: u32, capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
+        Self::with_buffer(epoch, Vec::with_capacity(capacity))
+    }
+
+    /// An empty pack built in a recycled buffer (its contents are discarded).
+    pub fn with_buffer(epoch: u32, mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.extend_from_slice(&header(MAGIC_PACK, epoch));
         PackBuilder {
             buf,

@@ -5,7 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -46,7 +46,7 @@ pub struct RestoreStats {
 /// Reads are merged when blobs are this close in a pack…
 const MERGE_GAP: u64 = 256 * 1024;
 /// …up to this many bytes per read.
-const MAX_READ: u64 = 16 << 20;
+const MAX_READ: u64 = 4 << 20;
 
 fn safe_relative(path: &str) -> Option<PathBuf> {
     let p = Path::new(path);
@@ -266,22 +266,54 @@ impl Repository {
         dests: &[PathBuf],
         progress: &dyn Progress,
     ) -> Result<()> {
-        let next = AtomicUsize::new(0);
         let error: Mutex<Option<RepoError>> = Mutex::new(None);
+        let stop = AtomicBool::new(false);
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
-            .max(4);
+            .max(4)
+            .min(tasks.len().max(1));
+        // Each worker starts on its own contiguous stretch of the plan (equal
+        // bytes), so workers write different files: ext4 serialises buffered
+        // writes to one inode, and workers sharing a file would wait on each
+        // other. A worker that finishes its stretch helps with the others.
+        let total: u64 = tasks.iter().map(|t| t.end - t.start).sum();
+        let mut starts = vec![0usize];
+        let mut acc = 0u64;
+        for (i, t) in tasks.iter().enumerate() {
+            acc += t.end - t.start;
+            if starts.len() < threads && acc * threads as u64 >= total * starts.len() as u64 {
+                starts.push(i + 1);
+            }
+        }
+        let ends: Vec<usize> = starts
+            .iter()
+            .skip(1)
+            .copied()
+            .chain([tasks.len()])
+            .collect();
+        let cursors: Vec<AtomicUsize> = starts.iter().map(|&s| AtomicUsize::new(s)).collect();
+        let segments = cursors.len();
         std::thread::scope(|s| {
-            for _ in 0..threads.min(tasks.len().max(1)) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(task) = tasks.get(i) else { break };
-                    if let Err(e) = self.run_read(task, index, dests, progress) {
-                        if let Ok(mut slot) = error.lock() {
-                            slot.get_or_insert(e);
+            for k in 0..segments {
+                let (tasks, cursors, ends, stop, error) = (&tasks, &cursors, &ends, &stop, &error);
+                s.spawn(move || {
+                    for seg in (0..segments).map(|j| (k + j) % segments) {
+                        loop {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            let i = cursors[seg].fetch_add(1, Ordering::Relaxed);
+                            if i >= ends[seg] {
+                                break;
+                            }
+                            if let Err(e) = self.run_read(&tasks[i], index, dests, progress) {
+                                if let Ok(mut slot) = error.lock() {
+                                    slot.get_or_insert(e);
+                                }
+                                stop.store(true, Ordering::Relaxed);
+                                return;
+                            }
                         }
-                        next.store(usize::MAX / 2, Ordering::Relaxed);
-                        break;
                     }
                 });
             }

@@ -30,7 +30,7 @@ use crate::snapshot::ContentRef;
 /// packs' worth of reuse.
 const PACKS_PER_INDEX: usize = 4;
 /// Pack uploads in flight at once.
-const UPLOADS_IN_FLIGHT: usize = 4;
+const UPLOADS_IN_FLIGHT: usize = 3;
 /// Zero chunks at least this long are stored as holes.
 const MIN_HOLE: usize = 4096;
 
@@ -47,6 +47,10 @@ struct Shared {
     inner: Arc<Inner>,
     index: Arc<Index>,
     claimed: Mutex<HashSet<ChunkId>>,
+    /// Pack buffers back from finished uploads. Reusing them keeps peak memory
+    /// flat: fresh 16 MiB buffers freed on another thread pile up in glibc's
+    /// per-thread arenas.
+    buffers: Mutex<Vec<Vec<u8>>>,
     error: Mutex<Option<RepoError>>,
     counters: Counters,
 }
@@ -62,6 +66,22 @@ impl Shared {
 
     fn failed(&self) -> bool {
         self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+    }
+
+    fn take_buffer(&self, capacity: usize) -> Vec<u8> {
+        self.buffers
+            .lock()
+            .ok()
+            .and_then(|mut b| b.pop())
+            .unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    fn return_buffer(&self, buf: Vec<u8>) {
+        if let Ok(mut b) = self.buffers.lock() {
+            if b.len() < UPLOADS_IN_FLIGHT + 2 {
+                b.push(buf);
+            }
+        }
     }
 
     fn take_error(&self) -> Option<RepoError> {
@@ -106,6 +126,7 @@ impl Writer {
             inner,
             index,
             claimed: Mutex::new(HashSet::new()),
+            buffers: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             counters: Counters::default(),
         });
@@ -245,8 +266,9 @@ fn compress_loop(shared: &Shared, rx: &Receiver<(ChunkId, Vec<u8>)>, tx: &Sender
         if shared.failed() {
             continue;
         }
-        let p =
-            pack.get_or_insert_with(|| PackBuilder::new(epoch.number, pack_size + pack_size / 8));
+        let p = pack.get_or_insert_with(|| {
+            PackBuilder::with_buffer(epoch.number, shared.take_buffer(pack_size + pack_size / 8))
+        });
         if let Err(e) = p.push_chunk(&epoch.key, id, &data, level) {
             shared.fail(e);
             continue;
@@ -269,6 +291,8 @@ struct Upload {
     handle: tokio::task::JoinHandle<Result<(), lifeboat_storage::StorageError>>,
     pack: IndexedPack,
     size: u64,
+    /// Our reference to the uploaded bytes, to recycle the buffer afterwards.
+    bytes: Bytes,
 }
 
 fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack> {
@@ -282,12 +306,16 @@ fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack>
             handle,
             pack: packed,
             size,
+            bytes,
         }) = in_flight.pop_front()
         else {
             return;
         };
         match inner.block(handle) {
             Ok(Ok(())) => {
+                if let Ok(unique) = bytes.try_into_mut() {
+                    shared.return_buffer(unique.into());
+                }
                 shared.counters.packs.fetch_add(1, Ordering::Relaxed);
                 shared
                     .counters
@@ -323,9 +351,11 @@ fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack>
         let size = bytes.len() as u64;
         let storage = inner.storage.clone();
         let key = format::pack_key(&id);
+        let bytes = Bytes::from(bytes);
+        let ours = bytes.clone();
         let handle = inner
             .rt
-            .spawn(async move { storage.put(&key, Bytes::from(bytes)).await });
+            .spawn(async move { storage.put(&key, bytes).await });
         in_flight.push_back(Upload {
             handle,
             pack: IndexedPack {
@@ -334,6 +364,7 @@ fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack>
                 entries,
             },
             size,
+            bytes: ours,
         });
         while in_flight.len() >= UPLOADS_IN_FLIGHT {
             complete_one(&mut in_flight, &mut pending);
