@@ -12,7 +12,7 @@
 //! other epochs name a data key of the keyring. The plaintext starts with one
 //! byte naming its compression (0 none, 1 zstd).
 
-use lifeboat_crypto::{Key, Keyring, SEAL_OVERHEAD};
+use lifeboat_crypto::{Key, Keyring, NONCE_LEN, SEAL_OVERHEAD};
 use lifeboat_types::{ChunkId, PackId};
 
 use crate::error::{RepoError, Result};
@@ -27,6 +27,8 @@ pub const MAGIC_INDEX: &[u8; 4] = b"LBIX";
 pub const MAGIC_SNAPSHOT: &[u8; 4] = b"LBSN";
 /// Magic of pack objects.
 pub const MAGIC_PACK: &[u8; 4] = b"LBPK";
+/// Magic of named objects (WAL segments and other files known by name).
+pub const MAGIC_NAMED: &[u8; 4] = b"LBNO";
 /// Magic of key slot objects (stored in clear after it).
 pub const MAGIC_KEYSLOT: &[u8; 4] = b"LBKS";
 
@@ -45,6 +47,7 @@ fn kind_name(magic: &[u8; 4]) -> &'static str {
         MAGIC_SNAPSHOT => "snapshot",
         MAGIC_PACK => "pack",
         MAGIC_KEYSLOT => "key slot",
+        MAGIC_NAMED => "named object",
         _ => "object",
     }
 }
@@ -93,15 +96,19 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+fn zstd_compress_into(
+    data: &[u8],
+    level: i32,
+    out: &mut std::io::Cursor<&mut Vec<u8>>,
+) -> std::io::Result<usize> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
             *slot = Some((level, zstd::bulk::Compressor::new(level)?));
         }
         match slot.as_mut() {
-            Some((_, c)) => c.compress(data),
-            None => zstd::bulk::compress(data, level),
+            Some((_, c)) => c.compress_to_buffer(data, out),
+            None => Err(std::io::Error::other("no zstd context")),
         }
     })
 }
@@ -122,22 +129,31 @@ fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
 /// Compresses `data` with zstd when that makes it smaller; the first byte of
 /// the result names the codec.
 pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    compress_append(data, level, &mut out);
+    out
+}
+
+/// Appends what [`compress`] returns to `out`, compressing straight into it.
+pub fn compress_append(data: &[u8], level: i32, out: &mut Vec<u8>) {
+    let start = out.len();
     if level > 0 {
-        if let Ok(c) = zstd_compress(data, level) {
+        out.push(CODEC_ZSTD);
+        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        cursor.set_position((start + 1) as u64);
+        if let Ok(n) = zstd_compress_into(data, level, &mut cursor) {
             // Keep the compressed form only when it saves at least 1/32: below that
             // decompression costs more than the bytes are worth.
-            if c.len() + data.len() / 32 < data.len() {
-                let mut out = Vec::with_capacity(c.len() + 1);
-                out.push(CODEC_ZSTD);
-                out.extend_from_slice(&c);
-                return out;
+            if n + data.len() / 32 < data.len() {
+                return;
             }
         }
+        out.truncate(start);
     }
-    let mut out = Vec::with_capacity(data.len() + 1);
+    out.reserve(data.len() + 1);
     out.push(CODEC_NONE);
     out.extend_from_slice(data);
-    out
 }
 
 /// Reverses [`compress`] for documents whose size is not known in advance
@@ -295,14 +311,17 @@ impl PackBuilder {
         self.epoch
     }
 
-    /// Compresses and seals a chunk straight into the pack (one copy of the
-    /// payload, encrypted in place).
+    /// Compresses and seals a chunk straight into the pack: zstd writes into
+    /// the pack buffer and AES-GCM encrypts there, so the payload is never
+    /// copied. Layout and result are those of [`compress`] then [`Key::seal_into`].
     pub fn push_chunk(&mut self, key: &Key, id: ChunkId, data: &[u8], level: i32) -> Result<()> {
-        let payload = compress(data, level);
         let offset = u32::try_from(self.buf.len())
             .map_err(|_| RepoError::Invalid("pack larger than 4 GiB".into()))?;
-        key.seal_into(id.as_bytes(), &payload, &mut self.buf)?;
-        let len = u32::try_from(self.buf.len() - offset as usize)
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0u8; NONCE_LEN]);
+        compress_append(data, level, &mut self.buf);
+        key.seal_appended(id.as_bytes(), &mut self.buf, start)?;
+        let len = u32::try_from(self.buf.len() - start)
             .map_err(|_| RepoError::Invalid("blob larger than 4 GiB".into()))?;
         self.entries.push(BlobEntry {
             id,
@@ -350,6 +369,67 @@ pub fn open_blob(
     })?;
     let data = decompress(pack_key, &payload, entry.raw_len as usize)?;
     if data.len() != entry.raw_len as usize || keyring.chunk_id(&data) != entry.id {
+        return Err(corrupt(
+            pack_key,
+            format!("chunk {} does not match its id", entry.id.short()),
+        ));
+    }
+    Ok(data)
+}
+
+/// Opens a blob where it lies in a read buffer, without allocating: decrypts
+/// `sealed` in place and, when the payload is compressed, decompresses it into
+/// `scratch` (reused between calls). Checks that the plaintext hashes to the
+/// blob's id and returns it. The restore path's hot loop.
+pub fn open_blob_in_place<'a>(
+    pack_key: &str,
+    key: &Key,
+    keyring: &Keyring,
+    entry: &BlobEntry,
+    sealed: &'a mut [u8],
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    let payload = key
+        .open_in_place(entry.id.as_bytes(), sealed)
+        .map_err(|_| {
+            corrupt(
+                pack_key,
+                format!(
+                    "chunk {} at offset {} fails authentication",
+                    entry.id.short(),
+                    entry.offset
+                ),
+            )
+        })?;
+    let raw_len = entry.raw_len as usize;
+    let data: &[u8] = match payload.split_first() {
+        Some((&CODEC_NONE, rest)) => rest,
+        Some((&CODEC_ZSTD, rest)) => {
+            scratch.clear();
+            scratch.reserve(raw_len);
+            DECOMPRESSOR
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    match slot.as_mut() {
+                        Some(d) => d.decompress_to_buffer(rest, scratch),
+                        None => Err(std::io::Error::other("no zstd context")),
+                    }
+                })
+                .map_err(|e| corrupt(pack_key, format!("zstd data does not decompress: {e}")))?;
+            scratch.as_slice()
+        }
+        Some((codec, _)) => {
+            return Err(corrupt(
+                pack_key,
+                format!("unknown compression codec {codec}"),
+            ))
+        }
+        None => return Err(corrupt(pack_key, "empty payload")),
+    };
+    if data.len() != raw_len || keyring.chunk_id(data) != entry.id {
         return Err(corrupt(
             pack_key,
             format!("chunk {} does not match its id", entry.id.short()),
@@ -443,6 +523,72 @@ pub fn decode_index(key: &str, bytes: &[u8]) -> Result<Vec<IndexedPack>> {
     Ok(out)
 }
 
+/// The header of a named object's body: its name, the BLAKE3 hash and length
+/// of its content. The compressed content follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedHeader {
+    /// The name the caller gave.
+    pub name: String,
+    /// BLAKE3 of the content.
+    pub hash: [u8; 32],
+    /// Length of the content.
+    pub len: u64,
+}
+
+/// Serialises a named object's body: `u16 name length | name | hash[32] |
+/// u64 length | compressed content`.
+pub fn encode_named(name: &str, content: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() / 2 + 64);
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(blake3::hash(content).as_bytes());
+    out.extend_from_slice(&(content.len() as u64).to_le_bytes());
+    compress_append(content, level, &mut out);
+    out
+}
+
+/// Parses the header of a named object's body; returns it and the offset of
+/// the compressed content.
+pub fn decode_named_header(key: &str, body: &[u8]) -> Result<(NamedHeader, usize)> {
+    let mut c = Cursor { key, bytes: body };
+    let n = c.take(2)?;
+    let n = u16::from_le_bytes([n[0], n[1]]) as usize;
+    let name = std::str::from_utf8(c.take(n)?)
+        .map_err(|_| corrupt(key, "the name is not UTF-8"))?
+        .to_string();
+    let hash = c.id()?;
+    let l = c.take(8)?;
+    let mut len = [0u8; 8];
+    len.copy_from_slice(l);
+    let header = NamedHeader {
+        name,
+        hash,
+        len: u64::from_le_bytes(len),
+    };
+    Ok((header, body.len() - c.bytes.len()))
+}
+
+/// Opens a named object's body: checks the name, decompresses and checks the
+/// content against its hash.
+pub fn decode_named(key: &str, body: &[u8], expect_name: &str) -> Result<Vec<u8>> {
+    let (h, at) = decode_named_header(key, body)?;
+    if h.name != expect_name {
+        return Err(corrupt(
+            key,
+            format!("holds {:?} where {expect_name:?} was expected", h.name),
+        ));
+    }
+    let len = usize::try_from(h.len).map_err(|_| corrupt(key, "length out of range"))?;
+    if len > body.len().saturating_mul(1024).max(1 << 20) {
+        return Err(corrupt(key, "length out of range"));
+    }
+    let data = decompress(key, &body[at..], len)?;
+    if data.len() != len || blake3::hash(&data).as_bytes() != &h.hash {
+        return Err(corrupt(key, "the content does not match its hash"));
+    }
+    Ok(data)
+}
+
 /// The object key of a pack.
 pub fn pack_key(id: &PackId) -> String {
     let hex = id.to_hex();
@@ -470,6 +616,18 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("snapshots/ab"), "{msg}");
+    }
+
+    #[test]
+    fn named_objects_round_trip_and_check_their_name() {
+        let content = b"wal segment ".repeat(1000);
+        let body = encode_named("000000010000000000000003", &content, 1);
+        assert_eq!(
+            decode_named("k", &body, "000000010000000000000003").unwrap(),
+            content
+        );
+        let err = decode_named("k", &body, "000000010000000000000004").unwrap_err();
+        assert!(err.to_string().contains("was expected"), "{err}");
     }
 
     #[test]
@@ -531,6 +689,9 @@ mod tests {
             for (e, c) in decoded[0].entries.iter().zip(&chunks) {
                 let sealed = &bytes[e.offset as usize..(e.offset + e.len) as usize];
                 prop_assert_eq!(&open_blob("p", key, &ring, e, sealed).unwrap(), c);
+                let mut copy = sealed.to_vec();
+                let mut scratch = Vec::new();
+                prop_assert_eq!(open_blob_in_place("p", key, &ring, e, &mut copy, &mut scratch).unwrap(), &c[..]);
             }
         }
 
@@ -591,6 +752,7 @@ mod tests {
             let _ = check_header("x", MAGIC_INDEX, &bytes);
             let _ = decompress("x", &bytes, 1 << 16);
             let _ = decompress_document("x", &bytes);
+            let _ = decode_named("x", &bytes, "n");
             let _ = open_object("x", MAGIC_INDEX, &bytes, &ring.current().key, Some(&ring));
         }
     }

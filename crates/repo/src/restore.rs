@@ -297,6 +297,7 @@ impl Repository {
             for k in 0..segments {
                 let (tasks, cursors, ends, stop, error) = (&tasks, &cursors, &ends, &stop, &error);
                 s.spawn(move || {
+                    let mut bufs = WorkerBuffers::default();
                     for seg in (0..segments).map(|j| (k + j) % segments) {
                         loop {
                             if stop.load(Ordering::Relaxed) {
@@ -306,7 +307,9 @@ impl Repository {
                             if i >= ends[seg] {
                                 break;
                             }
-                            if let Err(e) = self.run_read(&tasks[i], index, dests, progress) {
+                            if let Err(e) =
+                                self.run_read(&tasks[i], index, dests, progress, &mut bufs)
+                            {
                                 if let Ok(mut slot) = error.lock() {
                                     slot.get_or_insert(e);
                                 }
@@ -330,12 +333,16 @@ impl Repository {
         index: &Index,
         dests: &[PathBuf],
         progress: &dyn Progress,
+        bufs: &mut WorkerBuffers,
     ) -> Result<()> {
         let (pack, epoch) = index.pack(task.pack);
         let key = format::pack_key(&pack);
-        let bytes = self
-            .inner
-            .block(self.inner.storage.get_range(&key, task.start..task.end))?;
+        let WorkerBuffers { read, plain, files } = bufs;
+        *read = self.inner.block(self.inner.storage.get_range_into(
+            &key,
+            task.start..task.end,
+            std::mem::take(read),
+        ))?;
         let data_key = self
             .inner
             .keyring
@@ -352,8 +359,7 @@ impl Repository {
         {
             let from = (u64::from(loc.offset) - task.start) as usize;
             let sealed =
-                bytes
-                    .get(from..from + loc.len as usize)
+                read.get_mut(from..from + loc.len as usize)
                     .ok_or_else(|| RepoError::Corrupt {
                         key: key.clone(),
                         reason: "the pack is shorter than its index says".into(),
@@ -364,14 +370,18 @@ impl Repository {
                 len: loc.len,
                 raw_len: loc.raw_len,
             };
-            let data = format::open_blob(&key, data_key, &self.inner.keyring, &entry, sealed)?;
+            let data = format::open_blob_in_place(
+                &key,
+                data_key,
+                &self.inner.keyring,
+                &entry,
+                sealed,
+                plain,
+            )?;
             for (node, offset) in targets {
                 let d = &dests[*node];
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(d)
-                    .map_err(|e| RepoError::io("open", d, e))?;
-                write_sparse(&f, &data, *offset).map_err(|e| RepoError::io("write", d, e))?;
+                let f = open_cached(files, *node, d)?;
+                write_sparse(f, data, *offset).map_err(|e| RepoError::io("write", d, e))?;
                 progress.advance(data.len() as u64);
             }
         }
@@ -436,6 +446,42 @@ impl Repository {
             .map_err(|e| RepoError::io("write", Path::new("standard output"), e))?;
         progress.finish();
         Ok(written)
+    }
+}
+
+/// What one restore worker reuses from one read to the next: the read buffer
+/// (blobs are decrypted in place there), the decompression buffer, and the
+/// files it is writing. Reusing them keeps the restore free of per-chunk
+/// allocations and page faults, and its memory flat.
+#[derive(Default)]
+struct WorkerBuffers {
+    read: Vec<u8>,
+    plain: Vec<u8>,
+    files: HashMap<usize, fs::File>,
+}
+
+/// Open files a worker keeps at most; it writes a contiguous stretch of the
+/// plan, so the same few files come back again and again.
+const OPEN_FILES: usize = 16;
+
+/// The open handle of item `node`'s file, opening it when needed.
+fn open_cached<'a>(
+    files: &'a mut HashMap<usize, fs::File>,
+    node: usize,
+    path: &Path,
+) -> Result<&'a fs::File> {
+    if files.len() >= OPEN_FILES && !files.contains_key(&node) {
+        files.clear();
+    }
+    match files.entry(node) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|err| RepoError::io("open", path, err))?;
+            Ok(e.insert(f))
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use crate::snapshot::ContentRef;
 /// packs' worth of reuse.
 const PACKS_PER_INDEX: usize = 4;
 /// Pack uploads in flight at once.
-const UPLOADS_IN_FLIGHT: usize = 3;
+const UPLOADS_IN_FLIGHT: usize = 2;
 /// Zero chunks at least this long are stored as holes.
 const MIN_HOLE: usize = 4096;
 
@@ -121,7 +121,9 @@ impl Writer {
     pub(crate) fn new(inner: Arc<Inner>, index: Arc<Index>) -> Writer {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (chunk_tx, chunk_rx) = bounded::<(ChunkId, Vec<u8>)>(threads * 2);
-        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        // A rendezvous channel: a compressor hands a full pack straight to the
+        // uploader, so no pack waits in between (each is 16 MiB of memory).
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let shared = Arc::new(Shared {
             inner,
             index,
@@ -252,6 +254,10 @@ fn compress_loop(shared: &Shared, rx: &Receiver<(ChunkId, Vec<u8>)>, tx: &Sender
     let epoch = inner.keyring.current();
     let level = inner.config.compression_level;
     let pack_size = inner.config.pack_size as usize;
+    // Room for a full pack plus one more chunk at its worst (zstd's bound), so
+    // the buffer never grows (a grown buffer is a second copy of the pack).
+    let max_chunk = inner.config.chunker.max_chunk();
+    let capacity = pack_size + max_chunk + max_chunk / 64 + 4096;
     let send = |pack: PackBuilder| match pack.finish(&epoch.key) {
         Ok((id, bytes, entries)) => {
             if tx.send((id, epoch.number, bytes, entries)).is_err() {
@@ -267,7 +273,7 @@ fn compress_loop(shared: &Shared, rx: &Receiver<(ChunkId, Vec<u8>)>, tx: &Sender
             continue;
         }
         let p = pack.get_or_insert_with(|| {
-            PackBuilder::with_buffer(epoch.number, shared.take_buffer(pack_size + pack_size / 8))
+            PackBuilder::with_buffer(epoch.number, shared.take_buffer(capacity))
         });
         if let Err(e) = p.push_chunk(&epoch.key, id, &data, level) {
             shared.fail(e);

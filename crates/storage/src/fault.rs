@@ -137,6 +137,15 @@ impl Storage for FaultStorage {
         self.check(Op::Get, key, "get").await?;
         self.inner.get_range(key, range).await
     }
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, StorageError> {
+        self.check(Op::Get, key, "get").await?;
+        self.inner.get_range_into(key, range, buf).await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         self.check(Op::List, prefix, "list").await?;
         self.inner.list(prefix).await

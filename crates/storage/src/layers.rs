@@ -110,6 +110,25 @@ impl Storage for RetryStorage {
         self.run("get", key, || self.inner.get_range(key, range.clone()))
             .await
     }
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, StorageError> {
+        // The first attempt gets the caller's buffer; a failed attempt consumed
+        // it, so later ones start with a fresh one.
+        let first = std::sync::Mutex::new(Some(buf));
+        self.run("get", key, || {
+            let b = first
+                .lock()
+                .ok()
+                .and_then(|mut f| f.take())
+                .unwrap_or_default();
+            self.inner.get_range_into(key, range.clone(), b)
+        })
+        .await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         self.run("list", prefix, || self.inner.list(prefix)).await
     }
@@ -159,6 +178,15 @@ impl Storage for LimitStorage {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
         let _p = self.permit().await;
         self.inner.get_range(key, range).await
+    }
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, StorageError> {
+        let _p = self.permit().await;
+        self.inner.get_range_into(key, range, buf).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let _p = self.permit().await;

@@ -119,6 +119,21 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Reads `range` of an object.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError>;
 
+    /// Reads `range` of an object into `buf` (its contents are replaced) and
+    /// returns it, so a caller reading many ranges reuses one allocation. The
+    /// default reads with [`Storage::get_range`] and copies.
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, StorageError> {
+        let bytes = self.get_range(key, range).await?;
+        buf.clear();
+        buf.extend_from_slice(&bytes);
+        Ok(buf)
+    }
+
     /// Lists every object whose key starts with `prefix` (recursively), in no
     /// particular order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;

@@ -187,14 +187,37 @@ impl Storage for LocalStorage {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
+        self.get_range_into(key, range, Vec::new())
+            .await
+            .map(Bytes::from)
+    }
+
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, StorageError> {
         let path = self.path(key);
         self.blocking("get", key, move |_| {
             let mut f = File::open(path)?;
             f.seek(SeekFrom::Start(range.start))?;
             let len = range.end.saturating_sub(range.start);
-            let mut buf = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
-            f.read_exact(&mut buf)?;
-            Ok(Bytes::from(buf))
+            buf.clear();
+            buf.reserve(usize::try_from(len).map_err(io::Error::other)?);
+            // Reads into the spare capacity: no zeroing of a buffer about to be
+            // overwritten.
+            let n = f.take(len).read_to_end(&mut buf)?;
+            if (n as u64) < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the object ends {} bytes before the range asked for",
+                        len - n as u64
+                    ),
+                ));
+            }
+            Ok(buf)
         })
         .await
     }
