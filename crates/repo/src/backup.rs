@@ -38,6 +38,89 @@ pub struct FilesBackupOptions {
     pub metadata: BTreeMap<String, serde_json::Value>,
 }
 
+/// A backup of trees of files with a [`TreePolicy`] (`files backup`, and
+/// sources such as a PostgreSQL data directory).
+#[derive(Clone, Debug, Default)]
+pub struct TreeBackupOptions {
+    /// Where the walk starts and how items are named.
+    pub roots: Vec<TreeRoot>,
+    /// The snapshot's source kind (`files`, `postgres`, …).
+    pub source_kind: String,
+    /// The snapshot's source name.
+    pub source_name: String,
+    /// The paths recorded in the snapshot (and compared to find the parent).
+    pub paths: Vec<String>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Write a snapshot marked partial when some items cannot be read.
+    pub allow_partial: bool,
+    /// Read every file even when the parent snapshot says it is unchanged.
+    pub force_read: bool,
+    /// The host name recorded (and used to find the parent snapshot).
+    pub hostname: String,
+    /// Free-form metadata for the snapshot.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// A tree backup about to be committed: every file is stored; what is added
+/// here goes into the snapshot too.
+pub struct TreeDraft<'a> {
+    writer: &'a Writer,
+    parent: Option<SnapshotId>,
+    nodes: &'a mut Vec<Node>,
+    metadata: &'a mut BTreeMap<String, serde_json::Value>,
+    bytes_total: &'a mut u64,
+}
+
+impl TreeDraft<'_> {
+    /// Adds a file with the given content, mode and owner (e.g. a
+    /// `backup_label` a database returned at the end of its backup), replacing
+    /// any item of that name.
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        content: &[u8],
+        mode: u32,
+        owner: (u32, u32),
+    ) -> Result<()> {
+        let mut refs = Vec::new();
+        for piece in content.chunks(1 << 20) {
+            refs.push(self.writer.write_chunk(piece.to_vec())?);
+        }
+        self.nodes.retain(|n| n.path != path);
+        *self.bytes_total += content.len() as u64;
+        self.nodes.push(Node {
+            path: path.to_string(),
+            kind: NodeKind::File,
+            mode: 0o100000 | (mode & 0o7777),
+            uid: owner.0,
+            gid: owner.1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            size: content.len() as u64,
+            target: None,
+            content: refs,
+        });
+        Ok(())
+    }
+
+    /// Sets a metadata entry.
+    pub fn set_metadata(&mut self, key: &str, value: serde_json::Value) {
+        self.metadata.insert(key.to_string(), value);
+    }
+
+    /// The parent snapshot whose unchanged files were reused, if any.
+    pub fn parent(&self) -> Option<SnapshotId> {
+        self.parent
+    }
+
+    /// The items so far.
+    pub fn nodes(&self) -> &[Node] {
+        self.nodes
+    }
+}
+
 /// How to record a stream backup.
 #[derive(Clone, Debug, Default)]
 pub struct StreamBackupOptions {
@@ -97,7 +180,73 @@ struct Walk {
     skipped: Vec<Skipped>,
 }
 
-fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
+/// Where a walk starts and how its items are named in the snapshot.
+#[derive(Clone, Debug)]
+pub struct TreeRoot {
+    /// The directory (or file) on disk.
+    pub path: PathBuf,
+    /// `None`: items keep their absolute path (without the leading `/`) and the
+    /// root's ancestors are recorded too, as `files backup` does. `Some(p)`:
+    /// items are named relative to the root under `p` (`""` for the top), and
+    /// the root itself is not an item.
+    pub prefix: Option<String>,
+}
+
+/// What a [`TreePolicy`] decides for one item of a walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Back it up.
+    Keep,
+    /// A directory kept as an empty directory: its contents are not backed up.
+    Empty,
+    /// Leave it out entirely.
+    Skip,
+}
+
+/// How a tree backup treats what it finds. Sources with rules of their own (a
+/// PostgreSQL data directory) implement it; the defaults back up everything
+/// with the repository's chunking, as `files backup` does.
+pub trait TreePolicy: Sync {
+    /// Whether and how to back up the item at `name` (its snapshot path).
+    fn filter(&self, _name: &str, _meta: &fs::Metadata) -> Filter {
+        Filter::Keep
+    }
+    /// How to cut the file at `name` into chunks.
+    fn chunker(&self, _name: &str, default: ChunkerConfig) -> ChunkerConfig {
+        default
+    }
+    /// Wraps the reader of the file at `name`, e.g. to check its contents as
+    /// they stream past. The wrapper's read errors skip the file like any
+    /// other read error.
+    fn reader<'a>(&'a self, _name: &str, file: File) -> Box<dyn Read + Send + 'a> {
+        Box::new(file)
+    }
+    /// Whether `old`, unchanged by size, times and inode since the parent
+    /// snapshot, may reuse the parent's content without being read.
+    fn reusable(&self, _old: &Node, _parent: &Snapshot) -> bool {
+        true
+    }
+}
+
+/// The policy of `files backup`: everything, as it is.
+pub struct PlainFiles;
+impl TreePolicy for PlainFiles {}
+
+fn name_in(root: &TreeRoot, abs_root: &Path, path: &Path) -> Option<String> {
+    match &root.prefix {
+        None => snapshot_path(path),
+        Some(prefix) => {
+            let rel = path.strip_prefix(abs_root).ok()?.to_str()?;
+            Some(match (prefix.is_empty(), rel.is_empty()) {
+                (true, _) => rel.to_string(),
+                (false, true) => prefix.clone(),
+                (false, false) => format!("{prefix}/{rel}"),
+            })
+        }
+    }
+}
+
+fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) -> Result<Walk> {
     let mut w = Walk {
         nodes: Vec::new(),
         sources: HashMap::new(),
@@ -105,13 +254,14 @@ fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
     };
     let mut seen = std::collections::HashSet::new();
     for root in roots {
-        let abs = std::path::absolute(root).map_err(|e| RepoError::io("resolve", root, e))?;
+        let abs =
+            std::path::absolute(&root.path).map_err(|e| RepoError::io("resolve", &root.path, e))?;
         // The root must exist: a typo in a path is an error, not a partial backup.
         fs::symlink_metadata(&abs).map_err(|e| RepoError::io("read", &abs, e))?;
         // Ancestors first, so a restore recreates them with their modes.
         let mut ancestors: Vec<&Path> = abs.ancestors().skip(1).collect();
         ancestors.reverse();
-        for a in ancestors {
+        for a in ancestors.into_iter().filter(|_| root.prefix.is_none()) {
             let Some(p) = snapshot_path(a) else { continue };
             if p.is_empty() || !seen.insert(p.clone()) {
                 continue;
@@ -120,9 +270,9 @@ fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
                 w.nodes.push(node_from_meta(p, &meta, NodeKind::Dir));
             }
         }
-        let mut stack = vec![abs];
+        let mut stack = vec![abs.clone()];
         while let Some(path) = stack.pop() {
-            let Some(p) = snapshot_path(&path) else {
+            let Some(p) = name_in(root, &abs, &path) else {
                 w.skipped.push(Skipped {
                     path: path.to_string_lossy().into_owned(),
                     reason: "the name is not valid UTF-8".into(),
@@ -149,8 +299,42 @@ fn walk(roots: &[PathBuf], progress: &dyn Progress) -> Result<Walk> {
                     continue;
                 }
             };
+            let is_top = root.prefix.as_deref() == Some(p.as_str()) && path == abs;
+            let filter = if is_top {
+                Filter::Keep
+            } else {
+                policy.filter(&p, &meta)
+            };
             let ft = meta.file_type();
-            if ft.is_dir() {
+            if filter == Filter::Skip {
+                continue;
+            }
+            if ft.is_dir() && (filter == Filter::Empty || (is_top && p.is_empty())) {
+                if !p.is_empty() {
+                    w.nodes
+                        .push(node_from_meta(p.clone(), &meta, NodeKind::Dir));
+                }
+                if filter == Filter::Empty {
+                    continue;
+                }
+                match fs::read_dir(&path) {
+                    Ok(entries) => {
+                        for entry in entries {
+                            match entry {
+                                Ok(e) => stack.push(e.path()),
+                                Err(e) => w.skipped.push(Skipped {
+                                    path: p.clone(),
+                                    reason: format!("listing failed: {e}"),
+                                }),
+                            }
+                        }
+                    }
+                    Err(e) => w.skipped.push(Skipped {
+                        path: p.clone(),
+                        reason: format!("cannot list the directory: {e}"),
+                    }),
+                }
+            } else if ft.is_dir() {
                 match fs::read_dir(&path) {
                     Ok(entries) => {
                         w.nodes.push(node_from_meta(p, &meta, NodeKind::Dir));
@@ -211,18 +395,22 @@ const READ_WHOLE: u64 = 4 << 20;
 /// Reads one file through the chunker into the writer.
 fn read_file(
     path: &Path,
+    name: &str,
     size_hint: u64,
-    chunker: &ChunkerConfig,
+    policy: &dyn TreePolicy,
+    default_chunker: ChunkerConfig,
     writer: &Writer,
     progress: &dyn Progress,
 ) -> Result<FileRead> {
-    let mut file = match File::open(path) {
+    let chunker = &policy.chunker(name, default_chunker);
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Err("it vanished during the backup".into()))
         }
         Err(e) => return Ok(Err(e.to_string())),
     };
+    let mut file = policy.reader(name, file);
     let mut content = Vec::new();
     let mut size = 0u64;
     if size_hint <= READ_WHOLE {
@@ -287,8 +475,6 @@ impl Repository {
         opts: &FilesBackupOptions,
         progress: &dyn Progress,
     ) -> Result<BackupOutcome> {
-        let started = Instant::now();
-        let start_time = now_rfc3339();
         let paths: Vec<String> = opts
             .paths
             .iter()
@@ -299,7 +485,42 @@ impl Repository {
                     .to_string()
             })
             .collect();
-        let walked = walk(&opts.paths, progress)?;
+        let tree = TreeBackupOptions {
+            roots: opts
+                .paths
+                .iter()
+                .map(|p| TreeRoot {
+                    path: p.clone(),
+                    prefix: None,
+                })
+                .collect(),
+            source_kind: "files".into(),
+            source_name: paths.join(" "),
+            paths,
+            tags: opts.tags.clone(),
+            allow_partial: opts.allow_partial,
+            force_read: opts.force_read,
+            hostname: opts.hostname.clone(),
+            metadata: opts.metadata.clone(),
+        };
+        self.backup_tree(&tree, &PlainFiles, progress, |_| Ok(()))
+    }
+
+    /// Backs up trees of files under the rules of `policy`; see
+    /// [`TreeBackupOptions`]. The parent snapshot (whose unchanged files are
+    /// reused without reading) is the newest one of the same source kind, name,
+    /// paths and host. Once every file is stored, `finish` may add items and
+    /// metadata (and fail the backup); only then is the snapshot written.
+    pub fn backup_tree(
+        &self,
+        opts: &TreeBackupOptions,
+        policy: &dyn TreePolicy,
+        progress: &dyn Progress,
+        finish: impl FnOnce(&mut TreeDraft<'_>) -> Result<()>,
+    ) -> Result<BackupOutcome> {
+        let started = Instant::now();
+        let start_time = now_rfc3339();
+        let walked = walk(&opts.roots, policy, progress)?;
         let mut nodes = walked.nodes;
         let mut skipped = walked.skipped;
 
@@ -307,9 +528,10 @@ impl Repository {
             None
         } else {
             self.snapshots()?.into_iter().rev().find(|s| {
-                s.snapshot.source_kind == "files"
+                s.snapshot.source_kind == opts.source_kind
+                    && s.snapshot.source_name == opts.source_name
                     && s.snapshot.hostname == opts.hostname
-                    && s.snapshot.paths == paths
+                    && s.snapshot.paths == opts.paths
             })
         };
         let parent_nodes: HashMap<&str, &Node> = parent
@@ -331,8 +553,12 @@ impl Repository {
                 continue;
             }
             bytes_total += node.size;
-            match parent_nodes.get(node.path.as_str()) {
-                Some(old) if unchanged(old, node) => node.content = old.content.clone(),
+            match (parent_nodes.get(node.path.as_str()), &parent) {
+                (Some(old), Some(p))
+                    if unchanged(old, node) && policy.reusable(old, &p.snapshot) =>
+                {
+                    node.content = old.content.clone()
+                }
                 _ => {
                     to_read += node.size;
                     jobs.push(i);
@@ -357,7 +583,10 @@ impl Repository {
                     let Some(src) = walked.sources.get(&nodes[i].path) else {
                         continue;
                     };
-                    match read_file(src, nodes[i].size, &chunker, &writer, progress) {
+                    let node = &nodes[i];
+                    match read_file(
+                        src, &node.path, node.size, policy, chunker, &writer, progress,
+                    ) {
                         Ok(r) => {
                             if let Ok(mut v) = results.lock() {
                                 v.push((i, r));
@@ -399,37 +628,49 @@ impl Repository {
                 }
             }
         }
-        // Whatever else happens, finish the writer: what was uploaded gets
-        // indexed, so a retry reuses it.
-        let stats = writer.finish()?;
-        progress.finish();
-        if !skipped.is_empty() && !opts.allow_partial {
-            return Err(RepoError::Incomplete {
-                count: skipped.len(),
-                first: format!("{}: {}", skipped[0].path, skipped[0].reason),
-            });
-        }
         let mut i = 0;
         nodes.retain(|_| {
             let keep = !failed.contains(&i);
             i += 1;
             keep
         });
+        let mut metadata = opts.metadata.clone();
+        let finished = if skipped.is_empty() || opts.allow_partial {
+            let mut draft = TreeDraft {
+                writer: &writer,
+                parent: parent.as_ref().map(|p| p.id),
+                nodes: &mut nodes,
+                metadata: &mut metadata,
+                bytes_total: &mut bytes_total,
+            };
+            finish(&mut draft)
+        } else {
+            Err(RepoError::Incomplete {
+                count: skipped.len(),
+                first: format!("{}: {}", skipped[0].path, skipped[0].reason),
+            })
+        };
+        // Whatever else happens, finish the writer: what was uploaded gets
+        // indexed, so a retry reuses it.
+        let stats = writer.finish()?;
+        progress.finish();
+        finished?;
+        nodes.sort_by(|a, b| a.path.cmp(&b.path));
         let files = nodes.iter().filter(|n| n.kind == NodeKind::File).count() as u64;
         let dirs = nodes.iter().filter(|n| n.kind == NodeKind::Dir).count() as u64;
         let snapshot = Snapshot {
             version: SNAPSHOT_VERSION,
-            source_kind: "files".into(),
-            source_name: paths.join(" "),
+            source_kind: opts.source_kind.clone(),
+            source_name: opts.source_name.clone(),
             hostname: opts.hostname.clone(),
-            paths,
+            paths: opts.paths.clone(),
             tags: opts.tags.clone(),
             start_time,
             end_time: now_rfc3339(),
             partial: !skipped.is_empty(),
             skipped,
             parent: parent.map(|p| p.id),
-            metadata: opts.metadata.clone(),
+            metadata,
             stats: stats_of(&stats, files, dirs, bytes_total, bytes_read, started),
             nodes,
         };

@@ -71,6 +71,12 @@ pub enum RepoError {
         /// How many matched.
         count: usize,
     },
+    /// A named object exists with different content.
+    #[error("{name} is already in the repository with different content; refusing to overwrite it. Two clusters may be archiving into one repository: give each its own repository or source name")]
+    Conflict {
+        /// The object's name.
+        name: String,
+    },
     /// Refused: removing the last key slot would lock everyone out.
     #[error("refusing to remove the last key slot: the repository would become unreadable; add another key first")]
     LastKeySlot,

@@ -26,6 +26,7 @@ mod backup;
 mod error;
 pub mod format;
 mod index;
+mod named;
 mod progress;
 mod repository;
 mod restore;
@@ -33,9 +34,13 @@ mod snapshot;
 mod verify;
 mod writer;
 
-pub use backup::{BackupOutcome, FilesBackupOptions, StreamBackupOptions};
+pub use backup::{
+    BackupOutcome, FilesBackupOptions, Filter, PlainFiles, StreamBackupOptions, TreeBackupOptions,
+    TreeDraft, TreePolicy, TreeRoot,
+};
 pub use error::{RepoError, Result};
 pub use index::{Index, Location};
+pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
 pub use repository::{format_time, now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
 pub use restore::{RestoreOptions, RestoreStats};

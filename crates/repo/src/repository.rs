@@ -333,6 +333,10 @@ impl Repository {
         self.inner.block(f)
     }
 
+    pub(crate) fn master_key(&self) -> &Key {
+        &self.master
+    }
+
     /// The id of the key slot this session opened with.
     pub fn opened_slot(&self) -> &str {
         &self.slot_id

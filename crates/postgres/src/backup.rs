@@ -1,0 +1,233 @@
+//! `lifeboat pg backup`: a physical base backup through the non-exclusive
+//! backup API, recorded only once the WAL it needs is in the repository.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use lifeboat_repo::{
+    BackupOutcome, ChunkerConfig, Progress, Repository, TreeBackupOptions, TreeRoot,
+};
+use serde_json::json;
+use tokio::runtime::Handle;
+
+use crate::archive::namespace;
+use crate::error::{PgError, Result};
+use crate::layout::{DataDirPolicy, COPY_START_KEY};
+use crate::session::{parse_conninfo, Session};
+use crate::wal::Segment;
+
+/// The snapshot source kind of physical backups.
+pub const SOURCE_KIND: &str = "postgres";
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// The data directory.
+    pub pgdata: PathBuf,
+    /// How to connect (libpq key=value or URL).
+    pub conninfo: String,
+    /// The source's name in snapshots (a configured name, or the data directory).
+    pub source_name: String,
+    /// The host name recorded.
+    pub hostname: String,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Read every file (`--type full`) instead of reusing unchanged ones.
+    pub full: bool,
+    /// Ask for an immediate checkpoint instead of waiting for a spread one.
+    pub fast_checkpoint: bool,
+    /// Record a backup even when pages fail their checksums.
+    pub allow_checksum_errors: bool,
+    /// How long to wait for the backup's WAL to reach the repository.
+    pub archive_timeout: Duration,
+    /// How relation files are cut.
+    pub relation_chunker: ChunkerConfig,
+}
+
+impl BackupOptions {
+    /// Defaults for a data directory and connection string.
+    pub fn new(pgdata: PathBuf, conninfo: String) -> Self {
+        BackupOptions {
+            source_name: pgdata.display().to_string(),
+            pgdata,
+            conninfo,
+            hostname: String::new(),
+            tags: Vec::new(),
+            full: false,
+            fast_checkpoint: true,
+            allow_checksum_errors: false,
+            archive_timeout: Duration::from_secs(60),
+            relation_chunker: ChunkerConfig::pages(),
+        }
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Takes a base backup of the cluster at `opts.pgdata`.
+pub fn backup(
+    repo: &Repository,
+    rt: &Handle,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let cfg = parse_conninfo(&opts.conninfo)?;
+    let session = Session::connect_with(rt, &cfg)?;
+    let info = session.server_info()?;
+    if !same_dir(Path::new(&info.data_directory), &opts.pgdata) {
+        return Err(PgError::Misconfigured(format!(
+            "--pgdata {} is not the data directory of the server lifeboat connected to (it reports {}); point --pgdata and --pg-url at the same cluster",
+            opts.pgdata.display(),
+            info.data_directory
+        )));
+    }
+    if info.archive_mode == "off" || info.wal_level == "minimal" {
+        return Err(PgError::Misconfigured(format!(
+            "the server has archive_mode = {} and wal_level = {}: a backup needs its WAL archived. Set archive_mode = on, wal_level = replica and archive_command = 'lifeboat pg wal-push %p' (with this repository), then restart PostgreSQL",
+            info.archive_mode, info.wal_level
+        )));
+    }
+    let owner = std::fs::metadata(opts.pgdata.join("PG_VERSION"))
+        .map(|m| (m.uid(), m.gid()))
+        .map_err(|e| PgError::io("read", &opts.pgdata.join("PG_VERSION"), e))?;
+    let databases = session.databases(&cfg)?;
+    let started = Instant::now();
+    let label = format!("lifeboat backup {}", lifeboat_repo::now_rfc3339());
+    let (start_lsn, timeline) = session.backup_start(&info, &label, opts.fast_checkpoint)?;
+    let copy_start_ns = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+
+    let policy = DataDirPolicy {
+        root: opts.pgdata.clone(),
+        verify_checksums: info.data_checksums,
+        start_lsn: start_lsn.0,
+        relation_chunker: opts.relation_chunker,
+        bad_pages: Mutex::new(Vec::new()),
+    };
+    let tree = TreeBackupOptions {
+        roots: vec![TreeRoot {
+            path: opts.pgdata.clone(),
+            prefix: Some(String::new()),
+        }],
+        source_kind: SOURCE_KIND.into(),
+        source_name: opts.source_name.clone(),
+        paths: vec![opts.pgdata.display().to_string()],
+        tags: opts.tags.clone(),
+        allow_partial: false,
+        force_read: opts.full,
+        hostname: opts.hostname.clone(),
+        metadata: Default::default(),
+    };
+    let ns = namespace(&info.system_identifier);
+    let outcome = repo.backup_tree(&tree, &policy, progress, |draft| {
+        let to_repo = |e: PgError| lifeboat_repo::RepoError::Refused(e.to_string());
+        // pg_control last, after every other file, as pg_basebackup sends it.
+        let control_path = opts.pgdata.join("global/pg_control");
+        let control = std::fs::read(&control_path)
+            .map_err(|e| to_repo(PgError::io("read", &control_path, e)))?;
+        draft.add_file("global/pg_control", &control, 0o600, owner)?;
+        let stop = session.backup_stop(&info).map_err(to_repo)?;
+        draft.add_file("backup_label", stop.labelfile.as_bytes(), 0o600, owner)?;
+        if !stop.spcmapfile.trim().is_empty() {
+            draft.add_file("tablespace_map", stop.spcmapfile.as_bytes(), 0o600, owner)?;
+        }
+        let bad = policy.take_bad_pages();
+        if !bad.is_empty() {
+            if !opts.allow_checksum_errors {
+                return Err(to_repo(PgError::Checksums {
+                    count: bad.len(),
+                    first: bad[0].to_string(),
+                }));
+            }
+            for b in &bad {
+                progress.warn(&format!("checksum failure: {b}"));
+            }
+            draft.set_metadata(
+                "checksum_errors",
+                json!(bad.iter().map(|b| b.to_string()).collect::<Vec<_>>()),
+            );
+        }
+        // The backup is complete only once every segment from start to stop
+        // is in the repository.
+        let first = Segment::containing(timeline, start_lsn, info.wal_segment_size);
+        let last = Segment::containing(timeline, stop.lsn, info.wal_segment_size);
+        wait_for_wal(repo, &ns, first, last, opts.archive_timeout, progress).map_err(to_repo)?;
+        let backup_type = if draft.parent().is_some() {
+            "incr"
+        } else {
+            "full"
+        };
+        for (k, v) in [
+            ("backup_type", json!(backup_type)),
+            ("pg_version", json!(info.version)),
+            ("pg_version_num", json!(info.version_num)),
+            ("system_identifier", json!(info.system_identifier)),
+            ("timeline", json!(timeline)),
+            ("start_lsn", json!(start_lsn.to_string())),
+            ("stop_lsn", json!(stop.lsn.to_string())),
+            ("wal_start", json!(first.name())),
+            ("wal_stop", json!(last.name())),
+            ("wal_segment_size", json!(info.wal_segment_size)),
+            ("data_checksums", json!(info.data_checksums)),
+            ("databases", json!(databases)),
+            ("label", json!(label)),
+            (COPY_START_KEY, json!(copy_start_ns)),
+            ("duration_ms", json!(started.elapsed().as_millis() as u64)),
+        ] {
+            draft.set_metadata(k, v);
+        }
+        Ok(())
+    })?;
+    Ok(outcome)
+}
+
+/// Waits until every segment from `first` to `last` is stored.
+fn wait_for_wal(
+    repo: &Repository,
+    ns: &str,
+    first: Segment,
+    last: Segment,
+    timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut reported = false;
+    loop {
+        let stored = repo.list_named()?;
+        let mut seg = first;
+        let missing = loop {
+            if !stored.contains(&repo.named_key(ns, &seg.name())) {
+                break Some(seg);
+            }
+            if seg >= last {
+                break None;
+            }
+            seg = seg.next();
+        };
+        let Some(missing) = missing else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(PgError::ArchiveTimeout {
+                segment: missing.name(),
+                seconds: timeout.as_secs(),
+            });
+        }
+        if !reported {
+            progress.warn(&format!(
+                "waiting for WAL segment {} to be archived",
+                missing.name()
+            ));
+            reported = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

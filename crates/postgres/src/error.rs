@@ -1,0 +1,99 @@
+//! The PostgreSQL source's error type.
+
+use lifeboat_repo::RepoError;
+
+/// Everything a PostgreSQL operation can fail with. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The connection string does not parse.
+    #[error("invalid PostgreSQL connection string {conninfo:?}: {reason}; use key=value pairs (host=/var/run/postgresql port=5432 user=postgres dbname=postgres) or a postgresql:// URL")]
+    BadConninfo {
+        /// What was given (without the password).
+        conninfo: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The server could not be reached or refused the login.
+    #[error("cannot connect to PostgreSQL ({target}): {reason}. Check --pg-url (or the source's pg_url), that the server is running, and pg_hba.conf")]
+    Connect {
+        /// Host and port tried.
+        target: String,
+        /// What the client or server said.
+        reason: String,
+    },
+    /// A statement failed.
+    #[error("PostgreSQL refused to {what}: {reason}")]
+    Query {
+        /// What lifeboat was doing, as a verb phrase.
+        what: String,
+        /// What the server said.
+        reason: String,
+    },
+    /// The backup session ended before the backup did.
+    #[error("the session that started the backup was lost ({reason}); PostgreSQL aborts a backup whose session ends, so this backup cannot be completed on a new session: run it again")]
+    SessionLost {
+        /// What was observed.
+        reason: String,
+    },
+    /// The server is not set up for what was asked.
+    #[error("{0}")]
+    Misconfigured(String),
+    /// WAL the backup needs did not reach the repository in time.
+    #[error("WAL segment {segment} did not reach the repository within {seconds} s after the backup stopped, so the backup cannot be restored consistently and was not recorded. Check that archive_command runs `lifeboat pg wal-push %p` against this repository (see `lifeboat pg check`) and the server log for archiver errors")]
+    ArchiveTimeout {
+        /// The first missing segment.
+        segment: String,
+        /// How long lifeboat waited.
+        seconds: u64,
+    },
+    /// Data pages failed their checksums.
+    #[error("{count} data page(s) failed checksum verification (first: {first}); the backup was not recorded. Check the storage of the cluster (and `pg_amcheck`), or pass --allow-checksum-errors to back up the damaged pages as they are")]
+    Checksums {
+        /// How many pages failed.
+        count: usize,
+        /// The first failure, with file and block.
+        first: String,
+    },
+    /// Reading or writing a local file failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The verb.
+        op: &'static str,
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The operation was refused as unsafe or impossible.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl PgError {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        PgError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// True when the error means stored data is damaged.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, PgError::Repo(e) if e.is_damage())
+    }
+
+    /// True for errors of usage or configuration (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            PgError::BadConninfo { .. } | PgError::Misconfigured(_) | PgError::Refused(_)
+        )
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = PgError> = std::result::Result<T, E>;

@@ -1,0 +1,30 @@
+//! PostgreSQL physical backups, continuous WAL archiving and point-in-time
+//! recovery, stored in a lifeboat repository.
+//!
+//! This crate knows PostgreSQL and nothing of packs, S3 or keys: it streams a
+//! data directory into [`lifeboat_repo::Repository::backup_tree`] with a
+//! [`layout::DataDirPolicy`], and WAL files into the repository's named
+//! objects.
+//!
+//! Roles of the modules:
+//! - [`session`]: one connection kept for a whole backup (the non-exclusive
+//!   backup API ties the backup to it), server facts, start/stop.
+//! - [`layout`]: which files a base backup copies, page-aligned chunking of
+//!   relation files, page checksum verification, the unchanged-file rule.
+//! - [`checksum`]: PostgreSQL's data page checksum.
+//! - [`wal`]: LSNs, timelines, WAL file names.
+//! - [`archive`]: `wal-push` and `wal-fetch` for `archive_command` and
+//!   `restore_command`.
+//! - [`backup()`]: `pg backup`, from `pg_backup_start` to the WAL wait.
+#![deny(missing_docs)]
+
+pub mod archive;
+mod backup;
+pub mod checksum;
+mod error;
+pub mod layout;
+pub mod session;
+pub mod wal;
+
+pub use backup::{backup, BackupOptions, SOURCE_KIND};
+pub use error::{PgError, Result};
