@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 # Garage: built once per machine from crates.io (~12 minutes on 2 cores), cached.
 export LIFEBOAT_GARAGE_BIN="${LIFEBOAT_GARAGE_BIN:-$(scripts/install-garage.sh | tail -n 1)}"
 
+# PostgreSQL: the tests start throwaway clusters with the distribution's server
+# (pg_config --bindir or /usr/lib/postgresql/*/bin), as the postgres user.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v pg_config >/dev/null 2>&1; then
+  echo "PostgreSQL server not found; installing it (once)…" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+fi
+
 # setpriv (util-linux) lets tests run a step as an unprivileged user when root.
 if [ "$(id -u)" = 0 ] && ! command -v setpriv >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux

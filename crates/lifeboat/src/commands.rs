@@ -20,10 +20,10 @@ use crate::{
 };
 
 /// Everything a command needs from the environment, settled once.
-struct Ctx {
-    global: Global,
+pub(crate) struct Ctx {
+    pub(crate) global: Global,
     file: FileConfig,
-    rt: tokio::runtime::Runtime,
+    pub(crate) rt: tokio::runtime::Runtime,
 }
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
@@ -46,6 +46,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Repo(RepoCommand::Key(k)) => key(&ctx, k),
         Command::Files(FilesCommand::Backup(args)) => backup(&ctx, &args),
         Command::Files(FilesCommand::Restore(args)) => restore(&ctx, &args),
+        Command::Pg(cmd) => crate::pg::run(&ctx, cmd),
         Command::Snapshots => snapshots(&ctx),
         Command::Ls { snapshot } => ls(&ctx, &snapshot),
         Command::Verify { read_data } => verify(&ctx, read_data),
@@ -86,7 +87,14 @@ impl Ctx {
         lifeboat_storage::open(&url, &options).map_err(|e| UsageError(e.to_string()).into())
     }
 
-    fn progress(&self) -> TermProgress {
+    pub(crate) fn file_has_secret(&self) -> bool {
+        self.file.key_file.is_some()
+            || self.file.key_command.is_some()
+            || self.file.password_file.is_some()
+            || self.file.password_command.is_some()
+    }
+
+    pub(crate) fn progress(&self) -> TermProgress {
         TermProgress::new(self.global.quiet || self.global.json)
     }
 
@@ -134,7 +142,7 @@ impl Ctx {
         Ok(out)
     }
 
-    fn open(&self) -> Result<Repository> {
+    pub(crate) fn open(&self) -> Result<Repository> {
         let storage = self.storage()?;
         let creds = self.credentials()?;
         Ok(Repository::open(storage, self.rt.handle().clone(), &creds)?)
@@ -366,7 +374,7 @@ fn short_time(t: &str) -> String {
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

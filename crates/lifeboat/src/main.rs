@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod demo;
 mod output;
+mod pg;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +106,9 @@ pub(crate) enum Command {
     /// Back up and restore files, directories and streams
     #[command(subcommand)]
     Files(FilesCommand),
+    /// PostgreSQL: physical backups, WAL archiving, point-in-time restores
+    #[command(subcommand)]
+    Pg(pg::PgCommand),
     /// List snapshots
     Snapshots,
     /// List the items of a snapshot
@@ -251,11 +255,32 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<DamageFound>().is_some() {
         return 3;
     }
+    if err.downcast_ref::<pg::NotInArchive>().is_some() {
+        return 1;
+    }
+    if err.downcast_ref::<pg::FetchFailed>().is_some() {
+        return 126;
+    }
+    if let Some(e) = err.downcast_ref::<lifeboat_postgres::PgError>() {
+        return match e {
+            lifeboat_postgres::PgError::Repo(r) => repo_exit_code(r),
+            e if e.is_damage() => 3,
+            e if e.is_usage() => 2,
+            _ => 1,
+        };
+    }
     if err.downcast_ref::<UsageError>().is_some() {
         return 2;
     }
     if let Some(e) = err.downcast_ref::<RepoError>() {
-        return match e {
+        return repo_exit_code(e);
+    }
+    1
+}
+
+fn repo_exit_code(e: &RepoError) -> u8 {
+    {
+        match e {
             RepoError::Corrupt { .. } => 3,
             RepoError::NoRepository { .. }
             | RepoError::AlreadyExists { .. }
@@ -268,9 +293,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             | RepoError::Refused(_)
             | RepoError::Invalid(_) => 2,
             _ => 1,
-        };
+        }
     }
-    1
 }
 
 fn main() -> ExitCode {
@@ -285,7 +309,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = exit_code(&err);
-            if err.downcast_ref::<DamageFound>().is_none() {
+            if err.downcast_ref::<DamageFound>().is_none()
+                && err.downcast_ref::<pg::NotInArchive>().is_none()
+            {
                 eprintln!("error: {err:#}");
             }
             ExitCode::from(code)

@@ -128,7 +128,7 @@ pub fn backup(
     };
     let ns = namespace(&info.system_identifier);
     let outcome = repo.backup_tree(&tree, &policy, progress, |draft| {
-        let to_repo = |e: PgError| lifeboat_repo::RepoError::Refused(e.to_string());
+        let to_repo = |e: PgError| lifeboat_repo::RepoError::Source(Box::new(e));
         // pg_control last, after every other file, as pg_basebackup sends it.
         let control_path = opts.pgdata.join("global/pg_control");
         let control = std::fs::read(&control_path)
@@ -185,8 +185,16 @@ pub fn backup(
             draft.set_metadata(k, v);
         }
         Ok(())
-    })?;
-    Ok(outcome)
+    });
+    match outcome {
+        Ok(o) => Ok(o),
+        // The source's own errors come back as themselves.
+        Err(lifeboat_repo::RepoError::Source(e)) => match e.downcast::<PgError>() {
+            Ok(pg) => Err(*pg),
+            Err(other) => Err(PgError::Refused(other.to_string())),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Waits until every segment from `first` to `last` is stored.

@@ -81,9 +81,11 @@ impl PgError {
         }
     }
 
-    /// True when the error means stored data is damaged.
+    /// True when the error means data is damaged: stored data, or pages of
+    /// the cluster that fail their checksums.
     pub fn is_damage(&self) -> bool {
-        matches!(self, PgError::Repo(e) if e.is_damage())
+        matches!(self, PgError::Checksums { .. })
+            || matches!(self, PgError::Repo(e) if e.is_damage())
     }
 
     /// True for errors of usage or configuration (exit code 2).

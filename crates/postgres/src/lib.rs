@@ -23,8 +23,13 @@ mod backup;
 pub mod checksum;
 mod error;
 pub mod layout;
+mod restore;
 pub mod session;
 pub mod wal;
 
 pub use backup::{backup, BackupOptions, SOURCE_KIND};
 pub use error::{PgError, Result};
+pub use restore::{
+    choose_snapshot, parse_target_time, recovery_settings, restore, PgRestoreOptions,
+    PgRestoreReport, RecoveryTarget,
+};

@@ -101,6 +101,10 @@ pub enum RepoError {
         /// The first of them, with its reason.
         first: String,
     },
+    /// A source (a database) failed while its backup was being finished; the
+    /// source's own error, for it to take back.
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
     /// A restore refused to proceed.
     #[error("{0}")]
     Refused(String),

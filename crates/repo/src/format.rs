@@ -579,7 +579,9 @@ pub fn decode_named(key: &str, body: &[u8], expect_name: &str) -> Result<Vec<u8>
         ));
     }
     let len = usize::try_from(h.len).map_err(|_| corrupt(key, "length out of range"))?;
-    if len > body.len().saturating_mul(1024).max(1 << 20) {
+    // WAL segments are at most 1 GiB; a header claiming more is damaged
+    // (and must not make us allocate it).
+    if len > 1 << 31 {
         return Err(corrupt(key, "length out of range"));
     }
     let data = decompress(key, &body[at..], len)?;

@@ -5,8 +5,13 @@
 //!   key, in its own temporary directory, on free ports. It can be stopped and
 //!   restarted with the same ports and data, to test outages.
 //!
+//! - [`postgres::PgCluster`]: a throwaway PostgreSQL cluster (initdb, free
+//!   port, sockets in its temporary directory), run as the `postgres` user
+//!   when the tests run as root.
+//!
 //! Tests fail (they do not skip) when a server binary is missing: the test
 //! script installs it (`scripts/install-garage.sh`).
 #![deny(missing_docs)]
 
 pub mod garage;
+pub mod postgres;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod pg;
 mod scenarios;
 
 use std::fs;
@@ -147,4 +148,29 @@ fn usage_errors_exit_2() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn pg_pitr_to_a_named_restore_point_lands_exactly() {
+    pg::pitr_to_a_named_restore_point_lands_exactly();
+}
+
+#[test]
+fn pg_wal_push_is_idempotent_and_refuses_different_content() {
+    pg::wal_push_is_idempotent_and_refuses_different_content();
+}
+
+#[test]
+fn pg_restore_refuses_a_non_empty_directory_and_a_running_server() {
+    pg::restore_refuses_a_non_empty_directory_and_a_running_server();
+}
+
+#[test]
+fn pg_incremental_after_a_small_change_stores_little() {
+    pg::incremental_after_a_small_change_stores_little();
+}
+
+#[test]
+fn pg_a_flipped_byte_in_a_relation_file_is_named_by_file_and_block() {
+    pg::a_flipped_byte_in_a_relation_file_is_named_by_file_and_block();
 }

@@ -1,0 +1,327 @@
+//! `lifeboat pg …`: PostgreSQL physical backups, WAL archiving and restores.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use lifeboat_postgres::{self as pg, PgRestoreOptions, RecoveryTarget};
+use serde_json::json;
+
+use crate::output::{print_json, rate, secs, size};
+use crate::UsageError;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PgCommand {
+    /// Take a physical base backup (incremental when an earlier one exists)
+    Backup(PgBackupArgs),
+    /// Archive one WAL file: archive_command = 'lifeboat pg wal-push %p'
+    WalPush {
+        /// The file PostgreSQL hands over (%p), relative to the data directory
+        path: PathBuf,
+        /// The data directory (default: the working directory, as PostgreSQL runs it)
+        #[arg(long, value_name = "DIR")]
+        pgdata: Option<PathBuf>,
+    },
+    /// Fetch one WAL file: restore_command = 'lifeboat pg wal-fetch %f %p'.
+    /// Exits 1 when the archive does not have it, 126 when the repository
+    /// cannot be read (so recovery stops with an error instead of ending early)
+    WalFetch {
+        /// The file name PostgreSQL asks for (%f)
+        name: String,
+        /// Where to write it (%p), relative to the data directory
+        dest: PathBuf,
+        /// The data directory (default: the working directory)
+        #[arg(long, value_name = "DIR")]
+        pgdata: Option<PathBuf>,
+    },
+    /// Restore a base backup into a data directory, set up to recover to a target
+    Restore(PgRestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PgBackupArgs {
+    /// The cluster's data directory
+    #[arg(long, env = "PGDATA", value_name = "DIR")]
+    pgdata: PathBuf,
+    /// How to connect: key=value pairs or a postgresql:// URL (Unix sockets: host=/var/run/postgresql)
+    #[arg(long, env = "LIFEBOAT_PG_URL", value_name = "CONNINFO")]
+    pg_url: String,
+    /// `full` reads every file; `incr` (default) reuses files unchanged since the last backup
+    #[arg(long = "type", default_value = "incr", value_parser = ["full", "incr"])]
+    backup_type: String,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Record the backup even when data pages fail their checksums
+    #[arg(long)]
+    allow_checksum_errors: bool,
+    /// Seconds to wait for the backup's WAL to reach the repository
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    archive_timeout: u64,
+    /// Wait for a spread checkpoint instead of asking for an immediate one
+    #[arg(long)]
+    no_fast_checkpoint: bool,
+    /// The source's name in snapshots (default: the data directory)
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PgRestoreArgs {
+    /// Snapshot id, unique prefix or `latest` (default: chosen by the target)
+    snapshot: Option<String>,
+    /// The data directory to create
+    #[arg(long, value_name = "DIR")]
+    pgdata: PathBuf,
+    /// Recover to this time (UTC): 2026-11-24T10:00:00Z
+    #[arg(long, value_name = "TIME", group = "target")]
+    target_time: Option<String>,
+    /// Recover to this LSN: 0/3000060
+    #[arg(long, value_name = "LSN", group = "target")]
+    target_lsn: Option<String>,
+    /// Recover to this transaction id
+    #[arg(long, value_name = "XID", group = "target")]
+    target_xid: Option<u64>,
+    /// Recover to this restore point (pg_create_restore_point)
+    #[arg(long, value_name = "NAME", group = "target")]
+    target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long, group = "target")]
+    immediate: bool,
+    /// What the server does at the target
+    #[arg(long, default_value = "pause", value_parser = ["pause", "promote", "shutdown"])]
+    target_action: String,
+    /// The timeline to recover along (default: latest)
+    #[arg(long, value_name = "TLI")]
+    target_timeline: Option<String>,
+    /// Restore a standby (standby.signal)
+    #[arg(long)]
+    standby: bool,
+    /// primary_conninfo for a standby
+    #[arg(long, value_name = "CONNINFO", requires = "standby")]
+    primary_conninfo: Option<String>,
+    /// Restore into a non-empty directory, replacing what differs
+    #[arg(long)]
+    delta: bool,
+    /// The restore_command to write (default: this lifeboat with this repository and key)
+    #[arg(long, value_name = "CMD")]
+    restore_command: Option<String>,
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: PgCommand) -> Result<()> {
+    match cmd {
+        PgCommand::Backup(args) => backup(ctx, &args),
+        PgCommand::WalPush { path, pgdata } => {
+            let pgdata = pgdata.unwrap_or_else(|| PathBuf::from("."));
+            let repo = ctx.open()?;
+            let report = pg::archive::wal_push(&repo, &pgdata, &path)?;
+            if ctx.global.json {
+                print_json(&json!(report));
+            }
+            Ok(())
+        }
+        PgCommand::WalFetch { name, dest, pgdata } => {
+            let pgdata = pgdata.unwrap_or_else(|| PathBuf::from("."));
+            let found = ctx
+                .open()
+                .and_then(|repo| Ok(pg::archive::wal_fetch(&repo, &pgdata, &name, &dest)?));
+            match found {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(NotInArchive(name).into()),
+                Err(e) => Err(anyhow::Error::new(FetchFailed(format!("{e:#}")))),
+            }
+        }
+        PgCommand::Restore(args) => restore(ctx, &args),
+    }
+}
+
+/// `wal-fetch` did not find the file: exit 1, quietly (PostgreSQL asks for
+/// files that do not exist as a matter of course).
+#[derive(Debug)]
+pub(crate) struct NotInArchive(pub String);
+impl std::fmt::Display for NotInArchive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not in the archive", self.0)
+    }
+}
+impl std::error::Error for NotInArchive {}
+
+/// `wal-fetch` could not read the repository: exit 126.
+#[derive(Debug)]
+pub(crate) struct FetchFailed(pub String);
+impl std::fmt::Display for FetchFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; recovery stops here rather than treating the WAL as missing",
+            self.0
+        )
+    }
+}
+impl std::error::Error for FetchFailed {}
+
+fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let progress = ctx.progress();
+    let pgdata = std::path::absolute(&args.pgdata)?;
+    let mut opts = pg::BackupOptions::new(pgdata, args.pg_url.clone());
+    if let Some(n) = &args.name {
+        opts.source_name = n.clone();
+    }
+    opts.hostname = crate::commands::hostname();
+    opts.tags = args.tags.clone();
+    opts.full = args.backup_type == "full";
+    opts.fast_checkpoint = !args.no_fast_checkpoint;
+    opts.allow_checksum_errors = args.allow_checksum_errors;
+    opts.archive_timeout = Duration::from_secs(args.archive_timeout.max(1));
+    let outcome = pg::backup(&repo, ctx.rt.handle(), &opts, &progress)?;
+    let s = &outcome.snapshot;
+    let st = &s.stats;
+    let m = |k: &str| {
+        s.metadata
+            .get(k)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    if ctx.global.json {
+        print_json(&json!({
+            "snapshot": outcome.id.to_hex(),
+            "type": m("backup_type"),
+            "start_lsn": m("start_lsn"),
+            "stop_lsn": m("stop_lsn"),
+            "wal_start": m("wal_start"),
+            "wal_stop": m("wal_stop"),
+            "timeline": m("timeline"),
+            "parent": s.parent.map(|p| p.to_hex()),
+            "stats": st,
+        }));
+    } else {
+        println!(
+            "{} backup {} saved: LSN {} to {}, WAL {} to {}",
+            m("backup_type").as_str().unwrap_or("?"),
+            outcome.id.short(),
+            m("start_lsn").as_str().unwrap_or("?"),
+            m("stop_lsn").as_str().unwrap_or("?"),
+            m("wal_start").as_str().unwrap_or("?"),
+            m("wal_stop").as_str().unwrap_or("?"),
+        );
+        println!(
+            "  {} files, {} in all; read {}, new {}, stored {}; took {} ({})",
+            st.files,
+            size(st.bytes_total),
+            size(st.bytes_read),
+            size(st.bytes_new),
+            size(st.bytes_stored),
+            secs(st.duration_ms),
+            rate(st.bytes_read, st.duration_ms)
+        );
+    }
+    Ok(())
+}
+
+/// The restore_command for the restored server: this binary, with the
+/// repository and a credential the server can read on its own.
+fn default_restore_command(ctx: &crate::commands::Ctx) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = shell_quote(&exe.display().to_string());
+    let g = &ctx.global;
+    if let Some(c) = &g.config {
+        cmd.push_str(&format!(" --config {}", shell_quote(&abs(c)?)));
+    }
+    if let Some(r) = &g.repo {
+        let r = if r.contains("://") {
+            r.clone()
+        } else {
+            abs(Path::new(r))?
+        };
+        cmd.push_str(&format!(" --repo {}", shell_quote(&r)));
+    }
+    if let Some(e) = &g.s3_endpoint {
+        cmd.push_str(&format!(" --s3-endpoint {}", shell_quote(e)));
+    }
+    let secret = if let Some(k) = &g.key_file {
+        format!(" --key-file {}", shell_quote(&abs(k)?))
+    } else if let Some(p) = &g.password_file {
+        format!(" --password-file {}", shell_quote(&abs(p)?))
+    } else if let Some(c) = &g.key_command {
+        format!(" --key-command {}", shell_quote(c))
+    } else if let Some(c) = &g.password_command {
+        format!(" --password-command {}", shell_quote(c))
+    } else if g.config.is_some() || ctx.file_has_secret() {
+        String::new()
+    } else {
+        return Err(UsageError(
+            "the restored server's restore_command needs a key or password it can read on its own, and LIFEBOAT_KEY / LIFEBOAT_PASSWORD are not passed to it: use --key-file, --password-file or a config file, or give --restore-command".into(),
+        )
+        .into());
+    };
+    cmd.push_str(&secret);
+    cmd.push_str(" pg wal-fetch %f %p");
+    Ok(cmd)
+}
+
+fn abs(p: &Path) -> Result<String> {
+    Ok(std::path::absolute(p)?.display().to_string())
+}
+
+fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
+    let target = if let Some(t) = &args.target_time {
+        RecoveryTarget::Time(pg::parse_target_time(t)?)
+    } else if let Some(l) = &args.target_lsn {
+        RecoveryTarget::Lsn(
+            l.parse()
+                .map_err(|e| UsageError(format!("--target-lsn: {e}")))?,
+        )
+    } else if let Some(x) = args.target_xid {
+        RecoveryTarget::Xid(x)
+    } else if let Some(n) = &args.target_name {
+        RecoveryTarget::Name(n.clone())
+    } else if args.immediate {
+        RecoveryTarget::Immediate
+    } else {
+        RecoveryTarget::End
+    };
+    let restore_command = match &args.restore_command {
+        Some(c) => c.clone(),
+        None => default_restore_command(ctx)?,
+    };
+    let repo = ctx.open()?;
+    let progress = ctx.progress();
+    let opts = PgRestoreOptions {
+        pgdata: std::path::absolute(&args.pgdata)?,
+        snapshot: args.snapshot.clone(),
+        target,
+        target_action: args.target_action.clone(),
+        target_timeline: args.target_timeline.clone(),
+        standby: args.standby,
+        primary_conninfo: args.primary_conninfo.clone(),
+        delta: args.delta,
+        restore_command,
+    };
+    let report = pg::restore(&repo, &opts, &progress)?;
+    if ctx.global.json {
+        print_json(&json!(report));
+    } else {
+        println!(
+            "restored backup {} into {}: {} files, {} in {}",
+            &report.snapshot[..8],
+            opts.pgdata.display(),
+            report.stats.files,
+            size(report.stats.bytes),
+            secs(report.stats.duration_ms)
+        );
+        for (k, v) in &report.settings {
+            println!("  {k} = {v}");
+        }
+        println!(
+            "  start the server (pg_ctl start -D {}) to recover",
+            opts.pgdata.display()
+        );
+    }
+    Ok(())
+}

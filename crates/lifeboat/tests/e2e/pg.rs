@@ -1,0 +1,406 @@
+//! PostgreSQL end to end: real clusters started by the harness, archiving
+//! into a real repository through `lifeboat pg wal-push`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use lifeboat_testkit::postgres::{give_to_owner, PgCluster};
+
+/// A repository the `postgres` user can write (its archive_command does),
+/// opened with a key file, and a copy of the lifeboat binary it can run.
+pub struct PgEnv {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub key: PathBuf,
+    pub exe: PathBuf,
+}
+
+impl PgEnv {
+    pub fn new() -> PgEnv {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path().join("repo");
+        let key = dir.path().join("key");
+        fs::write(&key, "0123456789abcdef0123456789abcdef-pg-tests\n").unwrap();
+        // The test binary's own path may sit where the postgres user cannot
+        // reach: archive_command runs a copy beside the repository.
+        let exe = dir.path().join("lifeboat");
+        fs::copy(env!("CARGO_BIN_EXE_lifeboat"), &exe).unwrap();
+        let env = PgEnv {
+            dir,
+            repo,
+            key,
+            exe,
+        };
+        env.ok(&["repo", "init"]);
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        give_to_owner(env.dir.path()).unwrap();
+        env
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .arg("--repo")
+            .arg(&self.repo)
+            .arg("--key-file")
+            .arg(&self.key);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run lifeboat")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lifeboat {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn archive_command(&self) -> String {
+        format!(
+            "archive_mode = on\narchive_command = '{} --repo {} --key-file {} pg wal-push %p'\narchive_timeout = 0\n",
+            self.exe.display(),
+            self.repo.display(),
+            self.key.display()
+        )
+    }
+
+    /// A new empty directory the postgres user owns, for a restore.
+    pub fn restore_dir(&self) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        give_to_owner(d.path()).unwrap();
+        d
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Forces a WAL switch and waits until the archiver has stored the segment
+/// that held everything written so far.
+fn archive_now(pg: &PgCluster) {
+    let seg = pg
+        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = pg
+            .psql(
+                "postgres",
+                "select coalesce(last_archived_wal, '') from pg_stat_archiver",
+            )
+            .unwrap();
+        if last.as_str() >= seg.as_str() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "segment {seg} was not archived (last: {last:?}); server log:\n{}",
+            pg.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts a restored cluster and waits until recovery has ended (promoted).
+fn start_restored(restore: tempfile::TempDir) -> PgCluster {
+    let pgdata = restore.path().join("data");
+    let mut pg = PgCluster::adopt(restore, pgdata).unwrap();
+    pg.start_server().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pg.psql("postgres", "select pg_is_in_recovery()").as_deref() != Ok("f") {
+        assert!(
+            Instant::now() < deadline,
+            "recovery did not finish; server log:\n{}",
+            pg.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg
+}
+
+fn ids(pg: &PgCluster) -> Vec<i64> {
+    pg.psql("postgres", "select id from users order by id")
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+pub fn pitr_to_a_named_restore_point_lands_exactly() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    pg.psql(
+        "postgres",
+        "create table users (id bigint primary key, email text unique, profile jsonb); \
+         insert into users select g, 'u' || g || '@example.com', '{\"a\": 1}' from generate_series(1, 1000) g",
+    )
+    .unwrap();
+    let out = env.ok(&[
+        "--json",
+        "pg",
+        "backup",
+        "--pgdata",
+        pg.pgdata.to_str().unwrap(),
+        "--pg-url",
+        &pg.conninfo("postgres"),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["type"], "full", "{v}");
+    // Committed before the restore point: must be there after recovery.
+    pg.psql("postgres", "insert into users select g, 'u' || g || '@example.com', '{}' from generate_series(1001, 1100) g").unwrap();
+    pg.psql(
+        "postgres",
+        "select pg_create_restore_point('before_delete')",
+    )
+    .unwrap();
+    // The accident: after the restore point, must be absent after recovery.
+    pg.psql("postgres", "delete from users where id <= 500; insert into users values (5000, 'late@example.com', '{}')").unwrap();
+    archive_now(&pg);
+
+    let restore = env.restore_dir();
+    let target = restore.path().join("data");
+    env.ok(&[
+        "pg",
+        "restore",
+        "--pgdata",
+        target.to_str().unwrap(),
+        "--target-name",
+        "before_delete",
+        "--target-action",
+        "promote",
+    ]);
+    let restored = start_restored(restore);
+    let got = ids(&restored);
+    assert_eq!(
+        got.len(),
+        1100,
+        "rows committed before the target are all there"
+    );
+    assert_eq!(got.first(), Some(&1));
+    assert_eq!(
+        got.last(),
+        Some(&1100),
+        "the row written after the target is absent"
+    );
+}
+
+pub fn wal_push_is_idempotent_and_refuses_different_content() {
+    let env = PgEnv::new();
+    // A data directory as archive_command sees it: pg_control (for the system
+    // identifier) and a segment in pg_wal.
+    let pgdata = env.dir.path().join("pgdata");
+    fs::create_dir_all(pgdata.join("global")).unwrap();
+    fs::create_dir_all(pgdata.join("pg_wal/archive_status")).unwrap();
+    fs::write(
+        pgdata.join("global/pg_control"),
+        7_345_012_345_u64.to_ne_bytes(),
+    )
+    .unwrap();
+    let seg = "000000010000000000000003";
+    let content: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    fs::write(pgdata.join("pg_wal").join(seg), &content).unwrap();
+    let push = |env: &PgEnv| {
+        env.cmd()
+            .current_dir(&pgdata)
+            .args(["pg", "wal-push", &format!("pg_wal/{seg}")])
+            .output()
+            .unwrap()
+    };
+    assert!(push(&env).status.success(), "{}", stderr(&push(&env)));
+    let again = push(&env);
+    assert!(
+        again.status.success(),
+        "an identical re-push succeeds: {}",
+        stderr(&again)
+    );
+    let mut changed = content.clone();
+    changed[1000] ^= 1;
+    fs::write(pgdata.join("pg_wal").join(seg), &changed).unwrap();
+    let conflict = push(&env);
+    assert_eq!(conflict.status.code(), Some(1), "{}", stderr(&conflict));
+    assert!(
+        stderr(&conflict).contains("different content"),
+        "{}",
+        stderr(&conflict)
+    );
+    // wal-fetch returns the stored (first) content, and 1 for a missing file.
+    let fetched = pgdata.join("pg_wal/RECOVERYXLOG");
+    let out = env
+        .cmd()
+        .current_dir(&pgdata)
+        .args(["pg", "wal-fetch", seg, "pg_wal/RECOVERYXLOG"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read(&fetched).unwrap(), content);
+    let missing = env
+        .cmd()
+        .current_dir(&pgdata)
+        .args([
+            "pg",
+            "wal-fetch",
+            "000000010000000000000009",
+            "pg_wal/RECOVERYXLOG",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).is_empty(),
+        "a missing segment is quiet: {}",
+        stderr(&missing)
+    );
+}
+
+pub fn restore_refuses_a_non_empty_directory_and_a_running_server() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    env.ok(&[
+        "pg",
+        "backup",
+        "--pgdata",
+        pg.pgdata.to_str().unwrap(),
+        "--pg-url",
+        &pg.conninfo("postgres"),
+    ]);
+    let out = env.run(&["pg", "restore", "--pgdata", pg.pgdata.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("postmaster.pid"), "{}", stderr(&out));
+    let busy = env.dir.path().join("busy");
+    fs::create_dir_all(&busy).unwrap();
+    fs::write(busy.join("x"), b"x").unwrap();
+    let out = env.run(&["pg", "restore", "--pgdata", busy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(busy.join("x")).unwrap(),
+        b"x",
+        "nothing was touched"
+    );
+    let bad = env.run(&[
+        "pg",
+        "backup",
+        "--pgdata",
+        pg.pgdata.to_str().unwrap(),
+        "--pg-url",
+        "host=/nonexistent port=1 user=postgres",
+    ]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("cannot connect to PostgreSQL"),
+        "{}",
+        stderr(&bad)
+    );
+    let _ = Path::new("");
+}
+
+fn backup_json(env: &PgEnv, pg: &PgCluster, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--json",
+        "pg",
+        "backup",
+        "--pgdata",
+        pg.pgdata.to_str().unwrap(),
+        "--pg-url",
+    ];
+    let url = pg.conninfo("postgres");
+    args.push(&url);
+    args.extend_from_slice(extra);
+    env.run(&args)
+}
+
+pub fn incremental_after_a_small_change_stores_little() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    pg.psql(
+        "postgres",
+        "create table users (id bigint primary key, email text, profile text); \
+         insert into users select g, 'u' || g || '@example.com', md5(g::text) from generate_series(1, 20000) g; \
+         create table audit (id bigint primary key, payload text); \
+         insert into audit select g, md5(g::text) || repeat(md5((g * 7)::text), 4) from generate_series(1, 200000) g",
+    )
+    .unwrap();
+    // A table that has been around is vacuumed: its hint bits are set, and
+    // the scan of the update below does not rewrite every page.
+    pg.psql("postgres", "vacuum freeze").unwrap();
+    pg.psql("postgres", "checkpoint").unwrap();
+    let first = backup_json(&env, &pg, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    // The 1 % change of BENCHMARKS.md: 1 % of users updated at random, 1 %
+    // more audit events appended.
+    pg.psql(
+        "postgres",
+        "update users set profile = 'changed' where id in \
+           (select (random() * 19999)::bigint + 1 from generate_series(1, 200)); \
+         insert into audit select g, md5(g::text) || repeat(md5((g * 7)::text), 4) from generate_series(200001, 202000) g; \
+         checkpoint",
+    )
+    .unwrap();
+    let second = backup_json(&env, &pg, &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(second["type"], "incr", "{second}");
+    let stored = |v: &serde_json::Value| v["stats"]["bytes_stored"].as_u64().unwrap();
+    assert!(
+        stored(&second) * 100 < stored(&first) * 15,
+        "the incremental stored {} bytes, the full {}",
+        stored(&second),
+        stored(&first)
+    );
+}
+
+pub fn a_flipped_byte_in_a_relation_file_is_named_by_file_and_block() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    pg.psql(
+        "postgres",
+        "create table t (id int, v text); \
+         insert into t select g, repeat('x', 100) from generate_series(1, 2000) g; checkpoint",
+    )
+    .unwrap();
+    let rel = pg
+        .psql("postgres", "select pg_relation_filepath('t')")
+        .unwrap();
+    // Damage block 3 on disk; its clean copy in shared buffers is never
+    // written back, so only a reader of the file sees it.
+    let path = pg.pgdata.join(&rel);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[3 * 8192 + 4000] ^= 0x5a;
+    fs::write(&path, &bytes).unwrap();
+    let out = backup_json(&env, &pg, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "damage exits 3: {}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{rel} block 3")), "{err}");
+    assert!(err.contains("--allow-checksum-errors"), "{err}");
+    let none = env.run(&["--json", "snapshots"]);
+    let list: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert_eq!(
+        list.as_array().map(|a| a.len()),
+        Some(0),
+        "no snapshot recorded: {list}"
+    );
+    let allowed = backup_json(&env, &pg, &["--allow-checksum-errors"]);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+}

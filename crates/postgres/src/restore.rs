@@ -1,0 +1,347 @@
+//! `lifeboat pg restore`: a base backup into a data directory, set up for
+//! recovery to a target through `restore_command`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use lifeboat_repo::{
+    NodeKind, Progress, Repository, RestoreOptions as RepoRestore, RestoreStats, SnapshotEntry,
+};
+
+use crate::backup::SOURCE_KIND;
+use crate::error::{PgError, Result};
+use crate::wal::Lsn;
+
+/// Where recovery stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// Replay all archived WAL.
+    End,
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+    /// Stop at a time (UTC).
+    Time(SystemTime),
+    /// Stop at an LSN.
+    Lsn(Lsn),
+    /// Stop at a transaction id.
+    Xid(u64),
+    /// Stop at a restore point made with `pg_create_restore_point`.
+    Name(String),
+}
+
+/// What to restore and how recovery proceeds.
+#[derive(Clone, Debug)]
+pub struct PgRestoreOptions {
+    /// The data directory to create.
+    pub pgdata: PathBuf,
+    /// A snapshot id, prefix or `latest`; `None` chooses by the target.
+    pub snapshot: Option<String>,
+    /// Where recovery stops.
+    pub target: RecoveryTarget,
+    /// `recovery_target_action`: `pause`, `promote` or `shutdown`.
+    pub target_action: String,
+    /// `recovery_target_timeline` (`latest` when `None`).
+    pub target_timeline: Option<String>,
+    /// Restore a standby (`standby.signal`) instead of a recovering primary.
+    pub standby: bool,
+    /// `primary_conninfo` for a standby.
+    pub primary_conninfo: Option<String>,
+    /// Restore into a non-empty directory, replacing what differs.
+    pub delta: bool,
+    /// The `restore_command` PostgreSQL will run (`… pg wal-fetch %f %p`).
+    pub restore_command: String,
+}
+
+/// Parses a target time: RFC 3339 (`2026-11-24T10:00:00Z`) or
+/// `YYYY-MM-DD HH:MM:SS[.frac]` with an optional `+00`/`Z`/`UTC`, in UTC.
+pub fn parse_target_time(text: &str) -> Result<SystemTime> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix(" UTC")
+        .or_else(|| t.strip_suffix("+00:00"))
+        .or_else(|| t.strip_suffix("+00"))
+        .unwrap_or(t);
+    humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).map_err(|_| {
+        PgError::Refused(format!(
+            "--target-time {text:?} is not a time lifeboat reads: give it in UTC as 2026-11-24T10:00:00Z or '2026-11-24 10:00:00.123+00'"
+        ))
+    })
+}
+
+fn end_time(e: &SnapshotEntry) -> Option<SystemTime> {
+    humantime::parse_rfc3339(&e.snapshot.end_time).ok()
+}
+
+/// The snapshot to restore: the one named, else for a time target the newest
+/// backup that ended before it, else the newest backup.
+pub fn choose_snapshot(repo: &Repository, opts: &PgRestoreOptions) -> Result<SnapshotEntry> {
+    if let Some(spec) = &opts.snapshot {
+        let e = repo.find_snapshot(spec)?;
+        if e.snapshot.source_kind != SOURCE_KIND {
+            return Err(PgError::Refused(format!(
+                "snapshot {} is a {} backup, not a PostgreSQL physical backup; list them with `lifeboat pg info`",
+                e.id.short(),
+                e.snapshot.source_kind
+            )));
+        }
+        return Ok(e);
+    }
+    let backups: Vec<SnapshotEntry> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| s.snapshot.source_kind == SOURCE_KIND && !s.snapshot.partial)
+        .collect();
+    let Some(oldest) = backups.first() else {
+        return Err(PgError::Refused(
+            "the repository holds no PostgreSQL backup; take one with `lifeboat pg backup`".into(),
+        ));
+    };
+    if let RecoveryTarget::Time(t) = &opts.target {
+        if end_time(oldest).is_some_and(|end| end > *t) {
+            return Err(PgError::Refused(format!(
+                "the target time {} is before the end of the oldest backup ({}), so no backup can reach it",
+                humantime::format_rfc3339_micros(*t),
+                oldest.snapshot.end_time
+            )));
+        }
+        return backups
+            .into_iter()
+            .rev()
+            .find(|b| end_time(b).is_some_and(|end| end <= *t))
+            .ok_or_else(|| PgError::Refused("no backup ends before the target time".into()));
+    }
+    backups
+        .into_iter()
+        .next_back()
+        .ok_or_else(|| PgError::Refused("no PostgreSQL backup found".into()))
+}
+
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// The recovery settings for `postgresql.auto.conf`.
+pub fn recovery_settings(opts: &PgRestoreOptions) -> Vec<(String, String)> {
+    let mut s = vec![("restore_command".to_string(), quote(&opts.restore_command))];
+    match &opts.target {
+        RecoveryTarget::End => {}
+        RecoveryTarget::Immediate => s.push(("recovery_target".into(), quote("immediate"))),
+        RecoveryTarget::Time(t) => s.push((
+            "recovery_target_time".into(),
+            quote(&humantime::format_rfc3339_micros(*t).to_string()),
+        )),
+        RecoveryTarget::Lsn(l) => s.push(("recovery_target_lsn".into(), quote(&l.to_string()))),
+        RecoveryTarget::Xid(x) => s.push(("recovery_target_xid".into(), quote(&x.to_string()))),
+        RecoveryTarget::Name(n) => s.push(("recovery_target_name".into(), quote(n))),
+    }
+    if opts.target != RecoveryTarget::End && !opts.standby {
+        s.push(("recovery_target_action".into(), quote(&opts.target_action)));
+    }
+    let timeline = match (&opts.target_timeline, &opts.target) {
+        (Some(t), _) => Some(t.clone()),
+        (None, RecoveryTarget::Immediate) => Some("current".to_string()),
+        _ => None,
+    };
+    if let Some(t) = timeline {
+        s.push(("recovery_target_timeline".into(), quote(&t)));
+    }
+    if let Some(c) = &opts.primary_conninfo {
+        s.push(("primary_conninfo".into(), quote(c)));
+    }
+    s
+}
+
+/// Keys lifeboat writes; older settings of these names are commented out.
+const RECOVERY_KEYS: &[&str] = &[
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "recovery_target_inclusive",
+    "primary_conninfo",
+];
+
+fn write_auto_conf(pgdata: &Path, settings: &[(String, String)], label: &str) -> Result<()> {
+    let path = pgdata.join("postgresql.auto.conf");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    let mut out = String::new();
+    for line in old.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        if RECOVERY_KEYS.contains(&key) {
+            out.push_str(&format!(
+                "# Removed by lifeboat restore of {label}: {line}\n"
+            ));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!(
+        "# Recovery settings written by lifeboat restore of {label}\n"
+    ));
+    for (k, v) in settings {
+        out.push_str(&format!("{k} = {v}\n"));
+    }
+    fs::write(&path, out).map_err(|e| PgError::io("write", &path, e))
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PgRestoreReport {
+    /// The snapshot restored.
+    pub snapshot: String,
+    /// Files and bytes written.
+    pub stats: RestoreStats,
+    /// The recovery settings written.
+    pub settings: Vec<(String, String)>,
+}
+
+/// Restores a base backup into `opts.pgdata` and sets up recovery.
+pub fn restore(
+    repo: &Repository,
+    opts: &PgRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<PgRestoreReport> {
+    let pgdata = &opts.pgdata;
+    if pgdata.join("postmaster.pid").exists() {
+        return Err(PgError::Refused(format!(
+            "{} holds postmaster.pid: a server may be running on it. Stop it first (pg_ctl stop -D {}); remove postmaster.pid only if no server runs there",
+            pgdata.display(),
+            pgdata.display()
+        )));
+    }
+    let non_empty = fs::read_dir(pgdata)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if non_empty && !opts.delta {
+        return Err(PgError::Refused(format!(
+            "{} is not empty; restore into an empty or new directory, or pass --delta to replace what differs",
+            pgdata.display()
+        )));
+    }
+    let entry = choose_snapshot(repo, opts)?;
+    if non_empty {
+        // Delta: what the backup does not hold goes, the rest is rewritten.
+        let keep: std::collections::HashSet<&str> = entry
+            .snapshot
+            .nodes
+            .iter()
+            .map(|n| n.path.as_str())
+            .collect();
+        remove_extra(pgdata, pgdata, &keep)?;
+    }
+    let stats = repo.restore(
+        &entry.snapshot,
+        &RepoRestore {
+            target: pgdata.clone(),
+            include: Vec::new(),
+        },
+        progress,
+    )?;
+    let archive_status = pgdata.join("pg_wal/archive_status");
+    fs::create_dir_all(&archive_status).map_err(|e| PgError::io("create", &archive_status, e))?;
+    fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))
+        .map_err(|e| PgError::io("set mode of", pgdata, e))?;
+    let settings = recovery_settings(opts);
+    write_auto_conf(pgdata, &settings, &entry.id.short())?;
+    let signal = pgdata.join(if opts.standby {
+        "standby.signal"
+    } else {
+        "recovery.signal"
+    });
+    fs::write(&signal, b"").map_err(|e| PgError::io("create", &signal, e))?;
+    // Everything belongs to the cluster's owner, like PG_VERSION in the backup.
+    if let Some(owner) = entry
+        .snapshot
+        .nodes
+        .iter()
+        .find(|n| n.path == "PG_VERSION" && n.kind == NodeKind::File)
+        .map(|n| (n.uid, n.gid))
+    {
+        chown_tree(pgdata, owner)?;
+    }
+    Ok(PgRestoreReport {
+        snapshot: entry.id.to_hex(),
+        stats,
+        settings,
+    })
+}
+
+fn remove_extra(root: &Path, dir: &Path, keep: &std::collections::HashSet<&str>) -> Result<()> {
+    for e in fs::read_dir(dir).map_err(|e| PgError::io("list", dir, e))? {
+        let e = e.map_err(|e| PgError::io("list", dir, e))?;
+        let path = e.path();
+        let rel = path
+            .strip_prefix(root)
+            .ok()
+            .and_then(|p| p.to_str())
+            .unwrap_or_default();
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if keep.contains(rel) {
+            if is_dir {
+                remove_extra(root, &path, keep)?;
+            }
+        } else if is_dir {
+            fs::remove_dir_all(&path).map_err(|e| PgError::io("remove", &path, e))?;
+        } else {
+            fs::remove_file(&path).map_err(|e| PgError::io("remove", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree(path: &Path, owner: (u32, u32)) -> Result<()> {
+    match std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)) {
+        Ok(()) => {}
+        // Unprivileged restores keep the restorer as owner.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
+        Err(e) => return Err(PgError::io("chown", path, e)),
+    }
+    if fs::symlink_metadata(path)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
+        for e in fs::read_dir(path).map_err(|e| PgError::io("list", path, e))? {
+            let e = e.map_err(|e| PgError::io("list", path, e))?;
+            chown_tree(&e.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_times_in_utc_parse_and_others_are_refused() {
+        let a = parse_target_time("2026-11-24T10:00:00Z").unwrap();
+        let b = parse_target_time("2026-11-24 10:00:00+00").unwrap();
+        assert_eq!(a, b);
+        assert!(parse_target_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn settings_quote_values_and_name_the_target() {
+        let opts = PgRestoreOptions {
+            pgdata: PathBuf::from("/x"),
+            snapshot: None,
+            target: RecoveryTarget::Name("before 'drop'".into()),
+            target_action: "promote".into(),
+            target_timeline: None,
+            standby: false,
+            primary_conninfo: None,
+            delta: false,
+            restore_command: "lifeboat pg wal-fetch %f %p".into(),
+        };
+        let s = recovery_settings(&opts);
+        assert!(s.contains(&("recovery_target_name".into(), "'before ''drop'''".into())));
+        assert!(s.contains(&("recovery_target_action".into(), "'promote'".into())));
+    }
+}
