@@ -309,6 +309,15 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
             if filter == Filter::Skip {
                 continue;
             }
+            if filter == Filter::Empty && !ft.is_dir() {
+                // A directory kept empty may be a symlink elsewhere (pg_wal on
+                // another disk): it comes back as a plain empty directory,
+                // never as a link into the original's files.
+                let mut n = node_from_meta(p, &meta, NodeKind::Dir);
+                n.mode = 0o040700;
+                w.nodes.push(n);
+                continue;
+            }
             if ft.is_dir() && (filter == Filter::Empty || (is_top && p.is_empty())) {
                 if !p.is_empty() {
                     w.nodes
