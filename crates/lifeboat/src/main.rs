@@ -279,21 +279,19 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn repo_exit_code(e: &RepoError) -> u8 {
-    {
-        match e {
-            RepoError::Corrupt { .. } => 3,
-            RepoError::NoRepository { .. }
-            | RepoError::AlreadyExists { .. }
-            | RepoError::WrongSecret { .. }
-            | RepoError::NoSecret { .. }
-            | RepoError::SnapshotNotFound { .. }
-            | RepoError::AmbiguousSnapshot { .. }
-            | RepoError::KeySlotNotFound(_)
-            | RepoError::LastKeySlot
-            | RepoError::Refused(_)
-            | RepoError::Invalid(_) => 2,
-            _ => 1,
-        }
+    match e {
+        RepoError::Corrupt { .. } => 3,
+        RepoError::NoRepository { .. }
+        | RepoError::AlreadyExists { .. }
+        | RepoError::WrongSecret { .. }
+        | RepoError::NoSecret { .. }
+        | RepoError::SnapshotNotFound { .. }
+        | RepoError::AmbiguousSnapshot { .. }
+        | RepoError::KeySlotNotFound(_)
+        | RepoError::LastKeySlot
+        | RepoError::Refused(_)
+        | RepoError::Invalid(_) => 2,
+        _ => 1,
     }
 }
 

@@ -114,11 +114,6 @@ impl TreeDraft<'_> {
     pub fn parent(&self) -> Option<SnapshotId> {
         self.parent
     }
-
-    /// The items so far.
-    pub fn nodes(&self) -> &[Node] {
-        self.nodes
-    }
 }
 
 /// How to record a stream backup.
@@ -318,7 +313,8 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
                 w.nodes.push(n);
                 continue;
             }
-            if ft.is_dir() && (filter == Filter::Empty || (is_top && p.is_empty())) {
+            if ft.is_dir() {
+                // The top of a relative root is the snapshot's root: not an item.
                 if !p.is_empty() {
                     w.nodes
                         .push(node_from_meta(p.clone(), &meta, NodeKind::Dir));
@@ -338,34 +334,11 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
                             }
                         }
                     }
+                    // The directory itself is kept; its contents are what is lost.
                     Err(e) => w.skipped.push(Skipped {
-                        path: p.clone(),
+                        path: p,
                         reason: format!("cannot list the directory: {e}"),
                     }),
-                }
-            } else if ft.is_dir() {
-                match fs::read_dir(&path) {
-                    Ok(entries) => {
-                        w.nodes.push(node_from_meta(p, &meta, NodeKind::Dir));
-                        for entry in entries {
-                            match entry {
-                                Ok(e) => stack.push(e.path()),
-                                Err(e) => w.skipped.push(Skipped {
-                                    path: path.to_string_lossy().into_owned(),
-                                    reason: format!("listing failed: {e}"),
-                                }),
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        // Keep the directory itself; its contents are what is lost.
-                        w.nodes
-                            .push(node_from_meta(p.clone(), &meta, NodeKind::Dir));
-                        w.skipped.push(Skipped {
-                            path: p,
-                            reason: format!("cannot list the directory: {e}"),
-                        });
-                    }
                 }
             } else if ft.is_symlink() {
                 match fs::read_link(&path) {

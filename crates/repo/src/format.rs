@@ -349,7 +349,8 @@ impl PackBuilder {
     }
 }
 
-/// Opens a blob and checks that its plaintext hashes to its id.
+/// Opens a blob and checks that its plaintext hashes to its id (a copying
+/// [`open_blob_in_place`]).
 pub fn open_blob(
     pack_key: &str,
     key: &Key,
@@ -357,24 +358,9 @@ pub fn open_blob(
     entry: &BlobEntry,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let payload = key.open(entry.id.as_bytes(), sealed).map_err(|_| {
-        corrupt(
-            pack_key,
-            format!(
-                "chunk {} at offset {} fails authentication",
-                entry.id.short(),
-                entry.offset
-            ),
-        )
-    })?;
-    let data = decompress(pack_key, &payload, entry.raw_len as usize)?;
-    if data.len() != entry.raw_len as usize || keyring.chunk_id(&data) != entry.id {
-        return Err(corrupt(
-            pack_key,
-            format!("chunk {} does not match its id", entry.id.short()),
-        ));
-    }
-    Ok(data)
+    let mut copy = sealed.to_vec();
+    let mut scratch = Vec::new();
+    open_blob_in_place(pack_key, key, keyring, entry, &mut copy, &mut scratch).map(<[u8]>::to_vec)
 }
 
 /// Opens a blob where it lies in a read buffer, without allocating: decrypts

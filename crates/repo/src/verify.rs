@@ -268,13 +268,22 @@ impl Repository {
         let mut bad = Vec::new();
         let mut checked = 0;
         let data_key = self.inner.keyring.epoch(p.epoch);
+        // One copy of the pack to decrypt in place, one decompression buffer.
+        let mut work = bytes.to_vec();
+        let mut scratch = Vec::new();
         for e in &p.entries {
             checked += 1;
             let start = e.offset as usize;
-            let ok = match (bytes.get(start..start + e.len as usize), data_key) {
-                (Some(sealed), Some(k)) => {
-                    format::open_blob(&key, k, &self.inner.keyring, e, sealed).is_ok()
-                }
+            let ok = match (work.get_mut(start..start + e.len as usize), data_key) {
+                (Some(sealed), Some(k)) => format::open_blob_in_place(
+                    &key,
+                    k,
+                    &self.inner.keyring,
+                    e,
+                    sealed,
+                    &mut scratch,
+                )
+                .is_ok(),
                 _ => false,
             };
             if !ok {

@@ -8,6 +8,19 @@ use std::sync::Arc;
 use lifeboat_storage::{DynStorage, LocalStorage, S3Options, S3Storage};
 use lifeboat_testkit::garage::Garage;
 
+/// Asserts that `lifeboat args` succeeded, showing its output when not;
+/// returns its stdout.
+pub fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "lifeboat {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Where a test's repository lives.
@@ -79,15 +92,7 @@ impl Env {
 
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "lifeboat {args:?} failed with {}:\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.run(args))
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {

@@ -2,7 +2,7 @@
 //! into a real repository through `lifeboat pg wal-push`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -57,15 +57,7 @@ impl PgEnv {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "lifeboat {args:?} failed with {}:\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::harness::succeeded(args, self.run(args))
     }
 
     pub fn archive_command(&self) -> String {
@@ -151,16 +143,7 @@ pub fn pitr_to_a_named_restore_point_lands_exactly() {
          insert into users select g, 'u' || g || '@example.com', '{\"a\": 1}' from generate_series(1, 1000) g",
     )
     .unwrap();
-    let out = env.ok(&[
-        "--json",
-        "pg",
-        "backup",
-        "--pgdata",
-        pg.pgdata.to_str().unwrap(),
-        "--pg-url",
-        &pg.conninfo("postgres"),
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = backup_ok(&env, &pg, &[]);
     assert_eq!(v["type"], "full", "{v}");
     // Committed before the restore point: must be there after recovery.
     pg.psql("postgres", "insert into users select g, 'u' || g || '@example.com', '{}' from generate_series(1001, 1100) g").unwrap();
@@ -271,14 +254,7 @@ pub fn wal_push_is_idempotent_and_refuses_different_content() {
 pub fn restore_refuses_a_non_empty_directory_and_a_running_server() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
-    env.ok(&[
-        "pg",
-        "backup",
-        "--pgdata",
-        pg.pgdata.to_str().unwrap(),
-        "--pg-url",
-        &pg.conninfo("postgres"),
-    ]);
+    backup_ok(&env, &pg, &[]);
     let out = env.run(&["pg", "restore", "--pgdata", pg.pgdata.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("postmaster.pid"), "{}", stderr(&out));
@@ -307,7 +283,6 @@ pub fn restore_refuses_a_non_empty_directory_and_a_running_server() {
         "{}",
         stderr(&bad)
     );
-    let _ = Path::new("");
 }
 
 fn backup_json(env: &PgEnv, pg: &PgCluster, extra: &[&str]) -> Output {
@@ -325,6 +300,13 @@ fn backup_json(env: &PgEnv, pg: &PgCluster, extra: &[&str]) -> Output {
     env.run(&args)
 }
 
+/// `pg backup --json`, asserted to succeed; its report.
+fn backup_ok(env: &PgEnv, pg: &PgCluster, extra: &[&str]) -> serde_json::Value {
+    let out = backup_json(env, pg, extra);
+    let text = crate::harness::succeeded(&["pg", "backup"], out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON from pg backup: {e}\n{text}"))
+}
+
 pub fn incremental_after_a_small_change_stores_little() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
@@ -340,9 +322,7 @@ pub fn incremental_after_a_small_change_stores_little() {
     // the scan of the update below does not rewrite every page.
     pg.psql("postgres", "vacuum freeze").unwrap();
     pg.psql("postgres", "checkpoint").unwrap();
-    let first = backup_json(&env, &pg, &[]);
-    assert!(first.status.success(), "{}", stderr(&first));
-    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let first = backup_ok(&env, &pg, &[]);
     // The 1 % change of BENCHMARKS.md: 1 % of users updated at random, 1 %
     // more audit events appended.
     pg.psql(
@@ -353,9 +333,7 @@ pub fn incremental_after_a_small_change_stores_little() {
          checkpoint",
     )
     .unwrap();
-    let second = backup_json(&env, &pg, &[]);
-    assert!(second.status.success(), "{}", stderr(&second));
-    let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    let second = backup_ok(&env, &pg, &[]);
     assert_eq!(second["type"], "incr", "{second}");
     let stored = |v: &serde_json::Value| v["stats"]["bytes_stored"].as_u64().unwrap();
     assert!(
@@ -401,6 +379,5 @@ pub fn a_flipped_byte_in_a_relation_file_is_named_by_file_and_block() {
         Some(0),
         "no snapshot recorded: {list}"
     );
-    let allowed = backup_json(&env, &pg, &["--allow-checksum-errors"]);
-    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    backup_ok(&env, &pg, &["--allow-checksum-errors"]);
 }
