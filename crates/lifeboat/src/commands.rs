@@ -27,8 +27,23 @@ pub(crate) struct Ctx {
 }
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
-    if let Command::Demo { keep, scale } = cli.command {
-        return crate::demo::run(cli.global.json, cli.global.quiet, keep, scale.max(1));
+    if let Command::Demo {
+        keep,
+        scale,
+        files,
+        workdir,
+    } = cli.command
+    {
+        if files {
+            return crate::demo::run(cli.global.json, cli.global.quiet, keep, scale.max(1));
+        }
+        return crate::pgdemo::run(crate::pgdemo::DemoArgs {
+            json: cli.global.json,
+            quiet: cli.global.quiet,
+            keep,
+            scale: scale.max(1),
+            workdir,
+        });
     }
     let file = config::load(cli.global.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -7,6 +7,7 @@
 mod commands;
 mod config;
 mod demo;
+mod pgdemo;
 mod output;
 mod pg;
 
@@ -117,14 +118,23 @@ pub(crate) enum Command {
         snapshot: String,
     },
     /// Run the whole job on the embedded default (a temporary local repository):
-    /// back up a generated dataset, change 1 %, back up again, verify, restore, compare
+    /// a throwaway PostgreSQL cluster archiving into it, a base backup, an
+    /// accidental DELETE, a point-in-time restore to just before it, and the
+    /// measured RTO and RPO. With --files: back up a generated dataset, change
+    /// 1 %, back up again, verify, restore, compare
     Demo {
-        /// Keep the temporary directory (repository, dataset, restore)
+        /// Keep the temporary directory (repository, clusters or dataset, restore)
         #[arg(long)]
         keep: bool,
-        /// Dataset size factor (1 ≈ 30 MB)
+        /// Dataset size factor (PostgreSQL: 1 ≈ 60 MB; files: 1 ≈ 30 MB)
         #[arg(long, default_value_t = 1)]
         scale: usize,
+        /// The files demo instead of PostgreSQL
+        #[arg(long)]
+        files: bool,
+        /// Run in this directory (used when re-run as the postgres user)
+        #[arg(long, hide = true, value_name = "DIR")]
+        workdir: Option<PathBuf>,
     },
     /// Check the repository; with --read-data, decrypt and hash-check every chunk
     Verify {

@@ -107,6 +107,13 @@ pub(crate) struct PgRestoreArgs {
     /// The restore_command to write (default: this lifeboat with this repository and key)
     #[arg(long, value_name = "CMD")]
     restore_command: Option<String>,
+    /// Start the server (pg_ctl, as the data directory's owner), wait until
+    /// recovery reaches the target, and report how long restore and recovery took
+    #[arg(long)]
+    start: bool,
+    /// With --start: seconds to wait for recovery to finish
+    #[arg(long, default_value_t = 3600, value_name = "SECS", requires = "start")]
+    start_timeout: u64,
 }
 
 fn shell_quote(s: &str) -> String {
@@ -304,8 +311,33 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
         restore_command,
     };
     let report = pg::restore(&repo, &opts, &progress)?;
+    drop(progress);
+    let recovery = if args.start {
+        let action = if args.standby {
+            "standby"
+        } else if opts.target == RecoveryTarget::End {
+            "promote"
+        } else {
+            args.target_action.as_str()
+        };
+        let began = std::time::Instant::now();
+        let mut server = pg::server::LocalServer::existing(&opts.pgdata)?;
+        server.start()?;
+        let state =
+            server.wait_for_recovery(action, Duration::from_secs(args.start_timeout.max(1)))?;
+        let recovery_ms = began.elapsed().as_millis() as u64;
+        server.detach();
+        Some((state, recovery_ms))
+    } else {
+        None
+    };
     if ctx.global.json {
-        print_json(&json!(report));
+        let mut v = json!(report);
+        if let Some((state, ms)) = &recovery {
+            v["recovery"] = json!({"state": state, "duration_ms": ms,
+                "total_ms": report.stats.duration_ms + ms});
+        }
+        print_json(&v);
     } else {
         println!(
             "restored backup {} into {}: {} files, {} in {}",
@@ -318,10 +350,17 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
         for (k, v) in &report.settings {
             println!("  {k} = {v}");
         }
-        println!(
-            "  start the server (pg_ctl start -D {}) to recover",
-            opts.pgdata.display()
-        );
+        match &recovery {
+            Some((state, ms)) => println!(
+                "server started: {state} after {} of recovery; restore and recovery took {} in all",
+                secs(*ms),
+                secs(report.stats.duration_ms + ms)
+            ),
+            None => println!(
+                "  start the server (pg_ctl start -D {}) to recover, or restore with --start",
+                opts.pgdata.display()
+            ),
+        }
     }
     Ok(())
 }

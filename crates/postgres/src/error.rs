@@ -67,6 +67,9 @@ pub enum PgError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Running a local PostgreSQL server (initdb, pg_ctl, psql) failed.
+    #[error("{0}")]
+    Server(String),
     /// The operation was refused as unsafe or impossible.
     #[error("{0}")]
     Refused(String),

@@ -15,6 +15,8 @@
 //! - [`wal`]: LSNs, timelines, WAL file names.
 //! - [`archive`]: `wal-push` and `wal-fetch` for `archive_command` and
 //!   `restore_command`.
+//! - [`server`]: running the distribution's PostgreSQL on a local data
+//!   directory (initdb, pg_ctl, waiting for recovery).
 //! - [`backup()`]: `pg backup`, from `pg_backup_start` to the WAL wait.
 #![deny(missing_docs)]
 
@@ -24,12 +26,13 @@ pub mod checksum;
 mod error;
 pub mod layout;
 mod restore;
+pub mod server;
 pub mod session;
 pub mod wal;
 
 pub use backup::{backup, BackupOptions, SOURCE_KIND};
 pub use error::{PgError, Result};
 pub use restore::{
-    choose_snapshot, parse_target_time, recovery_settings, restore, PgRestoreOptions,
+    choose_snapshot, parse_target_time, pg_timestamp, recovery_settings, restore, PgRestoreOptions,
     PgRestoreReport, RecoveryTarget,
 };

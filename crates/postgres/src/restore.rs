@@ -118,6 +118,13 @@ pub fn choose_snapshot(repo: &Repository, opts: &PgRestoreOptions) -> Result<Sna
         .ok_or_else(|| PgError::Refused("no PostgreSQL backup found".into()))
 }
 
+/// A time as PostgreSQL's `recovery_target_time` takes it:
+/// `2026-11-24 10:00:00.123456+00` (it refuses the `T…Z` form).
+pub fn pg_timestamp(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_micros(t).to_string();
+    format!("{}+00", s.trim_end_matches('Z').replacen('T', " ", 1))
+}
+
 fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
@@ -130,7 +137,7 @@ pub fn recovery_settings(opts: &PgRestoreOptions) -> Vec<(String, String)> {
         RecoveryTarget::Immediate => s.push(("recovery_target".into(), quote("immediate"))),
         RecoveryTarget::Time(t) => s.push((
             "recovery_target_time".into(),
-            quote(&humantime::format_rfc3339_micros(*t).to_string()),
+            quote(&pg_timestamp(*t)),
         )),
         RecoveryTarget::Lsn(l) => s.push(("recovery_target_lsn".into(), quote(&l.to_string()))),
         RecoveryTarget::Xid(x) => s.push(("recovery_target_xid".into(), quote(&x.to_string()))),
@@ -325,6 +332,8 @@ mod tests {
         let b = parse_target_time("2026-11-24 10:00:00+00").unwrap();
         assert_eq!(a, b);
         assert!(parse_target_time("yesterday").is_err());
+        assert_eq!(pg_timestamp(a), "2026-11-24 10:00:00.000000+00");
+        assert_eq!(parse_target_time(&pg_timestamp(a)).unwrap(), a);
     }
 
     #[test]

@@ -14,4 +14,5 @@
 #![deny(missing_docs)]
 
 pub mod garage;
+#[cfg(feature = "postgres")]
 pub mod postgres;

@@ -1,0 +1,456 @@
+//! Running a PostgreSQL server on this machine with the distribution's
+//! programs: `initdb` for a throwaway cluster (`lifeboat demo`, tests),
+//! `pg_ctl` to start a restored data directory and wait until recovery has
+//! reached its target (`pg restore --start`).
+//!
+//! PostgreSQL refuses to run as root: when lifeboat runs as root, every
+//! PostgreSQL program runs as the data directory's owner (the `postgres` OS
+//! user for new clusters) through `setpriv`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::error::{PgError, Result};
+
+fn server_err(msg: impl Into<String>) -> PgError {
+    PgError::Server(msg.into())
+}
+
+/// The directory of the PostgreSQL server programs: `pg_config --bindir`,
+/// else the newest `/usr/lib/postgresql/*/bin`.
+pub fn bindir() -> Result<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| {
+            server_err(format!(
+                "no PostgreSQL server programs found (no pg_config, /usr/lib/postgresql: {e}); install them, e.g. `apt-get install postgresql`"
+            ))
+        })?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, b)| b).ok_or_else(|| {
+        server_err("no PostgreSQL server programs in /usr/lib/postgresql/*/bin; install them, e.g. `apt-get install postgresql`")
+    })
+}
+
+/// True when this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn user_ids(user: &str) -> Result<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, user]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    match (id("-u"), id("-g")) {
+        (Some(u), Some(g)) => Ok((u, g)),
+        _ => Err(server_err(format!(
+            "there is no `{user}` OS user to run PostgreSQL as (PostgreSQL refuses to run as root); create it or run lifeboat as an ordinary user"
+        ))),
+    }
+}
+
+/// The OS user PostgreSQL programs run as: the current user, or `postgres`
+/// when root.
+pub fn server_user() -> String {
+    if is_root() {
+        "postgres".into()
+    } else {
+        std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| {
+                Command::new("id")
+                    .arg("-un")
+                    .output()
+                    .ok()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            })
+            .unwrap_or_else(|| "postgres".into())
+    }
+}
+
+/// A command that runs `program` as `user` when root (environment reset, as
+/// a login would), else as this process.
+pub fn as_user(user: &str, program: &Path) -> Command {
+    if is_root() && user != "root" {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={user}"))
+            .arg(format!("--regid={user}"))
+            .args(["--init-groups", "--reset-env"]);
+        c.arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// [`as_user`] for the `postgres` user.
+pub fn as_owner(program: &Path) -> Command {
+    as_user("postgres", program)
+}
+
+/// Hands `path` (recursively) to the `postgres` user when running as root.
+pub fn give_to_owner(path: &Path) -> Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let (uid, gid) = user_ids("postgres")?;
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(path)
+        .status()
+        .map_err(|e| server_err(format!("chown {}: {e}", path.display())))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| server_err(format!("chown {} failed", path.display())))
+}
+
+/// A free TCP port on loopback (the server listens on Unix sockets only, but
+/// the port names the socket).
+pub fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| server_err(format!("find a free port: {e}")))
+}
+
+fn check(out: Output, what: &str) -> Result<String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(server_err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn append_conf(pgdata: &Path, text: &str) -> Result<()> {
+    let path = pgdata.join("postgresql.conf");
+    let mut conf = std::fs::read_to_string(&path).map_err(|e| PgError::io("read", &path, e))?;
+    conf.push('\n');
+    conf.push_str(text);
+    conf.push('\n');
+    std::fs::write(&path, conf).map_err(|e| PgError::io("write", &path, e))
+}
+
+/// A PostgreSQL server on a local data directory, listening on a Unix
+/// socket only. Stopped (immediately) when dropped if this value started it.
+#[derive(Debug)]
+pub struct LocalServer {
+    /// The data directory.
+    pub pgdata: PathBuf,
+    /// The directory of the Unix socket (and of the server log).
+    pub socket_dir: PathBuf,
+    /// The port (names the socket).
+    pub port: u16,
+    /// The OS user the server runs as.
+    pub user: String,
+    /// The database superuser lifeboat connects as: `postgres` for clusters
+    /// made by [`LocalServer::init`], else the data directory owner's name
+    /// (what `initdb` names it by default).
+    pub superuser: String,
+    log: PathBuf,
+    bindir: PathBuf,
+    running: bool,
+}
+
+impl LocalServer {
+    /// Creates a cluster with `initdb` (data checksums on, trust auth for
+    /// local connections, superuser `postgres`) in `pgdata`, listening on a
+    /// socket in `socket_dir` on a free port, with `settings` appended to
+    /// `postgresql.conf`. Not started. `socket_dir` must exist and be
+    /// writable by [`server_user`].
+    pub fn init(pgdata: &Path, socket_dir: &Path, settings: &str) -> Result<LocalServer> {
+        let bindir = bindir()?;
+        let user = server_user();
+        check(
+            as_user(&user, &bindir.join("initdb"))
+                .arg("-D")
+                .arg(pgdata)
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-k",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ])
+                .output()
+                .map_err(|e| server_err(format!("run initdb: {e}")))?,
+            "initdb",
+        )?;
+        let port = free_port()?;
+        append_conf(
+            pgdata,
+            &format!(
+                "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nmax_wal_senders = 2\nwal_level = replica\n{settings}",
+                socket_dir.display()
+            ),
+        )?;
+        Ok(LocalServer {
+            pgdata: pgdata.to_path_buf(),
+            socket_dir: socket_dir.to_path_buf(),
+            port,
+            user,
+            superuser: "postgres".into(),
+            log: socket_dir.join("server.log"),
+            bindir,
+            running: false,
+        })
+    }
+
+    /// A server on an existing data directory (a restore), moved to a free
+    /// port and a socket in `socket_dir`, listening on no TCP address. Not
+    /// started.
+    pub fn adopt(pgdata: &Path, socket_dir: &Path) -> Result<LocalServer> {
+        let port = free_port()?;
+        append_conf(
+            pgdata,
+            &format!(
+                "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'",
+                socket_dir.display()
+            ),
+        )?;
+        let mut s = LocalServer::existing(pgdata)?;
+        s.port = port;
+        s.socket_dir = socket_dir.to_path_buf();
+        s.superuser = "postgres".into();
+        s.log = socket_dir.join("server.log");
+        Ok(s)
+    }
+
+    /// A server on an existing data directory with its own settings; the port
+    /// and socket are learnt from `postmaster.pid` once started.
+    pub fn existing(pgdata: &Path) -> Result<LocalServer> {
+        let user = if is_root() {
+            let owner = std::fs::metadata(pgdata)
+                .map_err(|e| PgError::io("read", pgdata, e))?
+                .uid();
+            if owner == 0 {
+                return Err(PgError::Refused(format!(
+                    "{} belongs to root, and PostgreSQL refuses to run as root; chown it to the server's OS user",
+                    pgdata.display()
+                )));
+            }
+            let out = Command::new("id")
+                .args(["-nu", &owner.to_string()])
+                .output()
+                .map_err(|e| server_err(format!("id: {e}")))?;
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        } else {
+            server_user()
+        };
+        Ok(LocalServer {
+            pgdata: pgdata.to_path_buf(),
+            socket_dir: PathBuf::new(),
+            port: 0,
+            superuser: user.clone(),
+            log: pgdata.join("lifeboat-start.log"),
+            user,
+            bindir: bindir()?,
+            running: false,
+        })
+    }
+
+    /// The server log written by [`LocalServer::start`]: beside the socket
+    /// for clusters made or adopted here, `lifeboat-start.log` in the data
+    /// directory for [`LocalServer::existing`].
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
+    /// `pg_ctl start`, waiting until the server accepts connections (or, for
+    /// a recovering server that shuts down at its target, until it exits).
+    pub fn start(&mut self) -> Result<()> {
+        let out = as_user(&self.user, &self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.pgdata)
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", "3600", "start"])
+            .output()
+            .map_err(|e| server_err(format!("run pg_ctl: {e}")))?;
+        self.running = true;
+        check(out, "pg_ctl start").map_err(|e| {
+            server_err(format!(
+                "{e}\nthe server log ({}) ends with:\n{}",
+                self.log_path().display(),
+                self.log_tail(20)
+            ))
+        })?;
+        self.learn_address();
+        Ok(())
+    }
+
+    /// Reads the port and socket directory from `postmaster.pid`.
+    fn learn_address(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.pgdata.join("postmaster.pid")) {
+            let lines: Vec<&str> = pid.lines().collect();
+            if let Some(p) = lines.get(3).and_then(|p| p.trim().parse().ok()) {
+                self.port = p;
+            }
+            if let Some(d) = lines.get(4).filter(|d| !d.trim().is_empty()) {
+                self.socket_dir = PathBuf::from(d.trim());
+            }
+        }
+    }
+
+    /// The last `n` lines of the server log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The server log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// A libpq connection string for database `db` as the superuser.
+    pub fn conninfo(&self, db: &str) -> String {
+        format!(
+            "host={} port={} user={} dbname={db}",
+            self.socket_dir.display(),
+            self.port,
+            self.superuser
+        )
+    }
+
+    /// Runs SQL with psql (tuples only, unaligned) and returns its output.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
+        let out = as_user(&self.user, &self.bindir.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.conninfo(db))
+            .args(["-c", sql])
+            .output()
+            .map_err(|e| server_err(format!("run psql: {e}")))?;
+        check(out, &format!("psql {sql:?}")).map(|s| s.trim().to_string())
+    }
+
+    /// True while the postmaster runs (`pg_ctl status`).
+    pub fn is_running(&self) -> bool {
+        as_user(&self.user, &self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.pgdata)
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Waits until recovery has ended the way `action` says: `promote` (or
+    /// no target): the server accepts writes; `pause`: replay paused at the
+    /// target; `shutdown`: the server has exited; `standby`: the server
+    /// accepts read-only connections. Fails when the server exits otherwise,
+    /// naming the log's last lines.
+    pub fn wait_for_recovery(&mut self, action: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running = self.is_running();
+            if !running {
+                self.running = false;
+                if action == "shutdown" {
+                    return Ok("shut down at the target".into());
+                }
+                return Err(server_err(format!(
+                    "the server stopped during recovery; the log ({}) ends with:\n{}",
+                    self.log_path().display(),
+                    self.log_tail(15)
+                )));
+            }
+            if action != "shutdown" {
+                if let Ok(state) = self.psql(
+                    "postgres",
+                    "select case when pg_is_in_recovery() then 'true ' || pg_get_wal_replay_pause_state() else 'false' end",
+                ) {
+                    match (action, state.as_str()) {
+                        (_, s) if s.starts_with("false") => return Ok("promoted".into()),
+                        ("pause", "true paused") => return Ok("paused at the target".into()),
+                        ("standby", s) if s.starts_with("true") => {
+                            return Ok("running as a standby".into())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(server_err(format!(
+                    "recovery did not finish within {} s; the server still runs. The log ({}) ends with:\n{}",
+                    timeout.as_secs(),
+                    self.log_path().display(),
+                    self.log_tail(10)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (fast shutdown).
+    pub fn stop(&mut self) -> Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        self.running = false;
+        let out = as_user(&self.user, &self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args(["-w", "-m", "fast", "stop"])
+            .output()
+            .map_err(|e| server_err(format!("run pg_ctl: {e}")))?;
+        check(out, "pg_ctl stop").map(|_| ())
+    }
+
+    /// Leaves the server running when this value is dropped.
+    pub fn detach(mut self) {
+        self.running = false;
+    }
+
+    /// The directory of the server programs.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = as_user(&self.user, &self.bindir.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.pgdata)
+                .args(["-w", "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+}
+
+/// Makes `dir` reachable by the server user (mode 0755, owned by it when
+/// root).
+pub fn prepare_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| PgError::io("create", dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| PgError::io("set mode of", dir, e))?;
+    give_to_owner(dir)
+}
