@@ -1,16 +1,41 @@
 #!/usr/bin/env bash
-# Benchmarks lifeboat side by side with restic, borg and the zstd limit.
+# Benchmarks lifeboat side by side with its peers.
+#   scripts/bench.sh [args]     files: restic, borg and the zstd limit (bench/bench.py;
+#                               e.g. --write-docs, --size-gib 4, --rounds 3)
+#   scripts/bench.sh pg [args]  PostgreSQL: pgBackRest, pg_basebackup and the zstd limit
+#                               (bench/pg_bench.py; e.g. --size-gb 4 --rounds 3 --write-docs)
 # Installs the peers from Debian's packages when missing, builds lifeboat in
-# release mode, and passes its arguments to bench/bench.py (e.g. --write-docs,
-# --size-gib 4, --rounds 3).
+# release mode and passes the remaining arguments to the Python harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=files
+if [ "${1:-}" = pg ]; then mode=pg; shift; fi
 missing=()
-for t in restic borg zstd /usr/bin/time; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+if [ "$mode" = pg ]; then
+  need=(pgbackrest zstd /usr/bin/time setpriv)
+  # PostgreSQL's server binaries are not on PATH in Debian.
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+     && ! { command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; }; then
+    missing+=(postgresql)
+  fi
+else
+  need=(restic borg zstd /usr/bin/time)
+fi
+for t in "${need[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=()
-  for t in "${missing[@]}"; do case "$t" in borg) pkgs+=(borgbackup);; /usr/bin/time) pkgs+=(time);; *) pkgs+=("$t");; esac; done
+  for t in "${missing[@]}"; do
+    case "$t" in
+      borg) pkgs+=(borgbackup);;
+      /usr/bin/time) pkgs+=(time);;
+      setpriv) pkgs+=(util-linux);;
+      *) pkgs+=("$t");;
+    esac
+  done
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
 fi
 cargo build --release -p lifeboat
+if [ "$mode" = pg ]; then
+  exec python3 bench/pg_bench.py "$@"
+fi
 exec python3 bench/bench.py "$@"

@@ -7,9 +7,9 @@
 mod commands;
 mod config;
 mod demo;
-mod pgdemo;
 mod output;
 mod pg;
+mod pgdemo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

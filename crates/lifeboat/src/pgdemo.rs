@@ -62,7 +62,8 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         // Run the demo as the postgres user from a copy of this binary it
         // can execute.
         let exe = root.join("lifeboat");
-        std::fs::copy(std::env::current_exe()?, &exe).context("copy lifeboat for the postgres user")?;
+        std::fs::copy(std::env::current_exe()?, &exe)
+            .context("copy lifeboat for the postgres user")?;
         server::prepare_dir(&root)?;
         let mut cmd = server::as_owner(&exe);
         cmd.args(["demo", "--workdir"]).arg(&root);
@@ -382,7 +383,8 @@ fn inner(args: &DemoArgs, root: &Path) -> Result<()> {
 
     let rpo_ok = archive_lag <= RPO_TARGET && ARCHIVE_TIMEOUT_S <= RPO_TARGET.as_secs();
     let rto_ok = Duration::from_millis(rto_ms) <= RTO_TARGET;
-    let rows_ok = users_lost == 0 && sessions_lost == 0 && audit_lost == 0 && later == 0 && same_users;
+    let rows_ok =
+        users_lost == 0 && sessions_lost == 0 && audit_lost == 0 && later == 0 && same_users;
     say("\nReport");
     say(&format!(
         "  RTO  {} (restore {} + recovery {}) against the strategy's 1 h: {}",

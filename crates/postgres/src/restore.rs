@@ -135,10 +135,9 @@ pub fn recovery_settings(opts: &PgRestoreOptions) -> Vec<(String, String)> {
     match &opts.target {
         RecoveryTarget::End => {}
         RecoveryTarget::Immediate => s.push(("recovery_target".into(), quote("immediate"))),
-        RecoveryTarget::Time(t) => s.push((
-            "recovery_target_time".into(),
-            quote(&pg_timestamp(*t)),
-        )),
+        RecoveryTarget::Time(t) => {
+            s.push(("recovery_target_time".into(), quote(&pg_timestamp(*t))))
+        }
         RecoveryTarget::Lsn(l) => s.push(("recovery_target_lsn".into(), quote(&l.to_string()))),
         RecoveryTarget::Xid(x) => s.push(("recovery_target_xid".into(), quote(&x.to_string()))),
         RecoveryTarget::Name(n) => s.push(("recovery_target_name".into(), quote(n))),

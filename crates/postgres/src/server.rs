@@ -275,6 +275,15 @@ impl LocalServer {
         })
     }
 
+    /// A server already running on `pgdata` (its address from
+    /// `postmaster.pid`); stopped (immediately) when dropped.
+    pub fn running(pgdata: &Path) -> Result<LocalServer> {
+        let mut s = LocalServer::existing(pgdata)?;
+        s.learn_address();
+        s.running = true;
+        Ok(s)
+    }
+
     /// The server log written by [`LocalServer::start`]: beside the socket
     /// for clusters made or adopted here, `lifeboat-start.log` in the data
     /// directory for [`LocalServer::existing`].
@@ -341,14 +350,29 @@ impl LocalServer {
     }
 
     /// Runs SQL with psql (tuples only, unaligned) and returns its output.
+    /// When the superuser role does not exist (a cluster made with
+    /// `initdb -U postgres` by another OS user), retries as `postgres`.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
-        let out = as_user(&self.user, &self.bindir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.conninfo(db))
-            .args(["-c", sql])
-            .output()
-            .map_err(|e| server_err(format!("run psql: {e}")))?;
-        check(out, &format!("psql {sql:?}")).map(|s| s.trim().to_string())
+        let run = |conninfo: String| -> Result<String> {
+            let out = as_user(&self.user, &self.bindir.join("psql"))
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+                .arg(conninfo)
+                .args(["-c", sql])
+                .output()
+                .map_err(|e| server_err(format!("run psql: {e}")))?;
+            check(out, &format!("psql {sql:?}")).map(|s| s.trim().to_string())
+        };
+        match run(self.conninfo(db)) {
+            Err(PgError::Server(e))
+                if self.superuser != "postgres"
+                    && e.contains(&format!("role \"{}\" does not exist", self.superuser)) =>
+            {
+                run(self
+                    .conninfo(db)
+                    .replace(&format!("user={}", self.superuser), "user=postgres"))
+            }
+            r => r,
+        }
     }
 
     /// True while the postmaster runs (`pg_ctl status`).

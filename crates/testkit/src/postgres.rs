@@ -5,8 +5,8 @@
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 
-pub use lifeboat_postgres::server::{as_owner, bindir, give_to_owner, LocalServer};
 use lifeboat_postgres::server::prepare_dir;
+pub use lifeboat_postgres::server::{as_owner, bindir, give_to_owner, LocalServer};
 
 /// A running cluster in its own temporary directory.
 pub struct PgCluster {

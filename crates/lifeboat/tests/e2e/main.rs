@@ -174,3 +174,18 @@ fn pg_incremental_after_a_small_change_stores_little() {
 fn pg_a_flipped_byte_in_a_relation_file_is_named_by_file_and_block() {
     pg::a_flipped_byte_in_a_relation_file_is_named_by_file_and_block();
 }
+
+#[test]
+fn pg_pitr_by_xid_lsn_and_time_lands_exactly() {
+    pg::pitr_by_xid_lsn_and_time_lands_exactly();
+}
+
+#[test]
+fn pg_pitr_to_a_point_on_a_second_timeline() {
+    pg::pitr_to_a_point_on_a_second_timeline();
+}
+
+#[test]
+fn pg_restore_refuses_unreachable_targets_and_unknown_snapshots() {
+    pg::restore_refuses_unreachable_targets_and_unknown_snapshots();
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use lifeboat_testkit::postgres::{give_to_owner, PgCluster};
+use lifeboat_testkit::postgres::{give_to_owner, LocalServer, PgCluster};
 
 /// A repository the `postgres` user can write (its archive_command does),
 /// opened with a key file, and a copy of the lifeboat binary it can run.
@@ -85,10 +85,15 @@ fn stderr(o: &Output) -> String {
 
 /// Forces a WAL switch and waits until the archiver has stored the segment
 /// that held everything written so far.
-fn archive_now(pg: &PgCluster) {
+fn archive_now(pg: &LocalServer) {
     let seg = pg
         .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
         .unwrap();
+    wait_archived(pg, &seg);
+}
+
+/// Waits until the archiver has stored `seg` (or a later segment).
+fn wait_archived(pg: &LocalServer, seg: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let last = pg
@@ -97,7 +102,7 @@ fn archive_now(pg: &PgCluster) {
                 "select coalesce(last_archived_wal, '') from pg_stat_archiver",
             )
             .unwrap();
-        if last.as_str() >= seg.as_str() {
+        if last.as_str() >= seg {
             return;
         }
         assert!(
@@ -380,4 +385,220 @@ pub fn a_flipped_byte_in_a_relation_file_is_named_by_file_and_block() {
         "no snapshot recorded: {list}"
     );
     backup_ok(&env, &pg, &["--allow-checksum-errors"]);
+}
+
+/// Inserts users `from..=to` in one transaction and returns its xid.
+fn insert_users(pg: &PgCluster, from: i64, to: i64) -> String {
+    pg.psql(
+        "postgres",
+        &format!(
+            "begin; insert into users select g, 'u' || g || '@example.com', '{{}}' from generate_series({from}, {to}) g; \
+             select txid_current(); commit;"
+        ),
+    )
+    .unwrap()
+}
+
+fn users_table(pg: &PgCluster) {
+    pg.psql(
+        "postgres",
+        "create table users (id bigint primary key, email text unique, profile jsonb); \
+         insert into users select g, 'u' || g || '@example.com', '{}' from generate_series(1, 1000) g",
+    )
+    .unwrap();
+}
+
+/// `pg restore --start` into a new directory with `args`; the started
+/// server (stopped when dropped) and the JSON report.
+fn restore_and_start(
+    env: &PgEnv,
+    args: &[&str],
+) -> (tempfile::TempDir, LocalServer, serde_json::Value) {
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    let mut all = vec![
+        "--json",
+        "pg",
+        "restore",
+        "--start",
+        "--start-timeout",
+        "120",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let text = env.ok(&all);
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let server = LocalServer::running(&pgdata).unwrap();
+    (dir, server, report)
+}
+
+fn ids_of(server: &LocalServer) -> Vec<i64> {
+    server
+        .psql("postgres", "select id from users order by id")
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// Point-in-time recovery to an xid, an LSN and a time: each lands exactly,
+/// with the rows committed up to the target and none after it.
+pub fn pitr_by_xid_lsn_and_time_lands_exactly() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    backup_ok(&env, &pg, &[]);
+    let xid = insert_users(&pg, 1001, 1100);
+    insert_users(&pg, 1101, 1200);
+    let lsn = pg
+        .psql("postgres", "select pg_current_wal_insert_lsn()")
+        .unwrap();
+    insert_users(&pg, 1201, 1300);
+    let time = pg
+        .psql(
+            "postgres",
+            "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+        .unwrap();
+    insert_users(&pg, 1301, 1400);
+    archive_now(&pg);
+    // The restores take the source's port and socket: stop it first.
+    pg.stop().unwrap();
+
+    for (flag, value, last) in [
+        ("--target-xid", xid.as_str(), 1100),
+        ("--target-lsn", lsn.as_str(), 1200),
+        ("--target-time", time.as_str(), 1300),
+    ] {
+        let (_dir, mut server, report) =
+            // Each restore promotes onto a new timeline that archives into the
+            // same repository; "current" keeps the next one on timeline 1.
+            restore_and_start(&env, &[flag, value, "--target-action", "promote", "--target-timeline", "current"]);
+        assert_eq!(report["recovery"]["state"], "promoted", "{report}");
+        assert!(
+            report["recovery"]["duration_ms"].as_u64().is_some(),
+            "{report}"
+        );
+        let got = ids_of(&server);
+        assert_eq!(
+            (got.len(), got.last().copied()),
+            (last as usize, Some(last)),
+            "{flag} {value}: rows up to {last} and none after; log:\n{}",
+            server.log()
+        );
+        server.stop().unwrap();
+    }
+}
+
+/// Restore, promote (timeline 2), write, and restore again to a point on
+/// timeline 2: the archive follows the history file.
+pub fn pitr_to_a_point_on_a_second_timeline() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    backup_ok(&env, &pg, &[]);
+    insert_users(&pg, 1001, 1100);
+    pg.psql("postgres", "select pg_create_restore_point('tl1_point')")
+        .unwrap();
+    insert_users(&pg, 1101, 1200);
+    archive_now(&pg);
+    pg.stop().unwrap();
+
+    // Timeline 2 starts at tl1_point: rows 1101..1200 are gone there.
+    let (_d2, mut tl2, _) = restore_and_start(
+        &env,
+        &["--target-name", "tl1_point", "--target-action", "promote"],
+    );
+    assert_eq!(
+        tl2.psql(
+            "postgres",
+            "select timeline_id from pg_control_checkpoint()"
+        )
+        .unwrap(),
+        "2"
+    );
+    tl2.psql(
+        "postgres",
+        "insert into users values (5001, 'tl2a@example.com', '{}')",
+    )
+    .unwrap();
+    tl2.psql("postgres", "select pg_create_restore_point('tl2_point')")
+        .unwrap();
+    tl2.psql(
+        "postgres",
+        "insert into users values (5002, 'tl2b@example.com', '{}')",
+    )
+    .unwrap();
+    let seg = tl2
+        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    wait_archived(&tl2, &seg);
+    tl2.stop().unwrap();
+
+    let (_d3, mut again, _) = restore_and_start(
+        &env,
+        &[
+            "--target-name",
+            "tl2_point",
+            "--target-action",
+            "promote",
+            "--target-timeline",
+            "latest",
+        ],
+    );
+    let got = ids_of(&again);
+    assert_eq!(got.len(), 1101, "log:\n{}", again.log());
+    assert_eq!(got[1099], 1100);
+    assert_eq!(got.last(), Some(&5001), "the row after tl2_point is absent");
+    assert!(
+        !got.contains(&1101),
+        "timeline 1's rows after the fork are absent"
+    );
+    assert_eq!(
+        again
+            .psql(
+                "postgres",
+                "select timeline_id from pg_control_checkpoint()"
+            )
+            .unwrap(),
+        "3"
+    );
+    again.stop().unwrap();
+}
+
+/// Targets no backup can reach and unknown snapshots are refused, naming why.
+pub fn restore_refuses_unreachable_targets_and_unknown_snapshots() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    backup_ok(&env, &pg, &[]);
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    let out = env.run(&[
+        "pg",
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-time",
+        "2001-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("before the end of the oldest backup"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&[
+        "pg",
+        "restore",
+        "deadbeef",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("deadbeef"), "{}", stderr(&out));
+    assert!(
+        !pgdata.exists() || fs::read_dir(&pgdata).unwrap().next().is_none(),
+        "nothing restored"
+    );
 }
