@@ -37,6 +37,19 @@ pub(crate) enum PgCommand {
     },
     /// Restore a base backup into a data directory, set up to recover to a target
     Restore(PgRestoreArgs),
+    /// List base backups, the WAL archive per timeline (with gaps) and the
+    /// recoverable window
+    Info,
+    /// Check that a running cluster archives into this repository: settings,
+    /// a forced WAL switch fetched back, WAL gaps, the age of the newest segment
+    Check {
+        /// How to connect: key=value pairs or a postgresql:// URL
+        #[arg(long, env = "LIFEBOAT_PG_URL", value_name = "CONNINFO")]
+        pg_url: String,
+        /// Seconds to wait for the switched segment to reach the repository
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +157,8 @@ pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: PgCommand) -> Result<()> {
             }
         }
         PgCommand::Restore(args) => restore(ctx, &args),
+        PgCommand::Info => info(ctx),
+        PgCommand::Check { pg_url, timeout } => check(ctx, &pg_url, timeout),
     }
 }
 
@@ -364,3 +379,115 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
     }
     Ok(())
 }
+
+fn info(ctx: &crate::commands::Ctx) -> Result<()> {
+    let repo = ctx.open()?;
+    let info = pg::inspect::info(&repo)?;
+    if ctx.global.json {
+        print_json(&json!(info));
+        return Ok(());
+    }
+    if info.backups.is_empty() {
+        println!("no PostgreSQL backups in this repository; take one with `lifeboat pg backup`");
+        return Ok(());
+    }
+    println!(
+        "{:<8}  {:<20}  {:<4}  {:>3}  {:<21}  {:<24}  {:>9}  {:>9}  {:>9}  {:>7}",
+        "ID", "ENDED", "TYPE", "TL", "LSN", "WAL", "ORIGINAL", "STORED", "NEW", "TOOK"
+    );
+    for b in &info.backups {
+        println!(
+            "{:<8}  {:<20}  {:<4}  {:>3}  {:<21}  {:<24}  {:>9}  {:>9}  {:>9}  {:>7}",
+            &b.id[..8],
+            b.end_time
+                .get(..19)
+                .unwrap_or(&b.end_time)
+                .replace('T', " "),
+            b.kind,
+            b.timeline,
+            format!("{}-{}", b.start_lsn, b.stop_lsn),
+            if b.wal_start == b.wal_stop {
+                b.wal_start.clone()
+            } else {
+                format!("{}+", b.wal_start)
+            },
+            size(b.bytes_original),
+            size(b.bytes_stored),
+            size(b.bytes_new),
+            secs(b.duration_ms)
+        );
+    }
+    for a in &info.archives {
+        println!("\nWAL archive of system {}:", a.system_identifier);
+        for t in &a.timelines {
+            println!(
+                "  timeline {}: {} segment(s), {} to {}{}",
+                t.timeline,
+                t.segments,
+                t.first.as_deref().unwrap_or("-"),
+                t.last.as_deref().unwrap_or("-"),
+                t.last_stored
+                    .as_ref()
+                    .map(|s| format!(" (last stored {s})"))
+                    .unwrap_or_default()
+            );
+            for g in &t.gaps {
+                println!(
+                    "    GAP: {} to {} missing; recovery cannot pass it",
+                    g.first, g.last
+                );
+            }
+        }
+        println!(
+            "  recoverable from {} to about {}",
+            a.recoverable_from.as_deref().unwrap_or("?"),
+            a.recoverable_to
+                .as_deref()
+                .unwrap_or("? (no WAL after the newest backup)")
+        );
+    }
+    Ok(())
+}
+
+fn check(ctx: &crate::commands::Ctx, pg_url: &str, timeout: u64) -> Result<()> {
+    let repo = ctx.open()?;
+    let report = pg::inspect::check(
+        &repo,
+        ctx.rt.handle(),
+        pg_url,
+        Duration::from_secs(timeout.max(1)),
+    )?;
+    if ctx.global.json {
+        print_json(&json!(report));
+    } else {
+        for c in &report.checks {
+            println!(
+                "{:<4}  {:<16} {}",
+                c.status.to_uppercase(),
+                c.name,
+                c.detail
+            );
+        }
+    }
+    if report.ok() {
+        Ok(())
+    } else {
+        let failed: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| c.status == "fail")
+            .map(|c| c.name.as_str())
+            .collect();
+        Err(CheckFailed(failed.join(", ")).into())
+    }
+}
+
+/// `pg check` found problems (already printed): exit 1.
+#[derive(Debug)]
+pub(crate) struct CheckFailed(pub String);
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pg check failed: {}", self.0)
+    }
+}
+impl std::error::Error for CheckFailed {}

@@ -15,6 +15,8 @@
 //! - [`wal`]: LSNs, timelines, WAL file names.
 //! - [`archive`]: `wal-push` and `wal-fetch` for `archive_command` and
 //!   `restore_command`.
+//! - [`inspect`]: `pg info` (backups, the archive per timeline, the
+//!   recoverable window) and `pg check` (is a cluster archiving here).
 //! - [`server`]: running the distribution's PostgreSQL on a local data
 //!   directory (initdb, pg_ctl, waiting for recovery).
 //! - [`backup()`]: `pg backup`, from `pg_backup_start` to the WAL wait.
@@ -24,6 +26,7 @@ pub mod archive;
 mod backup;
 pub mod checksum;
 mod error;
+pub mod inspect;
 pub mod layout;
 mod restore;
 pub mod server;

@@ -90,6 +90,17 @@ impl Repository {
             .collect())
     }
 
+    /// What the store says of the object `name` of `namespace` (size, when
+    /// stored), or `None` when there is none.
+    pub fn stat_named(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<lifeboat_storage::ObjectInfo>> {
+        let key = self.named_key(namespace, name);
+        Ok(self.inner.block(self.inner.storage.stat(&key))?)
+    }
+
     fn open_named_body(&self, key: &str, bytes: &[u8]) -> Result<Vec<u8>> {
         format::open_object(
             key,

@@ -101,6 +101,8 @@ pub struct ObjectInfo {
     pub key: String,
     /// The size in bytes.
     pub size: u64,
+    /// When the object was stored, where the store says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// An object store. Implementations are cheap to share (`Arc<dyn Storage>`).

@@ -128,13 +128,17 @@ impl LocalStorage {
                 if key.contains(TEMP_MARKER) || !key.starts_with(prefix) {
                     continue;
                 }
-                let size = match entry.metadata() {
-                    Ok(m) => m.len(),
+                let (size, modified) = match entry.metadata() {
+                    Ok(m) => (m.len(), m.modified().ok()),
                     // Deleted between listing and stat: not there any more.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(e),
                 };
-                out.push(ObjectInfo { key, size });
+                out.push(ObjectInfo {
+                    key,
+                    size,
+                    modified,
+                });
             }
         }
         Ok(out)
@@ -235,6 +239,7 @@ impl Storage for LocalStorage {
             Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
                 key: k,
                 size: m.len(),
+                modified: m.modified().ok(),
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

@@ -159,6 +159,10 @@ impl Storage for S3Storage {
             .map(|e| ObjectInfo {
                 key: e.path().trim_start_matches('/').to_string(),
                 size: e.metadata().content_length(),
+                modified: e
+                    .metadata()
+                    .last_modified()
+                    .map(std::time::SystemTime::from),
             })
             .collect())
     }
@@ -168,6 +172,7 @@ impl Storage for S3Storage {
             Ok(m) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: m.content_length(),
+                modified: m.last_modified().map(std::time::SystemTime::from),
             })),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),

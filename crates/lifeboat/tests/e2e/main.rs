@@ -189,3 +189,13 @@ fn pg_pitr_to_a_point_on_a_second_timeline() {
 fn pg_restore_refuses_unreachable_targets_and_unknown_snapshots() {
     pg::restore_refuses_unreachable_targets_and_unknown_snapshots();
 }
+
+#[test]
+fn pg_info_and_check_see_the_archive_and_its_gaps() {
+    pg::info_and_check_see_the_archive_and_its_gaps();
+}
+
+#[test]
+fn pg_a_failing_archive_command_fails_the_backup_and_check_names_it() {
+    pg::a_failing_archive_command_fails_the_backup_and_check_names_it();
+}

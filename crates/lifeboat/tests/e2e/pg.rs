@@ -602,3 +602,134 @@ pub fn restore_refuses_unreachable_targets_and_unknown_snapshots() {
         "nothing restored"
     );
 }
+
+/// `pg info` lists backups, the archive and the recoverable window; a WAL
+/// segment that never reached the repository shows as a gap in `pg info`
+/// and fails `pg check`.
+pub fn info_and_check_see_the_archive_and_its_gaps() {
+    let env = PgEnv::new();
+    let skip = env.dir.path().join("skip-archiving");
+    let pg = PgCluster::start(&format!(
+        "archive_mode = on\narchive_command = 'test -f {} || {} --repo {} --key-file {} pg wal-push %p'\narchive_timeout = 60\n",
+        skip.display(),
+        env.exe.display(),
+        env.repo.display(),
+        env.key.display()
+    ))
+    .unwrap();
+    users_table(&pg);
+    backup_ok(&env, &pg, &["--type", "full"]);
+    insert_users(&pg, 1001, 1100);
+    backup_ok(&env, &pg, &[]);
+    let url = pg.conninfo("postgres");
+    let out = env.run(&["--json", "pg", "check", "--pg-url", &url, "--timeout", "30"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let status = |r: &serde_json::Value, name: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no check {name}: {r}"))
+    };
+    for name in [
+        "archive_mode",
+        "wal_level",
+        "archive_command",
+        "archiver",
+        "wal switch",
+        "wal gaps",
+        "rpo exposure",
+    ] {
+        assert_eq!(status(&report, name), "ok", "{name}: {report}");
+    }
+
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    let backups = info["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 2, "{info}");
+    assert_eq!(backups[0]["type"], "full");
+    assert_eq!(backups[1]["type"], "incr");
+    assert!(
+        backups[1]["bytes_stored"].as_u64().unwrap() < backups[0]["bytes_stored"].as_u64().unwrap()
+    );
+    assert!(
+        backups[0]["bytes_original"].as_u64().unwrap() > 10 << 20,
+        "{info}"
+    );
+    let archive = &info["archives"][0];
+    assert_eq!(
+        archive["timelines"][0]["gaps"].as_array().unwrap().len(),
+        0,
+        "{info}"
+    );
+    assert!(
+        archive["recoverable_from"].is_string() && archive["recoverable_to"].is_string(),
+        "{info}"
+    );
+
+    // A segment "archived" without reaching the repository.
+    fs::write(&skip, b"").unwrap();
+    insert_users(&pg, 1101, 1200);
+    let lost = pg
+        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    wait_archived(&pg, &lost);
+    fs::remove_file(&skip).unwrap();
+    insert_users(&pg, 1201, 1300);
+    archive_now(&pg);
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    let gaps = &info["archives"][0]["timelines"][0]["gaps"];
+    assert_eq!(
+        gaps,
+        &serde_json::json!([{"first": lost, "last": lost}]),
+        "{info}"
+    );
+    let human = env.ok(&["pg", "info"]);
+    assert!(human.contains(&format!("GAP: {lost} to {lost}")), "{human}");
+    let out = env.run(&["--json", "pg", "check", "--pg-url", &url]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status(&report, "wal gaps"), "fail", "{report}");
+    assert!(report.to_string().contains(&lost), "{report}");
+    assert!(stderr(&out).contains("wal gaps"), "{}", stderr(&out));
+}
+
+/// An archive_command that fails (here: a key file that does not exist):
+/// `pg backup` gives up at its timeout naming archive_command and records
+/// nothing; `pg check` reports the failing archiver.
+pub fn a_failing_archive_command_fails_the_backup_and_check_names_it() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&format!(
+        "archive_mode = on\narchive_command = '{} --repo {} --key-file /nonexistent/key pg wal-push %p'\narchive_timeout = 60\n",
+        env.exe.display(),
+        env.repo.display(),
+    ))
+    .unwrap();
+    let out = backup_json(&env, &pg, &["--archive-timeout", "5"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not reach the repository within 5 s"),
+        "{err}"
+    );
+    assert!(err.contains("archive_command"), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "snapshots"])).unwrap();
+    assert_eq!(
+        list.as_array().map(|a| a.len()),
+        Some(0),
+        "nothing recorded: {list}"
+    );
+
+    let url = pg.conninfo("postgres");
+    let out = env.run(&["pg", "check", "--pg-url", &url, "--timeout", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL  archiver") && text.contains("archive_command is failing"),
+        "{text}"
+    );
+    assert!(text.contains("FAIL  wal switch"), "{text}");
+}
