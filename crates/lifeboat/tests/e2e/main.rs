@@ -199,3 +199,18 @@ fn pg_info_and_check_see_the_archive_and_its_gaps() {
 fn pg_a_failing_archive_command_fails_the_backup_and_check_names_it() {
     pg::a_failing_archive_command_fails_the_backup_and_check_names_it();
 }
+
+#[test]
+fn pg_a_backup_under_pgbench_restores_and_passes_amcheck() {
+    pg::a_backup_under_pgbench_restores_and_passes_amcheck();
+}
+
+#[test]
+fn pg_an_incremental_restores_the_same_bytes_as_a_full() {
+    pg::an_incremental_restores_the_same_bytes_as_a_full();
+}
+
+#[test]
+fn pg_a_killed_wal_push_loses_nothing() {
+    pg::a_killed_wal_push_loses_nothing();
+}

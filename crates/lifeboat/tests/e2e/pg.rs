@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use lifeboat_testkit::postgres::{give_to_owner, LocalServer, PgCluster};
+use lifeboat_testkit::postgres::{as_owner, give_to_owner, LocalServer, PgCluster};
 
 /// A repository the `postgres` user can write (its archive_command does),
 /// opened with a key file, and a copy of the lifeboat binary it can run.
@@ -732,4 +732,199 @@ pub fn a_failing_archive_command_fails_the_backup_and_check_names_it() {
         "{text}"
     );
     assert!(text.contains("FAIL  wal switch"), "{text}");
+}
+
+fn run_ok(mut cmd: Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A backup taken while pgbench writes restores, recovers to a consistent
+/// point, passes `pg_amcheck --heapallindexed`, and balances: the sum of the
+/// accounts equals the sum of the history.
+pub fn a_backup_under_pgbench_restores_and_passes_amcheck() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    let pgbench = pg.bindir().join("pgbench");
+    let url = pg.conninfo("postgres");
+    run_ok(
+        {
+            let mut c = as_owner(&pgbench);
+            c.args(["-i", "-q", "-s", "3", &url]);
+            c
+        },
+        "pgbench -i",
+    );
+    // Writes for as long as the backup runs; stopped once it is done.
+    let mut load = as_owner(&pgbench)
+        .args(["-c", "2", "-j", "2", "-T", "600", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let backup = backup_json(&env, &pg, &[]);
+    let still_writing = load.try_wait().unwrap().is_none();
+    let _ = load.kill();
+    let _ = load.wait();
+    crate::harness::succeeded(&["pg", "backup"], backup);
+    assert!(still_writing, "pgbench ran through the whole backup");
+    archive_now(&pg);
+    pg.stop().unwrap();
+
+    let (_dir, mut server, report) =
+        restore_and_start(&env, &["--immediate", "--target-action", "promote"]);
+    assert_eq!(report["recovery"]["state"], "promoted", "{report}");
+    let amcheck = pg.bindir().join("pg_amcheck");
+    run_ok(
+        {
+            let mut c = as_owner(&amcheck);
+            c.args(["--heapallindexed", "--install-missing", "--all", "-h"])
+                .arg(&server.socket_dir)
+                .args(["-p", &server.port.to_string(), "-U", "postgres"]);
+            c
+        },
+        "pg_amcheck --heapallindexed",
+    );
+    assert_eq!(
+        server
+            .psql(
+                "postgres",
+                "select (select count(*) from pgbench_accounts) || ' ' || \
+                 ((select sum(abalance) from pgbench_accounts) = (select coalesce(sum(delta), 0) from pgbench_history)) || ' ' || \
+                 ((select sum(bbalance) from pgbench_branches) = (select coalesce(sum(delta), 0) from pgbench_history))"
+            )
+            .unwrap(),
+        "300000 true true",
+        "a consistent point: every transfer in the history is in the balances"
+    );
+    let history: i64 = server
+        .psql("postgres", "select count(*) from pgbench_history")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        history > 0,
+        "transactions from during the backup were replayed"
+    );
+    server.stop().unwrap();
+}
+
+/// Relation files of every regular file under base/ and global/ (not
+/// pg_control) restored from `snapshot`, by path.
+fn restored_relations(env: &PgEnv, snapshot: &str) -> (tempfile::TempDir, Vec<(String, Vec<u8>)>) {
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    env.ok(&[
+        "pg",
+        "restore",
+        snapshot,
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--immediate",
+    ]);
+    let mut out = Vec::new();
+    let mut stack = vec![pgdata.join("base"), pgdata.join("global")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap() != "pg_control" {
+                let rel = p.strip_prefix(&pgdata).unwrap().display().to_string();
+                out.push((rel, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    (dir, out)
+}
+
+/// An incremental backup after a small change restores relation files
+/// byte-identical to a full backup taken right after it.
+pub fn an_incremental_restores_the_same_bytes_as_a_full() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&format!("{}autovacuum = off\n", env.archive_command())).unwrap();
+    users_table(&pg);
+    pg.psql(
+        "postgres",
+        "insert into users select g, 'u' || g || '@example.com', '{\"n\": 1}' from generate_series(1001, 30000) g",
+    )
+    .unwrap();
+    pg.psql("postgres", "vacuum freeze").unwrap();
+    pg.psql("postgres", "checkpoint").unwrap();
+    backup_ok(&env, &pg, &["--type", "full"]);
+    pg.psql(
+        "postgres",
+        "update users set profile = '{\"n\": 2}' where id % 100 = 7; \
+         insert into users select g, 'u' || g || '@example.com', '{}' from generate_series(30001, 30300) g; checkpoint",
+    )
+    .unwrap();
+    let incr = backup_ok(&env, &pg, &[]);
+    assert_eq!(incr["type"], "incr", "{incr}");
+    let full = backup_ok(&env, &pg, &["--type", "full"]);
+    let (_a, from_incr) = restored_relations(&env, incr["snapshot"].as_str().unwrap());
+    let (_b, from_full) = restored_relations(&env, full["snapshot"].as_str().unwrap());
+    assert!(from_incr.len() > 100, "{} files", from_incr.len());
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&from_incr), names(&from_full));
+    for ((name, a), (_, b)) in from_incr.iter().zip(&from_full) {
+        assert!(
+            a == b,
+            "{name} differs between the incremental and the full restore"
+        );
+    }
+}
+
+/// A wal-push killed before it acknowledged (SIGKILL, the first attempt of
+/// every segment) loses nothing: PostgreSQL retries, and the archive restores
+/// every committed row.
+pub fn a_killed_wal_push_loses_nothing() {
+    let env = PgEnv::new();
+    let marks = env.dir.path().join("killed");
+    fs::create_dir_all(&marks).unwrap();
+    give_to_owner(&marks).unwrap();
+    let lb = format!(
+        "{} --repo {} --key-file {} pg wal-push %p",
+        env.exe.display(),
+        env.repo.display(),
+        env.key.display()
+    );
+    let mut pg = PgCluster::start(&format!(
+        "archive_mode = on\narchive_timeout = 0\narchive_command = 'if [ ! -e {m}/%f ]; then touch {m}/%f; {lb} & p=$!; sleep 0.05; kill -9 $p; exit 1; fi; exec {lb}'\n",
+        m = marks.display()
+    ))
+    .unwrap();
+    users_table(&pg);
+    backup_ok(&env, &pg, &[]);
+    for i in 0..4 {
+        let from = 1001 + i * 1000;
+        insert_users(&pg, from, from + 999);
+        archive_now(&pg);
+    }
+    let failed: i64 = pg
+        .psql("postgres", "select failed_count from pg_stat_archiver")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        failed >= 4,
+        "every segment's first push was killed ({failed} failures)"
+    );
+    pg.stop().unwrap();
+    let (_dir, mut server, _) = restore_and_start(&env, &[]);
+    let got = ids_of(&server);
+    assert_eq!(
+        (got.len(), got.last().copied()),
+        (5000, Some(5000)),
+        "log:\n{}",
+        server.log()
+    );
+    server.stop().unwrap();
 }
