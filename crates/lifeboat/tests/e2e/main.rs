@@ -214,3 +214,13 @@ fn pg_an_incremental_restores_the_same_bytes_as_a_full() {
 fn pg_a_killed_wal_push_loses_nothing() {
     pg::a_killed_wal_push_loses_nothing();
 }
+
+#[test]
+fn pg_bad_input_to_pg_commands_is_named() {
+    pg::bad_input_to_pg_commands_is_named();
+}
+
+#[test]
+fn pg_the_demo_restores_every_row_before_the_incident() {
+    pg::the_demo_restores_every_row_before_the_incident();
+}

@@ -928,3 +928,137 @@ pub fn a_killed_wal_push_loses_nothing() {
     );
     server.stop().unwrap();
 }
+
+/// Bad input to the pg commands: a wrong repository key, an unreachable
+/// repository, a malformed connection string, a wrong database password.
+/// Each is named, exits non-zero, and stores nothing.
+pub fn bad_input_to_pg_commands_is_named() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    let pgdata = pg.pgdata.to_str().unwrap().to_string();
+    let url = pg.conninfo("postgres");
+    let wrong_key = env.dir.path().join("wrong-key");
+    fs::write(&wrong_key, "this is not the key of this repository").unwrap();
+    let with_wrong_key = |args: &[&str]| {
+        Command::new(&env.exe)
+            .args([
+                "--repo",
+                env.repo.to_str().unwrap(),
+                "--key-file",
+                wrong_key.to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = with_wrong_key(&["pg", "backup", "--pgdata", &pgdata, "--pg-url", &url]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong"), "{}", stderr(&out));
+    let out = with_wrong_key(&[
+        "pg",
+        "wal-fetch",
+        "000000010000000000000001",
+        "/tmp/x",
+        "--pgdata",
+        &pgdata,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "an unreadable repository is not a missing segment: {}",
+        stderr(&out)
+    );
+
+    let nowhere = env.dir.path().join("no-such-repo");
+    let out = Command::new(&env.exe)
+        .args([
+            "--repo",
+            nowhere.to_str().unwrap(),
+            "--key-file",
+            env.key.to_str().unwrap(),
+        ])
+        .args([
+            "pg",
+            "wal-push",
+            "pg_wal/000000010000000000000001",
+            "--pgdata",
+            &pgdata,
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such-repo"), "{}", stderr(&out));
+    assert!(!nowhere.exists(), "nothing was created");
+
+    let out = env.run(&[
+        "pg",
+        "backup",
+        "--pgdata",
+        &pgdata,
+        "--pg-url",
+        "host=/tmp port=notaport",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid PostgreSQL connection string"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A role that logs in with a password, and a wrong one.
+    pg.psql(
+        "postgres",
+        "create role backup login superuser password 'right'",
+    )
+    .unwrap();
+    let hba = pg.pgdata.join("pg_hba.conf");
+    let text = fs::read_to_string(&hba).unwrap();
+    fs::write(&hba, format!("local all backup scram-sha-256\n{text}")).unwrap();
+    pg.psql("postgres", "select pg_reload_conf()").unwrap();
+    let bad = format!(
+        "{} user=backup password=wrong",
+        pg.conninfo("postgres").replace("user=postgres", "")
+    );
+    let out = env.run(&["pg", "backup", "--pgdata", &pgdata, "--pg-url", &bad]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong"), "the password is not echoed: {err}");
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "snapshots"])).unwrap();
+    assert_eq!(
+        list.as_array().map(|a| a.len()),
+        Some(0),
+        "nothing recorded: {list}"
+    );
+    let good = bad.replace("password=wrong", "password=right");
+    backup_ok_url(&env, &pgdata, &good);
+}
+
+fn backup_ok_url(env: &PgEnv, pgdata: &str, url: &str) {
+    let out = env.run(&["pg", "backup", "--pgdata", pgdata, "--pg-url", url]);
+    crate::harness::succeeded(&["pg", "backup"], out);
+}
+
+/// `lifeboat demo`: the README's first command, end to end, with zero rows
+/// lost versus the target and the strategy's RTO met.
+pub fn the_demo_restores_every_row_before_the_incident() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["--json", "demo"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["verify"]["rows_lost"], 0, "{v}");
+    assert_eq!(v["verify"]["rows_after_target"], 0, "{v}");
+    assert_eq!(v["verify"]["identical_users"], true, "{v}");
+    assert_eq!(v["verify"]["users"], v["verify"]["expected_users"], "{v}");
+    assert!(v["incident"]["deleted_users"].as_i64().unwrap() > 0, "{v}");
+    assert_eq!(v["rto_met"], true, "{v}");
+    assert_eq!(v["rpo_met"], true, "{v}");
+    let workdir = v["workdir"].as_str().unwrap();
+    assert!(
+        !std::path::Path::new(workdir).exists(),
+        "cleaned up without --keep"
+    );
+}
