@@ -492,6 +492,7 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let opts = RestoreOptions {
         target: target.clone(),
         include: args.include.clone(),
+        relocate: Vec::new(),
     };
     let stats = repo.restore(&entry.snapshot, &opts, &progress)?;
     if ctx.global.json {

@@ -220,6 +220,7 @@ pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Resu
         &RestoreOptions {
             target: target.clone(),
             include: vec![],
+            relocate: Vec::new(),
         },
         progress.as_ref(),
     )?;

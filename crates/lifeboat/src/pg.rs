@@ -120,6 +120,10 @@ pub(crate) struct PgRestoreArgs {
     /// The restore_command to write (default: this lifeboat with this repository and key)
     #[arg(long, value_name = "CMD")]
     restore_command: Option<String>,
+    /// Restore a tablespace into another directory: OLD (its directory or
+    /// OID in the backup) = NEW (an absolute path). Repeatable
+    #[arg(long, value_name = "OLD=NEW")]
+    tablespace_map: Vec<String>,
     /// Start the server (pg_ctl, as the data directory's owner), wait until
     /// recovery reaches the target, and report how long restore and recovery took
     #[arg(long)]
@@ -324,6 +328,15 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
         primary_conninfo: args.primary_conninfo.clone(),
         delta: args.delta,
         restore_command,
+        tablespace_map: args
+            .tablespace_map
+            .iter()
+            .map(|m| {
+                m.split_once('=')
+                    .map(|(o, n)| (o.to_string(), PathBuf::from(n)))
+                    .ok_or_else(|| UsageError(format!("--tablespace-map {m:?}: give OLD=NEW")))
+            })
+            .collect::<Result<_, _>>()?,
     };
     let report = pg::restore(&repo, &opts, &progress)?;
     drop(progress);

@@ -344,6 +344,7 @@ fn inner(args: &DemoArgs, root: &Path) -> Result<()> {
         primary_conninfo: None,
         delta: false,
         restore_command: format!("{lifeboat} pg wal-fetch %f %p"),
+        tablespace_map: Vec::new(),
     };
     let restored = pg::restore(&repo, &ropts, progress.as_ref())?;
     drop(progress);

@@ -18,6 +18,9 @@ use crate::layout::{DataDirPolicy, COPY_START_KEY};
 use crate::session::{parse_conninfo, Session};
 use crate::wal::Segment;
 
+/// The snapshot metadata key of the tablespaces: `[{oid, location}]`.
+pub const TABLESPACES_KEY: &str = "tablespaces";
+
 /// The snapshot source kind of physical backups.
 pub const SOURCE_KIND: &str = "postgres";
 
@@ -112,11 +115,31 @@ pub fn backup(
         relation_chunker: opts.relation_chunker,
         bad_pages: Mutex::new(Vec::new()),
     };
+    // Tablespaces: each link's directory is walked under pg_tblspc/<oid>.
+    let spaces = crate::layout::tablespaces(&opts.pgdata)
+        .map_err(|e| PgError::io("list the tablespaces in", &opts.pgdata.join("pg_tblspc"), e))?;
+    let mut roots = vec![TreeRoot {
+        path: opts.pgdata.clone(),
+        prefix: Some(String::new()),
+    }];
+    for (oid, location) in &spaces {
+        roots.push(TreeRoot {
+            path: location.clone(),
+            prefix: Some(format!("pg_tblspc/{oid}")),
+        });
+    }
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert(
+        TABLESPACES_KEY.to_string(),
+        serde_json::Value::Array(
+            spaces
+                .iter()
+                .map(|(oid, loc)| serde_json::json!({"oid": oid, "location": loc.display().to_string()}))
+                .collect(),
+        ),
+    );
     let tree = TreeBackupOptions {
-        roots: vec![TreeRoot {
-            path: opts.pgdata.clone(),
-            prefix: Some(String::new()),
-        }],
+        roots,
         source_kind: SOURCE_KIND.into(),
         source_name: opts.source_name.clone(),
         paths: vec![opts.pgdata.display().to_string()],
@@ -124,7 +147,7 @@ pub fn backup(
         allow_partial: false,
         force_read: opts.full,
         hostname: opts.hostname.clone(),
-        metadata: Default::default(),
+        metadata,
     };
     let ns = namespace(&info.system_identifier);
     let outcome = repo.backup_tree(&tree, &policy, progress, |draft| {

@@ -6,7 +6,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use lifeboat_repo::{ChunkerConfig, Filter, Node, Snapshot, TreePolicy};
@@ -84,6 +84,35 @@ fn in_relation_dir(name: &str) -> bool {
     name.starts_with("base/") || name.starts_with("global/") || name.starts_with("pg_tblspc/")
 }
 
+/// The tablespace OID when `name` is a link `pg_tblspc/<oid>`.
+pub fn tablespace_link(name: &str) -> Option<&str> {
+    name.strip_prefix("pg_tblspc/")
+        .filter(|oid| !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The tablespaces of a data directory: each `pg_tblspc/<oid>` link and the
+/// directory it points to (in-place tablespaces, plain directories, are part
+/// of the data directory's own walk).
+pub fn tablespaces(pgdata: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let dir = pgdata.join("pg_tblspc");
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type()?.is_symlink() && tablespace_link(&format!("pg_tblspc/{name}")).is_some() {
+            let target = fs::read_link(e.path())?;
+            out.push((name, dir.join(target)));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// A page that failed its checksum.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadPage {
@@ -155,6 +184,11 @@ impl TreePolicy for DataDirPolicy {
         let file = name.rsplit('/').next().unwrap_or(name);
         if EMPTY_DIRS.contains(&name) {
             return Filter::Empty;
+        }
+        // A tablespace's link: its contents are walked as their own root
+        // under this name, and the restore makes the link again.
+        if meta.file_type().is_symlink() && tablespace_link(name).is_some() {
+            return Filter::Skip;
         }
         if file.starts_with("pgsql_tmp") {
             return Filter::Skip;

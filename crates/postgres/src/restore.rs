@@ -52,6 +52,9 @@ pub struct PgRestoreOptions {
     pub delta: bool,
     /// The `restore_command` PostgreSQL will run (`… pg wal-fetch %f %p`).
     pub restore_command: String,
+    /// Tablespaces restored elsewhere than where they were: (old directory
+    /// or OID, new directory).
+    pub tablespace_map: Vec<(String, PathBuf)>,
 }
 
 /// Parses a target time: RFC 3339 (`2026-11-24T10:00:00Z`) or
@@ -232,6 +235,7 @@ pub fn restore(
         )));
     }
     let entry = choose_snapshot(repo, opts)?;
+    let spaces = tablespace_locations(&entry, opts)?;
     if non_empty {
         // Delta: what the backup does not hold goes, the rest is rewritten.
         let keep: std::collections::HashSet<&str> = entry
@@ -247,6 +251,10 @@ pub fn restore(
         &RepoRestore {
             target: pgdata.clone(),
             include: Vec::new(),
+            relocate: spaces
+                .iter()
+                .map(|(oid, loc)| (format!("pg_tblspc/{oid}"), loc.clone()))
+                .collect(),
         },
         progress,
     )?;
@@ -254,6 +262,7 @@ pub fn restore(
     fs::create_dir_all(&archive_status).map_err(|e| PgError::io("create", &archive_status, e))?;
     fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))
         .map_err(|e| PgError::io("set mode of", pgdata, e))?;
+    link_tablespaces(pgdata, &spaces)?;
     let settings = recovery_settings(opts);
     write_auto_conf(pgdata, &settings, &entry.id.short())?;
     let signal = pgdata.join(if opts.standby {
@@ -271,12 +280,108 @@ pub fn restore(
         .map(|n| (n.uid, n.gid))
     {
         chown_tree(pgdata, owner)?;
+        for (_, loc) in &spaces {
+            chown_tree(loc, owner)?;
+        }
     }
     Ok(PgRestoreReport {
         snapshot: entry.id.to_hex(),
         stats,
         settings,
     })
+}
+
+/// Where each tablespace of the backup goes: its old location, or the one
+/// `--tablespace-map` gives. Refuses unknown mappings and (without
+/// `--delta`) locations that are not empty, before anything is written.
+fn tablespace_locations(
+    entry: &SnapshotEntry,
+    opts: &PgRestoreOptions,
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut spaces: Vec<(String, PathBuf)> = entry
+        .snapshot
+        .metadata
+        .get(crate::backup::TABLESPACES_KEY)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some((
+                        t["oid"].as_str()?.to_string(),
+                        PathBuf::from(t["location"].as_str()?),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (old, new) in &opts.tablespace_map {
+        let old_path = Path::new(old.trim_end_matches('/'));
+        let Some(space) = spaces
+            .iter_mut()
+            .find(|(oid, loc)| oid == old || loc.as_path() == old_path)
+        else {
+            let known: Vec<String> = spaces
+                .iter()
+                .map(|(oid, loc)| format!("{oid} ({})", loc.display()))
+                .collect();
+            return Err(PgError::Refused(format!(
+                "--tablespace-map {old}=…: backup {} has no tablespace {old}; its tablespaces are: {}",
+                entry.id.short(),
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            )));
+        };
+        if !new.is_absolute() {
+            return Err(PgError::Refused(format!(
+                "--tablespace-map …={}: give the new directory as an absolute path",
+                new.display()
+            )));
+        }
+        space.1 = new.clone();
+    }
+    for (oid, loc) in &spaces {
+        let busy = fs::read_dir(loc)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if busy && !opts.delta {
+            return Err(PgError::Refused(format!(
+                "the directory of tablespace {oid}, {}, is not empty (a running cluster may use it); restore it elsewhere with --tablespace-map {}=NEW_DIR, or pass --delta",
+                loc.display(),
+                loc.display()
+            )));
+        }
+    }
+    Ok(spaces)
+}
+
+/// Links `pg_tblspc/<oid>` to each tablespace's directory and writes
+/// `tablespace_map` to match (PostgreSQL remakes the links from it when
+/// recovery starts).
+fn link_tablespaces(pgdata: &Path, spaces: &[(String, PathBuf)]) -> Result<()> {
+    if spaces.is_empty() {
+        return Ok(());
+    }
+    let dir = pgdata.join("pg_tblspc");
+    fs::create_dir_all(&dir).map_err(|e| PgError::io("create", &dir, e))?;
+    let mut map = String::new();
+    for (oid, loc) in spaces {
+        fs::create_dir_all(loc).map_err(|e| PgError::io("create", loc, e))?;
+        fs::set_permissions(loc, fs::Permissions::from_mode(0o700))
+            .map_err(|e| PgError::io("set mode of", loc, e))?;
+        let link = dir.join(oid);
+        match fs::symlink_metadata(&link) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&link),
+            Ok(_) => fs::remove_file(&link),
+            Err(_) => Ok(()),
+        }
+        .map_err(|e| PgError::io("replace", &link, e))?;
+        std::os::unix::fs::symlink(loc, &link).map_err(|e| PgError::io("link", &link, e))?;
+        map.push_str(&format!("{oid} {}\n", loc.display()));
+    }
+    let path = pgdata.join("tablespace_map");
+    if path.exists() {
+        fs::write(&path, map).map_err(|e| PgError::io("write", &path, e))?;
+    }
+    Ok(())
 }
 
 fn remove_extra(root: &Path, dir: &Path, keep: &std::collections::HashSet<&str>) -> Result<()> {
@@ -347,6 +452,7 @@ mod tests {
             primary_conninfo: None,
             delta: false,
             restore_command: "lifeboat pg wal-fetch %f %p".into(),
+            tablespace_map: Vec::new(),
         };
         let s = recovery_settings(&opts);
         assert!(s.contains(&("recovery_target_name".into(), "'before ''drop'''".into())));

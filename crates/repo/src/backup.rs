@@ -302,6 +302,10 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
             };
             let ft = meta.file_type();
             if filter == Filter::Skip {
+                // Skipped here, it may still come from another root (a
+                // tablespace link skipped in the data directory is walked as
+                // its own root under the same name).
+                seen.remove(&p);
                 continue;
             }
             if filter == Filter::Empty && !ft.is_dir() {

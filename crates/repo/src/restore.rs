@@ -26,6 +26,10 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore only these paths (and what is below them); everything when empty.
     pub include: Vec<String>,
+    /// Items at or below a snapshot path go to another directory instead of
+    /// under `target`: (`pg_tblspc/16385`, `/srv/ts1`) puts
+    /// `pg_tblspc/16385/PG_15_…` at `/srv/ts1/PG_15_…`.
+    pub relocate: Vec<(String, PathBuf)>,
 }
 
 /// What a restore did.
@@ -147,7 +151,19 @@ impl Repository {
                 key: "snapshot".into(),
                 reason: format!("item path {:?} is not a plain relative path", n.path),
             })?;
-            dests.push(opts.target.join(rel));
+            let moved = opts.relocate.iter().find_map(|(prefix, dest)| {
+                let p = prefix.trim_matches('/');
+                if n.path == p {
+                    Some(dest.clone())
+                } else {
+                    n.path
+                        .strip_prefix(p)
+                        .and_then(|r| r.strip_prefix('/'))
+                        .and_then(safe_relative)
+                        .map(|r| dest.join(r))
+                }
+            });
+            dests.push(moved.unwrap_or_else(|| opts.target.join(rel)));
         }
         fs::create_dir_all(&opts.target).map_err(|e| RepoError::io("create", &opts.target, e))?;
 

@@ -224,3 +224,8 @@ fn pg_bad_input_to_pg_commands_is_named() {
 fn pg_the_demo_restores_every_row_before_the_incident() {
     pg::the_demo_restores_every_row_before_the_incident();
 }
+
+#[test]
+fn pg_tablespaces_are_backed_up_and_restored_where_mapped() {
+    pg::tablespaces_are_backed_up_and_restored_where_mapped();
+}

@@ -1062,3 +1062,115 @@ pub fn the_demo_restores_every_row_before_the_incident() {
         "cleaned up without --keep"
     );
 }
+
+fn listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((
+                e.path().display().to_string(),
+                m.len(),
+                m.modified().unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A tablespace outside the data directory is backed up through its link
+/// and restored where --tablespace-map says; its old directory is never
+/// touched, and restoring onto it is refused.
+pub fn tablespaces_are_backed_up_and_restored_where_mapped() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    let old_dir = env.restore_dir();
+    let old = old_dir.path().join("ts1");
+    fs::create_dir_all(&old).unwrap();
+    give_to_owner(&old).unwrap();
+    pg.psql(
+        "postgres",
+        &format!("create tablespace ts1 location '{}'", old.display()),
+    )
+    .unwrap();
+    pg.psql(
+        "postgres",
+        "create table tsu (id int primary key, v text) tablespace ts1; \
+         insert into tsu select g, md5(g::text) from generate_series(1, 1000) g",
+    )
+    .unwrap();
+    let oid = pg
+        .psql(
+            "postgres",
+            "select oid from pg_tablespace where spcname = 'ts1'",
+        )
+        .unwrap();
+    backup_ok(&env, &pg, &[]);
+    pg.psql(
+        "postgres",
+        "insert into tsu select g, md5(g::text) from generate_series(1001, 2000) g",
+    )
+    .unwrap();
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let before = listing(&old);
+
+    // Onto the old, non-empty directory: refused before anything is written.
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    let out = env.run(&["pg", "restore", "--pgdata", pgdata.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--tablespace-map"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&[
+        "pg",
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--tablespace-map",
+        "/no/such=/tmp/x",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&oid),
+        "names the tablespaces it has: {}",
+        stderr(&out)
+    );
+
+    let new_dir = env.restore_dir();
+    let new = new_dir.path().join("ts1-restored");
+    let map = format!("{}={}", old.display(), new.display());
+    let (dir, mut server, _) = restore_and_start(&env, &["--tablespace-map", &map]);
+    assert_eq!(
+        server.psql("postgres", "select count(*) from tsu").unwrap(),
+        "2000"
+    );
+    assert_eq!(
+        server
+            .psql(
+                "postgres",
+                "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts1'"
+            )
+            .unwrap(),
+        new.display().to_string()
+    );
+    assert_eq!(
+        fs::read_link(dir.path().join("data/pg_tblspc").join(&oid)).unwrap(),
+        new
+    );
+    server.stop().unwrap();
+    assert_eq!(
+        listing(&old),
+        before,
+        "the old tablespace directory was not touched"
+    );
+}
