@@ -22,7 +22,7 @@ use crate::{
 /// Everything a command needs from the environment, settled once.
 pub(crate) struct Ctx {
     pub(crate) global: Global,
-    file: FileConfig,
+    pub(crate) file: FileConfig,
     pub(crate) rt: tokio::runtime::Runtime,
 }
 

@@ -21,6 +21,39 @@ pub(crate) struct FileConfig {
     pub s3: S3Section,
     #[serde(default)]
     pub(crate) storage: StorageSection,
+    /// PostgreSQL sources by name: `[postgres.main]`.
+    #[serde(default)]
+    pub(crate) postgres: std::collections::BTreeMap<String, PgSource>,
+}
+
+/// A PostgreSQL source named in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PgSource {
+    /// The data directory.
+    pub(crate) pgdata: Option<PathBuf>,
+    /// The connection string.
+    pub(crate) pg_url: Option<String>,
+    /// Seconds `pg backup` waits for its WAL.
+    pub(crate) archive_timeout: Option<u64>,
+}
+
+impl FileConfig {
+    /// The source `name`, or a usage error listing the ones there are.
+    pub(crate) fn pg_source(&self, name: &str) -> Result<&PgSource> {
+        self.postgres.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.postgres.keys().map(String::as_str).collect();
+            UsageError(format!(
+                "no PostgreSQL source {name:?} in the config file (a [postgres.{name}] section with pgdata and pg_url); {}",
+                if known.is_empty() {
+                    "it names none".to_string()
+                } else {
+                    format!("it names: {}", known.join(", "))
+                }
+            ))
+            .into()
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

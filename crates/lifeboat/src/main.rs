@@ -305,6 +305,23 @@ fn repo_exit_code(e: &RepoError) -> u8 {
     }
 }
 
+/// The error and its causes, each cause only when the message before it does
+/// not already say it (errors that embed their source would repeat it).
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
@@ -320,7 +337,7 @@ fn main() -> ExitCode {
             if err.downcast_ref::<DamageFound>().is_none()
                 && err.downcast_ref::<pg::NotInArchive>().is_none()
             {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", error_text(&err));
             }
             ExitCode::from(code)
         }

@@ -43,9 +43,11 @@ pub(crate) enum PgCommand {
     /// Check that a running cluster archives into this repository: settings,
     /// a forced WAL switch fetched back, WAL gaps, the age of the newest segment
     Check {
+        /// A source named in the config file ([postgres.NAME])
+        source: Option<String>,
         /// How to connect: key=value pairs or a postgresql:// URL
         #[arg(long, env = "LIFEBOAT_PG_URL", value_name = "CONNINFO")]
-        pg_url: String,
+        pg_url: Option<String>,
         /// Seconds to wait for the switched segment to reach the repository
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         timeout: u64,
@@ -54,12 +56,14 @@ pub(crate) enum PgCommand {
 
 #[derive(Args, Debug)]
 pub(crate) struct PgBackupArgs {
+    /// A source named in the config file ([postgres.NAME] with pgdata and pg_url)
+    source: Option<String>,
     /// The cluster's data directory
     #[arg(long, env = "PGDATA", value_name = "DIR")]
-    pgdata: PathBuf,
+    pgdata: Option<PathBuf>,
     /// How to connect: key=value pairs or a postgresql:// URL (Unix sockets: host=/var/run/postgresql)
     #[arg(long, env = "LIFEBOAT_PG_URL", value_name = "CONNINFO")]
-    pg_url: String,
+    pg_url: Option<String>,
     /// `full` reads every file; `incr` (default) reuses files unchanged since the last backup
     #[arg(long = "type", default_value = "incr", value_parser = ["full", "incr"])]
     backup_type: String,
@@ -69,9 +73,9 @@ pub(crate) struct PgBackupArgs {
     /// Record the backup even when data pages fail their checksums
     #[arg(long)]
     allow_checksum_errors: bool,
-    /// Seconds to wait for the backup's WAL to reach the repository
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    archive_timeout: u64,
+    /// Seconds to wait for the backup's WAL to reach the repository (default 60)
+    #[arg(long, value_name = "SECS")]
+    archive_timeout: Option<u64>,
     /// Wait for a spread checkpoint instead of asking for an immediate one
     #[arg(long)]
     no_fast_checkpoint: bool,
@@ -162,7 +166,14 @@ pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: PgCommand) -> Result<()> {
         }
         PgCommand::Restore(args) => restore(ctx, &args),
         PgCommand::Info => info(ctx),
-        PgCommand::Check { pg_url, timeout } => check(ctx, &pg_url, timeout),
+        PgCommand::Check {
+            source,
+            pg_url,
+            timeout,
+        } => {
+            let (_, url, _) = resolve_source(ctx, source.as_deref(), None, pg_url, false)?;
+            check(ctx, &url, timeout)
+        }
     }
 }
 
@@ -191,12 +202,54 @@ impl std::fmt::Display for FetchFailed {
 }
 impl std::error::Error for FetchFailed {}
 
+/// The data directory, connection string and WAL timeout: flags (and their
+/// environment variables) over the config file's `[postgres.NAME]`.
+fn resolve_source(
+    ctx: &crate::commands::Ctx,
+    source: Option<&str>,
+    pgdata: Option<PathBuf>,
+    pg_url: Option<String>,
+    need_pgdata: bool,
+) -> Result<(PathBuf, String, Option<u64>)> {
+    let named = source.map(|n| ctx.file.pg_source(n)).transpose()?;
+    let pgdata = pgdata.or_else(|| named.and_then(|s| s.pgdata.clone()));
+    let pg_url = pg_url.or_else(|| named.and_then(|s| s.pg_url.clone()));
+    let what = match source {
+        Some(n) => format!("the config file's [postgres.{n}] has none"),
+        None => "or name a source from the config file".to_string(),
+    };
+    let pgdata = match pgdata {
+        Some(p) => p,
+        None if !need_pgdata => PathBuf::new(),
+        None => {
+            return Err(UsageError(format!(
+                "give the data directory with --pgdata (or PGDATA); {what}"
+            ))
+            .into())
+        }
+    };
+    let Some(pg_url) = pg_url else {
+        return Err(UsageError(format!(
+            "give the connection with --pg-url (or LIFEBOAT_PG_URL); {what}"
+        ))
+        .into());
+    };
+    Ok((pgdata, pg_url, named.and_then(|s| s.archive_timeout)))
+}
+
 fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
+    let (pgdata, pg_url, file_timeout) = resolve_source(
+        ctx,
+        args.source.as_deref(),
+        args.pgdata.clone(),
+        args.pg_url.clone(),
+        true,
+    )?;
     let repo = ctx.open()?;
     let progress = ctx.progress();
-    let pgdata = std::path::absolute(&args.pgdata)?;
-    let mut opts = pg::BackupOptions::new(pgdata, args.pg_url.clone());
-    if let Some(n) = &args.name {
+    let pgdata = std::path::absolute(&pgdata)?;
+    let mut opts = pg::BackupOptions::new(pgdata, pg_url);
+    if let Some(n) = args.name.as_ref().or(args.source.as_ref()) {
         opts.source_name = n.clone();
     }
     opts.hostname = crate::commands::hostname();
@@ -204,7 +257,8 @@ fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
     opts.full = args.backup_type == "full";
     opts.fast_checkpoint = !args.no_fast_checkpoint;
     opts.allow_checksum_errors = args.allow_checksum_errors;
-    opts.archive_timeout = Duration::from_secs(args.archive_timeout.max(1));
+    opts.archive_timeout =
+        Duration::from_secs(args.archive_timeout.or(file_timeout).unwrap_or(60).max(1));
     let outcome = pg::backup(&repo, ctx.rt.handle(), &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;

@@ -231,11 +231,16 @@ fn wait_for_wal(
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut reported = false;
+    // One listing finds what is there; a segment it misses is then looked up
+    // by itself (the archiver may have stored it since).
+    let stored = repo.list_named()?;
+    let mut first = first;
     loop {
-        let stored = repo.list_named()?;
         let mut seg = first;
         let missing = loop {
-            if !stored.contains(&repo.named_key(ns, &seg.name())) {
+            if !stored.contains(&repo.named_key(ns, &seg.name()))
+                && repo.stat_named(ns, &seg.name())?.is_none()
+            {
                 break Some(seg);
             }
             if seg >= last {
@@ -246,6 +251,7 @@ fn wait_for_wal(
         let Some(missing) = missing else {
             return Ok(());
         };
+        first = missing;
         if Instant::now() >= deadline {
             return Err(PgError::ArchiveTimeout {
                 segment: missing.name(),
@@ -259,6 +265,6 @@ fn wait_for_wal(
             ));
             reported = true;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

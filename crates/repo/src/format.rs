@@ -664,7 +664,7 @@ mod tests {
             x ^= x >> 17;
             x ^= x << 5;
             let word = x.to_le_bytes();
-            big.extend_from_slice(if x % 3 == 0 {
+            big.extend_from_slice(if x.is_multiple_of(3) {
                 &word[..]
             } else {
                 b"wal record "

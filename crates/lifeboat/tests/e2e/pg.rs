@@ -571,7 +571,41 @@ pub fn pitr_to_a_point_on_a_second_timeline() {
 pub fn restore_refuses_unreachable_targets_and_unknown_snapshots() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
-    backup_ok(&env, &pg, &[]);
+    // A source named in the config file needs no flags.
+    let config = env.dir.path().join("lifeboat.toml");
+    fs::write(
+        &config,
+        format!(
+            "repo = \"{}\"\nkey_file = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\n",
+            env.repo.display(),
+            env.key.display(),
+            pg.pgdata.display(),
+            pg.conninfo("postgres")
+        ),
+    )
+    .unwrap();
+    let with_config = |args: &[&str]| {
+        Command::new(&env.exe)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = with_config(&["--json", "pg", "backup", "main"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&crate::harness::succeeded(&["pg", "backup", "main"], out)).unwrap();
+    assert_eq!(v["type"], "full", "{v}");
+    let out = with_config(&["pg", "backup", "replica"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no PostgreSQL source \"replica\"") && stderr(&out).contains("main"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["pg", "backup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--pgdata"), "{}", stderr(&out));
     let dir = env.restore_dir();
     let pgdata = dir.path().join("data");
     let out = env.run(&[
