@@ -18,28 +18,14 @@ use clap::{Args, Parser, Subcommand};
 use lifeboat_repo::RepoError;
 
 /// A usage or configuration error: exit code 2.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct UsageError(pub String);
 
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
 /// Data damage was found: exit code 3. The report was already printed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct DamageFound(pub String);
-
-impl std::fmt::Display for DamageFound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DamageFound {}
 
 #[derive(Parser, Debug)]
 #[command(

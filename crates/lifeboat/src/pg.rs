@@ -179,28 +179,14 @@ pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: PgCommand) -> Result<()> {
 
 /// `wal-fetch` did not find the file: exit 1, quietly (PostgreSQL asks for
 /// files that do not exist as a matter of course).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not in the archive")]
 pub(crate) struct NotInArchive(pub String);
-impl std::fmt::Display for NotInArchive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} is not in the archive", self.0)
-    }
-}
-impl std::error::Error for NotInArchive {}
 
 /// `wal-fetch` could not read the repository: exit 126.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; recovery stops here rather than treating the WAL as missing")]
 pub(crate) struct FetchFailed(pub String);
-impl std::fmt::Display for FetchFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}; recovery stops here rather than treating the WAL as missing",
-            self.0
-        )
-    }
-}
-impl std::error::Error for FetchFailed {}
 
 /// The data directory, connection string and WAL timeout: flags (and their
 /// environment variables) over the config file's `[postgres.NAME]`.
@@ -550,11 +536,6 @@ fn check(ctx: &crate::commands::Ctx, pg_url: &str, timeout: u64) -> Result<()> {
 }
 
 /// `pg check` found problems (already printed): exit 1.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("pg check failed: {0}")]
 pub(crate) struct CheckFailed(pub String);
-impl std::fmt::Display for CheckFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "pg check failed: {}", self.0)
-    }
-}
-impl std::error::Error for CheckFailed {}

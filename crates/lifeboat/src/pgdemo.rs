@@ -135,28 +135,6 @@ fn counts(s: &LocalServer) -> Result<Counts> {
     })
 }
 
-fn wait_archived(s: &LocalServer, segment: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = s.psql(
-            "postgres",
-            "select coalesce(last_archived_wal, '') || '|' || coalesce(last_failed_wal, '') from pg_stat_archiver",
-        )?;
-        let (ok, failed) = last.split_once('|').unwrap_or((&last, ""));
-        if ok >= segment {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "WAL segment {segment} was not archived within {} s (last archived {ok:?}, last failed {failed:?}); the server log ends with:\n{}",
-                timeout.as_secs(),
-                s.log_tail(10)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 const SCHEMA: &str = "
 create table users (id bigint primary key, email text unique not null, password_hash text not null,
   display_name text, created_at timestamptz not null, updated_at timestamptz not null, profile jsonb);
@@ -319,8 +297,7 @@ fn inner(args: &DemoArgs, root: &Path) -> Result<()> {
     let after = counts(&primary)?;
     // Archive what was written: a forced switch, then wait for the archiver.
     let switch_at = Instant::now();
-    let segment = primary.psql("postgres", "select pg_walfile_name(pg_switch_wal())")?;
-    wait_archived(&primary, &segment, Duration::from_secs(120))?;
+    primary.archive_now(Duration::from_secs(120))?;
     let archive_lag = switch_at.elapsed();
     say(&format!(
         "5. incident: `DELETE FROM users` (the WHERE clause forgotten) removed {} users; writes went on ({} audit events now). Its WAL reached the repository {} after the segment closed",

@@ -466,13 +466,7 @@ pub fn check(
         ("ok", cmd.to_string())
     };
     r.push("archive_command", status, detail);
-    let timeout_s: u64 = session
-        .value(
-            "read archive_timeout",
-            "select setting from pg_settings where name = 'archive_timeout'",
-        )?
-        .parse()
-        .unwrap_or(0);
+    let timeout_s = info.archive_timeout_s;
     let (status, detail) = if timeout_s == 0 || timeout_s > 300 {
         ("warn", format!("archive_timeout is {timeout_s} s: on a quiet server WAL may wait {} to be archived; 60 s keeps the RPO under the strategy's 5 minutes", if timeout_s == 0 { "indefinitely".to_string() } else { format!("{timeout_s} s") }))
     } else {

@@ -86,8 +86,11 @@ fn in_relation_dir(name: &str) -> bool {
 
 /// The tablespace OID when `name` is a link `pg_tblspc/<oid>`.
 pub fn tablespace_link(name: &str) -> Option<&str> {
-    name.strip_prefix("pg_tblspc/")
-        .filter(|oid| !oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit()))
+    name.strip_prefix("pg_tblspc/").filter(|oid| is_oid(oid))
+}
+
+fn is_oid(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The tablespaces of a data directory: each `pg_tblspc/<oid>` link and the
@@ -104,7 +107,7 @@ pub fn tablespaces(pgdata: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     for e in entries {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if e.file_type()?.is_symlink() && tablespace_link(&format!("pg_tblspc/{name}")).is_some() {
+        if e.file_type()?.is_symlink() && is_oid(&name) {
             let target = fs::read_link(e.path())?;
             out.push((name, dir.join(target)));
         }

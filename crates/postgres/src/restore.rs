@@ -91,11 +91,7 @@ pub fn choose_snapshot(repo: &Repository, opts: &PgRestoreOptions) -> Result<Sna
         }
         return Ok(e);
     }
-    let backups: Vec<SnapshotEntry> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|s| s.snapshot.source_kind == SOURCE_KIND && !s.snapshot.partial)
-        .collect();
+    let backups = crate::inspect::backups(repo)?;
     let Some(oldest) = backups.first() else {
         return Err(PgError::Refused(
             "the repository holds no PostgreSQL backup; take one with `lifeboat pg backup`".into(),
@@ -225,9 +221,7 @@ pub fn restore(
             pgdata.display()
         )));
     }
-    let non_empty = fs::read_dir(pgdata)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
+    let non_empty = has_entries(pgdata);
     if non_empty && !opts.delta {
         return Err(PgError::Refused(format!(
             "{} is not empty; restore into an empty or new directory, or pass --delta to replace what differs",
@@ -339,10 +333,7 @@ fn tablespace_locations(
         space.1 = new.clone();
     }
     for (oid, loc) in &spaces {
-        let busy = fs::read_dir(loc)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        if busy && !opts.delta {
+        if has_entries(loc) && !opts.delta {
             return Err(PgError::Refused(format!(
                 "the directory of tablespace {oid}, {}, is not empty (a running cluster may use it); restore it elsewhere with --tablespace-map {}=NEW_DIR, or pass --delta",
                 loc.display(),
@@ -382,6 +373,11 @@ fn link_tablespaces(pgdata: &Path, spaces: &[(String, PathBuf)]) -> Result<()> {
         fs::write(&path, map).map_err(|e| PgError::io("write", &path, e))?;
     }
     Ok(())
+}
+
+/// True when `dir` exists and holds anything.
+fn has_entries(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 fn remove_extra(root: &Path, dir: &Path, keep: &std::collections::HashSet<&str>) -> Result<()> {

@@ -432,6 +432,39 @@ impl LocalServer {
         }
     }
 
+    /// Waits until the archiver has stored `segment` (or a later one), as
+    /// `pg_stat_archiver` reports; fails at `timeout` naming the last
+    /// archived and failed files and the log's end.
+    pub fn wait_archived(&self, segment: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.psql(
+                "postgres",
+                "select coalesce(last_archived_wal, '') || '|' || coalesce(last_failed_wal, '') from pg_stat_archiver",
+            )?;
+            let (ok, failed) = last.split_once('|').unwrap_or((&last, ""));
+            if ok >= segment {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(server_err(format!(
+                    "WAL segment {segment} was not archived within {} s (last archived {ok:?}, last failed {failed:?}); the server log ends with:\n{}",
+                    timeout.as_secs(),
+                    self.log_tail(10)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Forces a WAL switch and waits until the segment that held everything
+    /// written so far is archived; returns its name.
+    pub fn archive_now(&self, timeout: Duration) -> Result<String> {
+        let segment = self.psql("postgres", "select pg_walfile_name(pg_switch_wal())")?;
+        self.wait_archived(&segment, timeout)?;
+        Ok(segment)
+    }
+
     /// Stops the server (fast shutdown).
     pub fn stop(&mut self) -> Result<()> {
         if !self.running {

@@ -36,6 +36,8 @@ pub struct ServerInfo {
     pub wal_level: String,
     /// The server is a standby (in recovery).
     pub in_recovery: bool,
+    /// `archive_timeout` in seconds (0: off).
+    pub archive_timeout_s: u64,
 }
 
 /// A database of the cluster and what it holds.
@@ -206,7 +208,8 @@ impl Session {
                  (select setting from pg_catalog.pg_settings where name = 'wal_segment_size'), \
                  current_setting('data_directory'), current_setting('archive_mode'), \
                  current_setting('archive_command'), current_setting('wal_level'), \
-                 pg_catalog.pg_is_in_recovery()::text",
+                 pg_catalog.pg_is_in_recovery()::text, \
+                 (select setting from pg_catalog.pg_settings where name = 'archive_timeout')",
             )?
             .into_iter()
             .next()
@@ -230,6 +233,7 @@ impl Session {
             archive_command: get(7),
             wal_level: get(8),
             in_recovery: get(9) == "true",
+            archive_timeout_s: get(10).parse().unwrap_or(0),
         })
     }
 

@@ -40,12 +40,19 @@ impl PgEnv {
         env
     }
 
-    pub fn cmd(&self) -> Command {
+    /// lifeboat with a clean environment and no repository or key given.
+    pub fn bare(&self) -> Command {
         let mut c = Command::new(&self.exe);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .arg("--repo")
+            .env("HOME", self.dir.path());
+        c
+    }
+
+    /// lifeboat on this repository with its key.
+    pub fn cmd(&self) -> Command {
+        let mut c = self.bare();
+        c.arg("--repo")
             .arg(&self.repo)
             .arg("--key-file")
             .arg(&self.key);
@@ -86,32 +93,14 @@ fn stderr(o: &Output) -> String {
 /// Forces a WAL switch and waits until the archiver has stored the segment
 /// that held everything written so far.
 fn archive_now(pg: &LocalServer) {
-    let seg = pg
-        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
-        .unwrap();
-    wait_archived(pg, &seg);
+    pg.archive_now(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Waits until the archiver has stored `seg` (or a later segment).
 fn wait_archived(pg: &LocalServer, seg: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let last = pg
-            .psql(
-                "postgres",
-                "select coalesce(last_archived_wal, '') from pg_stat_archiver",
-            )
-            .unwrap();
-        if last.as_str() >= seg {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "segment {seg} was not archived (last: {last:?}); server log:\n{}",
-            pg.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    pg.wait_archived(seg, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Starts a restored cluster and waits until recovery has ended (promoted).
@@ -585,7 +574,7 @@ pub fn restore_refuses_unreachable_targets_and_unknown_snapshots() {
     )
     .unwrap();
     let with_config = |args: &[&str]| {
-        Command::new(&env.exe)
+        env.bare()
             .arg("--config")
             .arg(&config)
             .args(args)
@@ -974,7 +963,7 @@ pub fn bad_input_to_pg_commands_is_named() {
     let wrong_key = env.dir.path().join("wrong-key");
     fs::write(&wrong_key, "this is not the key of this repository").unwrap();
     let with_wrong_key = |args: &[&str]| {
-        Command::new(&env.exe)
+        env.bare()
             .args([
                 "--repo",
                 env.repo.to_str().unwrap(),
@@ -1004,7 +993,8 @@ pub fn bad_input_to_pg_commands_is_named() {
     );
 
     let nowhere = env.dir.path().join("no-such-repo");
-    let out = Command::new(&env.exe)
+    let out = env
+        .bare()
         .args([
             "--repo",
             nowhere.to_str().unwrap(),
