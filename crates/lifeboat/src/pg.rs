@@ -390,7 +390,11 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
         };
         let began = std::time::Instant::now();
         let mut server = pg::server::LocalServer::existing(&opts.pgdata)?;
-        server.start()?;
+        if action == "shutdown" {
+            server.start_no_wait()?;
+        } else {
+            server.start()?;
+        }
         let state =
             server.wait_for_recovery(action, Duration::from_secs(args.start_timeout.max(1)))?;
         let recovery_ms = began.elapsed().as_millis() as u64;

@@ -294,12 +294,23 @@ impl LocalServer {
     /// `pg_ctl start`, waiting until the server accepts connections (or, for
     /// a recovering server that shuts down at its target, until it exits).
     pub fn start(&mut self) -> Result<()> {
+        self.pg_ctl_start(true)
+    }
+
+    /// `pg_ctl start` without waiting: for a recovery that shuts the server
+    /// down at its target, which `pg_ctl -w` would take for a failed start.
+    /// Follow with [`LocalServer::wait_for_recovery`].
+    pub fn start_no_wait(&mut self) -> Result<()> {
+        self.pg_ctl_start(false)
+    }
+
+    fn pg_ctl_start(&mut self, wait: bool) -> Result<()> {
         let out = as_user(&self.user, &self.bindir.join("pg_ctl"))
             .arg("-D")
             .arg(&self.pgdata)
             .arg("-l")
             .arg(self.log_path())
-            .args(["-w", "-t", "3600", "start"])
+            .args([if wait { "-w" } else { "-W" }, "-t", "3600", "start"])
             .output()
             .map_err(|e| server_err(format!("run pg_ctl: {e}")))?;
         self.running = true;
@@ -375,6 +386,26 @@ impl LocalServer {
         }
     }
 
+    /// `Database cluster state` as `pg_controldata` reports it (`in
+    /// production`, `shut down in recovery`, …).
+    pub fn cluster_state(&self) -> Result<String> {
+        let out = check(
+            as_user(&self.user, &self.bindir.join("pg_controldata"))
+                .arg("-D")
+                .arg(&self.pgdata)
+                .env("LC_ALL", "C")
+                .output()
+                .map_err(|e| server_err(format!("run pg_controldata: {e}")))?,
+            "pg_controldata",
+        )?;
+        Ok(out
+            .lines()
+            .find_map(|l| l.strip_prefix("Database cluster state:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string())
+    }
+
     /// True while the postmaster runs (`pg_ctl status`).
     pub fn is_running(&self) -> bool {
         as_user(&self.user, &self.bindir.join("pg_ctl"))
@@ -391,14 +422,23 @@ impl LocalServer {
     /// accepts read-only connections. Fails when the server exits otherwise,
     /// naming the log's last lines.
     pub fn wait_for_recovery(&mut self, action: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
+        let began = Instant::now();
+        let deadline = began + timeout;
+        let mut seen_running = false;
         loop {
             let running = self.is_running();
+            seen_running |= running;
             if !running {
-                self.running = false;
-                if action == "shutdown" {
+                if action == "shutdown" && self.cluster_state()? == "shut down in recovery" {
+                    self.running = false;
                     return Ok("shut down at the target".into());
                 }
+                // Started without waiting: the postmaster may not be up yet.
+                if !seen_running && began.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                self.running = false;
                 return Err(server_err(format!(
                     "the server stopped during recovery; the log ({}) ends with:\n{}",
                     self.log_path().display(),

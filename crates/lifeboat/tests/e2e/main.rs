@@ -229,3 +229,8 @@ fn pg_the_demo_restores_every_row_before_the_incident() {
 fn pg_tablespaces_are_backed_up_and_restored_where_mapped() {
     pg::tablespaces_are_backed_up_and_restored_where_mapped();
 }
+
+#[test]
+fn pg_recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
+    pg::recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself();
+}

@@ -404,7 +404,17 @@ fn restore_and_start(
     args: &[&str],
 ) -> (tempfile::TempDir, LocalServer, serde_json::Value) {
     let dir = env.restore_dir();
-    let pgdata = dir.path().join("data");
+    let (server, report) = restore_and_start_in(env, &dir.path().join("data"), args);
+    (dir, server, report)
+}
+
+/// `pg restore --start --json` into `pgdata` with `args`: the server (stopped
+/// when dropped) and the report.
+fn restore_and_start_in(
+    env: &PgEnv,
+    pgdata: &std::path::Path,
+    args: &[&str],
+) -> (LocalServer, serde_json::Value) {
     let mut all = vec![
         "--json",
         "pg",
@@ -418,8 +428,8 @@ fn restore_and_start(
     all.extend_from_slice(args);
     let text = env.ok(&all);
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let server = LocalServer::running(&pgdata).unwrap();
-    (dir, server, report)
+    let server = LocalServer::running(pgdata).unwrap();
+    (server, report)
 }
 
 fn ids_of(server: &LocalServer) -> Vec<i64> {
@@ -1197,4 +1207,92 @@ pub fn tablespaces_are_backed_up_and_restored_where_mapped() {
         before,
         "the old tablespace directory was not touched"
     );
+}
+
+/// The other ways recovery can end: paused at the target (read-only, still
+/// in recovery), shut down at the target, a standby that replays all WAL,
+/// and a --delta restore over that standby's directory to an earlier point.
+pub fn recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    backup_ok(&env, &pg, &[]);
+    insert_users(&pg, 1001, 1100);
+    pg.psql("postgres", "select pg_create_restore_point('p')")
+        .unwrap();
+    insert_users(&pg, 1101, 1200);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let target = ["--target-name", "p", "--target-timeline", "current"];
+
+    let (_d, mut paused, report) =
+        restore_and_start(&env, &[&target[..], &["--target-action", "pause"]].concat());
+    assert_eq!(
+        report["recovery"]["state"], "paused at the target",
+        "{report}"
+    );
+    assert_eq!(
+        paused
+            .psql("postgres", "select pg_is_in_recovery()")
+            .unwrap(),
+        "t"
+    );
+    assert_eq!(ids_of(&paused).len(), 1100, "log:\n{}", paused.log());
+    paused.stop().unwrap();
+
+    let (_d, down, report) = restore_and_start(
+        &env,
+        &[&target[..], &["--target-action", "shutdown"]].concat(),
+    );
+    assert_eq!(
+        report["recovery"]["state"], "shut down at the target",
+        "{report}"
+    );
+    assert!(!down.is_running(), "the server stopped at the target");
+    assert!(
+        down.log().contains("shutdown at recovery target"),
+        "{}",
+        down.log()
+    );
+
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    let (mut standby, report) = restore_and_start_in(&env, &pgdata, &["--standby"]);
+    assert_eq!(
+        report["recovery"]["state"], "running as a standby",
+        "{report}"
+    );
+    assert_eq!(
+        standby
+            .psql("postgres", "select pg_is_in_recovery()")
+            .unwrap(),
+        "t"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ids_of(&standby).len() != 1200 {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not replay all archived WAL; log:\n{}",
+            standby.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pgdata.join("standby.signal").exists());
+    standby.stop().unwrap();
+
+    // Over the standby's directory: what the backup lacks goes, the target holds.
+    fs::write(pgdata.join("stray.txt"), b"not from the backup").unwrap();
+    give_to_owner(&pgdata.join("stray.txt")).unwrap();
+    let (mut again, _) = restore_and_start_in(
+        &env,
+        &pgdata,
+        &[&target[..], &["--target-action", "promote", "--delta"]].concat(),
+    );
+    assert_eq!(ids_of(&again).len(), 1100, "log:\n{}", again.log());
+    assert!(
+        !pgdata.join("stray.txt").exists(),
+        "--delta removed what the backup does not hold"
+    );
+    assert!(!pgdata.join("standby.signal").exists());
+    again.stop().unwrap();
 }
