@@ -234,3 +234,8 @@ fn pg_tablespaces_are_backed_up_and_restored_where_mapped() {
 fn pg_recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
     pg::recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself();
 }
+
+#[test]
+fn pg_a_lost_backup_session_fails_the_backup() {
+    pg::a_lost_backup_session_fails_the_backup();
+}

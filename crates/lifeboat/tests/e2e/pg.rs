@@ -1296,3 +1296,68 @@ pub fn recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
     assert!(!pgdata.join("standby.signal").exists());
     again.stop().unwrap();
 }
+
+/// The backup's session ends while files are copied (its backend is
+/// terminated): the backup fails naming the lost session, and nothing is
+/// recorded.
+pub fn a_lost_backup_session_fails_the_backup() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    // Enough to copy that the copy outlasts the watcher's reaction.
+    pg.psql(
+        "postgres",
+        "create table big as select g as id, md5(g::text) || md5((g * 3)::text) as v from generate_series(1, 2000000) g",
+    )
+    .unwrap();
+    let mut backup = env
+        .cmd()
+        .args([
+            "pg",
+            "backup",
+            "--pgdata",
+            pg.pgdata.to_str().unwrap(),
+            "--pg-url",
+            &pg.conninfo("postgres"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the backup has started on its session (its last statement reads
+    // the timeline from the start LSN's WAL file name), end that session.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let killed = pg
+            .psql(
+                "postgres",
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+                 where application_name = 'lifeboat' and query like '%pg_walfile_name%'",
+            )
+            .unwrap();
+        if killed == "1" {
+            break;
+        }
+        assert!(
+            backup.try_wait().unwrap().is_none(),
+            "the backup ended before its session could be ended"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the backup session never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = backup.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the session that started the backup was lost"),
+        "{}",
+        stderr(&out)
+    );
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "snapshots"])).unwrap();
+    assert_eq!(
+        list.as_array().map(|a| a.len()),
+        Some(0),
+        "nothing recorded: {list}"
+    );
+}
