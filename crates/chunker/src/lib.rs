@@ -172,26 +172,20 @@ impl<R: Read> Iterator for Chunker<R> {
                 if *done {
                     return None;
                 }
-                let mut buf = vec![0u8; *size];
-                let mut filled = 0;
-                while filled < *size {
-                    match reader.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            *done = true;
-                            return Some(Err(e));
-                        }
-                    }
+                // Read into spare capacity: no zeroing of a buffer that is
+                // about to be overwritten.
+                let mut buf = Vec::with_capacity(*size);
+                if let Err(e) = reader.by_ref().take(*size as u64).read_to_end(&mut buf) {
+                    *done = true;
+                    return Some(Err(e));
                 }
+                let filled = buf.len();
                 if filled < *size {
                     *done = true;
                 }
                 if filled == 0 {
                     return None;
                 }
-                buf.truncate(filled);
                 Some(Ok(buf))
             }
         }

@@ -104,6 +104,7 @@ pub fn backup(
     let started = Instant::now();
     let label = format!("lifeboat backup {}", lifeboat_repo::now_rfc3339());
     let (start_lsn, timeline) = session.backup_start(&info, &label, opts.fast_checkpoint)?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, lsn = %start_lsn, "backup started");
     let copy_start_ns = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
@@ -157,7 +158,9 @@ pub fn backup(
         let control = std::fs::read(&control_path)
             .map_err(|e| to_repo(PgError::io("read", &control_path, e)))?;
         draft.add_file("global/pg_control", &control, 0o600, owner)?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "files read");
         let stop = session.backup_stop(&info).map_err(to_repo)?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, lsn = %stop.lsn, "backup stopped");
         draft.add_file("backup_label", stop.labelfile.as_bytes(), 0o600, owner)?;
         if !stop.spcmapfile.trim().is_empty() {
             draft.add_file("tablespace_map", stop.spcmapfile.as_bytes(), 0o600, owner)?;
@@ -183,6 +186,7 @@ pub fn backup(
         let first = Segment::containing(timeline, start_lsn, info.wal_segment_size);
         let last = Segment::containing(timeline, stop.lsn, info.wal_segment_size);
         wait_for_wal(repo, &ns, first, last, opts.archive_timeout, progress).map_err(to_repo)?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "wal archived");
         let backup_type = if draft.parent().is_some() {
             "incr"
         } else {

@@ -210,12 +210,10 @@ pub trait TreePolicy: Sync {
     fn chunker(&self, _name: &str, default: ChunkerConfig) -> ChunkerConfig {
         default
     }
-    /// Wraps the reader of the file at `name`, e.g. to check its contents as
-    /// they stream past. The wrapper's read errors skip the file like any
-    /// other read error.
-    fn reader<'a>(&'a self, _name: &str, file: File) -> Box<dyn Read + Send + 'a> {
-        Box::new(file)
-    }
+    /// Looks at each chunk of the file at `name` as it is read, e.g. to check
+    /// page checksums: `data` starts at byte `offset` of the file, and `file`
+    /// is open for reading again.
+    fn inspect(&self, _name: &str, _file: &File, _offset: u64, _data: &[u8]) {}
     /// Whether `old`, unchanged by size, times and inode since the parent
     /// snapshot, may reuse the parent's content without being read.
     fn reusable(&self, _old: &Node, _parent: &Snapshot) -> bool {
@@ -396,14 +394,14 @@ fn read_file(
         }
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let mut file = policy.reader(name, file);
     let mut content = Vec::new();
     let mut size = 0u64;
     if size_hint <= READ_WHOLE {
         let mut data = Vec::with_capacity(size_hint as usize);
-        if let Err(e) = file.read_to_end(&mut data) {
+        if let Err(e) = (&file).read_to_end(&mut data) {
             return Ok(Err(format!("read failed: {e}")));
         }
+        policy.inspect(name, &file, 0, &data);
         let cuts = chunker
             .cut(&data)
             .map_err(|e| RepoError::Invalid(e.to_string()))?;
@@ -421,12 +419,13 @@ fn read_file(
         return Ok(Ok((content, size)));
     }
     let chunks = chunker
-        .chunker(file)
+        .chunker(&file)
         .map_err(|e| RepoError::Invalid(e.to_string()))?;
     for chunk in chunks {
         match chunk {
             Ok(data) => {
                 let n = data.len() as u64;
+                policy.inspect(name, &file, size, &data);
                 size += n;
                 content.push(writer.write_chunk(data)?);
                 progress.advance(n);
@@ -507,6 +506,11 @@ impl Repository {
         let started = Instant::now();
         let start_time = now_rfc3339();
         let walked = walk(&opts.roots, policy, progress)?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            items = walked.nodes.len(),
+            "walked"
+        );
         let mut nodes = walked.nodes;
         let mut skipped = walked.skipped;
 
@@ -552,6 +556,12 @@ impl Repository {
             }
         }
         progress.start("backup", Some(to_read));
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            to_read,
+            parent = parent.is_some(),
+            "reading"
+        );
 
         let (writer, _index) = self.writer()?;
         let chunker = self.inner.config.chunker;
@@ -638,6 +648,10 @@ impl Repository {
         };
         // Whatever else happens, finish the writer: what was uploaded gets
         // indexed, so a retry reuses it.
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "finishing the writer"
+        );
         let stats = writer.finish()?;
         progress.finish();
         finished?;
@@ -661,6 +675,7 @@ impl Repository {
             nodes,
         };
         let id = self.save_snapshot(&snapshot)?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "snapshot saved");
         Ok(BackupOutcome { id, snapshot })
     }
 
