@@ -493,6 +493,7 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         target: target.clone(),
         include: args.include.clone(),
         relocate: Vec::new(),
+        page_cache: false,
     };
     let stats = repo.restore(&entry.snapshot, &opts, &progress)?;
     if ctx.global.json {

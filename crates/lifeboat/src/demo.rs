@@ -221,6 +221,7 @@ pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Resu
             target: target.clone(),
             include: vec![],
             relocate: Vec::new(),
+            page_cache: false,
         },
         progress.as_ref(),
     )?;

@@ -249,6 +249,7 @@ pub fn restore(
                 .iter()
                 .map(|(oid, loc)| (format!("pg_tblspc/{oid}"), loc.clone()))
                 .collect(),
+            page_cache: false,
         },
         progress,
     )?;

@@ -114,16 +114,7 @@ fn zstd_compress_into(
 }
 
 fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match slot.as_mut() {
-            Some(d) => d.decompress(data, capacity),
-            None => zstd::bulk::decompress(data, capacity),
-        }
-    })
+    with_decompressor(|d| d.decompress(data, capacity))
 }
 
 /// Compresses `data` with zstd when that makes it smaller; the first byte of
@@ -375,6 +366,68 @@ pub fn open_blob_in_place<'a>(
     sealed: &'a mut [u8],
     scratch: &'a mut Vec<u8>,
 ) -> Result<&'a [u8]> {
+    let raw_len = entry.raw_len as usize;
+    let data: &[u8] = match decrypt_payload(pack_key, key, entry, sealed)? {
+        (CODEC_NONE, rest) => rest,
+        (_, rest) => {
+            scratch.clear();
+            scratch.reserve(raw_len);
+            with_decompressor(|d| d.decompress_to_buffer(rest, scratch))
+                .map_err(|e| corrupt(pack_key, format!("zstd data does not decompress: {e}")))?;
+            scratch.as_slice()
+        }
+    };
+    check_plain(pack_key, keyring, entry, data)?;
+    Ok(data)
+}
+
+/// Where [`open_blob_to`] left a blob's plaintext.
+pub enum Opened<'a> {
+    /// Stored uncompressed: the plaintext is in the decrypted `sealed` buffer.
+    InPlace(&'a [u8]),
+    /// Decompressed into the first `raw_len` bytes of `out`.
+    Written,
+}
+
+/// Like [`open_blob_in_place`], but decompresses into `out` (at least
+/// `raw_len` bytes), wherever the caller wants the plaintext to end up, e.g.
+/// a restore's aligned write buffer. `out` is checked before `Ok` returns.
+pub fn open_blob_to<'a>(
+    pack_key: &str,
+    key: &Key,
+    keyring: &Keyring,
+    entry: &BlobEntry,
+    sealed: &'a mut [u8],
+    out: &mut [u8],
+) -> Result<Opened<'a>> {
+    let raw_len = entry.raw_len as usize;
+    match decrypt_payload(pack_key, key, entry, sealed)? {
+        (CODEC_NONE, rest) => {
+            check_plain(pack_key, keyring, entry, rest)?;
+            Ok(Opened::InPlace(rest))
+        }
+        (_, rest) => {
+            let room = out.len();
+            let out = out.get_mut(..raw_len).ok_or_else(|| {
+                RepoError::Invalid(format!(
+                    "a {raw_len}-byte chunk was asked into a {room}-byte buffer"
+                ))
+            })?;
+            let n = with_decompressor(|d| d.decompress_to_buffer(rest, out))
+                .map_err(|e| corrupt(pack_key, format!("zstd data does not decompress: {e}")))?;
+            check_plain(pack_key, keyring, entry, &out[..n])?;
+            Ok(Opened::Written)
+        }
+    }
+}
+
+/// Decrypts a blob in place; returns its codec and payload.
+fn decrypt_payload<'a>(
+    pack_key: &str,
+    key: &Key,
+    entry: &BlobEntry,
+    sealed: &'a mut [u8],
+) -> Result<(u8, &'a [u8])> {
     let payload = key
         .open_in_place(entry.id.as_bytes(), sealed)
         .map_err(|_| {
@@ -387,41 +440,40 @@ pub fn open_blob_in_place<'a>(
                 ),
             )
         })?;
-    let raw_len = entry.raw_len as usize;
-    let data: &[u8] = match payload.split_first() {
-        Some((&CODEC_NONE, rest)) => rest,
-        Some((&CODEC_ZSTD, rest)) => {
-            scratch.clear();
-            scratch.reserve(raw_len);
-            DECOMPRESSOR
-                .with(|cell| {
-                    let mut slot = cell.borrow_mut();
-                    if slot.is_none() {
-                        *slot = Some(zstd::bulk::Decompressor::new()?);
-                    }
-                    match slot.as_mut() {
-                        Some(d) => d.decompress_to_buffer(rest, scratch),
-                        None => Err(std::io::Error::other("no zstd context")),
-                    }
-                })
-                .map_err(|e| corrupt(pack_key, format!("zstd data does not decompress: {e}")))?;
-            scratch.as_slice()
+    match payload.split_first() {
+        Some((&codec @ (CODEC_NONE | CODEC_ZSTD), rest)) => Ok((codec, rest)),
+        Some((codec, _)) => Err(corrupt(
+            pack_key,
+            format!("unknown compression codec {codec}"),
+        )),
+        None => Err(corrupt(pack_key, "empty payload")),
+    }
+}
+
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
         }
-        Some((codec, _)) => {
-            return Err(corrupt(
-                pack_key,
-                format!("unknown compression codec {codec}"),
-            ))
+        match slot.as_mut() {
+            Some(d) => f(d),
+            None => Err(std::io::Error::other("no zstd context")),
         }
-        None => return Err(corrupt(pack_key, "empty payload")),
-    };
-    if data.len() != raw_len || keyring.chunk_id(data) != entry.id {
+    })
+}
+
+/// Checks a blob's plaintext: its length and that it hashes to its id.
+fn check_plain(pack_key: &str, keyring: &Keyring, entry: &BlobEntry, data: &[u8]) -> Result<()> {
+    if data.len() != entry.raw_len as usize || keyring.chunk_id(data) != entry.id {
         return Err(corrupt(
             pack_key,
             format!("chunk {} does not match its id", entry.id.short()),
         ));
     }
-    Ok(data)
+    Ok(())
 }
 
 /// Reads a pack's sealed table of contents from the whole pack's bytes.

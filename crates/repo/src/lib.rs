@@ -30,6 +30,7 @@ mod named;
 mod progress;
 mod repository;
 mod restore;
+mod sink;
 mod snapshot;
 mod verify;
 mod writer;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,6 +17,7 @@ use crate::format;
 use crate::index::{Index, Location};
 use crate::progress::Progress;
 use crate::repository::Repository;
+use crate::sink::{sync_filesystem, DirectMode, FileSink};
 use crate::snapshot::{Node, NodeKind, Snapshot};
 
 /// Where and what to restore.
@@ -30,6 +31,10 @@ pub struct RestoreOptions {
     /// under `target`: (`pg_tblspc/16385`, `/srv/ts1`) puts
     /// `pg_tblspc/16385/PG_15_…` at `/srv/ts1/PG_15_…`.
     pub relocate: Vec<(String, PathBuf)>,
+    /// Write every file through the page cache. By default large files are
+    /// written past it (`O_DIRECT`) where the file system allows; either way
+    /// the restore is synced to disk before it returns.
+    pub page_cache: bool,
 }
 
 /// What a restore did.
@@ -213,12 +218,27 @@ impl Repository {
         }
 
         let tasks = self.plan_reads(&nodes)?;
-        self.run_reads(tasks.1, &tasks.0, &dests, progress)?;
+        let sizes: Vec<u64> = nodes.iter().map(|n| n.size).collect();
+        let direct = DirectMode::new(!opts.page_cache);
+        self.run_reads(tasks.1, &tasks.0, &dests, &sizes, &direct, progress)?;
 
         // Metadata last, directories deepest first so writing into them does not
         // disturb their times.
         for (n, d) in nodes.iter().zip(&dests).rev() {
             apply_metadata(n, d)?;
+        }
+        // Durable before it is reported done, as pgBackRest's restore is: one
+        // sync per file system written to.
+        let mut synced: Vec<u64> = Vec::new();
+        for dir in std::iter::once(&opts.target).chain(opts.relocate.iter().map(|(_, d)| d)) {
+            let dev = match fs::metadata(dir) {
+                Ok(m) => std::os::unix::fs::MetadataExt::dev(&m),
+                Err(_) => continue,
+            };
+            if !synced.contains(&dev) {
+                sync_filesystem(dir)?;
+                synced.push(dev);
+            }
         }
         progress.finish();
         stats.duration_ms = started.elapsed().as_millis() as u64;
@@ -280,6 +300,8 @@ impl Repository {
         tasks: Vec<ReadTask>,
         index: &Index,
         dests: &[PathBuf],
+        sizes: &[u64],
+        direct: &DirectMode,
         progress: &dyn Progress,
     ) -> Result<()> {
         let error: Mutex<Option<RepoError>> = Mutex::new(None);
@@ -314,6 +336,13 @@ impl Repository {
                 let (tasks, cursors, ends, stop, error) = (&tasks, &cursors, &ends, &stop, &error);
                 s.spawn(move || {
                     let mut bufs = WorkerBuffers::default();
+                    let mut sink = FileSink::new(dests, sizes, direct);
+                    let fail = |e: RepoError| {
+                        if let Ok(mut slot) = error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        stop.store(true, Ordering::Relaxed);
+                    };
                     for seg in (0..segments).map(|j| (k + j) % segments) {
                         loop {
                             if stop.load(Ordering::Relaxed) {
@@ -324,15 +353,15 @@ impl Repository {
                                 break;
                             }
                             if let Err(e) =
-                                self.run_read(&tasks[i], index, dests, progress, &mut bufs)
+                                self.run_read(&tasks[i], index, &mut sink, progress, &mut bufs)
                             {
-                                if let Ok(mut slot) = error.lock() {
-                                    slot.get_or_insert(e);
-                                }
-                                stop.store(true, Ordering::Relaxed);
+                                fail(e);
                                 return;
                             }
                         }
+                    }
+                    if let Err(e) = sink.flush() {
+                        fail(e);
                     }
                 });
             }
@@ -347,13 +376,13 @@ impl Repository {
         &self,
         task: &ReadTask,
         index: &Index,
-        dests: &[PathBuf],
+        sink: &mut FileSink<'_>,
         progress: &dyn Progress,
         bufs: &mut WorkerBuffers,
     ) -> Result<()> {
         let (pack, epoch) = index.pack(task.pack);
         let key = format::pack_key(&pack);
-        let WorkerBuffers { read, plain, files } = bufs;
+        let WorkerBuffers { read, plain } = bufs;
         *read = self.inner.block(self.inner.storage.get_range_into(
             &key,
             task.start..task.end,
@@ -386,6 +415,27 @@ impl Repository {
                 len: loc.len,
                 raw_len: loc.raw_len,
             };
+            // One destination (the rule for database files): decompress
+            // straight into the writer's buffer.
+            if let [(node, offset)] = targets.as_slice() {
+                let len = loc.raw_len as usize;
+                if let Some(slot) = sink.reserve(*node, *offset, len)? {
+                    match format::open_blob_to(
+                        &key,
+                        data_key,
+                        &self.inner.keyring,
+                        &entry,
+                        sealed,
+                        slot,
+                    )? {
+                        format::Opened::Written => {}
+                        format::Opened::InPlace(data) => slot.copy_from_slice(data),
+                    }
+                    sink.commit(*node, *offset, len)?;
+                    progress.advance(len as u64);
+                    continue;
+                }
+            }
             let data = format::open_blob_in_place(
                 &key,
                 data_key,
@@ -395,9 +445,7 @@ impl Repository {
                 plain,
             )?;
             for (node, offset) in targets {
-                let d = &dests[*node];
-                let f = open_cached(files, *node, d)?;
-                write_sparse(f, data, *offset).map_err(|e| RepoError::io("write", d, e))?;
+                sink.write(*node, *offset, data)?;
                 progress.advance(data.len() as u64);
             }
         }
@@ -466,71 +514,12 @@ impl Repository {
 }
 
 /// What one restore worker reuses from one read to the next: the read buffer
-/// (blobs are decrypted in place there), the decompression buffer, and the
-/// files it is writing. Reusing them keeps the restore free of per-chunk
+/// (blobs are decrypted in place there) and the decompression buffer. Reusing them keeps the restore free of per-chunk
 /// allocations and page faults, and its memory flat.
 #[derive(Default)]
 struct WorkerBuffers {
     read: Vec<u8>,
     plain: Vec<u8>,
-    files: HashMap<usize, fs::File>,
-}
-
-/// Open files a worker keeps at most; it writes a contiguous stretch of the
-/// plan, so the same few files come back again and again.
-const OPEN_FILES: usize = 16;
-
-/// The open handle of item `node`'s file, opening it when needed.
-fn open_cached<'a>(
-    files: &'a mut HashMap<usize, fs::File>,
-    node: usize,
-    path: &Path,
-) -> Result<&'a fs::File> {
-    if files.len() >= OPEN_FILES && !files.contains_key(&node) {
-        files.clear();
-    }
-    match files.entry(node) {
-        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-        std::collections::hash_map::Entry::Vacant(e) => {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|err| RepoError::io("open", path, err))?;
-            Ok(e.insert(f))
-        }
-    }
-}
-
-/// Block size for keeping holes: zero blocks are not written.
-const SPARSE_BLOCK: u64 = 4096;
-
-/// Writes `data` at `offset` into a file that was created at its final size
-/// (so reads as zeros), skipping file-system blocks that are all zero: they
-/// stay holes, and a sparse file comes back sparse.
-fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64) -> io::Result<()> {
-    let end = offset + data.len() as u64;
-    let mut pos = offset;
-    let mut run_start: Option<u64> = None;
-    while pos < end {
-        let block_end = ((pos / SPARSE_BLOCK) + 1) * SPARSE_BLOCK;
-        let next = block_end.min(end);
-        let slice = &data[(pos - offset) as usize..(next - offset) as usize];
-        if lifeboat_chunker::is_zero(slice) {
-            if let Some(start) = run_start.take() {
-                f.write_all_at(
-                    &data[(start - offset) as usize..(pos - offset) as usize],
-                    start,
-                )?;
-            }
-        } else if run_start.is_none() {
-            run_start = Some(pos);
-        }
-        pos = next;
-    }
-    if let Some(start) = run_start {
-        f.write_all_at(&data[(start - offset) as usize..], start)?;
-    }
-    Ok(())
 }
 
 fn apply_metadata(n: &Node, d: &Path) -> Result<()> {

@@ -19,6 +19,7 @@
 //! [`open`] turns a repository URL into a ready, layered storage.
 #![deny(missing_docs)]
 
+pub mod direct;
 mod fault;
 mod layers;
 mod local;

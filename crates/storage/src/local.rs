@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ErrorKind, ObjectInfo, Storage, StorageError};
+use crate::{direct, ErrorKind, ObjectInfo, Storage, StorageError};
 
 /// Marks temporary files of writes in progress; listings never show them.
 const TEMP_MARKER: &str = ".tmp-";
@@ -85,7 +85,24 @@ impl LocalStorage {
                 .write(true)
                 .create_new(true)
                 .open(&temp)?;
-            f.write_all(data)?;
+            // Large objects (packs) go past the page cache: written once,
+            // read rarely (see `direct`).
+            let direct = if data.len() as u64 >= direct::DIRECT_MIN {
+                match direct::open(OpenOptions::new().write(true), &temp) {
+                    Ok(d) => match direct::write_new(&d, &f, data) {
+                        Ok(()) => true,
+                        Err(e) if direct::unsupported(&e) => false,
+                        Err(e) => return Err(e),
+                    },
+                    Err(e) if direct::unsupported(&e) => false,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                false
+            };
+            if !direct {
+                f.write_all(data)?;
+            }
             f.sync_all()?;
             drop(f);
             fs::rename(&temp, &target)?;
@@ -204,14 +221,38 @@ impl Storage for LocalStorage {
     ) -> Result<Vec<u8>, StorageError> {
         let path = self.path(key);
         self.blocking("get", key, move |_| {
-            let mut f = File::open(path)?;
-            f.seek(SeekFrom::Start(range.start))?;
             let len = range.end.saturating_sub(range.start);
-            buf.clear();
-            buf.reserve(usize::try_from(len).map_err(io::Error::other)?);
-            // Reads into the spare capacity: no zeroing of a buffer about to be
-            // overwritten.
-            let n = f.take(len).read_to_end(&mut buf)?;
+            let direct = if len >= direct::DIRECT_MIN {
+                match direct::open(OpenOptions::new().read(true), &path) {
+                    Ok(f) => Some(f),
+                    Err(e) if direct::unsupported(&e) => None,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            let n = match direct {
+                // Large ranges (restores read packs in up to 4 MiB pieces)
+                // go past the page cache.
+                Some(f) => match direct::read_range(&f, range.start, len, &mut buf) {
+                    Ok(n) => Some(n),
+                    Err(e) if direct::unsupported(&e) => None,
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            };
+            let n = match n {
+                Some(n) => n as usize,
+                None => {
+                    let mut f = File::open(path)?;
+                    f.seek(SeekFrom::Start(range.start))?;
+                    buf.clear();
+                    buf.reserve(usize::try_from(len).map_err(io::Error::other)?);
+                    // Reads into the spare capacity: no zeroing of a buffer
+                    // about to be overwritten.
+                    f.take(len).read_to_end(&mut buf)?
+                }
+            };
             if (n as u64) < len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

@@ -1,0 +1,519 @@
+//! Where a restore worker's writes go.
+//!
+//! Restored bytes are written past the page cache (`O_DIRECT`) where the file
+//! system allows it: a restore writes each byte once and does not read it
+//! back, so caching it only costs memory and, on virtual machines, the price
+//! of touching fresh guest pages. Direct I/O wants the file offset, the length
+//! and the memory address aligned, so writes to consecutive offsets of one
+//! file are gathered in an aligned buffer, and only its aligned middle goes
+//! out directly; a head or tail that is not aligned, and small files, go
+//! through the page cache as before. Blocks of zeros are skipped either way
+//! (files are created at their final size, so they stay holes).
+//!
+//! Nothing here makes the data durable by itself: the restore ends with
+//! [`sync_filesystem`], which flushes the page-cache part and the file-system
+//! metadata of both kinds of writes.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lifeboat_storage::direct::{self, round_down, round_up, AlignedBuf, ALIGN, DIRECT_MIN};
+
+use crate::error::{RepoError, Result};
+
+/// Bytes gathered per file before a direct write: large writes keep the
+/// device busy.
+const STAGE: usize = 2 << 20;
+
+/// Files a worker gathers bytes for at once: packs interleave the chunks of
+/// the files that were read at the same time.
+const STAGES: usize = 4;
+
+/// Open files a worker keeps at most; it writes a contiguous stretch of the
+/// plan, so the same few files come back again and again.
+const OPEN_FILES: usize = 16;
+
+/// Whether direct writes are still tried in this restore: the first file
+/// system that refuses them (tmpfs, some FUSE and network file systems)
+/// turns them off for the rest of it.
+pub(crate) struct DirectMode(AtomicBool);
+
+impl DirectMode {
+    pub(crate) fn new(enabled: bool) -> Self {
+        DirectMode(AtomicBool::new(enabled))
+    }
+    fn on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn off(&self) {
+        self.0.store(false, Ordering::Relaxed)
+    }
+}
+
+/// One restored file as a worker holds it open.
+struct Open {
+    buffered: File,
+    /// The same file opened with `O_DIRECT`, once a direct write needs it.
+    direct: Option<File>,
+}
+
+/// Bytes for consecutive offsets of one file. `buf[i]` is the byte at file
+/// offset `base + i`, with `base` aligned, so file and memory alignment
+/// coincide; the valid bytes are `buf[from..to]`.
+struct Stage {
+    node: usize,
+    base: u64,
+    from: usize,
+    to: usize,
+    /// When it was last written to, in writes: the oldest stage goes first.
+    used: u64,
+    buf: AlignedBuf,
+}
+
+impl Stage {
+    fn end(&self) -> u64 {
+        self.base + self.to as u64
+    }
+}
+
+/// A restore worker's writer: its open files and its staging buffers.
+pub(crate) struct FileSink<'a> {
+    paths: &'a [std::path::PathBuf],
+    sizes: &'a [u64],
+    direct: &'a DirectMode,
+    files: HashMap<usize, Open>,
+    stages: Vec<Stage>,
+    /// Buffers of drained stages, for the next ones.
+    spare: Vec<AlignedBuf>,
+    clock: u64,
+}
+
+impl<'a> FileSink<'a> {
+    /// A sink for items whose destination paths and final sizes are given
+    /// by index.
+    pub(crate) fn new(
+        paths: &'a [std::path::PathBuf],
+        sizes: &'a [u64],
+        direct: &'a DirectMode,
+    ) -> Self {
+        FileSink {
+            paths,
+            sizes,
+            direct,
+            files: HashMap::new(),
+            stages: Vec::new(),
+            spare: Vec::new(),
+            clock: 0,
+        }
+    }
+
+    /// Writes `data` at `offset` of item `node`'s file.
+    pub(crate) fn write(&mut self, node: usize, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.direct.on() || self.sizes[node] < DIRECT_MIN {
+            return self.write_buffered(node, offset, data);
+        }
+        self.clock += 1;
+        let at = match self
+            .stages
+            .iter()
+            .position(|s| s.node == node && s.end() == offset)
+        {
+            Some(i) => i,
+            None => self.new_stage(node, offset)?,
+        };
+        let mut rest = data;
+        while !rest.is_empty() {
+            let stage = &mut self.stages[at];
+            stage.used = self.clock;
+            let n = rest.len().min(STAGE - stage.to);
+            let to = stage.to;
+            stage.buf.as_mut_slice()[to..to + n].copy_from_slice(&rest[..n]);
+            stage.to += n;
+            rest = &rest[n..];
+            if stage.to == STAGE {
+                let mut stage = self.stages.swap_remove(at);
+                let drained = self.drain(&mut stage, false);
+                // Back where it was, so `at` still names it.
+                self.stages.push(stage);
+                let last = self.stages.len() - 1;
+                self.stages.swap(at, last);
+                drained?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Room for `len` bytes at `offset` of item `node`'s file in a staging
+    /// buffer, when they will be written directly: the caller fills it (a
+    /// chunk decompressed straight into place, with no copy) and then calls
+    /// [`FileSink::commit`] with the same arguments. `None`: use `write`.
+    pub(crate) fn reserve(
+        &mut self,
+        node: usize,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<&mut [u8]>> {
+        if !self.direct.on() || self.sizes[node] < DIRECT_MIN || len > STAGE - ALIGN {
+            return Ok(None);
+        }
+        self.clock += 1;
+        let at = match self
+            .stages
+            .iter()
+            .position(|s| s.node == node && s.end() == offset)
+        {
+            Some(i) => i,
+            None => self.new_stage(node, offset)?,
+        };
+        if STAGE - self.stages[at].to < len {
+            let mut stage = self.stages.swap_remove(at);
+            let drained = self.drain(&mut stage, false);
+            self.stages.push(stage);
+            let last = self.stages.len() - 1;
+            self.stages.swap(at, last);
+            drained?;
+        }
+        let stage = &mut self.stages[at];
+        stage.used = self.clock;
+        let to = stage.to;
+        Ok(Some(&mut stage.buf.as_mut_slice()[to..to + len]))
+    }
+
+    /// Takes the `len` bytes filled in after [`FileSink::reserve`].
+    pub(crate) fn commit(&mut self, node: usize, offset: u64, len: usize) -> Result<()> {
+        let Some(at) = self
+            .stages
+            .iter()
+            .position(|s| s.node == node && s.end() == offset)
+        else {
+            return Err(RepoError::Invalid(
+                "a restore write was committed without its reservation".into(),
+            ));
+        };
+        self.stages[at].to += len;
+        if self.stages[at].to == STAGE {
+            let mut stage = self.stages.swap_remove(at);
+            self.drain(&mut stage, false)?;
+            self.stages.push(stage);
+        }
+        Ok(())
+    }
+
+    /// A stage for `node` starting at `offset`: the node's stage that was not
+    /// contiguous, or the least recently used one, is written out first.
+    fn new_stage(&mut self, node: usize, offset: u64) -> Result<usize> {
+        let evict = self.stages.iter().position(|s| s.node == node).or_else(|| {
+            (self.stages.len() >= STAGES)
+                .then(|| {
+                    self.stages
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| s.used)
+                        .map(|(i, _)| i)
+                })
+                .flatten()
+        });
+        if let Some(i) = evict {
+            let mut old = self.stages.swap_remove(i);
+            self.drain(&mut old, true)?;
+            self.spare.push(old.buf);
+        }
+        let base = offset / ALIGN as u64 * ALIGN as u64;
+        let from = (offset - base) as usize;
+        let buf = self.spare.pop().unwrap_or_else(|| AlignedBuf::new(STAGE));
+        self.stages.push(Stage {
+            node,
+            base,
+            from,
+            to: from,
+            used: self.clock,
+            buf,
+        });
+        Ok(self.stages.len() - 1)
+    }
+
+    /// Writes out everything staged.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        while let Some(mut stage) = self.stages.pop() {
+            self.drain(&mut stage, true)?;
+            self.spare.push(stage.buf);
+        }
+        Ok(())
+    }
+
+    /// Writes a stage's bytes: the aligned middle directly, an unaligned head
+    /// through the page cache, and an unaligned tail either through the page
+    /// cache (`all`) or kept at the front of the buffer for the bytes that
+    /// follow it.
+    fn drain(&mut self, stage: &mut Stage, all: bool) -> Result<()> {
+        let node = stage.node;
+        let head_end = round_up(stage.from).min(stage.to);
+        if stage.from < head_end {
+            let at = stage.base + stage.from as u64;
+            self.write_buffered(node, at, &stage.buf.as_slice()[stage.from..head_end])?;
+        }
+        let mid_end = round_down(stage.to).max(head_end);
+        if head_end < mid_end {
+            let at = stage.base + head_end as u64;
+            self.write_direct(node, at, &stage.buf.as_slice()[head_end..mid_end])?;
+        }
+        if all {
+            if mid_end < stage.to {
+                let at = stage.base + mid_end as u64;
+                self.write_buffered(node, at, &stage.buf.as_slice()[mid_end..stage.to])?;
+            }
+            stage.from = stage.to;
+        } else {
+            // Keep the unaligned tail: it is the start of the next write.
+            let tail = stage.to - mid_end;
+            stage.buf.as_mut_slice().copy_within(mid_end..stage.to, 0);
+            stage.base += mid_end as u64;
+            stage.from = 0;
+            stage.to = tail;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` (aligned in memory, in length and at `offset`) with
+    /// `O_DIRECT`, skipping all-zero blocks; falls back to the page cache
+    /// when the file system refuses direct I/O.
+    fn write_direct(&mut self, node: usize, offset: u64, data: &[u8]) -> Result<()> {
+        let paths = self.paths;
+        let path = &paths[node];
+        let mut pos = 0;
+        while pos < data.len() {
+            // One run of blocks that are not all zeros.
+            while pos < data.len() && lifeboat_chunker::is_zero(&data[pos..pos + ALIGN]) {
+                pos += ALIGN;
+            }
+            let start = pos;
+            while pos < data.len() && !lifeboat_chunker::is_zero(&data[pos..pos + ALIGN]) {
+                pos += ALIGN;
+            }
+            if start == pos {
+                continue;
+            }
+            let at = offset + start as u64;
+            let run = &data[start..pos];
+            if !self.direct.on() {
+                self.write_buffered(node, at, run)?;
+                continue;
+            }
+            let open = self.open(node)?;
+            if open.direct.is_none() {
+                match direct::open(OpenOptions::new().write(true), path) {
+                    Ok(f) => open.direct = Some(f),
+                    Err(e) if direct::unsupported(&e) => {
+                        self.direct.off();
+                        self.write_buffered(node, at, run)?;
+                        continue;
+                    }
+                    Err(e) => return Err(RepoError::io("open", path, e)),
+                }
+            }
+            let written = match open.direct.as_ref() {
+                Some(f) => f.write_all_at(run, at),
+                None => continue,
+            };
+            match written {
+                Ok(()) => {}
+                // Some file systems accept O_DIRECT at open and refuse the write.
+                Err(e) if direct::unsupported(&e) => {
+                    self.direct.off();
+                    self.write_buffered(node, at, run)?;
+                }
+                Err(e) => return Err(RepoError::io("write", path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_buffered(&mut self, node: usize, offset: u64, data: &[u8]) -> Result<()> {
+        let paths = self.paths;
+        let path = &paths[node];
+        let open = self.open(node)?;
+        write_sparse(&open.buffered, data, offset).map_err(|e| RepoError::io("write", path, e))
+    }
+
+    fn open(&mut self, node: usize) -> Result<&mut Open> {
+        if self.files.len() >= OPEN_FILES && !self.files.contains_key(&node) {
+            // Keep the files that stages still write to.
+            let stages = &self.stages;
+            self.files
+                .retain(|k, _| stages.iter().any(|s| s.node == *k));
+        }
+        let paths = self.paths;
+        match self.files.entry(node) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let path = &paths[node];
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|err| RepoError::io("open", path, err))?;
+                Ok(e.insert(Open {
+                    buffered: f,
+                    direct: None,
+                }))
+            }
+        }
+    }
+}
+
+/// Block size for keeping holes: zero blocks are not written.
+const SPARSE_BLOCK: u64 = ALIGN as u64;
+
+/// Writes `data` at `offset` into a file that was created at its final size
+/// (so reads as zeros), skipping file-system blocks that are all zero: they
+/// stay holes, and a sparse file comes back sparse.
+pub(crate) fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    let end = offset + data.len() as u64;
+    let mut pos = offset;
+    let mut run_start: Option<u64> = None;
+    while pos < end {
+        let block_end = ((pos / SPARSE_BLOCK) + 1) * SPARSE_BLOCK;
+        let next = block_end.min(end);
+        let slice = &data[(pos - offset) as usize..(next - offset) as usize];
+        if lifeboat_chunker::is_zero(slice) {
+            if let Some(start) = run_start.take() {
+                f.write_all_at(
+                    &data[(start - offset) as usize..(pos - offset) as usize],
+                    start,
+                )?;
+            }
+        } else if run_start.is_none() {
+            run_start = Some(pos);
+        }
+        pos = next;
+    }
+    if let Some(start) = run_start {
+        f.write_all_at(&data[(start - offset) as usize..], start)?;
+    }
+    Ok(())
+}
+
+/// Makes everything written under `dir` durable: `syncfs(2)` on its file
+/// system flushes file contents, sizes and directory entries in one call
+/// (PostgreSQL's `recovery_init_sync_method = syncfs` does the same).
+pub(crate) fn sync_filesystem(dir: &Path) -> Result<()> {
+    direct::sync_filesystem(dir).map_err(|e| RepoError::io("sync the file system of", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn restore_pieces(direct: bool, size: u64, pieces: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        restore_pieces_in(&std::env::temp_dir(), direct, false, size, pieces)
+    }
+
+    fn restore_pieces_in(
+        parent: &Path,
+        direct: bool,
+        reserve: bool,
+        size: u64,
+        pieces: &[(u64, Vec<u8>)],
+    ) -> Vec<u8> {
+        let dir = tempfile::tempdir_in(parent).expect("tempdir");
+        let path = dir.path().join("f");
+        File::create(&path)
+            .and_then(|f| f.set_len(size))
+            .expect("create");
+        let paths = vec![path.clone()];
+        let sizes = vec![size];
+        let mode = DirectMode::new(direct);
+        let mut sink = FileSink::new(&paths, &sizes, &mode);
+        for (off, data) in pieces {
+            if reserve {
+                if let Some(slot) = sink.reserve(0, *off, data.len()).expect("reserve") {
+                    slot.copy_from_slice(data);
+                    sink.commit(0, *off, data.len()).expect("commit");
+                    continue;
+                }
+            }
+            sink.write(0, *off, data).expect("write");
+        }
+        sink.flush().expect("flush");
+        drop(sink);
+        sync_filesystem(dir.path()).expect("sync");
+        std::fs::read(&path).expect("read back")
+    }
+
+    fn expected(size: u64, pieces: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let mut want = vec![0u8; size as usize];
+        for (off, data) in pieces {
+            want[*off as usize..*off as usize + data.len()].copy_from_slice(data);
+        }
+        want
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Whatever the cut, order and alignment of the pieces, direct and
+        /// buffered writing give the same bytes as writing them in memory.
+        #[test]
+        fn any_pieces_come_back_as_written(
+            cuts in proptest::collection::vec(1usize..300_000, 1..24),
+            zero_every in 2usize..6,
+            shuffle in any::<bool>(),
+        ) {
+            let mut pieces = Vec::new();
+            let mut off = 0u64;
+            for (i, len) in cuts.iter().enumerate() {
+                let fill = if i % zero_every == 0 { 0 } else { (i % 251) as u8 + 1 };
+                let data: Vec<u8> = (0..*len).map(|k| if fill == 0 { 0 } else { fill ^ (k as u8) }).collect();
+                pieces.push((off, data));
+                off += *len as u64;
+            }
+            let size = off + 5000;
+            if shuffle {
+                pieces.reverse();
+            }
+            let want = expected(size, &pieces);
+            prop_assert!(restore_pieces(true, size, &pieces) == want);
+            prop_assert!(restore_pieces(false, size, &pieces) == want);
+            let tmp = std::env::temp_dir();
+            prop_assert!(restore_pieces_in(&tmp, true, true, size, &pieces) == want);
+        }
+    }
+
+    /// tmpfs refuses O_DIRECT: the sink falls back to the page cache and
+    /// the bytes are the same.
+    #[test]
+    fn a_file_system_without_direct_io_gets_the_same_bytes() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let pieces: Vec<(u64, Vec<u8>)> = (0..40u64)
+            .map(|i| (i * 100_000, vec![(i % 200) as u8 + 1; 100_000]))
+            .collect();
+        let size = 40 * 100_000 + 123;
+        let want = expected(size, &pieces);
+        for reserve in [false, true] {
+            assert!(restore_pieces_in(shm, true, reserve, size, &pieces) == want);
+        }
+    }
+
+    #[test]
+    fn a_large_file_written_in_page_chunks_is_identical() {
+        let size = 9 * STAGE as u64 / 2 + 8192;
+        let pieces: Vec<(u64, Vec<u8>)> = (0..size / 131_072 + 1)
+            .map(|i| {
+                let off = i * 131_072;
+                let len = (size - off).min(131_072) as usize;
+                (
+                    off,
+                    (0..len).map(|k| (k as u8) ^ (i as u8)).collect::<Vec<u8>>(),
+                )
+            })
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        assert!(restore_pieces(true, size, &pieces) == expected(size, &pieces));
+    }
+}
