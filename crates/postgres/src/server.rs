@@ -18,32 +18,100 @@ fn server_err(msg: impl Into<String>) -> PgError {
     PgError::Server(msg.into())
 }
 
-/// The directory of the PostgreSQL server programs: `pg_config --bindir`,
-/// else the newest `/usr/lib/postgresql/*/bin`.
-pub fn bindir() -> Result<PathBuf> {
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if dir.join("initdb").exists() {
-            return Ok(dir);
+/// The environment variable that names the server programs' directory,
+/// for installations outside the distribution's layout.
+pub const BINDIR_ENV: &str = "LIFEBOAT_PG_BINDIR";
+
+/// Server program directories found on this machine, by major version:
+/// `pg_config --bindir`, Debian's `/usr/lib/postgresql/N/bin` and the PGDG
+/// RPMs' `/usr/pgsql-N/bin`.
+fn installed() -> Vec<(u32, PathBuf)> {
+    let mut found: Vec<(u32, PathBuf)> = Vec::new();
+    if let Ok(out) = Command::new("pg_config").arg("--version").output() {
+        // "PostgreSQL 15.18 (Debian …)"
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok());
+        if let (Some(major), Ok(out)) = (major, Command::new("pg_config").arg("--bindir").output())
+        {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if dir.join("initdb").exists() {
+                found.push((major, dir));
+            }
         }
     }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|e| {
-            server_err(format!(
-                "no PostgreSQL server programs found (no pg_config, /usr/lib/postgresql: {e}); install them, e.g. `apt-get install postgresql`"
-            ))
-        })?
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let major = e.file_name().to_str()?.parse().ok()?;
+    for (parent, prefix) in [("/usr/lib/postgresql", ""), ("/usr", "pgsql-")] {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(major) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
             let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((major, bin))
-        })
-        .collect();
+            if bin.join("initdb").exists() && !found.iter().any(|(_, d)| d == &bin) {
+                found.push((major, bin));
+            }
+        }
+    }
     found.sort();
-    found.pop().map(|(_, b)| b).ok_or_else(|| {
-        server_err("no PostgreSQL server programs in /usr/lib/postgresql/*/bin; install them, e.g. `apt-get install postgresql`")
+    found
+}
+
+/// The directory of the PostgreSQL server programs for new clusters:
+/// `$LIFEBOAT_PG_BINDIR`, else the newest installed version.
+pub fn bindir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BINDIR_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    installed().pop().map(|(_, b)| b).ok_or_else(|| {
+        server_err("no PostgreSQL server programs found (no pg_config, nothing in /usr/lib/postgresql/*/bin or /usr/pgsql-*/bin); install them, e.g. `apt-get install postgresql`, or name their directory in LIFEBOAT_PG_BINDIR")
     })
+}
+
+/// The major version a data directory was made by (its `PG_VERSION`).
+pub fn data_dir_major(pgdata: &Path) -> Result<u32> {
+    let path = pgdata.join("PG_VERSION");
+    let text = std::fs::read_to_string(&path).map_err(|e| PgError::io("read", &path, e))?;
+    text.trim().parse().map_err(|_| {
+        PgError::Refused(format!(
+            "{} says {:?}, not a PostgreSQL major version",
+            path.display(),
+            text.trim()
+        ))
+    })
+}
+
+/// The server programs that can run a data directory of PostgreSQL
+/// `major`: `$LIFEBOAT_PG_BINDIR`, else the installed version that matches.
+pub fn bindir_for(major: u32) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BINDIR_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    let found = installed();
+    match found.iter().find(|(m, _)| *m == major) {
+        Some((_, dir)) => Ok(dir.clone()),
+        None => Err(server_err(format!(
+            "the data directory is PostgreSQL {major}, and no server programs of that version are installed (found: {}); install them (e.g. `apt-get install postgresql-{major}`) or name their directory in LIFEBOAT_PG_BINDIR",
+            if found.is_empty() {
+                "none".to_string()
+            } else {
+                found
+                    .iter()
+                    .map(|(m, d)| format!("{m} in {}", d.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ))),
+    }
 }
 
 /// True when this process runs as root.
@@ -181,7 +249,19 @@ impl LocalServer {
     /// `postgresql.conf`. Not started. `socket_dir` must exist and be
     /// writable by [`server_user`].
     pub fn init(pgdata: &Path, socket_dir: &Path, settings: &str) -> Result<LocalServer> {
-        let bindir = bindir()?;
+        LocalServer::init_in(&bindir()?, pgdata, socket_dir, settings, &[])
+    }
+
+    /// [`LocalServer::init`] with the server programs in `bindir` and more
+    /// `initdb` arguments (e.g. `-X WALDIR`).
+    pub fn init_in(
+        bindir: &Path,
+        pgdata: &Path,
+        socket_dir: &Path,
+        settings: &str,
+        initdb_args: &[&str],
+    ) -> Result<LocalServer> {
+        let bindir = bindir.to_path_buf();
         let user = server_user();
         check(
             as_user(&user, &bindir.join("initdb"))
@@ -198,6 +278,7 @@ impl LocalServer {
                     "UTF8",
                     "--locale=C",
                 ])
+                .args(initdb_args)
                 .output()
                 .map_err(|e| server_err(format!("run initdb: {e}")))?,
             "initdb",
@@ -226,6 +307,16 @@ impl LocalServer {
     /// port and a socket in `socket_dir`, listening on no TCP address. Not
     /// started.
     pub fn adopt(pgdata: &Path, socket_dir: &Path) -> Result<LocalServer> {
+        LocalServer::adopt_in(None, pgdata, socket_dir)
+    }
+
+    /// [`LocalServer::adopt`] with the server programs in `bindir` (else
+    /// those that match the data directory's version).
+    pub fn adopt_in(
+        bindir: Option<&Path>,
+        pgdata: &Path,
+        socket_dir: &Path,
+    ) -> Result<LocalServer> {
         let port = free_port()?;
         append_conf(
             pgdata,
@@ -234,7 +325,7 @@ impl LocalServer {
                 socket_dir.display()
             ),
         )?;
-        let mut s = LocalServer::existing(pgdata)?;
+        let mut s = LocalServer::existing_in(bindir, pgdata)?;
         s.port = port;
         s.socket_dir = socket_dir.to_path_buf();
         s.superuser = "postgres".into();
@@ -245,6 +336,14 @@ impl LocalServer {
     /// A server on an existing data directory with its own settings; the port
     /// and socket are learnt from `postmaster.pid` once started.
     pub fn existing(pgdata: &Path) -> Result<LocalServer> {
+        LocalServer::existing_in(None, pgdata)
+    }
+
+    fn existing_in(bindir: Option<&Path>, pgdata: &Path) -> Result<LocalServer> {
+        let bindir = match bindir {
+            Some(b) => b.to_path_buf(),
+            None => bindir_for(data_dir_major(pgdata)?)?,
+        };
         let user = if is_root() {
             let owner = std::fs::metadata(pgdata)
                 .map_err(|e| PgError::io("read", pgdata, e))?
@@ -270,7 +369,7 @@ impl LocalServer {
             superuser: user.clone(),
             log: pgdata.join("lifeboat-start.log"),
             user,
-            bindir: bindir()?,
+            bindir,
             running: false,
         })
     }
@@ -278,7 +377,12 @@ impl LocalServer {
     /// A server already running on `pgdata` (its address from
     /// `postmaster.pid`); stopped (immediately) when dropped.
     pub fn running(pgdata: &Path) -> Result<LocalServer> {
-        let mut s = LocalServer::existing(pgdata)?;
+        LocalServer::running_in(None, pgdata)
+    }
+
+    /// [`LocalServer::running`] with the server programs in `bindir`.
+    pub fn running_in(bindir: Option<&Path>, pgdata: &Path) -> Result<LocalServer> {
+        let mut s = LocalServer::existing_in(bindir, pgdata)?;
         s.learn_address();
         s.running = true;
         Ok(s)
@@ -446,10 +550,14 @@ impl LocalServer {
                 )));
             }
             if action != "shutdown" {
-                if let Ok(state) = self.psql(
-                    "postgres",
-                    "select case when pg_is_in_recovery() then 'true ' || pg_get_wal_replay_pause_state() else 'false' end",
-                ) {
+                // pg_get_wal_replay_pause_state() is PostgreSQL 14+; before,
+                // pg_is_wal_replay_paused() is true only once paused.
+                let query = if data_dir_major(&self.pgdata).is_ok_and(|m| m < 14) {
+                    "select case when pg_is_in_recovery() then 'true ' || case when pg_is_wal_replay_paused() then 'paused' else 'not paused' end else 'false' end"
+                } else {
+                    "select case when pg_is_in_recovery() then 'true ' || pg_get_wal_replay_pause_state() else 'false' end"
+                };
+                if let Ok(state) = self.psql("postgres", query) {
                     match (action, state.as_str()) {
                         (_, s) if s.starts_with("false") => return Ok("promoted".into()),
                         ("pause", "true paused") => return Ok("paused at the target".into()),

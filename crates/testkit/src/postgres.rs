@@ -3,7 +3,7 @@
 //! dropped. As root, PostgreSQL runs as the `postgres` OS user.
 
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lifeboat_postgres::server::prepare_dir;
 pub use lifeboat_postgres::server::{as_owner, bindir, give_to_owner, LocalServer};
@@ -20,11 +20,28 @@ impl PgCluster {
     /// Creates a cluster (with data checksums, fsync off) whose
     /// `postgresql.conf` gets `settings` appended, and starts it.
     pub fn start(settings: &str) -> Result<PgCluster, String> {
+        let bindir = bindir().map_err(|e| e.to_string())?;
+        PgCluster::start_in(&bindir, settings, &[])
+    }
+
+    /// [`PgCluster::start`] with the server programs in `bindir` and more
+    /// `initdb` arguments.
+    pub fn start_in(
+        bindir: &Path,
+        settings: &str,
+        initdb_args: &[&str],
+    ) -> Result<PgCluster, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         prepare_dir(dir.path()).map_err(|e| e.to_string())?;
         let pgdata = dir.path().join("data");
-        let server = LocalServer::init(&pgdata, dir.path(), &format!("fsync = off\n{settings}"))
-            .map_err(|e| e.to_string())?;
+        let server = LocalServer::init_in(
+            bindir,
+            &pgdata,
+            dir.path(),
+            &format!("fsync = off\n{settings}"),
+            initdb_args,
+        )
+        .map_err(|e| e.to_string())?;
         let mut c = PgCluster { server, dir };
         c.start_server()?;
         Ok(c)
@@ -33,7 +50,17 @@ impl PgCluster {
     /// A cluster on an existing data directory (a restore), with its port and
     /// sockets moved to fresh ones, not started.
     pub fn adopt(dir: tempfile::TempDir, pgdata: PathBuf) -> Result<PgCluster, String> {
-        let server = LocalServer::adopt(&pgdata, dir.path()).map_err(|e| e.to_string())?;
+        PgCluster::adopt_in(None, dir, pgdata)
+    }
+
+    /// [`PgCluster::adopt`] with the server programs in `bindir`.
+    pub fn adopt_in(
+        bindir: Option<&Path>,
+        dir: tempfile::TempDir,
+        pgdata: PathBuf,
+    ) -> Result<PgCluster, String> {
+        let server =
+            LocalServer::adopt_in(bindir, &pgdata, dir.path()).map_err(|e| e.to_string())?;
         give_to_owner(dir.path()).map_err(|e| e.to_string())?;
         Ok(PgCluster { server, dir })
     }

@@ -239,3 +239,23 @@ fn pg_recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
 fn pg_a_lost_backup_session_fails_the_backup() {
     pg::a_lost_backup_session_fails_the_backup();
 }
+
+#[test]
+fn pg12_backs_up_and_recovers_to_a_point() {
+    pg::an_older_version_backs_up_and_recovers_to_a_point(12);
+}
+
+#[test]
+fn pg13_backs_up_and_recovers_to_a_point() {
+    pg::an_older_version_backs_up_and_recovers_to_a_point(13);
+}
+
+#[test]
+fn pg14_backs_up_and_recovers_to_a_point() {
+    pg::an_older_version_backs_up_and_recovers_to_a_point(14);
+}
+
+#[test]
+fn pg_a_pg_wal_link_is_restored_as_a_directory_of_its_own() {
+    pg::a_pg_wal_link_is_restored_as_a_directory_of_its_own();
+}

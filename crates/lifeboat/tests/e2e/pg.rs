@@ -1361,3 +1361,178 @@ pub fn a_lost_backup_session_fails_the_backup() {
         "nothing recorded: {list}"
     );
 }
+
+/// The server programs of PostgreSQL `major` that scripts/install-old-postgres.sh
+/// installs (scripts/test.sh runs it and names the directory in
+/// LIFEBOAT_TEST_OLD_PG).
+fn old_bindir(major: u32) -> PathBuf {
+    let root = std::env::var_os("LIFEBOAT_TEST_OLD_PG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            if lifeboat_postgres::server::is_root() {
+                PathBuf::from("/var/cache/lifeboat/postgresql")
+            } else {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/lifeboat/postgresql")
+            }
+        });
+    let bin = root.join(major.to_string()).join("bin");
+    assert!(
+        bin.join("postgres").exists(),
+        "the PostgreSQL {major} server programs are not in {}; run scripts/install-old-postgres.sh (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// PostgreSQL 12-14 (the older backup API, pg_start_backup/pg_stop_backup):
+/// a full and an incremental backup, a named restore point, an accident,
+/// and `pg restore --start` with that version's programs lands exactly.
+pub fn an_older_version_backs_up_and_recovers_to_a_point(major: u32) {
+    let bindir = old_bindir(major);
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start_in(&bindir, &env.archive_command(), &[]).unwrap();
+    let version: u32 = pg
+        .psql("postgres", "show server_version_num")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        version / 10000,
+        major,
+        "the cluster runs PostgreSQL {version}"
+    );
+    users_table(&pg);
+    assert_eq!(backup_ok(&env, &pg, &[])["type"], "full");
+    insert_users(&pg, 1001, 1100);
+    assert_eq!(backup_ok(&env, &pg, &[])["type"], "incr");
+    insert_users(&pg, 1101, 1200);
+    pg.psql(
+        "postgres",
+        "select pg_create_restore_point('before_delete')",
+    )
+    .unwrap();
+    pg.psql("postgres", "delete from users where id <= 500; insert into users values (5000, 'late@example.com', '{}')")
+        .unwrap();
+    archive_now(&pg);
+    let url = pg.conninfo("postgres");
+    let check: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "--json",
+        "pg",
+        "check",
+        "--pg-url",
+        &url,
+        "--timeout",
+        "30",
+    ]))
+    .unwrap();
+    // Every check passes; archive_timeout = 0 in tests only warns.
+    let checks = check["checks"].as_array().unwrap();
+    for name in ["archiver", "wal switch", "wal gaps", "rpo exposure"] {
+        assert!(
+            checks
+                .iter()
+                .any(|c| c["name"] == name && c["status"] == "ok"),
+            "PostgreSQL {major}, {name}: {check}"
+        );
+    }
+    assert!(
+        checks.iter().all(|c| c["status"] != "fail"),
+        "PostgreSQL {major}: {check}"
+    );
+    pg.stop().unwrap();
+
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    let backups = info["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 2, "{info}");
+    assert!(
+        backups[1]["pg_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(&format!("{major}."))),
+        "{info}"
+    );
+
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    let args = [
+        "--json",
+        "pg",
+        "restore",
+        "--start",
+        "--start-timeout",
+        "120",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-name",
+        "before_delete",
+        "--target-action",
+        "promote",
+    ];
+    let out = env
+        .cmd()
+        .env(lifeboat_postgres::server::BINDIR_ENV, &bindir)
+        .args(args)
+        .output()
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&crate::harness::succeeded(&args, out)).unwrap();
+    assert_eq!(report["recovery"]["state"], "promoted", "{report}");
+    let server = LocalServer::running_in(Some(&bindir), &pgdata).unwrap();
+    let got = ids_of(&server);
+    assert_eq!(
+        (got.len(), got.first().copied(), got.last().copied()),
+        (1200, Some(1), Some(1200)),
+        "PostgreSQL {major}: rows 1..1200 and nothing of the accident; log:\n{}",
+        server.log()
+    );
+}
+
+/// A cluster whose pg_wal is a link to another directory (`initdb -X`): the
+/// backup holds no WAL and no link out of the data directory, and the
+/// restore makes pg_wal a directory of its own, leaving the original's WAL
+/// alone.
+pub fn a_pg_wal_link_is_restored_as_a_directory_of_its_own() {
+    let env = PgEnv::new();
+    let waldir = tempfile::tempdir().unwrap();
+    give_to_owner(waldir.path()).unwrap();
+    let wal = waldir.path().join("wal");
+    let bindir = lifeboat_testkit::postgres::bindir().unwrap();
+    let mut pg = PgCluster::start_in(
+        &bindir,
+        &env.archive_command(),
+        &["-X", wal.to_str().unwrap()],
+    )
+    .unwrap();
+    assert!(
+        fs::symlink_metadata(pg.pgdata.join("pg_wal"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "initdb -X makes pg_wal a link"
+    );
+    users_table(&pg);
+    let v = backup_ok(&env, &pg, &[]);
+    insert_users(&pg, 1001, 1100);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let before = listing(&wal);
+
+    let ls = env.ok(&["ls", v["snapshot"].as_str().unwrap()]);
+    assert!(
+        !ls.lines().any(|l| l.contains("pg_wal/0")),
+        "no WAL segment in the backup:\n{ls}"
+    );
+    let (_dir, server, report) = restore_and_start(&env, &["--target-action", "promote"]);
+    assert_eq!(report["recovery"]["state"], "promoted", "{report}");
+    let restored_wal = fs::symlink_metadata(server.pgdata.join("pg_wal")).unwrap();
+    assert!(
+        restored_wal.is_dir() && !restored_wal.file_type().is_symlink(),
+        "the restored pg_wal is a directory, not a link into the original's WAL"
+    );
+    assert_eq!(ids_of(&server).len(), 1100, "every archived row is back");
+    assert_eq!(
+        listing(&wal),
+        before,
+        "the original's WAL directory is untouched"
+    );
+}
