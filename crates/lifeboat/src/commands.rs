@@ -617,8 +617,9 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
             report.packs,
             if read_data {
                 format!(
-                    ", {} chunk(s), {} read in {} ({})",
+                    ", {} chunk(s), {} WAL/history file(s), {} read in {} ({})",
                     report.chunks_checked,
+                    report.named_checked,
                     size(report.bytes_read),
                     secs(ms),
                     rate(report.bytes_read, ms)

@@ -101,6 +101,14 @@ impl Repository {
         Ok(self.inner.block(self.inner.storage.stat(&key))?)
     }
 
+    /// Checks one stored named object: it decrypts, and its content matches
+    /// the length and hash stored with it.
+    pub(crate) fn check_named_object(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let body = self.open_named_body(key, bytes)?;
+        let (header, _) = format::decode_named_header(key, &body)?;
+        format::decode_named(key, &body, &header.name).map(|_| ())
+    }
+
     fn open_named_body(&self, key: &str, bytes: &[u8]) -> Result<Vec<u8>> {
         format::open_object(
             key,

@@ -259,3 +259,8 @@ fn pg14_backs_up_and_recovers_to_a_point() {
 fn pg_a_pg_wal_link_is_restored_as_a_directory_of_its_own() {
     pg::a_pg_wal_link_is_restored_as_a_directory_of_its_own();
 }
+
+#[test]
+fn pg_verify_read_data_finds_a_damaged_wal_segment() {
+    pg::verify_read_data_finds_a_damaged_wal_segment();
+}
