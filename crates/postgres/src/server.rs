@@ -27,17 +27,21 @@ pub const BINDIR_ENV: &str = "LIFEBOAT_PG_BINDIR";
 /// RPMs' `/usr/pgsql-N/bin`.
 fn installed() -> Vec<(u32, PathBuf)> {
     let mut found: Vec<(u32, PathBuf)> = Vec::new();
-    if let Ok(out) = Command::new("pg_config").arg("--version").output() {
-        // "PostgreSQL 15.18 (Debian …)"
+    // One call: pg_config prints what each option asks for, a line each.
+    if let Ok(out) = Command::new("pg_config")
+        .args(["--version", "--bindir"])
+        .output()
+    {
         let text = String::from_utf8_lossy(&out.stdout);
-        let major = text
-            .split_whitespace()
-            .nth(1)
+        let mut lines = text.lines();
+        // "PostgreSQL 15.18 (Debian …)"
+        let major = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.split('.').next())
             .and_then(|m| m.parse().ok());
-        if let (Some(major), Ok(out)) = (major, Command::new("pg_config").arg("--bindir").output())
-        {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let dir = lines.next().map(|l| PathBuf::from(l.trim()));
+        if let (Some(major), Some(dir)) = (major, dir) {
             if dir.join("initdb").exists() {
                 found.push((major, dir));
             }

@@ -116,32 +116,17 @@ impl<'a> FileSink<'a> {
         if !self.direct.on() || self.sizes[node] < DIRECT_MIN {
             return self.write_buffered(node, offset, data);
         }
-        self.clock += 1;
-        let at = match self
-            .stages
-            .iter()
-            .position(|s| s.node == node && s.end() == offset)
-        {
-            Some(i) => i,
-            None => self.new_stage(node, offset)?,
-        };
+        let at = self.stage_for(node, offset)?;
         let mut rest = data;
         while !rest.is_empty() {
             let stage = &mut self.stages[at];
-            stage.used = self.clock;
             let n = rest.len().min(STAGE - stage.to);
             let to = stage.to;
             stage.buf.as_mut_slice()[to..to + n].copy_from_slice(&rest[..n]);
             stage.to += n;
             rest = &rest[n..];
             if stage.to == STAGE {
-                let mut stage = self.stages.swap_remove(at);
-                let drained = self.drain(&mut stage, false);
-                // Back where it was, so `at` still names it.
-                self.stages.push(stage);
-                let last = self.stages.len() - 1;
-                self.stages.swap(at, last);
-                drained?;
+                self.drain_at(at)?;
             }
         }
         Ok(())
@@ -160,47 +145,57 @@ impl<'a> FileSink<'a> {
         if !self.direct.on() || self.sizes[node] < DIRECT_MIN || len > STAGE - ALIGN {
             return Ok(None);
         }
-        self.clock += 1;
-        let at = match self
-            .stages
-            .iter()
-            .position(|s| s.node == node && s.end() == offset)
-        {
-            Some(i) => i,
-            None => self.new_stage(node, offset)?,
-        };
+        let at = self.stage_for(node, offset)?;
         if STAGE - self.stages[at].to < len {
-            let mut stage = self.stages.swap_remove(at);
-            let drained = self.drain(&mut stage, false);
-            self.stages.push(stage);
-            let last = self.stages.len() - 1;
-            self.stages.swap(at, last);
-            drained?;
+            self.drain_at(at)?;
         }
         let stage = &mut self.stages[at];
-        stage.used = self.clock;
         let to = stage.to;
         Ok(Some(&mut stage.buf.as_mut_slice()[to..to + len]))
     }
 
     /// Takes the `len` bytes filled in after [`FileSink::reserve`].
     pub(crate) fn commit(&mut self, node: usize, offset: u64, len: usize) -> Result<()> {
-        let Some(at) = self
-            .stages
-            .iter()
-            .position(|s| s.node == node && s.end() == offset)
-        else {
+        let Some(at) = self.find_stage(node, offset) else {
             return Err(RepoError::Invalid(
                 "a restore write was committed without its reservation".into(),
             ));
         };
         self.stages[at].to += len;
         if self.stages[at].to == STAGE {
-            let mut stage = self.stages.swap_remove(at);
-            self.drain(&mut stage, false)?;
-            self.stages.push(stage);
+            self.drain_at(at)?;
         }
         Ok(())
+    }
+
+    /// The stage whose bytes end at `offset` of item `node`'s file.
+    fn find_stage(&self, node: usize, offset: u64) -> Option<usize> {
+        self.stages
+            .iter()
+            .position(|s| s.node == node && s.end() == offset)
+    }
+
+    /// The stage that continues at `offset` of item `node`'s file, or a new
+    /// one; marked as used now.
+    fn stage_for(&mut self, node: usize, offset: u64) -> Result<usize> {
+        self.clock += 1;
+        let at = match self.find_stage(node, offset) {
+            Some(i) => i,
+            None => self.new_stage(node, offset)?,
+        };
+        self.stages[at].used = self.clock;
+        Ok(at)
+    }
+
+    /// Writes out stage `at` up to its unaligned tail, which stays staged;
+    /// the stage keeps its place in the list.
+    fn drain_at(&mut self, at: usize) -> Result<()> {
+        let mut stage = self.stages.swap_remove(at);
+        let drained = self.drain(&mut stage, false);
+        self.stages.push(stage);
+        let last = self.stages.len() - 1;
+        self.stages.swap(at, last);
+        drained
     }
 
     /// A stage for `node` starting at `offset`: the node's stage that was not

@@ -62,6 +62,48 @@ impl VerifyReport {
     }
 }
 
+/// Runs `f` on every item on all cores (at least two threads); returns what
+/// the calls returned (`None`s left out), or the first error, after which the
+/// other threads stop taking items.
+fn each_in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<Option<R>> + Sync,
+) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let found: Mutex<Vec<R>> = Mutex::new(Vec::new());
+    let fatal: Mutex<Option<crate::error::RepoError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2)
+        {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                match f(item) {
+                    Ok(Some(r)) => {
+                        if let Ok(mut v) = found.lock() {
+                            v.push(r);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        if let Ok(mut slot) = fatal.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        next.store(usize::MAX / 2, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match fatal.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(found.into_inner().unwrap_or_default()),
+    }
+}
+
 /// The result of reading one pack.
 struct PackCheck {
     pack: PackId,
@@ -146,39 +188,13 @@ impl Repository {
                 .iter()
                 .filter(|p| !bad_packs.contains_key(&p.pack))
                 .collect();
-            let next = AtomicUsize::new(0);
-            let found: Mutex<Vec<PackCheck>> = Mutex::new(Vec::new());
-            let fatal: Mutex<Option<crate::error::RepoError>> = Mutex::new(None);
-            std::thread::scope(|s| {
-                for _ in 0..std::thread::available_parallelism()
-                    .map_or(2, |n| n.get())
-                    .max(2)
-                {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(p) = todo.get(i) else { break };
-                        match self.check_pack(p) {
-                            Ok(check) => {
-                                progress.advance(check.bytes);
-                                if let Ok(mut f) = found.lock() {
-                                    f.push(check);
-                                }
-                            }
-                            Err(e) => {
-                                if let Ok(mut f) = fatal.lock() {
-                                    f.get_or_insert(e);
-                                }
-                                break;
-                            }
-                        }
-                    });
-                }
+            let checks = each_in_parallel(&todo, |p| {
+                let check = self.check_pack(p)?;
+                progress.advance(check.bytes);
+                Ok(Some(check))
             });
             progress.finish();
-            if let Some(e) = fatal.into_inner().ok().flatten() {
-                return Err(e);
-            }
-            for check in found.into_inner().unwrap_or_default() {
+            for check in checks? {
                 report.chunks_checked += check.checked;
                 report.bytes_read += check.bytes;
                 if !check.problem.is_empty() {
@@ -251,40 +267,22 @@ impl Repository {
     fn check_named(&self, report: &mut VerifyReport, progress: &dyn Progress) -> Result<()> {
         let objects = self.inner.block(self.inner.storage.list("named/"))?;
         progress.start("verify WAL", Some(objects.iter().map(|o| o.size).sum()));
-        let next = AtomicUsize::new(0);
-        let found: Mutex<Vec<(String, u64, Option<String>)>> = Mutex::new(Vec::new());
-        let fatal: Mutex<Option<crate::error::RepoError>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .max(2)
-            {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(o) = objects.get(i) else { break };
-                    let problem = match self.inner.block(self.inner.storage.get(&o.key)) {
-                        Ok(bytes) => self.check_named_object(&o.key, &bytes).err(),
-                        // Deleted since the listing (a prune): not damage.
-                        Err(e) if e.is_not_found() => continue,
-                        Err(e) => {
-                            if let Ok(mut f) = fatal.lock() {
-                                f.get_or_insert(e.into());
-                            }
-                            break;
-                        }
-                    };
-                    progress.advance(o.size);
-                    if let Ok(mut f) = found.lock() {
-                        f.push((o.key.clone(), o.size, problem.map(|e| e.to_string())));
-                    }
-                });
-            }
+        let found = each_in_parallel(&objects, |o| {
+            let problem = match self.inner.block(self.inner.storage.get(&o.key)) {
+                Ok(bytes) => self.check_named_object(&o.key, &bytes).err(),
+                // Deleted since the listing (a prune): not damage.
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            progress.advance(o.size);
+            Ok(Some((
+                o.key.clone(),
+                o.size,
+                problem.map(|e| e.to_string()),
+            )))
         });
         progress.finish();
-        if let Some(e) = fatal.into_inner().ok().flatten() {
-            return Err(e);
-        }
-        let mut found = found.into_inner().unwrap_or_default();
+        let mut found = found?;
         found.sort();
         for (key, size, problem) in found {
             report.named_checked += 1;

@@ -155,6 +155,42 @@ pub fn read_range(file: &File, start: u64, len: u64, out: &mut Vec<u8>) -> io::R
     })
 }
 
+/// [`write_new`] into the new, empty file at `path` (`buffered` is its
+/// handle without `O_DIRECT`); `Ok(false)`, with nothing written, when the
+/// file system does not do direct I/O.
+pub fn try_write_new(path: &Path, buffered: &File, data: &[u8]) -> io::Result<bool> {
+    let direct = match open(OpenOptions::new().write(true), path) {
+        Ok(f) => f,
+        Err(e) if unsupported(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match write_new(&direct, buffered, data) {
+        Ok(()) => Ok(true),
+        Err(e) if unsupported(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`read_range`] of the file at `path`; `Ok(None)` when the file system
+/// does not do direct I/O.
+pub fn try_read_range(
+    path: &Path,
+    start: u64,
+    len: u64,
+    out: &mut Vec<u8>,
+) -> io::Result<Option<u64>> {
+    let f = match open(OpenOptions::new().read(true), path) {
+        Ok(f) => f,
+        Err(e) if unsupported(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match read_range(&f, start, len, out) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if unsupported(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes everything written to the file system holding `dir` durable:
 /// `syncfs(2)` flushes file contents, sizes and directory entries in one
 /// call (PostgreSQL's `recovery_init_sync_method = syncfs` does the same).

@@ -87,19 +87,8 @@ impl LocalStorage {
                 .open(&temp)?;
             // Large objects (packs) go past the page cache: written once,
             // read rarely (see `direct`).
-            let direct = if data.len() as u64 >= direct::DIRECT_MIN {
-                match direct::open(OpenOptions::new().write(true), &temp) {
-                    Ok(d) => match direct::write_new(&d, &f, data) {
-                        Ok(()) => true,
-                        Err(e) if direct::unsupported(&e) => false,
-                        Err(e) => return Err(e),
-                    },
-                    Err(e) if direct::unsupported(&e) => false,
-                    Err(e) => return Err(e),
-                }
-            } else {
-                false
-            };
+            let direct =
+                data.len() as u64 >= direct::DIRECT_MIN && direct::try_write_new(&temp, &f, data)?;
             if !direct {
                 f.write_all(data)?;
             }
@@ -222,24 +211,12 @@ impl Storage for LocalStorage {
         let path = self.path(key);
         self.blocking("get", key, move |_| {
             let len = range.end.saturating_sub(range.start);
-            let direct = if len >= direct::DIRECT_MIN {
-                match direct::open(OpenOptions::new().read(true), &path) {
-                    Ok(f) => Some(f),
-                    Err(e) if direct::unsupported(&e) => None,
-                    Err(e) => return Err(e),
-                }
+            // Large ranges (restores read packs in up to 4 MiB pieces) go
+            // past the page cache.
+            let n = if len >= direct::DIRECT_MIN {
+                direct::try_read_range(&path, range.start, len, &mut buf)?
             } else {
                 None
-            };
-            let n = match direct {
-                // Large ranges (restores read packs in up to 4 MiB pieces)
-                // go past the page cache.
-                Some(f) => match direct::read_range(&f, range.start, len, &mut buf) {
-                    Ok(n) => Some(n),
-                    Err(e) if direct::unsupported(&e) => None,
-                    Err(e) => return Err(e),
-                },
-                None => None,
             };
             let n = match n {
                 Some(n) => n as usize,

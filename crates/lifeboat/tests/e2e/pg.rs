@@ -415,6 +415,17 @@ fn restore_and_start_in(
     pgdata: &std::path::Path,
     args: &[&str],
 ) -> (LocalServer, serde_json::Value) {
+    restore_and_start_with(env, None, pgdata, args)
+}
+
+/// [`restore_and_start_in`] with the server programs in `bindir` (given to
+/// lifeboat as LIFEBOAT_PG_BINDIR), else those of the restored version.
+fn restore_and_start_with(
+    env: &PgEnv,
+    bindir: Option<&std::path::Path>,
+    pgdata: &std::path::Path,
+    args: &[&str],
+) -> (LocalServer, serde_json::Value) {
     let mut all = vec![
         "--json",
         "pg",
@@ -426,9 +437,13 @@ fn restore_and_start_in(
         pgdata.to_str().unwrap(),
     ];
     all.extend_from_slice(args);
-    let text = env.ok(&all);
+    let mut cmd = env.cmd();
+    if let Some(b) = bindir {
+        cmd.env(lifeboat_postgres::server::BINDIR_ENV, b);
+    }
+    let text = crate::harness::succeeded(&all, cmd.args(&all).output().expect("run lifeboat"));
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let server = LocalServer::running(pgdata).unwrap();
+    let server = LocalServer::running_in(bindir, pgdata).unwrap();
     (server, report)
 }
 
@@ -1453,31 +1468,18 @@ pub fn an_older_version_backs_up_and_recovers_to_a_point(major: u32) {
     );
 
     let dir = env.restore_dir();
-    let pgdata = dir.path().join("data");
-    let args = [
-        "--json",
-        "pg",
-        "restore",
-        "--start",
-        "--start-timeout",
-        "120",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--target-name",
-        "before_delete",
-        "--target-action",
-        "promote",
-    ];
-    let out = env
-        .cmd()
-        .env(lifeboat_postgres::server::BINDIR_ENV, &bindir)
-        .args(args)
-        .output()
-        .unwrap();
-    let report: serde_json::Value =
-        serde_json::from_str(&crate::harness::succeeded(&args, out)).unwrap();
+    let (server, report) = restore_and_start_with(
+        &env,
+        Some(&bindir),
+        &dir.path().join("data"),
+        &[
+            "--target-name",
+            "before_delete",
+            "--target-action",
+            "promote",
+        ],
+    );
     assert_eq!(report["recovery"]["state"], "promoted", "{report}");
-    let server = LocalServer::running_in(Some(&bindir), &pgdata).unwrap();
     let got = ids_of(&server);
     assert_eq!(
         (got.len(), got.first().copied(), got.last().copied()),
