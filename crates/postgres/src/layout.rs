@@ -225,6 +225,13 @@ impl TreePolicy for DataDirPolicy {
         }
     }
 
+    fn page_size(&self, name: &str) -> Option<usize> {
+        // Relation files are cut at page boundaries (`chunker`): a piece
+        // that changed in a few pages stores only those.
+        let file = name.rsplit('/').next().unwrap_or(name);
+        (in_relation_dir(name) && relation_file(file).is_some()).then_some(PAGE_SIZE)
+    }
+
     fn inspect(&self, name: &str, file: &File, offset: u64, data: &[u8]) {
         if !self.verify_checksums || !in_relation_dir(name) {
             return;

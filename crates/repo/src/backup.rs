@@ -13,12 +13,13 @@ use lifeboat_chunker::ChunkerConfig;
 use lifeboat_types::SnapshotId;
 
 use crate::error::{RepoError, Result};
+use crate::format;
 use crate::progress::Progress;
 use crate::repository::{now_rfc3339, Repository};
 use crate::snapshot::{
-    BackupStats, ContentRef, Node, NodeKind, Skipped, Snapshot, SNAPSHOT_VERSION,
+    BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot, SNAPSHOT_VERSION,
 };
-use crate::writer::{WriteStats, Writer};
+use crate::writer::{is_hole, WriteStats, Writer};
 
 /// What to back up and how.
 #[derive(Clone, Debug, Default)]
@@ -214,6 +215,14 @@ pub trait TreePolicy: Sync {
     /// page checksums: `data` starts at byte `offset` of the file, and `file`
     /// is open for reading again.
     fn inspect(&self, _name: &str, _file: &File, _offset: u64, _data: &[u8]) {}
+    /// The page size of the file at `name` when its chunks are whole pages
+    /// (its chunker must cut at page boundaries): each chunk then records
+    /// page fingerprints, and a chunk that changed in at most half its pages
+    /// since the parent snapshot is stored as the parent's chunk (its base)
+    /// plus a patch of the changed pages. `None`: chunks are stored whole.
+    fn page_size(&self, _name: &str) -> Option<usize> {
+        None
+    }
     /// Whether `old`, unchanged by size, times and inode since the parent
     /// snapshot, may reuse the parent's content without being read.
     fn reusable(&self, _old: &Node, _parent: &Snapshot) -> bool {
@@ -377,6 +386,7 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
 const READ_WHOLE: u64 = 4 << 20;
 
 /// Reads one file through the chunker into the writer.
+#[allow(clippy::too_many_arguments)]
 fn read_file(
     path: &Path,
     name: &str,
@@ -384,9 +394,17 @@ fn read_file(
     policy: &dyn TreePolicy,
     default_chunker: ChunkerConfig,
     writer: &Writer,
+    old: Option<&[ContentRef]>,
     progress: &dyn Progress,
 ) -> Result<FileRead> {
     let chunker = &policy.chunker(name, default_chunker);
+    let mut pieces = Pieces {
+        writer,
+        page: policy.page_size(name),
+        old: old.unwrap_or_default(),
+        old_at: 0,
+        old_offset: 0,
+    };
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -408,11 +426,12 @@ fn read_file(
         if cuts.len() == 1 {
             // The common case for small files: hand over the buffer itself.
             size = data.len() as u64;
-            content.push(writer.write_chunk(data)?);
+            content.push(pieces.write(0, data)?);
         } else {
             for r in cuts {
+                let at = size;
                 size += r.len() as u64;
-                content.push(writer.write_chunk(data[r].to_vec())?);
+                content.push(pieces.write(at, data[r].to_vec())?);
             }
         }
         progress.advance(size);
@@ -426,14 +445,100 @@ fn read_file(
             Ok(data) => {
                 let n = data.len() as u64;
                 policy.inspect(name, &file, size, &data);
+                content.push(pieces.write(size, data)?);
                 size += n;
-                content.push(writer.write_chunk(data)?);
                 progress.advance(n);
             }
             Err(e) => return Ok(Err(format!("read failed: {e}"))),
         }
     }
     Ok(Ok((content, size)))
+}
+
+/// Writes the pieces of one file, in order, patching paged ones against the
+/// parent's pieces at the same offsets.
+struct Pieces<'a> {
+    writer: &'a Writer,
+    page: Option<usize>,
+    old: &'a [ContentRef],
+    old_at: usize,
+    old_offset: u64,
+}
+
+impl Pieces<'_> {
+    /// The parent's piece starting at `offset`, if one does.
+    fn old_at(&mut self, offset: u64) -> Option<&ContentRef> {
+        while self.old_offset < offset && self.old_at < self.old.len() {
+            self.old_offset += self.old[self.old_at].len;
+            self.old_at += 1;
+        }
+        self.old
+            .get(self.old_at)
+            .filter(|_| self.old_offset == offset)
+    }
+
+    fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<ContentRef> {
+        let Some(page) = self.page else {
+            return self.writer.write_chunk(data);
+        };
+        let len = data.len() as u64;
+        if is_hole(&data) {
+            return Ok(ContentRef::plain(None, len));
+        }
+        let writer = self.writer;
+        let mut marks = Vec::with_capacity(data.len() / page);
+        let Some(id) = writer
+            .keyring()
+            .chunk_id_with_pages(&data, page, &mut marks)
+        else {
+            return writer.write_chunk(data);
+        };
+        let old = self.old_at(offset).filter(|o| o.len == len);
+        // The same bytes as the parent's piece: its reference, as it is.
+        if let Some(o) = old.filter(|o| o.id == Some(id) && o.pages.is_some()) {
+            writer.reused();
+            return Ok(o.clone());
+        }
+        // At most half the pages changed since the parent's base: store
+        // those pages only. Bases are always whole chunks, so a restore
+        // reads at most two chunks for a piece, however long the chain of
+        // incremental backups.
+        let based = old.and_then(|o| {
+            let p = o.pages.as_deref()?;
+            let base = o.base()?;
+            (p.size as usize == page && p.marks.len() == marks.len() && writer.indexed(&base))
+                .then_some((base, p))
+        });
+        if let Some((base, p)) = based {
+            let changed: Vec<usize> = (0..marks.len())
+                .filter(|&i| marks[i] != p.marks[i])
+                .collect();
+            if !changed.is_empty() && changed.len() * 2 <= marks.len() {
+                let patch = format::encode_patch(&data, page, &changed);
+                let pages = writer.keyring().chunk_id(&patch);
+                writer.store(pages, patch)?;
+                return Ok(ContentRef {
+                    id: Some(id),
+                    len,
+                    pages: Some(Box::new(Pages {
+                        size: page as u32,
+                        marks: p.marks.clone(),
+                        patch: Some(Patch { base, pages }),
+                    })),
+                });
+            }
+        }
+        writer.store(id, data)?;
+        Ok(ContentRef {
+            id: Some(id),
+            len,
+            pages: Some(Box::new(Pages {
+                size: page as u32,
+                marks,
+                patch: None,
+            })),
+        })
+    }
 }
 
 fn unchanged(old: &Node, new: &Node) -> bool {
@@ -580,8 +685,12 @@ impl Repository {
                         continue;
                     };
                     let node = &nodes[i];
+                    let old = parent_nodes
+                        .get(node.path.as_str())
+                        .filter(|o| o.kind == NodeKind::File)
+                        .map(|o| o.content.as_slice());
                     match read_file(
-                        src, &node.path, node.size, policy, chunker, &writer, progress,
+                        src, &node.path, node.size, policy, chunker, &writer, old, progress,
                     ) {
                         Ok(r) => {
                             if let Ok(mut v) = results.lock() {

@@ -45,7 +45,9 @@ pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
 pub use repository::{format_time, now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
 pub use restore::{RestoreOptions, RestoreStats};
-pub use snapshot::{BackupStats, ContentRef, Node, NodeKind, Skipped, Snapshot, SnapshotEntry};
+pub use snapshot::{
+    BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot, SnapshotEntry,
+};
 pub use verify::{BrokenSnapshot, Damage, VerifyReport};
 pub use writer::{WriteStats, Writer};
 

@@ -504,6 +504,21 @@ impl Repository {
             Some(&self.inner.keyring),
         )?;
         let json = format::decompress_document(key, &body)?;
+        // The version first: a newer document may not parse as this build's.
+        #[derive(serde::Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        if let Ok(v) = serde_json::from_slice::<Version>(&json) {
+            if v.version > crate::snapshot::SNAPSHOT_VERSION {
+                return Err(RepoError::UnknownVersion {
+                    key: key.to_string(),
+                    what: "snapshot document",
+                    found: u16::try_from(v.version).unwrap_or(u16::MAX),
+                    supported: crate::snapshot::SNAPSHOT_VERSION as u16,
+                });
+            }
+        }
         serde_json::from_slice(&json).map_err(|e| RepoError::Corrupt {
             key: key.to_string(),
             reason: format!("snapshot document does not parse: {e}"),

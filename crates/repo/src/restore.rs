@@ -18,7 +18,7 @@ use crate::index::{Index, Location};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::sink::{sync_filesystem, DirectMode, FileSink};
-use crate::snapshot::{Node, NodeKind, Snapshot};
+use crate::snapshot::{ContentRef, Node, NodeKind, Snapshot};
 
 /// Where and what to restore.
 #[derive(Clone, Debug, Default)]
@@ -77,19 +77,82 @@ fn included(node: &str, include: &[String]) -> bool {
         })
 }
 
-/// A chunk to restore and every (item, offset) it is written to.
+/// Where a chunk is written: item, offset, and the patch that completes it
+/// there when the piece is patched.
+struct Dest {
+    node: usize,
+    offset: u64,
+    patch: Option<PatchDest>,
+}
+
+/// A patched piece: the chunk holding its replaced pages, and the id its
+/// rebuilt bytes must have.
+#[derive(Clone, Copy)]
+struct PatchDest {
+    pages: ChunkId,
+    whole: ChunkId,
+}
+
+/// A chunk to restore and everywhere it is written.
 struct BlobTarget {
     id: ChunkId,
     loc: Location,
-    dests: Vec<(usize, u64)>,
+    dests: Vec<Dest>,
 }
 
-/// One ranged read of a pack and the blobs it yields.
+/// One ranged read of a pack and the blobs it yields, with the reads of the
+/// page patches those blobs need (read first, kept in memory for the task).
 struct ReadTask {
     pack: u32,
     start: u64,
     end: u64,
     blobs: Vec<BlobTarget>,
+    patches: Vec<ReadTask>,
+}
+
+/// Groups blobs, sorted by pack and offset, into ranged reads.
+fn group_reads(blobs: impl IntoIterator<Item = BlobTarget>) -> Vec<ReadTask> {
+    let mut tasks: Vec<ReadTask> = Vec::new();
+    for b in blobs {
+        let start = u64::from(b.loc.offset);
+        let end = start + u64::from(b.loc.len);
+        match tasks.last_mut() {
+            Some(t)
+                if t.pack == b.loc.pack
+                    && start >= t.end
+                    && start - t.end <= MERGE_GAP
+                    && end - t.start <= MAX_READ =>
+            {
+                t.end = end;
+                t.blobs.push(b);
+            }
+            _ => tasks.push(ReadTask {
+                pack: b.loc.pack,
+                start,
+                end,
+                blobs: vec![b],
+                patches: Vec::new(),
+            }),
+        }
+    }
+    tasks
+}
+
+fn unindexed(id: &ChunkId, path: &str) -> RepoError {
+    RepoError::Corrupt {
+        key: format!("chunk {}", id.short()),
+        reason: format!("{path} needs it but no index lists it; run `lifeboat verify`"),
+    }
+}
+
+fn mismatch(whole: &ChunkId, patch: &ChunkId) -> RepoError {
+    RepoError::Corrupt {
+        key: format!("chunk {}", whole.short()),
+        reason: format!(
+            "rebuilt from its base and page patch {}, it does not match its id; run `lifeboat verify --read-data`",
+            patch.short()
+        ),
+    }
 }
 
 impl Repository {
@@ -247,50 +310,71 @@ impl Repository {
 
     fn plan_reads(&self, nodes: &[&Node]) -> Result<(Index, Vec<ReadTask>)> {
         let index = self.load_index()?;
-        let mut by_chunk: HashMap<ChunkId, (Location, Vec<(usize, u64)>)> = HashMap::new();
+        let mut by_chunk: HashMap<ChunkId, (Location, Vec<Dest>)> = HashMap::new();
+        let mut patches: HashMap<ChunkId, Location> = HashMap::new();
         for (i, n) in nodes.iter().enumerate() {
             let mut offset = 0u64;
             for c in &n.content {
-                if let Some(id) = c.chunk() {
-                    let loc = index.get(&id).ok_or_else(|| RepoError::Corrupt {
-                        key: format!("chunk {}", id.short()),
-                        reason: format!(
-                            "{} needs it but no index lists it; run `lifeboat verify`",
-                            n.path
-                        ),
-                    })?;
+                let (base, patch) = match (c.chunk(), c.patch()) {
+                    (Some(whole), Some(p)) => {
+                        let loc = index
+                            .get(&p.pages)
+                            .ok_or_else(|| unindexed(&p.pages, &n.path))?;
+                        patches.insert(p.pages, loc);
+                        let patch = PatchDest {
+                            pages: p.pages,
+                            whole,
+                        };
+                        (Some(p.base), Some(patch))
+                    }
+                    (id, _) => (id, None),
+                };
+                if let Some(id) = base {
+                    let loc = index.get(&id).ok_or_else(|| unindexed(&id, &n.path))?;
                     by_chunk
                         .entry(id)
                         .or_insert_with(|| (loc, Vec::new()))
                         .1
-                        .push((i, offset));
+                        .push(Dest {
+                            node: i,
+                            offset,
+                            patch,
+                        });
                 }
                 offset += c.len();
             }
         }
         let mut blobs: Vec<_> = by_chunk.into_iter().collect();
         blobs.sort_by_key(|(_, (loc, _))| (loc.pack, loc.offset));
-        let mut tasks: Vec<ReadTask> = Vec::new();
-        for (id, (loc, dests)) in blobs {
-            let start = u64::from(loc.offset);
-            let end = start + u64::from(loc.len);
-            match tasks.last_mut() {
-                Some(t)
-                    if t.pack == loc.pack
-                        && start >= t.end
-                        && start - t.end <= MERGE_GAP
-                        && end - t.start <= MAX_READ =>
-                {
-                    t.end = end;
-                    t.blobs.push(BlobTarget { id, loc, dests });
-                }
-                _ => tasks.push(ReadTask {
-                    pack: loc.pack,
-                    start,
-                    end,
-                    blobs: vec![BlobTarget { id, loc, dests }],
-                }),
+        let mut tasks =
+            group_reads(
+                blobs
+                    .into_iter()
+                    .map(|(id, (loc, dests))| BlobTarget { id, loc, dests }),
+            );
+        for t in &mut tasks {
+            let mut needed: Vec<ChunkId> = t
+                .blobs
+                .iter()
+                .flat_map(|b| b.dests.iter().filter_map(|d| d.patch.map(|p| p.pages)))
+                .collect();
+            if needed.is_empty() {
+                continue;
             }
+            needed.sort_unstable();
+            needed.dedup();
+            let mut reads: Vec<BlobTarget> = needed
+                .into_iter()
+                .filter_map(|id| {
+                    patches.get(&id).map(|&loc| BlobTarget {
+                        id,
+                        loc,
+                        dests: Vec::new(),
+                    })
+                })
+                .collect();
+            reads.sort_by_key(|b| (b.loc.pack, b.loc.offset));
+            t.patches = group_reads(reads);
         }
         Ok((index, tasks))
     }
@@ -372,21 +456,19 @@ impl Repository {
         }
     }
 
-    fn run_read(
-        &self,
+    /// Reads a pack range into `buf` and returns the pack's key and data key.
+    fn read_range<'k>(
+        &'k self,
         task: &ReadTask,
         index: &Index,
-        sink: &mut FileSink<'_>,
-        progress: &dyn Progress,
-        bufs: &mut WorkerBuffers,
-    ) -> Result<()> {
+        buf: &mut Vec<u8>,
+    ) -> Result<(String, &'k lifeboat_crypto::Key)> {
         let (pack, epoch) = index.pack(task.pack);
         let key = format::pack_key(&pack);
-        let WorkerBuffers { read, plain } = bufs;
-        *read = self.inner.block(self.inner.storage.get_range_into(
+        *buf = self.inner.block(self.inner.storage.get_range_into(
             &key,
             task.start..task.end,
-            std::mem::take(read),
+            std::mem::take(buf),
         ))?;
         let data_key = self
             .inner
@@ -396,60 +478,136 @@ impl Repository {
                 key: key.clone(),
                 reason: format!("unknown key epoch {epoch}"),
             })?;
-        for BlobTarget {
-            id,
-            loc,
-            dests: targets,
-        } in &task.blobs
-        {
-            let from = (u64::from(loc.offset) - task.start) as usize;
-            let sealed =
-                read.get_mut(from..from + loc.len as usize)
-                    .ok_or_else(|| RepoError::Corrupt {
-                        key: key.clone(),
-                        reason: "the pack is shorter than its index says".into(),
-                    })?;
-            let entry = format::BlobEntry {
-                id: *id,
-                offset: loc.offset,
-                len: loc.len,
-                raw_len: loc.raw_len,
-            };
+        Ok((key, data_key))
+    }
+
+    /// The sealed bytes of `blob` in the read buffer of `task`.
+    fn sealed_in<'b>(
+        key: &str,
+        task: &ReadTask,
+        blob: &BlobTarget,
+        read: &'b mut [u8],
+    ) -> Result<(&'b mut [u8], format::BlobEntry)> {
+        let from = (u64::from(blob.loc.offset) - task.start) as usize;
+        let sealed = read
+            .get_mut(from..from + blob.loc.len as usize)
+            .ok_or_else(|| RepoError::Corrupt {
+                key: key.to_string(),
+                reason: "the pack is shorter than its index says".into(),
+            })?;
+        let entry = format::BlobEntry {
+            id: blob.id,
+            offset: blob.loc.offset,
+            len: blob.loc.len,
+            raw_len: blob.loc.raw_len,
+        };
+        Ok((sealed, entry))
+    }
+
+    fn run_read(
+        &self,
+        task: &ReadTask,
+        index: &Index,
+        sink: &mut FileSink<'_>,
+        progress: &dyn Progress,
+        bufs: &mut WorkerBuffers,
+    ) -> Result<()> {
+        let WorkerBuffers {
+            read,
+            plain,
+            patched,
+            patches,
+        } = bufs;
+        // The page patches this task's pieces need, opened and checked.
+        patches.clear();
+        for p in &task.patches {
+            let (key, data_key) = self.read_range(p, index, read)?;
+            for blob in &p.blobs {
+                let (sealed, entry) = Self::sealed_in(&key, p, blob, read)?;
+                let data = format::open_blob_in_place(
+                    &key,
+                    data_key,
+                    &self.inner.keyring,
+                    &entry,
+                    sealed,
+                    plain,
+                )?;
+                patches.insert(blob.id, data.to_vec());
+            }
+        }
+        let keyring = &self.inner.keyring;
+        // Applies a piece's patch to its base's bytes and checks the result.
+        let complete = |p: &PatchDest, data: &mut [u8]| -> Result<()> {
+            let patch = patches
+                .get(&p.pages)
+                .ok_or_else(|| unindexed(&p.pages, "a patched piece"))?;
+            format::apply_patch(&format!("chunk {}", p.pages.short()), patch, data)?;
+            if keyring.chunk_id(data) != p.whole {
+                return Err(mismatch(&p.whole, &p.pages));
+            }
+            Ok(())
+        };
+        let (key, data_key) = self.read_range(task, index, read)?;
+        for blob in &task.blobs {
+            let (sealed, entry) = Self::sealed_in(&key, task, blob, read)?;
             // One destination (the rule for database files): decompress
-            // straight into the writer's buffer.
-            if let [(node, offset)] = targets.as_slice() {
-                let len = loc.raw_len as usize;
+            // straight into the writer's buffer, patch it there.
+            if let [Dest {
+                node,
+                offset,
+                patch,
+            }] = blob.dests.as_slice()
+            {
+                let len = blob.loc.raw_len as usize;
                 if let Some(slot) = sink.reserve(*node, *offset, len)? {
-                    match format::open_blob_to(
-                        &key,
-                        data_key,
-                        &self.inner.keyring,
-                        &entry,
-                        sealed,
-                        slot,
-                    )? {
+                    // A patched piece is checked whole, after patching.
+                    let check = patch.is_none().then_some(keyring);
+                    match format::open_blob_to(&key, data_key, check, &entry, sealed, slot)? {
                         format::Opened::Written => {}
                         format::Opened::InPlace(data) => slot.copy_from_slice(data),
+                    }
+                    if let Some(p) = patch {
+                        complete(p, slot)?;
                     }
                     sink.commit(*node, *offset, len)?;
                     progress.advance(len as u64);
                     continue;
                 }
             }
-            let data = format::open_blob_in_place(
-                &key,
-                data_key,
-                &self.inner.keyring,
-                &entry,
-                sealed,
-                plain,
-            )?;
-            for (node, offset) in targets {
-                sink.write(*node, *offset, data)?;
-                progress.advance(data.len() as u64);
+            let data = format::open_blob_in_place(&key, data_key, keyring, &entry, sealed, plain)?;
+            for d in &blob.dests {
+                let bytes = match &d.patch {
+                    None => data,
+                    Some(p) => {
+                        patched.clear();
+                        patched.extend_from_slice(data);
+                        complete(p, patched)?;
+                        patched.as_slice()
+                    }
+                };
+                sink.write(d.node, d.offset, bytes)?;
+                progress.advance(bytes.len() as u64);
             }
         }
         Ok(())
+    }
+
+    /// Reads one piece of content: a chunk, a hole, or a base chunk with its
+    /// page patch applied, checked against the piece's id.
+    pub(crate) fn read_piece(&self, index: &Index, c: &ContentRef) -> Result<Vec<u8>> {
+        match (c.chunk(), c.patch()) {
+            (None, _) => Ok(vec![0u8; c.len() as usize]),
+            (Some(id), None) => self.read_chunk(index, &id),
+            (Some(whole), Some(p)) => {
+                let mut data = self.read_chunk(index, &p.base)?;
+                let patch = self.read_chunk(index, &p.pages)?;
+                format::apply_patch(&format!("chunk {}", p.pages.short()), &patch, &mut data)?;
+                if self.inner.keyring.chunk_id(&data) != whole {
+                    return Err(mismatch(&whole, &p.pages));
+                }
+                Ok(data)
+            }
+        }
     }
 
     /// Writes the content of a snapshot's single stream (or single file) to `out`.
@@ -483,10 +641,7 @@ impl Repository {
                     .iter()
                     .map(|c| {
                         let index = &index;
-                        s.spawn(move || match c.chunk() {
-                            Some(id) => self.read_chunk(index, &id),
-                            None => Ok(vec![0u8; c.len() as usize]),
-                        })
+                        s.spawn(move || self.read_piece(index, c))
                     })
                     .collect();
                 handles
@@ -520,6 +675,10 @@ impl Repository {
 struct WorkerBuffers {
     read: Vec<u8>,
     plain: Vec<u8>,
+    /// A patched copy of a chunk written to several places.
+    patched: Vec<u8>,
+    /// The current task's page patches by id.
+    patches: HashMap<ChunkId, Vec<u8>>,
 }
 
 fn apply_metadata(n: &Node, d: &Path) -> Result<()> {

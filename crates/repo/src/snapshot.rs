@@ -7,22 +7,177 @@ use serde::{Deserialize, Serialize};
 
 /// A piece of an item's content: a chunk and its length, or a hole (zeros that
 /// are not stored and are restored as a sparse region).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContentRef(pub Option<ChunkId>, pub u64);
+///
+/// Pieces of files cut into pages (PostgreSQL relation files) also carry
+/// [`Pages`]: fingerprints of their pages, and possibly a patch, when the
+/// piece is stored as an older chunk (its *base*) with some pages replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentRef {
+    /// The id of the piece's bytes, or `None` for a hole. For a patched piece
+    /// this chunk is not stored: its bytes are rebuilt from base and patch,
+    /// and checked against this id.
+    pub id: Option<ChunkId>,
+    /// The length in bytes.
+    pub len: u64,
+    /// Page fingerprints and the patch, for pieces of paged files.
+    pub pages: Option<Box<Pages>>,
+}
+
+/// What a piece of a paged file records so the next backup can store only its
+/// changed pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pages {
+    /// The page size in bytes.
+    pub size: u32,
+    /// A fingerprint of each page of the base chunk (the piece itself when
+    /// it is not patched): see `Keyring::chunk_id_with_pages`.
+    pub marks: Vec<u64>,
+    /// Set when the piece is its base with some pages replaced.
+    pub patch: Option<Patch>,
+}
+
+/// A patched piece: a stored base chunk and a stored patch chunk whose pages
+/// replace some of the base's (`format::encode_patch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patch {
+    /// The chunk the piece is built on, stored whole.
+    pub base: ChunkId,
+    /// The chunk holding the replaced pages.
+    pub pages: ChunkId,
+}
 
 impl ContentRef {
-    /// The chunk, or `None` for a hole.
+    /// A stored chunk (or a hole, `None`) of `len` bytes.
+    pub fn plain(id: Option<ChunkId>, len: u64) -> Self {
+        ContentRef {
+            id,
+            len,
+            pages: None,
+        }
+    }
+    /// The id of the piece's bytes, or `None` for a hole.
     pub fn chunk(&self) -> Option<ChunkId> {
-        self.0
+        self.id
     }
     /// The length in bytes.
     pub fn len(&self) -> u64 {
-        self.1
+        self.len
     }
     /// True for a zero-length piece (never produced by the writer).
     pub fn is_empty(&self) -> bool {
-        self.1 == 0
+        self.len == 0
     }
+    /// The patch, when the piece is stored as base and patch.
+    pub fn patch(&self) -> Option<Patch> {
+        self.pages.as_ref().and_then(|p| p.patch)
+    }
+    /// The chunk the next backup patches against: the base of a patched
+    /// piece, else the piece itself.
+    pub fn base(&self) -> Option<ChunkId> {
+        self.patch().map(|p| p.base).or(self.id)
+    }
+    /// The chunks stored for this piece: none for a hole, base and patch for
+    /// a patched piece, else its own.
+    pub fn stored(&self) -> impl Iterator<Item = ChunkId> {
+        let (a, b) = match (self.patch(), self.id) {
+            (Some(p), _) => (Some(p.base), Some(p.pages)),
+            (None, id) => (id, None),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+// Stored as `[id, len]` (the only form of snapshot version 1) or, with pages,
+// `[id, len, {"size": …, "marks": "<hex, 8 bytes a page>", "base": …, "patch": …}]`.
+#[derive(Serialize, Deserialize)]
+struct PagesDoc {
+    size: u32,
+    marks: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<ChunkId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    patch: Option<ChunkId>,
+}
+
+impl Serialize for ContentRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(if self.pages.is_some() { 3 } else { 2 })?;
+        t.serialize_element(&self.id)?;
+        t.serialize_element(&self.len)?;
+        if let Some(p) = &self.pages {
+            let mut marks = String::with_capacity(p.marks.len() * 16);
+            for m in &p.marks {
+                for b in m.to_le_bytes() {
+                    marks.push_str(&format!("{b:02x}"));
+                }
+            }
+            t.serialize_element(&PagesDoc {
+                size: p.size,
+                marks,
+                base: p.patch.map(|x| x.base),
+                patch: p.patch.map(|x| x.pages),
+            })?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ContentRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("[chunk id or null, length] or [chunk id, length, pages]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<ContentRef, A::Error> {
+                use serde::de::Error;
+                let id: Option<ChunkId> = a
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let len: u64 = a
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let pages = match a.next_element::<PagesDoc>()? {
+                    None => None,
+                    Some(doc) => Some(Box::new(pages_from(doc).map_err(A::Error::custom)?)),
+                };
+                if a.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::invalid_length(4, &self));
+                }
+                Ok(ContentRef { id, len, pages })
+            }
+        }
+        d.deserialize_tuple(3, V)
+    }
+}
+
+fn pages_from(doc: PagesDoc) -> Result<Pages, String> {
+    let hex = doc.marks.as_bytes();
+    if !hex.len().is_multiple_of(16) {
+        return Err("page marks are not whole 8-byte values".into());
+    }
+    let mut marks = Vec::with_capacity(hex.len() / 16);
+    for m in hex.chunks_exact(16) {
+        let text = std::str::from_utf8(m).map_err(|_| "page marks are not hex")?;
+        let v = u64::from_str_radix(text, 16).map_err(|_| "page marks are not hex")?;
+        // Written as little-endian bytes; the text reads as big-endian.
+        marks.push(u64::from_le_bytes(v.to_be_bytes()));
+    }
+    let patch = match (doc.base, doc.patch) {
+        (Some(base), Some(pages)) => Some(Patch { base, pages }),
+        (None, None) => None,
+        _ => return Err("a patched piece needs both base and patch".into()),
+    };
+    Ok(Pages {
+        size: doc.size,
+        marks,
+        patch,
+    })
 }
 
 /// What kind of item a [`Node`] is.
@@ -110,7 +265,7 @@ pub struct BackupStats {
 }
 
 /// The current snapshot document version.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// A snapshot: what was backed up, from where, when, and the tree of items.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,11 +307,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Every chunk the snapshot references.
+    /// Every stored chunk the snapshot references (bases and patches of
+    /// patched pieces, not their rebuilt ids).
     pub fn chunks(&self) -> impl Iterator<Item = ChunkId> + '_ {
         self.nodes
             .iter()
-            .flat_map(|n| n.content.iter().filter_map(|c| c.chunk()))
+            .flat_map(|n| n.content.iter().flat_map(|c| c.stored()))
     }
 }
 
@@ -167,4 +323,62 @@ pub struct SnapshotEntry {
     pub id: SnapshotId,
     /// The snapshot.
     pub snapshot: Snapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn version_1_pieces_still_parse() {
+        let id = ChunkId([7u8; 32]);
+        let json = format!("[[\"{}\",131072],[null,8192]]", id.to_hex());
+        let pieces: Vec<ContentRef> = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            pieces,
+            vec![
+                ContentRef::plain(Some(id), 131072),
+                ContentRef::plain(None, 8192)
+            ]
+        );
+        // And they are written the same way.
+        assert_eq!(serde_json::to_string(&pieces).unwrap(), json);
+    }
+
+    #[test]
+    fn a_half_patch_is_refused() {
+        let id = ChunkId([7u8; 32]).to_hex();
+        let json = format!("[\"{id}\",16384,{{\"size\":8192,\"marks\":\"\",\"base\":\"{id}\"}}]");
+        let err = serde_json::from_str::<ContentRef>(&json).unwrap_err();
+        assert!(err.to_string().contains("both base and patch"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn pieces_with_pages_round_trip(
+            id in any::<[u8; 32]>(),
+            len in any::<u64>(),
+            marks in proptest::collection::vec(any::<u64>(), 0..20),
+            patch in proptest::option::of((any::<[u8; 32]>(), any::<[u8; 32]>())),
+        ) {
+            let piece = ContentRef {
+                id: Some(ChunkId(id)),
+                len,
+                pages: Some(Box::new(Pages {
+                    size: 8192,
+                    marks,
+                    patch: patch.map(|(b, p)| Patch { base: ChunkId(b), pages: ChunkId(p) }),
+                })),
+            };
+            let json = serde_json::to_string(&piece).unwrap();
+            prop_assert_eq!(serde_json::from_str::<ContentRef>(&json).unwrap(), piece);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = serde_json::from_str::<ContentRef>(&text);
+            let _ = serde_json::from_str::<ContentRef>(&format!("[null,1,{text}]"));
+        }
+    }
 }

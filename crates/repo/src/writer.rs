@@ -34,6 +34,11 @@ const UPLOADS_IN_FLIGHT: usize = 2;
 /// Zero chunks at least this long are stored as holes.
 const MIN_HOLE: usize = 4096;
 
+/// True when `data` is restored as a hole rather than stored.
+pub(crate) fn is_hole(data: &[u8]) -> bool {
+    data.len() >= MIN_HOLE && is_zero(data)
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub chunks: AtomicU64,
@@ -157,10 +162,18 @@ impl Writer {
     /// Zero-filled chunks become holes and are not stored.
     pub fn write_chunk(&self, data: Vec<u8>) -> Result<ContentRef> {
         let len = data.len() as u64;
-        if data.len() >= MIN_HOLE && is_zero(&data) {
-            return Ok(ContentRef(None, len));
+        if is_hole(&data) {
+            return Ok(ContentRef::plain(None, len));
         }
         let id = self.shared.inner.keyring.chunk_id(&data);
+        self.store(id, data)?;
+        Ok(ContentRef::plain(Some(id), len))
+    }
+
+    /// Stores a chunk whose id the caller computed (unless the repository
+    /// has it).
+    pub(crate) fn store(&self, id: ChunkId, data: Vec<u8>) -> Result<()> {
+        let len = data.len() as u64;
         self.shared.counters.chunks.fetch_add(1, Ordering::Relaxed);
         if !self.shared.index.contains(&id) {
             let fresh = self
@@ -191,7 +204,22 @@ impl Writer {
         if self.shared.failed() {
             return Err(self.error_or("the writer stopped"));
         }
-        Ok(ContentRef(Some(id), len))
+        Ok(())
+    }
+
+    /// Counts a piece referenced again without being stored (the parent's).
+    pub(crate) fn reused(&self) {
+        self.shared.counters.chunks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The repository's keyring (chunk ids).
+    pub(crate) fn keyring(&self) -> &lifeboat_crypto::Keyring {
+        &self.shared.inner.keyring
+    }
+
+    /// True when the repository's index lists `id`, so a piece may be built on it.
+    pub(crate) fn indexed(&self, id: &ChunkId) -> bool {
+        self.shared.index.contains(id)
     }
 
     fn error_or(&self, what: &str) -> RepoError {

@@ -105,3 +105,151 @@ fn file_vanishing_mid_backup_is_named_and_needs_allow_partial() {
         .iter()
         .any(|n| n.path.ends_with("src/goes")));
 }
+
+/// A source cut into 16-page chunks of 8 KiB pages, as PostgreSQL's relation
+/// files are.
+struct Paged;
+
+impl lifeboat_repo::TreePolicy for Paged {
+    fn chunker(
+        &self,
+        _name: &str,
+        _default: lifeboat_repo::ChunkerConfig,
+    ) -> lifeboat_repo::ChunkerConfig {
+        lifeboat_repo::ChunkerConfig::Fixed {
+            size: 16 * PAGE as u32,
+        }
+    }
+    fn page_size(&self, _name: &str) -> Option<usize> {
+        Some(PAGE)
+    }
+}
+
+const PAGE: usize = 8192;
+
+/// Overwrites page `i` of `data` with bytes no other page has.
+fn scribble(data: &mut [u8], i: usize, salt: u8) {
+    for (k, b) in data[i * PAGE..(i + 1) * PAGE].iter_mut().enumerate() {
+        *b = (k as u8).wrapping_mul(13).wrapping_add(salt) ^ (i as u8);
+    }
+}
+
+#[test]
+fn changed_pages_are_stored_as_patches_and_restore_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let repo = repo(dir.path(), &rt);
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let file = src.join("rel");
+    // Eight whole chunks and a 5-page tail, every page distinct; over 1 MiB,
+    // so a restore writes it directly (decompressing and patching in place).
+    let mut data: Vec<u8> = (0..133 * PAGE)
+        .map(|i| ((i * 2654435761usize) >> 13) as u8)
+        .collect();
+    let opts = lifeboat_repo::TreeBackupOptions {
+        roots: vec![lifeboat_repo::TreeRoot {
+            path: src.clone(),
+            prefix: Some(String::new()),
+        }],
+        source_kind: "paged".into(),
+        source_name: "paged".into(),
+        hostname: "test".into(),
+        ..Default::default()
+    };
+    let backup = |data: &[u8]| {
+        fs::write(&file, data).unwrap();
+        repo.backup_tree(&opts, &Paged, &lifeboat_repo::NoProgress, |_| Ok(()))
+            .unwrap()
+    };
+    let pieces = |s: &lifeboat_repo::Snapshot| {
+        s.nodes
+            .iter()
+            .find(|n| n.path == "rel")
+            .unwrap()
+            .content
+            .clone()
+    };
+
+    let full = backup(&data);
+    let first = pieces(&full.snapshot);
+    assert_eq!(first.len(), 9);
+    assert!(first
+        .iter()
+        .all(|c| c.pages.is_some() && c.patch().is_none()));
+    let v1 = data.clone();
+
+    // Two pages in two chunks change: two patches of one page each.
+    scribble(&mut data, 3, 1);
+    scribble(&mut data, 20, 2);
+    let incr = backup(&data);
+    let second = pieces(&incr.snapshot);
+    let v2 = data.clone();
+    assert_eq!(second[0].patch().unwrap().base, first[0].chunk().unwrap());
+    assert_eq!(second[1].patch().unwrap().base, first[1].chunk().unwrap());
+    assert_eq!(second[2], first[2]);
+    assert_eq!(second[8], first[8]);
+    assert_eq!(incr.snapshot.stats.chunks_new, 2);
+    assert!(
+        incr.snapshot.stats.bytes_new < 3 * PAGE as u64,
+        "stored {} new bytes for two changed pages",
+        incr.snapshot.stats.bytes_new
+    );
+
+    // Another page of chunk 0: its patch is against the first base still
+    // (two pages now); ten of chunk 2's sixteen: a new base, no patch.
+    scribble(&mut data, 5, 3);
+    for i in 32..42 {
+        scribble(&mut data, i, 4);
+    }
+    let third_backup = backup(&data);
+    let third = pieces(&third_backup.snapshot);
+    let v3 = data.clone();
+    assert_eq!(third[0].patch().unwrap().base, first[0].chunk().unwrap());
+    assert_eq!(third[1], second[1]);
+    assert!(third[2].patch().is_none());
+    assert_ne!(third[2].chunk(), first[2].chunk());
+
+    // Back to the first version of chunk 0: its base, unpatched.
+    data[..16 * PAGE].copy_from_slice(&v1[..16 * PAGE]);
+    let fourth = pieces(&backup(&data).snapshot);
+    assert_eq!(fourth[0].chunk(), first[0].chunk());
+    assert!(fourth[0].patch().is_none());
+
+    for (snap, want) in [(&full, &v1), (&incr, &v2), (&third_backup, &v3)] {
+        for page_cache in [false, true] {
+            let target = dir
+                .path()
+                .join(format!("restore-{}-{page_cache}", snap.id.short()));
+            repo.restore(
+                &snap.snapshot,
+                &lifeboat_repo::RestoreOptions {
+                    target: target.clone(),
+                    page_cache,
+                    ..Default::default()
+                },
+                &lifeboat_repo::NoProgress,
+            )
+            .unwrap();
+            assert!(
+                fs::read(target.join("rel")).unwrap() == **want,
+                "restore of {} (page cache: {page_cache})",
+                snap.id.short()
+            );
+        }
+        let mut streamed = Vec::new();
+        repo.restore_stream(&snap.snapshot, &mut streamed, &lifeboat_repo::NoProgress)
+            .unwrap();
+        assert!(streamed == **want, "stream of {}", snap.id.short());
+    }
+    let report = repo.verify(true, &lifeboat_repo::NoProgress).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+
+    // The snapshot document keeps pages and patches as they were.
+    let reread = repo.find_snapshot(&third_backup.id.to_hex()).unwrap();
+    assert_eq!(pieces(&reread.snapshot), third);
+}
