@@ -617,8 +617,9 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
             report.packs,
             if read_data {
                 format!(
-                    ", {} chunk(s), {} WAL/history file(s), {} read in {} ({})",
+                    ", {} chunk(s), {} patched piece(s), {} WAL/history file(s), {} read in {} ({})",
                     report.chunks_checked,
+                    report.pieces_rebuilt,
                     report.named_checked,
                     size(report.bytes_read),
                     secs(ms),

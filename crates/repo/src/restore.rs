@@ -18,7 +18,7 @@ use crate::index::{Index, Location};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::sink::{sync_filesystem, DirectMode, FileSink};
-use crate::snapshot::{ContentRef, Node, NodeKind, Snapshot};
+use crate::snapshot::{ContentRef, Node, NodeKind, Patch, Snapshot};
 
 /// Where and what to restore.
 #[derive(Clone, Debug, Default)]
@@ -517,9 +517,12 @@ impl Repository {
             plain,
             patched,
             patches,
+            patch_bytes,
         } = bufs;
-        // The page patches this task's pieces need, opened and checked.
+        // The page patches this task's pieces need, opened and checked, one
+        // after another in one reused buffer.
         patches.clear();
+        patch_bytes.clear();
         for p in &task.patches {
             let (key, data_key) = self.read_range(p, index, read)?;
             for blob in &p.blobs {
@@ -532,7 +535,8 @@ impl Repository {
                     sealed,
                     plain,
                 )?;
-                patches.insert(blob.id, data.to_vec());
+                patches.insert(blob.id, patch_bytes.len()..patch_bytes.len() + data.len());
+                patch_bytes.extend_from_slice(data);
             }
         }
         let keyring = &self.inner.keyring;
@@ -540,6 +544,7 @@ impl Repository {
         let complete = |p: &PatchDest, data: &mut [u8]| -> Result<()> {
             let patch = patches
                 .get(&p.pages)
+                .and_then(|r| patch_bytes.get(r.clone()))
                 .ok_or_else(|| unindexed(&p.pages, "a patched piece"))?;
             format::apply_patch(&format!("chunk {}", p.pages.short()), patch, data)?;
             if keyring.chunk_id(data) != p.whole {
@@ -598,16 +603,20 @@ impl Repository {
         match (c.chunk(), c.patch()) {
             (None, _) => Ok(vec![0u8; c.len() as usize]),
             (Some(id), None) => self.read_chunk(index, &id),
-            (Some(whole), Some(p)) => {
-                let mut data = self.read_chunk(index, &p.base)?;
-                let patch = self.read_chunk(index, &p.pages)?;
-                format::apply_patch(&format!("chunk {}", p.pages.short()), &patch, &mut data)?;
-                if self.inner.keyring.chunk_id(&data) != whole {
-                    return Err(mismatch(&whole, &p.pages));
-                }
-                Ok(data)
-            }
+            (Some(whole), Some(p)) => self.rebuild(index, &whole, &p),
         }
+    }
+
+    /// Reads a patched piece's base and patch, applies the patch and checks
+    /// the result against the piece's id.
+    pub(crate) fn rebuild(&self, index: &Index, whole: &ChunkId, p: &Patch) -> Result<Vec<u8>> {
+        let mut data = self.read_chunk(index, &p.base)?;
+        let patch = self.read_chunk(index, &p.pages)?;
+        format::apply_patch(&format!("chunk {}", p.pages.short()), &patch, &mut data)?;
+        if self.inner.keyring.chunk_id(&data) != *whole {
+            return Err(mismatch(whole, &p.pages));
+        }
+        Ok(data)
     }
 
     /// Writes the content of a snapshot's single stream (or single file) to `out`.
@@ -677,8 +686,9 @@ struct WorkerBuffers {
     plain: Vec<u8>,
     /// A patched copy of a chunk written to several places.
     patched: Vec<u8>,
-    /// The current task's page patches by id.
-    patches: HashMap<ChunkId, Vec<u8>>,
+    /// Where the current task's page patches are in `patch_bytes`, by id.
+    patches: HashMap<ChunkId, std::ops::Range<usize>>,
+    patch_bytes: Vec<u8>,
 }
 
 fn apply_metadata(n: &Node, d: &Path) -> Result<()> {

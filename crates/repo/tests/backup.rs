@@ -249,6 +249,34 @@ fn changed_pages_are_stored_as_patches_and_restore_byte_identical() {
     let report = repo.verify(true, &lifeboat_repo::NoProgress).unwrap();
     assert!(report.is_clean(), "{report:?}");
 
+    assert!(report.pieces_rebuilt >= 2, "{report:?}");
+
+    // A patched piece that does not rebuild to its id (as if a page mark had
+    // missed a change) is damage: verify names it and its snapshot, and a
+    // restore refuses rather than writing wrong bytes.
+    let mut forged = third_backup.snapshot.clone();
+    let node = forged.nodes.iter_mut().find(|n| n.path == "rel").unwrap();
+    node.content[0].id = first[1].chunk();
+    let forged_id = repo.save_snapshot(&forged).unwrap();
+    let report = repo.verify(true, &lifeboat_repo::NoProgress).unwrap();
+    assert_eq!(report.broken_snapshots.len(), 1, "{report:?}");
+    assert_eq!(report.broken_snapshots[0].id, forged_id);
+    assert!(
+        report.damaged[0].problem.contains("does not match its id"),
+        "{report:?}"
+    );
+    let err = repo
+        .restore(
+            &forged,
+            &lifeboat_repo::RestoreOptions {
+                target: dir.path().join("forged"),
+                ..Default::default()
+            },
+            &lifeboat_repo::NoProgress,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("does not match its id"), "{err}");
+
     // The snapshot document keeps pages and patches as they were.
     let reread = repo.find_snapshot(&third_backup.id.to_hex()).unwrap();
     assert_eq!(pieces(&reread.snapshot), third);
