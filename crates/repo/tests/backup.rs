@@ -26,6 +26,16 @@ impl Progress for DeleteOnStart {
     }
 }
 
+/// A temporary directory and a runtime for a repository in it.
+fn scratch() -> (tempfile::TempDir, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    (tempfile::tempdir().unwrap(), rt)
+}
+
 fn repo(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Repository {
     let storage = Arc::new(LocalStorage::new(dir.join("repo")));
     let opts = InitOptions {
@@ -47,12 +57,7 @@ fn repo(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Repository {
 
 #[test]
 fn file_vanishing_mid_backup_is_named_and_needs_allow_partial() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (dir, rt) = scratch();
     let repo = repo(dir.path(), &rt);
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
@@ -136,12 +141,7 @@ fn scribble(data: &mut [u8], i: usize, salt: u8) {
 
 #[test]
 fn changed_pages_are_stored_as_patches_and_restore_byte_identical() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (dir, rt) = scratch();
     let repo = repo(dir.path(), &rt);
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
