@@ -40,6 +40,13 @@ pub(crate) enum PgCommand {
     /// List base backups, the WAL archive per timeline (with gaps) and the
     /// recoverable window
     Info,
+    /// Take a logical backup: pg_dump of each database (custom format,
+    /// streamed into the repository; directory format with --jobs) and
+    /// pg_dumpall --globals-only, in one snapshot
+    Dump(PgDumpArgs),
+    /// Restore one database of a pg dump snapshot with pg_restore (roles and
+    /// tablespaces first with --globals)
+    RestoreDump(PgRestoreDumpArgs),
     /// Check that a running cluster archives into this repository: settings,
     /// a forced WAL switch fetched back, WAL gaps, the age of the newest segment
     Check {
@@ -82,6 +89,59 @@ pub(crate) struct PgBackupArgs {
     /// The source's name in snapshots (default: the data directory)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PgDumpArgs {
+    /// A source named in the config file ([postgres.NAME] with pg_url)
+    source: Option<String>,
+    /// How to connect: key=value pairs or a postgresql:// URL; its database is
+    /// where lifeboat lists the others
+    #[arg(long, env = "LIFEBOAT_PG_URL", value_name = "CONNINFO")]
+    pg_url: Option<String>,
+    /// Dump this database (repeatable; default: every database that allows
+    /// connections and is not a template)
+    #[arg(long = "database", value_name = "NAME")]
+    databases: Vec<String>,
+    /// Dump in directory format with N parallel jobs (through a temporary
+    /// directory); default: custom format, streamed with no temporary file
+    #[arg(long, value_name = "N")]
+    jobs: Option<u32>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// The source's name in snapshots (default: the source, or the connection
+    /// without its password)
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PgRestoreDumpArgs {
+    /// Snapshot id, unique prefix or `latest` (the newest pg dump)
+    snapshot: String,
+    /// The server and database to restore into (with --create: the database
+    /// to connect to first)
+    #[arg(long, env = "LIFEBOAT_PG_URL", value_name = "CONNINFO")]
+    pg_url: String,
+    /// The snapshot's database to restore (required when it holds several)
+    #[arg(long, value_name = "NAME")]
+    database: Option<String>,
+    /// Restore only this table (repeatable)
+    #[arg(long = "table", value_name = "TABLE")]
+    tables: Vec<String>,
+    /// Parallel pg_restore jobs (the dump is written to a temporary file first)
+    #[arg(long, value_name = "N")]
+    jobs: Option<u32>,
+    /// Create the database under its own name (pg_restore --create)
+    #[arg(long)]
+    create: bool,
+    /// Drop objects before recreating them (pg_restore --clean --if-exists)
+    #[arg(long)]
+    clean: bool,
+    /// Apply the snapshot's roles and tablespaces (globals.sql, with psql) first
+    #[arg(long)]
+    globals: bool,
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +225,8 @@ pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: PgCommand) -> Result<()> {
             }
         }
         PgCommand::Restore(args) => restore(ctx, &args),
+        PgCommand::Dump(args) => dump(ctx, &args),
+        PgCommand::RestoreDump(args) => restore_dump(ctx, &args),
         PgCommand::Info => info(ctx),
         PgCommand::Check {
             source,
@@ -286,6 +348,103 @@ fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
             secs(st.duration_ms),
             rate(st.bytes_read, st.duration_ms)
         );
+    }
+    Ok(())
+}
+
+fn dump(ctx: &crate::commands::Ctx, args: &PgDumpArgs) -> Result<()> {
+    let (_, pg_url, _) = resolve_source(
+        ctx,
+        args.source.as_deref(),
+        None,
+        args.pg_url.clone(),
+        false,
+    )?;
+    let repo = ctx.open()?;
+    let progress = ctx.progress();
+    let opts = pg::dump::DumpOptions {
+        conninfo: pg_url,
+        databases: args.databases.clone(),
+        jobs: args.jobs,
+        source_name: args
+            .name
+            .clone()
+            .or(args.source.clone())
+            .unwrap_or_default(),
+        hostname: crate::commands::hostname(),
+        tags: args.tags.clone(),
+    };
+    let outcome = pg::dump::dump(&repo, ctx.rt.handle(), &opts, &progress)?;
+    let s = &outcome.snapshot;
+    let st = &s.stats;
+    let databases: Vec<String> = s
+        .metadata
+        .get("items")
+        .and_then(|i| i.as_object())
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    if ctx.global.json {
+        print_json(&json!({
+            "snapshot": outcome.id.to_hex(),
+            "databases": databases,
+            "format": s.metadata.get("format"),
+            "globals_without_passwords": s.metadata.get("globals_without_passwords"),
+            "stats": st,
+        }));
+    } else {
+        println!(
+            "pg dump {} saved: {} and globals",
+            outcome.id.short(),
+            databases.join(", ")
+        );
+        println!(
+            "  {} of dumps; new {}, stored {}; took {} ({})",
+            size(st.bytes_total),
+            size(st.bytes_new),
+            size(st.bytes_stored),
+            secs(st.duration_ms),
+            rate(st.bytes_total, st.duration_ms)
+        );
+    }
+    Ok(())
+}
+
+fn restore_dump(ctx: &crate::commands::Ctx, args: &PgRestoreDumpArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let progress = ctx.progress();
+    let snapshot = pg::dump::find_dump(&repo, &args.snapshot)?;
+    let opts = pg::dump::RestoreDumpOptions {
+        conninfo: args.pg_url.clone(),
+        database: args.database.clone(),
+        tables: args.tables.clone(),
+        jobs: args.jobs,
+        create: args.create,
+        clean: args.clean,
+        globals: args.globals,
+    };
+    let started = std::time::Instant::now();
+    let report = pg::dump::restore_dump(&repo, ctx.rt.handle(), &snapshot, &opts, &progress)?;
+    let ms = started.elapsed().as_millis() as u64;
+    if ctx.global.json {
+        let mut v = json!(report);
+        v["snapshot"] = json!(snapshot.id.to_hex());
+        v["duration_ms"] = json!(ms);
+        print_json(&v);
+    } else {
+        println!(
+            "restored database {} from pg dump {}{} in {}",
+            report.database,
+            snapshot.id.short(),
+            if report.globals {
+                " (with roles and tablespaces)"
+            } else {
+                ""
+            },
+            secs(ms)
+        );
+        for n in &report.globals_notices {
+            println!("  psql: {n}");
+        }
     }
     Ok(())
 }

@@ -70,6 +70,17 @@ pub enum PgError {
     /// Running a local PostgreSQL server (initdb, pg_ctl, psql) failed.
     #[error("{0}")]
     Server(String),
+    /// A PostgreSQL client program (pg_dump, pg_restore, psql) failed; its
+    /// own words follow.
+    #[error("`{command}` failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(":\n{stderr}") })]
+    Tool {
+        /// The command line (no password: that is passed in the environment).
+        command: String,
+        /// How it ended.
+        status: String,
+        /// What it wrote to standard error.
+        stderr: String,
+    },
     /// The operation was refused as unsafe or impossible.
     #[error("{0}")]
     Refused(String),

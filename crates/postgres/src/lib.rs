@@ -20,11 +20,14 @@
 //! - [`server`]: running the distribution's PostgreSQL on a local data
 //!   directory (initdb, pg_ctl, waiting for recovery).
 //! - [`backup()`]: `pg backup`, from `pg_backup_start` to the WAL wait.
+//! - [`dump`]: `pg dump` and `pg restore-dump`: logical backups through
+//!   pg_dump, pg_dumpall and pg_restore.
 #![deny(missing_docs)]
 
 pub mod archive;
 mod backup;
 pub mod checksum;
+pub mod dump;
 mod error;
 pub mod inspect;
 pub mod layout;

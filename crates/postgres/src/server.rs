@@ -25,7 +25,7 @@ pub const BINDIR_ENV: &str = "LIFEBOAT_PG_BINDIR";
 /// Server program directories found on this machine, by major version:
 /// `pg_config --bindir`, Debian's `/usr/lib/postgresql/N/bin` and the PGDG
 /// RPMs' `/usr/pgsql-N/bin`.
-fn installed() -> Vec<(u32, PathBuf)> {
+pub(crate) fn installed() -> Vec<(u32, PathBuf)> {
     let mut found: Vec<(u32, PathBuf)> = Vec::new();
     // One call: pg_config prints what each option asks for, a line each.
     if let Ok(out) = Command::new("pg_config")

@@ -796,14 +796,82 @@ impl Repository {
         reader: impl Read,
         progress: &dyn Progress,
     ) -> Result<BackupOutcome> {
-        let name = opts.name.as_str();
-        let started = Instant::now();
-        let start_time = now_rfc3339();
+        let mut draft = self.stream_snapshot(&SnapshotOptions {
+            source_kind: opts.source_kind.clone(),
+            source_name: opts.name.clone(),
+            paths: vec![opts.name.clone()],
+            tags: opts.tags.clone(),
+            hostname: opts.hostname.clone(),
+            metadata: opts.metadata.clone(),
+        })?;
         progress.start("backup", None);
+        draft.add_stream(&opts.name, reader, progress)?;
+        progress.finish();
+        draft.commit()
+    }
+
+    /// Starts a snapshot whose items are added one by one
+    /// ([`StreamDraft::add_stream`]): dumps that arrive as streams. Nothing
+    /// is recorded unless [`StreamDraft::commit`] is called.
+    pub fn stream_snapshot(&self, opts: &SnapshotOptions) -> Result<StreamDraft<'_>> {
         let (writer, _index) = self.writer()?;
+        Ok(StreamDraft {
+            repo: self,
+            writer,
+            opts: opts.clone(),
+            nodes: Vec::new(),
+            started: Instant::now(),
+            start_time: now_rfc3339(),
+            bytes: 0,
+        })
+    }
+}
+
+/// What a snapshot built by [`Repository::stream_snapshot`] records about
+/// its source.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotOptions {
+    /// The source kind (`stream`, `pg_dump`, `redis`, …).
+    pub source_kind: String,
+    /// The source's name.
+    pub source_name: String,
+    /// The paths recorded.
+    pub paths: Vec<String>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// The host name recorded.
+    pub hostname: String,
+    /// Free-form metadata for the snapshot.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// A snapshot being built from streams; see [`Repository::stream_snapshot`].
+/// Dropped without [`StreamDraft::commit`], it records nothing (what was
+/// already uploaded is indexed and reused by the next backup).
+pub struct StreamDraft<'r> {
+    repo: &'r Repository,
+    writer: Writer,
+    opts: SnapshotOptions,
+    nodes: Vec<Node>,
+    started: Instant,
+    start_time: String,
+    bytes: u64,
+}
+
+impl StreamDraft<'_> {
+    /// Reads `reader` to its end into an item named `name` (content-defined
+    /// chunks, so a slowly changing stream deduplicates against earlier
+    /// ones); returns its length. A read error fails the item.
+    pub fn add_stream(
+        &mut self,
+        name: &str,
+        reader: impl Read,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
         let mut content = Vec::new();
         let mut size = 0u64;
         let chunks = self
+            .repo
             .inner
             .config
             .chunker
@@ -813,13 +881,13 @@ impl Repository {
             let data = chunk.map_err(|e| RepoError::io("read", Path::new(name), e))?;
             let n = data.len() as u64;
             size += n;
-            content.push(writer.write_chunk(data)?);
+            content.push(self.writer.write_chunk(data)?);
             progress.advance(n);
         }
-        let stats = writer.finish()?;
-        progress.finish();
-        let node = Node {
-            path: name.trim_start_matches('/').to_string(),
+        let path = name.trim_start_matches('/').to_string();
+        self.nodes.retain(|n| n.path != path);
+        self.nodes.push(Node {
+            path,
             kind: NodeKind::Stream,
             mode: 0o600,
             uid: 0,
@@ -830,24 +898,73 @@ impl Repository {
             size,
             target: None,
             content,
-        };
+        });
+        self.bytes += size;
+        Ok(size)
+    }
+
+    /// Adds every file below `dir` (a dump in directory format) as an item
+    /// named `prefix/<path below dir>`; returns the bytes read.
+    pub fn add_dir(&mut self, prefix: &str, dir: &Path, progress: &dyn Progress) -> Result<u64> {
+        let mut stack = vec![dir.to_path_buf()];
+        let mut files = Vec::new();
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).map_err(|e| RepoError::io("list", &d, e))? {
+                let path = e.map_err(|e| RepoError::io("list", &d, e))?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        let mut total = 0;
+        for f in files {
+            let rel = f.strip_prefix(dir).unwrap_or(&f).to_string_lossy();
+            let file = File::open(&f).map_err(|e| RepoError::io("open", &f, e))?;
+            total += self.add_stream(&format!("{prefix}/{rel}"), file, progress)?;
+        }
+        Ok(total)
+    }
+
+    /// Sets a metadata entry.
+    pub fn set_metadata(&mut self, key: &str, value: serde_json::Value) {
+        self.opts.metadata.insert(key.to_string(), value);
+    }
+
+    /// Waits until everything added is stored and indexed, then writes the
+    /// snapshot.
+    pub fn commit(self) -> Result<BackupOutcome> {
+        let StreamDraft {
+            repo,
+            writer,
+            opts,
+            mut nodes,
+            started,
+            start_time,
+            bytes,
+        } = self;
+        let stats = writer.finish()?;
+        nodes.sort_by(|a, b| a.path.cmp(&b.path));
+        let files = nodes.len() as u64;
         let snapshot = Snapshot {
             version: SNAPSHOT_VERSION,
-            source_kind: opts.source_kind.clone(),
-            source_name: name.to_string(),
-            hostname: opts.hostname.clone(),
-            paths: vec![name.to_string()],
-            tags: opts.tags.clone(),
+            source_kind: opts.source_kind,
+            source_name: opts.source_name,
+            hostname: opts.hostname,
+            paths: opts.paths,
+            tags: opts.tags,
             start_time,
             end_time: now_rfc3339(),
             partial: false,
             skipped: Vec::new(),
             parent: None,
-            metadata: opts.metadata.clone(),
-            stats: stats_of(&stats, 1, 0, size, size, started),
-            nodes: vec![node],
+            metadata: opts.metadata,
+            stats: stats_of(&stats, files, 0, bytes, bytes, started),
+            nodes,
         };
-        let id = self.save_snapshot(&snapshot)?;
+        let id = repo.save_snapshot(&snapshot)?;
         Ok(BackupOutcome { id, snapshot })
     }
 }

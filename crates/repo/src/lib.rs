@@ -36,8 +36,8 @@ mod verify;
 mod writer;
 
 pub use backup::{
-    BackupOutcome, FilesBackupOptions, Filter, PlainFiles, StreamBackupOptions, TreeBackupOptions,
-    TreeDraft, TreePolicy, TreeRoot,
+    BackupOutcome, FilesBackupOptions, Filter, PlainFiles, SnapshotOptions, StreamBackupOptions,
+    StreamDraft, TreeBackupOptions, TreeDraft, TreePolicy, TreeRoot,
 };
 pub use error::{RepoError, Result};
 pub use index::{Index, Location};

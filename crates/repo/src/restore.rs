@@ -631,15 +631,23 @@ impl Repository {
             .iter()
             .filter(|n| matches!(n.kind, NodeKind::Stream | NodeKind::File))
             .collect();
-        let node = match items.as_slice() {
-            [one] => *one,
-            _ => {
-                return Err(RepoError::Refused(format!(
-                    "this snapshot holds {} files, not one stream; restore it with --target DIR",
-                    items.len()
-                )))
-            }
-        };
+        match items.as_slice() {
+            [one] => self.restore_item(one, out, progress),
+            _ => Err(RepoError::Refused(format!(
+                "this snapshot holds {} files, not one stream; restore it with --target DIR",
+                items.len()
+            ))),
+        }
+    }
+
+    /// Writes the content of one item (a stream or a file) of a snapshot to
+    /// `out`, in order, checking every piece.
+    pub fn restore_item(
+        &self,
+        node: &Node,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
         let index = self.load_index()?;
         progress.start("restore", Some(node.size));
         let mut written = 0u64;

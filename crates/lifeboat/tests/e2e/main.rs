@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod dump;
 mod harness;
 mod pg;
 mod scenarios;
@@ -263,4 +264,19 @@ fn pg_a_pg_wal_link_is_restored_as_a_directory_of_its_own() {
 #[test]
 fn pg_verify_read_data_finds_a_damaged_wal_segment() {
     pg::verify_read_data_finds_a_damaged_wal_segment();
+}
+
+#[test]
+fn pg_a_dump_restores_identical_tables_one_table_and_the_roles() {
+    dump::a_dump_restores_identical_tables_one_table_and_the_roles();
+}
+
+#[test]
+fn pg_a_dump_after_a_small_change_stores_little() {
+    dump::a_dump_after_a_small_change_stores_little();
+}
+
+#[test]
+fn pg_a_failing_dump_is_named_and_leaves_no_snapshot() {
+    dump::a_failing_dump_is_named_and_leaves_no_snapshot();
 }

@@ -1,0 +1,679 @@
+//! Logical backups: `pg_dump` streamed into the repository, and
+//! `pg_restore` fed back from it.
+//!
+//! A dump snapshot (`source_kind = "pg_dump"`) holds, per database, either
+//! `databases/<name>.dump` (custom format, streamed from `pg_dump`'s standard
+//! output with no temporary file) or `databases/<name>/…` (directory format,
+//! for `--jobs`), plus `globals.sql` from `pg_dumpall --globals-only`. Dumps
+//! are written uncompressed (`--compress=0`) so that the repository's
+//! content-defined chunks find what two dumps share and zstd compresses the
+//! rest.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use lifeboat_repo::{BackupOutcome, Progress, Repository, SnapshotEntry, SnapshotOptions};
+use serde_json::json;
+use tokio::runtime::Handle;
+use tokio_postgres::config::Host;
+use tokio_postgres::Config;
+
+use crate::error::{PgError, Result};
+use crate::session::{parse_conninfo, redact, DatabaseInfo, Session};
+
+/// The snapshot source kind of logical dumps.
+pub const DUMP_KIND: &str = "pg_dump";
+/// The item holding roles and tablespaces.
+pub const GLOBALS: &str = "globals.sql";
+
+/// What to dump.
+#[derive(Clone, Debug, Default)]
+pub struct DumpOptions {
+    /// How to connect (libpq key=value or URL); its database is ignored.
+    pub conninfo: String,
+    /// The databases to dump; empty: every database that allows connections
+    /// and is not a template.
+    pub databases: Vec<String>,
+    /// Dump each database in directory format with this many parallel jobs
+    /// (through a temporary directory); `None`: custom format, streamed.
+    pub jobs: Option<u32>,
+    /// The source's name in the snapshot (default: the connection without
+    /// its password).
+    pub source_name: String,
+    /// Host name recorded.
+    pub hostname: String,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// What to restore from a dump snapshot, and where.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreDumpOptions {
+    /// The server and database to restore into (with `create`: the database
+    /// to connect to first).
+    pub conninfo: String,
+    /// The snapshot's database to restore (required when it holds several).
+    pub database: Option<String>,
+    /// Restore only these tables.
+    pub tables: Vec<String>,
+    /// Parallel `pg_restore` jobs (the dump goes through a temporary file).
+    pub jobs: Option<u32>,
+    /// Create the database under its own name (`pg_restore --create`).
+    pub create: bool,
+    /// Drop objects before recreating them (`--clean --if-exists`).
+    pub clean: bool,
+    /// Apply roles and tablespaces (`globals.sql`, through psql) first.
+    pub globals: bool,
+}
+
+/// What a restore of a dump did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoreDumpReport {
+    /// The database of the snapshot restored.
+    pub database: String,
+    /// Bytes of dump fed to pg_restore.
+    pub bytes: u64,
+    /// Whether globals were applied.
+    pub globals: bool,
+    /// What psql said while applying globals (e.g. roles that already exist).
+    pub globals_notices: Vec<String>,
+}
+
+/// A libpq connection string for `cfg` with database `db`, password left
+/// out (it goes in `PGPASSWORD`, not on a command line others can read).
+fn conninfo_for(cfg: &Config, db: &str) -> String {
+    fn q(v: &str) -> String {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+    let mut parts = Vec::new();
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        parts.push(format!("host={}", q(&hosts.join(","))));
+    }
+    let ports: Vec<String> = cfg.get_ports().iter().map(u16::to_string).collect();
+    if !ports.is_empty() {
+        parts.push(format!("port={}", q(&ports.join(","))));
+    }
+    if let Some(u) = cfg.get_user() {
+        parts.push(format!("user={}", q(u)));
+    }
+    parts.push(format!("dbname={}", q(db)));
+    if let Some(t) = cfg.get_connect_timeout() {
+        parts.push(format!("connect_timeout={}", t.as_secs().max(1)));
+    }
+    let ssl = match cfg.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => "disable",
+        tokio_postgres::config::SslMode::Require => "require",
+        _ => "prefer",
+    };
+    parts.push(format!("sslmode={ssl}"));
+    parts.push("application_name='lifeboat'".into());
+    parts.join(" ")
+}
+
+/// A PostgreSQL client program (`pg_dump`, `pg_dumpall`, `pg_restore`,
+/// `psql`) of major version `min` or newer, and its major: the same major
+/// when installed, else the oldest newer one. `LIFEBOAT_PG_BINDIR` first,
+/// then the distribution's directories, then `PATH`.
+pub fn client_program(name: &str, min: u32) -> Result<(PathBuf, u32)> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::var_os(crate::server::BINDIR_ENV) {
+        candidates.push(PathBuf::from(dir).join(name));
+    }
+    for (_, dir) in crate::server::installed() {
+        candidates.push(dir.join(name));
+    }
+    candidates.push(PathBuf::from(name));
+    let mut found: Vec<(u32, PathBuf)> = Vec::new();
+    for c in candidates {
+        let Ok(out) = Command::new(&c).arg("--version").output() else {
+            continue;
+        };
+        // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok());
+        if let Some(m) = major {
+            found.push((m, c));
+        }
+    }
+    if let Some((m, p)) = found
+        .iter()
+        .filter(|(m, _)| *m >= min)
+        .min_by_key(|(m, _)| *m)
+    {
+        return Ok((p.clone(), *m));
+    }
+    Err(PgError::Misconfigured(if found.is_empty() {
+        format!("{name} was not found; install the PostgreSQL {min} client programs (e.g. `apt-get install postgresql-client-{min}`) or name their directory in {}", crate::server::BINDIR_ENV)
+    } else {
+        format!(
+            "{name} {} is older than the server (PostgreSQL {min}) and cannot dump or restore it correctly; install the PostgreSQL {min} client programs (e.g. `apt-get install postgresql-client-{min}`) or name their directory in {}",
+            found.iter().map(|(m, _)| m.to_string()).collect::<Vec<_>>().join(", "),
+            crate::server::BINDIR_ENV
+        )
+    }))
+}
+
+/// A client program's command with the connection's password in the
+/// environment.
+fn client(program: &Path, cfg: &Config) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("PGPASSWORD");
+    if let Some(pw) = cfg.get_password() {
+        cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// How a command is shown in messages: program and arguments.
+fn shown(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `cmd`, handing its standard output to `consume` as it arrives;
+/// fails with the program's own error output when it exits non-zero.
+fn run_streaming<T>(
+    mut cmd: Command,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    let command = shown(&cmd);
+    let mut child = cmd.spawn().map_err(|e| PgError::Tool {
+        command: command.clone(),
+        status: format!("could not start: {e}"),
+        stderr: String::new(),
+    })?;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let (consumed, err_text) = std::thread::scope(|s| {
+        let err = s.spawn(move || {
+            let mut text = String::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.read_to_string(&mut text);
+            }
+            text
+        });
+        let consumed = match stdout.as_mut() {
+            Some(out) => consume(out),
+            None => consume(&mut std::io::empty()),
+        };
+        // Whatever happened, read to the end so the program can exit.
+        if let Some(out) = stdout.as_mut() {
+            let _ = std::io::copy(out, &mut std::io::sink());
+        }
+        (consumed, err.join().unwrap_or_default())
+    });
+    let status = child.wait().map_err(|e| PgError::Tool {
+        command: command.clone(),
+        status: format!("could not be waited for: {e}"),
+        stderr: err_text.clone(),
+    })?;
+    if !status.success() {
+        return Err(PgError::Tool {
+            command,
+            status: status.to_string(),
+            stderr: err_text.trim_end().to_string(),
+        });
+    }
+    consumed
+}
+
+/// The major version of a `server_version_num`.
+fn major_of(version_num: u32) -> u32 {
+    version_num / 10_000
+}
+
+/// Dumps databases and globals into one snapshot; see the module documentation.
+pub fn dump(
+    repo: &Repository,
+    rt: &Handle,
+    opts: &DumpOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let cfg = parse_conninfo(&opts.conninfo)?;
+    let session = Session::connect_with(rt, &cfg)?;
+    let row = session.rows(
+        "report its version",
+        "select current_setting('server_version_num'), current_setting('server_version')",
+    )?;
+    let field = |i: usize| {
+        row.first()
+            .and_then(|r| r.get(i).cloned().flatten())
+            .unwrap_or_default()
+    };
+    let version_num: u32 = field(0).parse().unwrap_or(0);
+    let version = field(1);
+    let all = session.databases(&cfg)?;
+    drop(session);
+    let chosen: Vec<DatabaseInfo> = if opts.databases.is_empty() {
+        all.clone()
+    } else {
+        let mut out = Vec::new();
+        for name in &opts.databases {
+            match all.iter().find(|d| &d.name == name) {
+                Some(d) => out.push(d.clone()),
+                None => return Err(PgError::Refused(format!(
+                    "the server has no database {name:?} to dump (it has: {}); check --database",
+                    all.iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        }
+        out
+    };
+    if chosen.is_empty() {
+        return Err(PgError::Refused(
+            "the server has no database to dump (none allows connections)".into(),
+        ));
+    }
+    let major = major_of(version_num);
+    let (pg_dump, dump_major) = client_program("pg_dump", major)?;
+    let (pg_dumpall, _) = client_program("pg_dumpall", major)?;
+
+    let source_name = if opts.source_name.is_empty() {
+        redact(&opts.conninfo)
+    } else {
+        opts.source_name.clone()
+    };
+    let mut draft = repo.stream_snapshot(&SnapshotOptions {
+        source_kind: DUMP_KIND.into(),
+        source_name: source_name.clone(),
+        paths: vec![source_name],
+        tags: opts.tags.clone(),
+        hostname: opts.hostname.clone(),
+        metadata: Default::default(),
+    })?;
+    progress.start("dump", Some(chosen.iter().map(|d| d.size).sum::<u64>()));
+    let scratch = match opts.jobs {
+        Some(_) => Some(
+            tempfile::Builder::new()
+                .prefix("lifeboat-dump")
+                .tempdir()
+                .map_err(|e| {
+                    PgError::io("create a temporary directory in", &std::env::temp_dir(), e)
+                })?,
+        ),
+        None => None,
+    };
+    let mut items = serde_json::Map::new();
+    for db in &chosen {
+        let mut cmd = client(&pg_dump, &cfg);
+        cmd.arg("--no-password").arg("--compress=0");
+        match (opts.jobs, &scratch) {
+            (Some(jobs), Some(dir)) => {
+                let out = dir.path().join(&db.name);
+                cmd.arg("--format=directory")
+                    .arg(format!("--jobs={}", jobs.max(1)))
+                    .arg(format!("--file={}", out.display()))
+                    .arg(format!("--dbname={}", conninfo_for(&cfg, &db.name)));
+                run_streaming(cmd, |_| Ok(()))?;
+                let name = format!("databases/{}", db.name);
+                draft.add_dir(&name, &out, progress)?;
+                std::fs::remove_dir_all(&out).map_err(|e| PgError::io("remove", &out, e))?;
+                items.insert(db.name.clone(), json!(name));
+            }
+            _ => {
+                cmd.arg("--format=custom")
+                    .arg(format!("--dbname={}", conninfo_for(&cfg, &db.name)));
+                let name = format!("databases/{}.dump", db.name);
+                run_streaming(cmd, |out| Ok(draft.add_stream(&name, out, progress)?))?;
+                items.insert(db.name.clone(), json!(name));
+            }
+        }
+    }
+    // Roles and tablespaces. Reading role passwords needs a superuser; a
+    // less privileged role still gets the roles, without passwords.
+    let globals = |no_passwords: bool| {
+        let mut cmd = client(&pg_dumpall, &cfg);
+        cmd.arg("--globals-only")
+            .arg("--no-password")
+            .arg(format!("--dbname={}", conninfo_for(&cfg, "postgres")));
+        if no_passwords {
+            cmd.arg("--no-role-passwords");
+        }
+        run_streaming(cmd, |out| {
+            let mut text = Vec::new();
+            out.read_to_end(&mut text)
+                .map_err(|e| PgError::io("read the output of", &pg_dumpall, e))?;
+            Ok(text)
+        })
+    };
+    let (text, without_passwords) = match globals(false) {
+        Ok(t) => (t, false),
+        Err(PgError::Tool { stderr, .. }) if stderr.contains("pg_authid") => {
+            progress.warn("pg_dumpall cannot read role passwords (not a superuser): roles are dumped without them");
+            (globals(true)?, true)
+        }
+        Err(e) => return Err(e),
+    };
+    draft.add_stream(GLOBALS, text.as_slice(), progress)?;
+    progress.finish();
+
+    draft.set_metadata("pg_version", json!(version));
+    draft.set_metadata("pg_version_num", json!(version_num));
+    draft.set_metadata("pg_dump_major", json!(dump_major));
+    draft.set_metadata(
+        "format",
+        json!(if opts.jobs.is_some() {
+            "directory"
+        } else {
+            "custom"
+        }),
+    );
+    draft.set_metadata("items", serde_json::Value::Object(items));
+    draft.set_metadata("databases", json!(chosen));
+    draft.set_metadata("globals_without_passwords", json!(without_passwords));
+    Ok(draft.commit()?)
+}
+
+/// The dump snapshot `spec` names: an id, a unique prefix, or `latest` (the
+/// newest dump snapshot).
+pub fn find_dump(repo: &Repository, spec: &str) -> Result<SnapshotEntry> {
+    if spec == "latest" {
+        return repo
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|s| s.snapshot.source_kind == DUMP_KIND)
+            .ok_or_else(|| {
+                PgError::Refused(
+                    "the repository holds no pg dump yet; take one with `lifeboat pg dump`".into(),
+                )
+            });
+    }
+    Ok(repo.find_snapshot(spec)?)
+}
+
+/// The dump of `database` in a dump snapshot: its item (custom format) or
+/// its directory prefix (directory format).
+fn item_of<'a>(snapshot: &'a SnapshotEntry, database: &str) -> Option<&'a str> {
+    snapshot
+        .snapshot
+        .metadata
+        .get("items")
+        .and_then(|i| i.get(database))
+        .and_then(|v| v.as_str())
+}
+
+/// Restores one database of a dump snapshot with `pg_restore` (and the
+/// globals with `psql` first, when asked).
+pub fn restore_dump(
+    repo: &Repository,
+    rt: &Handle,
+    snapshot: &SnapshotEntry,
+    opts: &RestoreDumpOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreDumpReport> {
+    let snap = &snapshot.snapshot;
+    if snap.source_kind != DUMP_KIND {
+        return Err(PgError::Refused(format!(
+            "snapshot {} is a {} backup, not a pg dump; `lifeboat pg restore` restores physical backups",
+            snapshot.id.short(),
+            snap.source_kind
+        )));
+    }
+    let databases: Vec<String> = snap
+        .metadata
+        .get("items")
+        .and_then(|i| i.as_object())
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let database = match (&opts.database, databases.as_slice()) {
+        (Some(d), _) if databases.contains(d) => d.clone(),
+        (Some(d), _) => {
+            return Err(PgError::Refused(format!(
+                "snapshot {} has no dump of database {d:?} (it has: {})",
+                snapshot.id.short(),
+                databases.join(", ")
+            )))
+        }
+        (None, [one]) => one.clone(),
+        (None, _) => {
+            return Err(PgError::Refused(format!(
+                "snapshot {} holds {} databases ({}); name one with --database",
+                snapshot.id.short(),
+                databases.len(),
+                databases.join(", ")
+            )))
+        }
+    };
+    let item = item_of(snapshot, &database).unwrap_or_default().to_string();
+    let cfg = parse_conninfo(&opts.conninfo)?;
+    let target_db = cfg.get_dbname().unwrap_or("postgres").to_string();
+    // The target server's version decides the client programs, as for dumps;
+    // they must also read what the dump's pg_dump wrote.
+    let session = Session::connect_with(rt, &cfg)?;
+    let version_num: u32 = session
+        .value(
+            "report its version",
+            "select current_setting('server_version_num')",
+        )?
+        .parse()
+        .unwrap_or(0);
+    drop(session);
+    let dump_major = snap
+        .metadata
+        .get("pg_dump_major")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
+    let min = major_of(version_num).max(dump_major);
+
+    let mut report = RestoreDumpReport {
+        database: database.clone(),
+        bytes: 0,
+        globals: false,
+        globals_notices: Vec::new(),
+    };
+    if opts.globals {
+        let node = snap
+            .nodes
+            .iter()
+            .find(|n| n.path == GLOBALS)
+            .ok_or_else(|| {
+                PgError::Refused(format!("snapshot {} holds no globals", snapshot.id.short()))
+            })?;
+        let mut sql = Vec::new();
+        repo.restore_item(node, &mut sql, progress)?;
+        let (psql, _) = client_program("psql", min)?;
+        let mut cmd = client(&psql, &cfg);
+        cmd.args([
+            "-X",
+            "-q",
+            "--no-password",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-f",
+            "-",
+        ])
+        .arg(format!("--dbname={}", conninfo_for(&cfg, &target_db)))
+        .stdin(Stdio::piped());
+        let notices = feed(cmd, &sql)?;
+        report.globals = true;
+        report.globals_notices = notices
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+
+    let (pg_restore, _) = client_program("pg_restore", min)?;
+    let mut cmd = client(&pg_restore, &cfg);
+    cmd.arg("--no-password")
+        .arg("--exit-on-error")
+        .arg(format!("--dbname={}", conninfo_for(&cfg, &target_db)));
+    if opts.create {
+        cmd.arg("--create");
+    }
+    if opts.clean {
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    for t in &opts.tables {
+        cmd.arg(format!("--table={t}"));
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("lifeboat-restore-dump")
+        .tempdir()
+        .map_err(|e| PgError::io("create a temporary directory in", &std::env::temp_dir(), e))?;
+    let directory = !item.ends_with(".dump");
+    if directory || opts.jobs.is_some() {
+        // Parallel restores need a file or directory pg_restore can seek in.
+        let input = if directory {
+            repo.restore(
+                snap,
+                &lifeboat_repo::RestoreOptions {
+                    target: scratch.path().to_path_buf(),
+                    include: vec![item.clone()],
+                    page_cache: true,
+                    ..Default::default()
+                },
+                progress,
+            )?;
+            scratch.path().join(&item)
+        } else {
+            let path = scratch.path().join("dump");
+            let node = dump_node(snapshot, &item)?;
+            let mut f =
+                std::fs::File::create(&path).map_err(|e| PgError::io("create", &path, e))?;
+            report.bytes = repo.restore_item(node, &mut f, progress)?;
+            path
+        };
+        if let Some(j) = opts.jobs {
+            cmd.arg(format!("--jobs={}", j.max(1)));
+        }
+        cmd.arg(&input);
+        run_streaming(cmd, |_| Ok(()))?;
+    } else {
+        // Custom format, one job: streamed from the repository into pg_restore.
+        let node = dump_node(snapshot, &item)?;
+        cmd.stdin(Stdio::piped());
+        let command = shown(&cmd);
+        let mut child = cmd.spawn().map_err(|e| PgError::Tool {
+            command: command.clone(),
+            status: format!("could not start: {e}"),
+            stderr: String::new(),
+        })?;
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take();
+        let stdout = child.stdout.take();
+        let (fed, err_text) = std::thread::scope(|s| {
+            let err = s.spawn(move || {
+                let mut text = String::new();
+                if let Some(mut e) = stderr {
+                    let _ = e.read_to_string(&mut text);
+                }
+                if let Some(mut o) = stdout {
+                    let _ = std::io::copy(&mut o, &mut std::io::sink());
+                }
+                text
+            });
+            let fed = match stdin {
+                Some(mut pipe) => repo.restore_item(node, &mut pipe, progress),
+                None => Ok(0),
+            };
+            (fed, err.join().unwrap_or_default())
+        });
+        let status = child
+            .wait()
+            .map_err(|e| PgError::io("wait for", &pg_restore, e))?;
+        if !status.success() {
+            return Err(PgError::Tool {
+                command,
+                status: status.to_string(),
+                stderr: err_text.trim_end().to_string(),
+            });
+        }
+        report.bytes = fed?;
+    }
+    Ok(report)
+}
+
+fn dump_node<'a>(snapshot: &'a SnapshotEntry, item: &str) -> Result<&'a lifeboat_repo::Node> {
+    snapshot
+        .snapshot
+        .nodes
+        .iter()
+        .find(|n| n.path == item)
+        .ok_or_else(|| {
+            PgError::Repo(lifeboat_repo::RepoError::Corrupt {
+                key: format!("snapshots/{}", snapshot.id.to_hex()),
+                reason: format!("it names {item} but holds no such item"),
+            })
+        })
+}
+
+/// Runs `cmd` with `input` on its standard input; returns what it wrote to
+/// standard error, or fails with it when the program exits non-zero.
+fn feed(mut cmd: Command, input: &[u8]) -> Result<String> {
+    let command = shown(&cmd);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| PgError::Tool {
+        command: command.clone(),
+        status: format!("could not start: {e}"),
+        stderr: String::new(),
+    })?;
+    let stdin = child.stdin.take();
+    // Written on a thread while the output is read here: neither pipe can
+    // fill up and stall the other.
+    let out = std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(mut pipe) = stdin {
+                let _ = std::io::Write::write_all(&mut pipe, input);
+            }
+        });
+        child.wait_with_output()
+    })
+    .map_err(|e| PgError::io("wait for", Path::new(&command), e))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(PgError::Tool {
+            command,
+            status: out.status.to_string(),
+            stderr: stderr.trim_end().to_string(),
+        });
+    }
+    Ok(stderr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conninfo_keeps_the_target_and_leaves_the_password_out() {
+        let cfg = parse_conninfo("postgresql://alice:s3cret@db.example:6432/app?sslmode=require")
+            .unwrap();
+        let s = conninfo_for(&cfg, "other db");
+        assert!(
+            s.contains("host='db.example'") && s.contains("port='6432'"),
+            "{s}"
+        );
+        assert!(
+            s.contains("user='alice'") && s.contains("dbname='other db'"),
+            "{s}"
+        );
+        assert!(s.contains("sslmode=require"), "{s}");
+        assert!(!s.contains("s3cret"), "{s}");
+        let cfg = parse_conninfo("host=/tmp user=o'brien").unwrap();
+        assert!(conninfo_for(&cfg, "x").contains(r"user='o\'brien'"));
+    }
+}
