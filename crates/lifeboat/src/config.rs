@@ -24,6 +24,17 @@ pub(crate) struct FileConfig {
     /// PostgreSQL sources by name: `[postgres.main]`.
     #[serde(default)]
     pub(crate) postgres: std::collections::BTreeMap<String, PgSource>,
+    /// Redis sources by name: `[redis.cache]`.
+    #[serde(default)]
+    pub(crate) redis: std::collections::BTreeMap<String, RedisSource>,
+}
+
+/// A Redis source named in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisSource {
+    /// `redis://[user:password@]host:port`.
+    pub(crate) redis_url: Option<String>,
 }
 
 /// A PostgreSQL source named in the config file.
@@ -39,6 +50,22 @@ pub(crate) struct PgSource {
 }
 
 impl FileConfig {
+    /// The Redis source `name`, or a usage error listing the ones there are.
+    pub(crate) fn redis_source(&self, name: &str) -> Result<&RedisSource> {
+        self.redis.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.redis.keys().map(String::as_str).collect();
+            UsageError(format!(
+                "no Redis source {name:?} in the config file (a [redis.{name}] section with redis_url); {}",
+                if known.is_empty() {
+                    "it names none".to_string()
+                } else {
+                    format!("it names: {}", known.join(", "))
+                }
+            ))
+            .into()
+        })
+    }
+
     /// The source `name`, or a usage error listing the ones there are.
     pub(crate) fn pg_source(&self, name: &str) -> Result<&PgSource> {
         self.postgres.get(name).ok_or_else(|| {

@@ -10,6 +10,7 @@ mod demo;
 mod output;
 mod pg;
 mod pgdemo;
+mod redis;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +97,9 @@ pub(crate) enum Command {
     /// PostgreSQL: physical backups, WAL archiving, point-in-time restores
     #[command(subcommand)]
     Pg(pg::PgCommand),
+    /// Redis: RDB backups over the replication protocol, checked restores
+    #[command(subcommand)]
+    Redis(redis::RedisCommand),
     /// List snapshots
     Snapshots,
     /// List the items of a snapshot
@@ -260,6 +264,14 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<lifeboat_postgres::PgError>() {
         return match e {
             lifeboat_postgres::PgError::Repo(r) => repo_exit_code(r),
+            e if e.is_damage() => 3,
+            e if e.is_usage() => 2,
+            _ => 1,
+        };
+    }
+    if let Some(e) = err.downcast_ref::<lifeboat_redis::RedisError>() {
+        return match e {
+            lifeboat_redis::RedisError::Repo(r) => repo_exit_code(r),
             e if e.is_damage() => 3,
             e if e.is_usage() => 2,
             _ => 1,

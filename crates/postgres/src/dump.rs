@@ -270,13 +270,15 @@ pub fn dump(
         for name in &opts.databases {
             match all.iter().find(|d| &d.name == name) {
                 Some(d) => out.push(d.clone()),
-                None => return Err(PgError::Refused(format!(
+                None => {
+                    return Err(PgError::Refused(format!(
                     "the server has no database {name:?} to dump (it has: {}); check --database",
                     all.iter()
                         .map(|d| d.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
-                ))),
+                )))
+                }
             }
         }
         out

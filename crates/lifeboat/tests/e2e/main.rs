@@ -6,6 +6,7 @@
 mod dump;
 mod harness;
 mod pg;
+mod redis;
 mod scenarios;
 
 use std::fs;
@@ -279,4 +280,19 @@ fn pg_a_dump_after_a_small_change_stores_little() {
 #[test]
 fn pg_a_failing_dump_is_named_and_leaves_no_snapshot() {
     dump::a_failing_dump_is_named_and_leaves_no_snapshot();
+}
+
+#[test]
+fn redis_every_type_comes_back_identical_through_both_framings() {
+    redis::every_type_comes_back_identical_through_both_framings();
+}
+
+#[test]
+fn redis_logins_and_refusals_are_named() {
+    redis::logins_and_refusals_are_named();
+}
+
+#[test]
+fn redis_a_damaged_rdb_is_refused_before_it_is_recorded() {
+    redis::a_damaged_rdb_is_refused_before_it_is_recorded();
 }

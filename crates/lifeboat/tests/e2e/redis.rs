@@ -1,0 +1,393 @@
+//! Redis end to end: real redis-server processes (the distribution's), each
+//! in a temporary directory on a free loopback port, backed up over the
+//! replication protocol and restored.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+use lifeboat_redis::resp::{Conn, Reply};
+use lifeboat_redis::url::RedisUrl;
+use lifeboat_redis::LocalRedis;
+
+use crate::pg::PgEnv;
+
+fn server(extra: &[&str]) -> (tempfile::TempDir, LocalRedis) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalRedis::start(dir.path(), extra, Duration::from_secs(30)).unwrap();
+    (dir, s)
+}
+
+fn conn(url: &str) -> Conn {
+    Conn::connect(&RedisUrl::parse(url).unwrap(), Duration::from_secs(30)).unwrap()
+}
+
+fn ok(c: &mut Conn, args: &[&str]) -> Reply {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let r = c.command(&args).unwrap();
+    assert!(!matches!(r, Reply::Error(_)), "{args:?}: {r:?}");
+    r
+}
+
+/// Keys of every type, some with TTLs, in three databases.
+fn fill(url: &str) {
+    let mut c = conn(url);
+    for db in ["0", "1", "5"] {
+        ok(&mut c, &["SELECT", db]);
+        for i in 0..200 {
+            let i = i.to_string();
+            ok(
+                &mut c,
+                &[
+                    "SET",
+                    &format!("str:{i}"),
+                    &format!("value {i} {}", "x".repeat(i.len() * 10)),
+                ],
+            );
+            ok(
+                &mut c,
+                &[
+                    "HSET",
+                    &format!("hash:{i}"),
+                    "name",
+                    &i,
+                    "email",
+                    &format!("{i}@example.com"),
+                ],
+            );
+            ok(&mut c, &["RPUSH", &format!("list:{i}"), "a", "b", &i]);
+            ok(&mut c, &["SADD", &format!("set:{i}"), "x", "y", &i]);
+            ok(
+                &mut c,
+                &["ZADD", &format!("zset:{i}"), "1", "one", "2.5", &i],
+            );
+            ok(
+                &mut c,
+                &[
+                    "XADD",
+                    &format!("stream:{i}"),
+                    "*",
+                    "event",
+                    "login",
+                    "user",
+                    &i,
+                ],
+            );
+        }
+        for i in 0..50 {
+            ok(
+                &mut c,
+                &["SET", &format!("ttl:{i}"), "expiring", "EX", "3600"],
+            );
+        }
+        // A big value, so the RDB has LZF-compressed strings and some size.
+        ok(&mut c, &["SET", "big", &"lifeboat ".repeat(100_000)]);
+    }
+}
+
+/// (database, key) → (type, value, has a TTL).
+type Contents = BTreeMap<(u32, Vec<u8>), (String, Vec<Vec<u8>>, bool)>;
+
+/// Every key of every database with its type, its value (members of sets
+/// and fields of hashes sorted: their order is the hash table's, which
+/// differs between processes) and whether it has a TTL.
+fn contents(url: &str) -> Contents {
+    let mut c = conn(url);
+    let mut out = BTreeMap::new();
+    let flat = |r: Reply| -> Vec<Vec<u8>> {
+        fn walk(r: Reply, out: &mut Vec<Vec<u8>>) {
+            match r {
+                Reply::Bulk(Some(b)) => out.push(b),
+                Reply::Simple(s) => out.push(s.into_bytes()),
+                Reply::Int(i) => out.push(i.to_string().into_bytes()),
+                Reply::Array(Some(items)) => items.into_iter().for_each(|i| walk(i, out)),
+                other => out.push(format!("{other:?}").into_bytes()),
+            }
+        }
+        let mut v = Vec::new();
+        walk(r, &mut v);
+        v
+    };
+    for db in 0..16u32 {
+        ok(&mut c, &["SELECT", &db.to_string()]);
+        let Reply::Array(Some(keys)) = ok(&mut c, &["KEYS", "*"]) else {
+            panic!("KEYS")
+        };
+        for k in keys {
+            let Reply::Bulk(Some(key)) = k else {
+                panic!("key")
+            };
+            let Some(kind) = c.command(&[b"TYPE", &key]).unwrap().text() else {
+                panic!("TYPE")
+            };
+            let value = match kind.as_str() {
+                "string" => flat(c.command(&[b"GET", &key]).unwrap()),
+                "list" => flat(c.command(&[b"LRANGE", &key, b"0", b"-1"]).unwrap()),
+                "zset" => flat(
+                    c.command(&[b"ZRANGE", &key, b"0", b"-1", b"WITHSCORES"])
+                        .unwrap(),
+                ),
+                "stream" => flat(c.command(&[b"XRANGE", &key, b"-", b"+"]).unwrap()),
+                "set" => {
+                    let mut v = flat(c.command(&[b"SMEMBERS", &key]).unwrap());
+                    v.sort();
+                    v
+                }
+                "hash" => {
+                    let v = flat(c.command(&[b"HGETALL", &key]).unwrap());
+                    let mut pairs: Vec<Vec<u8>> = v.chunks(2).map(|p| p.concat()).collect();
+                    pairs.sort();
+                    pairs
+                }
+                other => panic!("unexpected type {other}"),
+            };
+            let Reply::Int(ttl) = c.command(&[b"PTTL", &key]).unwrap() else {
+                panic!("PTTL")
+            };
+            out.insert((db, key), (kind, value, ttl > 0));
+        }
+    }
+    out
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON: {e}\n{text}"))
+}
+
+fn redis_snapshots(env: &PgEnv) -> usize {
+    json(&env.ok(&["--json", "snapshots"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["source_kind"] == "redis")
+        .count()
+}
+
+/// Keys of every type with TTLs in several databases come back identical
+/// (type, value and TTL of every key) from backups taken both ways the server frames
+/// the RDB, and `restore --verify` proves the file loads with the recorded
+/// key counts.
+pub fn every_type_comes_back_identical_through_both_framings() {
+    let env = PgEnv::new();
+    let (_dir, src) = server(&["--repl-diskless-sync-delay", "0"]);
+    fill(&src.url());
+    let want = contents(&src.url());
+    assert_eq!(want.len(), 3 * (6 * 200 + 50 + 1));
+    assert_eq!(want.values().filter(|(_, _, ttl)| *ttl).count(), 150);
+    let mut c = conn(&src.url());
+    for diskless in ["yes", "no"] {
+        ok(&mut c, &["CONFIG", "SET", "repl-diskless-sync", diskless]);
+        let v = json(&env.ok(&["--json", "redis", "backup", "--redis-url", &src.url()]));
+        assert_eq!(v["diskless"], diskless == "yes", "{v}");
+        assert_eq!(v["rdb"]["checksummed"], true, "{v}");
+        assert_eq!(v["keyspace"]["db5"]["keys"], 1251, "{v}");
+        assert_eq!(v["keyspace"]["db5"]["expires"], 50, "{v}");
+        let target = tempfile::tempdir().unwrap();
+        let r = json(&env.ok(&[
+            "--json",
+            "redis",
+            "restore",
+            v["snapshot"].as_str().unwrap(),
+            "--target-dir",
+            target.path().to_str().unwrap(),
+            "--verify",
+        ]));
+        let verified = r["verified"].as_array().unwrap();
+        assert_eq!(verified.len(), 3, "{r}");
+        assert!(verified.iter().all(|row| row[1] == row[2]), "{r}");
+        // A server started on the restored file holds the same keys, byte
+        // for byte as DUMP serialises them, with their TTLs.
+        let restored = LocalRedis::start(target.path(), &[], Duration::from_secs(30)).unwrap();
+        let got = contents(&restored.url());
+        let differ: Vec<_> = want
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(*v))
+            .map(|((db, k), _)| format!("db{db} {}", String::from_utf8_lossy(k)))
+            .take(5)
+            .collect();
+        assert!(
+            got.len() == want.len() && differ.is_empty(),
+            "restored contents differ ({diskless}): {} keys against {}; first differing: {differ:?}",
+            got.len(),
+            want.len()
+        );
+    }
+    // The restore never writes over an existing dump.rdb.
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(target.path().join("dump.rdb"), b"in use").unwrap();
+    let out = env.run(&[
+        "redis",
+        "restore",
+        "latest",
+        "--target-dir",
+        target.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+    assert_eq!(
+        std::fs::read(target.path().join("dump.rdb")).unwrap(),
+        b"in use"
+    );
+}
+
+/// Password and ACL logins work; a wrong password, a user without SYNC, a
+/// server that disables SYNC and an unreachable server each get a message
+/// that names the cause, and record nothing.
+pub fn logins_and_refusals_are_named() {
+    let env = PgEnv::new();
+    let (_dir, src) = server(&["--requirepass", "s3cret"]);
+    let port = src.port;
+    let mut c = conn(&format!("redis://:s3cret@127.0.0.1:{port}"));
+    ok(&mut c, &["SET", "k", "v"]);
+    ok(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "backup",
+            "on",
+            ">backup-pw",
+            "+@all",
+            "~*",
+        ],
+    );
+    ok(
+        &mut c,
+        &[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">reader-pw",
+            "+@read",
+            "+info",
+            "+ping",
+            "~*",
+        ],
+    );
+
+    env.ok(&[
+        "redis",
+        "backup",
+        "--redis-url",
+        &format!("redis://:s3cret@127.0.0.1:{port}"),
+    ]);
+    env.ok(&[
+        "redis",
+        "backup",
+        "--redis-url",
+        &format!("redis://backup:backup-pw@127.0.0.1:{port}"),
+    ]);
+    assert_eq!(redis_snapshots(&env), 2);
+
+    let fails = |url: String, code: i32, words: &[&str]| {
+        let out = env.run(&["redis", "backup", "--redis-url", &url]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{url}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{url}: expected {w:?} in: {err}");
+        }
+        assert!(
+            !err.contains("wrong-pw") && !err.contains("reader-pw"),
+            "no password in messages: {err}"
+        );
+    };
+    fails(
+        format!("redis://:wrong-pw@127.0.0.1:{port}"),
+        1,
+        &["refused the login", "password"],
+    );
+    fails(
+        format!("redis://127.0.0.1:{port}"),
+        1,
+        &["refused the login"],
+    );
+    fails(
+        format!("redis://reader:reader-pw@127.0.0.1:{port}"),
+        1,
+        &["SYNC", "permission"],
+    );
+    let (_d2, no_sync) = server(&["--rename-command", "SYNC", ""]);
+    fails(no_sync.url(), 1, &["SYNC", "managed services"]);
+    drop(no_sync);
+    let gone = LocalRedis::start(
+        tempfile::tempdir().unwrap().path(),
+        &[],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let gone_url = gone.url();
+    drop(gone);
+    fails(gone_url, 1, &["cannot connect to Redis"]);
+    assert_eq!(redis_snapshots(&env), 2, "nothing more was recorded");
+}
+
+/// A damaged RDB is refused before anything is recorded. A real server does
+/// not send damage on purpose, so a stand-in on loopback answers the
+/// handshake and sends a real server's RDB with one byte flipped.
+pub fn a_damaged_rdb_is_refused_before_it_is_recorded() {
+    let env = PgEnv::new();
+    let (dir, src) = server(&[]);
+    let mut c = conn(&src.url());
+    ok(&mut c, &["SET", "k", "some value"]);
+    ok(&mut c, &["SAVE"]);
+    let mut rdb = std::fs::read(dir.path().join("dump.rdb")).unwrap();
+    let at = rdb.len() / 2;
+    rdb[at] ^= 0x20;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stand_in = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(sock.try_clone().unwrap());
+        let mut w = sock;
+        loop {
+            // One RESP array command per loop: *N, then N bulk strings.
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                return;
+            }
+            let n: usize = line.trim_start_matches('*').trim().parse().unwrap();
+            let mut args = Vec::new();
+            for _ in 0..n {
+                let mut len = String::new();
+                reader.read_line(&mut len).unwrap();
+                let len: usize = len.trim_start_matches('$').trim().parse().unwrap();
+                let mut arg = vec![0u8; len + 2];
+                reader.read_exact(&mut arg).unwrap();
+                args.push(String::from_utf8_lossy(&arg[..len]).to_uppercase());
+            }
+            match args[0].as_str() {
+                "INFO" => {
+                    let body = if args[1] == "KEYSPACE" {
+                        "# Keyspace\r\ndb0:keys=1,expires=0\r\n"
+                    } else {
+                        "# x\r\n"
+                    };
+                    write!(w, "${}\r\n{body}\r\n", body.len()).unwrap();
+                }
+                "SYNC" => {
+                    write!(w, "\n\n${}\r\n", rdb.len()).unwrap();
+                    w.write_all(&rdb).unwrap();
+                    return;
+                }
+                "PING" => w.write_all(b"+PONG\r\n").unwrap(),
+                _ => w.write_all(b"+OK\r\n").unwrap(),
+            }
+        }
+    });
+    let out = env.run(&[
+        "redis",
+        "backup",
+        "--redis-url",
+        &format!("redis://127.0.0.1:{port}"),
+    ]);
+    stand_in.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("CRC-64") && err.contains("not recorded"),
+        "{err}"
+    );
+    assert_eq!(redis_snapshots(&env), 0);
+}

@@ -1,0 +1,196 @@
+//! `redis backup`: the RDB pulled over the replication protocol, as
+//! `redis-cli --rdb` does, checked, and recorded only when sound.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lifeboat_repo::{BackupOutcome, Progress, Repository, SnapshotOptions};
+use serde_json::json;
+
+use crate::error::{RedisError, Result};
+use crate::rdb::{Framing, RdbStream};
+use crate::resp::{Conn, Reply};
+use crate::url::{redact, RedisUrl};
+
+/// The snapshot source kind of Redis backups.
+pub const SOURCE_KIND: &str = "redis";
+/// The item holding the RDB.
+pub const RDB_ITEM: &str = "dump.rdb";
+
+/// What to back up.
+#[derive(Clone, Debug)]
+pub struct RedisBackupOptions {
+    /// `redis://[user:password@]host:port`.
+    pub url: String,
+    /// The source's name in the snapshot (default: the URL without password).
+    pub source_name: String,
+    /// Host name recorded.
+    pub hostname: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// How long to wait for any one reply, including the RDB's first byte
+    /// (the server may wait `repl-diskless-sync-delay` before it starts).
+    pub timeout: Duration,
+}
+
+impl RedisBackupOptions {
+    /// Options for `url` with the defaults.
+    pub fn new(url: &str) -> Self {
+        RedisBackupOptions {
+            url: url.to_string(),
+            source_name: String::new(),
+            hostname: String::new(),
+            tags: Vec::new(),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Per database: keys and keys with a TTL, as `INFO keyspace` reports them.
+pub type Keyspace = BTreeMap<String, (u64, u64)>;
+
+/// Parses `INFO keyspace` lines (`db0` → `keys=2,expires=1,avg_ttl=0`).
+pub fn keyspace(info: &[(String, String)]) -> Keyspace {
+    info.iter()
+        .filter(|(k, _)| k.starts_with("db"))
+        .map(|(db, v)| {
+            let field = |name: &str| {
+                v.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == name)
+                    .and_then(|(_, n)| n.parse().ok())
+                    .unwrap_or(0)
+            };
+            (db.clone(), (field("keys"), field("expires")))
+        })
+        .collect()
+}
+
+fn sync_hint(reason: &str) -> String {
+    if reason.contains("NOPERM") {
+        "The ACL user needs permission to run SYNC (and REPLCONF): e.g. `ACL SETUSER backup +sync +replconf +info +ping`".into()
+    } else if reason.to_ascii_lowercase().contains("unknown command") {
+        "This server does not offer SYNC (managed services such as ElastiCache and Memorystore disable it, as does `rename-command SYNC \"\"`): back up with the service's own snapshots, or from a replica you run".into()
+    } else {
+        "Check the server log".into()
+    }
+}
+
+/// Backs up one Redis server; see the module documentation.
+pub fn backup(
+    repo: &Repository,
+    opts: &RedisBackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let url = RedisUrl::parse(&opts.url)?;
+    let mut conn = Conn::connect(&url, opts.timeout)?;
+    let target = conn.target().to_string();
+    let server = conn.info("server")?;
+    let field = |info: &[(String, String)], k: &str| {
+        info.iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let version = field(&server, "redis_version");
+    let memory = conn.info("memory")?;
+    let persistence = conn.info("persistence")?;
+    let keys = keyspace(&conn.info("keyspace")?);
+
+    // Ask for the RDB alone, delimited by a mark if the server streams it
+    // (diskless); servers before 7 do not know rdb-only, which only means
+    // the replication stream follows the RDB and is not read.
+    for capa in [
+        &[&b"REPLCONF"[..], b"capa", b"eof"][..],
+        &[b"REPLCONF", b"rdb-only", b"1"],
+    ] {
+        if let Reply::Error(e) = conn.command(capa)? {
+            if e.contains("NOPERM") {
+                return Err(RedisError::SyncRefused {
+                    hint: sync_hint(&e),
+                    target,
+                    reason: e,
+                });
+            }
+        }
+    }
+    conn.send(&[b"SYNC"])?;
+    // Newlines keep the connection alive while the server prepares the RDB.
+    let framing = loop {
+        let line = conn.line("wait for the RDB")?;
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(e) = line.strip_prefix('-') {
+            return Err(RedisError::SyncRefused {
+                hint: sync_hint(e),
+                target,
+                reason: e.to_string(),
+            });
+        }
+        match line.strip_prefix('$').and_then(Framing::parse) {
+            Some(f) => break f,
+            None => {
+                return Err(conn.protocol("read the SYNC reply", &format!("unexpected {line:?}")))
+            }
+        }
+    };
+    let source_name = if opts.source_name.is_empty() {
+        redact(&opts.url)
+    } else {
+        opts.source_name.clone()
+    };
+    let mut draft = repo.stream_snapshot(&SnapshotOptions {
+        source_kind: SOURCE_KIND.into(),
+        source_name: source_name.clone(),
+        paths: vec![source_name],
+        tags: opts.tags.clone(),
+        hostname: opts.hostname.clone(),
+        metadata: Default::default(),
+    })?;
+    progress.start(
+        "backup",
+        match framing {
+            Framing::Length(n) => Some(n),
+            Framing::Mark(_) => None,
+        },
+    );
+    let diskless = matches!(framing, Framing::Mark(_));
+    let mut stream = RdbStream::new(conn.reader(), framing);
+    let added = draft.add_stream(RDB_ITEM, &mut stream, progress);
+    progress.finish();
+    added.map_err(|e| match e {
+        lifeboat_repo::RepoError::Io { source, .. } => RedisError::Protocol {
+            target: target.clone(),
+            what: "read the RDB".into(),
+            reason: source.to_string(),
+        },
+        other => other.into(),
+    })?;
+    // The checks come before the commit: a damaged RDB records nothing.
+    let facts = stream.finish().map_err(|reason| RedisError::BadRdb {
+        target: target.clone(),
+        reason,
+    })?;
+    draft.set_metadata("redis_version", json!(version));
+    draft.set_metadata("rdb", json!(facts));
+    draft.set_metadata("diskless", json!(diskless));
+    draft.set_metadata(
+        "keyspace",
+        json!(keys
+            .iter()
+            .map(|(db, (k, e))| (db.clone(), json!({"keys": k, "expires": e})))
+            .collect::<serde_json::Map<_, _>>()),
+    );
+    draft.set_metadata(
+        "used_memory",
+        json!(field(&memory, "used_memory").parse::<u64>().ok()),
+    );
+    draft.set_metadata(
+        "rdb_last_save_time",
+        json!(field(&persistence, "rdb_last_save_time")
+            .parse::<i64>()
+            .ok()),
+    );
+    Ok(draft.commit()?)
+}

@@ -1,0 +1,25 @@
+//! Redis backups into a lifeboat repository.
+//!
+//! - [`backup()`]: the RDB pulled over the replication protocol (`SYNC`, as
+//!   `redis-cli --rdb` does), so the server's files need not be reachable;
+//!   both framings (`$<length>` and the diskless `$EOF:<mark>`), checked
+//!   (magic, version, EOF opcode, CRC-64) before the snapshot is recorded.
+//! - [`restore()`]: `dump.rdb` written into a directory, and with `verify` a
+//!   throwaway `redis-server` loads it and its key counts are compared with
+//!   those recorded.
+//! - [`resp`]: a small blocking RESP client; [`rdb`]: the RDB checks;
+//!   [`url`]: `redis://` URLs.
+#![deny(missing_docs)]
+
+mod backup;
+mod error;
+pub mod rdb;
+pub mod resp;
+mod restore;
+pub mod url;
+
+pub use backup::{backup, keyspace, Keyspace, RedisBackupOptions, RDB_ITEM, SOURCE_KIND};
+pub use error::{RedisError, Result};
+pub use restore::{
+    restore, server_program, LocalRedis, RedisRestoreOptions, RedisRestoreReport, SERVER_ENV,
+};

@@ -1,0 +1,268 @@
+//! `redis restore`: the RDB written where a server can start on it, and
+//! optionally proven: a throwaway `redis-server` loads it and its key counts
+//! are compared with those recorded at backup time.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_repo::{Progress, Repository, SnapshotEntry};
+
+use crate::backup::{keyspace, Keyspace, RDB_ITEM, SOURCE_KIND};
+use crate::error::{RedisError, Result};
+use crate::resp::{Conn, Reply};
+use crate::url::RedisUrl;
+
+/// The environment variable naming the redis-server program to verify with.
+pub const SERVER_ENV: &str = "LIFEBOAT_REDIS_SERVER";
+
+/// Where to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RedisRestoreOptions {
+    /// The directory to write `dump.rdb` into (created when missing).
+    pub target_dir: PathBuf,
+    /// Start a throwaway redis-server on it and compare key counts.
+    pub verify: bool,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RedisRestoreReport {
+    /// The file written.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// With `verify`: per database, the keys recorded and the keys loaded.
+    pub verified: Option<Vec<(String, u64, u64)>>,
+    /// With `verify`: how long the server took to load the file.
+    pub load_ms: Option<u64>,
+}
+
+/// The redis-server program: `$LIFEBOAT_REDIS_SERVER`, else `redis-server`
+/// on `PATH` or in `/usr/bin`, `/usr/local/bin`.
+pub fn server_program() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(SERVER_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            RedisError::Server(format!(
+                "redis-server was not found (to verify the restore); install it (e.g. `apt-get install redis-server`) or name it in {SERVER_ENV}"
+            ))
+        })
+}
+
+/// A free TCP port on loopback.
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| RedisError::Server(format!("no free port on 127.0.0.1: {e}")))
+}
+
+/// A redis-server started on a directory, stopped when dropped.
+pub struct LocalRedis {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl LocalRedis {
+    /// Starts `redis-server` on `dir` (its `dump.rdb` is loaded), on a free
+    /// loopback port, saving nothing, with `extra` arguments; waits up to
+    /// `timeout` until it has loaded its data and answers.
+    pub fn start(dir: &Path, extra: &[&str], timeout: Duration) -> Result<LocalRedis> {
+        let program = server_program()?;
+        let port = free_port()?;
+        let log = dir.join(format!("redis-{port}.log"));
+        let child = Command::new(&program)
+            .arg("--port")
+            .arg(port.to_string())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(&log)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RedisError::Server(format!("cannot start {}: {e}", program.display())))?;
+        let mut server = LocalRedis { child, port, log };
+        server.wait_ready(timeout)?;
+        Ok(server)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        let url = RedisUrl::parse(&self.url())?;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(RedisError::Server(format!(
+                    "redis-server exited ({status}) instead of loading the restored data:\n{}",
+                    self.log_tail()
+                )));
+            }
+            // LOADING until the dataset is in memory; a server with a
+            // password answers NOAUTH once it is up.
+            match Conn::connect(&url, Duration::from_secs(5)) {
+                Ok(mut c) => {
+                    if matches!(c.command(&[b"PING"]), Ok(Reply::Simple(_))) {
+                        return Ok(());
+                    }
+                }
+                Err(RedisError::Auth { reason, .. }) if reason.starts_with("NOAUTH") => {
+                    return Ok(())
+                }
+                Err(_) => {}
+            }
+            if started.elapsed() > timeout {
+                return Err(RedisError::Server(format!(
+                    "redis-server did not finish loading within {} s:\n{}",
+                    timeout.as_secs(),
+                    self.log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its keyspace now.
+    pub fn keyspace(&self) -> Result<Keyspace> {
+        let mut c = Conn::connect(&RedisUrl::parse(&self.url())?, Duration::from_secs(30))?;
+        Ok(keyspace(&c.info("keyspace")?))
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Restores a Redis snapshot; see the module documentation.
+pub fn restore(
+    repo: &Repository,
+    snapshot: &SnapshotEntry,
+    opts: &RedisRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RedisRestoreReport> {
+    let snap = &snapshot.snapshot;
+    if snap.source_kind != SOURCE_KIND {
+        return Err(RedisError::Refused(format!(
+            "snapshot {} is a {} backup, not a Redis one",
+            snapshot.id.short(),
+            snap.source_kind
+        )));
+    }
+    let node = snap
+        .nodes
+        .iter()
+        .find(|n| n.path == RDB_ITEM)
+        .ok_or_else(|| {
+            RedisError::Refused(format!(
+                "snapshot {} holds no {RDB_ITEM}",
+                snapshot.id.short()
+            ))
+        })?;
+    let dir = &opts.target_dir;
+    std::fs::create_dir_all(dir).map_err(|e| RedisError::io("create", dir, e))?;
+    let path = dir.join(RDB_ITEM);
+    // Never over a file a server may be using.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => RedisError::Refused(format!(
+                "{} exists; restore into an empty directory (a running server may be using it)",
+                path.display()
+            )),
+            _ => RedisError::io("create", &path, e),
+        })?;
+    progress.start("restore", Some(node.size));
+    let bytes = repo.restore_item(node, &mut file, progress)?;
+    progress.finish();
+    file.flush()
+        .and_then(|_| file.sync_all())
+        .map_err(|e| RedisError::io("write", &path, e))?;
+    drop(file);
+    let mut report = RedisRestoreReport {
+        path: path.clone(),
+        bytes,
+        verified: None,
+        load_ms: None,
+    };
+    if opts.verify {
+        let started = Instant::now();
+        let server =
+            LocalRedis::start(dir, &["--dbfilename", RDB_ITEM], Duration::from_secs(3600))?;
+        report.load_ms = Some(started.elapsed().as_millis() as u64);
+        let loaded = server.keyspace()?;
+        drop(server);
+        let recorded: Keyspace = snap
+            .metadata
+            .get("keyspace")
+            .and_then(|k| k.as_object())
+            .map(|o| {
+                o.iter()
+                    .map(|(db, v)| {
+                        let n = |f: &str| v.get(f).and_then(|x| x.as_u64()).unwrap_or(0);
+                        (db.clone(), (n("keys"), n("expires")))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut rows = Vec::new();
+        let mut dbs: Vec<&String> = recorded.keys().chain(loaded.keys()).collect();
+        dbs.sort();
+        dbs.dedup();
+        let mut wrong = Vec::new();
+        for db in dbs {
+            let want = recorded.get(db).map_or(0, |v| v.0);
+            let got = loaded.get(db).map_or(0, |v| v.0);
+            if want != got {
+                wrong.push(format!("{db}: {got} keys loaded, {want} recorded"));
+            }
+            rows.push((db.clone(), want, got));
+        }
+        if !wrong.is_empty() {
+            return Err(RedisError::Server(format!(
+                "the restored {} loads, but its key counts differ from the backup's: {} (keys with a TTL that has since passed are dropped on load; otherwise the data changed between INFO and SYNC at backup time)",
+                path.display(),
+                wrong.join("; ")
+            )));
+        }
+        report.verified = Some(rows);
+    }
+    Ok(report)
+}
