@@ -4,14 +4,20 @@
 #                               e.g. --write-docs, --size-gib 4, --rounds 3)
 #   scripts/bench.sh pg [args]  PostgreSQL: pgBackRest, pg_basebackup and the zstd limit
 #                               (bench/pg_bench.py; e.g. --size-gb 4 --rounds 3 --write-docs)
+#   scripts/bench.sh dump [args]  Redis (vs redis-cli --rdb + zstd -1) and pg dump (vs
+#                               pg_dump -Fc | gzip -9) (bench/dump_bench.py; e.g. --write-docs)
 # Installs the peers from Debian's packages when missing, builds lifeboat in
 # release mode and passes the remaining arguments to the Python harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=files
 if [ "${1:-}" = pg ]; then mode=pg; shift; fi
+if [ "${1:-}" = dump ]; then mode=dump; shift; fi
 missing=()
-if [ "$mode" = pg ]; then
+if [ "$mode" = dump ]; then
+  need=(redis-server redis-cli zstd gzip /usr/bin/time setpriv)
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
+elif [ "$mode" = pg ]; then
   need=(pgbackrest zstd /usr/bin/time setpriv)
   # PostgreSQL's server binaries are not on PATH in Debian.
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
@@ -29,6 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
       borg) pkgs+=(borgbackup);;
       /usr/bin/time) pkgs+=(time);;
       setpriv) pkgs+=(util-linux);;
+      redis-cli) pkgs+=(redis-tools);;
       *) pkgs+=("$t");;
     esac
   done
@@ -37,5 +44,8 @@ fi
 cargo build --release -p lifeboat
 if [ "$mode" = pg ]; then
   exec python3 bench/pg_bench.py "$@"
+fi
+if [ "$mode" = dump ]; then
+  exec python3 bench/dump_bench.py "$@"
 fi
 exec python3 bench/bench.py "$@"

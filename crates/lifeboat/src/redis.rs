@@ -17,8 +17,9 @@ pub(crate) enum RedisCommand {
     /// Back up a Redis server: its RDB, pulled over the replication protocol
     /// (SYNC, as `redis-cli --rdb` does) and checked before it is recorded
     Backup(RedisBackupArgs),
-    /// Write a backup's dump.rdb into a directory a server can start on;
-    /// --verify starts a throwaway redis-server on it and compares key counts
+    /// Write a backup's dump.rdb into a directory a server can start on
+    /// (--verify starts a throwaway redis-server on it and compares key
+    /// counts), or load it into a live server with RESTORE (--to-url)
     Restore(RedisRestoreArgs),
 }
 
@@ -48,12 +49,27 @@ pub(crate) struct RedisRestoreArgs {
     snapshot: String,
     /// The directory to write dump.rdb into (created when missing; an
     /// existing dump.rdb is never overwritten)
-    #[arg(long, value_name = "DIR")]
-    target_dir: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "to_url",
+        conflicts_with = "to_url"
+    )]
+    target_dir: Option<PathBuf>,
     /// Start a throwaway redis-server on the restored file (free loopback
     /// port) and compare its key counts with those recorded at backup time
-    #[arg(long)]
+    #[arg(long, requires = "target_dir")]
     verify: bool,
+    /// Load the backup into this live server key by key with RESTORE (TTLs
+    /// kept); refused when it holds keys, unless --replace
+    #[arg(long, value_name = "URL")]
+    to_url: Option<String>,
+    /// With --to-url: overwrite keys of the same name
+    #[arg(long, requires = "to_url")]
+    replace: bool,
+    /// With --to-url: seconds to wait for any reply
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    timeout: u64,
 }
 
 pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: RedisCommand) -> Result<()> {
@@ -143,8 +159,50 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
     } else {
         repo.find_snapshot(&args.snapshot)?
     };
+    if let Some(url) = &args.to_url {
+        let started = std::time::Instant::now();
+        let report = redis::restore_to_url(
+            &repo,
+            &snapshot,
+            url,
+            args.replace,
+            Duration::from_secs(args.timeout.max(1)),
+            &progress,
+        )?;
+        let ms = started.elapsed().as_millis() as u64;
+        if ctx.global.json {
+            let mut v = json!(report);
+            v["snapshot"] = json!(snapshot.id.to_hex());
+            v["duration_ms"] = json!(ms);
+            print_json(&v);
+        } else {
+            let total: u64 = report.keys.values().sum();
+            println!(
+                "loaded {total} keys from redis backup {} into {} in {}",
+                snapshot.id.short(),
+                redis::url::redact(url),
+                secs(ms)
+            );
+            for (db, n) in &report.keys {
+                println!("  {db}: {n} keys");
+            }
+            if report.expired > 0 {
+                println!(
+                    "  {} keys had expired since the backup and were left out",
+                    report.expired
+                );
+            }
+            if report.functions > 0 {
+                println!(
+                    "  {} function libraries were not loaded: restore them with FUNCTION RESTORE",
+                    report.functions
+                );
+            }
+        }
+        return Ok(());
+    }
     let opts = redis::RedisRestoreOptions {
-        target_dir: args.target_dir.clone(),
+        target_dir: args.target_dir.clone().unwrap_or_default(),
         verify: args.verify,
     };
     let report = redis::restore(&repo, &snapshot, &opts, &progress)?;

@@ -7,12 +7,15 @@
 //! - [`restore()`]: `dump.rdb` written into a directory, and with `verify` a
 //!   throwaway `redis-server` loads it and its key counts are compared with
 //!   those recorded.
+//! - [`restore_to_url`]: the backup loaded into a live server key by key
+//!   with `RESTORE` (TTLs kept), from [`keys`], which reads an RDB key by key.
 //! - [`resp`]: a small blocking RESP client; [`rdb`]: the RDB checks;
 //!   [`url`]: `redis://` URLs.
 #![deny(missing_docs)]
 
 mod backup;
 mod error;
+pub mod keys;
 pub mod rdb;
 pub mod resp;
 mod restore;
@@ -21,5 +24,6 @@ pub mod url;
 pub use backup::{backup, keyspace, Keyspace, RedisBackupOptions, RDB_ITEM, SOURCE_KIND};
 pub use error::{RedisError, Result};
 pub use restore::{
-    restore, server_program, LocalRedis, RedisRestoreOptions, RedisRestoreReport, SERVER_ENV,
+    restore, restore_to_url, server_program, LoadReport, LocalRedis, RedisRestoreOptions,
+    RedisRestoreReport, SERVER_ENV,
 };

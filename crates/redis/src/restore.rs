@@ -169,13 +169,134 @@ impl Drop for LocalRedis {
     }
 }
 
-/// Restores a Redis snapshot; see the module documentation.
-pub fn restore(
+/// What loading a backup into a live server did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadReport {
+    /// Keys restored, per database (`db0` …).
+    pub keys: std::collections::BTreeMap<String, u64>,
+    /// Keys whose TTL had passed: not restored.
+    pub expired: u64,
+    /// Function libraries in the RDB (not loaded; `FUNCTION RESTORE` them
+    /// from the dump.rdb if needed).
+    pub functions: u64,
+}
+
+/// Keys per RESTORE batch: sent together, then their replies read.
+const BATCH: usize = 512;
+
+/// Loads a Redis snapshot into a live server key by key with `RESTORE`
+/// (TTLs kept as absolute times). A server that holds keys already is
+/// refused unless `replace` (then `RESTORE … REPLACE`).
+pub fn restore_to_url(
     repo: &Repository,
     snapshot: &SnapshotEntry,
-    opts: &RedisRestoreOptions,
+    url: &str,
+    replace: bool,
+    timeout: Duration,
     progress: &dyn Progress,
-) -> Result<RedisRestoreReport> {
+) -> Result<LoadReport> {
+    let node = rdb_node(snapshot)?;
+    let target = RedisUrl::parse(url)?;
+    let mut conn = Conn::connect(&target, timeout)?;
+    let present = keyspace(&conn.info("keyspace")?);
+    let held: u64 = present.values().map(|v| v.0).sum();
+    if held > 0 && !replace {
+        return Err(RedisError::Refused(format!(
+            "{} holds {held} key(s) already ({}); load into an empty server, or pass --replace to overwrite keys of the same name",
+            conn.target(),
+            present.iter().map(|(db, (k, _))| format!("{db}: {k}")).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut report = LoadReport {
+        keys: Default::default(),
+        expired: 0,
+        functions: 0,
+    };
+    progress.start("load", Some(node.size));
+    let (reader, mut writer) =
+        std::io::pipe().map_err(|e| RedisError::Server(format!("cannot make a pipe: {e}")))?;
+    let loaded: Result<()> = std::thread::scope(|s| {
+        let feeder = s.spawn(move || {
+            let r = repo.restore_item(node, &mut writer, progress);
+            drop(writer);
+            r
+        });
+        let parsed = load_keys(&mut conn, reader, replace, now_ms, &mut report);
+        let fed = feeder.join().unwrap_or_else(|_| {
+            Err(lifeboat_repo::RepoError::Invalid(
+                "the reading thread panicked".into(),
+            ))
+        });
+        // A parse error closes the pipe, which fails the feeder too: the
+        // parse error is the one to report.
+        parsed?;
+        fed?;
+        Ok(())
+    });
+    progress.finish();
+    loaded?;
+    Ok(report)
+}
+
+/// Sends `RESTORE` for every key of the RDB on `reader`, in batches.
+fn load_keys(
+    conn: &mut Conn,
+    reader: impl std::io::Read,
+    replace: bool,
+    now_ms: i64,
+    report: &mut LoadReport,
+) -> Result<()> {
+    let bad = |e: std::io::Error| {
+        RedisError::Refused(format!(
+            "the backup's RDB cannot be loaded key by key: {e}; restore it with --target-dir and start a server on it instead"
+        ))
+    };
+    let mut keys = crate::keys::KeyReader::new(std::io::BufReader::with_capacity(1 << 20, reader))
+        .map_err(bad)?;
+    let mut db = None;
+    // What each reply pending is for (a key, or a SELECT).
+    let mut expect: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let next = keys.next_key().map_err(bad)?;
+        if next.is_none() || expect.len() >= BATCH {
+            for key in expect.drain(..) {
+                if let Reply::Error(e) = conn.reply("RESTORE")? {
+                    return Err(
+                        conn.protocol(&format!("RESTORE {}", String::from_utf8_lossy(&key)), &e)
+                    );
+                }
+            }
+        }
+        let Some(k) = next else { break };
+        if k.expire_ms.is_some_and(|t| t <= now_ms) {
+            report.expired += 1;
+            continue;
+        }
+        if db != Some(k.db) {
+            conn.send(&[b"SELECT", k.db.to_string().as_bytes()])?;
+            expect.push(b"(SELECT)".to_vec());
+            db = Some(k.db);
+        }
+        let ttl = k.expire_ms.unwrap_or(0).to_string();
+        let mut args: Vec<&[u8]> = vec![b"RESTORE", &k.key, ttl.as_bytes(), &k.payload];
+        if k.expire_ms.is_some() {
+            args.push(b"ABSTTL");
+        }
+        if replace {
+            args.push(b"REPLACE");
+        }
+        conn.send(&args)?;
+        expect.push(k.key.clone());
+        *report.keys.entry(format!("db{}", k.db)).or_default() += 1;
+    }
+    report.functions = keys.functions;
+    Ok(())
+}
+
+fn rdb_node(snapshot: &SnapshotEntry) -> Result<&lifeboat_repo::Node> {
     let snap = &snapshot.snapshot;
     if snap.source_kind != SOURCE_KIND {
         return Err(RedisError::Refused(format!(
@@ -184,8 +305,7 @@ pub fn restore(
             snap.source_kind
         )));
     }
-    let node = snap
-        .nodes
+    snap.nodes
         .iter()
         .find(|n| n.path == RDB_ITEM)
         .ok_or_else(|| {
@@ -193,7 +313,18 @@ pub fn restore(
                 "snapshot {} holds no {RDB_ITEM}",
                 snapshot.id.short()
             ))
-        })?;
+        })
+}
+
+/// Restores a Redis snapshot; see the module documentation.
+pub fn restore(
+    repo: &Repository,
+    snapshot: &SnapshotEntry,
+    opts: &RedisRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RedisRestoreReport> {
+    let snap = &snapshot.snapshot;
+    let node = rdb_node(snapshot)?;
     let dir = &opts.target_dir;
     std::fs::create_dir_all(dir).map_err(|e| RedisError::io("create", dir, e))?;
     let path = dir.join(RDB_ITEM);

@@ -212,6 +212,44 @@ pub fn every_type_comes_back_identical_through_both_framings() {
             want.len()
         );
     }
+    // Loaded key by key into a live, empty server: the same keys, values
+    // and TTLs; a server holding keys is refused unless --replace.
+    let (_d, live) = server(&[]);
+    let v = json(&env.ok(&[
+        "--json",
+        "redis",
+        "restore",
+        "latest",
+        "--to-url",
+        &live.url(),
+    ]));
+    assert_eq!(v["keys"]["db5"], 1251, "{v}");
+    assert_eq!(v["expired"], 0, "{v}");
+    assert!(
+        contents(&live.url()) == want,
+        "contents loaded with RESTORE differ"
+    );
+    let out = env.run(&["redis", "restore", "latest", "--to-url", &live.url()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds 3753 key(s)") && err.contains("--replace"),
+        "{err}"
+    );
+    ok(&mut conn(&live.url()), &["SET", "str:1", "changed"]);
+    env.ok(&[
+        "redis",
+        "restore",
+        "latest",
+        "--to-url",
+        &live.url(),
+        "--replace",
+    ]);
+    assert!(
+        contents(&live.url()) == want,
+        "contents after --replace differ"
+    );
+
     // The restore never writes over an existing dump.rdb.
     let target = tempfile::tempdir().unwrap();
     std::fs::write(target.path().join("dump.rdb"), b"in use").unwrap();
