@@ -34,6 +34,15 @@ pub(crate) struct RedisBackupArgs {
     /// server may wait repl-diskless-sync-delay first)
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
+    /// Also back up the AOF directory (appendonlydir: manifest, base and
+    /// increment files), with automatic rewrites paused for the copy; needs
+    /// lifeboat beside the server
+    #[arg(long)]
+    aof: bool,
+    /// With --aof: the server's working directory as seen from here, when it
+    /// differs from its `CONFIG GET dir` (a container)
+    #[arg(long, value_name = "DIR", requires = "aof")]
+    aof_dir: Option<PathBuf>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -107,6 +116,8 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
     opts.hostname = crate::commands::hostname();
     opts.tags = args.tags.clone();
     opts.timeout = Duration::from_secs(args.timeout.max(1));
+    opts.aof = args.aof;
+    opts.aof_dir = args.aof_dir.clone();
     let outcome = redis::backup(&repo, &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;
@@ -117,6 +128,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
             "rdb": s.metadata.get("rdb"),
             "diskless": s.metadata.get("diskless"),
             "keyspace": s.metadata.get("keyspace"),
+            "aof_files": s.metadata.get("aof_files"),
             "stats": st,
         }));
     } else {

@@ -16,6 +16,8 @@ use crate::url::{redact, RedisUrl};
 pub const SOURCE_KIND: &str = "redis";
 /// The item holding the RDB.
 pub const RDB_ITEM: &str = "dump.rdb";
+/// The prefix of the AOF directory's files.
+pub const AOF_PREFIX: &str = "aof";
 
 /// What to back up.
 #[derive(Clone, Debug)]
@@ -31,6 +33,11 @@ pub struct RedisBackupOptions {
     /// How long to wait for any one reply, including the RDB's first byte
     /// (the server may wait `repl-diskless-sync-delay` before it starts).
     pub timeout: Duration,
+    /// Also back up the AOF directory (lifeboat must run beside the server).
+    pub aof: bool,
+    /// The server's working directory, when its `CONFIG GET dir` is not the
+    /// path seen from here (a container, a mount).
+    pub aof_dir: Option<std::path::PathBuf>,
 }
 
 impl RedisBackupOptions {
@@ -42,6 +49,8 @@ impl RedisBackupOptions {
             hostname: String::new(),
             tags: Vec::new(),
             timeout: Duration::from_secs(120),
+            aof: false,
+            aof_dir: None,
         }
     }
 }
@@ -172,6 +181,10 @@ pub fn backup(
         target: target.clone(),
         reason,
     })?;
+    if opts.aof {
+        let files = backup_aof(&url, opts, &mut draft, progress)?;
+        draft.set_metadata("aof_files", json!(files));
+    }
     draft.set_metadata("redis_version", json!(version));
     draft.set_metadata("rdb", json!(facts));
     draft.set_metadata("diskless", json!(diskless));
@@ -193,4 +206,93 @@ pub fn backup(
             .ok()),
     );
     Ok(draft.commit()?)
+}
+
+fn config_get(conn: &mut Conn, name: &str) -> Result<String> {
+    match conn.command(&[b"CONFIG", b"GET", name.as_bytes()])? {
+        Reply::Array(Some(items)) => Ok(items.get(1).and_then(Reply::text).unwrap_or_default()),
+        Reply::Error(e) => Err(conn.protocol(&format!("CONFIG GET {name}"), &e)),
+        other => Err(conn.protocol(
+            &format!("CONFIG GET {name}"),
+            &format!("unexpected reply {other:?}"),
+        )),
+    }
+}
+
+/// Copies the AOF directory into the snapshot as Redis documents it for
+/// backups: automatic rewrites off (`auto-aof-rewrite-percentage 0`), no
+/// rewrite in progress, copy, rewrites back as they were. Returns the files.
+fn backup_aof(
+    url: &RedisUrl,
+    opts: &RedisBackupOptions,
+    draft: &mut lifeboat_repo::StreamDraft<'_>,
+    progress: &dyn Progress,
+) -> Result<Vec<String>> {
+    let mut conn = Conn::connect(url, opts.timeout)?;
+    if config_get(&mut conn, "appendonly")? != "yes" {
+        return Err(RedisError::Refused(format!(
+            "{} has AOF off (appendonly no): back up without --aof, the RDB holds everything",
+            conn.target()
+        )));
+    }
+    let dir = match &opts.aof_dir {
+        Some(d) => d.clone(),
+        None => std::path::PathBuf::from(config_get(&mut conn, "dir")?),
+    };
+    let aof_dir = dir.join(config_get(&mut conn, "appenddirname")?);
+    if !aof_dir.is_dir() {
+        return Err(RedisError::Refused(format!(
+            "the AOF directory {} is not here: --aof needs lifeboat beside the server (or --aof-dir naming the server's dir as seen from here)",
+            aof_dir.display()
+        )));
+    }
+    let before = config_get(&mut conn, "auto-aof-rewrite-percentage")?;
+    if let Reply::Error(e) =
+        conn.command(&[b"CONFIG", b"SET", b"auto-aof-rewrite-percentage", b"0"])?
+    {
+        return Err(conn.protocol(
+            "pause AOF rewrites (CONFIG SET auto-aof-rewrite-percentage 0)",
+            &e,
+        ));
+    }
+    let copied = (|| -> Result<Vec<String>> {
+        let deadline = std::time::Instant::now() + opts.timeout;
+        loop {
+            let p = conn.info("persistence")?;
+            if p.iter()
+                .any(|(k, v)| k == "aof_rewrite_in_progress" && v == "0")
+            {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(conn.protocol(
+                    "wait for the AOF rewrite in progress to finish",
+                    "it did not end before the timeout",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        draft.add_dir(AOF_PREFIX, &aof_dir, progress)?;
+        let mut files: Vec<String> = std::fs::read_dir(&aof_dir)
+            .map_err(|e| RedisError::io("list", &aof_dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        files.sort();
+        Ok(files)
+    })();
+    // Rewrites back as they were, whatever happened.
+    let restored = conn.command(&[
+        b"CONFIG",
+        b"SET",
+        b"auto-aof-rewrite-percentage",
+        before.as_bytes(),
+    ]);
+    let files = copied?;
+    if let Reply::Error(e) = restored? {
+        return Err(conn.protocol(
+            &format!("set auto-aof-rewrite-percentage back to {before}"),
+            &e,
+        ));
+    }
+    Ok(files)
 }

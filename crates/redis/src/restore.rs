@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use lifeboat_repo::{Progress, Repository, SnapshotEntry};
 
-use crate::backup::{keyspace, Keyspace, RDB_ITEM, SOURCE_KIND};
+use crate::backup::{keyspace, Keyspace, AOF_PREFIX, RDB_ITEM, SOURCE_KIND};
+
+/// The directory a restore writes the AOF files into (Redis 7's default
+/// `appenddirname`).
+pub const AOF_DIR: &str = "appendonlydir";
 use crate::error::{RedisError, Result};
 use crate::resp::{Conn, Reply};
 use crate::url::RedisUrl;
@@ -347,6 +351,37 @@ pub fn restore(
         .and_then(|_| file.sync_all())
         .map_err(|e| RedisError::io("write", &path, e))?;
     drop(file);
+    // The AOF directory, when the backup has one: the server loads it
+    // (it is newer than the RDB) when started with appendonly yes.
+    let prefix = format!("{AOF_PREFIX}/");
+    let aof: Vec<&lifeboat_repo::Node> = snap
+        .nodes
+        .iter()
+        .filter(|n| n.path.starts_with(&prefix))
+        .collect();
+    let aof_dir = dir.join(AOF_DIR);
+    if !aof.is_empty() {
+        std::fs::create_dir(&aof_dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => RedisError::Refused(format!(
+                "{} exists; restore into an empty directory",
+                aof_dir.display()
+            )),
+            _ => RedisError::io("create", &aof_dir, e),
+        })?;
+        for n in &aof {
+            let name = n.path.trim_start_matches(&prefix);
+            if name.contains('/') || name.starts_with('.') {
+                return Err(RedisError::Refused(format!(
+                    "the backup names an odd AOF file {:?}",
+                    n.path
+                )));
+            }
+            let p = aof_dir.join(name);
+            let mut f = std::fs::File::create(&p).map_err(|e| RedisError::io("create", &p, e))?;
+            repo.restore_item(n, &mut f, progress)?;
+            f.sync_all().map_err(|e| RedisError::io("write", &p, e))?;
+        }
+    }
     let mut report = RedisRestoreReport {
         path: path.clone(),
         bytes,
@@ -355,8 +390,11 @@ pub fn restore(
     };
     if opts.verify {
         let started = Instant::now();
-        let server =
-            LocalRedis::start(dir, &["--dbfilename", RDB_ITEM], Duration::from_secs(3600))?;
+        let mut args = vec!["--dbfilename", RDB_ITEM];
+        if !aof.is_empty() {
+            args.extend(["--appendonly", "yes", "--appenddirname", AOF_DIR]);
+        }
+        let server = LocalRedis::start(dir, &args, Duration::from_secs(3600))?;
         report.load_ms = Some(started.elapsed().as_millis() as u64);
         let loaded = server.keyspace()?;
         drop(server);

@@ -296,3 +296,8 @@ fn redis_logins_and_refusals_are_named() {
 fn redis_a_damaged_rdb_is_refused_before_it_is_recorded() {
     redis::a_damaged_rdb_is_refused_before_it_is_recorded();
 }
+
+#[test]
+fn redis_the_aof_directory_is_backed_up_and_loads() {
+    redis::the_aof_directory_is_backed_up_and_loads();
+}

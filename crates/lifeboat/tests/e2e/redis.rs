@@ -429,3 +429,82 @@ pub fn a_damaged_rdb_is_refused_before_it_is_recorded() {
     );
     assert_eq!(redis_snapshots(&env), 0);
 }
+
+/// `--aof` beside the server: the AOF directory goes into the snapshot with
+/// rewrites paused for the copy and set back after; restored, a server with
+/// appendonly on loads it and holds the same keys.
+pub fn the_aof_directory_is_backed_up_and_loads() {
+    let env = PgEnv::new();
+    let (_dir, src) = server(&["--appendonly", "yes", "--auto-aof-rewrite-percentage", "77"]);
+    fill(&src.url());
+    let mut c = conn(&src.url());
+    // A rewrite makes a base file; later writes go to an increment file.
+    ok(&mut c, &["BGREWRITEAOF"]);
+    while !matches!(c.info("persistence").unwrap().iter().find(|(k, _)| k == "aof_rewrite_in_progress"), Some((_, v)) if v == "0")
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&mut c, &["SET", "after-rewrite", "in the increment file"]);
+    let want = contents(&src.url());
+
+    let v = json(&env.ok(&[
+        "--json",
+        "redis",
+        "backup",
+        "--redis-url",
+        &src.url(),
+        "--aof",
+    ]));
+    let files: Vec<&str> = v["aof_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(files.iter().any(|f| f.ends_with(".manifest")), "{v}");
+    assert!(files.iter().any(|f| f.contains(".incr.")), "{v}");
+    let Reply::Array(Some(pct)) = ok(&mut c, &["CONFIG", "GET", "auto-aof-rewrite-percentage"])
+    else {
+        panic!()
+    };
+    assert_eq!(
+        pct[1].text().as_deref(),
+        Some("77"),
+        "rewrites are set back as they were"
+    );
+
+    let target = tempfile::tempdir().unwrap();
+    let r = json(&env.ok(&[
+        "--json",
+        "redis",
+        "restore",
+        "latest",
+        "--target-dir",
+        target.path().to_str().unwrap(),
+        "--verify",
+    ]));
+    assert!(
+        r["verified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row[1] == row[2]),
+        "{r}"
+    );
+    let restored = LocalRedis::start(
+        target.path(),
+        &["--appendonly", "yes", "--appenddirname", "appendonlydir"],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(
+        contents(&restored.url()) == want,
+        "the AOF restored differs"
+    );
+
+    // A server without AOF is refused for --aof, by name.
+    let (_d2, plain) = server(&[]);
+    let out = env.run(&["redis", "backup", "--redis-url", &plain.url(), "--aof"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("appendonly no"));
+}
