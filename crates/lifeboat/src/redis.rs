@@ -34,6 +34,10 @@ pub(crate) struct RedisBackupArgs {
     /// server may wait repl-diskless-sync-delay first)
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
+    /// For rediss://: CA certificates (PEM) to check the server's
+    /// certificate against (default: the Mozilla roots)
+    #[arg(long, env = "LIFEBOAT_REDIS_CA", value_name = "FILE")]
+    redis_ca: Option<PathBuf>,
     /// Also back up the AOF directory (appendonlydir: manifest, base and
     /// increment files), with automatic rewrites paused for the copy; needs
     /// lifeboat beside the server
@@ -76,6 +80,10 @@ pub(crate) struct RedisRestoreArgs {
     /// With --to-url: overwrite keys of the same name
     #[arg(long, requires = "to_url")]
     replace: bool,
+    /// With a rediss:// --to-url: CA certificates (PEM) to check the
+    /// server's certificate against (default: the Mozilla roots)
+    #[arg(long, env = "LIFEBOAT_REDIS_CA", value_name = "FILE")]
+    redis_ca: Option<PathBuf>,
     /// With --to-url: seconds to wait for any reply
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
@@ -117,6 +125,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
     opts.tags = args.tags.clone();
     opts.timeout = Duration::from_secs(args.timeout.max(1));
     opts.aof = args.aof;
+    opts.ca_file = args.redis_ca.clone();
     opts.aof_dir = args.aof_dir.clone();
     let outcome = redis::backup(&repo, &opts, &progress)?;
     let s = &outcome.snapshot;
@@ -179,6 +188,7 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
             url,
             args.replace,
             Duration::from_secs(args.timeout.max(1)),
+            args.redis_ca.as_deref(),
             &progress,
         )?;
         let ms = started.elapsed().as_millis() as u64;

@@ -38,6 +38,9 @@ pub struct RedisBackupOptions {
     /// The server's working directory, when its `CONFIG GET dir` is not the
     /// path seen from here (a container, a mount).
     pub aof_dir: Option<std::path::PathBuf>,
+    /// For `rediss://`: the CA certificates (PEM) to check the server's
+    /// certificate against, instead of the Mozilla roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisBackupOptions {
@@ -51,6 +54,7 @@ impl RedisBackupOptions {
             timeout: Duration::from_secs(120),
             aof: false,
             aof_dir: None,
+            ca_file: None,
         }
     }
 }
@@ -92,7 +96,7 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     let url = RedisUrl::parse(&opts.url)?;
-    let mut conn = Conn::connect(&url, opts.timeout)?;
+    let mut conn = Conn::connect_with(&url, opts.timeout, opts.ca_file.as_deref())?;
     let target = conn.target().to_string();
     let server = conn.info("server")?;
     let field = |info: &[(String, String)], k: &str| {
@@ -228,7 +232,7 @@ fn backup_aof(
     draft: &mut lifeboat_repo::StreamDraft<'_>,
     progress: &dyn Progress,
 ) -> Result<Vec<String>> {
-    let mut conn = Conn::connect(url, opts.timeout)?;
+    let mut conn = Conn::connect_with(url, opts.timeout, opts.ca_file.as_deref())?;
     if config_get(&mut conn, "appendonly")? != "yes" {
         return Err(RedisError::Refused(format!(
             "{} has AOF off (appendonly no): back up without --aof, the RDB holds everything",

@@ -38,22 +38,94 @@ impl Reply {
 /// RDB is not read through here).
 const MAX_REPLY: usize = 64 << 20;
 
+/// A plain or TLS (`rediss://`) connection.
+pub enum Stream {
+    /// TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (rustls).
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The TLS client setup: the Mozilla root certificates (webpki-roots), or
+/// the CA certificates of a PEM file (a private CA, as self-hosted and
+/// managed Redis use).
+fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> std::result::Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| {
+                    format!("{} is not a PEM certificate file: {e}", path.display())
+                })?;
+                roots.add(c).map_err(|e| {
+                    format!("{}: a certificate that cannot be used: {e}", path.display())
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{} holds no certificate", path.display()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// One connection.
 pub struct Conn {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Stream>,
     target: String,
 }
 
 impl Conn {
     /// Connects (10 s to connect; `timeout` for every read after) and logs in
-    /// with the URL's user and password.
+    /// with the URL's user and password. `rediss://` is TLS, checked against
+    /// the Mozilla roots.
     pub fn connect(url: &RedisUrl, timeout: Duration) -> Result<Conn> {
+        Self::connect_with(url, timeout, None)
+    }
+
+    /// [`Conn::connect`], with TLS checked against the CA certificates in
+    /// `ca_file` (PEM) when given.
+    pub fn connect_with(
+        url: &RedisUrl,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Conn> {
         let target = url.target();
-        if url.tls {
-            return Err(RedisError::Refused(format!(
-                "{target}: TLS (rediss://) is not supported yet; connect through a local TLS tunnel (stunnel, spiped) and use redis://"
-            )));
-        }
         let connect_err = |reason: String| RedisError::Connect {
             target: target.clone(),
             reason,
@@ -79,6 +151,32 @@ impl Conn {
             .and_then(|_| stream.set_write_timeout(Some(timeout)))
             .and_then(|_| stream.set_nodelay(true))
             .map_err(|e| connect_err(e.to_string()))?;
+        let stream = if url.tls {
+            let config = tls_config(ca_file).map_err(|reason| RedisError::Connect {
+                target: target.clone(),
+                reason,
+            })?;
+            let name = rustls_pki_types::ServerName::try_from(url.host.clone()).map_err(|e| {
+                connect_err(format!(
+                    "{:?} cannot be checked against a certificate: {e}",
+                    url.host
+                ))
+            })?;
+            let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+                .map_err(|e| connect_err(format!("TLS setup failed: {e}")))?;
+            let mut s = rustls::StreamOwned::new(tls, stream);
+            // The handshake now, so a certificate problem is named as one.
+            while s.conn.is_handshaking() {
+                s.conn.complete_io(&mut s.sock).map_err(|e| {
+                    connect_err(format!(
+                        "TLS handshake failed: {e} (is the server's certificate signed by a CA lifeboat trusts? give it with --redis-ca FILE)"
+                    ))
+                })?;
+            }
+            Stream::Tls(Box::new(s))
+        } else {
+            Stream::Plain(stream)
+        };
         let mut conn = Conn {
             reader: BufReader::with_capacity(1 << 20, stream),
             target: target.clone(),
@@ -214,7 +312,7 @@ impl Conn {
     }
 
     /// The buffered reader, for what follows a SYNC.
-    pub fn reader(&mut self) -> &mut BufReader<TcpStream> {
+    pub fn reader(&mut self) -> &mut BufReader<Stream> {
         &mut self.reader
     }
 

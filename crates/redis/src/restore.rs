@@ -197,11 +197,12 @@ pub fn restore_to_url(
     url: &str,
     replace: bool,
     timeout: Duration,
+    ca_file: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<LoadReport> {
     let node = rdb_node(snapshot)?;
     let target = RedisUrl::parse(url)?;
-    let mut conn = Conn::connect(&target, timeout)?;
+    let mut conn = Conn::connect_with(&target, timeout, ca_file)?;
     let present = keyspace(&conn.info("keyspace")?);
     let held: u64 = present.values().map(|v| v.0).sum();
     if held > 0 && !replace {

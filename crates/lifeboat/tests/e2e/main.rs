@@ -301,3 +301,8 @@ fn redis_a_damaged_rdb_is_refused_before_it_is_recorded() {
 fn redis_the_aof_directory_is_backed_up_and_loads() {
     redis::the_aof_directory_is_backed_up_and_loads();
 }
+
+#[test]
+fn redis_tls_is_checked_against_the_ca_given() {
+    redis::tls_is_checked_against_the_ca_given();
+}

@@ -508,3 +508,96 @@ pub fn the_aof_directory_is_backed_up_and_loads() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("appendonly no"));
 }
+
+/// `rediss://`: TLS checked against the CA given with --redis-ca, for the
+/// backup and for `restore --to-url`; a certificate lifeboat cannot check
+/// is named as the cause.
+pub fn tls_is_checked_against_the_ca_given() {
+    let env = PgEnv::new();
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=lifeboat-test-ca");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost");
+    sh("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > ext && openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext");
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let file = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let tls_args = [
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &file("srv.crt"),
+        "--tls-key-file",
+        &file("srv.key"),
+        "--tls-ca-cert-file",
+        &file("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+        "--tls-replication",
+        "yes",
+    ];
+    let (_dir, src) = server(&tls_args);
+    fill(&src.url());
+    let want = contents(&src.url());
+    let url = format!("rediss://localhost:{tls_port}");
+    let ca = file("ca.crt");
+
+    let out = env.run(&["redis", "backup", "--redis-url", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("--redis-ca"),
+        "{err}"
+    );
+
+    let v = json(&env.ok(&[
+        "--json",
+        "redis",
+        "backup",
+        "--redis-url",
+        &url,
+        "--redis-ca",
+        &ca,
+    ]));
+    assert_eq!(v["keyspace"]["db0"]["keys"], 1251, "{v}");
+    // Loaded back over TLS into another server.
+    let live_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut live_args = tls_args;
+    live_args[1] = &live_port;
+    let (_d2, live) = server(&live_args);
+    env.ok(&[
+        "redis",
+        "restore",
+        "latest",
+        "--to-url",
+        &format!("rediss://localhost:{live_port}"),
+        "--redis-ca",
+        &ca,
+    ]);
+    assert!(
+        contents(&live.url()) == want,
+        "contents loaded over TLS differ"
+    );
+}
