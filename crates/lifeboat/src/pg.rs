@@ -107,6 +107,12 @@ pub(crate) struct PgDumpArgs {
     /// directory); default: custom format, streamed with no temporary file
     #[arg(long, value_name = "N")]
     jobs: Option<u32>,
+    /// Run lifeboat and pg_dump this much nicer than now (0: not at all). The
+    /// server's COPY, one core per database, limits a dump; at a lower
+    /// priority lifeboat's compression fills the other cores instead of
+    /// taking time from it
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    nice: i32,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -362,6 +368,13 @@ fn dump(ctx: &crate::commands::Ctx, args: &PgDumpArgs) -> Result<()> {
     )?;
     let repo = ctx.open()?;
     let progress = ctx.progress();
+    if args.nice > 0 {
+        // This thread's priority, inherited by the writer's threads and by
+        // pg_dump, which are started after this; a refusal is not an error.
+        if let Ok(now) = rustix::process::getpriority_process(None) {
+            let _ = rustix::process::setpriority_process(None, (now + args.nice).min(19));
+        }
+    }
     let opts = pg::dump::DumpOptions {
         conninfo: pg_url,
         databases: args.databases.clone(),

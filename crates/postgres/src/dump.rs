@@ -193,7 +193,7 @@ fn shown(cmd: &Command) -> String {
 /// fails with the program's own error output when it exits non-zero.
 fn run_streaming<T>(
     mut cmd: Command,
-    consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+    consume: impl FnOnce(&mut (dyn Read + Send)) -> Result<T>,
 ) -> Result<T> {
     let command = shown(&cmd);
     let mut child = cmd.spawn().map_err(|e| PgError::Tool {
@@ -234,6 +234,84 @@ fn run_streaming<T>(
         });
     }
     consumed
+}
+
+/// Read-ahead between pg_dump and the repository: up to 32 × 4 MiB.
+const READ_AHEAD_BLOCK: usize = 4 << 20;
+const READ_AHEAD_BLOCKS: usize = 32;
+
+/// Hands `consume` a reader of `source` that is read ahead on another
+/// thread, up to `blocks` blocks of `block` bytes, so the producer on the
+/// other side of a pipe keeps going while the consumer is busy.
+fn read_ahead<T>(
+    source: &mut (dyn Read + Send),
+    block: usize,
+    blocks: usize,
+    consume: impl FnOnce(&mut dyn Read) -> T,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(blocks);
+    std::thread::scope(|s| {
+        s.spawn(move || loop {
+            let mut buf = vec![0u8; block];
+            let mut filled = 0;
+            let r = loop {
+                match source.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == block {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            buf.truncate(filled);
+            let end = filled < block;
+            // The consumer gone (it failed) ends the reading too.
+            let sent = match r {
+                Ok(()) => tx.send(Ok(buf)),
+                Err(e) => tx.send(Err(e)),
+            };
+            if sent.is_err() || end {
+                return;
+            }
+        });
+        let mut reader = ChannelReader {
+            rx,
+            current: Vec::new(),
+            at: 0,
+        };
+        consume(&mut reader)
+    })
+}
+
+/// The consuming end of [`read_ahead`].
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(block)) if block.is_empty() => return Ok(0),
+                Ok(Ok(block)) => {
+                    self.current = block;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// The major version of a `server_version_num`.
@@ -338,7 +416,14 @@ pub fn dump(
                 cmd.arg("--format=custom")
                     .arg(format!("--dbname={}", conninfo_for(&cfg, &db.name)));
                 let name = format!("databases/{}.dump", db.name);
-                run_streaming(cmd, |out| Ok(draft.add_stream(&name, out, progress)?))?;
+                run_streaming(cmd, |out| {
+                    // pg_dump's output is read ahead into memory, so the
+                    // server's COPY (what limits a dump) does not wait for
+                    // lifeboat's compression to catch up.
+                    read_ahead(out, READ_AHEAD_BLOCK, READ_AHEAD_BLOCKS, |ahead| {
+                        Ok(draft.add_stream(&name, ahead, progress)?)
+                    })
+                })?;
                 items.insert(db.name.clone(), json!(name));
             }
         }
