@@ -19,7 +19,7 @@ fn identity(pg: &PgCluster, scale: u32) {
              insert into users select g, 'u' || g || '@example.com', jsonb_build_object('name', 'user ' || g, 'n', g % 7), timestamptz '2026-01-01' + g * interval '1 minute' from generate_series(1, {u}) g; \
              insert into sessions select g, 1 + g % {u}, md5(g::text), timestamptz '2026-06-01' + g * interval '1 second' from generate_series(1, {s}) g; \
              insert into audit_events select g, 1 + g % {u}, (array['login','logout','update','delete'])[1 + g % 4], repeat(md5(g::text), 2), timestamptz '2026-01-01' + g * interval '1 second' from generate_series(1, {a}) g; \
-             create role auditor login password 'audit-pw'",
+             create role auditor login password 'audit-pw'; analyze",
             u = scale * 1000,
             s = scale * 2000,
             a = scale * 10000,
@@ -77,6 +77,24 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
         .collect();
     assert_eq!(dbs, ["app", "postgres"], "{v}");
     assert_eq!(v["format"], "custom", "{v}");
+    // The snapshot records the server version, the databases and per-table
+    // row estimates, as physical backups do.
+    let snaps = json(&env.ok(&["--json", "snapshots"]));
+    let meta = &snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source_kind"] == "pg_dump")
+        .unwrap()["metadata"];
+    assert!(meta["pg_version_num"].as_u64().unwrap() >= 120000, "{meta}");
+    let app = meta["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "app")
+        .unwrap();
+    assert!(app["size"].as_u64().unwrap() > 0, "{app}");
+    assert_eq!(app["tables"]["public.users"], 5000, "{app}");
 
     // Into another database.
     pg.psql("postgres", "create database copy").unwrap();
