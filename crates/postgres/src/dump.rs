@@ -160,7 +160,12 @@ pub fn client_program(name: &str, min: u32) -> Result<(PathBuf, u32)> {
     } else {
         format!(
             "{name} {} is older than the server (PostgreSQL {min}) and cannot dump or restore it correctly; install the PostgreSQL {min} client programs (e.g. `apt-get install postgresql-client-{min}`) or name their directory in {}",
-            found.iter().map(|(m, _)| m.to_string()).collect::<Vec<_>>().join(", "),
+            {
+                let mut majors: Vec<u32> = found.iter().map(|(m, _)| *m).collect();
+                majors.sort_unstable();
+                majors.dedup();
+                majors.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            },
             crate::server::BINDIR_ENV
         )
     }))
@@ -744,6 +749,29 @@ fn feed(mut cmd: Command, input: &[u8]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_programs_older_than_the_server_are_refused_by_name() {
+        // This machine's pg_dump (the distribution's) is found for its own
+        // major and refused, with a message naming both versions and what
+        // to install, for a server newer than any installed.
+        let (path, major) = client_program("pg_dump", 12).expect("a pg_dump is installed");
+        assert!(major >= 12 && path.ends_with("pg_dump"), "{path:?} {major}");
+        let err = client_program("pg_dump", 99).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pg_dump {major}"))
+                && err.contains("older than the server (PostgreSQL 99)"),
+            "{err}"
+        );
+        assert!(err.contains("postgresql-client-99"), "{err}");
+        let err = client_program("no_such_program_here", 15)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("was not found") && err.contains("LIFEBOAT_PG_BINDIR"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn conninfo_keeps_the_target_and_leaves_the_password_out() {
