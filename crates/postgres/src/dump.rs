@@ -200,12 +200,7 @@ fn run_streaming<T>(
     mut cmd: Command,
     consume: impl FnOnce(&mut (dyn Read + Send)) -> Result<T>,
 ) -> Result<T> {
-    let command = shown(&cmd);
-    let mut child = cmd.spawn().map_err(|e| PgError::Tool {
-        command: command.clone(),
-        status: format!("could not start: {e}"),
-        stderr: String::new(),
-    })?;
+    let (mut child, command) = spawn(&mut cmd)?;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let (consumed, err_text) = std::thread::scope(|s| {
@@ -657,44 +652,8 @@ pub fn restore_dump(
     } else {
         // Custom format, one job: streamed from the repository into pg_restore.
         let node = dump_node(snapshot, &item)?;
-        cmd.stdin(Stdio::piped());
-        let command = shown(&cmd);
-        let mut child = cmd.spawn().map_err(|e| PgError::Tool {
-            command: command.clone(),
-            status: format!("could not start: {e}"),
-            stderr: String::new(),
-        })?;
-        let stdin = child.stdin.take();
-        let stderr = child.stderr.take();
-        let stdout = child.stdout.take();
-        let (fed, err_text) = std::thread::scope(|s| {
-            let err = s.spawn(move || {
-                let mut text = String::new();
-                if let Some(mut e) = stderr {
-                    let _ = e.read_to_string(&mut text);
-                }
-                if let Some(mut o) = stdout {
-                    let _ = std::io::copy(&mut o, &mut std::io::sink());
-                }
-                text
-            });
-            let fed = match stdin {
-                Some(mut pipe) => repo.restore_item(node, &mut pipe, progress),
-                None => Ok(0),
-            };
-            (fed, err.join().unwrap_or_default())
-        });
-        let status = child
-            .wait()
-            .map_err(|e| PgError::io("wait for", &pg_restore, e))?;
-        if !status.success() {
-            return Err(PgError::Tool {
-                command,
-                status: status.to_string(),
-                stderr: err_text.trim_end().to_string(),
-            });
-        }
-        report.bytes = fed?;
+        let (fed, _) = run_feeding(cmd, |pipe| Ok(repo.restore_item(node, pipe, progress)?))?;
+        report.bytes = fed;
     }
     Ok(report)
 }
@@ -713,36 +672,69 @@ fn dump_node<'a>(snapshot: &'a SnapshotEntry, item: &str) -> Result<&'a lifeboat
         })
 }
 
-/// Runs `cmd` with `input` on its standard input; returns what it wrote to
-/// standard error, or fails with it when the program exits non-zero.
-fn feed(mut cmd: Command, input: &[u8]) -> Result<String> {
-    let command = shown(&cmd);
-    cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| PgError::Tool {
+/// Starts `cmd`, or says it could not be started.
+fn spawn(cmd: &mut Command) -> Result<(std::process::Child, String)> {
+    let command = shown(cmd);
+    let child = cmd.spawn().map_err(|e| PgError::Tool {
         command: command.clone(),
         status: format!("could not start: {e}"),
         stderr: String::new(),
     })?;
+    Ok((child, command))
+}
+
+/// Runs `cmd`, `produce` writing its standard input while its output is
+/// read on another thread (neither pipe can fill up and stall the other);
+/// returns what `produce` returned and what the program wrote to standard
+/// error, or fails with that when it exits non-zero.
+fn run_feeding<T>(
+    mut cmd: Command,
+    produce: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
+) -> Result<(T, String)> {
+    cmd.stdin(Stdio::piped());
+    let (mut child, command) = spawn(&mut cmd)?;
     let stdin = child.stdin.take();
-    // Written on a thread while the output is read here: neither pipe can
-    // fill up and stall the other.
-    let out = std::thread::scope(|s| {
-        s.spawn(move || {
-            if let Some(mut pipe) = stdin {
-                let _ = std::io::Write::write_all(&mut pipe, input);
+    let stderr = child.stderr.take();
+    let stdout = child.stdout.take();
+    let (produced, err_text) = std::thread::scope(|s| {
+        let err = s.spawn(move || {
+            let mut text = String::new();
+            if let Some(mut e) = stderr {
+                let _ = e.read_to_string(&mut text);
             }
+            if let Some(mut o) = stdout {
+                let _ = std::io::copy(&mut o, &mut std::io::sink());
+            }
+            text
         });
-        child.wait_with_output()
-    })
-    .map_err(|e| PgError::io("wait for", Path::new(&command), e))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
+        // The pipe closes when `pipe` drops: the program sees the end.
+        let produced = match stdin {
+            Some(mut pipe) => produce(&mut pipe),
+            None => produce(&mut std::io::sink()),
+        };
+        (produced, err.join().unwrap_or_default())
+    });
+    let status = child
+        .wait()
+        .map_err(|e| PgError::io("wait for", Path::new(&command), e))?;
+    if !status.success() {
         return Err(PgError::Tool {
             command,
-            status: out.status.to_string(),
-            stderr: stderr.trim_end().to_string(),
+            status: status.to_string(),
+            stderr: err_text.trim_end().to_string(),
         });
     }
+    Ok((produced?, err_text))
+}
+
+/// Runs `cmd` with `input` on its standard input; returns what it wrote to
+/// standard error, or fails with it when the program exits non-zero.
+fn feed(cmd: Command, input: &[u8]) -> Result<String> {
+    let (_, stderr) = run_feeding(cmd, |pipe| {
+        // A program that stops reading early says why on standard error.
+        let _ = pipe.write_all(input);
+        Ok(())
+    })?;
     Ok(stderr)
 }
 
