@@ -236,6 +236,15 @@ fn run_streaming<T>(
     consumed
 }
 
+/// Dumps are cut into content-defined chunks of 256 KiB on average (a
+/// quarter of the repository's default): a change of a few rows then costs
+/// a quarter as much, and the index a few more entries.
+const DUMP_CHUNKS: lifeboat_repo::ChunkerConfig = lifeboat_repo::ChunkerConfig::Cdc {
+    min: 64 * 1024,
+    avg: 256 * 1024,
+    max: 1024 * 1024,
+};
+
 /// Read-ahead between pg_dump and the repository: up to 32 × 4 MiB.
 const READ_AHEAD_BLOCK: usize = 4 << 20;
 const READ_AHEAD_BLOCKS: usize = 32;
@@ -417,12 +426,18 @@ pub fn dump(
                     .arg(format!("--dbname={}", conninfo_for(&cfg, &db.name)));
                 let name = format!("databases/{}.dump", db.name);
                 run_streaming(cmd, |out| {
-                    // pg_dump's output is read ahead into memory, so the
-                    // server's COPY (what limits a dump) does not wait for
-                    // lifeboat's compression to catch up.
-                    read_ahead(out, READ_AHEAD_BLOCK, READ_AHEAD_BLOCKS, |ahead| {
-                        Ok(draft.add_stream(&name, ahead, progress)?)
-                    })
+                    // pg_dump's output is re-chunked (a row per data chunk
+                    // costs 6.5 % stored, see custom.rs) and read ahead into
+                    // memory on another thread, so the server's COPY (what
+                    // limits a dump) does not wait for lifeboat's
+                    // compression to catch up.
+                    let mut rechunked = crate::custom::Rechunk::new(out);
+                    read_ahead(
+                        &mut rechunked,
+                        READ_AHEAD_BLOCK,
+                        READ_AHEAD_BLOCKS,
+                        |ahead| Ok(draft.add_stream_with(&name, ahead, DUMP_CHUNKS, progress)?),
+                    )
                 })?;
                 items.insert(db.name.clone(), json!(name));
             }

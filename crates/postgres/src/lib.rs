@@ -27,6 +27,7 @@
 pub mod archive;
 mod backup;
 pub mod checksum;
+pub mod custom;
 pub mod dump;
 mod error;
 pub mod inspect;

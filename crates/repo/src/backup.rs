@@ -868,13 +868,22 @@ impl StreamDraft<'_> {
         reader: impl Read,
         progress: &dyn Progress,
     ) -> Result<u64> {
+        let chunker = self.repo.inner.config.chunker;
+        self.add_stream_with(name, reader, chunker, progress)
+    }
+
+    /// [`StreamDraft::add_stream`] cut by `chunker` instead of the
+    /// repository's (smaller chunks for dumps whose changes are small).
+    pub fn add_stream_with(
+        &mut self,
+        name: &str,
+        reader: impl Read,
+        chunker: ChunkerConfig,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
         let mut content = Vec::new();
         let mut size = 0u64;
-        let chunks = self
-            .repo
-            .inner
-            .config
-            .chunker
+        let chunks = chunker
             .chunker(reader)
             .map_err(|e| RepoError::Invalid(e.to_string()))?;
         for chunk in chunks {
