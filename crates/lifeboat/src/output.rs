@@ -102,3 +102,16 @@ pub(crate) fn print_json(value: &serde_json::Value) {
         Err(e) => eprintln!("error: cannot print JSON: {e}"),
     }
 }
+
+/// What a backup of streams (a dump, an RDB) stored, on one line:
+/// `4.0 GiB of dumps; new …, stored …; took … (…)`.
+pub(crate) fn stream_stats(what: &str, st: &lifeboat_repo::BackupStats) -> String {
+    format!(
+        "{} {what}; new {}, stored {}; took {} ({})",
+        size(st.bytes_total),
+        size(st.bytes_new),
+        size(st.bytes_stored),
+        secs(st.duration_ms),
+        rate(st.bytes_total, st.duration_ms)
+    )
+}

@@ -410,14 +410,7 @@ fn dump(ctx: &crate::commands::Ctx, args: &PgDumpArgs) -> Result<()> {
             outcome.id.short(),
             databases.join(", ")
         );
-        println!(
-            "  {} of dumps; new {}, stored {}; took {} ({})",
-            size(st.bytes_total),
-            size(st.bytes_new),
-            size(st.bytes_stored),
-            secs(st.duration_ms),
-            rate(st.bytes_total, st.duration_ms)
-        );
+        println!("  {}", crate::output::stream_stats("of dumps", st));
     }
     Ok(())
 }

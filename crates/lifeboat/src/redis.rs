@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use lifeboat_redis as redis;
 use serde_json::json;
 
-use crate::output::{print_json, rate, secs, size};
+use crate::output::{print_json, secs, size, stream_stats};
 use crate::UsageError;
 
 #[derive(Subcommand, Debug)]
@@ -156,14 +156,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
                 .unwrap_or(0),
             keys
         );
-        println!(
-            "  {} RDB; new {}, stored {}; took {} ({})",
-            size(st.bytes_total),
-            size(st.bytes_new),
-            size(st.bytes_stored),
-            secs(st.duration_ms),
-            rate(st.bytes_total, st.duration_ms)
-        );
+        println!("  {}", stream_stats("RDB", st));
     }
     Ok(())
 }
@@ -171,15 +164,14 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
 fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
     let repo = ctx.open()?;
     let progress = ctx.progress();
-    let snapshot = if args.snapshot == "latest" {
-        repo.snapshots()?
-            .into_iter()
-            .rev()
-            .find(|s| s.snapshot.source_kind == redis::SOURCE_KIND)
-            .ok_or_else(|| UsageError("the repository holds no Redis backup yet; take one with `lifeboat redis backup`".into()))?
-    } else {
-        repo.find_snapshot(&args.snapshot)?
-    };
+    let snapshot = repo
+        .find_snapshot_of(&args.snapshot, redis::SOURCE_KIND)?
+        .ok_or_else(|| {
+            UsageError(
+                "the repository holds no Redis backup yet; take one with `lifeboat redis backup`"
+                    .into(),
+            )
+        })?;
     if let Some(url) = &args.to_url {
         let started = std::time::Instant::now();
         let report = redis::restore_to_url(

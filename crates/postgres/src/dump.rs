@@ -384,14 +384,12 @@ pub fn dump(
     } else {
         opts.source_name.clone()
     };
-    let mut draft = repo.stream_snapshot(&SnapshotOptions {
-        source_kind: DUMP_KIND.into(),
-        source_name: source_name.clone(),
-        paths: vec![source_name],
-        tags: opts.tags.clone(),
-        hostname: opts.hostname.clone(),
-        metadata: Default::default(),
-    })?;
+    let mut draft = repo.stream_snapshot(&SnapshotOptions::named(
+        DUMP_KIND,
+        &source_name,
+        &opts.hostname,
+        &opts.tags,
+    ))?;
     progress.start("dump", Some(chosen.iter().map(|d| d.size).sum::<u64>()));
     let scratch = match opts.jobs {
         Some(_) => Some(
@@ -491,19 +489,11 @@ pub fn dump(
 /// The dump snapshot `spec` names: an id, a unique prefix, or `latest` (the
 /// newest dump snapshot).
 pub fn find_dump(repo: &Repository, spec: &str) -> Result<SnapshotEntry> {
-    if spec == "latest" {
-        return repo
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|s| s.snapshot.source_kind == DUMP_KIND)
-            .ok_or_else(|| {
-                PgError::Refused(
-                    "the repository holds no pg dump yet; take one with `lifeboat pg dump`".into(),
-                )
-            });
-    }
-    Ok(repo.find_snapshot(spec)?)
+    repo.find_snapshot_of(spec, DUMP_KIND)?.ok_or_else(|| {
+        PgError::Refused(
+            "the repository holds no pg dump yet; take one with `lifeboat pg dump`".into(),
+        )
+    })
 }
 
 /// The dump of `database` in a dump snapshot: its item (custom format) or

@@ -153,14 +153,12 @@ pub fn backup(
     } else {
         opts.source_name.clone()
     };
-    let mut draft = repo.stream_snapshot(&SnapshotOptions {
-        source_kind: SOURCE_KIND.into(),
-        source_name: source_name.clone(),
-        paths: vec![source_name],
-        tags: opts.tags.clone(),
-        hostname: opts.hostname.clone(),
-        metadata: Default::default(),
-    })?;
+    let mut draft = repo.stream_snapshot(&SnapshotOptions::named(
+        SOURCE_KIND,
+        &source_name,
+        &opts.hostname,
+        &opts.tags,
+    ))?;
     progress.start(
         "backup",
         match framing {

@@ -797,12 +797,8 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<BackupOutcome> {
         let mut draft = self.stream_snapshot(&SnapshotOptions {
-            source_kind: opts.source_kind.clone(),
-            source_name: opts.name.clone(),
-            paths: vec![opts.name.clone()],
-            tags: opts.tags.clone(),
-            hostname: opts.hostname.clone(),
             metadata: opts.metadata.clone(),
+            ..SnapshotOptions::named(&opts.source_kind, &opts.name, &opts.hostname, &opts.tags)
         })?;
         progress.start("backup", None);
         draft.add_stream(&opts.name, reader, progress)?;
@@ -843,6 +839,20 @@ pub struct SnapshotOptions {
     pub hostname: String,
     /// Free-form metadata for the snapshot.
     pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+impl SnapshotOptions {
+    /// A snapshot of kind `kind` of the source `name` (also its one path).
+    pub fn named(kind: &str, name: &str, hostname: &str, tags: &[String]) -> Self {
+        SnapshotOptions {
+            source_kind: kind.to_string(),
+            source_name: name.to_string(),
+            paths: vec![name.to_string()],
+            tags: tags.to_vec(),
+            hostname: hostname.to_string(),
+            metadata: BTreeMap::new(),
+        }
+    }
 }
 
 /// A snapshot being built from streams; see [`Repository::stream_snapshot`].

@@ -504,25 +504,30 @@ impl Repository {
             Some(&self.inner.keyring),
         )?;
         let json = format::decompress_document(key, &body)?;
-        // The version first: a newer document may not parse as this build's.
+        // One parse. A newer document is refused by its version, whether or
+        // not it parses as this build's; only when it does not parse is the
+        // version looked up on its own, to say which it is.
         #[derive(serde::Deserialize)]
         struct Version {
             version: u32,
         }
-        if let Ok(v) = serde_json::from_slice::<Version>(&json) {
-            if v.version > crate::snapshot::SNAPSHOT_VERSION {
-                return Err(RepoError::UnknownVersion {
-                    key: key.to_string(),
-                    what: "snapshot document",
-                    found: u16::try_from(v.version).unwrap_or(u16::MAX),
-                    supported: crate::snapshot::SNAPSHOT_VERSION as u16,
-                });
-            }
-        }
-        serde_json::from_slice(&json).map_err(|e| RepoError::Corrupt {
+        let newer = |found: u32| RepoError::UnknownVersion {
             key: key.to_string(),
-            reason: format!("snapshot document does not parse: {e}"),
-        })
+            what: "snapshot document",
+            found: u16::try_from(found).unwrap_or(u16::MAX),
+            supported: crate::snapshot::SNAPSHOT_VERSION as u16,
+        };
+        match serde_json::from_slice::<Snapshot>(&json) {
+            Ok(s) if s.version > crate::snapshot::SNAPSHOT_VERSION => Err(newer(s.version)),
+            Ok(s) => Ok(s),
+            Err(e) => match serde_json::from_slice::<Version>(&json) {
+                Ok(v) if v.version > crate::snapshot::SNAPSHOT_VERSION => Err(newer(v.version)),
+                _ => Err(RepoError::Corrupt {
+                    key: key.to_string(),
+                    reason: format!("snapshot document does not parse: {e}"),
+                }),
+            },
+        }
     }
 
     /// Every snapshot id, without reading the snapshots.
@@ -577,6 +582,19 @@ impl Repository {
             .into_iter()
             .map(|(id, s)| s.map(|snapshot| SnapshotEntry { id, snapshot }))
             .collect()
+    }
+
+    /// The snapshot `spec` names, where `latest` means the newest of source
+    /// kind `kind` (`None` when the repository has none of that kind).
+    pub fn find_snapshot_of(&self, spec: &str, kind: &str) -> Result<Option<SnapshotEntry>> {
+        if spec == "latest" {
+            return Ok(self
+                .snapshots()?
+                .into_iter()
+                .rev()
+                .find(|s| s.snapshot.source_kind == kind));
+        }
+        self.find_snapshot(spec).map(Some)
     }
 
     /// The snapshot `spec` names: a full id, a unique id prefix, or `latest`.
