@@ -281,8 +281,14 @@ fn changed_pages_are_stored_as_patches_and_restore_byte_identical() {
     let mut newer = third_backup.snapshot.clone();
     newer.version = 99;
     let newer_id = repo.save_snapshot(&newer).unwrap();
-    let err = repo.find_snapshot(&newer_id.to_hex()).unwrap_err().to_string();
-    assert!(err.contains("version 99") && err.contains("newer lifeboat"), "{err}");
+    let err = repo
+        .find_snapshot(&newer_id.to_hex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("version 99") && err.contains("newer lifeboat"),
+        "{err}"
+    );
 
     // The snapshot document keeps pages and patches as they were.
     let reread = repo.find_snapshot(&third_backup.id.to_hex()).unwrap();

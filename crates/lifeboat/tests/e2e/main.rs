@@ -306,3 +306,8 @@ fn redis_the_aof_directory_is_backed_up_and_loads() {
 fn redis_tls_is_checked_against_the_ca_given() {
     redis::tls_is_checked_against_the_ca_given();
 }
+
+#[test]
+fn pg_wal_push_and_fetch_work_ahead() {
+    pg::wal_push_and_fetch_work_ahead();
+}

@@ -1583,3 +1583,112 @@ pub fn verify_read_data_finds_a_damaged_wal_segment() {
         "verify must name the damaged WAL object:\n{text}"
     );
 }
+
+/// `wal-push` pushes the segments already `.ready` after the one asked for,
+/// and `wal-fetch` fetches the next segments ahead into a spool the
+/// following calls take from: checked byte for byte on a data directory's
+/// files (neither needs the server running).
+pub fn wal_push_and_fetch_work_ahead() {
+    let env = PgEnv::new();
+    let pgdata = env.dir.path().join("data");
+    fs::create_dir_all(pgdata.join("global")).unwrap();
+    fs::create_dir_all(pgdata.join("pg_wal/archive_status")).unwrap();
+    fs::write(
+        pgdata.join("global/pg_control"),
+        7_424_242_424_242u64.to_ne_bytes(),
+    )
+    .unwrap();
+    let names = [
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000003",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let content: Vec<u8> = (0..1 << 20).map(|k| (k * 31 + i * 7) as u8).collect();
+        fs::write(pgdata.join("pg_wal").join(n), content).unwrap();
+        fs::write(
+            pgdata
+                .join("pg_wal/archive_status")
+                .join(format!("{n}.ready")),
+            b"",
+        )
+        .unwrap();
+    }
+    let data = pgdata.to_str().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "--json",
+        "pg",
+        "wal-push",
+        &format!("pg_wal/{}", names[0]),
+        "--pgdata",
+        data,
+    ]))
+    .unwrap();
+    let stored: Vec<&str> = v["stored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stored, names,
+        "the .ready segments after the one asked for go along: {v}"
+    );
+    // PostgreSQL then asks for the next ones: already stored, success.
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "--json",
+        "pg",
+        "wal-push",
+        &format!("pg_wal/{}", names[1]),
+        "--pgdata",
+        data,
+    ]))
+    .unwrap();
+    assert!(
+        v["already"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == names[1]),
+        "{v}"
+    );
+
+    // Fetching the first brings the next two into the spool; the second
+    // call is served from it, and the spool is cleaned behind recovery.
+    let spool = pgdata.join("pg_wal/lifeboat-prefetch");
+    env.ok(&[
+        "pg",
+        "wal-fetch",
+        names[0],
+        "pg_wal/RECOVERYXLOG",
+        "--pgdata",
+        data,
+    ]);
+    assert_eq!(
+        fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).unwrap(),
+        fs::read(pgdata.join("pg_wal").join(names[0])).unwrap()
+    );
+    for n in &names[1..] {
+        assert_eq!(
+            fs::read(spool.join(n)).unwrap(),
+            fs::read(pgdata.join("pg_wal").join(n)).unwrap(),
+            "{n} spooled"
+        );
+    }
+    env.ok(&[
+        "pg",
+        "wal-fetch",
+        names[1],
+        "pg_wal/RECOVERYXLOG",
+        "--pgdata",
+        data,
+    ]);
+    assert_eq!(
+        fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).unwrap(),
+        fs::read(pgdata.join("pg_wal").join(names[1])).unwrap()
+    );
+    assert!(
+        !spool.join(names[1]).exists() && spool.join(names[2]).exists(),
+        "taken from the spool, the rest kept"
+    );
+}
