@@ -201,7 +201,7 @@ fn run_streaming<T>(
     consume: impl FnOnce(&mut (dyn Read + Send)) -> Result<T>,
 ) -> Result<T> {
     let (mut child, command) = spawn(&mut cmd)?;
-    let mut stdout = child.stdout.take();
+    let mut stdout = child.stdout.take().map(Gulps::new);
     let mut stderr = child.stderr.take();
     let (consumed, err_text) = std::thread::scope(|s| {
         let err = s.spawn(move || {
@@ -244,6 +244,47 @@ const DUMP_CHUNKS: lifeboat_repo::ChunkerConfig = lifeboat_repo::ChunkerConfig::
     avg: 256 * 1024,
     max: 1024 * 1024,
 };
+
+/// The pipe from a dump program is widened to this (Linux's default limit
+/// for an unprivileged process).
+const PIPE_SIZE: usize = 1 << 20;
+/// A read of less than this from a widened pipe means the reader caught up
+/// with the writer ...
+const GULP: usize = PIPE_SIZE / 4;
+/// ... and it waits this long before the next, so the pipe gathers more:
+/// at most `PIPE_SIZE` per wait, 1 GiB/s, far above what a server's COPY
+/// sends.
+const GULP_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A dump program's output pipe, read in gulps. pg_dump writes through
+/// stdio, 4 KiB per `write` on a pipe; a reader woken for every one of them
+/// costs a context switch per 4 KiB (a million for a 4 GiB dump, measured:
+/// 3 s of system time and 400,000 preemptions on 2 cores, time the server's
+/// COPY then waits for). The pipe is widened to 1 MiB and, once the reader
+/// has caught up, it lets the pipe fill for a millisecond before reading
+/// again. Where the pipe cannot be widened it is read as it comes.
+struct Gulps<R> {
+    inner: R,
+    wait: bool,
+}
+
+impl<R: Read + std::os::fd::AsFd> Gulps<R> {
+    fn new(inner: R) -> Self {
+        let wait =
+            rustix::pipe::fcntl_setpipe_size(&inner, PIPE_SIZE).is_ok_and(|size| size >= PIPE_SIZE);
+        Gulps { inner, wait }
+    }
+}
+
+impl<R: Read> Read for Gulps<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.wait && n > 0 && n < GULP && n < buf.len() {
+            std::thread::sleep(GULP_WAIT);
+        }
+        Ok(n)
+    }
+}
 
 /// Read-ahead between pg_dump and the repository: up to 32 × 4 MiB.
 const READ_AHEAD_BLOCK: usize = 4 << 20;
@@ -424,18 +465,15 @@ pub fn dump(
                     .arg(format!("--dbname={}", conninfo_for(&cfg, &db.name)));
                 let name = format!("databases/{}.dump", db.name);
                 run_streaming(cmd, |out| {
-                    // pg_dump's output is re-chunked (a row per data chunk
-                    // costs 6.5 % stored, see custom.rs) and read ahead into
-                    // memory on another thread, so the server's COPY (what
-                    // limits a dump) does not wait for lifeboat's
-                    // compression to catch up.
-                    let mut rechunked = crate::custom::Rechunk::new(out);
-                    read_ahead(
-                        &mut rechunked,
-                        READ_AHEAD_BLOCK,
-                        READ_AHEAD_BLOCKS,
-                        |ahead| Ok(draft.add_stream_with(&name, ahead, DUMP_CHUNKS, progress)?),
-                    )
+                    // pg_dump's output is read ahead into memory on a thread
+                    // that does nothing else, so the server's COPY (what
+                    // limits a dump) never waits for lifeboat's compression
+                    // to catch up; it is re-chunked (a row per data chunk
+                    // costs 6.5 % stored, see custom.rs) on the way in.
+                    read_ahead(out, READ_AHEAD_BLOCK, READ_AHEAD_BLOCKS, |ahead| {
+                        let rechunked = crate::custom::Rechunk::new(ahead);
+                        Ok(draft.add_stream_with(&name, rechunked, DUMP_CHUNKS, progress)?)
+                    })
                 })?;
                 items.insert(db.name.clone(), json!(name));
             }
