@@ -109,6 +109,38 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
     ]);
     assert_eq!(fingerprint(&pg, "copy"), want);
 
+    // pg_restore's own error reaches the user verbatim, with the command:
+    // the tables are there already. --clean restores over them.
+    pg.psql("copy", "truncate users cascade").unwrap();
+    let again = [
+        "pg",
+        "restore-dump",
+        "latest",
+        "--pg-url",
+        &pg.conninfo("copy"),
+        "--database",
+        "app",
+    ];
+    let out = env.run(&again);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pg_restore") && err.contains("already exists"),
+        "{err}"
+    );
+    let mut clean = again.to_vec();
+    clean.push("--clean");
+    env.ok(&clean);
+    assert_eq!(fingerprint(&pg, "copy"), want);
+    // A snapshot of two databases needs --database to say which.
+    let out = env.run(&again[..5]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds 2 databases (app, postgres); name one with --database"),
+        "{err}"
+    );
+
     // One table alone.
     pg.psql("postgres", "create database one").unwrap();
     env.ok(&[
