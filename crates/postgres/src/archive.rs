@@ -187,36 +187,14 @@ pub fn wal_fetch(repo: &Repository, pgdata: &Path, name: &str, dest: &Path) -> R
             None => Ok(false),
         };
     }
-    // The segment asked for and the next few, fetched in parallel.
-    // Segment names count in units of the segment size, which pg_control holds
-    // at no stable offset: assume the default 16 MiB. With another size the
-    // guessed names only miss, costing a few lookups.
-    let size = 16u64 << 20;
+    // The segment asked for and the next few, fetched in parallel. Segment
+    // names count in units of the segment size, which pg_control holds at no
+    // stable offset: the size seen in an earlier call (remembered in the
+    // spool), else the default 16 MiB.
+    let size = remembered_segment_size(&spool).unwrap_or(DEFAULT_SEGMENT_SIZE);
     let mut names = vec![name.to_string()];
-    if let Some(seg) = Segment::parse(name, size) {
-        let mut next = seg;
-        for _ in 0..FETCH_AHEAD {
-            next = next.next();
-            names.push(next.name());
-        }
-    }
-    let fetched: Vec<Result<Option<Vec<u8>>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .iter()
-            .map(|n| {
-                let ns = ns.as_str();
-                s.spawn(move || repo.get_named(ns, n).map_err(PgError::from))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(PgError::Refused("a fetch thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut results = names.iter().zip(fetched);
+    names.extend(following(name, size));
+    let mut results = names.iter().zip(fetch_all(repo, &ns, &names));
     let first = match results.next() {
         Some((_, r)) => r?,
         None => None,
@@ -225,15 +203,79 @@ pub fn wal_fetch(repo: &Repository, pgdata: &Path, name: &str, dest: &Path) -> R
         return Ok(false);
     };
     write_atomic(&dest, &data)?;
-    for (n, r) in results {
-        if let Ok(Some(data)) = r {
-            if fs::create_dir_all(&spool).is_ok() {
-                let _ = write_atomic(&spool.join(n), &data);
+    let mut ahead: Vec<(String, Vec<u8>)> = results
+        .filter_map(|(n, r)| r.ok().flatten().map(|d| (n.clone(), d)))
+        .collect();
+    // A segment is as long as the cluster's segment size. Another size than
+    // the one guessed means the names after a log file boundary were wrong:
+    // remember the size, and fetch the right ones now.
+    let seen = data.len() as u64;
+    if seen != size && valid_segment_size(seen) {
+        if fs::create_dir_all(&spool).is_ok() {
+            let _ = write_atomic(&spool.join(SEGMENT_SIZE), seen.to_string().as_bytes());
+        }
+        let right = following(name, seen);
+        ahead.retain(|(n, _)| right.contains(n));
+        let missed: Vec<String> = right.into_iter().filter(|n| !names.contains(n)).collect();
+        for (n, r) in missed.iter().zip(fetch_all(repo, &ns, &missed)) {
+            if let Ok(Some(d)) = r {
+                ahead.push((n.clone(), d));
             }
+        }
+    }
+    for (n, data) in ahead {
+        if fs::create_dir_all(&spool).is_ok() {
+            let _ = write_atomic(&spool.join(n), &data);
         }
     }
     clean_spool(&spool, name);
     Ok(true)
+}
+
+/// PostgreSQL's default WAL segment size.
+const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+/// The file in the spool remembering the segment size wal-fetch has seen.
+const SEGMENT_SIZE: &str = "segment-size";
+
+/// A size `initdb --wal-segsize` allows: a power of two from 1 MiB to 1 GiB.
+fn valid_segment_size(size: u64) -> bool {
+    size.is_power_of_two() && ((1 << 20)..=(1 << 30)).contains(&size)
+}
+
+fn remembered_segment_size(spool: &Path) -> Option<u64> {
+    let text = fs::read_to_string(spool.join(SEGMENT_SIZE)).ok()?;
+    let size: u64 = text.trim().parse().ok()?;
+    valid_segment_size(size).then_some(size)
+}
+
+/// The names of the `FETCH_AHEAD` segments after `name`, for segments of
+/// `size` bytes.
+fn following(name: &str, size: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(mut seg) = Segment::parse(name, size) {
+        for _ in 0..FETCH_AHEAD {
+            seg = seg.next();
+            out.push(seg.name());
+        }
+    }
+    out
+}
+
+/// Fetches the named WAL files in parallel.
+fn fetch_all(repo: &Repository, ns: &str, names: &[String]) -> Vec<Result<Option<Vec<u8>>>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| s.spawn(move || repo.get_named(ns, n).map_err(PgError::from)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(PgError::Refused("a fetch thread panicked".into())))
+            })
+            .collect()
+    })
 }
 
 /// Removes spooled segments at or before `name`: recovery has moved past them.

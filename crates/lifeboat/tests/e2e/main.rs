@@ -311,3 +311,8 @@ fn redis_tls_is_checked_against_the_ca_given() {
 fn pg_wal_push_and_fetch_work_ahead() {
     pg::wal_push_and_fetch_work_ahead();
 }
+
+#[test]
+fn pg_wal_fetch_works_ahead_with_64_mib_segments() {
+    pg::wal_fetch_works_ahead_with_64_mib_segments();
+}

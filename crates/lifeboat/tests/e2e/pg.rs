@@ -1692,3 +1692,84 @@ pub fn wal_push_and_fetch_work_ahead() {
         "taken from the spool, the rest kept"
     );
 }
+
+/// With segments of another size than the default 16 MiB, wal-fetch still
+/// fetches the right segments ahead across a log file boundary (64 MiB
+/// segments: 64 per log file, so ...3F is followed by 00000001/00000000).
+pub fn wal_fetch_works_ahead_with_64_mib_segments() {
+    let env = PgEnv::new();
+    let pgdata = env.dir.path().join("data");
+    fs::create_dir_all(pgdata.join("global")).unwrap();
+    fs::create_dir_all(pgdata.join("pg_wal/archive_status")).unwrap();
+    fs::write(
+        pgdata.join("global/pg_control"),
+        7_424_242_424_243u64.to_ne_bytes(),
+    )
+    .unwrap();
+    let names = [
+        "00000001000000000000003E",
+        "00000001000000000000003F",
+        "000000010000000100000000",
+    ];
+    let page: Vec<u8> = (0..8192u32).map(|k| (k * 31) as u8).collect();
+    for (i, n) in names.iter().enumerate() {
+        let mut content = page.repeat(8192); // 64 MiB
+        content[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        fs::write(pgdata.join("pg_wal").join(n), content).unwrap();
+        fs::write(
+            pgdata
+                .join("pg_wal/archive_status")
+                .join(format!("{n}.ready")),
+            b"",
+        )
+        .unwrap();
+    }
+    let data = pgdata.to_str().unwrap();
+    env.ok(&[
+        "pg",
+        "wal-push",
+        &format!("pg_wal/{}", names[0]),
+        "--pgdata",
+        data,
+    ]);
+    let spool = pgdata.join("pg_wal/lifeboat-prefetch");
+    env.ok(&[
+        "pg",
+        "wal-fetch",
+        names[0],
+        "pg_wal/RECOVERYXLOG",
+        "--pgdata",
+        data,
+    ]);
+    for n in &names[1..] {
+        assert!(
+            spool.join(n).exists()
+                && fs::read(spool.join(n)).unwrap()
+                    == fs::read(pgdata.join("pg_wal").join(n)).unwrap(),
+            "{n} spooled, with its bytes"
+        );
+    }
+    // Served from the spool on the other side of the boundary too.
+    fs::remove_file(pgdata.join("pg_wal").join(names[1])).unwrap();
+    env.ok(&[
+        "pg",
+        "wal-fetch",
+        names[1],
+        "pg_wal/RECOVERYXLOG",
+        "--pgdata",
+        data,
+    ]);
+    env.ok(&[
+        "pg",
+        "wal-fetch",
+        names[2],
+        "pg_wal/RECOVERYXLOG",
+        "--pgdata",
+        data,
+    ]);
+    assert_eq!(
+        fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).unwrap(),
+        fs::read(pgdata.join("pg_wal").join(names[2])).unwrap()
+    );
+    assert!(!spool.join(names[2]).exists(), "taken from the spool");
+}
