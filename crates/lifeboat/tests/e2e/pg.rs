@@ -1584,12 +1584,10 @@ pub fn verify_read_data_finds_a_damaged_wal_segment() {
     );
 }
 
-/// `wal-push` pushes the segments already `.ready` after the one asked for,
-/// and `wal-fetch` fetches the next segments ahead into a spool the
-/// following calls take from: checked byte for byte on a data directory's
-/// files (neither needs the server running).
-pub fn wal_push_and_fetch_work_ahead() {
-    let env = PgEnv::new();
+/// A data directory holding no more than wal-push and wal-fetch read: a
+/// pg_control (its system identifier) and the segments `names`, each of
+/// `size` bytes of its own and marked `.ready`.
+fn data_directory_with_ready_wal(env: &PgEnv, names: &[&str], size: usize) -> PathBuf {
     let pgdata = env.dir.path().join("data");
     fs::create_dir_all(pgdata.join("global")).unwrap();
     fs::create_dir_all(pgdata.join("pg_wal/archive_status")).unwrap();
@@ -1598,13 +1596,10 @@ pub fn wal_push_and_fetch_work_ahead() {
         7_424_242_424_242u64.to_ne_bytes(),
     )
     .unwrap();
-    let names = [
-        "000000010000000000000001",
-        "000000010000000000000002",
-        "000000010000000000000003",
-    ];
+    let page: Vec<u8> = (0..8192u32).map(|k| (k * 31) as u8).collect();
     for (i, n) in names.iter().enumerate() {
-        let content: Vec<u8> = (0..1 << 20).map(|k| (k * 31 + i * 7) as u8).collect();
+        let mut content = page.repeat(size / page.len());
+        content[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
         fs::write(pgdata.join("pg_wal").join(n), content).unwrap();
         fs::write(
             pgdata
@@ -1614,6 +1609,21 @@ pub fn wal_push_and_fetch_work_ahead() {
         )
         .unwrap();
     }
+    pgdata
+}
+
+/// `wal-push` pushes the segments already `.ready` after the one asked for,
+/// and `wal-fetch` fetches the next segments ahead into a spool the
+/// following calls take from: checked byte for byte on a data directory's
+/// files (neither needs the server running).
+pub fn wal_push_and_fetch_work_ahead() {
+    let env = PgEnv::new();
+    let names = [
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000003",
+    ];
+    let pgdata = data_directory_with_ready_wal(&env, &names, 1 << 20);
     let data = pgdata.to_str().unwrap();
     let v: serde_json::Value = serde_json::from_str(&env.ok(&[
         "--json",
@@ -1698,32 +1708,12 @@ pub fn wal_push_and_fetch_work_ahead() {
 /// segments: 64 per log file, so ...3F is followed by 00000001/00000000).
 pub fn wal_fetch_works_ahead_with_64_mib_segments() {
     let env = PgEnv::new();
-    let pgdata = env.dir.path().join("data");
-    fs::create_dir_all(pgdata.join("global")).unwrap();
-    fs::create_dir_all(pgdata.join("pg_wal/archive_status")).unwrap();
-    fs::write(
-        pgdata.join("global/pg_control"),
-        7_424_242_424_243u64.to_ne_bytes(),
-    )
-    .unwrap();
     let names = [
         "00000001000000000000003E",
         "00000001000000000000003F",
         "000000010000000100000000",
     ];
-    let page: Vec<u8> = (0..8192u32).map(|k| (k * 31) as u8).collect();
-    for (i, n) in names.iter().enumerate() {
-        let mut content = page.repeat(8192); // 64 MiB
-        content[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-        fs::write(pgdata.join("pg_wal").join(n), content).unwrap();
-        fs::write(
-            pgdata
-                .join("pg_wal/archive_status")
-                .join(format!("{n}.ready")),
-            b"",
-        )
-        .unwrap();
-    }
+    let pgdata = data_directory_with_ready_wal(&env, &names, 64 << 20);
     let data = pgdata.to_str().unwrap();
     env.ok(&[
         "pg",

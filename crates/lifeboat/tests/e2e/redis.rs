@@ -118,46 +118,54 @@ fn contents(url: &str) -> Contents {
         walk(r, &mut v);
         v
     };
+    for_each_key(&mut c, |c, db, key| {
+        let Some(kind) = c.command(&[b"TYPE", &key]).unwrap().text() else {
+            panic!("TYPE")
+        };
+        let value = match kind.as_str() {
+            "string" => flat(c.command(&[b"GET", &key]).unwrap()),
+            "list" => flat(c.command(&[b"LRANGE", &key, b"0", b"-1"]).unwrap()),
+            "zset" => flat(
+                c.command(&[b"ZRANGE", &key, b"0", b"-1", b"WITHSCORES"])
+                    .unwrap(),
+            ),
+            "stream" => flat(c.command(&[b"XRANGE", &key, b"-", b"+"]).unwrap()),
+            "set" => {
+                let mut v = flat(c.command(&[b"SMEMBERS", &key]).unwrap());
+                v.sort();
+                v
+            }
+            "hash" => {
+                let v = flat(c.command(&[b"HGETALL", &key]).unwrap());
+                let mut pairs: Vec<Vec<u8>> = v.chunks(2).map(|p| p.concat()).collect();
+                pairs.sort();
+                pairs
+            }
+            other => panic!("unexpected type {other}"),
+        };
+        let Reply::Int(ttl) = c.command(&[b"PTTL", &key]).unwrap() else {
+            panic!("PTTL")
+        };
+        out.insert((db, key), (kind, value, ttl > 0));
+    });
+    out
+}
+
+/// Calls `each` with every key of every database, the connection on the
+/// key's database.
+fn for_each_key(c: &mut Conn, mut each: impl FnMut(&mut Conn, u32, Vec<u8>)) {
     for db in 0..16u32 {
-        ok(&mut c, &["SELECT", &db.to_string()]);
-        let Reply::Array(Some(keys)) = ok(&mut c, &["KEYS", "*"]) else {
+        ok(c, &["SELECT", &db.to_string()]);
+        let Reply::Array(Some(keys)) = ok(c, &["KEYS", "*"]) else {
             panic!("KEYS")
         };
         for k in keys {
             let Reply::Bulk(Some(key)) = k else {
                 panic!("key")
             };
-            let Some(kind) = c.command(&[b"TYPE", &key]).unwrap().text() else {
-                panic!("TYPE")
-            };
-            let value = match kind.as_str() {
-                "string" => flat(c.command(&[b"GET", &key]).unwrap()),
-                "list" => flat(c.command(&[b"LRANGE", &key, b"0", b"-1"]).unwrap()),
-                "zset" => flat(
-                    c.command(&[b"ZRANGE", &key, b"0", b"-1", b"WITHSCORES"])
-                        .unwrap(),
-                ),
-                "stream" => flat(c.command(&[b"XRANGE", &key, b"-", b"+"]).unwrap()),
-                "set" => {
-                    let mut v = flat(c.command(&[b"SMEMBERS", &key]).unwrap());
-                    v.sort();
-                    v
-                }
-                "hash" => {
-                    let v = flat(c.command(&[b"HGETALL", &key]).unwrap());
-                    let mut pairs: Vec<Vec<u8>> = v.chunks(2).map(|p| p.concat()).collect();
-                    pairs.sort();
-                    pairs
-                }
-                other => panic!("unexpected type {other}"),
-            };
-            let Reply::Int(ttl) = c.command(&[b"PTTL", &key]).unwrap() else {
-                panic!("PTTL")
-            };
-            out.insert((db, key), (kind, value, ttl > 0));
+            each(c, db, key);
         }
     }
-    out
 }
 
 /// (database, key) → the key's `DUMP` payload.
@@ -172,30 +180,21 @@ fn dumps(url: &str) -> (Dumps, usize) {
     let mut c = conn(url);
     let mut out = BTreeMap::new();
     let mut unordered = 0;
-    for db in 0..16u32 {
-        ok(&mut c, &["SELECT", &db.to_string()]);
-        let Reply::Array(Some(keys)) = ok(&mut c, &["KEYS", "*"]) else {
-            panic!("KEYS")
-        };
-        for k in keys {
-            let Reply::Bulk(Some(key)) = k else {
-                panic!("key")
-            };
-            let encoding = c
-                .command(&[b"OBJECT", b"ENCODING", &key])
-                .unwrap()
-                .text()
-                .unwrap_or_default();
-            if encoding == "hashtable" {
-                unordered += 1;
-                continue;
-            }
-            let Reply::Bulk(Some(dump)) = c.command(&[b"DUMP", &key]).unwrap() else {
-                panic!("DUMP")
-            };
-            out.insert((db, key), dump);
+    for_each_key(&mut c, |c, db, key| {
+        let encoding = c
+            .command(&[b"OBJECT", b"ENCODING", &key])
+            .unwrap()
+            .text()
+            .unwrap_or_default();
+        if encoding == "hashtable" {
+            unordered += 1;
+            return;
         }
-    }
+        let Reply::Bulk(Some(dump)) = c.command(&[b"DUMP", &key]).unwrap() else {
+            panic!("DUMP")
+        };
+        out.insert((db, key), dump);
+    });
     (out, unordered)
 }
 
