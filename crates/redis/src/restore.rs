@@ -345,15 +345,9 @@ pub fn restore(
             )),
             _ => RedisError::io("create", &path, e),
         })?;
-    progress.start("restore", Some(node.size));
-    let bytes = repo.restore_item(node, &mut file, progress)?;
-    progress.finish();
-    file.flush()
-        .and_then(|_| file.sync_all())
-        .map_err(|e| RedisError::io("write", &path, e))?;
-    drop(file);
-    // The AOF directory, when the backup has one: the server loads it
-    // (it is newer than the RDB) when started with appendonly yes.
+    // What this restore creates, it removes again when it fails: a broken
+    // repository or a full disk must not leave a dump.rdb a server would
+    // try to load.
     let prefix = format!("{AOF_PREFIX}/");
     let aof: Vec<&lifeboat_repo::Node> = snap
         .nodes
@@ -361,28 +355,54 @@ pub fn restore(
         .filter(|n| n.path.starts_with(&prefix))
         .collect();
     let aof_dir = dir.join(AOF_DIR);
-    if !aof.is_empty() {
-        std::fs::create_dir(&aof_dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => RedisError::Refused(format!(
-                "{} exists; restore into an empty directory",
-                aof_dir.display()
-            )),
-            _ => RedisError::io("create", &aof_dir, e),
-        })?;
-        for n in &aof {
-            let name = n.path.trim_start_matches(&prefix);
-            if name.contains('/') || name.starts_with('.') {
-                return Err(RedisError::Refused(format!(
-                    "the backup names an odd AOF file {:?}",
-                    n.path
-                )));
+    let mut aof_created = false;
+    let mut write = || -> Result<u64> {
+        progress.start("restore", Some(node.size));
+        let bytes = repo.restore_item(node, &mut file, progress)?;
+        progress.finish();
+        file.flush()
+            .and_then(|_| file.sync_all())
+            .map_err(|e| RedisError::io("write", &path, e))?;
+        // The AOF directory, when the backup has one: the server loads it
+        // (it is newer than the RDB) when started with appendonly yes.
+        if !aof.is_empty() {
+            std::fs::create_dir(&aof_dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => RedisError::Refused(format!(
+                    "{} exists; restore into an empty directory",
+                    aof_dir.display()
+                )),
+                _ => RedisError::io("create", &aof_dir, e),
+            })?;
+            aof_created = true;
+            for n in &aof {
+                let name = n.path.trim_start_matches(&prefix);
+                if name.contains('/') || name.starts_with('.') {
+                    return Err(RedisError::Refused(format!(
+                        "the backup names an odd AOF file {:?}",
+                        n.path
+                    )));
+                }
+                let p = aof_dir.join(name);
+                let mut f =
+                    std::fs::File::create(&p).map_err(|e| RedisError::io("create", &p, e))?;
+                repo.restore_item(n, &mut f, progress)?;
+                f.sync_all().map_err(|e| RedisError::io("write", &p, e))?;
             }
-            let p = aof_dir.join(name);
-            let mut f = std::fs::File::create(&p).map_err(|e| RedisError::io("create", &p, e))?;
-            repo.restore_item(n, &mut f, progress)?;
-            f.sync_all().map_err(|e| RedisError::io("write", &p, e))?;
         }
-    }
+        Ok(bytes)
+    };
+    let bytes = match write() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            if aof_created {
+                let _ = std::fs::remove_dir_all(&aof_dir);
+            }
+            return Err(e);
+        }
+    };
+    drop(file);
     let mut report = RedisRestoreReport {
         path: path.clone(),
         bytes,

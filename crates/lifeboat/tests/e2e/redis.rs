@@ -593,6 +593,44 @@ pub fn the_aof_directory_is_backed_up_and_loads() {
     let out = env.run(&["redis", "backup", "--redis-url", &plain.url(), "--aof"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("appendonly no"));
+
+    // A damaged repository: the restore fails, by name, and leaves no
+    // dump.rdb (or AOF directory) for a server to load.
+    fn packs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                packs(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    packs(&env.repo.join("packs"), &mut files);
+    assert!(!files.is_empty());
+    for f in files {
+        let mut bytes = std::fs::read(&f).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&f, bytes).unwrap();
+    }
+    let target = tempfile::tempdir().unwrap();
+    let out = env.run(&[
+        "redis",
+        "restore",
+        "latest",
+        "--target-dir",
+        target.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("packs/"), "the damaged object is named: {err}");
+    let left: Vec<_> = std::fs::read_dir(target.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed restore left {left:?}");
 }
 
 /// `rediss://`: TLS checked against the CA given with --redis-ca, for the
