@@ -103,6 +103,21 @@ pub(crate) fn print_json(value: &serde_json::Value) {
     }
 }
 
+/// A restore's report as JSON, with the snapshot it came from and, when
+/// timed, how long it took (`duration_ms`).
+pub(crate) fn print_restore_json(
+    report: &impl serde::Serialize,
+    snapshot: &lifeboat_repo::SnapshotEntry,
+    ms: Option<u64>,
+) {
+    let mut v = serde_json::json!(report);
+    v["snapshot"] = serde_json::json!(snapshot.id.to_hex());
+    if let Some(ms) = ms {
+        v["duration_ms"] = serde_json::json!(ms);
+    }
+    print_json(&v);
+}
+
 /// What a backup of streams (a dump, an RDB) stored, on one line:
 /// `4.0 GiB of dumps; new …, stored …; took … (…)`.
 pub(crate) fn stream_stats(what: &str, st: &lifeboat_repo::BackupStats) -> String {

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use lifeboat_postgres::{self as pg, PgRestoreOptions, RecoveryTarget};
 use serde_json::json;
 
-use crate::output::{print_json, rate, secs, size};
+use crate::output::{print_json, print_restore_json, rate, secs, size};
 use crate::UsageError;
 
 #[derive(Subcommand, Debug)]
@@ -432,10 +432,7 @@ fn restore_dump(ctx: &crate::commands::Ctx, args: &PgRestoreDumpArgs) -> Result<
     let report = pg::dump::restore_dump(&repo, ctx.rt.handle(), &snapshot, &opts, &progress)?;
     let ms = started.elapsed().as_millis() as u64;
     if ctx.global.json {
-        let mut v = json!(report);
-        v["snapshot"] = json!(snapshot.id.to_hex());
-        v["duration_ms"] = json!(ms);
-        print_json(&v);
+        print_restore_json(&report, &snapshot, Some(ms));
     } else {
         println!(
             "restored database {} from pg dump {}{} in {}",

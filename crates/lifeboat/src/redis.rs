@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use lifeboat_redis as redis;
 use serde_json::json;
 
-use crate::output::{print_json, secs, size, stream_stats};
+use crate::output::{print_json, print_restore_json, secs, size, stream_stats};
 use crate::UsageError;
 
 #[derive(Subcommand, Debug)]
@@ -185,10 +185,7 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
         )?;
         let ms = started.elapsed().as_millis() as u64;
         if ctx.global.json {
-            let mut v = json!(report);
-            v["snapshot"] = json!(snapshot.id.to_hex());
-            v["duration_ms"] = json!(ms);
-            print_json(&v);
+            print_restore_json(&report, &snapshot, Some(ms));
         } else {
             let total: u64 = report.keys.values().sum();
             println!(
@@ -221,9 +218,7 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
     };
     let report = redis::restore(&repo, &snapshot, &opts, &progress)?;
     if ctx.global.json {
-        let mut v = json!(report);
-        v["snapshot"] = json!(snapshot.id.to_hex());
-        print_json(&v);
+        print_restore_json(&report, &snapshot, None);
     } else {
         println!(
             "wrote {} ({}) from redis backup {}",

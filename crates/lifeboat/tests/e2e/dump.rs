@@ -48,6 +48,20 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON: {e}\n{text}"))
 }
 
+/// `pg dump --json` of the cluster at `url`, with `extra` arguments.
+fn dump(env: &PgEnv, url: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json", "pg", "dump", "--pg-url", url];
+    args.extend_from_slice(extra);
+    json(&env.ok(&args))
+}
+
+/// The arguments of `pg restore-dump SNAPSHOT --pg-url URL EXTRA…`.
+fn restore_dump<'a>(snapshot: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["pg", "restore-dump", snapshot, "--pg-url", url];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn dumps(env: &PgEnv) -> usize {
     json(&env.ok(&["--json", "snapshots"]))
         .as_array()
@@ -68,7 +82,7 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
     let want = fingerprint(&pg, "app");
     assert!(want[0].starts_with("5000 "), "{want:?}");
 
-    let v = json(&env.ok(&["--json", "pg", "dump", "--pg-url", &pg.conninfo("postgres")]));
+    let v = dump(&env, &pg.conninfo("postgres"), &[]);
     let dbs: Vec<&str> = v["databases"]
         .as_array()
         .unwrap()
@@ -98,29 +112,14 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
 
     // Into another database.
     pg.psql("postgres", "create database copy").unwrap();
-    env.ok(&[
-        "pg",
-        "restore-dump",
-        "latest",
-        "--pg-url",
-        &pg.conninfo("copy"),
-        "--database",
-        "app",
-    ]);
+    let copy = pg.conninfo("copy");
+    let again = restore_dump("latest", &copy, &["--database", "app"]);
+    env.ok(&again);
     assert_eq!(fingerprint(&pg, "copy"), want);
 
     // pg_restore's own error reaches the user verbatim, with the command:
     // the tables are there already. --clean restores over them.
     pg.psql("copy", "truncate users cascade").unwrap();
-    let again = [
-        "pg",
-        "restore-dump",
-        "latest",
-        "--pg-url",
-        &pg.conninfo("copy"),
-        "--database",
-        "app",
-    ];
     let out = env.run(&again);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -143,17 +142,11 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
 
     // One table alone.
     pg.psql("postgres", "create database one").unwrap();
-    env.ok(&[
-        "pg",
-        "restore-dump",
+    env.ok(&restore_dump(
         "latest",
-        "--pg-url",
         &pg.conninfo("one"),
-        "--database",
-        "app",
-        "--table",
-        "users",
-    ]);
+        &["--database", "app", "--table", "users"],
+    ));
     assert_eq!(
         pg.psql(
             "one",
@@ -173,18 +166,14 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
     // Gone: the database and the role. Back under their own names.
     pg.psql("postgres", "drop database app").unwrap();
     pg.psql("postgres", "drop role auditor").unwrap();
-    let v = json(&env.ok(&[
-        "--json",
-        "pg",
-        "restore-dump",
+    let mut args = vec!["--json"];
+    let postgres = pg.conninfo("postgres");
+    args.extend(restore_dump(
         "latest",
-        "--pg-url",
-        &pg.conninfo("postgres"),
-        "--database",
-        "app",
-        "--create",
-        "--globals",
-    ]));
+        &postgres,
+        &["--database", "app", "--create", "--globals"],
+    ));
+    let v = json(&env.ok(&args));
     assert_eq!(v["globals"], true, "{v}");
     assert_eq!(fingerprint(&pg, "app"), want);
     assert_eq!(
@@ -195,49 +184,23 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
 
     // Directory format with parallel jobs, restored with parallel jobs; and
     // the custom-format dump restored with parallel jobs too.
-    let v = json(&env.ok(&[
-        "--json",
-        "pg",
-        "dump",
-        "--pg-url",
-        &pg.conninfo("postgres"),
-        "--database",
-        "app",
-        "--jobs",
-        "2",
-    ]));
+    let v = dump(&env, &postgres, &["--database", "app", "--jobs", "2"]);
     assert_eq!(v["format"], "directory", "{v}");
     let dir_snapshot = v["snapshot"].as_str().unwrap().to_string();
     pg.psql("postgres", "create database par").unwrap();
-    env.ok(&[
-        "pg",
-        "restore-dump",
+    env.ok(&restore_dump(
         &dir_snapshot,
-        "--pg-url",
         &pg.conninfo("par"),
-        "--jobs",
-        "2",
-    ]);
+        &["--jobs", "2"],
+    ));
     assert_eq!(fingerprint(&pg, "par"), want);
-    let v = json(&env.ok(&[
-        "--json",
-        "pg",
-        "dump",
-        "--pg-url",
-        &pg.conninfo("postgres"),
-        "--database",
-        "app",
-    ]));
+    let v = dump(&env, &postgres, &["--database", "app"]);
     pg.psql("postgres", "create database par2").unwrap();
-    env.ok(&[
-        "pg",
-        "restore-dump",
+    env.ok(&restore_dump(
         v["snapshot"].as_str().unwrap(),
-        "--pg-url",
         &pg.conninfo("par2"),
-        "--jobs",
-        "2",
-    ]);
+        &["--jobs", "2"],
+    ));
     assert_eq!(fingerprint(&pg, "par2"), want);
 }
 
@@ -247,23 +210,15 @@ pub fn a_dump_after_a_small_change_stores_little() {
     let env = PgEnv::new();
     let pg = PgCluster::start("").unwrap();
     identity(&pg, 30);
-    let args = [
-        "--json",
-        "pg",
-        "dump",
-        "--pg-url",
-        &pg.conninfo("postgres"),
-        "--database",
-        "app",
-    ];
-    let first = json(&env.ok(&args));
+    let url = pg.conninfo("postgres");
+    let first = dump(&env, &url, &["--database", "app"]);
     pg.psql(
         "app",
         "update users set profile = profile || '{\"changed\": true}' where id % 100 = 3; \
          insert into audit_events select g, 1, 'login', 'new', now() from generate_series(300001, 300300) g",
     )
     .unwrap();
-    let second = json(&env.ok(&args));
+    let second = dump(&env, &url, &["--database", "app"]);
     let stored = |v: &serde_json::Value| v["stats"]["bytes_stored"].as_u64().unwrap();
     assert!(
         stored(&first) > 5 << 20,

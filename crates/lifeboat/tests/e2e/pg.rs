@@ -2,7 +2,7 @@
 //! into a real repository through `lifeboat pg wal-push`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -1612,6 +1612,50 @@ fn data_directory_with_ready_wal(env: &PgEnv, names: &[&str], size: usize) -> Pa
     pgdata
 }
 
+/// `wal-push --json` of one of `pgdata`'s segments.
+fn wal_push(env: &PgEnv, pgdata: &Path, name: &str) -> serde_json::Value {
+    let out = env.ok(&[
+        "--json",
+        "pg",
+        "wal-push",
+        &format!("pg_wal/{name}"),
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `wal-fetch NAME pg_wal/RECOVERYXLOG` as recovery runs it: what it wrote
+/// equals pg_wal's own copy of the segment.
+fn wal_fetch_matches(env: &PgEnv, pgdata: &Path, name: &str) {
+    env.ok(&[
+        "pg",
+        "wal-fetch",
+        name,
+        "pg_wal/RECOVERYXLOG",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ]);
+    assert!(
+        fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).unwrap()
+            == fs::read(pgdata.join("pg_wal").join(name)).unwrap(),
+        "wal-fetch {name} wrote other bytes"
+    );
+}
+
+/// Each of `names` waits in wal-fetch's spool, with its bytes.
+fn assert_spooled(pgdata: &Path, names: &[&str]) {
+    let spool = pgdata.join("pg_wal/lifeboat-prefetch");
+    for n in names {
+        assert!(
+            spool.join(n).exists()
+                && fs::read(spool.join(n)).unwrap()
+                    == fs::read(pgdata.join("pg_wal").join(n)).unwrap(),
+            "{n} spooled, with its bytes"
+        );
+    }
+}
+
 /// `wal-push` pushes the segments already `.ready` after the one asked for,
 /// and `wal-fetch` fetches the next segments ahead into a spool the
 /// following calls take from: checked byte for byte on a data directory's
@@ -1624,16 +1668,7 @@ pub fn wal_push_and_fetch_work_ahead() {
         "000000010000000000000003",
     ];
     let pgdata = data_directory_with_ready_wal(&env, &names, 1 << 20);
-    let data = pgdata.to_str().unwrap();
-    let v: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "--json",
-        "pg",
-        "wal-push",
-        &format!("pg_wal/{}", names[0]),
-        "--pgdata",
-        data,
-    ]))
-    .unwrap();
+    let v = wal_push(&env, &pgdata, names[0]);
     let stored: Vec<&str> = v["stored"]
         .as_array()
         .unwrap()
@@ -1645,15 +1680,7 @@ pub fn wal_push_and_fetch_work_ahead() {
         "the .ready segments after the one asked for go along: {v}"
     );
     // PostgreSQL then asks for the next ones: already stored, success.
-    let v: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "--json",
-        "pg",
-        "wal-push",
-        &format!("pg_wal/{}", names[1]),
-        "--pgdata",
-        data,
-    ]))
-    .unwrap();
+    let v = wal_push(&env, &pgdata, names[1]);
     assert!(
         v["already"]
             .as_array()
@@ -1666,37 +1693,9 @@ pub fn wal_push_and_fetch_work_ahead() {
     // Fetching the first brings the next two into the spool; the second
     // call is served from it, and the spool is cleaned behind recovery.
     let spool = pgdata.join("pg_wal/lifeboat-prefetch");
-    env.ok(&[
-        "pg",
-        "wal-fetch",
-        names[0],
-        "pg_wal/RECOVERYXLOG",
-        "--pgdata",
-        data,
-    ]);
-    assert_eq!(
-        fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).unwrap(),
-        fs::read(pgdata.join("pg_wal").join(names[0])).unwrap()
-    );
-    for n in &names[1..] {
-        assert_eq!(
-            fs::read(spool.join(n)).unwrap(),
-            fs::read(pgdata.join("pg_wal").join(n)).unwrap(),
-            "{n} spooled"
-        );
-    }
-    env.ok(&[
-        "pg",
-        "wal-fetch",
-        names[1],
-        "pg_wal/RECOVERYXLOG",
-        "--pgdata",
-        data,
-    ]);
-    assert_eq!(
-        fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).unwrap(),
-        fs::read(pgdata.join("pg_wal").join(names[1])).unwrap()
-    );
+    wal_fetch_matches(&env, &pgdata, names[0]);
+    assert_spooled(&pgdata, &names[1..]);
+    wal_fetch_matches(&env, &pgdata, names[1]);
     assert!(
         !spool.join(names[1]).exists() && spool.join(names[2]).exists(),
         "taken from the spool, the rest kept"
@@ -1714,52 +1713,12 @@ pub fn wal_fetch_works_ahead_with_64_mib_segments() {
         "000000010000000100000000",
     ];
     let pgdata = data_directory_with_ready_wal(&env, &names, 64 << 20);
-    let data = pgdata.to_str().unwrap();
-    env.ok(&[
-        "pg",
-        "wal-push",
-        &format!("pg_wal/{}", names[0]),
-        "--pgdata",
-        data,
-    ]);
-    let spool = pgdata.join("pg_wal/lifeboat-prefetch");
-    env.ok(&[
-        "pg",
-        "wal-fetch",
-        names[0],
-        "pg_wal/RECOVERYXLOG",
-        "--pgdata",
-        data,
-    ]);
-    for n in &names[1..] {
-        assert!(
-            spool.join(n).exists()
-                && fs::read(spool.join(n)).unwrap()
-                    == fs::read(pgdata.join("pg_wal").join(n)).unwrap(),
-            "{n} spooled, with its bytes"
-        );
-    }
+    wal_push(&env, &pgdata, names[0]);
+    wal_fetch_matches(&env, &pgdata, names[0]);
+    assert_spooled(&pgdata, &names[1..]);
     // Served from the spool on the other side of the boundary too.
-    fs::remove_file(pgdata.join("pg_wal").join(names[1])).unwrap();
-    env.ok(&[
-        "pg",
-        "wal-fetch",
-        names[1],
-        "pg_wal/RECOVERYXLOG",
-        "--pgdata",
-        data,
-    ]);
-    env.ok(&[
-        "pg",
-        "wal-fetch",
-        names[2],
-        "pg_wal/RECOVERYXLOG",
-        "--pgdata",
-        data,
-    ]);
-    assert_eq!(
-        fs::read(pgdata.join("pg_wal/RECOVERYXLOG")).unwrap(),
-        fs::read(pgdata.join("pg_wal").join(names[2])).unwrap()
-    );
+    wal_fetch_matches(&env, &pgdata, names[1]);
+    wal_fetch_matches(&env, &pgdata, names[2]);
+    let spool = pgdata.join("pg_wal/lifeboat-prefetch");
     assert!(!spool.join(names[2]).exists(), "taken from the spool");
 }

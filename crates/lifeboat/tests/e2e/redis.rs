@@ -212,6 +212,17 @@ fn dump_differences(want: &Dumps, url: &str) -> Vec<String> {
     differ
 }
 
+/// `redis restore latest --target-dir DIR`.
+fn restore_latest_into(env: &PgEnv, dir: &std::path::Path) -> std::process::Output {
+    env.run(&[
+        "redis",
+        "restore",
+        "latest",
+        "--target-dir",
+        dir.to_str().unwrap(),
+    ])
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON: {e}\n{text}"))
 }
@@ -339,13 +350,7 @@ pub fn every_type_comes_back_identical_through_both_framings() {
     // The restore never writes over an existing dump.rdb.
     let target = tempfile::tempdir().unwrap();
     std::fs::write(target.path().join("dump.rdb"), b"in use").unwrap();
-    let out = env.run(&[
-        "redis",
-        "restore",
-        "latest",
-        "--target-dir",
-        target.path().to_str().unwrap(),
-    ]);
+    let out = restore_latest_into(&env, target.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
     assert_eq!(
@@ -616,13 +621,7 @@ pub fn the_aof_directory_is_backed_up_and_loads() {
         std::fs::write(&f, bytes).unwrap();
     }
     let target = tempfile::tempdir().unwrap();
-    let out = env.run(&[
-        "redis",
-        "restore",
-        "latest",
-        "--target-dir",
-        target.path().to_str().unwrap(),
-    ]);
+    let out = restore_latest_into(&env, target.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("packs/"), "the damaged object is named: {err}");
