@@ -734,19 +734,17 @@ fn run_feeding<T>(
     mut cmd: Command,
     produce: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
 ) -> Result<(T, String)> {
-    cmd.stdin(Stdio::piped());
+    // What a fed program prints is not wanted; discarded, it cannot fill a
+    // pipe nobody reads while standard error is read to its end.
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
     let (mut child, command) = spawn(&mut cmd)?;
     let stdin = child.stdin.take();
     let stderr = child.stderr.take();
-    let stdout = child.stdout.take();
     let (produced, err_text) = std::thread::scope(|s| {
         let err = s.spawn(move || {
             let mut text = String::new();
             if let Some(mut e) = stderr {
                 let _ = e.read_to_string(&mut text);
-            }
-            if let Some(mut o) = stdout {
-                let _ = std::io::copy(&mut o, &mut std::io::sink());
             }
             text
         });
@@ -760,6 +758,13 @@ fn run_feeding<T>(
     let status = child
         .wait()
         .map_err(|e| PgError::io("wait for", Path::new(&command), e))?;
+    // A producer that failed on its own (a damaged repository) is the
+    // cause, whatever the program then said of its cut-off input; one that
+    // failed because the program stopped reading is not.
+    let produced = match produced {
+        Err(e) if !e.is_broken_pipe() => return Err(e),
+        other => other,
+    };
     if !status.success() {
         return Err(PgError::Tool {
             command,

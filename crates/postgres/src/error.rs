@@ -87,6 +87,11 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// See [`RepoError::is_broken_pipe`].
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, PgError::Repo(e) if e.is_broken_pipe())
+    }
+
     pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         PgError::Io {
             op,

@@ -235,11 +235,17 @@ pub fn restore_to_url(
                 "the reading thread panicked".into(),
             ))
         });
-        // A parse error closes the pipe, which fails the feeder too: the
-        // parse error is the one to report.
-        parsed?;
-        fed?;
-        Ok(())
+        // A parse error closes the pipe, which fails the feeder too: then
+        // the parse error is the one to report. A feeder that failed on its
+        // own (a damaged repository) cut the RDB short: its error is.
+        match fed {
+            Err(e) if !e.is_broken_pipe() => Err(e.into()),
+            fed => {
+                parsed?;
+                fed?;
+                Ok(())
+            }
+        }
     });
     progress.finish();
     loaded?;

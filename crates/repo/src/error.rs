@@ -117,6 +117,13 @@ pub enum RepoError {
 }
 
 impl RepoError {
+    /// True when writing a restore's output failed because its reader went
+    /// away (a program fed from the repository stopped reading): the cause
+    /// is then the reader's, not the repository's.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
     /// True when trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, RepoError::Storage(e) if e.is_retryable())

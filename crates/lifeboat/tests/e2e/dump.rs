@@ -202,6 +202,19 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
         &["--jobs", "2"],
     ));
     assert_eq!(fingerprint(&pg, "par2"), want);
+
+    // A damaged repository is named as such (exit 3), not as the cut-off
+    // archive pg_restore then complains of.
+    env.damage_every_pack();
+    pg.psql("postgres", "create database broken").unwrap();
+    let out = env.run(&restore_dump(
+        v["snapshot"].as_str().unwrap(),
+        &pg.conninfo("broken"),
+        &[],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("packs/"), "the damaged object is named: {err}");
 }
 
 /// A second dump after a small change stores little: content-defined chunks

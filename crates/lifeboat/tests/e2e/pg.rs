@@ -18,6 +18,29 @@ pub struct PgEnv {
 }
 
 impl PgEnv {
+    /// Flips a byte in the middle of every pack of the repository.
+    pub fn damage_every_pack(&self) {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut packs = Vec::new();
+        walk(&self.repo.join("packs"), &mut packs);
+        assert!(!packs.is_empty(), "no packs to damage");
+        for p in packs {
+            let mut bytes = fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+            fs::write(&p, bytes).unwrap();
+        }
+    }
+
     pub fn new() -> PgEnv {
         let dir = tempfile::tempdir().expect("temp dir");
         let repo = dir.path().join("repo");

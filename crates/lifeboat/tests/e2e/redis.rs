@@ -601,25 +601,7 @@ pub fn the_aof_directory_is_backed_up_and_loads() {
 
     // A damaged repository: the restore fails, by name, and leaves no
     // dump.rdb (or AOF directory) for a server to load.
-    fn packs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                packs(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    packs(&env.repo.join("packs"), &mut files);
-    assert!(!files.is_empty());
-    for f in files {
-        let mut bytes = std::fs::read(&f).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x01;
-        std::fs::write(&f, bytes).unwrap();
-    }
+    env.damage_every_pack();
     let target = tempfile::tempdir().unwrap();
     let out = restore_latest_into(&env, target.path());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -630,6 +612,12 @@ pub fn the_aof_directory_is_backed_up_and_loads() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "a failed restore left {left:?}");
+    // Loading key by key, the damage is named too (not the RDB it cut short).
+    let (_d3, live) = server(&[]);
+    let out = env.run(&["redis", "restore", "latest", "--to-url", &live.url()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("packs/"), "the damaged object is named: {err}");
 }
 
 /// `rediss://`: TLS checked against the CA given with --redis-ca, for the
