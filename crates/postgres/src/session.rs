@@ -64,28 +64,79 @@ pub struct BackupStop {
 
 /// A connection string with the password hidden, for messages.
 pub fn redact(conninfo: &str) -> String {
-    if conninfo.contains("://") {
-        // postgresql://user:secret@host → postgresql://user:***@host
-        if let Some((scheme, rest)) = conninfo.split_once("://") {
-            if let Some((auth, host)) = rest.split_once('@') {
-                if let Some((user, _)) = auth.split_once(':') {
-                    return format!("{scheme}://{user}:***@{host}");
+    if let Some((scheme, rest)) = conninfo.split_once("://") {
+        // postgresql://user:secret@host/db?password=x → user:***@host/db?password=***
+        let rest = match rest.split_once('@') {
+            Some((auth, host)) if !auth.contains('/') => match auth.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => rest.to_string(),
+            },
+            _ => rest.to_string(),
+        };
+        let rest = match rest.split_once('?') {
+            Some((base, query)) => {
+                let params: Vec<String> = query
+                    .split('&')
+                    .map(|kv| match kv.split_once('=') {
+                        Some(("password", _)) => "password=***".to_string(),
+                        _ => kv.to_string(),
+                    })
+                    .collect();
+                format!("{base}?{}", params.join("&"))
+            }
+            None => rest,
+        };
+        return format!("{scheme}://{rest}");
+    }
+    // key = value pairs; a value may be quoted ('a b', with \' and \\).
+    let mut out = String::new();
+    let mut chars = conninfo.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            out.push(c);
+            chars.next();
+            continue;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        out.push_str(&key);
+        while let Some(&c) = chars.peek() {
+            if c != '=' && !c.is_whitespace() {
+                break;
+            }
+            out.push(c);
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            value.push('\'');
+            chars.next();
+            while let Some(c) = chars.next() {
+                value.push(c);
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    _ => {}
                 }
             }
-        }
-        return conninfo.to_string();
-    }
-    conninfo
-        .split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+        }
+        out.push_str(if key == "password" { "***" } else { &value });
+    }
+    out
 }
 
 /// Parses a libpq connection string (key=value pairs or a URL). A missing user
@@ -406,6 +457,17 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever the password holds, quoted as libpq reads it, none of
+        /// it is shown.
+        #[test]
+        fn no_password_survives_redact(pw in "[a-zA-Z0-9 '\\\\@:=/]{6,20}") {
+            let quoted = format!("'{}'", pw.replace('\\', "\\\\").replace('\'', "\\'"));
+            let shown = redact(&format!("host=db password={quoted} user=app"));
+            proptest::prop_assert_eq!(shown, "host=db password=*** user=app");
+        }
+    }
+
     #[test]
     fn passwords_never_reach_messages() {
         assert_eq!(
@@ -416,6 +478,23 @@ mod tests {
             redact("postgresql://app:hunter2@db:5432/x"),
             "postgresql://app:***@db:5432/x"
         );
+        for (conninfo, shown) in [
+            (
+                "host=db password='hunter 2' user=app",
+                "host=db password=*** user=app",
+            ),
+            (
+                "host=db password = 'it\\'s secret' dbname=x",
+                "host=db password = *** dbname=x",
+            ),
+            (
+                "postgresql://app@db/x?sslmode=require&password=hunter2",
+                "postgresql://app@db/x?sslmode=require&password=***",
+            ),
+            ("postgresql:///x?host=/tmp", "postgresql:///x?host=/tmp"),
+        ] {
+            assert_eq!(redact(conninfo), shown, "{conninfo}");
+        }
         let err = parse_conninfo("host=db password=hunter2 bogus=1").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("bogus"), "{err}");

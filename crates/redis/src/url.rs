@@ -128,9 +128,15 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.split_once('@') {
+    // As `RedisUrl::parse` reads it: the credentials end at the last `@`
+    // before the path (a password may hold `@` itself).
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
         Some((auth, host)) => match auth.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
             None => url.to_string(),
         },
         None => url.to_string(),
@@ -174,5 +180,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("topsecret") && err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn redact_hides_every_byte_of_the_password() {
+        for (url, shown) in [
+            ("redis://u:top@secret@h:6379/2", "redis://u:***@h:6379/2"),
+            ("rediss://:p:a@ss@h", "rediss://:***@h"),
+            ("redis://h:6379/0", "redis://h:6379/0"),
+            ("redis://u:pw@h/1@x", "redis://u:***@h/1@x"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
     }
 }
