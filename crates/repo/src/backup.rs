@@ -818,7 +818,7 @@ impl Repository {
             nodes: Vec::new(),
             started: Instant::now(),
             start_time: now_rfc3339(),
-            bytes: 0,
+            bytes_read: 0,
         })
     }
 }
@@ -865,7 +865,9 @@ pub struct StreamDraft<'r> {
     nodes: Vec<Node>,
     started: Instant,
     start_time: String,
-    bytes: u64,
+    /// Bytes read from the streams, a replaced one's too (the snapshot's
+    /// total is its items' sizes).
+    bytes_read: u64,
 }
 
 impl StreamDraft<'_> {
@@ -918,7 +920,7 @@ impl StreamDraft<'_> {
             target: None,
             content,
         });
-        self.bytes += size;
+        self.bytes_read += size;
         Ok(size)
     }
 
@@ -962,11 +964,12 @@ impl StreamDraft<'_> {
             mut nodes,
             started,
             start_time,
-            bytes,
+            bytes_read,
         } = self;
         let stats = writer.finish()?;
         nodes.sort_by(|a, b| a.path.cmp(&b.path));
         let files = nodes.len() as u64;
+        let total = nodes.iter().map(|n| n.size).sum();
         let snapshot = Snapshot {
             version: SNAPSHOT_VERSION,
             source_kind: opts.source_kind,
@@ -980,7 +983,7 @@ impl StreamDraft<'_> {
             skipped: Vec::new(),
             parent: None,
             metadata: opts.metadata,
-            stats: stats_of(&stats, files, 0, bytes, bytes, started),
+            stats: stats_of(&stats, files, 0, total, bytes_read, started),
             nodes,
         };
         let id = repo.save_snapshot(&snapshot)?;
