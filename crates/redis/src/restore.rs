@@ -170,6 +170,9 @@ impl Drop for LocalRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Its log sits in the directory it served (a restore's target):
+        // what a failure needed from it is in the error already.
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

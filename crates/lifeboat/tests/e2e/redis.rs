@@ -279,6 +279,11 @@ pub fn every_type_comes_back_identical_through_both_framings() {
         let verified = r["verified"].as_array().unwrap();
         assert_eq!(verified.len(), 3, "{r}");
         assert!(verified.iter().all(|row| row[1] == row[2]), "{r}");
+        let left: Vec<_> = std::fs::read_dir(target.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["dump.rdb"], "--verify leaves nothing of its own");
         // A server started on the restored file holds the same keys: the
         // same DUMP payload byte for byte (hash tables: the same members),
         // with their TTLs.
