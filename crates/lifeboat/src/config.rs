@@ -52,35 +52,42 @@ pub(crate) struct PgSource {
 impl FileConfig {
     /// The Redis source `name`, or a usage error listing the ones there are.
     pub(crate) fn redis_source(&self, name: &str) -> Result<&RedisSource> {
-        self.redis.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.redis.keys().map(String::as_str).collect();
-            UsageError(format!(
-                "no Redis source {name:?} in the config file (a [redis.{name}] section with redis_url); {}",
-                if known.is_empty() {
-                    "it names none".to_string()
-                } else {
-                    format!("it names: {}", known.join(", "))
-                }
-            ))
-            .into()
-        })
+        source(&self.redis, name, "Redis", "redis", "redis_url")
     }
 
     /// The source `name`, or a usage error listing the ones there are.
     pub(crate) fn pg_source(&self, name: &str) -> Result<&PgSource> {
-        self.postgres.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.postgres.keys().map(String::as_str).collect();
-            UsageError(format!(
-                "no PostgreSQL source {name:?} in the config file (a [postgres.{name}] section with pgdata and pg_url); {}",
-                if known.is_empty() {
-                    "it names none".to_string()
-                } else {
-                    format!("it names: {}", known.join(", "))
-                }
-            ))
-            .into()
-        })
+        source(
+            &self.postgres,
+            name,
+            "PostgreSQL",
+            "postgres",
+            "pgdata and pg_url",
+        )
     }
+}
+
+/// The source `name` of a config file's `[section.NAME]` tables, or a usage
+/// error naming what to add and listing the sources there are.
+fn source<'a, T>(
+    sources: &'a std::collections::BTreeMap<String, T>,
+    name: &str,
+    kind: &str,
+    section: &str,
+    keys: &str,
+) -> Result<&'a T> {
+    sources.get(name).ok_or_else(|| {
+        let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+        UsageError(format!(
+            "no {kind} source {name:?} in the config file (a [{section}.{name}] section with {keys}); {}",
+            if known.is_empty() {
+                "it names none".to_string()
+            } else {
+                format!("it names: {}", known.join(", "))
+            }
+        ))
+        .into()
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -390,12 +390,7 @@ fn dump(ctx: &crate::commands::Ctx, args: &PgDumpArgs) -> Result<()> {
     let outcome = pg::dump::dump(&repo, ctx.rt.handle(), &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;
-    let databases: Vec<String> = s
-        .metadata
-        .get("items")
-        .and_then(|i| i.as_object())
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let databases = pg::dump::databases_of(s);
     if ctx.global.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),

@@ -124,30 +124,29 @@ fn conninfo_for(cfg: &Config, db: &str) -> String {
 /// when installed, else the oldest newer one. `LIFEBOAT_PG_BINDIR` first,
 /// then the distribution's directories, then `PATH`.
 pub fn client_program(name: &str, min: u32) -> Result<(PathBuf, u32)> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os(crate::server::BINDIR_ENV) {
-        candidates.push(PathBuf::from(dir).join(name));
-    }
-    for (_, dir) in crate::server::installed() {
-        candidates.push(dir.join(name));
-    }
-    candidates.push(PathBuf::from(name));
-    let mut found: Vec<(u32, PathBuf)> = Vec::new();
-    for c in candidates {
-        let Ok(out) = Command::new(&c).arg("--version").output() else {
-            continue;
-        };
-        // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    let asked = |c: PathBuf| -> Option<(u32, PathBuf)> {
+        let out = Command::new(&c).arg("--version").output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let major = text
             .split_whitespace()
             .nth(2)
             .and_then(|v| v.split('.').next())
-            .and_then(|m| m.parse().ok());
-        if let Some(m) = major {
-            found.push((m, c));
-        }
+            .and_then(|m| m.parse().ok())?;
+        Some((major, c))
+    };
+    // LIFEBOAT_PG_BINDIR wins a tie; the distribution's directories say
+    // their major (a client-only package has no initdb there); PATH last.
+    let mut found: Vec<(u32, PathBuf)> = Vec::new();
+    if let Some(dir) = std::env::var_os(crate::server::BINDIR_ENV) {
+        found.extend(asked(PathBuf::from(dir).join(name)));
     }
+    found.extend(
+        crate::server::installed_with(name)
+            .into_iter()
+            .map(|(major, dir)| (major, dir.join(name))),
+    );
+    found.extend(asked(PathBuf::from(name)));
     if let Some((m, p)) = found
         .iter()
         .filter(|(m, _)| *m >= min)
@@ -197,20 +196,11 @@ fn shown(cmd: &Command) -> String {
 /// Runs `cmd`, handing its standard output to `consume` as it arrives;
 /// fails with the program's own error output when it exits non-zero.
 fn run_streaming<T>(
-    mut cmd: Command,
+    cmd: Command,
     consume: impl FnOnce(&mut (dyn Read + Send)) -> Result<T>,
 ) -> Result<T> {
-    let (mut child, command) = spawn(&mut cmd)?;
-    let mut stdout = child.stdout.take().map(Gulps::new);
-    let mut stderr = child.stderr.take();
-    let (consumed, err_text) = std::thread::scope(|s| {
-        let err = s.spawn(move || {
-            let mut text = String::new();
-            if let Some(e) = stderr.as_mut() {
-                let _ = e.read_to_string(&mut text);
-            }
-            text
-        });
+    let (consumed, status, command, err_text) = run(cmd, |child| {
+        let mut stdout = child.stdout.take().map(Gulps::new);
         let consumed = match stdout.as_mut() {
             Some(out) => consume(out),
             None => consume(&mut std::io::empty()),
@@ -219,21 +209,52 @@ fn run_streaming<T>(
         if let Some(out) = stdout.as_mut() {
             let _ = std::io::copy(out, &mut std::io::sink());
         }
-        (consumed, err.join().unwrap_or_default())
+        consumed
+    })?;
+    succeeded(status, command, &err_text)?;
+    consumed
+}
+
+/// Runs `cmd` while `work` uses its standard input or output, reading its
+/// standard error meanwhile on another thread (neither pipe can fill up and
+/// stall the other); returns what `work` returned, the exit status, the
+/// command as shown in messages and what the program wrote to standard
+/// error.
+fn run<T>(
+    mut cmd: Command,
+    work: impl FnOnce(&mut std::process::Child) -> T,
+) -> Result<(T, std::process::ExitStatus, String, String)> {
+    let (mut child, command) = spawn(&mut cmd)?;
+    let stderr = child.stderr.take();
+    let (done, err_text) = std::thread::scope(|s| {
+        let err = s.spawn(move || {
+            let mut text = String::new();
+            if let Some(mut e) = stderr {
+                let _ = e.read_to_string(&mut text);
+            }
+            text
+        });
+        let done = work(&mut child);
+        (done, err.join().unwrap_or_default())
     });
     let status = child.wait().map_err(|e| PgError::Tool {
         command: command.clone(),
         status: format!("could not be waited for: {e}"),
         stderr: err_text.clone(),
     })?;
-    if !status.success() {
-        return Err(PgError::Tool {
-            command,
-            status: status.to_string(),
-            stderr: err_text.trim_end().to_string(),
-        });
+    Ok((done, status, command, err_text))
+}
+
+/// The program's failure, with what it said, when it exited non-zero.
+fn succeeded(status: std::process::ExitStatus, command: String, stderr: &str) -> Result<()> {
+    if status.success() {
+        return Ok(());
     }
-    consumed
+    Err(PgError::Tool {
+        command,
+        status: status.to_string(),
+        stderr: stderr.trim_end().to_string(),
+    })
 }
 
 /// Dumps are cut into content-defined chunks of 256 KiB on average (a
@@ -534,6 +555,16 @@ pub fn find_dump(repo: &Repository, spec: &str) -> Result<SnapshotEntry> {
     })
 }
 
+/// The databases a dump snapshot holds, by name.
+pub fn databases_of(snapshot: &lifeboat_repo::Snapshot) -> Vec<String> {
+    snapshot
+        .metadata
+        .get("items")
+        .and_then(|i| i.as_object())
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// The dump of `database` in a dump snapshot: its item (custom format) or
 /// its directory prefix (directory format).
 fn item_of<'a>(snapshot: &'a SnapshotEntry, database: &str) -> Option<&'a str> {
@@ -562,12 +593,7 @@ pub fn restore_dump(
             snap.source_kind
         )));
     }
-    let databases: Vec<String> = snap
-        .metadata
-        .get("items")
-        .and_then(|i| i.as_object())
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let databases = databases_of(snap);
     let database = match (&opts.database, databases.as_slice()) {
         (Some(d), _) if databases.contains(d) => d.clone(),
         (Some(d), _) => {
@@ -726,38 +752,23 @@ fn spawn(cmd: &mut Command) -> Result<(std::process::Child, String)> {
     Ok((child, command))
 }
 
-/// Runs `cmd`, `produce` writing its standard input while its output is
-/// read on another thread (neither pipe can fill up and stall the other);
-/// returns what `produce` returned and what the program wrote to standard
-/// error, or fails with that when it exits non-zero.
+/// Runs `cmd`, `produce` writing its standard input; returns what `produce`
+/// returned and what the program wrote to standard error, or fails with
+/// that when it exits non-zero.
 fn run_feeding<T>(
     mut cmd: Command,
     produce: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
 ) -> Result<(T, String)> {
     // What a fed program prints is not wanted; discarded, it cannot fill a
-    // pipe nobody reads while standard error is read to its end.
+    // pipe nobody reads.
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
-    let (mut child, command) = spawn(&mut cmd)?;
-    let stdin = child.stdin.take();
-    let stderr = child.stderr.take();
-    let (produced, err_text) = std::thread::scope(|s| {
-        let err = s.spawn(move || {
-            let mut text = String::new();
-            if let Some(mut e) = stderr {
-                let _ = e.read_to_string(&mut text);
-            }
-            text
-        });
-        // The pipe closes when `pipe` drops: the program sees the end.
-        let produced = match stdin {
+    let (produced, status, command, err_text) = run(cmd, |child| {
+        // The pipe closes when it drops here: the program sees the end.
+        match child.stdin.take() {
             Some(mut pipe) => produce(&mut pipe),
             None => produce(&mut std::io::sink()),
-        };
-        (produced, err.join().unwrap_or_default())
-    });
-    let status = child
-        .wait()
-        .map_err(|e| PgError::io("wait for", Path::new(&command), e))?;
+        }
+    })?;
     // A producer that failed on its own (a damaged repository) is the
     // cause, whatever the program then said of its cut-off input; one that
     // failed because the program stopped reading is not.
@@ -765,13 +776,7 @@ fn run_feeding<T>(
         Err(e) if !e.is_broken_pipe() => return Err(e),
         other => other,
     };
-    if !status.success() {
-        return Err(PgError::Tool {
-            command,
-            status: status.to_string(),
-            stderr: err_text.trim_end().to_string(),
-        });
-    }
+    succeeded(status, command, &err_text)?;
     Ok((produced?, err_text))
 }
 

@@ -26,6 +26,12 @@ pub const BINDIR_ENV: &str = "LIFEBOAT_PG_BINDIR";
 /// `pg_config --bindir`, Debian's `/usr/lib/postgresql/N/bin` and the PGDG
 /// RPMs' `/usr/pgsql-N/bin`.
 pub(crate) fn installed() -> Vec<(u32, PathBuf)> {
+    installed_with("initdb")
+}
+
+/// Those of the same directories that hold `program` (a client-only
+/// package has pg_dump there, but no initdb).
+pub(crate) fn installed_with(program: &str) -> Vec<(u32, PathBuf)> {
     let mut found: Vec<(u32, PathBuf)> = Vec::new();
     // One call: pg_config prints what each option asks for, a line each.
     if let Ok(out) = Command::new("pg_config")
@@ -42,7 +48,7 @@ pub(crate) fn installed() -> Vec<(u32, PathBuf)> {
             .and_then(|m| m.parse().ok());
         let dir = lines.next().map(|l| PathBuf::from(l.trim()));
         if let (Some(major), Some(dir)) = (major, dir) {
-            if dir.join("initdb").exists() {
+            if dir.join(program).exists() {
                 found.push((major, dir));
             }
         }
@@ -61,7 +67,7 @@ pub(crate) fn installed() -> Vec<(u32, PathBuf)> {
                 continue;
             };
             let bin = e.path().join("bin");
-            if bin.join("initdb").exists() && !found.iter().any(|(_, d)| d == &bin) {
+            if bin.join(program).exists() && !found.iter().any(|(_, d)| d == &bin) {
                 found.push((major, bin));
             }
         }

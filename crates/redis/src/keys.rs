@@ -9,6 +9,8 @@
 
 use std::io::{self, Read};
 
+use crate::rdb::CRC64;
+
 /// One key of the RDB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key {
@@ -37,8 +39,6 @@ pub struct KeyReader<R: Read> {
 fn bad(reason: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason.into())
 }
-
-static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
 
 impl<R: Read> KeyReader<R> {
     /// Reads the header; fails unless the stream is an RDB.

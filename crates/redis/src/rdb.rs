@@ -4,8 +4,9 @@
 
 use std::io::{self, Read};
 
-/// Redis's RDB checksum: CRC-64/Jones, reflected, as `crc64.c` computes it.
-static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+/// Redis's checksum of RDB files and DUMP payloads: CRC-64/Jones, reflected,
+/// as `crc64.c` computes it.
+pub(crate) static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
 
 /// The RDB opcode that ends the data, before the 8-byte checksum.
 const RDB_EOF: u8 = 0xff;
