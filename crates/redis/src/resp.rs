@@ -108,7 +108,16 @@ fn tls_config(
 pub struct Conn {
     reader: BufReader<Stream>,
     target: String,
+    /// Commands sent but not yet written: written together before the next
+    /// read (or at 1 MiB), so pipelined commands (RESTORE batches) cost one
+    /// write, and one TLS record, per batch instead of per command.
+    out: Vec<u8>,
+    /// The first of them, for a message should writing fail.
+    out_first: String,
 }
+
+/// Commands gathered before they are written even without a read.
+const OUT_MAX: usize = 1 << 20;
 
 impl Conn {
     /// Connects (10 s to connect; `timeout` for every read after) and logs in
@@ -180,6 +189,8 @@ impl Conn {
         let mut conn = Conn {
             reader: BufReader::with_capacity(1 << 20, stream),
             target: target.clone(),
+            out: Vec::new(),
+            out_first: String::new(),
         };
         if let Some(pw) = &url.password {
             let reply = match &url.user {
@@ -229,31 +240,45 @@ impl Conn {
         self.protocol(what, &reason)
     }
 
-    /// Sends a command without reading its reply.
+    /// Sends a command without reading its reply (written with the next
+    /// read, or once 1 MiB of commands is waiting).
     pub fn send(&mut self, args: &[&[u8]]) -> Result<()> {
-        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
+        if self.out.is_empty() {
+            self.out_first = command_name(args);
         }
-        let what = String::from_utf8_lossy(args.first().copied().unwrap_or_default()).into_owned();
-        self.reader
-            .get_mut()
-            .write_all(&buf)
-            .map_err(|e| self.io_err(&format!("send {what}"), e))
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.out, "*{}\r\n", args.len());
+        for a in args {
+            let _ = write!(self.out, "${}\r\n", a.len());
+            self.out.extend_from_slice(a);
+            self.out.extend_from_slice(b"\r\n");
+        }
+        if self.out.len() >= OUT_MAX {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the commands sent so far.
+    fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let written = self.reader.get_mut().write_all(&self.out);
+        self.out.clear();
+        written.map_err(|e| self.io_err(&format!("send {}", self.out_first), e))
     }
 
     /// Sends a command and reads its reply (an error reply is a `Reply`,
     /// not an `Err`).
     pub fn command(&mut self, args: &[&[u8]]) -> Result<Reply> {
         self.send(args)?;
-        let what = String::from_utf8_lossy(args.first().copied().unwrap_or_default()).into_owned();
-        self.reply(&what)
+        self.reply(&command_name(args))
     }
 
     /// One line without its `\r\n`.
     pub fn line(&mut self, what: &str) -> Result<String> {
+        self.flush()?;
         let mut line = Vec::new();
         let n = (&mut self.reader)
             .take(MAX_REPLY as u64)
@@ -311,8 +336,10 @@ impl Conn {
         })
     }
 
-    /// The buffered reader, for what follows a SYNC.
+    /// The buffered reader, for what follows a SYNC (whose reply line was
+    /// read, so nothing waits to be written).
     pub fn reader(&mut self) -> &mut BufReader<Stream> {
+        debug_assert!(self.out.is_empty());
         &mut self.reader
     }
 
@@ -332,4 +359,9 @@ impl Conn {
             )),
         }
     }
+}
+
+/// A command's name, for messages.
+fn command_name(args: &[&[u8]]) -> String {
+    String::from_utf8_lossy(args.first().copied().unwrap_or_default()).into_owned()
 }
