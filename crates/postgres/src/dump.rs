@@ -686,15 +686,17 @@ pub fn restore_dump(
     for t in &opts.tables {
         cmd.arg(format!("--table={t}"));
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("lifeboat-restore-dump")
-        .tempdir()
-        .map_err(|e| PgError::io("create a temporary directory in", &std::env::temp_dir(), e))?;
     let directory = !item.ends_with(".dump");
     if directory || opts.jobs.is_some() {
         // Parallel restores need a file or directory pg_restore can seek in.
+        let scratch = tempfile::Builder::new()
+            .prefix("lifeboat-restore-dump")
+            .tempdir()
+            .map_err(|e| {
+                PgError::io("create a temporary directory in", &std::env::temp_dir(), e)
+            })?;
         let input = if directory {
-            repo.restore(
+            let stats = repo.restore(
                 snap,
                 &lifeboat_repo::RestoreOptions {
                     target: scratch.path().to_path_buf(),
@@ -704,6 +706,7 @@ pub fn restore_dump(
                 },
                 progress,
             )?;
+            report.bytes = stats.bytes;
             scratch.path().join(&item)
         } else {
             let path = scratch.path().join("dump");

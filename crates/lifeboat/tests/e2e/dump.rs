@@ -188,11 +188,11 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
     assert_eq!(v["format"], "directory", "{v}");
     let dir_snapshot = v["snapshot"].as_str().unwrap().to_string();
     pg.psql("postgres", "create database par").unwrap();
-    env.ok(&restore_dump(
-        &dir_snapshot,
-        &pg.conninfo("par"),
-        &["--jobs", "2"],
-    ));
+    let par = pg.conninfo("par");
+    let mut args = vec!["--json"];
+    args.extend(restore_dump(&dir_snapshot, &par, &["--jobs", "2"]));
+    let r = json(&env.ok(&args));
+    assert!(r["bytes"].as_u64().unwrap() > 100_000, "{r}");
     assert_eq!(fingerprint(&pg, "par"), want);
     let v = dump(&env, &postgres, &["--database", "app"]);
     pg.psql("postgres", "create database par2").unwrap();
