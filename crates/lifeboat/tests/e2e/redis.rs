@@ -265,6 +265,24 @@ pub fn every_type_comes_back_identical_through_both_framings() {
         assert_eq!(v["diskless"], diskless == "yes", "{v}");
         assert_eq!(v["rdb"]["checksummed"], true, "{v}");
         assert_eq!(v["keyspace"]["db5"]["keys"], 1253, "{v}");
+        // The snapshot records what the server said of itself.
+        let snaps = json(&env.ok(&["--json", "snapshots"]));
+        let meta = &snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == v["snapshot"])
+            .unwrap()["metadata"];
+        assert!(
+            meta["redis_version"].as_str().unwrap().starts_with("7."),
+            "{meta}"
+        );
+        assert!(meta["used_memory"].as_u64().unwrap() > 1 << 20, "{meta}");
+        assert!(
+            meta["rdb_last_save_time"].as_i64().unwrap() > 1_700_000_000,
+            "{meta}"
+        );
+        assert_eq!(meta["keyspace"]["db1"]["expires"], 50, "{meta}");
         assert_eq!(v["keyspace"]["db5"]["expires"], 50, "{v}");
         let target = tempfile::tempdir().unwrap();
         let r = json(&env.ok(&[
