@@ -6,8 +6,8 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result};
 use lifeboat_repo::{
-    ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, NodeKind,
-    Repository, RestoreOptions, SecretSource, Snapshot, SnapshotEntry, StreamBackupOptions,
+    ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, Repository,
+    RestoreOptions, SecretSource, Snapshot, SnapshotEntry, StreamBackupOptions,
 };
 use lifeboat_storage::{S3Options, StorageOptions};
 use serde_json::json;
@@ -438,7 +438,11 @@ fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
         }));
     } else {
         for sk in &s.skipped {
-            eprintln!("skipped {}: {}", sk.path, sk.reason);
+            eprintln!(
+                "skipped {}: {}",
+                lifeboat_repo::name::display(&sk.path),
+                sk.reason
+            );
         }
         let partial = if s.partial {
             " (PARTIAL: some items were skipped)"
@@ -492,16 +496,30 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         .ok_or_else(|| UsageError("--target DIR is required".into()))?;
     let opts = RestoreOptions {
         target: target.clone(),
-        include: args.include.clone(),
-        relocate: Vec::new(),
-        page_cache: false,
+        include: args
+            .include
+            .iter()
+            .map(|p| lifeboat_repo::name::encode(p.as_os_str().as_encoded_bytes()))
+            .collect(),
+        overwrite: match args.overwrite.as_deref() {
+            Some(w) => w.parse().map_err(UsageError)?,
+            None => Default::default(),
+        },
+        ..Default::default()
     };
     let stats = repo.restore(&entry.snapshot, &opts, &progress)?;
     if ctx.global.json {
         print_json(&json!({ "snapshot": entry.id.to_hex(), "target": target, "stats": stats }));
     } else {
+        let mut extra = String::new();
+        if stats.specials > 0 {
+            extra.push_str(&format!(", {} FIFOs and device nodes", stats.specials));
+        }
+        if stats.unchanged > 0 {
+            extra.push_str(&format!(", {} left as they were", stats.unchanged));
+        }
         println!(
-            "restored {} files, {} dirs, {} symlinks, {} from snapshot {} to {} in {} ({})",
+            "restored {} files, {} dirs, {} symlinks{extra}, {} from snapshot {} to {} in {} ({})",
             stats.files,
             stats.dirs,
             stats.symlinks,
@@ -511,6 +529,12 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             secs(stats.duration_ms),
             rate(stats.bytes, stats.duration_ms)
         );
+        if stats.sockets_skipped > 0 {
+            println!(
+                "  {} socket(s) in the snapshot were not restored (a socket is made by the program that listens on it)",
+                stats.sockets_skipped
+            );
+        }
     }
     Ok(())
 }
@@ -574,24 +598,19 @@ fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
         return Ok(());
     }
     for n in &s.nodes {
-        let kind = match n.kind {
-            NodeKind::Dir => 'd',
-            NodeKind::Symlink => 'l',
-            NodeKind::File => '-',
-            NodeKind::Stream => 's',
-        };
         let target = n
             .target
             .as_deref()
-            .map(|t| format!(" -> {t}"))
+            .map(|t| format!(" -> {}", lifeboat_repo::name::display(t)))
             .unwrap_or_default();
         println!(
-            "{kind}{:04o} {:>6}:{:<6} {:>12} /{}{target}",
+            "{}{:04o} {:>6}:{:<6} {:>12} /{}{target}",
+            n.kind.letter(),
             n.mode & 0o7777,
             n.uid,
             n.gid,
             n.size,
-            n.path
+            lifeboat_repo::name::display(&n.path)
         );
     }
     Ok(())

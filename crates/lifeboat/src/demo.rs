@@ -219,9 +219,7 @@ pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Resu
         &incr.snapshot,
         &RestoreOptions {
             target: target.clone(),
-            include: vec![],
-            relocate: Vec::new(),
-            page_cache: false,
+            ..Default::default()
         },
         progress.as_ref(),
     )?;

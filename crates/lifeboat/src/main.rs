@@ -245,7 +245,13 @@ pub(crate) struct RestoreArgs {
     pub(crate) target: Option<PathBuf>,
     /// Restore only this path and what is below it (repeatable)
     #[arg(long, value_name = "PATH")]
-    pub(crate) include: Vec<String>,
+    pub(crate) include: Vec<PathBuf>,
+    /// What to do when the target is not empty: `always` replaces what is
+    /// there, `if-changed` replaces files whose size or modification time
+    /// differ from the snapshot's, `never` restores only what is missing.
+    /// Without it, a target that is not empty is refused
+    #[arg(long, value_name = "WHEN", value_parser = ["always", "if-changed", "never"])]
+    pub(crate) overwrite: Option<String>,
     /// Write the snapshot's stream to standard output
     #[arg(long)]
     pub(crate) stdout: bool,
@@ -261,44 +267,21 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<pg::FetchFailed>().is_some() {
         return 126;
     }
-    if let Some(e) = err.downcast_ref::<lifeboat_postgres::PgError>() {
-        return match e {
-            lifeboat_postgres::PgError::Repo(r) => repo_exit_code(r),
-            e if e.is_damage() => 3,
-            e if e.is_usage() => 2,
-            _ => 1,
-        };
-    }
-    if let Some(e) = err.downcast_ref::<lifeboat_redis::RedisError>() {
-        return match e {
-            lifeboat_redis::RedisError::Repo(r) => repo_exit_code(r),
-            e if e.is_damage() => 3,
-            e if e.is_usage() => 2,
-            _ => 1,
-        };
-    }
     if err.downcast_ref::<UsageError>().is_some() {
         return 2;
     }
-    if let Some(e) = err.downcast_ref::<RepoError>() {
-        return repo_exit_code(e);
-    }
-    1
-}
-
-fn repo_exit_code(e: &RepoError) -> u8 {
-    match e {
-        RepoError::Corrupt { .. } => 3,
-        RepoError::NoRepository { .. }
-        | RepoError::AlreadyExists { .. }
-        | RepoError::WrongSecret { .. }
-        | RepoError::NoSecret { .. }
-        | RepoError::SnapshotNotFound { .. }
-        | RepoError::AmbiguousSnapshot { .. }
-        | RepoError::KeySlotNotFound(_)
-        | RepoError::LastKeySlot
-        | RepoError::Refused(_)
-        | RepoError::Invalid(_) => 2,
+    let (damage, usage) = if let Some(e) = err.downcast_ref::<lifeboat_postgres::PgError>() {
+        (e.is_damage(), e.is_usage())
+    } else if let Some(e) = err.downcast_ref::<lifeboat_redis::RedisError>() {
+        (e.is_damage(), e.is_usage())
+    } else if let Some(e) = err.downcast_ref::<RepoError>() {
+        (e.is_damage(), e.is_usage())
+    } else {
+        (false, false)
+    };
+    match (damage, usage) {
+        (true, _) => 3,
+        (false, true) => 2,
         _ => 1,
     }
 }

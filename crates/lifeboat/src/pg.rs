@@ -175,9 +175,16 @@ pub(crate) struct PgRestoreArgs {
     /// What the server does at the target
     #[arg(long, default_value = "pause", value_parser = ["pause", "promote", "shutdown"])]
     target_action: String,
-    /// The timeline to recover along (default: latest)
+    /// The timeline to recover along: a number, `current` or `latest`
+    /// (default: latest, refused when histories that part before the target
+    /// leave a choice; `pg info` lists the timelines)
     #[arg(long, value_name = "TLI")]
     target_timeline: Option<String>,
+    /// `off` (default): the restored server does not archive WAL, so a
+    /// trial restore adds no timeline to the source's archive; `preserve`:
+    /// it archives as the source did, for a server that replaces the source
+    #[arg(long, default_value = "off", value_parser = ["off", "preserve"], value_name = "MODE")]
+    archive_mode: String,
     /// Restore a standby (standby.signal)
     #[arg(long)]
     standby: bool,
@@ -534,6 +541,11 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
                     .ok_or_else(|| UsageError(format!("--tablespace-map {m:?}: give OLD=NEW")))
             })
             .collect::<Result<_, _>>()?,
+        archive_mode: if args.archive_mode == "preserve" {
+            pg::ArchiveMode::Preserve
+        } else {
+            pg::ArchiveMode::Off
+        },
     };
     let report = pg::restore(&repo, &opts, &progress)?;
     drop(progress);
@@ -578,6 +590,11 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
         );
         for (k, v) in &report.settings {
             println!("  {k} = {v}");
+        }
+        if opts.archive_mode == pg::ArchiveMode::Off && !args.standby {
+            println!(
+                "  archiving is off in the restored server (--archive-mode off): it adds nothing to this repository. If it replaces the source, turn it back on (ALTER SYSTEM RESET archive_mode; restart) or restore with --archive-mode preserve"
+            );
         }
         match &recovery {
             Some((state, ms)) => println!(
@@ -645,6 +662,9 @@ fn info(ctx: &crate::commands::Ctx) -> Result<()> {
                     .map(|s| format!(" (last stored {s})"))
                     .unwrap_or_default()
             );
+            if let Some(h) = &t.history {
+                println!("    {}", pg::timelines::describe(h));
+            }
             for g in &t.gaps {
                 println!(
                     "    GAP: {} to {} missing; recovery cannot pass it",

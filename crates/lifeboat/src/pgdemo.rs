@@ -322,6 +322,7 @@ fn inner(args: &DemoArgs, root: &Path) -> Result<()> {
         delta: false,
         restore_command: format!("{lifeboat} pg wal-fetch %f %p"),
         tablespace_map: Vec::new(),
+        archive_mode: Default::default(),
     };
     let restored = pg::restore(&repo, &ropts, progress.as_ref())?;
     drop(progress);

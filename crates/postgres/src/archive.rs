@@ -97,6 +97,12 @@ pub fn wal_push(repo: &Repository, pgdata: &Path, path: &Path) -> Result<PushRep
     let ns = namespace(&system_identifier(pgdata)?);
     let mut report = PushReport::default();
     push_one(repo, &ns, &full, &mut report)?;
+    if kind == WalFileKind::History {
+        // Never a reason for the push to fail: the history is stored.
+        if let Err(e) = record_origin(repo, &ns, pgdata, &name) {
+            tracing::debug!(error = %e, "recording which restore made the timeline failed");
+        }
+    }
     if kind == WalFileKind::Segment {
         let ahead = ready_after(&full, &name);
         let results: Vec<PushReport> = std::thread::scope(|s| {
@@ -123,6 +129,33 @@ pub fn wal_push(repo: &Repository, pgdata: &Path, path: &Path) -> Result<PushRep
         }
     }
     Ok(report)
+}
+
+/// When the server is a restore that kept the source's archiving, its first
+/// history file after the backup's timeline is the timeline the restore
+/// made: the restore's marker is stored beside the history, for `pg info`
+/// and later restores to name it, and then removed.
+fn record_origin(repo: &Repository, ns: &str, pgdata: &Path, history: &str) -> Result<()> {
+    let marker = pgdata.join(crate::restore::RESTORE_MARKER);
+    let Ok(text) = fs::read(&marker) else {
+        return Ok(());
+    };
+    let Ok(record) = serde_json::from_slice::<crate::timelines::RestoreRecord>(&text) else {
+        let _ = fs::remove_file(&marker);
+        return Ok(());
+    };
+    let tli = history
+        .strip_suffix(".history")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    if tli <= record.backup_timeline {
+        return Ok(());
+    }
+    match repo.put_named(ns, &crate::timelines::origin_name(tli), &text) {
+        Ok(_) | Err(lifeboat_repo::RepoError::Conflict { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    fs::remove_file(&marker).map_err(|e| PgError::io("remove", &marker, e))
 }
 
 /// Segments after `name` that PostgreSQL has marked ready to archive.

@@ -641,13 +641,9 @@ pub fn restore_dump(
         globals_notices: Vec::new(),
     };
     if opts.globals {
-        let node = snap
-            .nodes
-            .iter()
-            .find(|n| n.path == GLOBALS)
-            .ok_or_else(|| {
-                PgError::Refused(format!("snapshot {} holds no globals", snapshot.id.short()))
-            })?;
+        let node = snap.item(GLOBALS).ok_or_else(|| {
+            PgError::Refused(format!("snapshot {} holds no globals", snapshot.id.short()))
+        })?;
         let mut sql = Vec::new();
         repo.restore_item(node, &mut sql, progress)?;
         let (psql, _) = client_program("psql", min)?;
@@ -700,7 +696,7 @@ pub fn restore_dump(
                 snap,
                 &lifeboat_repo::RestoreOptions {
                     target: scratch.path().to_path_buf(),
-                    include: vec![item.clone()],
+                    include: vec![lifeboat_repo::name::encode(item.as_bytes())],
                     page_cache: true,
                     ..Default::default()
                 },
@@ -731,17 +727,12 @@ pub fn restore_dump(
 }
 
 fn dump_node<'a>(snapshot: &'a SnapshotEntry, item: &str) -> Result<&'a lifeboat_repo::Node> {
-    snapshot
-        .snapshot
-        .nodes
-        .iter()
-        .find(|n| n.path == item)
-        .ok_or_else(|| {
-            PgError::Repo(lifeboat_repo::RepoError::Corrupt {
-                key: format!("snapshots/{}", snapshot.id.to_hex()),
-                reason: format!("it names {item} but holds no such item"),
-            })
+    snapshot.snapshot.item(item).ok_or_else(|| {
+        PgError::Repo(lifeboat_repo::RepoError::Corrupt {
+            key: format!("snapshots/{}", snapshot.id.to_hex()),
+            reason: format!("it names {item} but holds no such item"),
         })
+    })
 }
 
 /// Starts `cmd`, or says it could not be started.

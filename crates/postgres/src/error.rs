@@ -84,6 +84,15 @@ pub enum PgError {
     /// The operation was refused as unsafe or impossible.
     #[error("{0}")]
     Refused(String),
+    /// A restore into a data directory failed part way: PostgreSQL will not
+    /// start on what it left (`global/pg_control` is written last).
+    #[error("{cause}\nThe data directory {pgdata} is incomplete, and PostgreSQL will not start on it: global/pg_control is written last, once everything else is. Run the same `lifeboat pg restore` with --delta to finish it")]
+    RestoreIncomplete {
+        /// The data directory.
+        pgdata: String,
+        /// Why it failed.
+        cause: Box<PgError>,
+    },
 }
 
 impl PgError {
@@ -103,16 +112,22 @@ impl PgError {
     /// True when the error means data is damaged: stored data, or pages of
     /// the cluster that fail their checksums.
     pub fn is_damage(&self) -> bool {
-        matches!(self, PgError::Checksums { .. })
-            || matches!(self, PgError::Repo(e) if e.is_damage())
+        match self {
+            PgError::Checksums { .. } => true,
+            PgError::Repo(e) => e.is_damage(),
+            PgError::RestoreIncomplete { cause, .. } => cause.is_damage(),
+            _ => false,
+        }
     }
 
     /// True for errors of usage or configuration (exit code 2).
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            PgError::BadConninfo { .. } | PgError::Misconfigured(_) | PgError::Refused(_)
-        )
+        match self {
+            PgError::BadConninfo { .. } | PgError::Misconfigured(_) | PgError::Refused(_) => true,
+            PgError::Repo(e) => e.is_usage(),
+            PgError::RestoreIncomplete { cause, .. } => cause.is_usage(),
+            _ => false,
+        }
     }
 }
 

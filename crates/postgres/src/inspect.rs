@@ -19,13 +19,11 @@ use crate::archive::namespace;
 use crate::backup::SOURCE_KIND;
 use crate::error::Result;
 use crate::session::Session;
-use crate::wal::{Lsn, Segment};
+use crate::wal::Segment;
 
 /// How far past a missing segment the walk looks for later ones (a gap)
 /// before it calls the timeline ended: 16384 segments, 256 GiB of 16 MiB WAL.
 const PROBE_AHEAD: u64 = 16_384;
-/// The highest timeline whose history file is looked for.
-const MAX_TIMELINE: u32 = 4096;
 
 /// One base backup, as `pg info` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -79,6 +77,9 @@ pub struct Gap {
 pub struct TimelineWal {
     /// The timeline.
     pub timeline: u32,
+    /// Where it came from: parent, branch point, reason, which restore made
+    /// it (`None` for the first timeline).
+    pub history: Option<crate::timelines::Timeline>,
     /// First and last segment found.
     pub first: Option<String>,
     /// Last segment found.
@@ -173,39 +174,6 @@ fn backup_info(e: &SnapshotEntry) -> BackupInfo {
     }
 }
 
-/// Where each timeline after the first begins, from the history files in
-/// the archive: (timeline, switch LSN).
-fn timeline_starts(repo: &Repository, ns: &str, keys: &HashSet<String>) -> Result<Vec<(u32, Lsn)>> {
-    let mut out = Vec::new();
-    let mut misses = 0;
-    for tl in 2..=MAX_TIMELINE {
-        let name = format!("{tl:08X}.history");
-        if !keys.contains(&repo.named_key(ns, &name)) {
-            misses += 1;
-            if misses > 64 {
-                break;
-            }
-            continue;
-        }
-        misses = 0;
-        let Some(text) = repo.get_named(ns, &name)? else {
-            continue;
-        };
-        // Lines: parent timeline, switch point, reason. The last names where
-        // this timeline branched off.
-        let text = String::from_utf8_lossy(&text);
-        if let Some(lsn) = text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<Lsn>().ok())
-            .next_back()
-        {
-            out.push((tl, lsn));
-        }
-    }
-    Ok(out)
-}
-
 /// Follows `timeline` from `start`: the segments present, and the gaps
 /// before the last one (or before `upto`, which must be there).
 fn walk(
@@ -218,6 +186,7 @@ fn walk(
     let has = |s: &Segment| keys.contains(&repo.named_key(ns, &s.name()));
     let mut t = TimelineWal {
         timeline: start.timeline,
+        history: None,
         first: None,
         last: None,
         segments: 0,
@@ -310,15 +279,17 @@ pub fn archive_info(
         return Ok(out);
     };
     let keys = repo.list_named()?;
-    let mut starts = vec![(first.timeline, first)];
-    for (tl, lsn) in timeline_starts(repo, &ns, &keys)? {
-        if tl > first.timeline {
-            starts.push((tl, Segment::containing(tl, lsn, size)));
+    let mut starts = vec![(first, None)];
+    for t in crate::timelines::timelines(repo, &ns, &keys)? {
+        if let (true, Some(lsn)) = (t.timeline > first.timeline, t.branch_lsn) {
+            starts.push((Segment::containing(t.timeline, lsn, size), Some(t)));
         }
     }
-    for (tl, start) in starts {
-        let until = upto.filter(|u| u.timeline == tl);
-        out.timelines.push(walk(repo, &ns, &keys, start, until)?);
+    for (start, history) in starts {
+        let until = upto.filter(|u| u.timeline == start.timeline);
+        let mut wal = walk(repo, &ns, &keys, start, until)?;
+        wal.history = history;
+        out.timelines.push(wal);
     }
     // Recoverable: from the end of the oldest backup to the last segment
     // stored without a gap after the newest backup, on its timeline or later.

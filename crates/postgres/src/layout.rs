@@ -39,6 +39,7 @@ const SKIP_FILES: &[&str] = &[
 
 /// Files never copied from the top of the data directory.
 const SKIP_TOP: &[&str] = &[
+    crate::restore::RESTORE_MARKER,
     "recovery.signal",
     "standby.signal",
     "backup_label.old",

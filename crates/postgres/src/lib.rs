@@ -17,6 +17,8 @@
 //!   `restore_command`.
 //! - [`inspect`]: `pg info` (backups, the archive per timeline, the
 //!   recoverable window) and `pg check` (is a cluster archiving here).
+//! - [`timelines`]: the archive's timelines, where each branched and which
+//!   restore made it; the refusal of a target two histories could reach.
 //! - [`server`]: running the distribution's PostgreSQL on a local data
 //!   directory (initdb, pg_ctl, waiting for recovery).
 //! - [`backup()`]: `pg backup`, from `pg_backup_start` to the WAL wait.
@@ -35,11 +37,12 @@ pub mod layout;
 mod restore;
 pub mod server;
 pub mod session;
+pub mod timelines;
 pub mod wal;
 
 pub use backup::{backup, BackupOptions, SOURCE_KIND};
 pub use error::{PgError, Result};
 pub use restore::{
-    choose_snapshot, parse_target_time, pg_timestamp, recovery_settings, restore, PgRestoreOptions,
-    PgRestoreReport, RecoveryTarget,
+    choose_snapshot, parse_target_time, pg_timestamp, recovery_settings, restore, ArchiveMode,
+    PgRestoreOptions, PgRestoreReport, RecoveryTarget, RESTORE_MARKER,
 };

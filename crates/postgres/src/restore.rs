@@ -6,8 +6,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+
 use lifeboat_repo::{
-    NodeKind, Progress, Repository, RestoreOptions as RepoRestore, RestoreStats, SnapshotEntry,
+    NodeKind, Overwrite, Progress, Repository, RestoreOptions as RepoRestore, RestoreStats,
+    SnapshotEntry,
 };
 
 use crate::backup::SOURCE_KIND;
@@ -55,7 +59,33 @@ pub struct PgRestoreOptions {
     /// Tablespaces restored elsewhere than where they were: (old directory
     /// or OID, new directory).
     pub tablespace_map: Vec<(String, PathBuf)>,
+    /// Whether the restored server archives WAL as the source did.
+    pub archive_mode: ArchiveMode,
 }
+
+/// Whether a restored server archives its WAL (pgBackRest's
+/// `--archive-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ArchiveMode {
+    /// `archive_mode = off` in `postgresql.auto.conf`: a restored server
+    /// (a trial, a copy, a drill) writes nothing into the source's archive,
+    /// where a new timeline of its own would be one more history for later
+    /// restores to choose from. The default.
+    #[default]
+    Off,
+    /// The source's archiving settings, as they were: for a server that
+    /// replaces the source.
+    Preserve,
+}
+
+/// The file the restored server's first `wal-push` of a timeline history
+/// reads to record which restore made the timeline (see
+/// `archive::record_origin`); it is never backed up.
+pub const RESTORE_MARKER: &str = "lifeboat_restore.json";
+
+/// The control file, restored last: PostgreSQL does not start without it, so
+/// a data directory whose restore did not finish is never started by mistake.
+const PG_CONTROL: &str = "global/pg_control";
 
 /// Parses a target time: RFC 3339 (`2026-11-24T10:00:00Z`) or
 /// `YYYY-MM-DD HH:MM:SS[.frac]` with an optional `+00`/`Z`/`UTC`, in UTC.
@@ -155,6 +185,9 @@ pub fn recovery_settings(opts: &PgRestoreOptions) -> Vec<(String, String)> {
     if let Some(c) = &opts.primary_conninfo {
         s.push(("primary_conninfo".into(), quote(c)));
     }
+    if opts.archive_mode == ArchiveMode::Off {
+        s.push(("archive_mode".into(), quote("off")));
+    }
     s
 }
 
@@ -170,6 +203,7 @@ const RECOVERY_KEYS: &[&str] = &[
     "recovery_target_timeline",
     "recovery_target_inclusive",
     "primary_conninfo",
+    "archive_mode",
 ];
 
 fn write_auto_conf(pgdata: &Path, settings: &[(String, String)], label: &str) -> Result<()> {
@@ -208,6 +242,10 @@ pub struct PgRestoreReport {
 }
 
 /// Restores a base backup into `opts.pgdata` and sets up recovery.
+///
+/// `global/pg_control` is written last, after everything else is synced: a
+/// restore that fails or is killed leaves a directory PostgreSQL refuses to
+/// start, and `--delta` (which first removes `pg_control`) finishes it.
 pub fn restore(
     repo: &Repository,
     opts: &PgRestoreOptions,
@@ -229,8 +267,27 @@ pub fn restore(
         )));
     }
     let entry = choose_snapshot(repo, opts)?;
+    crate::timelines::check_target(repo, &entry, opts)?;
     let spaces = tablespace_locations(&entry, opts)?;
+    let control = entry.snapshot.item(PG_CONTROL).ok_or_else(|| {
+        PgError::Repo(lifeboat_repo::RepoError::Corrupt {
+            key: format!("snapshots/{}", entry.id.to_hex()),
+            reason: format!("the backup holds no {PG_CONTROL}"),
+        })
+    })?;
+    let incomplete = |cause: PgError| PgError::RestoreIncomplete {
+        pgdata: pgdata.display().to_string(),
+        cause: Box::new(cause),
+    };
     if non_empty {
+        // First of all: from here until the end the directory must not be
+        // startable.
+        let control_path = pgdata.join(PG_CONTROL);
+        match fs::remove_file(&control_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PgError::io("remove", &control_path, e)),
+        }
         // Delta: what the backup does not hold goes, the rest is rewritten.
         let keep: std::collections::HashSet<&str> = entry
             .snapshot
@@ -238,52 +295,107 @@ pub fn restore(
             .iter()
             .map(|n| n.path.as_str())
             .collect();
-        remove_extra(pgdata, pgdata, &keep)?;
+        remove_extra(pgdata, pgdata, &keep).map_err(incomplete)?;
     }
-    let stats = repo.restore(
-        &entry.snapshot,
-        &RepoRestore {
-            target: pgdata.clone(),
-            include: Vec::new(),
-            relocate: spaces
-                .iter()
-                .map(|(oid, loc)| (format!("pg_tblspc/{oid}"), loc.clone()))
-                .collect(),
-            page_cache: false,
-        },
-        progress,
-    )?;
-    let archive_status = pgdata.join("pg_wal/archive_status");
-    fs::create_dir_all(&archive_status).map_err(|e| PgError::io("create", &archive_status, e))?;
-    fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))
-        .map_err(|e| PgError::io("set mode of", pgdata, e))?;
-    link_tablespaces(pgdata, &spaces)?;
+    let stats = repo
+        .restore(
+            &entry.snapshot,
+            &RepoRestore {
+                target: pgdata.clone(),
+                exclude: vec![PG_CONTROL.to_string()],
+                relocate: spaces
+                    .iter()
+                    .map(|(oid, loc)| (format!("pg_tblspc/{oid}"), loc.clone()))
+                    .collect(),
+                overwrite: if non_empty {
+                    Overwrite::Always
+                } else {
+                    Overwrite::Refuse
+                },
+                ..Default::default()
+            },
+            progress,
+        )
+        .map_err(|e| incomplete(e.into()))?;
     let settings = recovery_settings(opts);
-    write_auto_conf(pgdata, &settings, &entry.id.short())?;
-    let signal = pgdata.join(if opts.standby {
-        "standby.signal"
-    } else {
-        "recovery.signal"
-    });
-    fs::write(&signal, b"").map_err(|e| PgError::io("create", &signal, e))?;
-    // Everything belongs to the cluster's owner, like PG_VERSION in the backup.
-    if let Some(owner) = entry
-        .snapshot
-        .nodes
-        .iter()
-        .find(|n| n.path == "PG_VERSION" && n.kind == NodeKind::File)
-        .map(|n| (n.uid, n.gid))
-    {
-        chown_tree(pgdata, owner)?;
-        for (_, loc) in &spaces {
-            chown_tree(loc, owner)?;
+    let finish = || -> Result<()> {
+        let archive_status = pgdata.join("pg_wal/archive_status");
+        fs::create_dir_all(&archive_status)
+            .map_err(|e| PgError::io("create", &archive_status, e))?;
+        fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))
+            .map_err(|e| PgError::io("set mode of", pgdata, e))?;
+        link_tablespaces(pgdata, &spaces)?;
+        write_auto_conf(pgdata, &settings, &entry.id.short())?;
+        let marker = pgdata.join(RESTORE_MARKER);
+        if opts.archive_mode == ArchiveMode::Preserve {
+            let record = crate::timelines::RestoreRecord::new(&entry, opts);
+            let text = serde_json::to_vec_pretty(&record).unwrap_or_default();
+            fs::write(&marker, text).map_err(|e| PgError::io("write", &marker, e))?;
+        } else {
+            let _ = fs::remove_file(&marker);
         }
-    }
+        let signal = pgdata.join(if opts.standby {
+            "standby.signal"
+        } else {
+            "recovery.signal"
+        });
+        fs::write(&signal, b"").map_err(|e| PgError::io("create", &signal, e))?;
+        // Everything belongs to the cluster's owner, like PG_VERSION in the backup.
+        if let Some(owner) = entry
+            .snapshot
+            .nodes
+            .iter()
+            .find(|n| n.path == "PG_VERSION" && n.kind == NodeKind::File)
+            .map(|n| (n.uid, n.gid))
+        {
+            chown_tree(pgdata, owner)?;
+            for (_, loc) in &spaces {
+                chown_tree(loc, owner)?;
+            }
+        }
+        write_control(repo, control, pgdata)
+    };
+    finish().map_err(incomplete)?;
     Ok(PgRestoreReport {
         snapshot: entry.id.to_hex(),
         stats,
         settings,
     })
+}
+
+/// Writes `global/pg_control` from the backup, durably, under its name only
+/// once whole: the last file of a restore.
+fn write_control(repo: &Repository, node: &lifeboat_repo::Node, pgdata: &Path) -> Result<()> {
+    use std::io::Write;
+    let path = pgdata.join(PG_CONTROL);
+    let temp = pgdata.join("global/pg_control.lifeboat-partial");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(|e| PgError::io("create", &temp, e))?;
+    repo.restore_item(node, &mut f, &lifeboat_repo::NoProgress)?;
+    f.flush().map_err(|e| PgError::io("write", &temp, e))?;
+    f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))
+        .map_err(|e| PgError::io("set mode of", &temp, e))?;
+    match std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(PgError::io("chown", &temp, e)),
+    }
+    let mtime =
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(node.mtime_ns.max(0) as u64);
+    f.set_modified(mtime)
+        .map_err(|e| PgError::io("set times of", &temp, e))?;
+    f.sync_all().map_err(|e| PgError::io("sync", &temp, e))?;
+    drop(f);
+    fs::rename(&temp, &path).map_err(|e| PgError::io("rename", &path, e))?;
+    let dir = pgdata.join("global");
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| PgError::io("sync", &dir, e))
 }
 
 /// Where each tablespace of the backup goes: its old location, or the one
@@ -385,11 +497,12 @@ fn remove_extra(root: &Path, dir: &Path, keep: &std::collections::HashSet<&str>)
     for e in fs::read_dir(dir).map_err(|e| PgError::io("list", dir, e))? {
         let e = e.map_err(|e| PgError::io("list", dir, e))?;
         let path = e.path();
-        let rel = path
-            .strip_prefix(root)
-            .ok()
-            .and_then(|p| p.to_str())
-            .unwrap_or_default();
+        let rel = lifeboat_repo::name::encode(
+            path.strip_prefix(root)
+                .map(|p| p.as_os_str().as_bytes())
+                .unwrap_or_default(),
+        );
+        let rel = rel.as_str();
         let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if keep.contains(rel) {
             if is_dir {
@@ -450,6 +563,7 @@ mod tests {
             delta: false,
             restore_command: "lifeboat pg wal-fetch %f %p".into(),
             tablespace_map: Vec::new(),
+            archive_mode: ArchiveMode::Off,
         };
         let s = recovery_settings(&opts);
         assert!(s.contains(&("recovery_target_name".into(), "'before ''drop'''".into())));

@@ -97,6 +97,7 @@ impl RedisError {
     /// True for errors of usage or configuration (exit code 2).
     pub fn is_usage(&self) -> bool {
         matches!(self, RedisError::BadUrl { .. } | RedisError::Refused(_))
+            || matches!(self, RedisError::Repo(e) if e.is_usage())
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -319,15 +320,12 @@ fn rdb_node(snapshot: &SnapshotEntry) -> Result<&lifeboat_repo::Node> {
             snap.source_kind
         )));
     }
-    snap.nodes
-        .iter()
-        .find(|n| n.path == RDB_ITEM)
-        .ok_or_else(|| {
-            RedisError::Refused(format!(
-                "snapshot {} holds no {RDB_ITEM}",
-                snapshot.id.short()
-            ))
-        })
+    snap.item(RDB_ITEM).ok_or_else(|| {
+        RedisError::Refused(format!(
+            "snapshot {} holds no {RDB_ITEM}",
+            snapshot.id.short()
+        ))
+    })
 }
 
 /// Restores a Redis snapshot; see the module documentation.
@@ -384,14 +382,15 @@ pub fn restore(
             })?;
             aof_created = true;
             for n in &aof {
-                let name = n.path.trim_start_matches(&prefix);
-                if name.contains('/') || name.starts_with('.') {
+                let bytes = n.path_bytes().unwrap_or_default();
+                let name = bytes.get(prefix.len()..).unwrap_or_default();
+                if name.is_empty() || name.contains(&b'/') || name.starts_with(b".") {
                     return Err(RedisError::Refused(format!(
                         "the backup names an odd AOF file {:?}",
                         n.path
                     )));
                 }
-                let p = aof_dir.join(name);
+                let p = aof_dir.join(std::ffi::OsStr::from_bytes(name));
                 let mut f =
                     std::fs::File::create(&p).map_err(|e| RedisError::io("create", &p, e))?;
                 repo.restore_item(n, &mut f, progress)?;

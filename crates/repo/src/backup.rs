@@ -3,14 +3,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lifeboat_chunker::ChunkerConfig;
-use lifeboat_types::SnapshotId;
+use lifeboat_types::{name, SnapshotId};
 
 use crate::error::{RepoError, Result};
 use crate::format;
@@ -88,10 +89,11 @@ impl TreeDraft<'_> {
         for piece in content.chunks(1 << 20) {
             refs.push(self.writer.write_chunk(piece.to_vec())?);
         }
+        let path = name::encode(path.as_bytes());
         self.nodes.retain(|n| n.path != path);
         *self.bytes_total += content.len() as u64;
         self.nodes.push(Node {
-            path: path.to_string(),
+            path,
             kind: NodeKind::File,
             mode: 0o100000 | (mode & 0o7777),
             uid: owner.0,
@@ -101,6 +103,7 @@ impl TreeDraft<'_> {
             inode: 0,
             size: content.len() as u64,
             target: None,
+            rdev: 0,
             content: refs,
         });
         Ok(())
@@ -144,10 +147,14 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
 }
 
-/// The path of `p` inside a snapshot: absolute, without the leading `/`.
-fn snapshot_path(p: &Path) -> Option<String> {
-    let s = p.to_str()?;
-    Some(s.trim_start_matches('/').to_string())
+/// The path of `p` inside a snapshot: absolute, without the leading `/`,
+/// spelled as `lifeboat_types::name` says (Linux names are bytes).
+fn snapshot_path(p: &Path) -> String {
+    let mut b = p.as_os_str().as_bytes();
+    while let Some(rest) = b.strip_prefix(b"/") {
+        b = rest;
+    }
+    name::encode(b)
 }
 
 fn node_from_meta(path: String, meta: &fs::Metadata, kind: NodeKind) -> Node {
@@ -166,6 +173,7 @@ fn node_from_meta(path: String, meta: &fs::Metadata, kind: NodeKind) -> Node {
             0
         },
         target: None,
+        rdev: if kind.is_special() { meta.rdev() } else { 0 },
         content: Vec::new(),
     }
 }
@@ -236,11 +244,11 @@ impl TreePolicy for PlainFiles {}
 
 fn name_in(root: &TreeRoot, abs_root: &Path, path: &Path) -> Option<String> {
     match &root.prefix {
-        None => snapshot_path(path),
+        None => Some(snapshot_path(path)),
         Some(prefix) => {
-            let rel = path.strip_prefix(abs_root).ok()?.to_str()?;
+            let rel = name::encode(path.strip_prefix(abs_root).ok()?.as_os_str().as_bytes());
             Some(match (prefix.is_empty(), rel.is_empty()) {
-                (true, _) => rel.to_string(),
+                (true, _) => rel,
                 (false, true) => prefix.clone(),
                 (false, false) => format!("{prefix}/{rel}"),
             })
@@ -248,7 +256,7 @@ fn name_in(root: &TreeRoot, abs_root: &Path, path: &Path) -> Option<String> {
     }
 }
 
-fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) -> Result<Walk> {
+fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy) -> Result<Walk> {
     let mut w = Walk {
         nodes: Vec::new(),
         sources: HashMap::new(),
@@ -264,7 +272,7 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
         let mut ancestors: Vec<&Path> = abs.ancestors().skip(1).collect();
         ancestors.reverse();
         for a in ancestors.into_iter().filter(|_| root.prefix.is_none()) {
-            let Some(p) = snapshot_path(a) else { continue };
+            let p = snapshot_path(a);
             if p.is_empty() || !seen.insert(p.clone()) {
                 continue;
             }
@@ -275,10 +283,6 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
         let mut stack = vec![abs.clone()];
         while let Some(path) = stack.pop() {
             let Some(p) = name_in(root, &abs, &path) else {
-                w.skipped.push(Skipped {
-                    path: path.to_string_lossy().into_owned(),
-                    reason: "the name is not valid UTF-8".into(),
-                });
                 continue;
             };
             if !seen.insert(p.clone()) {
@@ -353,17 +357,11 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
                 }
             } else if ft.is_symlink() {
                 match fs::read_link(&path) {
-                    Ok(t) => match t.to_str() {
-                        Some(t) => {
-                            let mut n = node_from_meta(p, &meta, NodeKind::Symlink);
-                            n.target = Some(t.to_string());
-                            w.nodes.push(n);
-                        }
-                        None => w.skipped.push(Skipped {
-                            path: p,
-                            reason: "the link target is not valid UTF-8".into(),
-                        }),
-                    },
+                    Ok(t) => {
+                        let mut n = node_from_meta(p, &meta, NodeKind::Symlink);
+                        n.target = Some(name::encode(t.as_os_str().as_bytes()));
+                        w.nodes.push(n);
+                    }
                     Err(e) => w.skipped.push(Skipped {
                         path: p,
                         reason: e.to_string(),
@@ -373,7 +371,22 @@ fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy, progress: &dyn Progress) ->
                 w.sources.insert(p.clone(), path.clone());
                 w.nodes.push(node_from_meta(p, &meta, NodeKind::File));
             } else {
-                progress.warn(&format!("{p}: skipping a socket, FIFO or device node"));
+                let kind = if ft.is_fifo() {
+                    NodeKind::Fifo
+                } else if ft.is_socket() {
+                    NodeKind::Socket
+                } else if ft.is_char_device() {
+                    NodeKind::CharDevice
+                } else if ft.is_block_device() {
+                    NodeKind::BlockDevice
+                } else {
+                    w.skipped.push(Skipped {
+                        path: p,
+                        reason: format!("an unknown kind of file (mode {:o})", meta.mode()),
+                    });
+                    continue;
+                };
+                w.nodes.push(node_from_meta(p, &meta, kind));
             }
         }
     }
@@ -610,7 +623,7 @@ impl Repository {
     ) -> Result<BackupOutcome> {
         let started = Instant::now();
         let start_time = now_rfc3339();
-        let walked = walk(&opts.roots, policy, progress)?;
+        let walked = walk(&opts.roots, policy)?;
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
             items = walked.nodes.len(),
@@ -905,7 +918,7 @@ impl StreamDraft<'_> {
             content.push(self.writer.write_chunk(data)?);
             progress.advance(n);
         }
-        let path = name.trim_start_matches('/').to_string();
+        let path = name::encode(name.trim_start_matches('/').as_bytes());
         self.nodes.retain(|n| n.path != path);
         self.nodes.push(Node {
             path,
@@ -918,6 +931,7 @@ impl StreamDraft<'_> {
             inode: 0,
             size,
             target: None,
+            rdev: 0,
             content,
         });
         self.bytes_read += size;

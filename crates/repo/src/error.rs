@@ -105,6 +105,15 @@ pub enum RepoError {
     /// source's own error, for it to take back.
     #[error(transparent)]
     Source(Box<dyn std::error::Error + Send + Sync>),
+    /// A restore stopped, or could not make some items: every file it left
+    /// under its final name is complete, and `missing` names the rest.
+    #[error("{cause}{}", missing_text(missing))]
+    RestoreIncomplete {
+        /// Why.
+        cause: Box<RepoError>,
+        /// The items not restored, as listings show them.
+        missing: Vec<String>,
+    },
     /// A restore refused to proceed.
     #[error("{0}")]
     Refused(String),
@@ -129,9 +138,32 @@ impl RepoError {
         matches!(self, RepoError::Storage(e) if e.is_retryable())
     }
 
+    /// True for errors of usage or configuration: a missing repository, a
+    /// wrong secret, a snapshot that does not exist, a refused request.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            RepoError::NoRepository { .. }
+            | RepoError::AlreadyExists { .. }
+            | RepoError::WrongSecret { .. }
+            | RepoError::NoSecret { .. }
+            | RepoError::SnapshotNotFound { .. }
+            | RepoError::AmbiguousSnapshot { .. }
+            | RepoError::KeySlotNotFound(_)
+            | RepoError::LastKeySlot
+            | RepoError::Refused(_)
+            | RepoError::Invalid(_) => true,
+            RepoError::RestoreIncomplete { cause, .. } => cause.is_usage(),
+            _ => false,
+        }
+    }
+
     /// True when the error means stored data is damaged.
     pub fn is_damage(&self) -> bool {
-        matches!(self, RepoError::Corrupt { .. })
+        match self {
+            RepoError::Corrupt { .. } => true,
+            RepoError::RestoreIncomplete { cause, .. } => cause.is_damage(),
+            _ => false,
+        }
     }
 
     pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
@@ -141,6 +173,27 @@ impl RepoError {
             source,
         }
     }
+}
+
+/// "; 3 item(s) were not restored: a, b, c; every file the target holds is complete".
+fn missing_text(missing: &[String]) -> String {
+    if missing.is_empty() {
+        return String::new();
+    }
+    const SHOWN: usize = 10;
+    let mut list = missing
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if missing.len() > SHOWN {
+        list.push_str(&format!(" and {} more", missing.len() - SHOWN));
+    }
+    format!(
+        "; {} item(s) were not restored: {list}. Every file the target holds under its own name is complete",
+        missing.len()
+    )
 }
 
 /// Shorthand.

@@ -25,6 +25,7 @@
 mod backup;
 mod error;
 pub mod format;
+mod fsat;
 mod index;
 mod named;
 mod progress;
@@ -44,7 +45,7 @@ pub use index::{Index, Location};
 pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
 pub use repository::{format_time, now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
-pub use restore::{RestoreOptions, RestoreStats};
+pub use restore::{Overwrite, RestoreOptions, RestoreStats};
 pub use snapshot::{
     BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot, SnapshotEntry,
 };
@@ -53,4 +54,4 @@ pub use writer::{WriteStats, Writer};
 
 pub use lifeboat_chunker::ChunkerConfig;
 pub use lifeboat_crypto::{Kdf, KeySlot, SecretSource};
-pub use lifeboat_types::{ByteSize, ChunkId, PackId, SnapshotId};
+pub use lifeboat_types::{name, ByteSize, ChunkId, PackId, SnapshotId};

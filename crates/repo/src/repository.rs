@@ -519,7 +519,10 @@ impl Repository {
         };
         match serde_json::from_slice::<Snapshot>(&json) {
             Ok(s) if s.version > crate::snapshot::SNAPSHOT_VERSION => Err(newer(s.version)),
-            Ok(s) => Ok(s),
+            Ok(mut s) => {
+                s.upgrade();
+                Ok(s)
+            }
             Err(e) => match serde_json::from_slice::<Version>(&json) {
                 Ok(v) if v.version > crate::snapshot::SNAPSHOT_VERSION => Err(newer(v.version)),
                 _ => Err(RepoError::Corrupt {

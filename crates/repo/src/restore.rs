@@ -1,32 +1,85 @@
 //! Restoring snapshots to a directory or a stream.
+//!
+//! A restore into a directory goes in four steps, so that what it leaves is
+//! never a tree that only looks complete:
+//!
+//! 1. **Place**: every item gets a root (the target, or a relocated
+//!    directory) and a plain relative path below it; anything else in a
+//!    snapshot is damage. A target that is not empty is refused unless an
+//!    [`Overwrite`] rule says what to do with what is there.
+//! 2. **Create**, in path order: directories, and each file as an empty
+//!    file of its final size under a temporary name
+//!    (`.lifeboat-partial-<restore>-<n>`) in its final directory. Every
+//!    path is reached from the root's open handle without following a link
+//!    (`fsat`): a link planted in the target is never a way out of it.
+//! 3. **Write** the contents (parallel ranged reads of packs, see
+//!    `run_reads`), then sync the file systems.
+//! 4. **Finish**: each complete file gets its owner, mode and times and is
+//!    renamed to its final name; links, FIFOs and device nodes are made;
+//!    directories get their metadata, deepest first; a last sync makes the
+//!    renames durable. When writing failed, the complete files are still
+//!    finished, the incomplete ones removed, and the error names them.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use filetime::FileTime;
-use lifeboat_types::ChunkId;
+use lifeboat_types::{name, ChunkId};
 
 use crate::error::{RepoError, Result};
 use crate::format;
+use crate::fsat::{self, Meta, Root};
 use crate::index::{Index, Location};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::sink::{sync_filesystem, DirectMode, FileSink};
 use crate::snapshot::{ContentRef, Node, NodeKind, Patch, Snapshot};
 
+/// What a restore does with what is already where an item goes (restic's
+/// words for it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Nothing: the target must be empty or not exist yet.
+    #[default]
+    Refuse,
+    /// Every item is restored, replacing what is there.
+    Always,
+    /// A file whose size and modification time are the snapshot's is left as
+    /// it is; everything else is replaced.
+    IfChanged,
+    /// What exists is left as it is; only what is missing is restored.
+    Never,
+}
+
+impl std::str::FromStr for Overwrite {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(Overwrite::Always),
+            "if-changed" => Ok(Overwrite::IfChanged),
+            "never" => Ok(Overwrite::Never),
+            _ => Err(format!("{s:?}: use always, if-changed or never")),
+        }
+    }
+}
+
 /// Where and what to restore.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
     /// The directory items are restored under.
     pub target: PathBuf,
-    /// Restore only these paths (and what is below them); everything when empty.
+    /// Restore only these paths (and what is below them); everything when
+    /// empty. Spelled as snapshot paths are ([`lifeboat_types::name`]).
     pub include: Vec<String>,
+    /// Leave these paths (and what is below them) out, e.g. a file the
+    /// caller restores last itself.
+    pub exclude: Vec<String>,
     /// Items at or below a snapshot path go to another directory instead of
     /// under `target`: (`pg_tblspc/16385`, `/srv/ts1`) puts
     /// `pg_tblspc/16385/PG_15_…` at `/srv/ts1/PG_15_…`.
@@ -35,6 +88,8 @@ pub struct RestoreOptions {
     /// written past it (`O_DIRECT`) where the file system allows; either way
     /// the restore is synced to disk before it returns.
     pub page_cache: bool,
+    /// What to do with what is already there.
+    pub overwrite: Overwrite,
 }
 
 /// What a restore did.
@@ -46,6 +101,12 @@ pub struct RestoreStats {
     pub dirs: u64,
     /// Symbolic links restored.
     pub symlinks: u64,
+    /// FIFOs and device nodes restored.
+    pub specials: u64,
+    /// Items left as they were, by the overwrite rule.
+    pub unchanged: u64,
+    /// Sockets in the snapshot, which are never restored.
+    pub sockets_skipped: u64,
     /// Bytes of content restored.
     pub bytes: u64,
     /// Wall-clock duration in milliseconds.
@@ -57,24 +118,29 @@ const MERGE_GAP: u64 = 256 * 1024;
 /// …up to this many bytes per read.
 const MAX_READ: u64 = 4 << 20;
 
-fn safe_relative(path: &str) -> Option<PathBuf> {
-    let p = Path::new(path);
-    if p.components().all(|c| matches!(c, Component::Normal(_))) && !path.is_empty() {
-        Some(p.to_path_buf())
-    } else {
-        None
-    }
+/// The item path `spelled` as a plain relative path (`a/b`), or `None` when
+/// it is not one: empty, absolute, with `.` or `..`, or not a spelling.
+fn plain_path(spelled: &str) -> Option<PathBuf> {
+    let bytes = name::decode(spelled).ok()?;
+    let p = Path::new(OsStr::from_bytes(&bytes));
+    (!bytes.is_empty()
+        && !bytes.contains(&0)
+        && p.components().all(|c| matches!(c, Component::Normal(_))))
+    .then(|| p.to_path_buf())
+}
+
+fn under(node: &str, prefix: &str) -> bool {
+    node == prefix
+        || node
+            .strip_prefix(prefix)
+            .is_some_and(|r| r.starts_with('/'))
 }
 
 fn included(node: &str, include: &[String]) -> bool {
     include.is_empty()
-        || include.iter().any(|inc| {
-            node == inc
-                || node
-                    .strip_prefix(inc.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-                || inc.strip_prefix(node).is_some_and(|r| r.starts_with('/'))
-        })
+        || include
+            .iter()
+            .any(|inc| under(node, inc) || under(inc, node))
 }
 
 /// Where a chunk is written: item, offset, and the patch that completes it
@@ -141,7 +207,9 @@ fn group_reads(blobs: impl IntoIterator<Item = BlobTarget>) -> Vec<ReadTask> {
 fn unindexed(id: &ChunkId, path: &str) -> RepoError {
     RepoError::Corrupt {
         key: format!("chunk {}", id.short()),
-        reason: format!("{path} needs it but no index lists it; run `lifeboat verify`"),
+        reason: format!(
+            "{path} needs it but no index lists it; run `lifeboat verify`, and `lifeboat repair index` if packs hold chunks no index lists"
+        ),
     }
 }
 
@@ -155,6 +223,109 @@ fn mismatch(whole: &ChunkId, patch: &ChunkId) -> RepoError {
     }
 }
 
+/// What the restore does for one item.
+enum Action {
+    /// Left as it is, by the overwrite rule.
+    Keep,
+    /// A directory made sure of.
+    Dir,
+    /// A file being written under a temporary name in its final directory.
+    File { temp: OsString },
+    /// A link, FIFO or device node, made under a temporary name when
+    /// everything else is done, then renamed.
+    Later { temp: OsString },
+    /// A socket: not restored.
+    Socket,
+}
+
+/// One item of a restore: where it goes and what is done for it.
+struct Item<'a> {
+    node: &'a Node,
+    root: usize,
+    /// The path below the root; empty for the root itself.
+    rel: PathBuf,
+    action: Action,
+}
+
+impl Item<'_> {
+    fn parent(&self) -> &Path {
+        self.rel.parent().unwrap_or(Path::new(""))
+    }
+    fn file_name(&self) -> &OsStr {
+        self.rel.file_name().unwrap_or_default()
+    }
+    fn meta(&self) -> Meta {
+        let n = self.node;
+        match n.kind {
+            // Streams have no file metadata of their own: private files, now.
+            NodeKind::Stream => Meta {
+                uid: n.uid,
+                gid: n.gid,
+                mode: if n.mode & 0o777 == 0 { 0o600 } else { n.mode },
+                mtime_ns: None,
+            },
+            _ => Meta {
+                uid: n.uid,
+                gid: n.gid,
+                mode: n.mode,
+                mtime_ns: Some(n.mtime_ns),
+            },
+        }
+    }
+}
+
+/// The open directory of the items being worked on: items come in path
+/// order, so consecutive ones mostly share it.
+#[derive(Default)]
+struct Parent {
+    at: Option<(usize, PathBuf)>,
+    fd: Option<OwnedFd>,
+}
+
+impl Parent {
+    /// The directory `rel` below root `root`, created when missing (with the
+    /// umask's default mode: it is not an item of the snapshot).
+    fn get(&mut self, roots: &[Root], root: usize, rel: &Path) -> io::Result<&OwnedFd> {
+        let same = self
+            .at
+            .as_ref()
+            .is_some_and(|(r, p)| *r == root && p == rel);
+        if !same || self.fd.is_none() {
+            self.fd = None;
+            self.fd = Some(fsat::ensure_dir(roots[root].fd(), rel, 0o777)?);
+            self.at = Some((root, rel.to_path_buf()));
+        }
+        self.fd
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn forget(&mut self) {
+        self.at = None;
+        self.fd = None;
+    }
+}
+
+/// True when an error means something that is not a directory (a link
+/// included) is where a directory was needed.
+fn in_the_way(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno::ENOTDIR) | Some(libc_errno::ELOOP) | Some(libc_errno::EXDEV)
+    )
+}
+
+/// The few errno values compared here, without a libc dependency.
+mod libc_errno {
+    pub(super) const ENOTDIR: i32 = rustix::io::Errno::NOTDIR.raw_os_error();
+    pub(super) const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
+    pub(super) const EXDEV: i32 = rustix::io::Errno::XDEV.raw_os_error();
+}
+
+fn mtime_ns(st: &rustix::fs::Stat) -> i64 {
+    st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64
+}
+
 impl Repository {
     /// Reads and checks one chunk.
     pub(crate) fn read_chunk(&self, index: &Index, id: &ChunkId) -> Result<Vec<u8>> {
@@ -165,11 +336,12 @@ impl Repository {
         let (pack, epoch) = index.pack(loc.pack);
         let key = format::pack_key(&pack);
         let start = u64::from(loc.offset);
-        let sealed = self.inner.block(
-            self.inner
-                .storage
-                .get_range(&key, start..start + u64::from(loc.len)),
-        )?;
+        let len = u64::from(loc.len);
+        let sealed = self
+            .inner
+            .block(self.inner.storage.get_range(&key, start..start + len))
+            .map_err(|e| pack_error(&key, e))?;
+        check_length(&key, sealed.len(), len)?;
         let data_key = self
             .inner
             .keyring
@@ -188,8 +360,9 @@ impl Repository {
     }
 
     /// Restores a snapshot's items under `opts.target`: contents, modes, owners
-    /// (when permitted), modification times, symlinks, empty directories and
-    /// holes of sparse files.
+    /// (when permitted), modification times, symlinks, FIFOs, device nodes
+    /// (when permitted), empty directories and holes of sparse files; see
+    /// the module documentation for the steps and what a failure leaves.
     pub fn restore(
         &self,
         snapshot: &Snapshot,
@@ -197,15 +370,15 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<RestoreStats> {
         let started = Instant::now();
-        let include: Vec<String> = opts
-            .include
-            .iter()
-            .map(|i| i.trim_matches('/').to_string())
-            .collect();
+        let trim = |v: &[String]| -> Vec<String> {
+            v.iter().map(|i| i.trim_matches('/').to_string()).collect()
+        };
+        let (include, exclude) = (trim(&opts.include), trim(&opts.exclude));
         let nodes: Vec<&Node> = snapshot
             .nodes
             .iter()
             .filter(|n| included(&n.path, &include))
+            .filter(|n| !exclude.iter().any(|x| under(&n.path, x)))
             .collect();
         if nodes.is_empty() {
             return Err(RepoError::Refused(format!(
@@ -213,99 +386,290 @@ impl Repository {
                 opts.include
             )));
         }
-        let mut dests = Vec::with_capacity(nodes.len());
+
+        // 1. Place every item.
+        let relocate: Vec<(String, &PathBuf)> = opts
+            .relocate
+            .iter()
+            .map(|(p, d)| (name::encode(p.trim_matches('/').as_bytes()), d))
+            .collect();
+        let mut items = Vec::with_capacity(nodes.len());
         for n in &nodes {
-            let rel = safe_relative(&n.path).ok_or_else(|| RepoError::Corrupt {
+            let bad = || RepoError::Corrupt {
                 key: "snapshot".into(),
                 reason: format!("item path {:?} is not a plain relative path", n.path),
-            })?;
-            let moved = opts.relocate.iter().find_map(|(prefix, dest)| {
-                let p = prefix.trim_matches('/');
-                if n.path == p {
-                    Some(dest.clone())
+            };
+            let moved = relocate.iter().enumerate().find_map(|(i, (p, _))| {
+                if n.path == *p {
+                    Some(Ok((i + 1, PathBuf::new())))
                 } else {
                     n.path
-                        .strip_prefix(p)
+                        .strip_prefix(p.as_str())
                         .and_then(|r| r.strip_prefix('/'))
-                        .and_then(safe_relative)
-                        .map(|r| dest.join(r))
+                        .map(|r| plain_path(r).map(|r| (i + 1, r)).ok_or_else(bad))
                 }
             });
-            dests.push(moved.unwrap_or_else(|| opts.target.join(rel)));
-        }
-        fs::create_dir_all(&opts.target).map_err(|e| RepoError::io("create", &opts.target, e))?;
-
-        let mut stats = RestoreStats::default();
-        let total: u64 = nodes.iter().map(|n| n.size).sum();
-        progress.start("restore", Some(total));
-        // Directories, then files at their final size (holes stay holes), then links.
-        for (n, d) in nodes.iter().zip(&dests) {
-            match n.kind {
-                NodeKind::Dir => {
-                    fs::create_dir_all(d).map_err(|e| RepoError::io("create", d, e))?;
-                    stats.dirs += 1;
-                }
-                NodeKind::File | NodeKind::Stream => {
-                    if let Some(parent) = d.parent() {
-                        fs::create_dir_all(parent)
-                            .map_err(|e| RepoError::io("create", parent, e))?;
-                    }
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(d)
-                        .map_err(|e| RepoError::io("create", d, e))?;
-                    f.set_len(n.size)
-                        .map_err(|e| RepoError::io("resize", d, e))?;
-                    stats.files += 1;
-                    stats.bytes += n.size;
-                }
-                NodeKind::Symlink => {
-                    if let Some(parent) = d.parent() {
-                        fs::create_dir_all(parent)
-                            .map_err(|e| RepoError::io("create", parent, e))?;
-                    }
-                    match fs::symlink_metadata(d) {
-                        Ok(m) if m.is_dir() => fs::remove_dir_all(d),
-                        Ok(_) => fs::remove_file(d),
-                        Err(_) => Ok(()),
-                    }
-                    .map_err(|e| RepoError::io("replace", d, e))?;
-                    let target = n.target.as_deref().unwrap_or_default();
-                    std::os::unix::fs::symlink(target, d)
-                        .map_err(|e| RepoError::io("create symlink", d, e))?;
-                    stats.symlinks += 1;
-                }
-            }
-        }
-
-        let tasks = self.plan_reads(&nodes)?;
-        let sizes: Vec<u64> = nodes.iter().map(|n| n.size).collect();
-        let direct = DirectMode::new(!opts.page_cache);
-        self.run_reads(tasks.1, &tasks.0, &dests, &sizes, &direct, progress)?;
-
-        // Metadata last, directories deepest first so writing into them does not
-        // disturb their times.
-        for (n, d) in nodes.iter().zip(&dests).rev() {
-            apply_metadata(n, d)?;
-        }
-        // Durable before it is reported done, as pgBackRest's restore is: one
-        // sync per file system written to.
-        let mut synced: Vec<u64> = Vec::new();
-        for dir in std::iter::once(&opts.target).chain(opts.relocate.iter().map(|(_, d)| d)) {
-            let dev = match fs::metadata(dir) {
-                Ok(m) => std::os::unix::fs::MetadataExt::dev(&m),
-                Err(_) => continue,
+            let (root, rel) = match moved {
+                Some(r) => r?,
+                None => (0, plain_path(&n.path).ok_or_else(bad)?),
             };
-            if !synced.contains(&dev) {
-                sync_filesystem(dir)?;
-                synced.push(dev);
+            items.push(Item {
+                node: n,
+                root,
+                rel,
+                action: Action::Keep,
+            });
+        }
+        let mut roots = Vec::with_capacity(1 + relocate.len());
+        for dir in std::iter::once(&opts.target).chain(relocate.iter().map(|(_, d)| *d)) {
+            let root = Root::create(dir).map_err(|e| RepoError::io("create", dir, e))?;
+            if opts.overwrite == Overwrite::Refuse
+                && root
+                    .has_entries()
+                    .map_err(|e| RepoError::io("list", dir, e))?
+            {
+                return Err(RepoError::Refused(format!(
+                    "{} is not empty: restore into an empty or new directory, or say what to do with what is there: --overwrite always (replace it), if-changed (replace files whose size or modification time differ), never (restore only what is missing)",
+                    dir.display()
+                )));
+            }
+            roots.push(root);
+        }
+
+        // 2. Create directories and empty files under temporary names.
+        let mut restore_id = [0u8; 4];
+        lifeboat_crypto::fill_random(&mut restore_id)?;
+        let restore_id = hex::encode(restore_id);
+        let mut stats = RestoreStats::default();
+        let created =
+            self.create_items(&mut items, &roots, opts.overwrite, &restore_id, &mut stats);
+        if let Err(e) = created {
+            remove_temporaries(&items, &roots);
+            return Err(e);
+        }
+
+        // 3. Write the contents.
+        let writing: Vec<usize> = (0..items.len())
+            .filter(|&i| matches!(items[i].action, Action::File { .. }))
+            .collect();
+        let write_nodes: Vec<&Node> = writing.iter().map(|&i| items[i].node).collect();
+        let targets: Vec<(usize, PathBuf)> = writing
+            .iter()
+            .map(|&i| match &items[i].action {
+                Action::File { temp } => (items[i].root, items[i].parent().join(temp)),
+                _ => (items[i].root, PathBuf::new()),
+            })
+            .collect();
+        let total: u64 = write_nodes.iter().map(|n| n.size).sum();
+        progress.start("restore", Some(total));
+        let (mut result, mut complete) =
+            self.write_contents(&write_nodes, &roots, &targets, opts, progress);
+        progress.finish();
+        // Durable before anything gets its final name.
+        if let Err(e) = sync_roots(&roots) {
+            complete.iter_mut().for_each(|c| *c = false);
+            result = result.and(Err(e));
+        }
+
+        // 4. Finish.
+        let mut done = vec![true; items.len()];
+        for (k, &i) in writing.iter().enumerate() {
+            done[i] = complete[k];
+        }
+        let finished = finish_items(&items, &roots, &done, &mut stats);
+        let synced = sync_roots(&roots);
+        let finished = match finished {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(match result {
+                    Err(first) => RepoError::RestoreIncomplete {
+                        cause: Box::new(first),
+                        missing: Vec::new(),
+                    },
+                    Ok(()) => e,
+                })
+            }
+        };
+        match (result, finished.unrestorable) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(cause)) => {
+                return Err(RepoError::RestoreIncomplete {
+                    cause: Box::new(cause),
+                    missing: finished.missing,
+                })
+            }
+            (Err(e), _) => {
+                return Err(RepoError::RestoreIncomplete {
+                    cause: Box::new(e),
+                    missing: finished.missing,
+                })
             }
         }
-        progress.finish();
+        synced?;
+        stats.bytes = total;
+        stats.files = write_nodes.len() as u64;
         stats.duration_ms = started.elapsed().as_millis() as u64;
         Ok(stats)
+    }
+
+    /// Step 2: directories made, files created empty at their final size
+    /// under temporary names, what the overwrite rule keeps left alone.
+    fn create_items(
+        &self,
+        items: &mut [Item<'_>],
+        roots: &[Root],
+        overwrite: Overwrite,
+        restore_id: &str,
+        stats: &mut RestoreStats,
+    ) -> Result<()> {
+        let mut parent = Parent::default();
+        for (i, item) in items.iter_mut().enumerate() {
+            let root = &roots[item.root];
+            let shown = || root.show(&item.rel);
+            let kind = item.node.kind;
+            if item.rel.as_os_str().is_empty() {
+                // A root itself (a relocated tablespace directory).
+                item.action = if kind == NodeKind::Dir {
+                    Action::Dir
+                } else {
+                    Action::Keep
+                };
+                continue;
+            }
+            let dir = match parent.get(roots, item.root, item.parent()) {
+                Ok(fd) => fd,
+                // Something not a directory is where one is needed: under
+                // `never` what is there stays, and so does what is below.
+                Err(e) if overwrite == Overwrite::Never && in_the_way(&e) => {
+                    parent.forget();
+                    stats.unchanged += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(RepoError::io(
+                        "create the directory of",
+                        &shown(),
+                        way_error(e, &root.show(item.parent())),
+                    ))
+                }
+            };
+            let name = item.rel.file_name().unwrap_or_default().to_os_string();
+            let there =
+                fsat::stat(dir.as_fd(), &name).map_err(|e| RepoError::io("read", &shown(), e))?;
+            let is_dir = there
+                .as_ref()
+                .is_some_and(|st| fsat::kind_of(st.st_mode) == rustix::fs::FileType::Directory);
+            if there.is_some() && overwrite == Overwrite::Never {
+                item.action = Action::Keep;
+                stats.unchanged += 1;
+                continue;
+            }
+            item.action = match kind {
+                NodeKind::Dir => {
+                    if !is_dir {
+                        if there.is_some() {
+                            fsat::remove(dir.as_fd(), &name)
+                                .map_err(|e| RepoError::io("replace", &shown(), e))?;
+                        }
+                        rustix::fs::mkdirat(dir, &name, rustix::fs::Mode::from_raw_mode(0o700))
+                            .map_err(|e| RepoError::io("create", &shown(), e.into()))?;
+                    }
+                    Action::Dir
+                }
+                NodeKind::File | NodeKind::Stream => {
+                    let unchanged = overwrite == Overwrite::IfChanged
+                        && there.as_ref().is_some_and(|st| {
+                            fsat::kind_of(st.st_mode) == rustix::fs::FileType::RegularFile
+                                && st.st_size as u64 == item.node.size
+                                && mtime_ns(st) == item.node.mtime_ns
+                        });
+                    if unchanged {
+                        stats.unchanged += 1;
+                        Action::Keep
+                    } else {
+                        if is_dir {
+                            fsat::remove(dir.as_fd(), &name)
+                                .map_err(|e| RepoError::io("replace", &shown(), e))?;
+                        }
+                        let temp = OsString::from(format!(".lifeboat-partial-{restore_id}-{i}"));
+                        fsat::create_file(dir.as_fd(), &temp, item.node.size).map_err(|e| {
+                            RepoError::io("create", &root.show(&item.parent().join(&temp)), e)
+                        })?;
+                        Action::File { temp }
+                    }
+                }
+                NodeKind::Socket => {
+                    stats.sockets_skipped += 1;
+                    Action::Socket
+                }
+                NodeKind::Symlink
+                | NodeKind::Fifo
+                | NodeKind::CharDevice
+                | NodeKind::BlockDevice => {
+                    let same_link = overwrite == Overwrite::IfChanged
+                        && kind == NodeKind::Symlink
+                        && rustix::fs::readlinkat(dir, &name, Vec::new())
+                            .is_ok_and(|t| Some(name::encode(t.as_bytes())) == item.node.target);
+                    if same_link {
+                        stats.unchanged += 1;
+                        Action::Keep
+                    } else {
+                        if is_dir {
+                            fsat::remove(dir.as_fd(), &name)
+                                .map_err(|e| RepoError::io("replace", &shown(), e))?;
+                        }
+                        Action::Later {
+                            temp: OsString::from(format!(".lifeboat-partial-{restore_id}-{i}")),
+                        }
+                    }
+                }
+            };
+            if kind == NodeKind::Dir {
+                // The next items are inside it.
+                parent.forget();
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 3: every file's contents, read from packs in parallel. Returns
+    /// the outcome and, per file, whether all of it was written.
+    fn write_contents(
+        &self,
+        nodes: &[&Node],
+        roots: &[Root],
+        targets: &[(usize, PathBuf)],
+        opts: &RestoreOptions,
+        progress: &dyn Progress,
+    ) -> (Result<()>, Vec<bool>) {
+        let mut complete = vec![false; nodes.len()];
+        let (index, tasks) = match self.plan_reads(nodes) {
+            Ok(p) => p,
+            Err(e) => return (Err(e), complete),
+        };
+        // Pieces still to write per file (holes need no writing).
+        let remaining: Vec<AtomicU32> = nodes
+            .iter()
+            .map(
+                |n| AtomicU32::new(n.content.iter().filter(|c| c.chunk().is_some()).count() as u32),
+            )
+            .collect();
+        let sizes: Vec<u64> = nodes.iter().map(|n| n.size).collect();
+        let direct = DirectMode::new(!opts.page_cache);
+        let failed: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+        let dests = crate::sink::Dests {
+            roots,
+            targets,
+            sizes: &sizes,
+        };
+        let result = self.run_reads(
+            tasks, &index, &dests, &direct, &remaining, &failed, progress,
+        );
+        let failed = failed.into_inner().unwrap_or_default();
+        for (k, c) in complete.iter_mut().enumerate() {
+            *c = remaining[k].load(Ordering::Relaxed) == 0 && !failed.contains(&k);
+        }
+        (result, complete)
     }
 
     fn plan_reads(&self, nodes: &[&Node]) -> Result<(Index, Vec<ReadTask>)> {
@@ -379,13 +743,15 @@ impl Repository {
         Ok((index, tasks))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_reads(
         &self,
         tasks: Vec<ReadTask>,
         index: &Index,
-        dests: &[PathBuf],
-        sizes: &[u64],
+        dests: &crate::sink::Dests<'_>,
         direct: &DirectMode,
+        remaining: &[AtomicU32],
+        failed: &Mutex<Vec<usize>>,
         progress: &dyn Progress,
     ) -> Result<()> {
         let error: Mutex<Option<RepoError>> = Mutex::new(None);
@@ -420,32 +786,39 @@ impl Repository {
                 let (tasks, cursors, ends, stop, error) = (&tasks, &cursors, &ends, &stop, &error);
                 s.spawn(move || {
                     let mut bufs = WorkerBuffers::default();
-                    let mut sink = FileSink::new(dests, sizes, direct);
+                    let mut sink = FileSink::new(dests, direct);
                     let fail = |e: RepoError| {
                         if let Ok(mut slot) = error.lock() {
                             slot.get_or_insert(e);
                         }
                         stop.store(true, Ordering::Relaxed);
                     };
-                    for seg in (0..segments).map(|j| (k + j) % segments) {
+                    'work: for seg in (0..segments).map(|j| (k + j) % segments) {
                         loop {
                             if stop.load(Ordering::Relaxed) {
-                                return;
+                                break 'work;
                             }
                             let i = cursors[seg].fetch_add(1, Ordering::Relaxed);
                             if i >= ends[seg] {
                                 break;
                             }
-                            if let Err(e) =
-                                self.run_read(&tasks[i], index, &mut sink, progress, &mut bufs)
+                            let task = &tasks[i];
+                            if let Err(e) = self
+                                .run_read(task, index, &mut sink, remaining, progress, &mut bufs)
                             {
                                 fail(e);
-                                return;
+                                break 'work;
                             }
                         }
                     }
-                    if let Err(e) = sink.flush() {
+                    // Whatever happened, what was staged goes out: a file
+                    // that is complete is kept even when the restore fails.
+                    let mut lost = Vec::new();
+                    if let Err(e) = sink.flush(&mut lost) {
                         fail(e);
+                    }
+                    if let Ok(mut f) = failed.lock() {
+                        f.extend(lost);
                     }
                 });
             }
@@ -465,11 +838,15 @@ impl Repository {
     ) -> Result<(String, &'k lifeboat_crypto::Key)> {
         let (pack, epoch) = index.pack(task.pack);
         let key = format::pack_key(&pack);
-        *buf = self.inner.block(self.inner.storage.get_range_into(
-            &key,
-            task.start..task.end,
-            std::mem::take(buf),
-        ))?;
+        *buf = self
+            .inner
+            .block(self.inner.storage.get_range_into(
+                &key,
+                task.start..task.end,
+                std::mem::take(buf),
+            ))
+            .map_err(|e| pack_error(&key, e))?;
+        check_length(&key, buf.len(), task.end - task.start)?;
         let data_key = self
             .inner
             .keyring
@@ -509,6 +886,7 @@ impl Repository {
         task: &ReadTask,
         index: &Index,
         sink: &mut FileSink<'_>,
+        remaining: &[AtomicU32],
         progress: &dyn Progress,
         bufs: &mut WorkerBuffers,
     ) -> Result<()> {
@@ -575,6 +953,7 @@ impl Repository {
                         complete(p, slot)?;
                     }
                     sink.commit(*node, *offset, len)?;
+                    remaining[*node].fetch_sub(1, Ordering::Relaxed);
                     progress.advance(len as u64);
                     continue;
                 }
@@ -591,6 +970,7 @@ impl Repository {
                     }
                 };
                 sink.write(d.node, d.offset, bytes)?;
+                remaining[d.node].fetch_sub(1, Ordering::Relaxed);
                 progress.advance(bytes.len() as u64);
             }
         }
@@ -699,29 +1079,208 @@ struct WorkerBuffers {
     patch_bytes: Vec<u8>,
 }
 
-fn apply_metadata(n: &Node, d: &Path) -> Result<()> {
-    let mtime = FileTime::from_unix_time(
-        n.mtime_ns.div_euclid(1_000_000_000),
-        n.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    // Ownership needs privileges; an unprivileged restore keeps the restorer's.
-    match std::os::unix::fs::lchown(d, Some(n.uid), Some(n.gid)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-        Err(e) => return Err(RepoError::io("chown", d, e)),
-    }
-    match n.kind {
-        NodeKind::Symlink => {
-            filetime::set_symlink_file_times(d, mtime, mtime)
-                .map_err(|e| RepoError::io("set times of", d, e))?;
+/// A storage error reading a pack, as damage when the pack is missing or
+/// shorter than the index says (the index lists it: it was stored whole).
+fn pack_error(key: &str, e: lifeboat_storage::StorageError) -> RepoError {
+    if e.is_not_found() {
+        RepoError::Corrupt {
+            key: key.to_string(),
+            reason:
+                "missing: an index lists it but the store does not have it; run `lifeboat verify`"
+                    .into(),
         }
-        NodeKind::Stream => {}
-        NodeKind::File | NodeKind::Dir => {
-            fs::set_permissions(d, fs::Permissions::from_mode(n.mode & 0o7777))
-                .map_err(|e| RepoError::io("set mode of", d, e))?;
-            filetime::set_file_times(d, mtime, mtime)
-                .map_err(|e| RepoError::io("set times of", d, e))?;
+    } else if e.kind == lifeboat_storage::ErrorKind::Truncated {
+        RepoError::Corrupt {
+            key: key.to_string(),
+            reason: "truncated: it is shorter than its index says; run `lifeboat verify`".into(),
+        }
+    } else {
+        e.into()
+    }
+}
+
+fn check_length(key: &str, got: usize, want: u64) -> Result<()> {
+    if (got as u64) < want {
+        return Err(RepoError::Corrupt {
+            key: key.to_string(),
+            reason: "truncated: it is shorter than its index says; run `lifeboat verify`".into(),
+        });
+    }
+    Ok(())
+}
+
+/// An error meeting something that is not a directory where one is needed,
+/// said so.
+fn way_error(e: io::Error, dir: &Path) -> io::Error {
+    if in_the_way(&e) {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "something that is not a directory (a symbolic link?) is in the way at or above {}; a restore never follows links: move it, or pass --overwrite always to replace it",
+                dir.display()
+            ),
+        )
+    } else {
+        e
+    }
+}
+
+/// Syncs the file system of every root, once per file system.
+fn sync_roots(roots: &[Root]) -> Result<()> {
+    let mut synced: Vec<u64> = Vec::new();
+    for r in roots {
+        let dev = match rustix::fs::fstat(r.fd()) {
+            Ok(st) => st.st_dev,
+            Err(e) => return Err(RepoError::io("read", &r.path, e.into())),
+        };
+        if !synced.contains(&dev) {
+            sync_filesystem(&r.path)?;
+            synced.push(dev);
         }
     }
     Ok(())
+}
+
+/// Removes the temporary files of a restore that failed before writing.
+fn remove_temporaries(items: &[Item<'_>], roots: &[Root]) {
+    for item in items {
+        if let Action::File { temp } = &item.action {
+            if let Ok(dir) = fsat::open_dir(roots[item.root].fd(), item.parent()) {
+                let _ = rustix::fs::unlinkat(&dir, temp.as_os_str(), rustix::fs::AtFlags::empty());
+            }
+        }
+    }
+}
+
+/// What step 4 could not do.
+#[derive(Default)]
+struct Finished {
+    /// Items not restored, as listings show them.
+    missing: Vec<String>,
+    /// Why some special files could not be made (device nodes without
+    /// privileges).
+    unrestorable: Option<RepoError>,
+}
+
+/// Step 4: complete files get their metadata and final names, incomplete
+/// ones go; links, FIFOs and device nodes are made; directories get their
+/// metadata, deepest first.
+fn finish_items(
+    items: &[Item<'_>],
+    roots: &[Root],
+    done: &[bool],
+    stats: &mut RestoreStats,
+) -> Result<Finished> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let mut f = Finished::default();
+    let mut parent = Parent::default();
+    for (i, item) in items.iter().enumerate() {
+        let shown = || roots[item.root].show(&item.rel);
+        let io_err = |op: &'static str| {
+            move |e: io::Error| RepoError::io(op, &roots[item.root].show(&item.rel), e)
+        };
+        let temp = match &item.action {
+            Action::File { temp } | Action::Later { temp } => temp,
+            Action::Dir => {
+                stats.dirs += 1;
+                continue;
+            }
+            Action::Keep | Action::Socket => continue,
+        };
+        let dir = parent
+            .get(roots, item.root, item.parent())
+            .map_err(io_err("open the directory of"))?;
+        let meta = item.meta();
+        match item.node.kind {
+            NodeKind::File | NodeKind::Stream => {
+                if !done[i] {
+                    let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+                    f.missing.push(name::display(&item.node.path));
+                    continue;
+                }
+                let fd = rustix::fs::openat(
+                    dir,
+                    temp,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io_err("open")(e.into()))?;
+                fsat::set_meta_fd(fd.as_fd(), &meta).map_err(io_err("set the metadata of"))?;
+            }
+            NodeKind::Symlink => {
+                let target = item
+                    .node
+                    .target
+                    .as_deref()
+                    .map(name::decode)
+                    .transpose()
+                    .map_err(|e| RepoError::Corrupt {
+                        key: "snapshot".into(),
+                        reason: e.to_string(),
+                    })?
+                    .unwrap_or_default();
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, temp)
+                    .map_err(|e| io_err("create symlink")(e.into()))?;
+                fsat::set_link_meta(dir.as_fd(), temp, &meta)
+                    .map_err(io_err("set the metadata of"))?;
+                stats.symlinks += 1;
+            }
+            NodeKind::Fifo => {
+                rustix::fs::mknodat(dir, temp, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                    .map_err(|e| io_err("create FIFO")(e.into()))?;
+                let fd = rustix::fs::openat(
+                    dir,
+                    temp,
+                    OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io_err("open")(e.into()))?;
+                fsat::set_meta_fd(fd.as_fd(), &meta).map_err(io_err("set the metadata of"))?;
+                stats.specials += 1;
+            }
+            NodeKind::CharDevice | NodeKind::BlockDevice => {
+                let kind = if item.node.kind == NodeKind::CharDevice {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                match rustix::fs::mknodat(
+                    dir,
+                    temp,
+                    kind,
+                    Mode::from_raw_mode(0o600),
+                    item.node.rdev,
+                ) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::PERM) => {
+                        f.missing.push(name::display(&item.node.path));
+                        f.unrestorable.get_or_insert_with(|| {
+                            RepoError::io(
+                                "create device node",
+                                &shown(),
+                                io::Error::other("creating device nodes needs root (CAP_MKNOD); restore as root to get them"),
+                            )
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(io_err("create device node")(e.into())),
+                }
+                fsat::set_node_meta(dir.as_fd(), temp, &meta)
+                    .map_err(io_err("set the metadata of"))?;
+                stats.specials += 1;
+            }
+            NodeKind::Dir | NodeKind::Socket => continue,
+        }
+        fsat::rename(dir.as_fd(), temp, item.file_name()).map_err(io_err("rename into place"))?;
+    }
+    for item in items.iter().rev() {
+        if let Action::Dir = item.action {
+            let shown = roots[item.root].show(&item.rel);
+            let fd = fsat::open_dir(roots[item.root].fd(), &item.rel)
+                .map_err(|e| RepoError::io("open", &shown, e))?;
+            fsat::set_meta_fd(fd.as_fd(), &item.meta())
+                .map_err(|e| RepoError::io("set the metadata of", &shown, e))?;
+        }
+    }
+    Ok(f)
 }

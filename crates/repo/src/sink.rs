@@ -15,7 +15,7 @@
 //! metadata of both kinds of writes.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -80,9 +80,32 @@ impl Stage {
     }
 }
 
+/// Where a restore's files are: each item's root, its path below the root
+/// (its temporary name while it is written) and its final size.
+pub(crate) struct Dests<'a> {
+    pub(crate) roots: &'a [crate::fsat::Root],
+    pub(crate) targets: &'a [(usize, std::path::PathBuf)],
+    pub(crate) sizes: &'a [u64],
+}
+
+impl Dests<'_> {
+    /// Opens item `node`'s file for writing, beneath its root without
+    /// following links; past the page cache when `direct`.
+    fn open(&self, node: usize, direct: bool) -> io::Result<File> {
+        let (root, rel) = &self.targets[node];
+        crate::fsat::open_for_write(self.roots[*root].fd(), rel, direct)
+    }
+
+    /// Item `node`'s file, for messages.
+    fn show(&self, node: usize) -> std::path::PathBuf {
+        let (root, rel) = &self.targets[node];
+        self.roots[*root].show(rel)
+    }
+}
+
 /// A restore worker's writer: its open files and its staging buffers.
 pub(crate) struct FileSink<'a> {
-    paths: &'a [std::path::PathBuf],
+    dests: &'a Dests<'a>,
     sizes: &'a [u64],
     direct: &'a DirectMode,
     files: HashMap<usize, Open>,
@@ -93,16 +116,11 @@ pub(crate) struct FileSink<'a> {
 }
 
 impl<'a> FileSink<'a> {
-    /// A sink for items whose destination paths and final sizes are given
-    /// by index.
-    pub(crate) fn new(
-        paths: &'a [std::path::PathBuf],
-        sizes: &'a [u64],
-        direct: &'a DirectMode,
-    ) -> Self {
+    /// A sink for the items of `dests`.
+    pub(crate) fn new(dests: &'a Dests<'a>, direct: &'a DirectMode) -> Self {
         FileSink {
-            paths,
-            sizes,
+            dests,
+            sizes: dests.sizes,
             direct,
             files: HashMap::new(),
             stages: Vec::new(),
@@ -231,13 +249,22 @@ impl<'a> FileSink<'a> {
         Ok(self.stages.len() - 1)
     }
 
-    /// Writes out everything staged.
-    pub(crate) fn flush(&mut self) -> Result<()> {
+    /// Writes out everything staged, all of it even when some writes fail;
+    /// the items whose writes failed are added to `failed`, and the first
+    /// error is returned.
+    pub(crate) fn flush(&mut self, failed: &mut Vec<usize>) -> Result<()> {
+        let mut first = None;
         while let Some(mut stage) = self.stages.pop() {
-            self.drain(&mut stage, true)?;
+            if let Err(e) = self.drain(&mut stage, true) {
+                failed.push(stage.node);
+                first.get_or_insert(e);
+            }
             self.spare.push(stage.buf);
         }
-        Ok(())
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Writes a stage's bytes: the aligned middle directly, an unaligned head
@@ -277,8 +304,7 @@ impl<'a> FileSink<'a> {
     /// `O_DIRECT`, skipping all-zero blocks; falls back to the page cache
     /// when the file system refuses direct I/O.
     fn write_direct(&mut self, node: usize, offset: u64, data: &[u8]) -> Result<()> {
-        let paths = self.paths;
-        let path = &paths[node];
+        let dests = self.dests;
         let mut pos = 0;
         while pos < data.len() {
             // One run of blocks that are not all zeros.
@@ -300,14 +326,14 @@ impl<'a> FileSink<'a> {
             }
             let open = self.open(node)?;
             if open.direct.is_none() {
-                match direct::open(OpenOptions::new().write(true), path) {
+                match dests.open(node, true) {
                     Ok(f) => open.direct = Some(f),
                     Err(e) if direct::unsupported(&e) => {
                         self.direct.off();
                         self.write_buffered(node, at, run)?;
                         continue;
                     }
-                    Err(e) => return Err(RepoError::io("open", path, e)),
+                    Err(e) => return Err(RepoError::io("open", &dests.show(node), e)),
                 }
             }
             let written = match open.direct.as_ref() {
@@ -321,17 +347,17 @@ impl<'a> FileSink<'a> {
                     self.direct.off();
                     self.write_buffered(node, at, run)?;
                 }
-                Err(e) => return Err(RepoError::io("write", path, e)),
+                Err(e) => return Err(RepoError::io("write", &dests.show(node), e)),
             }
         }
         Ok(())
     }
 
     fn write_buffered(&mut self, node: usize, offset: u64, data: &[u8]) -> Result<()> {
-        let paths = self.paths;
-        let path = &paths[node];
+        let dests = self.dests;
         let open = self.open(node)?;
-        write_sparse(&open.buffered, data, offset).map_err(|e| RepoError::io("write", path, e))
+        write_sparse(&open.buffered, data, offset)
+            .map_err(|e| RepoError::io("write", &dests.show(node), e))
     }
 
     fn open(&mut self, node: usize) -> Result<&mut Open> {
@@ -341,15 +367,13 @@ impl<'a> FileSink<'a> {
             self.files
                 .retain(|k, _| stages.iter().any(|s| s.node == *k));
         }
-        let paths = self.paths;
+        let dests = self.dests;
         match self.files.entry(node) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let path = &paths[node];
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|err| RepoError::io("open", path, err))?;
+                let f = dests
+                    .open(node, false)
+                    .map_err(|err| RepoError::io("open", &dests.show(node), err))?;
                 Ok(e.insert(Open {
                     buffered: f,
                     direct: None,
@@ -419,10 +443,16 @@ mod tests {
         File::create(&path)
             .and_then(|f| f.set_len(size))
             .expect("create");
-        let paths = vec![path.clone()];
+        let roots = vec![crate::fsat::Root::create(dir.path()).expect("root")];
+        let targets = vec![(0usize, std::path::PathBuf::from("f"))];
         let sizes = vec![size];
+        let dests = Dests {
+            roots: &roots,
+            targets: &targets,
+            sizes: &sizes,
+        };
         let mode = DirectMode::new(direct);
-        let mut sink = FileSink::new(&paths, &sizes, &mode);
+        let mut sink = FileSink::new(&dests, &mode);
         for (off, data) in pieces {
             if reserve {
                 if let Some(slot) = sink.reserve(0, *off, data.len()).expect("reserve") {
@@ -433,7 +463,7 @@ mod tests {
             }
             sink.write(0, *off, data).expect("write");
         }
-        sink.flush().expect("flush");
+        sink.flush(&mut Vec::new()).expect("flush");
         drop(sink);
         sync_filesystem(dir.path()).expect("sync");
         std::fs::read(&path).expect("read back")

@@ -192,12 +192,49 @@ pub enum NodeKind {
     Symlink,
     /// A stream with no file metadata (`files backup --stdin`, a dump).
     Stream,
+    /// A named pipe (snapshot version 3).
+    Fifo,
+    /// A Unix-domain socket: recorded, never restored (it means nothing
+    /// without the process that listened on it).
+    Socket,
+    /// A character device node, with its device number in `rdev`.
+    #[serde(rename = "chardev")]
+    CharDevice,
+    /// A block device node, with its device number in `rdev`.
+    #[serde(rename = "blockdev")]
+    BlockDevice,
+}
+
+impl NodeKind {
+    /// The letter `ls -l` shows for the kind.
+    pub fn letter(self) -> char {
+        match self {
+            NodeKind::Dir => 'd',
+            NodeKind::Symlink => 'l',
+            NodeKind::File => '-',
+            NodeKind::Stream => 's',
+            NodeKind::Fifo => 'p',
+            NodeKind::Socket => '=',
+            NodeKind::CharDevice => 'c',
+            NodeKind::BlockDevice => 'b',
+        }
+    }
+
+    /// True for FIFOs, sockets and device nodes.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDevice | NodeKind::BlockDevice
+        )
+    }
 }
 
 /// One item of a snapshot's tree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
-    /// The path inside the snapshot, `/`-separated, without a leading `/`.
+    /// The path inside the snapshot, `/`-separated, without a leading `/`,
+    /// spelled as [`lifeboat_types::name`] says: the bytes of a Linux path,
+    /// exactly, in text.
     pub path: String,
     /// What it is.
     pub kind: NodeKind,
@@ -222,12 +259,26 @@ pub struct Node {
     /// Size in bytes (files and streams).
     #[serde(default)]
     pub size: u64,
-    /// Symlink target.
+    /// Symlink target, spelled as `path` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The device number of a device node (`st_rdev`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
     /// Content, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<ContentRef>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Node {
+    /// The item's path as the bytes of a relative Linux path.
+    pub fn path_bytes(&self) -> Result<Vec<u8>, lifeboat_types::name::NameError> {
+        lifeboat_types::name::decode(&self.path)
+    }
 }
 
 /// An item that could not be backed up, and why.
@@ -264,8 +315,10 @@ pub struct BackupStats {
     pub duration_ms: u64,
 }
 
-/// The current snapshot document version.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// The current snapshot document version. 3: item names spell bytes
+/// ([`lifeboat_types::name`]), FIFOs, sockets and device nodes are items;
+/// 2: page marks on pieces; 1: the first.
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// A snapshot: what was backed up, from where, when, and the tree of items.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -307,6 +360,33 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The item called `name` (a name as lifeboat or a source chose it, e.g.
+    /// `dump.rdb`, not yet spelled).
+    pub fn item(&self, name: &str) -> Option<&Node> {
+        let spelled = lifeboat_types::name::encode(name.as_bytes());
+        self.nodes.iter().find(|n| n.path == spelled)
+    }
+
+    /// Brings a document of an older version to this build's reading: names
+    /// before version 3 were plain text, so their backslashes are escaped.
+    pub(crate) fn upgrade(&mut self) {
+        if self.version >= 3 {
+            return;
+        }
+        use lifeboat_types::name::from_plain;
+        for n in &mut self.nodes {
+            if n.path.contains('\\') {
+                n.path = from_plain(&n.path);
+            }
+            if let Some(t) = n.target.as_mut().filter(|t| t.contains('\\')) {
+                *t = from_plain(t);
+            }
+        }
+        for p in &mut self.paths {
+            *p = from_plain(p);
+        }
+    }
+
     /// Every stored chunk the snapshot references (bases and patches of
     /// patched pieces, not their rebuilt ids).
     pub fn chunks(&self) -> impl Iterator<Item = ChunkId> + '_ {

@@ -48,6 +48,9 @@ pub enum ErrorKind {
     Transient,
     /// Retrying will not help: bad configuration, a full disk, a malformed answer.
     Permanent,
+    /// The object is shorter than the range asked for: it was cut after it
+    /// was written.
+    Truncated,
 }
 
 /// A failed storage call, naming the operation, the object and the store.

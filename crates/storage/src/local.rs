@@ -40,6 +40,7 @@ impl LocalStorage {
             io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
                 ErrorKind::Transient
             }
+            io::ErrorKind::UnexpectedEof => ErrorKind::Truncated,
             _ => ErrorKind::Permanent,
         };
         StorageError::new(kind, op, key, &self.root.display().to_string(), e)

@@ -98,6 +98,10 @@ impl S3Storage {
             K::ConfigInvalid | K::Unsupported | K::IsADirectory | K::NotADirectory => {
                 ErrorKind::Permanent
             }
+            K::RangeNotSatisfied => ErrorKind::Truncated,
+            // OpenDAL's own check of a ranged read against the length the
+            // store answered: the object ends before the range does.
+            K::Unexpected if e.to_string().contains("got too little data") => ErrorKind::Truncated,
             // Refused connections, resets, timeouts, 5xx and throttling all land
             // here; they may pass, and the retry layer bounds how long we wait.
             _ => ErrorKind::Transient,

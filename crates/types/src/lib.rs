@@ -3,8 +3,11 @@
 //! Nothing here does I/O. The crate gives names to the 32-byte identifiers the
 //! repository uses ([`ChunkId`], [`PackId`], [`SnapshotId`], [`IndexId`]) so that
 //! one can never be passed where another is expected, and a [`ByteSize`] that
-//! prints the way operators read sizes.
+//! prints the way operators read sizes, and [`name`]: how item names, which
+//! on Linux are bytes, are spelled in snapshots.
 #![deny(missing_docs)]
+
+pub mod name;
 
 use std::fmt;
 use std::str::FromStr;

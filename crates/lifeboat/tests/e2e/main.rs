@@ -7,6 +7,7 @@ mod dump;
 mod harness;
 mod pg;
 mod redis;
+mod restore;
 mod scenarios;
 
 use std::fs;
@@ -39,6 +40,7 @@ on_every_backend!(
     key_slots_add_list_remove,
     missing_repository_is_named,
     unreadable_file_needs_allow_partial,
+    a_failed_restore_leaves_only_complete_files,
 );
 
 #[test]
@@ -315,4 +317,29 @@ fn pg_wal_push_and_fetch_work_ahead() {
 #[test]
 fn pg_wal_fetch_works_ahead_with_64_mib_segments() {
     pg::wal_fetch_works_ahead_with_64_mib_segments();
+}
+
+#[test]
+fn restore_refuses_a_busy_target_and_never_follows_planted_links() {
+    restore::restore_refuses_a_busy_target_and_never_follows_planted_links();
+}
+
+#[test]
+fn names_are_bytes_and_special_files_come_back() {
+    restore::names_are_bytes_and_special_files_come_back();
+}
+
+#[test]
+fn a_repository_an_older_release_wrote_still_reads() {
+    restore::a_repository_an_older_release_wrote_still_reads();
+}
+
+#[test]
+fn pg_a_failed_restore_is_not_startable_and_delta_finishes_it() {
+    pg::a_failed_restore_is_not_startable_and_delta_finishes_it();
+}
+
+#[test]
+fn pg_a_trial_restore_archiving_here_is_never_followed_by_accident() {
+    pg::a_trial_restore_archiving_here_is_never_followed_by_accident();
 }

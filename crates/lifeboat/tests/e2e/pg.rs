@@ -542,10 +542,18 @@ pub fn pitr_to_a_point_on_a_second_timeline() {
     archive_now(&pg);
     pg.stop().unwrap();
 
-    // Timeline 2 starts at tl1_point: rows 1101..1200 are gone there.
+    // Timeline 2 starts at tl1_point: rows 1101..1200 are gone there. It
+    // replaces the source, so it archives as the source did.
     let (_d2, mut tl2, _) = restore_and_start(
         &env,
-        &["--target-name", "tl1_point", "--target-action", "promote"],
+        &[
+            "--target-name",
+            "tl1_point",
+            "--target-action",
+            "promote",
+            "--archive-mode",
+            "preserve",
+        ],
     );
     assert_eq!(
         tl2.psql(
@@ -1744,4 +1752,230 @@ pub fn wal_fetch_works_ahead_with_64_mib_segments() {
     wal_fetch_matches(&env, &pgdata, names[2]);
     let spool = pgdata.join("pg_wal/lifeboat-prefetch");
     assert!(!spool.join(names[2]).exists(), "taken from the spool");
+}
+
+/// The time now as the server sees it, in UTC, as `--target-time` takes it.
+fn server_now(pg: &PgCluster) -> String {
+    pg.psql(
+        "postgres",
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .unwrap()
+}
+
+/// A restore that fails part way leaves a data directory PostgreSQL will
+/// not start (no `global/pg_control`), says so, and `--delta` finishes it.
+pub fn a_failed_restore_is_not_startable_and_delta_finishes_it() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    insert_users(&pg, 1001, 3000);
+    backup_ok(&env, &pg, &[]);
+    archive_now(&pg);
+    pg.stop().unwrap();
+
+    // Damage the pack the last read needs: most files are written first.
+    let mut packs: Vec<PathBuf> = Vec::new();
+    for e in walkdir(&env.repo.join("packs")) {
+        packs.push(e);
+    }
+    packs.sort();
+    let saved: Vec<(PathBuf, Vec<u8>)> = packs
+        .iter()
+        .map(|p| (p.clone(), fs::read(p).unwrap()))
+        .collect();
+    let victim = packs.last().unwrap().clone();
+    let mut bytes = fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&victim, bytes).unwrap();
+
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    let out = env.run(&[
+        "pg",
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-action",
+        "promote",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("incomplete") && err.contains("will not start") && err.contains("--delta"),
+        "{err}"
+    );
+    assert!(
+        !pgdata.join("global/pg_control").exists(),
+        "pg_control is written last"
+    );
+    assert!(!pgdata.join("recovery.signal").exists());
+    // PostgreSQL agrees: without its control file it knows no cluster there.
+    let controldata = lifeboat_postgres::server::bindir()
+        .unwrap()
+        .join("pg_controldata");
+    let out = as_owner(&controldata)
+        .arg("-D")
+        .arg(&pgdata)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "pg_controldata found a cluster");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pg_control"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // With the pack whole again, --delta finishes the same directory.
+    for (p, b) in saved {
+        fs::write(p, b).unwrap();
+    }
+    let (mut done, _) =
+        restore_and_start_in(&env, &pgdata, &["--target-action", "promote", "--delta"]);
+    assert_eq!(ids_of(&done).len(), 3000, "log:\n{}", done.log());
+    done.stop().unwrap();
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A trial restore that kept archiving into the source's repository adds a
+/// timeline that parts from the source's before a later target: a restore
+/// to that target refuses to guess (exit 2), names both histories and which
+/// restore made the trial's, and recovers the source's rows once told
+/// `--target-timeline 1`. `pg info` shows the branch and its origin; a
+/// restore with the default `--archive-mode off` adds no timeline.
+pub fn a_trial_restore_archiving_here_is_never_followed_by_accident() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    backup_ok(&env, &pg, &[]);
+    insert_users(&pg, 1001, 1100);
+    let t1 = server_now(&pg);
+    insert_users(&pg, 1101, 1200);
+    archive_now(&pg);
+    pg.stop().unwrap();
+
+    // The trial: to t1, promoted, archiving into the same repository.
+    let (_trial_dir, mut trial, _) = restore_and_start(
+        &env,
+        &[
+            "--target-time",
+            &t1,
+            "--target-action",
+            "promote",
+            "--archive-mode",
+            "preserve",
+        ],
+    );
+    trial
+        .psql(
+            "postgres",
+            "insert into users values (9001, 'trial@example.com', '{}')",
+        )
+        .unwrap();
+    let seg = trial
+        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    wait_archived(&trial, &seg);
+    trial.stop().unwrap();
+
+    // The source goes on.
+    pg.start_server().unwrap();
+    insert_users(&pg, 1201, 1300);
+    let t2 = server_now(&pg);
+    insert_users(&pg, 1301, 1400);
+    archive_now(&pg);
+    pg.stop().unwrap();
+
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    let tls = info["archives"][0]["timelines"].as_array().unwrap().clone();
+    let tl2 = tls
+        .iter()
+        .find(|t| t["timeline"] == 2)
+        .expect("timeline 2 listed");
+    assert_eq!(tl2["history"]["parent"], 1, "{tl2}");
+    assert!(tl2["history"]["branch_lsn"].is_string(), "{tl2}");
+    assert_eq!(
+        tl2["history"]["origin"]["tool"], "lifeboat pg restore",
+        "{tl2}"
+    );
+    let text = env.ok(&["pg", "info"]);
+    assert!(
+        text.contains("branched from timeline 1") && text.contains("made by"),
+        "{text}"
+    );
+
+    let dir = env.restore_dir();
+    let out = env.run(&[
+        "pg",
+        "restore",
+        "--pgdata",
+        dir.path().join("data").to_str().unwrap(),
+        "--target-time",
+        &t2,
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("timeline 1")
+            && err.contains("timeline 2")
+            && err.contains("made by `lifeboat pg restore`"),
+        "{err}"
+    );
+    assert!(err.contains("--target-timeline 1"), "{err}");
+    assert!(
+        !dir.path().join("data/global").exists(),
+        "nothing was restored"
+    );
+
+    let (_d, mut right, report) = restore_and_start(
+        &env,
+        &[
+            "--target-time",
+            &t2,
+            "--target-timeline",
+            "1",
+            "--target-action",
+            "promote",
+        ],
+    );
+    let got = ids_of(&right);
+    assert_eq!(
+        (got.len(), got.last().copied()),
+        (1300, Some(1300)),
+        "log:\n{}",
+        right.log()
+    );
+    assert!(!got.contains(&9001), "the trial's row is not on timeline 1");
+    assert!(
+        report["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s[0] == "archive_mode" && s[1] == "'off'"),
+        "{report}"
+    );
+    let seg = right
+        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    assert!(!seg.is_empty());
+    right.stop().unwrap();
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    assert_eq!(
+        info["archives"][0]["timelines"].as_array().unwrap().len(),
+        2,
+        "a restore with archiving off added no timeline: {info}"
+    );
 }

@@ -549,3 +549,109 @@ fn make_world_writable(dir: &std::path::Path) {
         p = d.parent();
     }
 }
+
+/// Every file under `dir`, relative, with its contents.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else if e.file_type().unwrap().is_file() {
+                let bytes = fs::read(&p).unwrap();
+                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A restore that meets a missing or a truncated pack exits 3 naming the
+/// pack, lists the files it could not restore, and leaves every other file
+/// complete under its name: no file sits at its final name half written,
+/// and no temporary file stays behind.
+pub fn a_failed_restore_leaves_only_complete_files(env: &Env) {
+    env.init(&["--pack-size", "1MiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..6u64 {
+        fs::write(
+            src.join(format!("f{i}.bin")),
+            random_bytes(900_000, 100 + i),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("small.txt"), b"small and whole").unwrap();
+    let snap = snapshot_id(&env.json(&["files", "backup", src.to_str().unwrap()]));
+    let packs = env.keys("packs/");
+    assert!(packs.len() >= 3, "several packs: {packs:?}");
+    let s = env.storage();
+    for (damage, word) in [("truncate", "truncated"), ("delete", "missing")] {
+        let victim = if damage == "truncate" {
+            &packs[0].0
+        } else {
+            &packs[packs.len() - 1].0
+        };
+        let original = env.block(s.get(victim)).unwrap();
+        if damage == "truncate" {
+            env.block(s.put(victim, original.slice(..original.len() / 2)))
+                .unwrap();
+        } else {
+            env.block(s.delete(victim)).unwrap();
+        }
+        let target = env.path(&format!("restore-{damage}"));
+        let out = env.run(&[
+            "files",
+            "restore",
+            &snap,
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{damage}: {err}");
+        assert!(
+            err.contains(victim.as_str()) && err.contains(word),
+            "{damage}: {err}"
+        );
+        assert!(
+            err.contains("not restored"),
+            "{damage}: the rest is listed: {err}"
+        );
+        let restored_dir = restored(&target, &src);
+        let got = if restored_dir.exists() {
+            files_under(&restored_dir)
+        } else {
+            Vec::new()
+        };
+        let mut lost = 0;
+        for i in 0..6u64 {
+            let name = format!("f{i}.bin");
+            match got.iter().find(|(p, _)| p == std::path::Path::new(&name)) {
+                Some((_, bytes)) => assert!(
+                    *bytes == random_bytes(900_000, 100 + i),
+                    "{damage}: {name} is under its name, so it must be complete"
+                ),
+                None => {
+                    lost += 1;
+                    assert!(
+                        err.contains(&name),
+                        "{damage}: {name} is named as lost: {err}"
+                    );
+                }
+            }
+        }
+        assert!(lost > 0, "{damage}: the damage cost some file");
+        assert!(
+            got.iter()
+                .all(|(p, _)| !p.to_string_lossy().contains("lifeboat-partial")),
+            "{damage}: no temporary file is left: {got:?}",
+        );
+        // Put the pack back: the next round damages another.
+        env.block(s.put(victim, original)).unwrap();
+    }
+    env.ok(&["verify", "--read-data"]);
+}
