@@ -130,12 +130,15 @@ impl Ctx {
         {
             out.push(Credential::key_material(
                 SecretSource::KeyCommand,
-                run_secret_command(&c, false)?,
+                key_material(run_secret_command(&c, false)?, "the key command's output")?,
             ));
         } else if let Some(k) = std::env::var_os("LIFEBOAT_KEY").filter(|v| !v.is_empty()) {
             out.push(Credential::key_material(
                 SecretSource::KeyEnv,
-                k.to_string_lossy().trim().as_bytes().to_vec(),
+                key_material(
+                    k.to_string_lossy().trim().as_bytes().to_vec(),
+                    "LIFEBOAT_KEY",
+                )?,
             ));
         }
         if let Some(p) = g
@@ -161,8 +164,42 @@ impl Ctx {
     pub(crate) fn open(&self) -> Result<Repository> {
         let storage = self.storage()?;
         let creds = self.credentials()?;
-        Ok(Repository::open(storage, self.rt.handle().clone(), &creds)?)
+        let repo = Repository::open(storage, self.rt.handle().clone(), &creds)?;
+        if let Some(root) = self.local_root() {
+            warn_exposed_key_slots(&root);
+        }
+        if let Ok(damaged) = repo.damaged_key_slots() {
+            for (key, reason) in damaged {
+                eprintln!("warning: key slot {key} is damaged ({reason}); `lifeboat verify` reports it, `lifeboat repo key add` makes a new slot");
+            }
+        }
+        Ok(repo)
     }
+
+    /// The repository's directory when it is on local disk.
+    fn local_root(&self) -> Option<std::path::PathBuf> {
+        let url = self
+            .global
+            .repo
+            .clone()
+            .or_else(|| self.file.repo.clone())?;
+        if url.contains("://") && !url.starts_with("file://") {
+            return None;
+        }
+        Some(std::path::PathBuf::from(url.trim_start_matches("file://")))
+    }
+}
+
+/// The first line of a file holding one secret setting (a URL with a
+/// password), or a usage error naming the file.
+pub(crate) fn first_line_of(p: &Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| UsageError(format!("cannot read {what} {}: {e}", p.display())))?;
+    let line = text.lines().next().unwrap_or_default().trim().to_string();
+    if line.is_empty() {
+        return Err(UsageError(format!("{what} {} is empty", p.display())).into());
+    }
+    Ok(line)
 }
 
 fn read_password_file(p: &Path) -> Result<Vec<u8>> {
@@ -171,14 +208,67 @@ fn read_password_file(p: &Path) -> Result<Vec<u8>> {
     Ok(text.lines().next().unwrap_or_default().as_bytes().to_vec())
 }
 
+/// Key material must be at least this long (BLAKE3 slots need 32 bytes).
+const KEY_MIN: usize = 32;
+
+/// Key material from `what`, refused when it is too short to be a key.
+fn key_material(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+    if bytes.len() < KEY_MIN {
+        return Err(UsageError(format!(
+            "{what} holds {} bytes of key material; a key must be at least {KEY_MIN} bytes (make one with `head -c 32 /dev/urandom | base64 > KEYFILE`), or use a passphrase (LIFEBOAT_PASSWORD, --password-file)",
+            bytes.len()
+        ))
+        .into());
+    }
+    Ok(bytes)
+}
+
 fn read_key_file(p: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(p)
         .map_err(|e| UsageError(format!("cannot read key file {}: {e}", p.display())))?;
     // A text key file (hex, base64) may end with a newline that is not part of the key.
-    Ok(match std::str::from_utf8(&bytes) {
+    let bytes = match std::str::from_utf8(&bytes) {
         Ok(s) => s.trim_end().as_bytes().to_vec(),
         Err(_) => bytes,
-    })
+    };
+    key_material(bytes, &format!("key file {}", p.display()))
+}
+
+/// A passphrase shorter than this gets a warning when a slot is made for it.
+const PASSPHRASE_ADVISED: usize = 12;
+
+fn warn_short_passphrase(cred: &Credential, len: usize) {
+    if !cred.source().is_key_material() && len < PASSPHRASE_ADVISED {
+        eprintln!(
+            "warning: the passphrase is only {len} bytes long; anyone who gets a copy of the repository can try passphrases offline, so use at least {PASSPHRASE_ADVISED} characters (a few random words), or key material (--key-file)"
+        );
+    }
+}
+
+/// Warns when other users may read a local repository's key slots: with a
+/// copy of one, a passphrase can be guessed offline.
+fn warn_exposed_key_slots(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(root.join("keys")) else {
+        return;
+    };
+    let exposed: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if !exposed.is_empty() {
+        eprintln!(
+            "warning: {} key slot(s) of {} can be read by every user of this machine ({}); with a copy, anyone can guess the passphrase offline. Fix it with: chmod -R o-rwx {}",
+            exposed.len(),
+            root.display(),
+            exposed.join(", "),
+            root.display()
+        );
+    }
 }
 
 fn run_secret_command(cmd: &str, first_line: bool) -> Result<Vec<u8>> {
@@ -244,7 +334,17 @@ fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
         )
         .into());
     };
-    let repo = Repository::init(ctx.storage()?, ctx.rt.handle().clone(), cred, &options)?;
+    let storage = ctx.storage()?;
+    if let Some(root) = ctx.local_root() {
+        let exists = std::fs::read_dir(root.join("keys")).is_ok() || root.join("config").exists();
+        if !exists {
+            lifeboat_storage::LocalStorage::new(&root)
+                .create_root(args.group_readable)
+                .map_err(|e| UsageError(format!("cannot create {}: {e}", root.display())))?;
+        }
+    }
+    warn_short_passphrase(cred, cred.len());
+    let repo = Repository::init(storage, ctx.rt.handle().clone(), cred, &options)?;
     if ctx.global.json {
         print_json(&json!({
             "repository": repo.location(),
@@ -253,12 +353,12 @@ fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
             "config": repo.config(),
         }));
     } else {
-        println!(
+        outln!(
             "created lifeboat repository {} at {}",
             repo.config().id,
             repo.location()
         );
-        println!(
+        outln!(
             "key slot {} opens it; keep that secret safe: without it the data is lost",
             repo.opened_slot()
         );
@@ -289,9 +389,12 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                     .collect();
                 print_json(&json!({ "slots": list, "data_key_epochs": ep }));
             } else {
-                println!(
+                outln!(
                     "{:<2}{:<18}{:<13}{:<22}label",
-                    "", "slot", "source", "created"
+                    "",
+                    "slot",
+                    "source",
+                    "created"
                 );
                 for s in &slots {
                     let mark = if s.id == repo.opened_slot() { "*" } else { "" };
@@ -299,7 +402,7 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                         .ok()
                         .and_then(|v| v.as_str().map(String::from))
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "{mark:<2}{:<18}{:<13}{:<22}{}",
                         s.id,
                         source,
@@ -307,7 +410,7 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                         s.label
                     );
                 }
-                println!(
+                outln!(
                     "data-key epochs: {} (current: {})",
                     epochs.len(),
                     epochs.last().map(|e| e.0).unwrap_or(0)
@@ -316,12 +419,13 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         }
         KeyCommand::Add(args) => {
             let cred = new_credential(&args)?;
+            warn_short_passphrase(&cred, cred.len());
             let kdf = kdf_with_memory(&args.kdf_memory)?;
             let slot = repo.add_key_slot(&cred, &args.label, &kdf)?;
             if ctx.global.json {
                 print_json(&json!({ "added": slot.id, "source": slot.source }));
             } else {
-                println!("added key slot {}", slot.id);
+                outln!("added key slot {}", slot.id);
             }
         }
         KeyCommand::Remove { id } => {
@@ -329,7 +433,7 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             if ctx.global.json {
                 print_json(&json!({ "removed": slot.id }));
             } else {
-                println!("removed key slot {}", slot.id);
+                outln!("removed key slot {}", slot.id);
             }
         }
         KeyCommand::Rotate => {
@@ -337,7 +441,7 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
             if ctx.global.json {
                 print_json(&json!({ "epoch": epoch }));
             } else {
-                println!("data-key epoch {epoch} is now used for new data; older data stays readable with its own epoch");
+                outln!("data-key epoch {epoch} is now used for new data; older data stays readable with its own epoch");
             }
         }
     }
@@ -354,13 +458,16 @@ fn new_credential(args: &KeyAddArgs) -> Result<Credential> {
     if let Some(c) = &args.new_key_command {
         return Ok(Credential::key_material(
             SecretSource::KeyCommand,
-            run_secret_command(c, false)?,
+            key_material(run_secret_command(c, false)?, "the key command's output")?,
         ));
     }
     if let Some(k) = std::env::var_os("LIFEBOAT_NEW_KEY").filter(|v| !v.is_empty()) {
         return Ok(Credential::key_material(
             SecretSource::KeyEnv,
-            k.to_string_lossy().trim().as_bytes().to_vec(),
+            key_material(
+                k.to_string_lossy().trim().as_bytes().to_vec(),
+                "LIFEBOAT_NEW_KEY",
+            )?,
         ));
     }
     if let Some(p) = &args.new_password_file {
@@ -449,8 +556,8 @@ fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
         } else {
             ""
         };
-        println!("snapshot {} saved{partial}", outcome.id.short());
-        println!(
+        outln!("snapshot {} saved{partial}", outcome.id.short());
+        outln!(
             "  {} files, {} dirs, {} in all; read {}, new {}, stored {} in {} pack(s)",
             st.files,
             st.dirs,
@@ -460,7 +567,7 @@ fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
             size(st.bytes_stored),
             st.packs
         );
-        println!(
+        outln!(
             "  took {} ({})",
             secs(st.duration_ms),
             rate(st.bytes_read, st.duration_ms)
@@ -518,7 +625,7 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         if stats.unchanged > 0 {
             extra.push_str(&format!(", {} left as they were", stats.unchanged));
         }
-        println!(
+        outln!(
             "restored {} files, {} dirs, {} symlinks{extra}, {} from snapshot {} to {} in {} ({})",
             stats.files,
             stats.dirs,
@@ -530,7 +637,7 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             rate(stats.bytes, stats.duration_ms)
         );
         if stats.sockets_skipped > 0 {
-            println!(
+            outln!(
                 "  {} socket(s) in the snapshot were not restored (a socket is made by the program that listens on it)",
                 stats.sockets_skipped
             );
@@ -558,14 +665,20 @@ fn snapshots(ctx: &Ctx) -> Result<()> {
         ));
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}paths",
-        "id", "time", "host", "kind", "size", "stored", "tags"
+        "id",
+        "time",
+        "host",
+        "kind",
+        "size",
+        "stored",
+        "tags"
     );
     for e in &all {
         let s = &e.snapshot;
         let partial = if s.partial { " (partial)" } else { "" };
-        println!(
+        outln!(
             "{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}{}{partial}",
             e.id.short(),
             short_time(&s.start_time),
@@ -577,7 +690,7 @@ fn snapshots(ctx: &Ctx) -> Result<()> {
             s.paths.join(" ")
         );
     }
-    println!("{} snapshot(s)", all.len());
+    outln!("{} snapshot(s)", all.len());
     Ok(())
 }
 
@@ -603,7 +716,7 @@ fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
             .as_deref()
             .map(|t| format!(" -> {}", lifeboat_repo::name::display(t)))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{}{:04o} {:>6}:{:<6} {:>12} /{}{target}",
             n.kind.letter(),
             n.mode & 0o7777,
@@ -630,7 +743,7 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
         }
         print_json(&v);
     } else {
-        println!(
+        outln!(
             "checked {} index object(s), {} snapshot(s), {} pack(s){}",
             report.indexes,
             report.snapshots,
@@ -650,19 +763,19 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
             }
         );
         if report.unindexed_packs > 0 {
-            println!(
+            outln!(
                 "{} pack(s) are in no index (left by interrupted backups; harmless)",
                 report.unindexed_packs
             );
         }
         for d in &report.damaged {
-            println!("DAMAGED {}: {}", d.object, d.problem);
+            outln!("DAMAGED {}: {}", d.object, d.problem);
         }
         for b in &report.broken_snapshots {
-            println!("BROKEN snapshot {}: {}", b.id.short(), b.reason);
+            outln!("BROKEN snapshot {}: {}", b.id.short(), b.reason);
         }
         if report.is_clean() {
-            println!("no damage found");
+            outln!("no damage found");
         }
     }
     if report.is_clean() {

@@ -35,6 +35,9 @@ pub(crate) struct FileConfig {
 pub(crate) struct RedisSource {
     /// `redis://[user:password@]host:port`.
     pub(crate) redis_url: Option<String>,
+    /// A file whose first line is the URL (keeps the password out of the
+    /// config file).
+    pub(crate) redis_url_file: Option<PathBuf>,
 }
 
 /// A PostgreSQL source named in the config file.

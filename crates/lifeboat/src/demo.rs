@@ -136,7 +136,7 @@ pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Resu
     let root = work.path().to_path_buf();
     let say = |s: &str| {
         if !json_out {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

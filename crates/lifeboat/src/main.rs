@@ -4,10 +4,11 @@
 //! Exit codes: 0 success, 1 failure, 2 usage or configuration error (including
 //! a wrong password and a missing repository), 3 data damage found.
 
+#[macro_use]
+mod output;
 mod commands;
 mod config;
 mod demo;
-mod output;
 mod pg;
 mod pgdemo;
 mod redis;
@@ -15,7 +16,7 @@ mod redis;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lifeboat_repo::RepoError;
 
 /// A usage or configuration error: exit code 2.
@@ -157,6 +158,10 @@ pub(crate) struct InitArgs {
     /// Argon2id memory for passphrase slots
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
     pub(crate) kdf_memory: String,
+    /// A local repository its group may read too (directories 0750, files
+    /// 0640); by default only its owner may (0700, 0600)
+    #[arg(long)]
+    pub(crate) group_readable: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -303,15 +308,33 @@ fn error_text(err: &anyhow::Error) -> String {
     text
 }
 
+/// The command line's definition, with the values of environment variables
+/// never shown: clap prints `[env: LIFEBOAT_REDIS_URL=redis://:secret@…]` in
+/// `--help` otherwise, and several of them hold passwords.
+fn command() -> clap::Command {
+    fn hide(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| a.hide_env_values(true))
+            .mut_subcommands(hide)
+    }
+    hide(Cli::command())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match commands::run(cli) {
+    let result = commands::run(cli).and_then(|()| match output::stdout_failure() {
+        Some(e) => Err(anyhow::anyhow!("cannot write standard output: {e}")),
+        None => Ok(()),
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = exit_code(&err);

@@ -1,8 +1,58 @@
 //! What the user sees: progress bars on a terminal, summaries, JSON.
+//!
+//! Everything meant for standard output goes through [`outln!`]: when the
+//! reader goes away (`lifeboat snapshots --json | head -1`), the rest of the
+//! output is dropped quietly and the command ends with its own exit code, as
+//! `ripgrep` does, instead of panicking; any other failure to write standard
+//! output (a full disk under a redirection) fails the command.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// Set once standard output could not be written: nothing more is printed.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+/// Set when writing standard output failed for another reason than a reader
+/// that left.
+static STDOUT_FAILED: Mutex<Option<String>> = Mutex::new(None);
+
+/// Writes one line to standard output; see the module documentation.
+pub(crate) fn emit_line(args: std::fmt::Arguments<'_>) {
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush());
+    if let Err(e) = written {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            if let Ok(mut f) = STDOUT_FAILED.lock() {
+                f.get_or_insert(e.to_string());
+            }
+        }
+    }
+}
+
+/// Why writing standard output failed, when it did for another reason than
+/// its reader leaving.
+pub(crate) fn stdout_failure() -> Option<String> {
+    STDOUT_FAILED.lock().ok().and_then(|f| f.clone())
+}
+
+/// `println!` for command output; see the module documentation.
+macro_rules! outln {
+    () => {
+        $crate::output::emit_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::emit_line(format_args!($($arg)*))
+    };
+}
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lifeboat_repo::{ByteSize, Progress};
@@ -98,7 +148,7 @@ pub(crate) fn secs(ms: u64) -> String {
 
 pub(crate) fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("error: cannot print JSON: {e}"),
     }
 }

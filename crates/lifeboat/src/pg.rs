@@ -342,7 +342,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
             "stats": st,
         }));
     } else {
-        println!(
+        outln!(
             "{} backup {} saved: LSN {} to {}, WAL {} to {}",
             m("backup_type").as_str().unwrap_or("?"),
             outcome.id.short(),
@@ -351,7 +351,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
             m("wal_start").as_str().unwrap_or("?"),
             m("wal_stop").as_str().unwrap_or("?"),
         );
-        println!(
+        outln!(
             "  {} files, {} in all; read {}, new {}, stored {}; took {} ({})",
             st.files,
             size(st.bytes_total),
@@ -407,12 +407,12 @@ fn dump(ctx: &crate::commands::Ctx, args: &PgDumpArgs) -> Result<()> {
             "stats": st,
         }));
     } else {
-        println!(
+        outln!(
             "pg dump {} saved: {} and globals",
             outcome.id.short(),
             databases.join(", ")
         );
-        println!("  {}", crate::output::stream_stats("of dumps", st));
+        outln!("  {}", crate::output::stream_stats("of dumps", st));
     }
     Ok(())
 }
@@ -436,7 +436,7 @@ fn restore_dump(ctx: &crate::commands::Ctx, args: &PgRestoreDumpArgs) -> Result<
     if ctx.global.json {
         print_restore_json(&report, &snapshot, Some(ms));
     } else {
-        println!(
+        outln!(
             "restored database {} from pg dump {}{} in {}",
             report.database,
             snapshot.id.short(),
@@ -448,7 +448,7 @@ fn restore_dump(ctx: &crate::commands::Ctx, args: &PgRestoreDumpArgs) -> Result<
             secs(ms)
         );
         for n in &report.globals_notices {
-            println!("  psql: {n}");
+            outln!("  psql: {n}");
         }
     }
     Ok(())
@@ -580,7 +580,7 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
         }
         print_json(&v);
     } else {
-        println!(
+        outln!(
             "restored backup {} into {}: {} files, {} in {}",
             &report.snapshot[..8],
             opts.pgdata.display(),
@@ -589,20 +589,20 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
             secs(report.stats.duration_ms)
         );
         for (k, v) in &report.settings {
-            println!("  {k} = {v}");
+            outln!("  {k} = {v}");
         }
         if opts.archive_mode == pg::ArchiveMode::Off && !args.standby {
-            println!(
+            outln!(
                 "  archiving is off in the restored server (--archive-mode off): it adds nothing to this repository. If it replaces the source, turn it back on (ALTER SYSTEM RESET archive_mode; restart) or restore with --archive-mode preserve"
             );
         }
         match &recovery {
-            Some((state, ms)) => println!(
+            Some((state, ms)) => outln!(
                 "server started: {state} after {} of recovery; restore and recovery took {} in all",
                 secs(*ms),
                 secs(report.stats.duration_ms + ms)
             ),
-            None => println!(
+            None => outln!(
                 "  start the server (pg_ctl start -D {}) to recover, or restore with --start",
                 opts.pgdata.display()
             ),
@@ -619,15 +619,24 @@ fn info(ctx: &crate::commands::Ctx) -> Result<()> {
         return Ok(());
     }
     if info.backups.is_empty() {
-        println!("no PostgreSQL backups in this repository; take one with `lifeboat pg backup`");
+        outln!("no PostgreSQL backups in this repository; take one with `lifeboat pg backup`");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<8}  {:<20}  {:<4}  {:>3}  {:<21}  {:<24}  {:>9}  {:>9}  {:>9}  {:>7}",
-        "ID", "ENDED", "TYPE", "TL", "LSN", "WAL", "ORIGINAL", "STORED", "NEW", "TOOK"
+        "ID",
+        "ENDED",
+        "TYPE",
+        "TL",
+        "LSN",
+        "WAL",
+        "ORIGINAL",
+        "STORED",
+        "NEW",
+        "TOOK"
     );
     for b in &info.backups {
-        println!(
+        outln!(
             "{:<8}  {:<20}  {:<4}  {:>3}  {:<21}  {:<24}  {:>9}  {:>9}  {:>9}  {:>7}",
             &b.id[..8],
             b.end_time
@@ -649,9 +658,9 @@ fn info(ctx: &crate::commands::Ctx) -> Result<()> {
         );
     }
     for a in &info.archives {
-        println!("\nWAL archive of system {}:", a.system_identifier);
+        outln!("\nWAL archive of system {}:", a.system_identifier);
         for t in &a.timelines {
-            println!(
+            outln!(
                 "  timeline {}: {} segment(s), {} to {}{}",
                 t.timeline,
                 t.segments,
@@ -663,16 +672,17 @@ fn info(ctx: &crate::commands::Ctx) -> Result<()> {
                     .unwrap_or_default()
             );
             if let Some(h) = &t.history {
-                println!("    {}", pg::timelines::describe(h));
+                outln!("    {}", pg::timelines::describe(h));
             }
             for g in &t.gaps {
-                println!(
+                outln!(
                     "    GAP: {} to {} missing; recovery cannot pass it",
-                    g.first, g.last
+                    g.first,
+                    g.last
                 );
             }
         }
-        println!(
+        outln!(
             "  recoverable from {} to about {}",
             a.recoverable_from.as_deref().unwrap_or("?"),
             a.recoverable_to
@@ -695,7 +705,7 @@ fn check(ctx: &crate::commands::Ctx, pg_url: &str, timeout: u64) -> Result<()> {
         print_json(&json!(report));
     } else {
         for c in &report.checks {
-            println!(
+            outln!(
                 "{:<4}  {:<16} {}",
                 c.status.to_uppercase(),
                 c.name,

@@ -89,13 +89,13 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if args.keep || result.is_err() {
         let kept = work.keep();
         if !args.json {
-            println!(
+            outln!(
                 "kept {} (repository in repo/, the clusters in primary/ and restored/)",
                 kept.display()
             );
         }
     } else if !args.json {
-        println!("cleaned up; run with --keep to look around");
+        outln!("cleaned up; run with --keep to look around");
     }
     result
 }
@@ -171,7 +171,7 @@ fn inner(args: &DemoArgs, root: &Path) -> Result<()> {
     let json_out = args.json;
     let say = |s: &str| {
         if !json_out {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     let progress: Box<dyn Progress> = if json_out || args.quiet {

@@ -27,9 +27,14 @@ pub(crate) enum RedisCommand {
 pub(crate) struct RedisBackupArgs {
     /// A source named in the config file ([redis.NAME] with redis_url)
     source: Option<String>,
-    /// redis://[user:password@]host:port
+    /// redis://[user:password@]host:port (on a command line, `ps` shows the
+    /// password: prefer --redis-url-file, LIFEBOAT_REDIS_URL or the config
+    /// file)
     #[arg(long, env = "LIFEBOAT_REDIS_URL", value_name = "URL")]
     redis_url: Option<String>,
+    /// Read the URL from the first line of this file
+    #[arg(long, value_name = "PATH", conflicts_with = "redis_url")]
+    redis_url_file: Option<PathBuf>,
     /// Seconds to wait for any reply, including the start of the RDB (the
     /// server may wait repl-diskless-sync-delay first)
     #[arg(long, default_value_t = 120, value_name = "SECS")]
@@ -65,7 +70,7 @@ pub(crate) struct RedisRestoreArgs {
     #[arg(
         long,
         value_name = "DIR",
-        required_unless_present = "to_url",
+        required_unless_present_any = ["to_url", "to_url_file"],
         conflicts_with = "to_url"
     )]
     target_dir: Option<PathBuf>,
@@ -77,8 +82,12 @@ pub(crate) struct RedisRestoreArgs {
     /// kept); refused when it holds keys, unless --replace
     #[arg(long, value_name = "URL")]
     to_url: Option<String>,
+    /// --to-url, read from the first line of this file (keeps the password
+    /// off the command line)
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["to_url", "target_dir"])]
+    to_url_file: Option<PathBuf>,
     /// With --to-url: overwrite keys of the same name
-    #[arg(long, requires = "to_url")]
+    #[arg(long)]
     replace: bool,
     /// With a rediss:// --to-url: CA certificates (PEM) to check the
     /// server's certificate against (default: the Mozilla roots)
@@ -102,9 +111,18 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
         .as_deref()
         .map(|n| ctx.file.redis_source(n))
         .transpose()?;
+    let from_file = match args
+        .redis_url_file
+        .as_ref()
+        .or_else(|| named.and_then(|s| s.redis_url_file.as_ref()))
+    {
+        Some(p) => Some(crate::commands::first_line_of(p, "Redis URL file")?),
+        None => None,
+    };
     let Some(url) = args
         .redis_url
         .clone()
+        .or(from_file)
         .or_else(|| named.and_then(|s| s.redis_url.clone()))
     else {
         return Err(UsageError(match &args.source {
@@ -147,7 +165,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
             .and_then(|k| k.as_object())
             .map(|o| o.values().filter_map(|v| v["keys"].as_u64()).sum())
             .unwrap_or(0);
-        println!(
+        outln!(
             "redis backup {} saved: RDB version {} checked, {} keys",
             outcome.id.short(),
             s.metadata
@@ -156,7 +174,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
                 .unwrap_or(0),
             keys
         );
-        println!("  {}", stream_stats("RDB", st));
+        outln!("  {}", stream_stats("RDB", st));
     }
     Ok(())
 }
@@ -172,7 +190,11 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
                     .into(),
             )
         })?;
-    if let Some(url) = &args.to_url {
+    let to_url = match &args.to_url_file {
+        Some(p) => Some(crate::commands::first_line_of(p, "Redis URL file")?),
+        None => args.to_url.clone(),
+    };
+    if let Some(url) = &to_url {
         let started = std::time::Instant::now();
         let report = redis::restore_to_url(
             &repo,
@@ -188,23 +210,23 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
             print_restore_json(&report, &snapshot, Some(ms));
         } else {
             let total: u64 = report.keys.values().sum();
-            println!(
+            outln!(
                 "loaded {total} keys from redis backup {} into {} in {}",
                 snapshot.id.short(),
                 redis::url::redact(url),
                 secs(ms)
             );
             for (db, n) in &report.keys {
-                println!("  {db}: {n} keys");
+                outln!("  {db}: {n} keys");
             }
             if report.expired > 0 {
-                println!(
+                outln!(
                     "  {} keys had expired since the backup and were left out",
                     report.expired
                 );
             }
             if report.functions > 0 {
-                println!(
+                outln!(
                     "  {} function libraries were not loaded: restore them with FUNCTION RESTORE",
                     report.functions
                 );
@@ -220,7 +242,7 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
     if ctx.global.json {
         print_restore_json(&report, &snapshot, None);
     } else {
-        println!(
+        outln!(
             "wrote {} ({}) from redis backup {}",
             report.path.display(),
             size(report.bytes),
@@ -228,9 +250,9 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
         );
         if let Some(rows) = &report.verified {
             for (db, want, got) in rows {
-                println!("  verified {db}: {got} keys loaded, {want} recorded");
+                outln!("  verified {db}: {got} keys loaded, {want} recorded");
             }
-            println!(
+            outln!(
                 "  a throwaway redis-server loaded it in {}",
                 secs(report.load_ms.unwrap_or(0))
             );

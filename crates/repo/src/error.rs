@@ -22,7 +22,7 @@ pub enum RepoError {
         location: String,
     },
     /// No secret was given, or none opened any key slot.
-    #[error("wrong password or key: none of the {slots} key slot(s) of {location} opens with the {given} given; check LIFEBOAT_PASSWORD, --password-file, --password-command, --key-file or LIFEBOAT_KEY")]
+    #[error("wrong password or key: none of the {slots} key slot(s) of {location} opens with the {given} given; check LIFEBOAT_PASSWORD, --password-file, --password-command, --key-file or LIFEBOAT_KEY{}", if *unchecked > 0 { format!(". ({unchecked} of the slots were written before key slots carried a checksum, so damage to them cannot be told from a wrong secret: if the secret is right, open with another key and add a new slot with `lifeboat repo key add`)") } else { String::new() })]
     WrongSecret {
         /// The store's location.
         location: String,
@@ -30,6 +30,20 @@ pub enum RepoError {
         slots: usize,
         /// What was tried, e.g. "passphrase".
         given: String,
+        /// Slots without a checksum, whose damage looks like a wrong secret.
+        unchecked: usize,
+    },
+    /// No intact key slot opens, and some are damaged.
+    #[error("no intact key slot of {location} opens with the {given} given ({intact} intact), and key slot(s) are damaged: {damaged}. If the secret is right, its slot is among the damaged ones: restore that object from a copy of the repository, or open with another key and add a slot with `lifeboat repo key add`")]
+    DamagedKeySlots {
+        /// The store's location.
+        location: String,
+        /// Slots that read and did not open.
+        intact: usize,
+        /// What was tried.
+        given: String,
+        /// The damaged slots and what is wrong with each.
+        damaged: String,
     },
     /// No secret was given at all.
     #[error("the repository at {location} is encrypted and no password or key was given: set LIFEBOAT_PASSWORD, or use --password-file, --password-command, --key-file or LIFEBOAT_KEY")]
@@ -160,7 +174,7 @@ impl RepoError {
     /// True when the error means stored data is damaged.
     pub fn is_damage(&self) -> bool {
         match self {
-            RepoError::Corrupt { .. } => true,
+            RepoError::Corrupt { .. } | RepoError::DamagedKeySlots { .. } => true,
             RepoError::RestoreIncomplete { cause, .. } => cause.is_damage(),
             _ => false,
         }

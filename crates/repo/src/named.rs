@@ -21,6 +21,18 @@ pub enum PutNamed {
     AlreadyStored,
 }
 
+/// Damage to a named object, named by the name its caller knows (a WAL
+/// segment's) as well as by its storage key.
+fn named_as(name: &str, e: RepoError) -> RepoError {
+    match e {
+        RepoError::Corrupt { key, reason } => RepoError::Corrupt {
+            key: format!("{name} (stored as {key})"),
+            reason,
+        },
+        e => e,
+    }
+}
+
 impl Repository {
     /// The storage key of the object `name` in `namespace`.
     pub fn named_key(&self, namespace: &str, name: &str) -> String {
@@ -44,8 +56,11 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         if let Some(bytes) = existing {
-            let body = self.open_named_body(&key, &bytes)?;
-            let (header, _) = format::decode_named_header(&key, &body)?;
+            let body = self
+                .open_named_body(&key, &bytes)
+                .map_err(|e| named_as(name, e))?;
+            let (header, _) =
+                format::decode_named_header(&key, &body).map_err(|e| named_as(name, e))?;
             if header.name == name
                 && header.len == content.len() as u64
                 && &header.hash == blake3::hash(content).as_bytes()
@@ -75,8 +90,10 @@ impl Repository {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let body = self.open_named_body(&key, &bytes)?;
-        format::decode_named(&key, &body, name).map(Some)
+        self.open_named_body(&key, &bytes)
+            .and_then(|body| format::decode_named(&key, &body, name))
+            .map(Some)
+            .map_err(|e| named_as(name, e))
     }
 
     /// The storage keys of every named object (compare them with

@@ -48,6 +48,16 @@ impl Credential {
         self.source
     }
 
+    /// The secret's length in bytes (a passphrase's length, for advice).
+    pub fn len(&self) -> usize {
+        self.secret.len()
+    }
+
+    /// True for an empty secret.
+    pub fn is_empty(&self) -> bool {
+        self.secret.is_empty()
+    }
+
     fn kdf(&self, passphrase_kdf: &Kdf) -> Kdf {
         if self.source.is_key_material() {
             Kdf::Blake3
@@ -145,21 +155,67 @@ fn slot_key(id: &str) -> String {
     format!("keys/{id}")
 }
 
+/// The key slot object version this build writes: 2 ends with a BLAKE3
+/// checksum of everything before it, so a damaged slot is told from a wrong
+/// password. Version 1 (no checksum) is still read.
+const SLOT_VERSION: u16 = 2;
+
 fn encode_slot(slot: &KeySlot) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC_KEYSLOT);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&SLOT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&slot.to_bytes());
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
     out
 }
 
-fn decode_slot(key: &str, bytes: &[u8]) -> Result<KeySlot> {
-    format::check_header(key, MAGIC_KEYSLOT, bytes)?;
-    KeySlot::from_bytes(&bytes[10..]).map_err(|e| RepoError::Corrupt {
+/// A key slot as read: the slot, and whether its object carried a checksum
+/// (version 2) that matched.
+pub(crate) struct ReadSlot {
+    pub(crate) slot: KeySlot,
+    pub(crate) checked: bool,
+}
+
+/// Decodes a stored key slot. A slot whose checksum does not match, or that
+/// does not parse, is [`RepoError::Corrupt`] naming it.
+pub(crate) fn decode_slot(key: &str, bytes: &[u8]) -> Result<ReadSlot> {
+    let corrupt = |reason: String| RepoError::Corrupt {
         key: key.to_string(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    if bytes.len() < 10 || &bytes[..4] != MAGIC_KEYSLOT {
+        return Err(corrupt(
+            "not a lifeboat key slot (wrong magic bytes)".into(),
+        ));
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let (body, checked) = match version {
+        FORMAT_VERSION => (&bytes[10..], false),
+        SLOT_VERSION => {
+            if bytes.len() < 10 + 32 {
+                return Err(corrupt("truncated".into()));
+            }
+            let (head, sum) = bytes.split_at(bytes.len() - 32);
+            if blake3::hash(head).as_bytes() != sum {
+                return Err(corrupt(
+                    "its checksum does not match: the slot changed after it was written".into(),
+                ));
+            }
+            (&head[10..], true)
+        }
+        found => {
+            return Err(RepoError::UnknownVersion {
+                key: key.to_string(),
+                what: "key slot",
+                found,
+                supported: SLOT_VERSION,
+            })
+        }
+    };
+    let slot = KeySlot::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+    Ok(ReadSlot { slot, checked })
 }
 
 impl Repository {
@@ -246,15 +302,21 @@ impl Repository {
             return Err(RepoError::NoSecret { location });
         }
         let mut slots = Vec::new();
+        let mut damaged: Vec<(String, String)> = Vec::new();
         for obj in rt.block_on(storage.list("keys/"))? {
             let bytes = rt.block_on(storage.get(&obj.key))?;
-            slots.push(decode_slot(&obj.key, &bytes)?);
+            match decode_slot(&obj.key, &bytes) {
+                Ok(s) => slots.push(s),
+                Err(RepoError::Corrupt { key, reason }) => damaged.push((key, reason)),
+                Err(e) => return Err(e),
+            }
         }
         // Cheap key-material slots first, then the Argon2id ones.
         let mut opened = None;
         'outer: for cred in credentials {
             for slot in slots
                 .iter()
+                .map(|s| &s.slot)
                 .filter(|s| s.source.is_key_material() == cred.source.is_key_material())
             {
                 if let Ok(master) = slot.open(&cred.secret) {
@@ -275,10 +337,23 @@ impl Repository {
                 })
                 .collect::<Vec<_>>()
                 .join(" and ");
+            if !damaged.is_empty() {
+                return Err(RepoError::DamagedKeySlots {
+                    location,
+                    intact: slots.len(),
+                    given,
+                    damaged: damaged
+                        .iter()
+                        .map(|(k, r)| format!("{k} ({r})"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
             return Err(RepoError::WrongSecret {
                 location,
                 slots: slots.len(),
                 given,
+                unchecked: slots.iter().filter(|s| !s.checked).count(),
             });
         };
         let ring_bytes = rt.block_on(storage.get("keyring"))?;
@@ -342,14 +417,32 @@ impl Repository {
         &self.slot_id
     }
 
-    /// Every key slot.
+    /// Every key slot that reads; damaged ones are left out (see
+    /// [`Repository::damaged_key_slots`]).
     pub fn key_slots(&self) -> Result<Vec<KeySlot>> {
         let mut out = Vec::new();
         for obj in self.block(self.inner.storage.list("keys/"))? {
             let bytes = self.block(self.inner.storage.get(&obj.key))?;
-            out.push(decode_slot(&obj.key, &bytes)?);
+            match decode_slot(&obj.key, &bytes) {
+                Ok(s) => out.push(s.slot),
+                Err(RepoError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by_key(|s| s.created_unix);
+        Ok(out)
+    }
+
+    /// The key slots whose object is damaged: (key, what is wrong).
+    pub fn damaged_key_slots(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for obj in self.block(self.inner.storage.list("keys/"))? {
+            let bytes = self.block(self.inner.storage.get(&obj.key))?;
+            if let Err(RepoError::Corrupt { key, reason }) = decode_slot(&obj.key, &bytes) {
+                out.push((key, reason));
+            }
+        }
+        out.sort();
         Ok(out)
     }
 

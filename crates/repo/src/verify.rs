@@ -127,6 +127,12 @@ impl Repository {
     pub fn verify(&self, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut bad_packs: BTreeMap<PackId, String> = BTreeMap::new();
+        for (key, reason) in self.damaged_key_slots()? {
+            report.damaged.push(Damage {
+                object: key,
+                problem: format!("{reason}; this key slot no longer opens the repository"),
+            });
+        }
 
         let mut packs: Vec<IndexedPack> = Vec::new();
         for (key, parsed) in self.read_indexes()? {

@@ -190,6 +190,15 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<DynStorage, StorageEr
         ));
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
+            return Err(StorageError::new(
+                ErrorKind::Permanent,
+                "open",
+                "",
+                path,
+                "this is a file, not a repository directory: give the directory a repository is in (or a new path for `lifeboat repo init`)",
+            ));
+        }
         Arc::new(LocalStorage::new(path))
     };
     let default_limit = if url.starts_with("s3://") { 8 } else { 32 };

@@ -3,6 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -18,15 +19,53 @@ const TEMP_MARKER: &str = ".tmp-";
 /// A put writes a temporary file beside its target, fsyncs it, renames it into
 /// place and fsyncs the directory, so a crash leaves either the old object or the
 /// new one, never a torn one; leftover temporary files are ignored by listings.
+///
+/// Objects are private to the repository's owner: files 0600 and
+/// directories 0700, or 0640/0750 when the root directory itself lets its
+/// group in (`repo init --group-readable`), so no other local user can copy a
+/// key slot and guess its passphrase offline.
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Whether the group may read: learnt from the root's mode at the first
+    /// write.
+    group: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl LocalStorage {
     /// A store rooted at `root`. Nothing is touched until the first call.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStorage { root: root.into() }
+        LocalStorage {
+            root: root.into(),
+            group: Default::default(),
+        }
+    }
+
+    /// Creates the root directory, owner-only or with read access for its
+    /// group, before a repository is initialised in it; an existing root
+    /// gets that mode too.
+    pub fn create_root(&self, group_readable: bool) -> io::Result<()> {
+        let mode = if group_readable { 0o750 } else { 0o700 };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(&self.root)?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(mode))?;
+        let _ = self.group.set(group_readable);
+        Ok(())
+    }
+
+    /// Modes for new files and directories: owner only, or the group too
+    /// when the root lets it in.
+    fn modes(&self) -> (u32, u32) {
+        let group = *self.group.get_or_init(|| {
+            fs::metadata(&self.root).is_ok_and(|m| m.permissions().mode() & 0o050 != 0)
+        });
+        if group {
+            (0o640, 0o750)
+        } else {
+            (0o600, 0o700)
+        }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -70,7 +109,8 @@ impl LocalStorage {
         let dir = target
             .parent()
             .ok_or_else(|| io::Error::other("object key has no parent directory"))?;
-        ensure_dir(dir, &self.root)?;
+        let (file_mode, dir_mode) = self.modes();
+        ensure_dir(dir, &self.root, dir_mode)?;
         let mut suffix = [0u8; 8];
         getrandom::getrandom(&mut suffix).map_err(io::Error::other)?;
         let name = target
@@ -85,6 +125,7 @@ impl LocalStorage {
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(file_mode)
                 .open(&temp)?;
             // Large objects (packs) go past the page cache: written once,
             // read rarely (see `direct`).
@@ -152,26 +193,30 @@ impl LocalStorage {
     }
 }
 
-/// Creates `dir` and any missing parents up to `root`, fsyncing each parent
-/// whose entries changed so the new directories survive a crash.
-fn ensure_dir(dir: &Path, root: &Path) -> io::Result<()> {
+/// Creates `dir` (with `mode`) and any missing parents up to `root`,
+/// fsyncing each parent whose entries changed so the new directories survive
+/// a crash. A relative root (`myrepo`) has the working directory as parent.
+fn ensure_dir(dir: &Path, root: &Path, mode: u32) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent() {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         if parent != root || !root.is_dir() {
-            ensure_dir(parent, root)?;
+            ensure_dir(parent, root, mode)?;
         }
     }
-    match fs::create_dir(dir) {
-        Ok(()) => {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
-            Ok(())
-        }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => sync_dir(parent_of(dir)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// The directory holding `path`: `.` for a bare relative name.
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
@@ -270,7 +315,7 @@ impl Storage for LocalStorage {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path(key);
         self.blocking("delete", key, move |_| match fs::remove_file(&path) {
-            Ok(()) => path.parent().map_or(Ok(()), sync_dir),
+            Ok(()) => sync_dir(parent_of(&path)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         })

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cli;
 mod dump;
 mod harness;
 mod pg;
@@ -342,4 +343,29 @@ fn pg_a_failed_restore_is_not_startable_and_delta_finishes_it() {
 #[test]
 fn pg_a_trial_restore_archiving_here_is_never_followed_by_accident() {
     pg::a_trial_restore_archiving_here_is_never_followed_by_accident();
+}
+
+#[test]
+fn help_never_shows_a_secret() {
+    cli::help_never_shows_a_secret();
+}
+
+#[test]
+fn a_closed_standard_output_ends_quietly() {
+    cli::a_closed_standard_output_ends_quietly();
+}
+
+#[test]
+fn relative_and_wrong_repository_paths() {
+    cli::relative_and_wrong_repository_paths();
+}
+
+#[test]
+fn repository_files_are_private() {
+    cli::repository_files_are_private();
+}
+
+#[test]
+fn a_damaged_key_slot_is_told_from_a_wrong_password() {
+    cli::a_damaged_key_slot_is_told_from_a_wrong_password();
 }

@@ -1584,7 +1584,7 @@ pub fn verify_read_data_finds_a_damaged_wal_segment() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     users_table(&pg);
-    backup_ok(&env, &pg, &[]);
+    let backup = backup_ok(&env, &pg, &[]);
     archive_now(&pg);
     let clean: serde_json::Value =
         serde_json::from_str(&env.ok(&["--json", "verify", "--read-data"])).unwrap();
@@ -1612,6 +1612,32 @@ pub fn verify_read_data_finds_a_damaged_wal_segment() {
     assert!(
         text.contains(&key) && text.contains("point-in-time recovery"),
         "verify must name the damaged WAL object:\n{text}"
+    );
+
+    // Fetching a damaged segment names it by its segment name, not only by
+    // the hash it is stored under, and stops recovery (126).
+    for (_, p) in &objects {
+        if p != &victim {
+            let mut bytes = fs::read(p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+            fs::write(p, bytes).unwrap();
+        }
+    }
+    let segment = backup["wal_start"].as_str().unwrap();
+    let out = env.run(&[
+        "pg",
+        "wal-fetch",
+        segment,
+        "pg_wal/RECOVERYXLOG",
+        "--pgdata",
+        pg.pgdata.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(segment) && stderr(&out).contains("damaged"),
+        "{}",
+        stderr(&out)
     );
 }
 

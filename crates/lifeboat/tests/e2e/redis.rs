@@ -3,6 +3,7 @@
 //! replication protocol and restored.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
@@ -424,11 +425,18 @@ pub fn logins_and_refusals_are_named() {
         "--redis-url",
         &format!("redis://:s3cret@127.0.0.1:{port}"),
     ]);
+    // The password kept off the command line: a file with the URL.
+    let url_file = env.dir.path().join("redis-url");
+    fs::write(
+        &url_file,
+        format!("redis://backup:backup-pw@127.0.0.1:{port}\n"),
+    )
+    .unwrap();
     env.ok(&[
         "redis",
         "backup",
-        "--redis-url",
-        &format!("redis://backup:backup-pw@127.0.0.1:{port}"),
+        "--redis-url-file",
+        url_file.to_str().unwrap(),
     ]);
     assert_eq!(redis_snapshots(&env), 2);
 

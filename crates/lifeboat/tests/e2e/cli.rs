@@ -1,0 +1,342 @@
+//! The command line as an attacker and a tired operator meet it: secrets in
+//! help, closed pipes, relative paths, file modes, damaged and wrong keys.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::harness::*;
+
+/// The subcommand paths under `path` (`["pg"]` → `["pg", "backup"]`, …),
+/// read from each `--help`'s "Commands:" section.
+fn subcommands(env: &Env, path: &[String]) -> Vec<Vec<String>> {
+    let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+    args.push("--help");
+    let out = env.run(&args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut found = Vec::new();
+    let mut in_commands = false;
+    for line in text.lines() {
+        if line.starts_with("Commands:") {
+            in_commands = true;
+            continue;
+        }
+        if in_commands {
+            if !line.starts_with("  ") {
+                in_commands = !line.trim().is_empty() && line.starts_with(' ');
+                if !in_commands {
+                    break;
+                }
+                continue;
+            }
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            if name == "help" || line.starts_with("   ") {
+                continue;
+            }
+            let mut p = path.to_vec();
+            p.push(name.to_string());
+            found.push(p.clone());
+            found.extend(subcommands(env, &p));
+        }
+    }
+    found
+}
+
+/// No `--help` of any command shows the value of an environment variable
+/// that may hold a secret (clap shows them unless told not to).
+pub fn help_never_shows_a_secret() {
+    const MARK: &str = "S3CRET-do-not-print";
+    let env = Env::new(Backend::Local);
+    let commands = subcommands(&env, &[]);
+    assert!(commands.len() > 15, "found the subcommands: {commands:?}");
+    assert!(commands.iter().any(|c| c == &["redis", "backup"]));
+    let vars = [
+        ("LIFEBOAT_PASSWORD", MARK.to_string()),
+        ("LIFEBOAT_KEY", format!("{MARK}-0123456789abcdef0123456789")),
+        ("LIFEBOAT_NEW_PASSWORD", MARK.to_string()),
+        ("LIFEBOAT_NEW_KEY", MARK.to_string()),
+        ("LIFEBOAT_PASSWORD_COMMAND", format!("echo {MARK}")),
+        ("LIFEBOAT_KEY_COMMAND", format!("echo {MARK}")),
+        ("LIFEBOAT_PASSWORD_FILE", format!("/tmp/{MARK}")),
+        ("LIFEBOAT_KEY_FILE", format!("/tmp/{MARK}")),
+        ("LIFEBOAT_PG_URL", format!("postgresql://app:{MARK}@db/app")),
+        ("LIFEBOAT_REDIS_URL", format!("redis://:{MARK}@cache:6379")),
+        ("LIFEBOAT_REPO", format!("s3://bucket/{MARK}")),
+        ("AWS_SECRET_ACCESS_KEY", MARK.to_string()),
+        ("PGPASSWORD", MARK.to_string()),
+    ];
+    let mut all = vec![Vec::new()];
+    all.extend(commands);
+    for c in &all {
+        let mut cmd = env.cmd();
+        for (k, v) in &vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.args(c).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{c:?} --help failed");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains(MARK),
+            "`lifeboat {} --help` shows a secret:\n{text}",
+            c.join(" ")
+        );
+    }
+    // The variables are still named, so one knows they exist.
+    let out = env.run(&["redis", "backup", "--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("LIFEBOAT_REDIS_URL"));
+}
+
+/// `lifeboat snapshots --json | head -1`: a reader that leaves ends the
+/// output quietly, with the command's own exit code, never a panic.
+pub fn a_closed_standard_output_ends_quietly() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    for _ in 0..3 {
+        env.ok(&["files", "backup", src.to_str().unwrap()]);
+    }
+    for args in [
+        &["--json", "snapshots"][..],
+        &["snapshots"],
+        &["ls", "latest"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .cmd()
+            .args(args)
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
+    // A verify that finds damage still says so by its exit code.
+    let packs = env.keys("packs/");
+    fs::write(Path::new(&env.repo).join(&packs[0].0), b"garbage").unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = env
+        .cmd()
+        .args(["verify"])
+        .stdout(Stdio::from(writer))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+/// `repo init --repo myrepo` (a bare relative path) works like `./myrepo`;
+/// a repository path that is a file is a plain usage error.
+pub fn relative_and_wrong_repository_paths() {
+    let env = Env::new(Backend::Local);
+    let out = env
+        .cmd()
+        .env_remove("LIFEBOAT_REPO")
+        .current_dir(env.dir.path())
+        .args(["--repo", "myrepo", "repo", "init", "--kdf-memory", "8MiB"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.path("myrepo/config").is_file());
+    let out = env
+        .cmd()
+        .env_remove("LIFEBOAT_REPO")
+        .current_dir(env.dir.path())
+        .args(["--repo", "myrepo", "--json", "snapshots"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let file = env.path("not-a-dir");
+    fs::write(&file, b"x").unwrap();
+    for args in [&["snapshots"][..], &["repo", "init"]] {
+        let out = env
+            .cmd()
+            .env("LIFEBOAT_REPO", &file)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is a file, not a repository directory"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn every_entry(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            every_entry(&p, out);
+        }
+        out.push(p);
+    }
+}
+
+/// A local repository is its owner's alone (0700/0600 whatever the umask
+/// lets through), its group's too with `--group-readable`, and opening one
+/// whose key slots every user can read warns how to fix it.
+pub fn repository_files_are_private() {
+    for (group, dir_mode, file_mode) in [(false, 0o700, 0o600), (true, 0o750, 0o640)] {
+        let env = Env::new(Backend::Local);
+        let mut args = vec!["repo", "init", "--kdf-memory", "8MiB"];
+        if group {
+            args.push("--group-readable");
+        }
+        env.ok(&args);
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a"), random_bytes(100_000, 1)).unwrap();
+        env.ok(&["files", "backup", src.to_str().unwrap()]);
+        let root = Path::new(&env.repo);
+        assert_eq!(mode(root), dir_mode);
+        let mut entries = Vec::new();
+        every_entry(root, &mut entries);
+        assert!(entries.len() > 6);
+        for e in &entries {
+            let want = if e.is_dir() { dir_mode } else { file_mode };
+            assert_eq!(mode(e), want, "{}", e.display());
+        }
+        let out = env.run(&["snapshots"]);
+        assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    }
+    // An older repository, or a careless chmod: a warning that says what to do.
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    for e in fs::read_dir(Path::new(&env.repo).join("keys")).unwrap() {
+        fs::set_permissions(e.unwrap().path(), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = env.run(&["snapshots"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("can be read by every user")
+            && stderr(&out).contains("chmod -R o-rwx"),
+        "{}",
+        stderr(&out)
+    );
+    // A short passphrase gets advice when its slot is made.
+    let short = Env::new(Backend::Local);
+    let out = short
+        .cmd()
+        .env("LIFEBOAT_PASSWORD", "hunter2")
+        .args(["repo", "init", "--kdf-memory", "8MiB"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("only 7 bytes long"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hunter2"), "no secret in any output");
+}
+
+/// A damaged key slot is not a wrong password: with the right password, the
+/// error names the damaged slot (exit 3); another slot still opens the
+/// repository (with a warning) and `verify` reports the damage. A key file
+/// that is too short says so (exit 2).
+pub fn a_damaged_key_slot_is_told_from_a_wrong_password() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let key = env.path("key");
+    fs::write(&key, "0123456789abcdef0123456789abcdef-second-slot\n").unwrap();
+    env.cmd()
+        .env("LIFEBOAT_NEW_KEY", fs::read_to_string(&key).unwrap().trim())
+        .args(["repo", "key", "add", "--label", "spare"])
+        .output()
+        .unwrap();
+    let slots = env.keys("keys/");
+    assert_eq!(slots.len(), 2);
+    // Find the passphrase slot and change one character of its wrapped key.
+    let root = Path::new(&env.repo);
+    let pass_slot = slots
+        .iter()
+        .map(|(k, _)| root.join(k))
+        .find(|p| String::from_utf8_lossy(&fs::read(p).unwrap()).contains("passphrase"))
+        .unwrap();
+    let mut bytes = fs::read(&pass_slot).unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let at = text.find("wrapped_master_key").unwrap() + 30;
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    fs::write(&pass_slot, &bytes).unwrap();
+
+    let out = env.run(&["snapshots"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let name = pass_slot
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(err.contains("damaged") && err.contains(&name), "{err}");
+    assert!(!err.contains("wrong password"), "{err}");
+
+    let wrong = env
+        .cmd()
+        .env("LIFEBOAT_PASSWORD", "not the password at all")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        wrong.status.code(),
+        Some(3),
+        "the damaged slot is still named: {}",
+        stderr(&wrong)
+    );
+
+    let with_key = env
+        .cmd()
+        .env_remove("LIFEBOAT_PASSWORD")
+        .args(["--key-file", key.to_str().unwrap(), "--json", "snapshots"])
+        .output()
+        .unwrap();
+    assert!(with_key.status.success(), "{}", stderr(&with_key));
+    assert!(
+        stderr(&with_key).contains("damaged"),
+        "{}",
+        stderr(&with_key)
+    );
+    let verify = env
+        .cmd()
+        .env_remove("LIFEBOAT_PASSWORD")
+        .args(["--key-file", key.to_str().unwrap(), "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains(&name));
+
+    let short = env.path("short-key");
+    fs::write(&short, b"0123456789").unwrap();
+    let out = env
+        .cmd()
+        .env_remove("LIFEBOAT_PASSWORD")
+        .args(["--key-file", short.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds 10 bytes") && stderr(&out).contains("at least 32"),
+        "{}",
+        stderr(&out)
+    );
+}
