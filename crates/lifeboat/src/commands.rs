@@ -16,7 +16,7 @@ use crate::config::{self, FileConfig};
 use crate::output::{print_json, rate, secs, size, TermProgress};
 use crate::{
     BackupArgs, Cli, Command, DamageFound, FilesCommand, Global, KeyAddArgs, KeyCommand,
-    RepoCommand, RestoreArgs, UsageError,
+    RepairCommand, RepoCommand, RestoreArgs, UsageError,
 };
 
 /// Everything a command needs from the environment, settled once.
@@ -66,6 +66,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Snapshots => snapshots(&ctx),
         Command::Ls { snapshot } => ls(&ctx, &snapshot),
         Command::Verify { read_data } => verify(&ctx, read_data),
+        Command::Repair(cmd) => repair(&ctx, cmd),
         Command::Demo { .. } => Ok(()),
     }
 }
@@ -762,6 +763,17 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
                 String::new()
             }
         );
+        let l = &report.leftovers;
+        if l.count > 0 {
+            outln!(
+                "{} temporary file(s) of interrupted writes, {} in all, the oldest {} old (not damage; `lifeboat repair leftovers` removes those older than an hour)",
+                l.count,
+                size(l.bytes),
+                l.oldest_s
+                    .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string())
+                    .unwrap_or_else(|| "?".into())
+            );
+        }
         if report.unindexed_packs > 0 {
             outln!(
                 "{} pack(s) are in no index (left by interrupted backups; harmless)",
@@ -773,6 +785,9 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
         }
         for b in &report.broken_snapshots {
             outln!("BROKEN snapshot {}: {}", b.id.short(), b.reason);
+        }
+        if let Some(hint) = &report.hint {
+            outln!("{hint}");
         }
         if report.is_clean() {
             outln!("no damage found");
@@ -787,5 +802,82 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
             report.broken_snapshots.len()
         ))
         .into())
+    }
+}
+
+fn repair(ctx: &Ctx, cmd: RepairCommand) -> Result<()> {
+    let repo = ctx.open()?;
+    match cmd {
+        RepairCommand::Index { read_data } => {
+            let progress = ctx.progress();
+            let r = repo.repair_index(read_data, &progress)?;
+            if ctx.global.json {
+                print_json(&json!(r));
+            } else {
+                outln!(
+                    "read the tables of {} pack(s) no intact index listed: {} pack(s) and {} chunk(s) indexed in {} new index object(s); {} index object(s) kept",
+                    r.packs_read,
+                    r.packs_indexed,
+                    r.chunks_indexed,
+                    r.indexes_written,
+                    r.indexes_kept
+                );
+                for k in &r.indexes_removed {
+                    outln!("removed the damaged index object {k}");
+                }
+                for (k, why) in &r.unreadable_packs {
+                    outln!("DAMAGED {k}: {why} (left as it is)");
+                }
+                for (k, n) in &r.bad_chunks {
+                    outln!("DAMAGED {k}: {n} chunk(s) fail decryption or their hash check (left out of the index)");
+                }
+                outln!("run `lifeboat verify` to see what every snapshot needs");
+            }
+            if r.unreadable_packs.is_empty() && r.bad_chunks.is_empty() {
+                Ok(())
+            } else {
+                Err(DamageFound(format!(
+                    "{} pack(s) could not be indexed, {} with damaged chunks",
+                    r.unreadable_packs.len(),
+                    r.bad_chunks.len()
+                ))
+                .into())
+            }
+        }
+        RepairCommand::Leftovers {
+            older_than,
+            dry_run,
+        } => {
+            let min_age = humantime::parse_duration(&older_than)
+                .map_err(|e| UsageError(format!("--older-than {older_than:?}: {e}")))?;
+            let list = if dry_run {
+                repo.leftovers()?
+                    .into_iter()
+                    .filter(|l| l.age_s.is_some_and(|a| a >= min_age.as_secs()))
+                    .collect()
+            } else {
+                repo.remove_leftovers(min_age)?
+            };
+            let bytes: u64 = list.iter().map(|l| l.size).sum();
+            if ctx.global.json {
+                print_json(&json!({ "removed": !dry_run, "leftovers": list, "bytes": bytes }));
+            } else {
+                for l in &list {
+                    outln!(
+                        "{} {} ({})",
+                        if dry_run { "would remove" } else { "removed" },
+                        l.key,
+                        size(l.size)
+                    );
+                }
+                outln!(
+                    "{} {} leftover(s), {}",
+                    if dry_run { "would remove" } else { "removed" },
+                    list.len(),
+                    size(bytes)
+                );
+            }
+            Ok(())
+        }
     }
 }

@@ -133,6 +133,33 @@ pub(crate) enum Command {
         #[arg(long)]
         read_data: bool,
     },
+    /// Repair what can be rebuilt: the index from the packs, and leftovers
+    /// of interrupted writes
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RepairCommand {
+    /// Rebuild the index of every pack no intact index object lists, from
+    /// the packs' own tables of contents, then remove damaged index objects
+    Index {
+        /// Decrypt and hash-check every chunk of those packs first; only
+        /// sound ones are indexed
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Remove the temporary files of writes that never finished (a killed
+    /// backup or wal-push), once they are old enough that no running write
+    /// owns them
+    Leftovers {
+        /// Only those last written at least this long ago
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        older_than: String,
+        /// List them, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -489,21 +489,50 @@ fn check_plain(pack_key: &str, keyring: &Keyring, entry: &BlobEntry, data: &[u8]
 
 /// Reads a pack's sealed table of contents from the whole pack's bytes.
 pub fn read_pack_toc(key_name: &str, bytes: &[u8], keyring: &Keyring) -> Result<Vec<BlobEntry>> {
-    let epoch = check_header(key_name, MAGIC_PACK, bytes)?;
+    check_header(key_name, MAGIC_PACK, bytes)?;
     if bytes.len() < HEADER_LEN + 4 {
         return Err(corrupt(key_name, "truncated"));
     }
     let n = bytes.len();
-    let toc_len =
-        u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]) as usize;
-    if toc_len + 4 + HEADER_LEN > n {
+    let toc_len = pack_toc_len(key_name, &bytes[n - 4..], n as u64)? as usize;
+    read_pack_toc_parts(
+        key_name,
+        &bytes[..HEADER_LEN],
+        &bytes[n - 4 - toc_len..n - 4],
+        keyring,
+    )
+}
+
+/// The length of a pack's sealed table of contents, from its last four
+/// bytes, checked against the pack's size.
+pub fn pack_toc_len(key_name: &str, last4: &[u8], pack_size: u64) -> Result<u64> {
+    let len = last4
+        .try_into()
+        .map(u32::from_le_bytes)
+        .map_err(|_| corrupt(key_name, "truncated"))?;
+    if u64::from(len) + 4 + HEADER_LEN as u64 > pack_size {
         return Err(corrupt(key_name, "table of contents length out of range"));
     }
+    Ok(u64::from(len))
+}
+
+/// The length of the clear header every stored object starts with.
+pub const PACK_HEADER_LEN: usize = HEADER_LEN;
+
+/// A pack's table of contents from its pieces, read apart: the 10-byte
+/// header (the associated data of the seal) and the sealed table.
+pub fn read_pack_toc_parts(
+    key_name: &str,
+    header: &[u8],
+    sealed_toc: &[u8],
+    keyring: &Keyring,
+) -> Result<Vec<BlobEntry>> {
+    let epoch = check_header(key_name, MAGIC_PACK, header)?;
     let key = keyring
         .epoch(epoch)
         .ok_or_else(|| corrupt(key_name, format!("unknown key epoch {epoch}")))?;
     let toc = key
-        .open(&bytes[..HEADER_LEN], &bytes[n - 4 - toc_len..n - 4])
+        .open(&header[..HEADER_LEN], sealed_toc)
         .map_err(|_| corrupt(key_name, "table of contents fails authentication"))?;
     let mut c = Cursor {
         key: key_name,

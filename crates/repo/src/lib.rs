@@ -29,6 +29,7 @@ mod fsat;
 mod index;
 mod named;
 mod progress;
+mod repair;
 mod repository;
 mod restore;
 mod sink;
@@ -44,6 +45,7 @@ pub use error::{RepoError, Result};
 pub use index::{Index, Location};
 pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
+pub use repair::{Leftover, LeftoverSummary, RepairIndexReport};
 pub use repository::{format_time, now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
 pub use restore::{Overwrite, RestoreOptions, RestoreStats};
 pub use snapshot::{

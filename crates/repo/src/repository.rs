@@ -537,12 +537,21 @@ impl Repository {
             .collect()
     }
 
-    /// Loads every index object. Damaged ones are errors naming the object.
+    /// Loads every index object that reads. A damaged one is left out (and
+    /// logged): a restore then fails only if it needs a chunk only that
+    /// object listed, and says to run `verify` and `repair index`; one
+    /// deleted since the listing (a prune) is skipped.
     pub fn load_index(&self) -> Result<Index> {
         let mut index = Index::default();
         for (key, packs) in self.read_indexes()? {
-            let _ = key;
-            index.add_all(&packs?);
+            match packs {
+                Ok(p) => index.add_all(&p),
+                Err(RepoError::Storage(e)) if e.is_not_found() => {}
+                Err(e @ RepoError::Corrupt { .. }) => {
+                    tracing::warn!(%key, error = %e, "skipping a damaged index object; `lifeboat repair index` rebuilds it");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(index)
     }
@@ -556,20 +565,25 @@ impl Repository {
             .collect();
         let mut out = Vec::with_capacity(keys.len());
         for (key, bytes) in keys.iter().zip(self.get_many(&keys)) {
-            let parsed = bytes.map_err(RepoError::from).and_then(|b| {
-                let body = format::open_object(
-                    key,
-                    format::MAGIC_INDEX,
-                    &b,
-                    &self.master,
-                    Some(&self.inner.keyring),
-                )?;
-                let body = format::decompress(key, &body, body.len())?;
-                format::decode_index(key, &body)
-            });
+            let parsed = bytes
+                .map_err(RepoError::from)
+                .and_then(|b| self.decode_index(key, &b));
             out.push((key.clone(), parsed));
         }
         Ok(out)
+    }
+
+    /// Opens and decodes one stored index object.
+    pub(crate) fn decode_index(&self, key: &str, bytes: &[u8]) -> Result<Vec<format::IndexedPack>> {
+        let body = format::open_object(
+            key,
+            format::MAGIC_INDEX,
+            bytes,
+            &self.master,
+            Some(&self.inner.keyring),
+        )?;
+        let body = format::decompress(key, &body, body.len())?;
+        format::decode_index(key, &body)
     }
 
     /// Stores a snapshot and returns its id. Call only once everything it

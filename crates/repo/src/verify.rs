@@ -57,6 +57,19 @@ pub struct VerifyReport {
     pub damaged: Vec<Damage>,
     /// Snapshots that reference damaged or missing data.
     pub broken_snapshots: Vec<BrokenSnapshot>,
+    /// What to do about what was found, when there is something to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Temporary files of writes that never finished (not damage: nothing
+    /// reads them; `repair leftovers` removes them).
+    pub leftovers: crate::repair::LeftoverSummary,
+}
+
+fn broken(id: SnapshotId, damaged: usize, missing: usize) -> BrokenSnapshot {
+    BrokenSnapshot {
+        id,
+        reason: format!("{damaged} chunk(s) in damaged packs, {missing} chunk(s) in no index"),
+    }
 }
 
 impl VerifyReport {
@@ -127,6 +140,7 @@ impl Repository {
     pub fn verify(&self, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut bad_packs: BTreeMap<PackId, String> = BTreeMap::new();
+        report.leftovers = self.leftover_summary()?;
         for (key, reason) in self.damaged_key_slots()? {
             report.damaged.push(Damage {
                 object: key,
@@ -134,16 +148,35 @@ impl Repository {
             });
         }
 
+        // Snapshots first, then index objects, then packs. A backup stores
+        // its packs, then the index objects that list them, then its
+        // snapshot; read in the opposite order, every snapshot seen here had
+        // its index objects stored before they were listed, and every pack
+        // they name before packs were listed. A backup that finishes
+        // meanwhile adds objects this pass does not look at, never a
+        // snapshot whose chunks it cannot find.
+        let snapshots = self.read_snapshots()?;
         let mut packs: Vec<IndexedPack> = Vec::new();
+        let mut index_keys: HashSet<String> = HashSet::new();
+        let mut listed_by: HashMap<PackId, Vec<String>> = HashMap::new();
         for (key, parsed) in self.read_indexes()? {
-            report.indexes += 1;
             match parsed {
-                Ok(p) => packs.extend(p),
+                Ok(p) => {
+                    for ip in &p {
+                        listed_by.entry(ip.pack).or_default().push(key.clone());
+                    }
+                    packs.extend(p);
+                }
+                // Deleted since it was listed (a prune rewrote it): its
+                // replacement is looked for below, where it matters.
+                Err(RepoError::Storage(e)) if e.is_not_found() => continue,
                 Err(e) => report.damaged.push(Damage {
-                    object: key,
+                    object: key.clone(),
                     problem: e.to_string(),
                 }),
             }
+            report.indexes += 1;
+            index_keys.insert(key);
         }
         let mut index = Index::default();
         index.add_all(&packs);
@@ -160,13 +193,25 @@ impl Repository {
         let indexed: HashSet<PackId> = packs.iter().map(|p| p.pack).collect();
         report.packs = indexed.len();
         report.unindexed_packs = stored.keys().filter(|p| !indexed.contains(p)).count();
+        // A pack an index lists but the store lacks is damage, unless every
+        // index object listing it is gone too (a prune removed both).
+        let now_indexed: HashSet<String> = if packs.iter().any(|p| !stored.contains_key(&p.pack)) {
+            self.index_keys()?
+        } else {
+            HashSet::new()
+        };
         for p in &packs {
             match stored.get(&p.pack) {
                 None => {
-                    bad_packs.insert(
-                        p.pack,
-                        "missing: the index lists it but the store does not have it".into(),
-                    );
+                    let still_listed = listed_by
+                        .get(&p.pack)
+                        .is_some_and(|keys| keys.iter().any(|k| now_indexed.contains(k)));
+                    if still_listed {
+                        bad_packs.insert(
+                            p.pack,
+                            "missing: the index lists it but the store does not have it".into(),
+                        );
+                    }
                 }
                 Some(&size) => {
                     let end = p
@@ -232,11 +277,19 @@ impl Repository {
 
         // Patched pieces by their rebuilt id, with the snapshots using them.
         let mut patched: HashMap<ChunkId, (Patch, Vec<SnapshotId>)> = HashMap::new();
-        for (id, snap) in self.read_snapshots()? {
-            report.snapshots += 1;
+        // Snapshots with chunks no index lists, for a second look.
+        let mut unlisted: Vec<(SnapshotId, usize, usize)> = Vec::new();
+        for (id, snap) in &snapshots {
+            let id = *id;
             let snap = match snap {
-                Ok(s) => s,
+                // Forgotten since it was listed: not damage.
+                Err(RepoError::Storage(e)) if e.is_not_found() => continue,
+                Ok(s) => {
+                    report.snapshots += 1;
+                    s
+                }
                 Err(e) => {
+                    report.snapshots += 1;
                     report.damaged.push(Damage {
                         object: format!("snapshots/{}", id.to_hex()),
                         problem: e.to_string(),
@@ -272,19 +325,97 @@ impl Repository {
                     damaged += 1;
                 }
             }
-            if missing + damaged > 0 {
-                report.broken_snapshots.push(BrokenSnapshot {
-                    id,
-                    reason: format!(
-                        "{damaged} chunk(s) in damaged packs, {missing} chunk(s) in no index"
-                    ),
-                });
+            if missing > 0 {
+                unlisted.push((id, missing, damaged));
+            } else if damaged > 0 {
+                report.broken_snapshots.push(broken(id, damaged, 0));
             }
+        }
+        if !unlisted.is_empty() {
+            self.second_look(&snapshots, unlisted, &index_keys, &mut index, &mut report)?;
         }
         if read_data {
             self.check_patched(&index, &bad_chunks, patched, &mut report, progress)?;
         }
         Ok(report)
+    }
+
+    /// The keys of the index objects stored now.
+    fn index_keys(&self) -> Result<HashSet<String>> {
+        Ok(self
+            .inner
+            .block(self.inner.storage.list("index/"))?
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
+    /// Looks again at snapshots with chunks no index listed: a prune may have
+    /// replaced index objects since they were listed, or forgotten the
+    /// snapshot. Only what is still missing from a snapshot still stored is
+    /// reported, with a pointer to `repair index` when packs hold chunks no
+    /// index lists.
+    fn second_look(
+        &self,
+        snapshots: &[(SnapshotId, Result<crate::snapshot::Snapshot>)],
+        unlisted: Vec<(SnapshotId, usize, usize)>,
+        read: &HashSet<String>,
+        index: &mut Index,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let keys: Vec<String> = self
+            .index_keys()?
+            .into_iter()
+            .filter(|k| !read.contains(k))
+            .collect();
+        for (key, bytes) in keys.iter().zip(self.get_many(&keys)) {
+            if let Ok(packs) = bytes
+                .map_err(RepoError::from)
+                .and_then(|b| self.decode_index(key, &b))
+            {
+                index.add_all(&packs);
+            }
+        }
+        let mut repairable = false;
+        for (id, _, damaged) in unlisted {
+            let still = self
+                .inner
+                .block(
+                    self.inner
+                        .storage
+                        .stat(&format!("snapshots/{}", id.to_hex())),
+                )?
+                .is_some();
+            if !still {
+                continue;
+            }
+            let Some(Ok(snap)) = snapshots.iter().find(|(i, _)| *i == id).map(|(_, s)| s) else {
+                continue;
+            };
+            let mut seen = HashSet::new();
+            let missing = snap
+                .chunks()
+                .filter(|c| seen.insert(*c))
+                .filter(|c| !index.contains(c))
+                .count();
+            repairable |= missing > 0;
+            if missing + damaged > 0 {
+                report.broken_snapshots.push(broken(id, damaged, missing));
+            }
+        }
+        if repairable
+            && (report.unindexed_packs > 0
+                || report
+                    .damaged
+                    .iter()
+                    .any(|d| d.object.starts_with("index/")))
+        {
+            report.hint = Some(format!(
+                "{} pack(s) are in no index object and may hold the missing chunks: `lifeboat repair index` rebuilds the index from the packs",
+                report.unindexed_packs
+            ));
+        }
+        Ok(())
     }
 
     /// Rebuilds every patched piece whose base and patch are sound and

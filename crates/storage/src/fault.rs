@@ -158,4 +158,12 @@ impl Storage for FaultStorage {
         self.check(Op::Delete, key, "delete").await?;
         self.inner.delete(key).await
     }
+    async fn list_leftovers(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.check(Op::List, "", "list").await?;
+        self.inner.list_leftovers().await
+    }
+    async fn delete_leftover(&self, key: &str) -> Result<(), StorageError> {
+        self.check(Op::Delete, key, "delete").await?;
+        self.inner.delete_leftover(key).await
+    }
 }

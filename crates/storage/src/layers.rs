@@ -138,6 +138,13 @@ impl Storage for RetryStorage {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.run("delete", key, || self.inner.delete(key)).await
     }
+    async fn list_leftovers(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.run("list", "", || self.inner.list_leftovers()).await
+    }
+    async fn delete_leftover(&self, key: &str) -> Result<(), StorageError> {
+        self.run("delete", key, || self.inner.delete_leftover(key))
+            .await
+    }
 }
 
 /// Bounds the number of calls in flight to the wrapped store.
@@ -199,5 +206,13 @@ impl Storage for LimitStorage {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let _p = self.permit().await;
         self.inner.delete(key).await
+    }
+    async fn list_leftovers(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        let _p = self.permit().await;
+        self.inner.list_leftovers().await
+    }
+    async fn delete_leftover(&self, key: &str) -> Result<(), StorageError> {
+        let _p = self.permit().await;
+        self.inner.delete_leftover(key).await
     }
 }

@@ -149,6 +149,26 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// What writes that never finished left behind (a process killed in a
+    /// `put`): invisible to [`Storage::list`] and never read, but taking
+    /// space. Local disk has them (`*.tmp-*` files); an S3 put is atomic and
+    /// leaves none, so the default is an empty list.
+    async fn list_leftovers(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes one leftover [`Storage::list_leftovers`] found; refuses keys
+    /// that are not leftovers.
+    async fn delete_leftover(&self, key: &str) -> Result<(), StorageError> {
+        Err(StorageError::new(
+            ErrorKind::Permanent,
+            "delete",
+            key,
+            &self.location(),
+            "this store has no leftovers",
+        ))
+    }
 }
 
 /// A shared storage handle.

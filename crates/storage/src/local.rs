@@ -145,6 +145,44 @@ impl LocalStorage {
         result
     }
 
+    /// Every temporary file of a put that never finished, anywhere below
+    /// the root.
+    fn leftovers_sync(&self) -> io::Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if !entry.file_name().to_string_lossy().contains(TEMP_MARKER) {
+                    continue;
+                }
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                match entry.metadata() {
+                    Ok(m) => out.push(ObjectInfo {
+                        key: rel.to_string_lossy().into_owned(),
+                        size: m.len(),
+                        modified: m.modified().ok(),
+                    }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn list_sync(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
         let dir_part = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
@@ -310,6 +348,26 @@ impl Storage for LocalStorage {
             Err(e) => Err(e),
         })
         .await
+    }
+
+    async fn list_leftovers(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.blocking("list", "", |s| s.leftovers_sync()).await
+    }
+
+    async fn delete_leftover(&self, key: &str) -> Result<(), StorageError> {
+        let name_ok = std::path::Path::new(key)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(TEMP_MARKER));
+        if !name_ok || key.split('/').any(|c| c == "..") {
+            return Err(StorageError::new(
+                ErrorKind::Permanent,
+                "delete",
+                key,
+                &self.location(),
+                "not a leftover temporary file",
+            ));
+        }
+        self.delete(key).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {

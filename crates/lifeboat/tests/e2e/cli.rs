@@ -340,3 +340,88 @@ pub fn a_damaged_key_slot_is_told_from_a_wrong_password() {
         stderr(&out)
     );
 }
+
+/// Killed backups leave temporary files; `verify` reports them (count,
+/// size, age) without calling them damage, and `repair leftovers` removes
+/// those old enough that no write in progress owns them.
+pub fn leftovers_of_killed_writes_are_reported_and_removed() {
+    let env = Env::new(Backend::Local);
+    env.init(&["--pack-size", "4MiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), random_bytes(160 << 20, 77)).unwrap();
+    let root = Path::new(&env.repo).to_path_buf();
+    let temporaries = |root: &Path| {
+        let mut all = Vec::new();
+        every_entry(root, &mut all);
+        all.into_iter()
+            .filter(|p| p.to_string_lossy().contains(".tmp-"))
+            .collect::<Vec<_>>()
+    };
+    // Kill backups while a pack is being written, until one leaves a file.
+    let mut left = Vec::new();
+    for _ in 0..20 {
+        let mut child = env.spawn(&["files", "backup", src.to_str().unwrap()]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while temporaries(&root).is_empty() && std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        child.kill().ok();
+        child.wait().unwrap();
+        left = temporaries(&root);
+        if !left.is_empty() {
+            break;
+        }
+        // A finished backup: start again from an empty repository's view.
+        fs::write(src.join("big"), random_bytes(160 << 20, 78)).unwrap();
+    }
+    assert!(!left.is_empty(), "no kill landed inside a write");
+    let v = env.json(&["verify"]);
+    assert_eq!(v["clean"], true, "leftovers are not damage: {v}");
+    assert_eq!(
+        v["leftovers"]["count"].as_u64().unwrap() as usize,
+        left.len(),
+        "{v}"
+    );
+    let bytes: u64 = left.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(v["leftovers"]["bytes"].as_u64().unwrap(), bytes, "{v}");
+    let text = env.ok(&["verify"]);
+    assert!(
+        text.contains("temporary file(s) of interrupted writes")
+            && text.contains("repair leftovers"),
+        "{text}"
+    );
+
+    // Fresh ones are kept (a write may own them); old ones go.
+    let out = env.json(&["repair", "leftovers"]);
+    assert_eq!(out["leftovers"].as_array().unwrap().len(), 0, "{out}");
+    assert_eq!(temporaries(&root).len(), left.len());
+    for p in &left {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let dry = env.json(&["repair", "leftovers", "--dry-run"]);
+    assert_eq!(
+        dry["leftovers"].as_array().unwrap().len(),
+        left.len(),
+        "{dry}"
+    );
+    assert_eq!(temporaries(&root).len(), left.len());
+    let out = env.json(&["repair", "leftovers"]);
+    assert_eq!(
+        out["leftovers"].as_array().unwrap().len(),
+        left.len(),
+        "{out}"
+    );
+    assert!(temporaries(&root).is_empty());
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+    assert_eq!(v["leftovers"]["count"], 0, "{v}");
+}

@@ -42,6 +42,8 @@ on_every_backend!(
     missing_repository_is_named,
     unreadable_file_needs_allow_partial,
     a_failed_restore_leaves_only_complete_files,
+    verify_racing_backups_reports_no_false_damage,
+    a_lost_index_object_is_rebuilt_from_the_packs,
 );
 
 #[test]
@@ -368,4 +370,9 @@ fn repository_files_are_private() {
 #[test]
 fn a_damaged_key_slot_is_told_from_a_wrong_password() {
     cli::a_damaged_key_slot_is_told_from_a_wrong_password();
+}
+
+#[test]
+fn leftovers_of_killed_writes_are_reported_and_removed() {
+    cli::leftovers_of_killed_writes_are_reported_and_removed();
 }
