@@ -645,7 +645,10 @@ pg1-user=postgres
                 s, m, _ = run(self.lifeboat("pg", "restore", "latest", "--pgdata", target,
                                             "--restore-command", "false", "--immediate"), self.env)
             elif tool == "pgbackrest":
-                s, m, _ = run(self.pgbackrest(f"--pg1-path={target}", "--type=immediate", "restore"), self.env)
+                # lifeboat's restore is synced when it returns; pgBackRest's
+                # is timed with a sync after it, so both are durable.
+                cmd = self.pgbackrest(f"--pg1-path={target}", "--type=immediate", "restore")
+                s, m, _ = run(" ".join(shlex.quote(c) for c in cmd) + " && sync", self.env)
             else:
                 raise ValueError(tool)
             size = du(target)
@@ -787,7 +790,8 @@ SETTINGS = [
     "- pgBackRest: `process-max=2`, `compress-type=zst`, `compress-level=1`, `start-fast=y`, "
     "`archive-check=n` (the copy alone is timed: pgBackRest does not wait for its WAL, while "
     "lifeboat's backup includes waiting for its WAL to reach the repository); `--type=full`, "
-    "`--type=incr`; restore `--type=immediate` into an empty directory.",
+    "`--type=incr`; restore `--type=immediate` into an empty directory, timed with a `sync` after it "
+    "(lifeboat's restore is synced when it returns).",
     "- pg_basebackup: `-Ft -X fetch -Z zstd:1 -c fast` (client-side compression; its RSS is the "
     "client's alone).",
     "- The limit: `find PGDATA -path PGDATA/pg_wal -prune -o -type f -print0 | "

@@ -6,6 +6,8 @@
 #                               (bench/pg_bench.py; e.g. --size-gb 4 --rounds 3 --write-docs)
 #   scripts/bench.sh dump [args]  Redis (vs redis-cli --rdb + zstd -1) and pg dump (vs
 #                               pg_dump -Fc | gzip -9) (bench/dump_bench.py; e.g. --write-docs)
+#   scripts/bench.sh restore [args]  files restore vs restic restore + sync vs cp -r + sync
+#                               (bench/restore_bench.py; e.g. --rounds 5 --write-docs)
 # Installs the peers from Debian's packages when missing, builds lifeboat in
 # release mode and passes the remaining arguments to the Python harness.
 set -euo pipefail
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 mode=files
 if [ "${1:-}" = pg ]; then mode=pg; shift; fi
 if [ "${1:-}" = dump ]; then mode=dump; shift; fi
+if [ "${1:-}" = restore ]; then mode=restore; shift; fi
 missing=()
 if [ "$mode" = dump ]; then
   need=(redis-server redis-cli zstd gzip /usr/bin/time setpriv)
@@ -24,6 +27,8 @@ elif [ "$mode" = pg ]; then
      && ! { command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; }; then
     missing+=(postgresql)
   fi
+elif [ "$mode" = restore ]; then
+  need=(restic /usr/bin/time)
 else
   need=(restic borg zstd /usr/bin/time)
 fi
@@ -47,5 +52,8 @@ if [ "$mode" = pg ]; then
 fi
 if [ "$mode" = dump ]; then
   exec python3 bench/dump_bench.py "$@"
+fi
+if [ "$mode" = restore ]; then
+  exec python3 bench/restore_bench.py "$@"
 fi
 exec python3 bench/bench.py "$@"

@@ -305,21 +305,9 @@ impl<'a> FileSink<'a> {
     /// when the file system refuses direct I/O.
     fn write_direct(&mut self, node: usize, offset: u64, data: &[u8]) -> Result<()> {
         let dests = self.dests;
-        let mut pos = 0;
-        while pos < data.len() {
-            // One run of blocks that are not all zeros.
-            while pos < data.len() && lifeboat_chunker::is_zero(&data[pos..pos + ALIGN]) {
-                pos += ALIGN;
-            }
-            let start = pos;
-            while pos < data.len() && !lifeboat_chunker::is_zero(&data[pos..pos + ALIGN]) {
-                pos += ALIGN;
-            }
-            if start == pos {
-                continue;
-            }
-            let at = offset + start as u64;
-            let run = &data[start..pos];
+        for r in data_runs(data, offset) {
+            let at = offset + r.start as u64;
+            let run = &data[r];
             if !self.direct.on() {
                 self.write_buffered(node, at, run)?;
                 continue;
@@ -386,31 +374,62 @@ impl<'a> FileSink<'a> {
 /// Block size for keeping holes: zero blocks are not written.
 const SPARSE_BLOCK: u64 = ALIGN as u64;
 
-/// Writes `data` at `offset` into a file that was created at its final size
-/// (so reads as zeros), skipping file-system blocks that are all zero: they
-/// stay holes, and a sparse file comes back sparse.
-pub(crate) fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
+/// Zero runs shorter than this are written as data, not left as holes. A
+/// page file whose pages are half zeros (PostgreSQL heap pages with one
+/// tuple) would otherwise be written 4 KiB at a time, one direct write per
+/// block, ten times slower than the disk, and come back shredded into tens
+/// of thousands of extents; real sparse regions are far longer than this.
+const HOLE_MIN: u64 = 64 << 10;
+
+/// The parts of `data`, to be written at file `offset` into a file created
+/// at its final size (so it reads as zeros), that are worth writing:
+/// everything but runs of whole zero blocks (blocks aligned on the file)
+/// at least [`HOLE_MIN`] long, which stay holes.
+pub(crate) fn data_runs(data: &[u8], offset: u64) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
     let end = offset + data.len() as u64;
     let mut pos = offset;
-    let mut run_start: Option<u64> = None;
+    let mut zero_from: Option<u64> = None;
+    let keep = |from: u64, to: u64, runs: &mut Vec<std::ops::Range<usize>>| {
+        let (a, b) = ((from - offset) as usize, (to - offset) as usize);
+        match runs.last_mut() {
+            Some(last) if last.end == a => last.end = b,
+            _ => runs.push(a..b),
+        }
+    };
+    let mut data_from = offset;
     while pos < end {
-        let block_end = ((pos / SPARSE_BLOCK) + 1) * SPARSE_BLOCK;
-        let next = block_end.min(end);
-        let slice = &data[(pos - offset) as usize..(next - offset) as usize];
-        if lifeboat_chunker::is_zero(slice) {
-            if let Some(start) = run_start.take() {
-                f.write_all_at(
-                    &data[(start - offset) as usize..(pos - offset) as usize],
-                    start,
-                )?;
+        let next = ((pos / SPARSE_BLOCK + 1) * SPARSE_BLOCK).min(end);
+        let zero = next - pos == SPARSE_BLOCK
+            && lifeboat_chunker::is_zero(&data[(pos - offset) as usize..(next - offset) as usize]);
+        if zero {
+            zero_from.get_or_insert(pos);
+        } else if let Some(z) = zero_from.take() {
+            if pos - z >= HOLE_MIN {
+                if z > data_from {
+                    keep(data_from, z, &mut runs);
+                }
+                data_from = pos;
             }
-        } else if run_start.is_none() {
-            run_start = Some(pos);
         }
         pos = next;
     }
-    if let Some(start) = run_start {
-        f.write_all_at(&data[(start - offset) as usize..], start)?;
+    let stop = match zero_from {
+        Some(z) if end - z >= HOLE_MIN => z,
+        _ => end,
+    };
+    if stop > data_from {
+        keep(data_from, stop, &mut runs);
+    }
+    runs
+}
+
+/// Writes `data` at `offset` into a file that was created at its final size
+/// (so reads as zeros), leaving long runs of zero blocks unwritten: they
+/// stay holes, and a sparse file comes back sparse.
+pub(crate) fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    for r in data_runs(data, offset) {
+        f.write_all_at(&data[r.clone()], offset + r.start as u64)?;
     }
     Ok(())
 }
@@ -475,6 +494,70 @@ mod tests {
             want[*off as usize..*off as usize + data.len()].copy_from_slice(data);
         }
         want
+    }
+
+    proptest! {
+        /// The runs cover every byte that is not zero, never a block that
+        /// is not wholly inside the data, and leave out only zero runs long
+        /// enough to be holes.
+        #[test]
+        fn data_runs_leave_out_only_long_zero_runs(
+            offset in 0u64..20_000,
+            parts in proptest::collection::vec((0usize..200_000, any::<bool>()), 1..12),
+        ) {
+            let mut data = Vec::new();
+            for (len, zero) in &parts {
+                let fill = if *zero { 0u8 } else { 7u8 };
+                data.extend(std::iter::repeat_n(fill, *len));
+            }
+            let runs = data_runs(&data, offset);
+            let mut covered = vec![false; data.len()];
+            let mut last_end = 0;
+            for r in &runs {
+                prop_assert!(r.start >= last_end && r.start < r.end && r.end <= data.len());
+                last_end = r.end;
+                for c in &mut covered[r.clone()] {
+                    *c = true;
+                }
+            }
+            for (i, b) in data.iter().enumerate() {
+                prop_assert!(covered[i] || *b == 0, "byte {i} is data but not written");
+            }
+            // Every gap is zeros, and an inner gap is at least HOLE_MIN.
+            let mut gaps = Vec::new();
+            let mut at = 0;
+            for r in &runs {
+                if r.start > at {
+                    gaps.push(at..r.start);
+                }
+                at = r.end;
+            }
+            if at < data.len() {
+                gaps.push(at..data.len());
+            }
+            for g in gaps {
+                prop_assert!(data[g.clone()].iter().all(|&b| b == 0));
+                prop_assert!(g.len() as u64 >= HOLE_MIN, "a short gap {g:?} of {}", data.len());
+            }
+        }
+    }
+
+    /// Pages whose second half is zeros are written in long runs, not
+    /// 4 KiB at a time; a long zero run stays a hole.
+    #[test]
+    fn half_zero_pages_are_one_run_and_long_zero_runs_are_holes() {
+        let mut data = vec![0u8; 8192 * 64];
+        for p in 0..64 {
+            data[p * 8192..p * 8192 + 80].fill(9);
+        }
+        assert_eq!(data_runs(&data, 0), vec![0..8192 * 64]);
+        let mut sparse = vec![0u8; 4 << 20];
+        sparse[0] = 1;
+        sparse[(4 << 20) - 1] = 1;
+        assert_eq!(
+            data_runs(&sparse, 0),
+            vec![0..4096, (4 << 20) - 4096..4 << 20]
+        );
     }
 
     proptest! {

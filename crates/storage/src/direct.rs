@@ -1,12 +1,14 @@
 //! Direct I/O (`O_DIRECT`): reads and writes that bypass the page cache.
 //!
-//! Backups and restores move each byte once. Through the page cache every
-//! byte also costs a cache page: memory taken from the database's working
-//! set and, on virtual machines, a first touch of guest memory that measured
-//! about a second per GiB here (docs/benchmarks.md). Large transfers
-//! therefore go direct where the file system supports it, and fall back to
-//! the page cache where it does not (tmpfs, some FUSE and network file
-//! systems answer `EINVAL`).
+//! Backups and restores write each byte once. Through the page cache every
+//! written byte also costs a cache page: memory taken from the database's
+//! working set and, on virtual machines, a first touch of guest memory that
+//! measured about a second per GiB here (docs/benchmarks.md). Large writes
+//! (packs, restored files) therefore go direct where the file system supports
+//! it, and fall back to the page cache where it does not (tmpfs, some FUSE
+//! and network file systems answer `EINVAL`). Reads of packs go through the
+//! cache: a warm repository is then read from memory, and a cold read costs
+//! about what a direct one does.
 //!
 //! Direct I/O needs the file offset, the length and the memory address
 //! aligned to the device's logical block size; [`ALIGN`] (the page size)
@@ -118,43 +120,6 @@ pub fn write_new(direct: &File, buffered: &File, data: &[u8]) -> io::Result<()> 
     Ok(())
 }
 
-/// Reads bytes `start..start + len` of `file` (opened with `O_DIRECT`) into
-/// `out` (cleared first), through a bounce buffer: the aligned blocks that
-/// cover the range are read and the range is copied out. Stops early at the
-/// end of the file; returns how many bytes were appended.
-pub fn read_range(file: &File, start: u64, len: u64, out: &mut Vec<u8>) -> io::Result<u64> {
-    out.clear();
-    out.reserve(usize::try_from(len).map_err(io::Error::other)?);
-    let end = start + len;
-    let mut block = start / ALIGN as u64 * ALIGN as u64;
-    with_bounce(|bounce| {
-        while block < end {
-            let want = round_up((end - block).min(bounce.len() as u64) as usize);
-            let buf = &mut bounce.as_mut_slice()[..want];
-            let mut got = 0;
-            while got < want {
-                match file.read_at(&mut buf[got..], block + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            // The part of what was read that lies in the range.
-            let from = start.saturating_sub(block) as usize;
-            let to = (end - block).min(got as u64) as usize;
-            if from < to {
-                out.extend_from_slice(&buf[from..to]);
-            }
-            if got < want {
-                break;
-            }
-            block += want as u64;
-        }
-        Ok(out.len() as u64)
-    })
-}
-
 /// [`write_new`] into the new, empty file at `path` (`buffered` is its
 /// handle without `O_DIRECT`); `Ok(false)`, with nothing written, when the
 /// file system does not do direct I/O.
@@ -167,26 +132,6 @@ pub fn try_write_new(path: &Path, buffered: &File, data: &[u8]) -> io::Result<bo
     match write_new(&direct, buffered, data) {
         Ok(()) => Ok(true),
         Err(e) if unsupported(&e) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// [`read_range`] of the file at `path`; `Ok(None)` when the file system
-/// does not do direct I/O.
-pub fn try_read_range(
-    path: &Path,
-    start: u64,
-    len: u64,
-    out: &mut Vec<u8>,
-) -> io::Result<Option<u64>> {
-    let f = match open(OpenOptions::new().read(true), path) {
-        Ok(f) => f,
-        Err(e) if unsupported(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    match read_range(&f, start, len, out) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if unsupported(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -213,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn written_and_read_ranges_are_exact() {
+    fn direct_writes_are_exact() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data: Vec<u8> = (0..(3 << 20) + 1234)
             .map(|i: u32| (i % 251) as u8)
@@ -231,19 +176,5 @@ mod tests {
             Err(e) => panic!("open: {e}"),
         }
         assert!(std::fs::read(&path).expect("read") == data);
-        let f = open(OpenOptions::new().read(true), &path).expect("open direct");
-        let mut out = Vec::new();
-        for (s, l) in [
-            (0u64, 10u64),
-            (4095, 2),
-            (1 << 20, 3 << 20),
-            (5000, 1 << 21),
-            (0, 0),
-        ] {
-            let n = read_range(&f, s, l, &mut out).expect("read");
-            let end = (s + l).min(data.len() as u64) as usize;
-            assert_eq!(n as usize, end.saturating_sub(s as usize));
-            assert!(out[..] == data[s as usize..end]);
-        }
     }
 }
