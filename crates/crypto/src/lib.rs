@@ -536,6 +536,11 @@ pub struct KeySlot {
     pub salt: String,
     /// The sealed master key, hexadecimal.
     pub wrapped_master_key: String,
+    /// A checksum of the fields above (see [`KeySlot::checksum_matches`]):
+    /// a damaged slot is then told from a wrong secret. Absent in slots
+    /// written before it existed; builds that predate it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 /// The key slot format version this build writes and reads.
@@ -558,7 +563,7 @@ impl KeySlot {
         fill_random(&mut salt)?;
         let wrapping = kdf.derive(secret, &salt)?;
         let wrapped = wrapping.seal(id.as_bytes(), master.as_bytes())?;
-        Ok(KeySlot {
+        let mut slot = KeySlot {
             version: KEY_SLOT_VERSION,
             id,
             source,
@@ -567,7 +572,39 @@ impl KeySlot {
             kdf,
             salt: hex::encode(salt),
             wrapped_master_key: hex::encode(wrapped),
-        })
+            checksum: None,
+        };
+        slot.checksum = Some(slot.compute_checksum());
+        Ok(slot)
+    }
+
+    /// BLAKE3 (derived key "lifeboat key slot checksum v1") of the slot's
+    /// fields as the JSON array `[version, id, source, label, created_unix,
+    /// kdf, salt, wrapped_master_key]`, hexadecimal.
+    fn compute_checksum(&self) -> String {
+        let fields = serde_json::to_vec(&(
+            self.version,
+            &self.id,
+            self.source,
+            &self.label,
+            self.created_unix,
+            &self.kdf,
+            &self.salt,
+            &self.wrapped_master_key,
+        ))
+        .unwrap_or_default();
+        let mut h = blake3::Hasher::new_derive_key("lifeboat key slot checksum v1");
+        h.update(&fields);
+        h.finalize().to_hex().to_string()
+    }
+
+    /// Whether the slot is as it was written: `Some(true)` or `Some(false)`
+    /// for a slot with a checksum, `None` for one written before slots had
+    /// one (its damage cannot be told from a wrong secret).
+    pub fn checksum_matches(&self) -> Option<bool> {
+        self.checksum
+            .as_ref()
+            .map(|c| c.eq_ignore_ascii_case(&self.compute_checksum()))
     }
 
     /// Unwraps the master key with `secret`.
@@ -756,6 +793,37 @@ mod tests {
             .chunk_id_with_pages(&[0u8; 6000], 3000, &mut marks)
             .is_none());
         assert!(marks.is_empty());
+    }
+
+    #[test]
+    fn a_changed_key_slot_fails_its_checksum() {
+        let master = Key::generate().unwrap();
+        let slot = KeySlot::create(
+            &master,
+            b"a passphrase",
+            SecretSource::Passphrase,
+            fast_kdf(),
+            "l",
+            1,
+        )
+        .unwrap();
+        let back = KeySlot::from_bytes(&slot.to_bytes()).unwrap();
+        assert_eq!(back.checksum_matches(), Some(true));
+        let mut changed = back.clone();
+        let last = changed.wrapped_master_key.pop().unwrap();
+        changed
+            .wrapped_master_key
+            .push(if last == '0' { '1' } else { '0' });
+        assert_eq!(changed.checksum_matches(), Some(false));
+        let mut old = back.clone();
+        old.checksum = None;
+        let old = KeySlot::from_bytes(&old.to_bytes()).unwrap();
+        assert_eq!(
+            old.checksum_matches(),
+            None,
+            "slots from before checksums still read"
+        );
+        assert!(old.open(b"a passphrase").is_ok());
     }
 
     proptest! {

@@ -117,49 +117,72 @@ impl Ctx {
 
     /// Every credential given, key material first (it opens without Argon2id).
     fn credentials(&self) -> Result<Vec<Credential>> {
+        let key = self.key_credential();
+        let password = self.password_credential()?;
         let mut out = Vec::new();
+        match key {
+            Ok(Some(k)) => out.push(k),
+            Ok(None) => {}
+            // Key material that cannot be a key: with a password given as
+            // well, said and passed over; alone, the error.
+            Err(e) if password.is_some() => eprintln!("warning: {e}; trying the password"),
+            Err(e) => return Err(e),
+        }
+        out.extend(password);
+        Ok(out)
+    }
+
+    /// The key material given (file, command, LIFEBOAT_KEY), if any.
+    fn key_credential(&self) -> Result<Option<Credential>> {
         let g = &self.global;
         if let Some(p) = g.key_file.clone().or_else(|| self.file.key_file.clone()) {
-            out.push(Credential::key_material(
+            return Ok(Some(Credential::key_material(
                 SecretSource::KeyFile,
                 read_key_file(&p)?,
-            ));
-        } else if let Some(c) = g
+            )));
+        }
+        if let Some(c) = g
             .key_command
             .clone()
             .or_else(|| self.file.key_command.clone())
         {
-            out.push(Credential::key_material(
+            return Ok(Some(Credential::key_material(
                 SecretSource::KeyCommand,
                 key_material(run_secret_command(&c, false)?, "the key command's output")?,
-            ));
-        } else if let Some(k) = std::env::var_os("LIFEBOAT_KEY").filter(|v| !v.is_empty()) {
-            out.push(Credential::key_material(
+            )));
+        }
+        if let Some(k) = std::env::var_os("LIFEBOAT_KEY").filter(|v| !v.is_empty()) {
+            return Ok(Some(Credential::key_material(
                 SecretSource::KeyEnv,
                 key_material(
                     k.to_string_lossy().trim().as_bytes().to_vec(),
                     "LIFEBOAT_KEY",
                 )?,
-            ));
+            )));
         }
+        Ok(None)
+    }
+
+    /// The passphrase given (file, command, LIFEBOAT_PASSWORD), if any.
+    fn password_credential(&self) -> Result<Option<Credential>> {
+        let g = &self.global;
         if let Some(p) = g
             .password_file
             .clone()
             .or_else(|| self.file.password_file.clone())
         {
-            out.push(Credential::passphrase(read_password_file(&p)?));
-        } else if let Some(c) = g
+            return Ok(Some(Credential::passphrase(read_password_file(&p)?)));
+        }
+        if let Some(c) = g
             .password_command
             .clone()
             .or_else(|| self.file.password_command.clone())
         {
-            out.push(Credential::passphrase(run_secret_command(&c, true)?));
-        } else if let Some(p) = std::env::var_os("LIFEBOAT_PASSWORD").filter(|v| !v.is_empty()) {
-            out.push(Credential::passphrase(
-                p.to_string_lossy().as_bytes().to_vec(),
-            ));
+            return Ok(Some(Credential::passphrase(run_secret_command(&c, true)?)));
         }
-        Ok(out)
+        Ok(std::env::var_os("LIFEBOAT_PASSWORD")
+            .filter(|v| !v.is_empty())
+            .map(|p| Credential::passphrase(p.to_string_lossy().as_bytes().to_vec())))
     }
 
     pub(crate) fn open(&self) -> Result<Repository> {
@@ -169,10 +192,8 @@ impl Ctx {
         if let Some(root) = self.local_root() {
             warn_exposed_key_slots(&root);
         }
-        if let Ok(damaged) = repo.damaged_key_slots() {
-            for (key, reason) in damaged {
-                eprintln!("warning: key slot {key} is damaged ({reason}); `lifeboat verify` reports it, `lifeboat repo key add` makes a new slot");
-            }
+        for (key, reason) in repo.damaged_slots_at_open() {
+            eprintln!("warning: key slot {key} is damaged ({reason}); `lifeboat verify` reports it, `lifeboat repo key add` makes a new slot");
         }
         Ok(repo)
     }
@@ -196,7 +217,7 @@ impl Ctx {
 pub(crate) fn first_line_of(p: &Path, what: &str) -> Result<String> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| UsageError(format!("cannot read {what} {}: {e}", p.display())))?;
-    let line = text.lines().next().unwrap_or_default().trim().to_string();
+    let line = text.lines().next().unwrap_or_default().to_string();
     if line.is_empty() {
         return Err(UsageError(format!("{what} {} is empty", p.display())).into());
     }
@@ -204,9 +225,7 @@ pub(crate) fn first_line_of(p: &Path, what: &str) -> Result<String> {
 }
 
 fn read_password_file(p: &Path) -> Result<Vec<u8>> {
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| UsageError(format!("cannot read password file {}: {e}", p.display())))?;
-    Ok(text.lines().next().unwrap_or_default().as_bytes().to_vec())
+    Ok(first_line_of(p, "password file")?.into_bytes())
 }
 
 /// Key material must be at least this long (BLAKE3 slots need 32 bytes).

@@ -181,10 +181,11 @@ pub(crate) struct PgRestoreArgs {
     #[arg(long, value_name = "TLI")]
     target_timeline: Option<String>,
     /// `off` (default): the restored server does not archive WAL, so a
-    /// trial restore adds no timeline to the source's archive; `preserve`:
-    /// it archives as the source did, for a server that replaces the source
-    #[arg(long, default_value = "off", value_parser = ["off", "preserve"], value_name = "MODE")]
-    archive_mode: String,
+    /// trial restore adds no timeline to the source's archive; `preserve`
+    /// (default with --standby, which is restored to take over): it
+    /// archives as the source did, for a server that replaces the source
+    #[arg(long, value_parser = ["off", "preserve"], value_name = "MODE")]
+    archive_mode: Option<String>,
     /// Restore a standby (standby.signal)
     #[arg(long)]
     standby: bool,
@@ -541,10 +542,11 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
                     .ok_or_else(|| UsageError(format!("--tablespace-map {m:?}: give OLD=NEW")))
             })
             .collect::<Result<_, _>>()?,
-        archive_mode: if args.archive_mode == "preserve" {
-            pg::ArchiveMode::Preserve
-        } else {
-            pg::ArchiveMode::Off
+        archive_mode: match args.archive_mode.as_deref() {
+            Some("preserve") => pg::ArchiveMode::Preserve,
+            Some(_) => pg::ArchiveMode::Off,
+            None if args.standby => pg::ArchiveMode::Preserve,
+            None => pg::ArchiveMode::Off,
         },
     };
     let report = pg::restore(&repo, &opts, &progress)?;
@@ -572,8 +574,22 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
     } else {
         None
     };
+    // primary_conninfo may hold a password: shown without it.
+    let shown: Vec<(String, String)> = report
+        .settings
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "primary_conninfo" {
+                pg::session::redact(v)
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
     if ctx.global.json {
         let mut v = json!(report);
+        v["settings"] = json!(shown);
         if let Some((state, ms)) = &recovery {
             v["recovery"] = json!({"state": state, "duration_ms": ms,
                 "total_ms": report.stats.duration_ms + ms});
@@ -588,10 +604,10 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
             size(report.stats.bytes),
             secs(report.stats.duration_ms)
         );
-        for (k, v) in &report.settings {
+        for (k, v) in &shown {
             outln!("  {k} = {v}");
         }
-        if opts.archive_mode == pg::ArchiveMode::Off && !args.standby {
+        if opts.archive_mode == pg::ArchiveMode::Off {
             outln!(
                 "  archiving is off in the restored server (--archive-mode off): it adds nothing to this repository. If it replaces the source, turn it back on (ALTER SYSTEM RESET archive_mode; restart) or restore with --archive-mode preserve"
             );

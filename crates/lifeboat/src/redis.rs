@@ -30,9 +30,10 @@ pub(crate) struct RedisBackupArgs {
     /// redis://[user:password@]host:port (on a command line, `ps` shows the
     /// password: prefer --redis-url-file, LIFEBOAT_REDIS_URL or the config
     /// file)
-    #[arg(long, env = "LIFEBOAT_REDIS_URL", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
-    /// Read the URL from the first line of this file
+    /// Read the URL from the first line of this file (the flags come before
+    /// LIFEBOAT_REDIS_URL, which comes before the config file)
     #[arg(long, value_name = "PATH", conflicts_with = "redis_url")]
     redis_url_file: Option<PathBuf>,
     /// Seconds to wait for any reply, including the start of the RDB (the
@@ -80,14 +81,19 @@ pub(crate) struct RedisRestoreArgs {
     verify: bool,
     /// Load the backup into this live server key by key with RESTORE (TTLs
     /// kept); refused when it holds keys, unless --replace
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", group = "live_target")]
     to_url: Option<String>,
     /// --to-url, read from the first line of this file (keeps the password
     /// off the command line)
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["to_url", "target_dir"])]
+    #[arg(
+        long,
+        value_name = "PATH",
+        group = "live_target",
+        conflicts_with = "target_dir"
+    )]
     to_url_file: Option<PathBuf>,
     /// With --to-url: overwrite keys of the same name
-    #[arg(long)]
+    #[arg(long, requires = "live_target")]
     replace: bool,
     /// With a rediss:// --to-url: CA certificates (PEM) to check the
     /// server's certificate against (default: the Mozilla roots)
@@ -119,10 +125,14 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
         Some(p) => Some(crate::commands::first_line_of(p, "Redis URL file")?),
         None => None,
     };
+    let from_env = std::env::var("LIFEBOAT_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
     let Some(url) = args
         .redis_url
         .clone()
         .or(from_file)
+        .or(from_env)
         .or_else(|| named.and_then(|s| s.redis_url.clone()))
     else {
         return Err(UsageError(match &args.source {

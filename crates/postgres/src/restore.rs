@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 
 use lifeboat_repo::{
     NodeKind, Overwrite, Progress, Repository, RestoreOptions as RepoRestore, RestoreStats,
@@ -203,7 +202,6 @@ const RECOVERY_KEYS: &[&str] = &[
     "recovery_target_timeline",
     "recovery_target_inclusive",
     "primary_conninfo",
-    "archive_mode",
 ];
 
 fn write_auto_conf(pgdata: &Path, settings: &[(String, String)], label: &str) -> Result<()> {
@@ -212,7 +210,9 @@ fn write_auto_conf(pgdata: &Path, settings: &[(String, String)], label: &str) ->
     let mut out = String::new();
     for line in old.lines() {
         let key = line.split('=').next().unwrap_or("").trim();
-        if RECOVERY_KEYS.contains(&key) {
+        // The recovery keys always; others (archive_mode) only when this
+        // restore sets them: `--archive-mode preserve` keeps the source's.
+        if RECOVERY_KEYS.contains(&key) || settings.iter().any(|(k, _)| k == key) {
             out.push_str(&format!(
                 "# Removed by lifeboat restore of {label}: {line}\n"
             ));
@@ -269,7 +269,7 @@ pub fn restore(
     let entry = choose_snapshot(repo, opts)?;
     crate::timelines::check_target(repo, &entry, opts)?;
     let spaces = tablespace_locations(&entry, opts)?;
-    let control = entry.snapshot.item(PG_CONTROL).ok_or_else(|| {
+    entry.snapshot.item(PG_CONTROL).ok_or_else(|| {
         PgError::Repo(lifeboat_repo::RepoError::Corrupt {
             key: format!("snapshots/{}", entry.id.to_hex()),
             reason: format!("the backup holds no {PG_CONTROL}"),
@@ -353,7 +353,7 @@ pub fn restore(
                 chown_tree(loc, owner)?;
             }
         }
-        write_control(repo, control, pgdata)
+        write_control(repo, &entry, pgdata, &spaces)
     };
     finish().map_err(incomplete)?;
     Ok(PgRestoreReport {
@@ -363,39 +363,31 @@ pub fn restore(
     })
 }
 
-/// Writes `global/pg_control` from the backup, durably, under its name only
-/// once whole: the last file of a restore.
-fn write_control(repo: &Repository, node: &lifeboat_repo::Node, pgdata: &Path) -> Result<()> {
-    use std::io::Write;
-    let path = pgdata.join(PG_CONTROL);
-    let temp = pgdata.join("global/pg_control.lifeboat-partial");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(|e| PgError::io("create", &temp, e))?;
-    repo.restore_item(node, &mut f, &lifeboat_repo::NoProgress)?;
-    f.flush().map_err(|e| PgError::io("write", &temp, e))?;
-    f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))
-        .map_err(|e| PgError::io("set mode of", &temp, e))?;
-    match std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
-        Err(e) => return Err(PgError::io("chown", &temp, e)),
+/// Restores `global/pg_control` from the backup: the last file, once
+/// everything else is durable (the tablespaces' file systems are synced
+/// here; the data directory's by the restore of this file, before it gives
+/// the file its name).
+fn write_control(
+    repo: &Repository,
+    entry: &SnapshotEntry,
+    pgdata: &Path,
+    spaces: &[(String, PathBuf)],
+) -> Result<()> {
+    for (_, loc) in spaces {
+        lifeboat_repo::sync_filesystem(loc)?;
     }
-    let mtime =
-        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(node.mtime_ns.max(0) as u64);
-    f.set_modified(mtime)
-        .map_err(|e| PgError::io("set times of", &temp, e))?;
-    f.sync_all().map_err(|e| PgError::io("sync", &temp, e))?;
-    drop(f);
-    fs::rename(&temp, &path).map_err(|e| PgError::io("rename", &path, e))?;
-    let dir = pgdata.join("global");
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| PgError::io("sync", &dir, e))
+    repo.restore(
+        &entry.snapshot,
+        &RepoRestore {
+            target: pgdata.to_path_buf(),
+            include: vec![PG_CONTROL.to_string()],
+            overwrite: Overwrite::Always,
+            page_cache: true,
+            ..Default::default()
+        },
+        &lifeboat_repo::NoProgress,
+    )?;
+    Ok(())
 }
 
 /// Where each tablespace of the backup goes: its old location, or the one
@@ -548,6 +540,40 @@ mod tests {
         assert!(parse_target_time("yesterday").is_err());
         assert_eq!(pg_timestamp(a), "2026-11-24 10:00:00.000000+00");
         assert_eq!(parse_target_time(&pg_timestamp(a)).unwrap(), a);
+    }
+
+    #[test]
+    fn preserve_keeps_the_sources_archive_mode_and_off_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("postgresql.auto.conf");
+        let original = "archive_mode = 'on'\narchive_command = 'x %p'\n";
+        let mut opts = PgRestoreOptions {
+            pgdata: dir.path().to_path_buf(),
+            snapshot: None,
+            target: RecoveryTarget::End,
+            target_action: "promote".into(),
+            target_timeline: None,
+            standby: false,
+            primary_conninfo: None,
+            delta: false,
+            restore_command: "lifeboat pg wal-fetch %f %p".into(),
+            tablespace_map: Vec::new(),
+            archive_mode: ArchiveMode::Preserve,
+        };
+        fs::write(&conf, original).unwrap();
+        write_auto_conf(dir.path(), &recovery_settings(&opts), "x").unwrap();
+        let kept = fs::read_to_string(&conf).unwrap();
+        assert!(kept.lines().any(|l| l == "archive_mode = 'on'"), "{kept}");
+        opts.archive_mode = ArchiveMode::Off;
+        fs::write(&conf, original).unwrap();
+        write_auto_conf(dir.path(), &recovery_settings(&opts), "x").unwrap();
+        let off = fs::read_to_string(&conf).unwrap();
+        assert!(!off.lines().any(|l| l == "archive_mode = 'on'"), "{off}");
+        assert!(off.lines().any(|l| l == "archive_mode = 'off'"), "{off}");
+        assert!(
+            off.lines().any(|l| l == "archive_command = 'x %p'"),
+            "{off}"
+        );
     }
 
     #[test]

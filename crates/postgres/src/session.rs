@@ -66,12 +66,15 @@ pub struct BackupStop {
 pub fn redact(conninfo: &str) -> String {
     if let Some((scheme, rest)) = conninfo.split_once("://") {
         // postgresql://user:secret@host/db?password=x → user:***@host/db?password=***
-        let rest = match rest.split_once('@') {
-            Some((auth, host)) if !auth.contains('/') => match auth.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{host}"),
+        // The credentials end at the last `@` before the query: a password
+        // written with `/` or `@` in it is hidden whole.
+        let cut = rest.find('?').unwrap_or(rest.len());
+        let rest = match rest[..cut].rfind('@') {
+            Some(at) => match rest[..at].split_once(':') {
+                Some((user, _)) => format!("{user}:***@{}", &rest[at + 1..]),
                 None => rest.to_string(),
             },
-            _ => rest.to_string(),
+            None => rest.to_string(),
         };
         let rest = match rest.split_once('?') {
             Some((base, query)) => {
@@ -492,6 +495,10 @@ mod tests {
                 "postgresql://app@db/x?sslmode=require&password=***",
             ),
             ("postgresql:///x?host=/tmp", "postgresql:///x?host=/tmp"),
+            (
+                "postgresql://app:pa/ss@word@db:5432/x",
+                "postgresql://app:***@db:5432/x",
+            ),
         ] {
             assert_eq!(redact(conninfo), shown, "{conninfo}");
         }

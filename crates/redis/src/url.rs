@@ -50,13 +50,15 @@ impl RedisUrl {
         } else {
             return Err(bad("it must start with redis:// or rediss://"));
         };
-        let (authority, path) = match rest.split_once('/') {
-            Some((a, p)) => (a, p),
-            None => (rest, ""),
-        };
-        let (auth, hostport) = match authority.rsplit_once('@') {
+        // The credentials end at the last `@`: a password may hold `@` and
+        // `/` itself; the host, port and path follow.
+        let (auth, after) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
-            None => (None, authority),
+            None => (None, rest),
+        };
+        let (hostport, path) = match after.split_once('/') {
+            Some((h, p)) => (h, p),
+            None => (after, ""),
         };
         let (user, password) = match auth {
             None => (None, None),
@@ -129,15 +131,12 @@ pub fn redact(url: &str) -> String {
         return url.to_string();
     };
     // As `RedisUrl::parse` reads it: the credentials end at the last `@`
-    // before the path (a password may hold `@` itself).
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
+    // (a password may hold `@` and `/` itself). Without a `:`, some clients
+    // take the whole of it as a password: hidden too.
+    match rest.rsplit_once('@') {
         Some((auth, host)) => match auth.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_string(),
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
         },
         None => url.to_string(),
     }
@@ -188,9 +187,22 @@ mod tests {
             ("redis://u:top@secret@h:6379/2", "redis://u:***@h:6379/2"),
             ("rediss://:p:a@ss@h", "rediss://:***@h"),
             ("redis://h:6379/0", "redis://h:6379/0"),
-            ("redis://u:pw@h/1@x", "redis://u:***@h/1@x"),
+            ("redis://u:pw@h/1@x", "redis://u:***@x"),
+            ("redis://:ab/cd+ef==@h:6379/1", "redis://:***@h:6379/1"),
+            ("redis://onlysecret@h", "redis://***@h"),
         ] {
             assert_eq!(redact(url), shown, "{url}");
         }
+        // A password holding `/` (base64) parses whole, and a bad URL's
+        // message does not show it.
+        let u = RedisUrl::parse("redis://:ab/cd+ef==@h:6380/3").unwrap();
+        assert_eq!(
+            (u.password.as_deref(), u.port, u.db),
+            (Some("ab/cd+ef=="), 6380, 3)
+        );
+        let err = RedisUrl::parse("redis://:ab/cd@h:notaport")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("ab/cd"), "{err}");
     }
 }

@@ -165,6 +165,7 @@ impl RepoError {
             | RepoError::KeySlotNotFound(_)
             | RepoError::LastKeySlot
             | RepoError::Refused(_)
+            | RepoError::UnknownVersion { .. }
             | RepoError::Invalid(_) => true,
             RepoError::RestoreIncomplete { cause, .. } => cause.is_usage(),
             _ => false,

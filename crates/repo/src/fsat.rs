@@ -101,7 +101,11 @@ pub(crate) fn open(
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
         match rustix::fs::openat2(root, rel, flags, mode, resolve) {
-            Err(rustix::io::Errno::NOSYS) => OPENAT2.store(false, Ordering::Relaxed),
+            // Missing (before Linux 5.6), or refused by a seccomp filter
+            // (older container profiles answer EPERM): walk instead.
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                OPENAT2.store(false, Ordering::Relaxed)
+            }
             // openat2 refuses what it cannot resolve safely with EAGAIN
             // (a rename racing it); the walk below settles it.
             Err(rustix::io::Errno::AGAIN) => {}
@@ -197,6 +201,12 @@ pub(crate) fn remove(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     if kind_of(st.st_mode) != rustix::fs::FileType::Directory {
         return Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?);
     }
+    if st.st_dev != rustix::fs::fstat(dir)?.st_dev {
+        return Err(io::Error::other(format!(
+            "{} is a mount point: a restore does not empty another file system",
+            name.to_string_lossy()
+        )));
+    }
     let sub = rustix::fs::openat(
         dir,
         name,
@@ -220,9 +230,43 @@ pub(crate) fn remove(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
 }
 
+/// Which file a handle is: device, inode, owner and birth time. An inode
+/// number is reused as soon as its file is gone, and birth times are only
+/// as fine as the kernel's clock tick; the owner is what another user
+/// cannot forge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: (u32, u32),
+    ino: u64,
+    uid: u32,
+    born: Option<(i64, u32)>,
+}
+
+fn file_id(fd: BorrowedFd<'_>) -> io::Result<(FileId, u16)> {
+    use rustix::fs::StatxFlags;
+    let st = rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::TYPE | StatxFlags::INO | StatxFlags::UID | StatxFlags::BTIME,
+    )?;
+    let born = (st.stx_mask & StatxFlags::BTIME.bits() != 0)
+        .then_some((st.stx_btime.tv_sec, st.stx_btime.tv_nsec));
+    Ok((
+        FileId {
+            dev: (st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            uid: st.stx_uid,
+            born,
+        },
+        st.stx_mode,
+    ))
+}
+
 /// Creates `name` in `dir` as a new, empty regular file of `len` bytes
-/// (a hole until written) that only its owner can read.
-pub(crate) fn create_file(dir: BorrowedFd<'_>, name: &OsStr, len: u64) -> io::Result<()> {
+/// (a hole until written) that only its owner can read; returns which file
+/// it is, so later opens by name can check they found the same one.
+pub(crate) fn create_file(dir: BorrowedFd<'_>, name: &OsStr, len: u64) -> io::Result<FileId> {
     let fd = rustix::fs::openat(
         dir,
         name,
@@ -232,17 +276,39 @@ pub(crate) fn create_file(dir: BorrowedFd<'_>, name: &OsStr, len: u64) -> io::Re
     if len > 0 {
         rustix::fs::ftruncate(&fd, len)?;
     }
+    Ok(file_id(fd.as_fd())?.0)
+}
+
+/// Checks that `fd` is the regular file `id`: in a directory others can
+/// write, the name may have been given to another file since it was made,
+/// and the restore must not write into, or give its owner and mode to, a
+/// file it did not make.
+pub(crate) fn check_same(fd: BorrowedFd<'_>, id: FileId) -> io::Result<()> {
+    let (found, mode) = file_id(fd)?;
+    if kind_of(u32::from(mode)) != rustix::fs::FileType::RegularFile || found != id {
+        return Err(io::Error::other(
+            "the restore's temporary file was replaced by another file while it was written (someone else can write this directory); nothing was written to it",
+        ));
+    }
     Ok(())
 }
 
-/// Opens a restored file for writing, beneath `root`, past the page cache
-/// when `direct`.
-pub(crate) fn open_for_write(root: BorrowedFd<'_>, rel: &Path, direct: bool) -> io::Result<File> {
-    let mut flags = OFlags::WRONLY;
+/// Opens the restored file `id` for writing, beneath `root`, past the page
+/// cache when `direct`; an error when the name no longer holds that file.
+pub(crate) fn open_for_write(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    direct: bool,
+    id: FileId,
+) -> io::Result<File> {
+    // Non-blocking: a FIFO put in its place must not hang the restore.
+    let mut flags = OFlags::WRONLY | OFlags::NONBLOCK;
     if direct {
         flags |= OFlags::DIRECT;
     }
-    Ok(File::from(open(root, rel, flags, Mode::empty())?))
+    let fd = open(root, rel, flags, Mode::empty())?;
+    check_same(fd.as_fd(), id)?;
+    Ok(File::from(fd))
 }
 
 /// Ownership, mode and modification time for an item being finished.
@@ -277,7 +343,9 @@ pub(crate) fn set_meta_fd(fd: BorrowedFd<'_>, m: &Meta) -> io::Result<()> {
         Some(rustix::fs::Uid::from_raw(m.uid)),
         Some(rustix::fs::Gid::from_raw(m.gid)),
     ) {
-        Ok(()) | Err(rustix::io::Errno::PERM) => {}
+        // Not permitted, or an id this user namespace does not map:
+        // the restorer stays the owner.
+        Ok(()) | Err(rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {}
         Err(e) => return Err(e.into()),
     }
     // After the owner: chown clears set-user-id bits.
@@ -298,7 +366,9 @@ pub(crate) fn set_link_meta(dir: BorrowedFd<'_>, name: &OsStr, m: &Meta) -> io::
         Some(rustix::fs::Gid::from_raw(m.gid)),
         AtFlags::SYMLINK_NOFOLLOW,
     ) {
-        Ok(()) | Err(rustix::io::Errno::PERM) => {}
+        // Not permitted, or an id this user namespace does not map:
+        // the restorer stays the owner.
+        Ok(()) | Err(rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {}
         Err(e) => return Err(e.into()),
     }
     if let Some(t) = m.times() {
@@ -324,7 +394,9 @@ pub(crate) fn set_node_meta(dir: BorrowedFd<'_>, name: &OsStr, m: &Meta) -> io::
         Some(rustix::fs::Gid::from_raw(m.gid)),
         AtFlags::EMPTY_PATH,
     ) {
-        Ok(()) | Err(rustix::io::Errno::PERM) => {}
+        // Not permitted, or an id this user namespace does not map:
+        // the restorer stays the owner.
+        Ok(()) | Err(rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {}
         Err(e) => return Err(e.into()),
     }
     let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
@@ -382,6 +454,15 @@ mod tests {
         // ensure_dir refuses to make a directory through the link too.
         assert!(ensure_dir(root.fd(), Path::new("etc/sub"), 0o700).is_err());
         assert!(!outside.join("sub").exists());
+        // A temporary file whose name another user gave to a file of theirs
+        // is not written to (the inode number may well be the same).
+        let id = create_file(root.fd(), OsStr::new("mine"), 10).unwrap();
+        assert!(open_for_write(root.fd(), Path::new("mine"), false, id).is_ok());
+        std::fs::remove_file(root_path.join("mine")).unwrap();
+        std::fs::write(root_path.join("mine"), b"someone else's").unwrap();
+        if std::os::unix::fs::chown(root_path.join("mine"), Some(65534), Some(65534)).is_ok() {
+            assert!(open_for_write(root.fd(), Path::new("mine"), false, id).is_err());
+        }
         // And remove() takes the link away, not what it points to.
         remove(root.fd(), OsStr::new("etc")).unwrap();
         assert!(outside.is_dir());

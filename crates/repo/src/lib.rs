@@ -47,7 +47,7 @@ pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
 pub use repair::{Leftover, LeftoverSummary, RepairIndexReport};
 pub use repository::{format_time, now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
-pub use restore::{Overwrite, RestoreOptions, RestoreStats};
+pub use restore::{sync_filesystem_of as sync_filesystem, Overwrite, RestoreOptions, RestoreStats};
 pub use snapshot::{
     BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot, SnapshotEntry,
 };

@@ -32,6 +32,9 @@ pub struct RepairIndexReport {
     pub indexes_kept: usize,
     /// Damaged index objects removed (after their packs were indexed anew).
     pub indexes_removed: Vec<String>,
+    /// Damaged index objects left in place because some pack could not be
+    /// indexed (they may be all that lists its readable chunks).
+    pub indexes_kept_damaged: Vec<String>,
     /// Packs stored but in no intact index object: their tables were read.
     pub packs_read: usize,
     /// Packs indexed by the index objects written now.
@@ -144,7 +147,11 @@ impl Repository {
                     covered.extend(packs.iter().map(|p| p.pack));
                 }
                 Err(RepoError::Storage(e)) if e.is_not_found() => {}
-                Err(_) => damaged.push(key),
+                // Only damage is repaired; an index this build cannot read
+                // (a newer version) or a store that did not answer stops
+                // the repair before anything is changed.
+                Err(RepoError::Corrupt { .. }) => damaged.push(key),
+                Err(e) => return Err(e),
             }
         }
         let stored: HashMap<PackId, u64> = self
@@ -184,7 +191,10 @@ impl Repository {
                     }
                 }
                 Err(RepoError::Storage(e)) if e.is_not_found() => {}
-                Err(e) => report.unreadable_packs.push((key, e.to_string())),
+                Err(e @ RepoError::Corrupt { .. }) => {
+                    report.unreadable_packs.push((key, e.to_string()))
+                }
+                Err(e) => return Err(e),
             }
         }
         progress.finish();
@@ -193,10 +203,15 @@ impl Repository {
             report.indexes_written += 1;
             report.packs_indexed += group.len();
         }
-        // Only now: every pack the damaged objects may have listed is indexed.
-        for key in damaged {
-            self.inner.block(self.inner.storage.delete(&key))?;
-            report.indexes_removed.push(key);
+        // Only now, and only when every stored pack is indexed again: then
+        // nothing the damaged objects listed is lost with them.
+        if report.unreadable_packs.is_empty() {
+            for key in damaged {
+                self.inner.block(self.inner.storage.delete(&key))?;
+                report.indexes_removed.push(key);
+            }
+        } else {
+            report.indexes_kept_damaged = damaged;
         }
         Ok(report)
     }
@@ -234,39 +249,14 @@ impl Repository {
         let bytes = self.inner.block(self.inner.storage.get(key))?;
         let entries = format::read_pack_toc(key, &bytes, &self.inner.keyring)?;
         let epoch = format::check_header(key, format::MAGIC_PACK, &bytes)?;
-        let data_key = self
-            .inner
-            .keyring
-            .epoch(epoch)
-            .ok_or_else(|| RepoError::Corrupt {
-                key: key.to_string(),
-                reason: format!("unknown key epoch {epoch}"),
-            })?;
-        let mut work = bytes.to_vec();
-        let mut scratch = Vec::new();
-        let mut good = Vec::with_capacity(entries.len());
-        let mut bad = 0;
-        for e in entries {
-            let start = e.offset as usize;
-            let ok = work
-                .get_mut(start..start + e.len as usize)
-                .is_some_and(|sealed| {
-                    format::open_blob_in_place(
-                        key,
-                        data_key,
-                        &self.inner.keyring,
-                        &e,
-                        sealed,
-                        &mut scratch,
-                    )
-                    .is_ok()
-                });
-            if ok {
-                good.push(e);
-            } else {
-                bad += 1;
-            }
-        }
+        let sound = self.sound_blobs(key, &bytes, epoch, &entries);
+        let bad = sound.iter().filter(|ok| !**ok).count();
+        let good: Vec<format::BlobEntry> = entries
+            .into_iter()
+            .zip(sound)
+            .filter(|(_, ok)| *ok)
+            .map(|(e, _)| e)
+            .collect();
         Ok((
             IndexedPack {
                 pack: *pack,

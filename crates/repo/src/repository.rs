@@ -131,6 +131,8 @@ pub struct Repository {
     pub(crate) inner: Arc<Inner>,
     master: Key,
     slot_id: String,
+    /// Key slots found damaged when it was opened: (key, what is wrong).
+    damaged_slots: Vec<(String, String)>,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -155,67 +157,44 @@ fn slot_key(id: &str) -> String {
     format!("keys/{id}")
 }
 
-/// The key slot object version this build writes: 2 ends with a BLAKE3
-/// checksum of everything before it, so a damaged slot is told from a wrong
-/// password. Version 1 (no checksum) is still read.
-const SLOT_VERSION: u16 = 2;
-
 fn encode_slot(slot: &KeySlot) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC_KEYSLOT);
-    out.extend_from_slice(&SLOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&slot.to_bytes());
-    let sum = blake3::hash(&out);
-    out.extend_from_slice(sum.as_bytes());
     out
 }
 
-/// A key slot as read: the slot, and whether its object carried a checksum
-/// (version 2) that matched.
+/// A key slot as read: the slot, and whether it carried a checksum (that
+/// matched).
 pub(crate) struct ReadSlot {
     pub(crate) slot: KeySlot,
     pub(crate) checked: bool,
 }
 
-/// Decodes a stored key slot. A slot whose checksum does not match, or that
-/// does not parse, is [`RepoError::Corrupt`] naming it.
+/// Decodes a stored key slot. A slot that does not parse or whose checksum
+/// does not match is [`RepoError::Corrupt`] naming it.
 pub(crate) fn decode_slot(key: &str, bytes: &[u8]) -> Result<ReadSlot> {
+    format::check_header(key, MAGIC_KEYSLOT, bytes)?;
     let corrupt = |reason: String| RepoError::Corrupt {
         key: key.to_string(),
         reason,
     };
-    if bytes.len() < 10 || &bytes[..4] != MAGIC_KEYSLOT {
-        return Err(corrupt(
-            "not a lifeboat key slot (wrong magic bytes)".into(),
-        ));
+    let slot = KeySlot::from_bytes(&bytes[10..]).map_err(|e| corrupt(e.to_string()))?;
+    match slot.checksum_matches() {
+        Some(false) => Err(corrupt(
+            "its checksum does not match: the slot changed after it was written".into(),
+        )),
+        Some(true) => Ok(ReadSlot {
+            slot,
+            checked: true,
+        }),
+        None => Ok(ReadSlot {
+            slot,
+            checked: false,
+        }),
     }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    let (body, checked) = match version {
-        FORMAT_VERSION => (&bytes[10..], false),
-        SLOT_VERSION => {
-            if bytes.len() < 10 + 32 {
-                return Err(corrupt("truncated".into()));
-            }
-            let (head, sum) = bytes.split_at(bytes.len() - 32);
-            if blake3::hash(head).as_bytes() != sum {
-                return Err(corrupt(
-                    "its checksum does not match: the slot changed after it was written".into(),
-                ));
-            }
-            (&head[10..], true)
-        }
-        found => {
-            return Err(RepoError::UnknownVersion {
-                key: key.to_string(),
-                what: "key slot",
-                found,
-                supported: SLOT_VERSION,
-            })
-        }
-    };
-    let slot = KeySlot::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
-    Ok(ReadSlot { slot, checked })
 }
 
 impl Repository {
@@ -287,6 +266,7 @@ impl Repository {
             }),
             master,
             slot_id: slot.id,
+            damaged_slots: Vec::new(),
         })
     }
 
@@ -303,11 +283,15 @@ impl Repository {
         }
         let mut slots = Vec::new();
         let mut damaged: Vec<(String, String)> = Vec::new();
+        let mut newer: Vec<RepoError> = Vec::new();
         for obj in rt.block_on(storage.list("keys/"))? {
             let bytes = rt.block_on(storage.get(&obj.key))?;
             match decode_slot(&obj.key, &bytes) {
                 Ok(s) => slots.push(s),
                 Err(RepoError::Corrupt { key, reason }) => damaged.push((key, reason)),
+                // A slot of a newer format: this build cannot use it, the
+                // others may still open the repository.
+                Err(e @ RepoError::UnknownVersion { .. }) => newer.push(e),
                 Err(e) => return Err(e),
             }
         }
@@ -337,6 +321,9 @@ impl Repository {
                 })
                 .collect::<Vec<_>>()
                 .join(" and ");
+            if let Some(e) = newer.into_iter().next() {
+                return Err(e);
+            }
             if !damaged.is_empty() {
                 return Err(RepoError::DamagedKeySlots {
                     location,
@@ -376,6 +363,7 @@ impl Repository {
             }),
             master,
             slot_id,
+            damaged_slots: damaged,
         })
     }
 
@@ -425,12 +413,18 @@ impl Repository {
             let bytes = self.block(self.inner.storage.get(&obj.key))?;
             match decode_slot(&obj.key, &bytes) {
                 Ok(s) => out.push(s.slot),
-                Err(RepoError::Corrupt { .. }) => {}
+                Err(RepoError::Corrupt { .. } | RepoError::UnknownVersion { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
         out.sort_by_key(|s| s.created_unix);
         Ok(out)
+    }
+
+    /// The key slots found damaged when the repository was opened: (key,
+    /// what is wrong). The repository opened with another one.
+    pub fn damaged_slots_at_open(&self) -> &[(String, String)] {
+        &self.damaged_slots
     }
 
     /// The key slots whose object is damaged: (key, what is wrong).

@@ -25,7 +25,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -122,11 +122,12 @@ const MAX_READ: u64 = 4 << 20;
 /// it is not one: empty, absolute, with `.` or `..`, or not a spelling.
 fn plain_path(spelled: &str) -> Option<PathBuf> {
     let bytes = name::decode(spelled).ok()?;
-    let p = Path::new(OsStr::from_bytes(&bytes));
-    (!bytes.is_empty()
-        && !bytes.contains(&0)
-        && p.components().all(|c| matches!(c, Component::Normal(_))))
-    .then(|| p.to_path_buf())
+    // Each name between slashes must be a name: not empty (`a//b`, `/a`,
+    // `a/`), not `.` or `..` (Path::components would quietly drop some).
+    let names_ok = bytes
+        .split(|&b| b == b'/')
+        .all(|n| !n.is_empty() && n != b"." && n != b"..");
+    (names_ok && !bytes.contains(&0)).then(|| PathBuf::from(OsStr::from_bytes(&bytes)))
 }
 
 fn under(node: &str, prefix: &str) -> bool {
@@ -229,8 +230,9 @@ enum Action {
     Keep,
     /// A directory made sure of.
     Dir,
-    /// A file being written under a temporary name in its final directory.
-    File { temp: OsString },
+    /// A file being written under a temporary name in its final directory,
+    /// and which file that is.
+    File { temp: OsString, id: fsat::FileId },
     /// A link, FIFO or device node, made under a temporary name when
     /// everything else is done, then renamed.
     Later { temp: OsString },
@@ -309,21 +311,17 @@ impl Parent {
 /// True when an error means something that is not a directory (a link
 /// included) is where a directory was needed.
 fn in_the_way(e: &io::Error) -> bool {
+    use rustix::io::Errno;
     matches!(
-        e.raw_os_error(),
-        Some(libc_errno::ENOTDIR) | Some(libc_errno::ELOOP) | Some(libc_errno::EXDEV)
+        Errno::from_io_error(e),
+        Some(Errno::NOTDIR | Errno::LOOP | Errno::XDEV)
     )
 }
 
-/// The few errno values compared here, without a libc dependency.
-mod libc_errno {
-    pub(super) const ENOTDIR: i32 = rustix::io::Errno::NOTDIR.raw_os_error();
-    pub(super) const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
-    pub(super) const EXDEV: i32 = rustix::io::Errno::XDEV.raw_os_error();
-}
-
 fn mtime_ns(st: &rustix::fs::Stat) -> i64 {
-    st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64
+    st.st_mtime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_mtime_nsec as i64)
 }
 
 impl Repository {
@@ -387,11 +385,13 @@ impl Repository {
             )));
         }
 
-        // 1. Place every item.
+        // 1. Place every item. Relocated directories no item goes to are
+        // neither made nor checked.
         let relocate: Vec<(String, &PathBuf)> = opts
             .relocate
             .iter()
             .map(|(p, d)| (name::encode(p.trim_matches('/').as_bytes()), d))
+            .filter(|(p, _)| nodes.iter().any(|n| under(&n.path, p)))
             .collect();
         let mut items = Vec::with_capacity(nodes.len());
         for n in &nodes {
@@ -413,6 +413,14 @@ impl Repository {
                 Some(r) => r?,
                 None => (0, plain_path(&n.path).ok_or_else(bad)?),
             };
+            // A link whose target does not decode is damage found now,
+            // before anything is written.
+            if let Some(t) = &n.target {
+                name::decode(t).map_err(|e| RepoError::Corrupt {
+                    key: "snapshot".into(),
+                    reason: format!("the link target of {:?}: {e}", n.path),
+                })?;
+            }
             items.push(Item {
                 node: n,
                 root,
@@ -453,11 +461,15 @@ impl Repository {
             .filter(|&i| matches!(items[i].action, Action::File { .. }))
             .collect();
         let write_nodes: Vec<&Node> = writing.iter().map(|&i| items[i].node).collect();
-        let targets: Vec<(usize, PathBuf)> = writing
+        let targets: Vec<crate::sink::Target> = writing
             .iter()
-            .map(|&i| match &items[i].action {
-                Action::File { temp } => (items[i].root, items[i].parent().join(temp)),
-                _ => (items[i].root, PathBuf::new()),
+            .filter_map(|&i| match &items[i].action {
+                Action::File { temp, id } => Some(crate::sink::Target {
+                    root: items[i].root,
+                    rel: items[i].parent().join(temp),
+                    id: *id,
+                }),
+                _ => None,
             })
             .collect();
         let total: u64 = write_nodes.iter().map(|n| n.size).sum();
@@ -478,18 +490,6 @@ impl Repository {
         }
         let finished = finish_items(&items, &roots, &done, &mut stats);
         let synced = sync_roots(&roots);
-        let finished = match finished {
-            Ok(f) => f,
-            Err(e) => {
-                return Err(match result {
-                    Err(first) => RepoError::RestoreIncomplete {
-                        cause: Box::new(first),
-                        missing: Vec::new(),
-                    },
-                    Ok(()) => e,
-                })
-            }
-        };
         match (result, finished.unrestorable) {
             (Ok(()), None) => {}
             (Ok(()), Some(cause)) => {
@@ -528,8 +528,10 @@ impl Repository {
             let shown = || root.show(&item.rel);
             let kind = item.node.kind;
             if item.rel.as_os_str().is_empty() {
-                // A root itself (a relocated tablespace directory).
-                item.action = if kind == NodeKind::Dir {
+                // A root itself (a relocated tablespace directory): it is
+                // there; its metadata is the item's, unless what is there
+                // is to be kept.
+                item.action = if kind == NodeKind::Dir && overwrite != Overwrite::Never {
                     Action::Dir
                 } else {
                     Action::Keep
@@ -592,10 +594,11 @@ impl Repository {
                                 .map_err(|e| RepoError::io("replace", &shown(), e))?;
                         }
                         let temp = OsString::from(format!(".lifeboat-partial-{restore_id}-{i}"));
-                        fsat::create_file(dir.as_fd(), &temp, item.node.size).map_err(|e| {
-                            RepoError::io("create", &root.show(&item.parent().join(&temp)), e)
-                        })?;
-                        Action::File { temp }
+                        let id =
+                            fsat::create_file(dir.as_fd(), &temp, item.node.size).map_err(|e| {
+                                RepoError::io("create", &root.show(&item.parent().join(&temp)), e)
+                            })?;
+                        Action::File { temp, id }
                     }
                 }
                 NodeKind::Socket => {
@@ -638,7 +641,7 @@ impl Repository {
         &self,
         nodes: &[&Node],
         roots: &[Root],
-        targets: &[(usize, PathBuf)],
+        targets: &[crate::sink::Target],
         opts: &RestoreOptions,
         progress: &dyn Progress,
     ) -> (Result<()>, Vec<bool>) {
@@ -1125,6 +1128,12 @@ fn way_error(e: io::Error, dir: &Path) -> io::Error {
     }
 }
 
+/// Makes everything written to the file system holding `dir` durable
+/// (`syncfs(2)`), for callers that finish a restore with files of their own.
+pub fn sync_filesystem_of(dir: &Path) -> Result<()> {
+    sync_filesystem(dir)
+}
+
 /// Syncs the file system of every root, once per file system.
 fn sync_roots(roots: &[Root]) -> Result<()> {
     let mut synced: Vec<u64> = Vec::new();
@@ -1144,7 +1153,7 @@ fn sync_roots(roots: &[Root]) -> Result<()> {
 /// Removes the temporary files of a restore that failed before writing.
 fn remove_temporaries(items: &[Item<'_>], roots: &[Root]) {
     for item in items {
-        if let Action::File { temp } = &item.action {
+        if let Action::File { temp, .. } = &item.action {
             if let Ok(dir) = fsat::open_dir(roots[item.root].fd(), item.parent()) {
                 let _ = rustix::fs::unlinkat(&dir, temp.as_os_str(), rustix::fs::AtFlags::empty());
             }
@@ -1157,130 +1166,143 @@ fn remove_temporaries(items: &[Item<'_>], roots: &[Root]) {
 struct Finished {
     /// Items not restored, as listings show them.
     missing: Vec<String>,
-    /// Why some special files could not be made (device nodes without
-    /// privileges).
+    /// Why (the first reason), when some item could not be finished.
     unrestorable: Option<RepoError>,
 }
 
 /// Step 4: complete files get their metadata and final names, incomplete
 /// ones go; links, FIFOs and device nodes are made; directories get their
-/// metadata, deepest first.
+/// metadata, deepest first. An item that cannot be finished is removed and
+/// listed (the first reason kept); the others are still finished.
 fn finish_items(
     items: &[Item<'_>],
     roots: &[Root],
     done: &[bool],
     stats: &mut RestoreStats,
-) -> Result<Finished> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+) -> Finished {
     let mut f = Finished::default();
     let mut parent = Parent::default();
     for (i, item) in items.iter().enumerate() {
-        let shown = || roots[item.root].show(&item.rel);
-        let io_err = |op: &'static str| {
-            move |e: io::Error| RepoError::io(op, &roots[item.root].show(&item.rel), e)
-        };
         let temp = match &item.action {
-            Action::File { temp } | Action::Later { temp } => temp,
-            Action::Dir => {
-                stats.dirs += 1;
+            Action::File { temp, .. } | Action::Later { temp } => temp,
+            Action::Dir | Action::Keep | Action::Socket => continue,
+        };
+        let shown = roots[item.root].show(&item.rel);
+        let dir = match parent.get(roots, item.root, item.parent()) {
+            Ok(d) => d,
+            Err(e) => {
+                f.missing.push(name::display(&item.node.path));
+                f.unrestorable
+                    .get_or_insert_with(|| RepoError::io("open the directory of", &shown, e));
                 continue;
             }
-            Action::Keep | Action::Socket => continue,
         };
-        let dir = parent
-            .get(roots, item.root, item.parent())
-            .map_err(io_err("open the directory of"))?;
-        let meta = item.meta();
-        match item.node.kind {
-            NodeKind::File | NodeKind::Stream => {
-                if !done[i] {
-                    let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
-                    f.missing.push(name::display(&item.node.path));
-                    continue;
-                }
-                let fd = rustix::fs::openat(
-                    dir,
-                    temp,
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| io_err("open")(e.into()))?;
-                fsat::set_meta_fd(fd.as_fd(), &meta).map_err(io_err("set the metadata of"))?;
-            }
-            NodeKind::Symlink => {
-                let target = item
-                    .node
-                    .target
-                    .as_deref()
-                    .map(name::decode)
-                    .transpose()
-                    .map_err(|e| RepoError::Corrupt {
-                        key: "snapshot".into(),
-                        reason: e.to_string(),
-                    })?
-                    .unwrap_or_default();
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, temp)
-                    .map_err(|e| io_err("create symlink")(e.into()))?;
-                fsat::set_link_meta(dir.as_fd(), temp, &meta)
-                    .map_err(io_err("set the metadata of"))?;
-                stats.symlinks += 1;
-            }
-            NodeKind::Fifo => {
-                rustix::fs::mknodat(dir, temp, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
-                    .map_err(|e| io_err("create FIFO")(e.into()))?;
-                let fd = rustix::fs::openat(
-                    dir,
-                    temp,
-                    OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| io_err("open")(e.into()))?;
-                fsat::set_meta_fd(fd.as_fd(), &meta).map_err(io_err("set the metadata of"))?;
-                stats.specials += 1;
-            }
-            NodeKind::CharDevice | NodeKind::BlockDevice => {
-                let kind = if item.node.kind == NodeKind::CharDevice {
-                    FileType::CharacterDevice
-                } else {
-                    FileType::BlockDevice
-                };
-                match rustix::fs::mknodat(
-                    dir,
-                    temp,
-                    kind,
-                    Mode::from_raw_mode(0o600),
-                    item.node.rdev,
-                ) {
-                    Ok(()) => {}
-                    Err(rustix::io::Errno::PERM) => {
-                        f.missing.push(name::display(&item.node.path));
-                        f.unrestorable.get_or_insert_with(|| {
-                            RepoError::io(
-                                "create device node",
-                                &shown(),
-                                io::Error::other("creating device nodes needs root (CAP_MKNOD); restore as root to get them"),
-                            )
-                        });
-                        continue;
-                    }
-                    Err(e) => return Err(io_err("create device node")(e.into())),
-                }
-                fsat::set_node_meta(dir.as_fd(), temp, &meta)
-                    .map_err(io_err("set the metadata of"))?;
-                stats.specials += 1;
-            }
-            NodeKind::Dir | NodeKind::Socket => continue,
+        if matches!(item.action, Action::File { .. }) && !done[i] {
+            let _ = rustix::fs::unlinkat(dir, temp, rustix::fs::AtFlags::empty());
+            f.missing.push(name::display(&item.node.path));
+            continue;
         }
-        fsat::rename(dir.as_fd(), temp, item.file_name()).map_err(io_err("rename into place"))?;
+        match finish_one(item, dir.as_fd(), temp, stats) {
+            Ok(true) => {}
+            Ok(false) => f.missing.push(name::display(&item.node.path)),
+            Err((op, e)) => {
+                let _ = rustix::fs::unlinkat(dir, temp, rustix::fs::AtFlags::empty());
+                f.missing.push(name::display(&item.node.path));
+                f.unrestorable
+                    .get_or_insert_with(|| RepoError::io(op, &shown, e));
+            }
+        }
     }
     for item in items.iter().rev() {
         if let Action::Dir = item.action {
+            stats.dirs += 1;
             let shown = roots[item.root].show(&item.rel);
-            let fd = fsat::open_dir(roots[item.root].fd(), &item.rel)
-                .map_err(|e| RepoError::io("open", &shown, e))?;
-            fsat::set_meta_fd(fd.as_fd(), &item.meta())
-                .map_err(|e| RepoError::io("set the metadata of", &shown, e))?;
+            let set = fsat::open_dir(roots[item.root].fd(), &item.rel)
+                .map_err(|e| ("open", e))
+                .and_then(|fd| {
+                    fsat::set_meta_fd(fd.as_fd(), &item.meta())
+                        .map_err(|e| ("set the metadata of", e))
+                });
+            if let Err((op, e)) = set {
+                f.unrestorable
+                    .get_or_insert_with(|| RepoError::io(op, &shown, e));
+            }
         }
     }
-    Ok(f)
+    f
+}
+
+/// Finishes one item whose temporary name is `temp` in `dir`: its
+/// metadata, then its final name. `Ok(false)`: not made, for want of
+/// privileges (a device node as another user than root).
+fn finish_one(
+    item: &Item<'_>,
+    dir: std::os::fd::BorrowedFd<'_>,
+    temp: &OsStr,
+    stats: &mut RestoreStats,
+) -> std::result::Result<bool, (&'static str, io::Error)> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let meta = item.meta();
+    let io = |op: &'static str| move |e: rustix::io::Errno| (op, io::Error::from(e));
+    match (&item.action, item.node.kind) {
+        (Action::File { id, .. }, _) => {
+            let fd = rustix::fs::openat(
+                dir,
+                temp,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io("open"))?;
+            fsat::check_same(fd.as_fd(), *id).map_err(|e| ("check", e))?;
+            fsat::set_meta_fd(fd.as_fd(), &meta).map_err(|e| ("set the metadata of", e))?;
+        }
+        (_, NodeKind::Symlink) => {
+            // Decoded when the item was placed; empty is what is stored.
+            let target = item
+                .node
+                .target
+                .as_deref()
+                .and_then(|t| name::decode(t).ok())
+                .unwrap_or_default();
+            rustix::fs::symlinkat(OsStr::from_bytes(&target), dir, temp)
+                .map_err(io("create symlink"))?;
+            fsat::set_link_meta(dir, temp, &meta).map_err(|e| ("set the metadata of", e))?;
+            stats.symlinks += 1;
+        }
+        (_, NodeKind::Fifo) => {
+            rustix::fs::mknodat(dir, temp, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                .map_err(io("create FIFO"))?;
+            let fd = rustix::fs::openat(
+                dir,
+                temp,
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io("open"))?;
+            fsat::set_meta_fd(fd.as_fd(), &meta).map_err(|e| ("set the metadata of", e))?;
+            stats.specials += 1;
+        }
+        (_, kind @ (NodeKind::CharDevice | NodeKind::BlockDevice)) => {
+            let kind = if kind == NodeKind::CharDevice {
+                FileType::CharacterDevice
+            } else {
+                FileType::BlockDevice
+            };
+            match rustix::fs::mknodat(dir, temp, kind, Mode::from_raw_mode(0o600), item.node.rdev) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::PERM) => return Err((
+                    "create device node",
+                    io::Error::other(
+                        "creating device nodes needs root (CAP_MKNOD); restore as root to get them",
+                    ),
+                )),
+                Err(e) => return Err(io("create device node")(e)),
+            }
+            fsat::set_node_meta(dir, temp, &meta).map_err(|e| ("set the metadata of", e))?;
+            stats.specials += 1;
+        }
+        _ => return Ok(true),
+    }
+    fsat::rename(dir, temp, item.file_name()).map_err(|e| ("rename into place", e))?;
+    Ok(true)
 }

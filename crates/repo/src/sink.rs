@@ -80,26 +80,34 @@ impl Stage {
     }
 }
 
-/// Where a restore's files are: each item's root, its path below the root
-/// (its temporary name while it is written) and its final size.
+/// Where one restored file is written: its root, its path below the root
+/// (its temporary name while it is written), and which file that is.
+pub(crate) struct Target {
+    pub(crate) root: usize,
+    pub(crate) rel: std::path::PathBuf,
+    pub(crate) id: crate::fsat::FileId,
+}
+
+/// Where a restore's files are, and their final sizes.
 pub(crate) struct Dests<'a> {
     pub(crate) roots: &'a [crate::fsat::Root],
-    pub(crate) targets: &'a [(usize, std::path::PathBuf)],
+    pub(crate) targets: &'a [Target],
     pub(crate) sizes: &'a [u64],
 }
 
 impl Dests<'_> {
     /// Opens item `node`'s file for writing, beneath its root without
-    /// following links; past the page cache when `direct`.
+    /// following links, checking it is the file the restore made; past the
+    /// page cache when `direct`.
     fn open(&self, node: usize, direct: bool) -> io::Result<File> {
-        let (root, rel) = &self.targets[node];
-        crate::fsat::open_for_write(self.roots[*root].fd(), rel, direct)
+        let t = &self.targets[node];
+        crate::fsat::open_for_write(self.roots[t.root].fd(), &t.rel, direct, t.id)
     }
 
     /// Item `node`'s file, for messages.
     fn show(&self, node: usize) -> std::path::PathBuf {
-        let (root, rel) = &self.targets[node];
-        self.roots[*root].show(rel)
+        let t = &self.targets[node];
+        self.roots[t.root].show(&t.rel)
     }
 }
 
@@ -112,6 +120,8 @@ pub(crate) struct FileSink<'a> {
     stages: Vec<Stage>,
     /// Buffers of drained stages, for the next ones.
     spare: Vec<AlignedBuf>,
+    /// Items some of whose staged bytes could not be written.
+    failed: Vec<usize>,
     clock: u64,
 }
 
@@ -125,6 +135,7 @@ impl<'a> FileSink<'a> {
             files: HashMap::new(),
             stages: Vec::new(),
             spare: Vec::new(),
+            failed: Vec::new(),
             clock: 0,
         }
     }
@@ -256,11 +267,11 @@ impl<'a> FileSink<'a> {
         let mut first = None;
         while let Some(mut stage) = self.stages.pop() {
             if let Err(e) = self.drain(&mut stage, true) {
-                failed.push(stage.node);
                 first.get_or_insert(e);
             }
             self.spare.push(stage.buf);
         }
+        failed.append(&mut self.failed);
         match first {
             Some(e) => Err(e),
             None => Ok(()),
@@ -272,6 +283,16 @@ impl<'a> FileSink<'a> {
     /// cache (`all`) or kept at the front of the buffer for the bytes that
     /// follow it.
     fn drain(&mut self, stage: &mut Stage, all: bool) -> Result<()> {
+        let drained = self.drain_inner(stage, all);
+        if drained.is_err() {
+            // Whoever called (a write to another file evicting this stage,
+            // or the flush), these bytes are lost: the file is incomplete.
+            self.failed.push(stage.node);
+        }
+        drained
+    }
+
+    fn drain_inner(&mut self, stage: &mut Stage, all: bool) -> Result<()> {
         let node = stage.node;
         let head_end = round_up(stage.from).min(stage.to);
         if stage.from < head_end {
@@ -459,11 +480,14 @@ mod tests {
     ) -> Vec<u8> {
         let dir = tempfile::tempdir_in(parent).expect("tempdir");
         let path = dir.path().join("f");
-        File::create(&path)
-            .and_then(|f| f.set_len(size))
-            .expect("create");
         let roots = vec![crate::fsat::Root::create(dir.path()).expect("root")];
-        let targets = vec![(0usize, std::path::PathBuf::from("f"))];
+        let id = crate::fsat::create_file(roots[0].fd(), std::ffi::OsStr::new("f"), size)
+            .expect("create");
+        let targets = vec![Target {
+            root: 0,
+            rel: std::path::PathBuf::from("f"),
+            id,
+        }];
         let sizes = vec![size];
         let dests = Dests {
             roots: &roots,
@@ -588,6 +612,59 @@ mod tests {
             let tmp = std::env::temp_dir();
             prop_assert!(restore_pieces_in(&tmp, true, true, size, &pieces) == want);
         }
+    }
+
+    /// When writing out one file's staged bytes fails because another
+    /// file's write needed the buffer, it is that file that is marked
+    /// incomplete, never the one being written.
+    #[test]
+    fn a_failed_eviction_marks_the_evicted_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roots = vec![crate::fsat::Root::create(dir.path()).expect("root")];
+        let size = 8u64 << 20;
+        let mut targets = Vec::new();
+        for i in 0..STAGES + 1 {
+            let name = format!("f{i}");
+            let id = crate::fsat::create_file(roots[0].fd(), std::ffi::OsStr::new(&name), size)
+                .expect("create");
+            targets.push(Target {
+                root: 0,
+                rel: std::path::PathBuf::from(name),
+                id,
+            });
+        }
+        let sizes = vec![size; targets.len()];
+        let dests = Dests {
+            roots: &roots,
+            targets: &targets,
+            sizes: &sizes,
+        };
+        let mode = DirectMode::new(true);
+        let mut sink = FileSink::new(&dests, &mode);
+        let piece = vec![7u8; 100_000];
+        sink.write(0, 0, &piece).expect("stage file 0");
+        // File 0's name now holds another user's file: draining its stage
+        // fails. (Without the privilege to make one, there is nothing to
+        // test.)
+        std::fs::remove_file(dir.path().join("f0")).unwrap();
+        std::fs::write(dir.path().join("f0"), b"other").unwrap();
+        if std::os::unix::fs::chown(dir.path().join("f0"), Some(65534), Some(65534)).is_err() {
+            return;
+        }
+        let mut evicted = false;
+        for i in 1..=STAGES {
+            if sink.write(i, 0, &piece).is_err() {
+                evicted = true;
+            }
+        }
+        assert!(evicted, "the fifth file's write evicted file 0's stage");
+        let mut failed = Vec::new();
+        let _ = sink.flush(&mut failed);
+        assert!(failed.contains(&0), "{failed:?}");
+        assert!(
+            !failed.iter().any(|&n| n != 0),
+            "only file 0 lost bytes: {failed:?}"
+        );
     }
 
     /// tmpfs refuses O_DIRECT: the sink falls back to the page cache and

@@ -155,7 +155,19 @@ impl Repository {
         // they name before packs were listed. A backup that finishes
         // meanwhile adds objects this pass does not look at, never a
         // snapshot whose chunks it cannot find.
-        let snapshots = self.read_snapshots()?;
+        let mut snapshots = self.read_snapshots()?;
+        // A snapshot that could not be read for another reason than damage
+        // (a store that did not answer, a newer version): the check cannot
+        // be made, and that is said as it is, not as damage.
+        if let Some(i) = snapshots.iter().position(|(_, r)| match r {
+            Err(RepoError::Corrupt { .. }) | Ok(_) => false,
+            Err(RepoError::Storage(e)) => !e.is_not_found(),
+            Err(_) => true,
+        }) {
+            if let (_, Err(e)) = snapshots.swap_remove(i) {
+                return Err(e);
+            }
+        }
         let mut packs: Vec<IndexedPack> = Vec::new();
         let mut index_keys: HashSet<String> = HashSet::new();
         let mut listed_by: HashMap<PackId, Vec<String>> = HashMap::new();
@@ -170,10 +182,13 @@ impl Repository {
                 // Deleted since it was listed (a prune rewrote it): its
                 // replacement is looked for below, where it matters.
                 Err(RepoError::Storage(e)) if e.is_not_found() => continue,
-                Err(e) => report.damaged.push(Damage {
+                Err(e @ RepoError::Corrupt { .. }) => report.damaged.push(Damage {
                     object: key.clone(),
                     problem: e.to_string(),
                 }),
+                // Not damage: a store that did not answer, an object of a
+                // newer version. The check cannot be made: say why.
+                Err(e) => return Err(e),
             }
             report.indexes += 1;
             index_keys.insert(key);
@@ -200,6 +215,7 @@ impl Repository {
         } else {
             HashSet::new()
         };
+        let mut excused: HashSet<PackId> = HashSet::new();
         for p in &packs {
             match stored.get(&p.pack) {
                 None => {
@@ -211,6 +227,8 @@ impl Repository {
                             p.pack,
                             "missing: the index lists it but the store does not have it".into(),
                         );
+                    } else {
+                        excused.insert(p.pack);
                     }
                 }
                 Some(&size) => {
@@ -230,6 +248,14 @@ impl Repository {
             }
         }
 
+        // A pack removed with every index object listing it is not looked
+        // for at all: a snapshot still needing its chunks is then found
+        // with chunks in no index.
+        if !excused.is_empty() {
+            packs.retain(|p| !excused.contains(&p.pack));
+            index = Index::default();
+            index.add_all(&packs);
+        }
         let structurally_bad: HashSet<PackId> = bad_packs.keys().copied().collect();
         let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
         if read_data {
@@ -511,6 +537,39 @@ impl Repository {
     }
 
     /// Downloads one pack and checks its name, table of contents and chunks.
+    /// For each of `entries` of the pack `bytes`, whether its blob decrypts
+    /// (sealed with its chunk id) and hash-checks.
+    pub(crate) fn sound_blobs(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        epoch: u32,
+        entries: &[format::BlobEntry],
+    ) -> Vec<bool> {
+        let data_key = self.inner.keyring.epoch(epoch);
+        // One copy of the pack to decrypt in place, one decompression buffer.
+        let mut work = bytes.to_vec();
+        let mut scratch = Vec::new();
+        entries
+            .iter()
+            .map(|e| {
+                let start = e.offset as usize;
+                match (work.get_mut(start..start + e.len as usize), data_key) {
+                    (Some(sealed), Some(k)) => format::open_blob_in_place(
+                        key,
+                        k,
+                        &self.inner.keyring,
+                        e,
+                        sealed,
+                        &mut scratch,
+                    )
+                    .is_ok(),
+                    _ => false,
+                }
+            })
+            .collect()
+    }
+
     fn check_pack(&self, p: &IndexedPack) -> Result<PackCheck> {
         let key = format::pack_key(&p.pack);
         let bytes = match self.inner.block(self.inner.storage.get(&key)) {
@@ -537,31 +596,14 @@ impl Repository {
         if let Err(e) = format::read_pack_toc(&key, &bytes, &self.inner.keyring) {
             problems.push(format!("table of contents: {e}"));
         }
-        let mut bad = Vec::new();
-        let mut checked = 0;
-        let data_key = self.inner.keyring.epoch(p.epoch);
-        // One copy of the pack to decrypt in place, one decompression buffer.
-        let mut work = bytes.to_vec();
-        let mut scratch = Vec::new();
-        for e in &p.entries {
-            checked += 1;
-            let start = e.offset as usize;
-            let ok = match (work.get_mut(start..start + e.len as usize), data_key) {
-                (Some(sealed), Some(k)) => format::open_blob_in_place(
-                    &key,
-                    k,
-                    &self.inner.keyring,
-                    e,
-                    sealed,
-                    &mut scratch,
-                )
-                .is_ok(),
-                _ => false,
-            };
-            if !ok {
-                bad.push(e.id);
-            }
-        }
+        let checked = p.entries.len() as u64;
+        let bad: Vec<ChunkId> = self
+            .sound_blobs(&key, &bytes, p.epoch, &p.entries)
+            .into_iter()
+            .zip(&p.entries)
+            .filter(|(ok, _)| !ok)
+            .map(|(_, e)| e.id)
+            .collect();
         if !bad.is_empty() {
             problems.push(format!(
                 "{} of {} chunk(s) fail decryption or their hash check",

@@ -349,3 +349,94 @@ fn a_stream_snapshot_holds_streams_and_a_directory() {
     assert!(item("db/sub/3001.dat") == big[..100_000]);
     assert_eq!(item("db/toc.dat"), b"table of contents");
 }
+
+/// `repair index` removes damaged index objects only: one it cannot read
+/// for another reason (a newer version) stops it before anything changes,
+/// and a damaged one stays while some pack cannot be indexed again.
+#[test]
+fn repair_index_removes_only_what_it_has_replaced() {
+    let (dir, rt) = scratch();
+    let storage = Arc::new(LocalStorage::new(dir.path().join("repo")));
+    let repo = Repository::init(
+        storage,
+        rt.handle().clone(),
+        &Credential::passphrase(b"pw".to_vec()),
+        &InitOptions {
+            pack_size: 1 << 20,
+            passphrase_kdf: Kdf::Argon2id {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        },
+    )
+    .unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..6u8 {
+        let data: Vec<u8> = (0..1_500_000u32)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(src.join(format!("f{i}")), data).unwrap();
+    }
+    repo.backup_files(
+        &FilesBackupOptions {
+            paths: vec![src.clone()],
+            hostname: "h".into(),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    let root = dir.path().join("repo");
+    let list = |sub: &str| -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.join(sub)];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p)
+                } else {
+                    out.push(p)
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let indexes = list("index");
+    assert!(indexes.len() >= 2, "{indexes:?}");
+
+    // A newer version: refused, nothing changed.
+    let original = fs::read(&indexes[0]).unwrap();
+    let mut newer = original.clone();
+    newer[4] = 9;
+    fs::write(&indexes[0], &newer).unwrap();
+    let err = repo.repair_index(false, &NoProgress).unwrap_err();
+    assert!(matches!(err, RepoError::UnknownVersion { .. }), "{err}");
+    assert_eq!(list("index"), indexes, "nothing removed or added");
+    fs::write(&indexes[0], &original).unwrap();
+
+    // Damaged, and one of its packs cut: the damaged object stays.
+    let mut damaged = original.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    fs::write(&indexes[0], &damaged).unwrap();
+    for p in list("packs") {
+        let bytes = fs::read(&p).unwrap();
+        fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let r = repo.repair_index(false, &NoProgress).unwrap();
+    assert!(!r.unreadable_packs.is_empty(), "{r:?}");
+    assert!(r.indexes_removed.is_empty(), "{r:?}");
+    assert_eq!(r.indexes_kept_damaged.len(), 1, "{r:?}");
+    assert!(indexes[0].exists());
+}

@@ -359,7 +359,14 @@ impl Storage for LocalStorage {
                 "not a leftover temporary file",
             ));
         }
-        self.delete(key).await
+        // Unlike delete, a file that is not there is NotFound: the caller
+        // counts what it removed.
+        let path = self.path(key);
+        self.blocking("delete", key, move |_| {
+            fs::remove_file(&path)?;
+            sync_dir(parent_of(&path))
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {

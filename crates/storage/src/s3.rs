@@ -92,20 +92,7 @@ impl S3Storage {
 
     fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StorageError {
         use opendal::ErrorKind as K;
-        let kind = match e.kind() {
-            K::NotFound => ErrorKind::NotFound,
-            K::PermissionDenied => ErrorKind::PermissionDenied,
-            K::ConfigInvalid | K::Unsupported | K::IsADirectory | K::NotADirectory => {
-                ErrorKind::Permanent
-            }
-            K::RangeNotSatisfied => ErrorKind::Truncated,
-            // OpenDAL's own check of a ranged read against the length the
-            // store answered: the object ends before the range does.
-            K::Unexpected if e.to_string().contains("got too little data") => ErrorKind::Truncated,
-            // Refused connections, resets, timeouts, 5xx and throttling all land
-            // here; they may pass, and the retry layer bounds how long we wait.
-            _ => ErrorKind::Transient,
-        };
+        let kind = kind_of(&e);
         let message = match e.kind() {
             K::PermissionDenied => format!(
                 "access denied; check the S3 credentials and that they may use this bucket ({e})"
@@ -113,6 +100,29 @@ impl S3Storage {
             _ => e.to_string(),
         };
         StorageError::new(kind, op, key, &self.location, message)
+    }
+}
+
+/// How an OpenDAL error is treated.
+fn kind_of(e: &opendal::Error) -> ErrorKind {
+    use opendal::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => ErrorKind::NotFound,
+        K::PermissionDenied => ErrorKind::PermissionDenied,
+        K::ConfigInvalid | K::Unsupported | K::IsADirectory | K::NotADirectory => {
+            ErrorKind::Permanent
+        }
+        K::RangeNotSatisfied => ErrorKind::Truncated,
+        // OpenDAL's own check of a ranged read against the length the store
+        // answered: the object ends before the range does. A response cut
+        // short in transit says the same words but is temporary, and is
+        // retried like any other.
+        K::Unexpected if !e.is_temporary() && e.to_string().contains("got too little data") => {
+            ErrorKind::Truncated
+        }
+        // Refused connections, resets, timeouts, 5xx and throttling all land
+        // here; they may pass, and the retry layer bounds how long we wait.
+        _ => ErrorKind::Transient,
     }
 }
 
@@ -188,5 +198,28 @@ impl Storage for S3Storage {
             .delete(key)
             .await
             .map_err(|e| self.err("delete", key, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opendal::ErrorKind as K;
+
+    #[test]
+    fn a_short_object_is_truncated_and_a_cut_response_is_retried() {
+        let short = opendal::Error::new(K::Unexpected, "reader got too little data");
+        assert_eq!(kind_of(&short), ErrorKind::Truncated);
+        let cut =
+            opendal::Error::new(K::Unexpected, "http response got too little data").set_temporary();
+        assert_eq!(kind_of(&cut), ErrorKind::Transient);
+        assert_eq!(
+            kind_of(&opendal::Error::new(K::RangeNotSatisfied, "416")),
+            ErrorKind::Truncated
+        );
+        assert_eq!(
+            kind_of(&opendal::Error::new(K::NotFound, "x")),
+            ErrorKind::NotFound
+        );
     }
 }

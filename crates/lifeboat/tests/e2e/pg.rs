@@ -1332,6 +1332,11 @@ pub fn recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(pgdata.join("standby.signal").exists());
+    let conf = fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        !conf.contains("archive_mode = 'off'"),
+        "a standby is restored to take over: it keeps archiving\n{conf}"
+    );
     standby.stop().unwrap();
 
     // Over the standby's directory: what the backup lacks goes, the target holds.

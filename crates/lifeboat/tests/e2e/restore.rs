@@ -215,6 +215,7 @@ pub fn names_are_bytes_and_special_files_come_back() {
             m.rdev(),
             fs::symlink_metadata(special.join("null")).unwrap().rdev()
         );
+        not_root_restores_all_but_the_device(&env, &snap, &special);
     }
     assert!(back.join("sockets").is_dir());
     assert!(
@@ -359,4 +360,59 @@ fn copy_tree(from: &Path, to: &Path) {
             fs::copy(e.path(), &dest).unwrap();
         }
     }
+}
+
+/// Restored by a user who may not make device nodes: everything else comes
+/// back, the device node is named as not restored, and the exit is 1 (a
+/// failure, not damage).
+fn not_root_restores_all_but_the_device(env: &Env, snap: &str, special: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = env.path("lifeboat-copy");
+    fs::copy(env!("CARGO_BIN_EXE_lifeboat"), &exe).unwrap();
+    for p in [env.dir.path().to_path_buf(), PathBuf::from(&env.repo)] {
+        let status = std::process::Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let target = env.path("as-nobody");
+    fs::create_dir(&target).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&exe)
+        .args(["--repo", &env.repo, "files", "restore", snap, "--target"])
+        .arg(&target)
+        .arg("--include")
+        .arg(special)
+        .env_clear()
+        .env("LIFEBOAT_PASSWORD", PASSWORD)
+        .env("HOME", &target)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("needs root") && err.contains("special/null"),
+        "{err}"
+    );
+    let back = restored(&target, special);
+    assert!(fs::symlink_metadata(back.join("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(!back.join("null").exists());
+    let partial: Vec<_> = fs::read_dir(&back)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("lifeboat-partial")
+        })
+        .collect();
+    assert!(partial.is_empty(), "no temporary file left");
 }

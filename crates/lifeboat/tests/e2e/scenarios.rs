@@ -360,6 +360,11 @@ pub fn unknown_format_version_is_refused_by_name(env: &Env) {
         "{err}"
     );
     assert!(err.contains(&key), "{err}");
+    // verify cannot check what this build cannot read: it says so (exit
+    // 2), and does not call a newer object damage (exit 3).
+    let out = env.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("newer lifeboat"), "{}", stderr(&out));
 }
 
 pub fn key_slots_add_list_remove(env: &Env) {
