@@ -120,7 +120,7 @@ pub struct PgInfo {
     pub archives: Vec<ArchiveInfo>,
 }
 
-fn meta_str(e: &SnapshotEntry, k: &str) -> String {
+pub(crate) fn meta_str(e: &SnapshotEntry, k: &str) -> String {
     match e.snapshot.metadata.get(k) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(v) if !v.is_null() => v.to_string(),
@@ -128,7 +128,7 @@ fn meta_str(e: &SnapshotEntry, k: &str) -> String {
     }
 }
 
-fn meta_u64(e: &SnapshotEntry, k: &str) -> u64 {
+pub(crate) fn meta_u64(e: &SnapshotEntry, k: &str) -> u64 {
     e.snapshot
         .metadata
         .get(k)

@@ -64,7 +64,12 @@ pub struct BackupStop {
 
 /// A connection string with the password hidden, for messages.
 pub fn redact(conninfo: &str) -> String {
-    if let Some((scheme, rest)) = conninfo.split_once("://") {
+    // A URI only when it starts as libpq's do; a key=value password may
+    // itself hold "://".
+    let uri = ["postgresql://", "postgres://"]
+        .iter()
+        .any(|p| conninfo.trim_start().starts_with(p));
+    if let Some((scheme, rest)) = conninfo.split_once("://").filter(|_| uri) {
         // postgresql://user:secret@host/db?password=x → user:***@host/db?password=***
         // The credentials end at the last `@` before the query: a password
         // written with `/` or `@` in it is hidden whole.
@@ -498,6 +503,10 @@ mod tests {
             (
                 "postgresql://app:pa/ss@word@db:5432/x",
                 "postgresql://app:***@db:5432/x",
+            ),
+            (
+                "host=db password='://\\\\A=' user=app",
+                "host=db password=*** user=app",
             ),
         ] {
             assert_eq!(redact(conninfo), shown, "{conninfo}");

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::namespace;
 use crate::error::{PgError, Result};
+use crate::inspect::{meta_str, meta_u64};
 use crate::restore::{PgRestoreOptions, RecoveryTarget};
 use crate::wal::{Lsn, Segment};
 
@@ -193,24 +194,12 @@ pub fn timelines(repo: &Repository, ns: &str, keys: &HashSet<String>) -> Result<
     Ok(out)
 }
 
+/// A timeline number from a snapshot's metadata (1 when it has none).
 fn meta_u32(e: &SnapshotEntry, k: &str) -> u32 {
-    e.snapshot
-        .metadata
-        .get(k)
-        .and_then(|v| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .and_then(|v| u32::try_from(v).ok())
+    u32::try_from(meta_u64(e, k))
+        .ok()
+        .filter(|&t| t > 0)
         .unwrap_or(1)
-}
-
-fn meta_str(e: &SnapshotEntry, k: &str) -> String {
-    match e.snapshot.metadata.get(k) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(v) if !v.is_null() => v.to_string(),
-        _ => String::new(),
-    }
 }
 
 /// When a timeline branched, as far as the archive tells: the time in its

@@ -154,15 +154,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        let stored: HashMap<PackId, u64> = self
-            .inner
-            .block(self.inner.storage.list("packs/"))?
-            .into_iter()
-            .filter_map(|o| {
-                let id: PackId = o.key.rsplit('/').next()?.parse().ok()?;
-                Some((id, o.size))
-            })
-            .collect();
+        let stored: HashMap<PackId, u64> = self.stored_packs()?;
         let mut todo: Vec<(PackId, u64)> = stored
             .iter()
             .filter(|(p, _)| !covered.contains(p))

@@ -567,6 +567,20 @@ impl Repository {
         Ok(out)
     }
 
+    /// Every stored pack and its size.
+    pub(crate) fn stored_packs(
+        &self,
+    ) -> Result<std::collections::HashMap<lifeboat_types::PackId, u64>> {
+        Ok(self
+            .block(self.inner.storage.list("packs/"))?
+            .into_iter()
+            .filter_map(|o| {
+                let id: lifeboat_types::PackId = o.key.rsplit('/').next()?.parse().ok()?;
+                Some((id, o.size))
+            })
+            .collect())
+    }
+
     /// Opens and decodes one stored index object.
     pub(crate) fn decode_index(&self, key: &str, bytes: &[u8]) -> Result<Vec<format::IndexedPack>> {
         let body = format::open_object(

@@ -310,6 +310,11 @@ impl Parent {
 
 /// True when an error means something that is not a directory (a link
 /// included) is where a directory was needed.
+/// The temporary name of item `i` of restore `restore_id`.
+fn temp_name(restore_id: &str, i: usize) -> OsString {
+    OsString::from(format!(".lifeboat-partial-{restore_id}-{i}"))
+}
+
 fn in_the_way(e: &io::Error) -> bool {
     use rustix::io::Errno;
     matches!(
@@ -593,7 +598,7 @@ impl Repository {
                             fsat::remove(dir.as_fd(), &name)
                                 .map_err(|e| RepoError::io("replace", &shown(), e))?;
                         }
-                        let temp = OsString::from(format!(".lifeboat-partial-{restore_id}-{i}"));
+                        let temp = temp_name(restore_id, i);
                         let id =
                             fsat::create_file(dir.as_fd(), &temp, item.node.size).map_err(|e| {
                                 RepoError::io("create", &root.show(&item.parent().join(&temp)), e)
@@ -622,7 +627,7 @@ impl Repository {
                                 .map_err(|e| RepoError::io("replace", &shown(), e))?;
                         }
                         Action::Later {
-                            temp: OsString::from(format!(".lifeboat-partial-{restore_id}-{i}")),
+                            temp: temp_name(restore_id, i),
                         }
                     }
                 }

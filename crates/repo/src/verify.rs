@@ -196,15 +196,7 @@ impl Repository {
         let mut index = Index::default();
         index.add_all(&packs);
 
-        let stored: HashMap<PackId, u64> = self
-            .inner
-            .block(self.inner.storage.list("packs/"))?
-            .into_iter()
-            .filter_map(|o| {
-                let id: PackId = o.key.rsplit('/').next()?.parse().ok()?;
-                Some((id, o.size))
-            })
-            .collect();
+        let stored: HashMap<PackId, u64> = self.stored_packs()?;
         let indexed: HashSet<PackId> = packs.iter().map(|p| p.pack).collect();
         report.packs = indexed.len();
         report.unindexed_packs = stored.keys().filter(|p| !indexed.contains(p)).count();
