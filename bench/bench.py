@@ -304,18 +304,25 @@ def version_of(tool):
     return tool
 
 
-def write_docs(report):
+def write_docs_block(block_text, begin, end, section):
+    """Writes `block_text` between the markers `begin` and `end` of
+    docs/benchmarks.md, or appends `section` (heading and prose) and the
+    block when the markers are not there yet. The prose around a block is
+    never rewritten."""
     path = os.path.join(ROOT, "docs", "benchmarks.md")
-    begin, end = "<!-- files-benchmark:begin -->", "<!-- files-benchmark:end -->"
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    block = f"{begin}\n{report}\n{end}"
+    block = f"{begin}\n{block_text}\n{end}"
     if begin in text and end in text:
         text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip() + "\n\n## Files: lifeboat vs restic vs borg\n\n" + block + "\n"
+        text = text.rstrip() + "\n\n" + section.strip() + "\n\n" + block + "\n"
     open(path, "w").write(text)
     print(f"wrote {path}")
 
+
+def write_docs(report):
+    write_docs_block(report, "<!-- files-benchmark:begin -->", "<!-- files-benchmark:end -->",
+                     "## Files: lifeboat vs restic vs borg")
 
 if __name__ == "__main__":
     main()

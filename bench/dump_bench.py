@@ -30,7 +30,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import LIFEBOAT, ROOT, du  # noqa: E402
+from bench import LIFEBOAT, ROOT, du, write_docs_block  # noqa: E402
 import pg_bench  # noqa: E402
 
 GIB = 1 << 30
@@ -272,18 +272,11 @@ def report(a, results):
     text = "\n".join(lines)
     print("\n" + text)
     if a.write_docs:
-        path = os.path.join(ROOT, "docs", "benchmarks.md")
-        doc = open(path).read()
-        block = f"{DOCS_BEGIN}\n{text}\n{DOCS_END}"
-        if DOCS_BEGIN in doc and DOCS_END in doc:
-            doc = doc[:doc.index(DOCS_BEGIN)] + block + doc[doc.index(DOCS_END) + len(DOCS_END):]
-        else:
-            doc = (doc.rstrip() + "\n\n## Dumps: Redis and pg_dump\n\n`scripts/bench.sh dump` runs "
-                   "`bench/dump_bench.py`: a Redis backup against `redis-cli --rdb` + `zstd -1`, and `lifeboat "
-                   "pg dump` against `pg_dump -Fc | gzip -9`, side by side. The block between the markers is "
-                   "rewritten by `--write-docs`; the prose around it is not.\n\n" + block + "\n")
-        open(path, "w").write(doc)
-        print(f"wrote {path}")
+        write_docs_block(text, DOCS_BEGIN, DOCS_END,
+                         "## Dumps: Redis and pg_dump\n\n`scripts/bench.sh dump` runs "
+                         "`bench/dump_bench.py`: a Redis backup against `redis-cli --rdb` + `zstd -1`, and "
+                         "`lifeboat pg dump` against `pg_dump -Fc | gzip -9`, side by side. The block between "
+                         "the markers is rewritten by `--write-docs`; the prose around it is not.")
 
 
 def main():

@@ -41,7 +41,7 @@ import time
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the working tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import LIFEBOAT, ROOT, du, warm  # noqa: E402
+from bench import LIFEBOAT, ROOT, du, warm, write_docs_block  # noqa: E402
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -890,24 +890,16 @@ def report(a, results, facts, cl):
 
 
 def write_docs(block_text):
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    block = f"{DOCS_BEGIN}\n{block_text}\n{DOCS_END}"
-    if DOCS_BEGIN in text and DOCS_END in text:
-        text = text[:text.index(DOCS_BEGIN)] + block + text[text.index(DOCS_END) + len(DOCS_END):]
-    else:
-        intro = textwrap.fill(
-            "`scripts/bench.sh pg` installs pgBackRest, PostgreSQL, zstd and GNU time from Debian's "
-            "packages when missing, builds lifeboat in release mode and runs `bench/pg_bench.py`: a "
-            "throwaway PostgreSQL 15 cluster (`bench-work-pg/`) loaded with identity-platform-like data "
-            "(`users`, `audit_events`, see `../shared/BENCHMARKS.md`); per round, on fresh repositories: "
-            "full backup with each tool and the limit, the 1 % change, incremental backup, restore of the "
-            "latest backup; then `wal-push` of one 16 MiB segment. The block between the markers is "
-            "rewritten by `scripts/bench.sh pg … --write-docs`; the prose around it is not.", width=80)
-        text = (text.rstrip() + "\n\n## PostgreSQL: lifeboat vs pgBackRest vs pg_basebackup\n\n"
-                + intro + "\n\n" + block + "\n")
-    open(path, "w").write(text)
-    print(f"wrote {path}")
+    intro = textwrap.fill(
+        "`scripts/bench.sh pg` installs pgBackRest, PostgreSQL, zstd and GNU time from Debian's "
+        "packages when missing, builds lifeboat in release mode and runs `bench/pg_bench.py`: a "
+        "throwaway PostgreSQL 15 cluster (`bench-work-pg/`) loaded with identity-platform-like data "
+        "(`users`, `audit_events`, see `../shared/BENCHMARKS.md`); per round, on fresh repositories: "
+        "full backup with each tool and the limit, the 1 % change, incremental backup, restore of the "
+        "latest backup; then `wal-push` of one 16 MiB segment. The block between the markers is "
+        "rewritten by `scripts/bench.sh pg … --write-docs`; the prose around it is not.", width=80)
+    write_docs_block(block_text, DOCS_BEGIN, DOCS_END,
+                     "## PostgreSQL: lifeboat vs pgBackRest vs pg_basebackup\n\n" + intro)
 
 
 # ---------------------------------------------------------------------------

@@ -26,8 +26,12 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIFEBOAT = os.environ.get("LIFEBOAT_BIN") or os.path.join(ROOT, "target", "release", "lifeboat")
+sys.dont_write_bytecode = True  # no bench/__pycache__ in the working tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+from bench import ROOT, du, warm, write_docs_block  # noqa: E402
+
+LIFEBOAT = os.environ.get("LIFEBOAT_BIN") or bench.LIFEBOAT
 MIB = 1 << 20
 KEY = "0123456789abcdef0123456789abcdef-restore-bench"
 
@@ -84,31 +88,9 @@ def make_tree(path):
     open(marker, "w").write(MARK)
 
 
-def du(path):
-    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(path) for f in fs)
-
-
-def warm(path):
-    for d, _, files in os.walk(path):
-        for f in files:
-            with open(os.path.join(d, f), "rb") as fh:
-                while fh.read(1 << 22):
-                    pass
-
-
 def run(cmd, env=None, shell=False):
-    """Seconds and peak RSS (MiB, from GNU time) of a command; exits on failure."""
-    rss = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"restore-bench-rss-{os.getpid()}")
-    wrapped = ["/usr/bin/time", "-f", "%M", "-o", rss] + (["sh", "-c", cmd] if shell else cmd)
-    t0 = time.perf_counter()
-    p = subprocess.run(wrapped, env=env, capture_output=True)
-    secs = time.perf_counter() - t0
-    if p.returncode != 0:
-        sys.exit(f"command failed ({p.returncode}): {cmd}\n{p.stderr.decode(errors='replace')[-3000:]}")
-    try:
-        mib = int(open(rss).read().split()[-1]) / 1024
-    except (OSError, ValueError, IndexError):
-        mib = 0.0
+    """Seconds and peak RSS (MiB) of a command; exits on failure."""
+    secs, mib, _ = bench.run(cmd, env=env, shell=shell)
     return secs, mib
 
 
@@ -211,16 +193,8 @@ def main():
     report = "\n".join(lines)
     print("\n" + report)
     if a.write_docs:
-        path = os.path.join(ROOT, "docs", "benchmarks.md")
-        begin, end = "<!-- restore-benchmark:begin -->", "<!-- restore-benchmark:end -->"
-        text = open(path).read()
-        block = f"{begin}\n{report}\n{end}"
-        if begin in text and end in text:
-            text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-        else:
-            text = text.rstrip() + "\n\n## Files restore: lifeboat vs restic + sync vs cp -r + sync\n\n" + block + "\n"
-        open(path, "w").write(text)
-        print(f"wrote {path}")
+        write_docs_block(report, "<!-- restore-benchmark:begin -->", "<!-- restore-benchmark:end -->",
+                         "## Files restore: lifeboat vs restic + sync vs cp -r + sync")
 
 
 if __name__ == "__main__":

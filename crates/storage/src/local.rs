@@ -145,11 +145,12 @@ impl LocalStorage {
         result
     }
 
-    /// Every temporary file of a put that never finished, anywhere below
-    /// the root.
-    fn leftovers_sync(&self) -> io::Result<Vec<ObjectInfo>> {
+    /// Every file below `dir` (recursively) whose key `keep` accepts: its
+    /// key, size and modification time. Files deleted while the walk runs
+    /// are simply not there.
+    fn walk(&self, dir: &Path, keep: impl Fn(&str) -> bool) -> io::Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
+        let mut stack = vec![dir.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
@@ -163,15 +164,18 @@ impl LocalStorage {
                     stack.push(path);
                     continue;
                 }
-                if !entry.file_name().to_string_lossy().contains(TEMP_MARKER) {
-                    continue;
-                }
                 let Ok(rel) = path.strip_prefix(&self.root) else {
                     continue;
                 };
+                let key = rel
+                    .to_string_lossy()
+                    .replace(std::path::MAIN_SEPARATOR, "/");
+                if !keep(&key) {
+                    continue;
+                }
                 match entry.metadata() {
                     Ok(m) => out.push(ObjectInfo {
-                        key: rel.to_string_lossy().into_owned(),
+                        key,
                         size: m.len(),
                         modified: m.modified().ok(),
                     }),
@@ -183,51 +187,24 @@ impl LocalStorage {
         Ok(out)
     }
 
+    /// Every temporary file of a put that never finished, anywhere below
+    /// the root.
+    fn leftovers_sync(&self) -> io::Result<Vec<ObjectInfo>> {
+        self.walk(&self.root, |key| {
+            key.rsplit('/')
+                .next()
+                .is_some_and(|name| name.contains(TEMP_MARKER))
+        })
+    }
+
     fn list_sync(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
         let dir_part = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
             None => "",
         };
-        let mut out = Vec::new();
-        let start = self.path(dir_part);
-        let mut stack = vec![start];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let ft = entry.file_type()?;
-                let path = entry.path();
-                if ft.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let Ok(rel) = path.strip_prefix(&self.root) else {
-                    continue;
-                };
-                let key = rel
-                    .to_string_lossy()
-                    .replace(std::path::MAIN_SEPARATOR, "/");
-                if key.contains(TEMP_MARKER) || !key.starts_with(prefix) {
-                    continue;
-                }
-                let (size, modified) = match entry.metadata() {
-                    Ok(m) => (m.len(), m.modified().ok()),
-                    // Deleted between listing and stat: not there any more.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                out.push(ObjectInfo {
-                    key,
-                    size,
-                    modified,
-                });
-            }
-        }
-        Ok(out)
+        self.walk(&self.path(dir_part), |key| {
+            !key.contains(TEMP_MARKER) && key.starts_with(prefix)
+        })
     }
 }
 

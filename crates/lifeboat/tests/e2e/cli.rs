@@ -183,16 +183,6 @@ fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-fn every_entry(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            every_entry(&p, out);
-        }
-        out.push(p);
-    }
-}
-
 /// A local repository is its owner's alone (0700/0600 whatever the umask
 /// lets through), its group's too with `--group-readable`, and opening one
 /// whose key slots every user can read warns how to fix it.
@@ -210,8 +200,7 @@ pub fn repository_files_are_private() {
         env.ok(&["files", "backup", src.to_str().unwrap()]);
         let root = Path::new(&env.repo);
         assert_eq!(mode(root), dir_mode);
-        let mut entries = Vec::new();
-        every_entry(root, &mut entries);
+        let entries = entries_below(root);
         assert!(entries.len() > 6);
         for e in &entries {
             let want = if e.is_dir() { dir_mode } else { file_mode };
@@ -352,9 +341,8 @@ pub fn leftovers_of_killed_writes_are_reported_and_removed() {
     fs::write(src.join("big"), random_bytes(160 << 20, 77)).unwrap();
     let root = Path::new(&env.repo).to_path_buf();
     let temporaries = |root: &Path| {
-        let mut all = Vec::new();
-        every_entry(root, &mut all);
-        all.into_iter()
+        entries_below(root)
+            .into_iter()
             .filter(|p| p.to_string_lossy().contains(".tmp-"))
             .collect::<Vec<_>>()
     };

@@ -168,6 +168,33 @@ impl Env {
     }
 }
 
+/// Everything below `dir`, directories and files, recursively; links are
+/// listed, not followed.
+pub fn entries_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("list") {
+            let e = e.expect("entry");
+            let p = e.path();
+            if e.file_type().expect("type").is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The regular files below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    entries_below(dir)
+        .into_iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .collect()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

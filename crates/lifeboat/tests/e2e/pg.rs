@@ -20,18 +20,7 @@ pub struct PgEnv {
 impl PgEnv {
     /// Flips a byte in the middle of every pack of the repository.
     pub fn damage_every_pack(&self) {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for e in fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        let mut packs = Vec::new();
-        walk(&self.repo.join("packs"), &mut packs);
+        let packs = crate::harness::files_below(&self.repo.join("packs"));
         assert!(!packs.is_empty(), "no packs to damage");
         for p in packs {
             let mut bytes = fs::read(&p).unwrap();
@@ -1806,11 +1795,7 @@ pub fn a_failed_restore_is_not_startable_and_delta_finishes_it() {
     pg.stop().unwrap();
 
     // Damage the pack the last read needs: most files are written first.
-    let mut packs: Vec<PathBuf> = Vec::new();
-    for e in walkdir(&env.repo.join("packs")) {
-        packs.push(e);
-    }
-    packs.sort();
+    let packs = crate::harness::files_below(&env.repo.join("packs"));
     let saved: Vec<(PathBuf, Vec<u8>)> = packs
         .iter()
         .map(|p| (p.clone(), fs::read(p).unwrap()))
@@ -1866,19 +1851,6 @@ pub fn a_failed_restore_is_not_startable_and_delta_finishes_it() {
         restore_and_start_in(&env, &pgdata, &["--target-action", "promote", "--delta"]);
     assert_eq!(ids_of(&done).len(), 3000, "log:\n{}", done.log());
     done.stop().unwrap();
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// A trial restore that kept archiving into the source's repository adds a

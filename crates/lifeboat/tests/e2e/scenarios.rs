@@ -557,22 +557,13 @@ fn make_world_writable(dir: &std::path::Path) {
 
 /// Every file under `dir`, relative, with its contents.
 fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else if e.file_type().unwrap().is_file() {
-                let bytes = fs::read(&p).unwrap();
-                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), bytes));
-            }
-        }
-    }
-    out.sort();
-    out
+    files_below(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p.strip_prefix(dir).unwrap().to_path_buf(), bytes)
+        })
+        .collect()
 }
 
 /// A restore that meets a missing or a truncated pack exits 3 naming the
