@@ -18,14 +18,18 @@ pub struct PgEnv {
 }
 
 impl PgEnv {
-    /// Flips a byte in the middle of every pack of the repository.
+    /// Damages every blob of every pack of the repository.
     pub fn damage_every_pack(&self) {
         let packs = crate::harness::files_below(&self.repo.join("packs"));
         assert!(!packs.is_empty(), "no packs to damage");
         for p in packs {
             let mut bytes = fs::read(&p).unwrap();
-            let mid = bytes.len() / 2;
-            bytes[mid] ^= 0x01;
+            // One flipped bit every 16 bytes: every sealed blob (at least
+            // a 12-byte nonce and a 16-byte tag) is damaged, whichever
+            // items share the pack and in whatever order they were packed.
+            for b in bytes.iter_mut().step_by(16) {
+                *b ^= 0x01;
+            }
             fs::write(&p, bytes).unwrap();
         }
     }
