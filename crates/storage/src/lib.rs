@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+pub use lifeboat_types::{Classify, ErrorClass};
 
 pub use fault::{FaultAction, FaultRule, FaultStorage, Op};
 pub use layers::{LimitStorage, RetryPolicy, RetryStorage};
@@ -51,6 +52,9 @@ pub enum ErrorKind {
     /// The object is shorter than the range asked for: it was cut after it
     /// was written.
     Truncated,
+    /// The store is named or configured wrongly (an unknown URL scheme, no
+    /// credentials, a file where a directory should be): fix the settings.
+    Config,
 }
 
 /// A failed storage call, naming the operation, the object and the store.
@@ -92,9 +96,27 @@ impl StorageError {
         self.kind == ErrorKind::Transient
     }
 
+    /// The failure's class: a wrong setting or credential is usage, a cut
+    /// object damage, a timeout transient. A missing object is a failure
+    /// here; the caller that expected it knows whether that is damage.
+    pub fn class(&self) -> ErrorClass {
+        match self.kind {
+            ErrorKind::Transient => ErrorClass::Transient,
+            ErrorKind::PermissionDenied | ErrorKind::Config => ErrorClass::Usage,
+            ErrorKind::Truncated => ErrorClass::Damage,
+            ErrorKind::NotFound | ErrorKind::Permanent => ErrorClass::Failure,
+        }
+    }
+
     /// True when the object does not exist.
     pub fn is_not_found(&self) -> bool {
         self.kind == ErrorKind::NotFound
+    }
+}
+
+impl Classify for StorageError {
+    fn class(&self) -> ErrorClass {
+        StorageError::class(self)
     }
 }
 
@@ -192,7 +214,7 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<DynStorage, StorageEr
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(StorageError::new(
-                ErrorKind::Permanent,
+                ErrorKind::Config,
                 "open",
                 "",
                 url,
@@ -202,7 +224,7 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<DynStorage, StorageEr
         Arc::new(S3Storage::new(bucket, prefix, &options.s3)?)
     } else if url.contains("://") && !url.starts_with("file://") {
         return Err(StorageError::new(
-            ErrorKind::Permanent,
+            ErrorKind::Config,
             "open",
             "",
             url,
@@ -212,7 +234,7 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<DynStorage, StorageEr
         let path = url.strip_prefix("file://").unwrap_or(url);
         if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
             return Err(StorageError::new(
-                ErrorKind::Permanent,
+                ErrorKind::Config,
                 "open",
                 "",
                 path,

@@ -73,7 +73,7 @@ impl S3Storage {
             }
             _ => {
                 return Err(StorageError::new(
-                    ErrorKind::Permanent,
+                    ErrorKind::Config,
                     "open",
                     "",
                     &location,
@@ -85,7 +85,7 @@ impl S3Storage {
             builder = builder.enable_virtual_host_style();
         }
         let op = Operator::new(builder)
-            .map_err(|e| StorageError::new(ErrorKind::Permanent, "open", "", &location, e))?
+            .map_err(|e| StorageError::new(ErrorKind::Config, "open", "", &location, e))?
             .finish();
         Ok(S3Storage { op, location })
     }
@@ -103,15 +103,17 @@ impl S3Storage {
     }
 }
 
-/// How an OpenDAL error is treated.
+/// How an OpenDAL error is treated. OpenDAL knows which failures may pass
+/// (`is_temporary`: a request that could not be sent, a cut body, a 5xx, an
+/// S3 `SlowDown`); everything else it does not name is permanent, so an
+/// access denied or an unexpected answer is reported at once rather than
+/// retried for minutes.
 fn kind_of(e: &opendal::Error) -> ErrorKind {
     use opendal::ErrorKind as K;
     match e.kind() {
         K::NotFound => ErrorKind::NotFound,
         K::PermissionDenied => ErrorKind::PermissionDenied,
-        K::ConfigInvalid | K::Unsupported | K::IsADirectory | K::NotADirectory => {
-            ErrorKind::Permanent
-        }
+        K::ConfigInvalid => ErrorKind::Config,
         K::RangeNotSatisfied => ErrorKind::Truncated,
         // OpenDAL's own check of a ranged read against the length the store
         // answered: the object ends before the range does. A response cut
@@ -120,9 +122,11 @@ fn kind_of(e: &opendal::Error) -> ErrorKind {
         K::Unexpected if !e.is_temporary() && e.to_string().contains("got too little data") => {
             ErrorKind::Truncated
         }
-        // Refused connections, resets, timeouts, 5xx and throttling all land
-        // here; they may pass, and the retry layer bounds how long we wait.
-        _ => ErrorKind::Transient,
+        // Throttling passes by definition, even when the store answers 429
+        // without a code OpenDAL marks temporary.
+        K::RateLimited => ErrorKind::Transient,
+        _ if e.is_temporary() => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
     }
 }
 
@@ -220,6 +224,29 @@ mod tests {
         assert_eq!(
             kind_of(&opendal::Error::new(K::NotFound, "x")),
             ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn only_what_opendal_calls_temporary_is_retried() {
+        let denied = opendal::Error::new(K::PermissionDenied, "403 AccessDenied");
+        assert_eq!(kind_of(&denied), ErrorKind::PermissionDenied);
+        assert!(!StorageError::new(kind_of(&denied), "get", "k", "s3://b", denied).is_retryable());
+        let unknown = opendal::Error::new(K::Unexpected, "400 something odd");
+        assert_eq!(kind_of(&unknown), ErrorKind::Permanent);
+        let busy = opendal::Error::new(K::Unexpected, "503 SlowDown").set_temporary();
+        assert_eq!(kind_of(&busy), ErrorKind::Transient);
+        assert_eq!(
+            kind_of(&opendal::Error::new(K::RateLimited, "429")),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind_of(&opendal::Error::new(K::ConfigInvalid, "NoSuchBucket")),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            kind_of(&opendal::Error::new(K::Unsupported, "x")),
+            ErrorKind::Permanent
         );
     }
 }

@@ -7,7 +7,10 @@
 //! on Linux are bytes, are spelled in snapshots.
 #![deny(missing_docs)]
 
+pub mod error;
 pub mod name;
+
+pub use error::{Classify, ErrorClass};
 
 use std::fmt;
 use std::str::FromStr;
