@@ -15,7 +15,7 @@
 //!   has one or more slots; adding or removing one rewrites nothing else.
 #![deny(missing_docs)]
 
-use lifeboat_types::ChunkId;
+use lifeboat_types::{ChunkId, Classify, ErrorClass};
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
@@ -55,6 +55,27 @@ pub enum CryptoError {
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed: {0}")]
     Random(String),
+}
+
+impl CryptoError {
+    /// The failure's class: bytes that fail authentication or do not parse
+    /// are damage, a secret that opens nothing or unusable key material is
+    /// usage, a failed random number generator is a failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CryptoError::Authentication | CryptoError::Malformed { .. } => ErrorClass::Damage,
+            CryptoError::WrongSecret { .. } | CryptoError::KeyMaterialTooShort(_) => {
+                ErrorClass::Usage
+            }
+            CryptoError::Random(_) => ErrorClass::Failure,
+        }
+    }
+}
+
+impl Classify for CryptoError {
+    fn class(&self) -> ErrorClass {
+        CryptoError::class(self)
+    }
 }
 
 /// Fills `buf` with random bytes from the operating system.

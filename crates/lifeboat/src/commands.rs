@@ -1,325 +1,127 @@
 //! The commands: turn parsed arguments into library calls and print results.
 
 use std::io::Read;
-use std::path::Path;
-use std::process::Stdio;
 
-use anyhow::{Context, Result};
+use lifeboat_ops::secrets::{self, SecretSettings};
+use lifeboat_ops::{Error, Result, Session, Settings};
 use lifeboat_repo::{
     ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, Repository,
-    RestoreOptions, SecretSource, Snapshot, SnapshotEntry, StreamBackupOptions,
+    RestoreOptions, Snapshot, SnapshotEntry, StreamBackupOptions,
 };
-use lifeboat_storage::{S3Options, StorageOptions};
 use serde_json::json;
 
-use crate::config::{self, FileConfig};
 use crate::output::{print_json, rate, secs, size, TermProgress};
 use crate::{
-    BackupArgs, Cli, Command, DamageFound, FilesCommand, Global, KeyAddArgs, KeyCommand,
-    RepairCommand, RepoCommand, RestoreArgs, UsageError,
+    BackupArgs, Cli, Command, FilesCommand, Global, KeyAddArgs, KeyCommand, RepairCommand,
+    RepoCommand, RestoreArgs,
 };
 
-/// Everything a command needs from the environment, settled once.
+/// Everything a command needs: the session (settings, config file, runtime)
+/// and how to print.
 pub(crate) struct Ctx {
-    pub(crate) global: Global,
-    pub(crate) file: FileConfig,
-    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) session: Session,
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
 }
 
-pub(crate) fn run(cli: Cli) -> Result<()> {
+/// The session's settings from the global flags.
+pub(crate) fn settings(g: &Global) -> Settings {
+    Settings {
+        config: g.config.clone(),
+        repo: g.repo.clone(),
+        s3_endpoint: g.s3_endpoint.clone(),
+        s3_region: g.s3_region.clone(),
+        secrets: SecretSettings {
+            key_file: g.key_file.clone(),
+            key_command: g.key_command.clone(),
+            password_file: g.password_file.clone(),
+            password_command: g.password_command.clone(),
+        },
+    }
+}
+
+/// Runs the command; the exit code when it did not fail (`pg wal-fetch`
+/// has codes of its own).
+pub(crate) fn run(cli: Cli) -> Result<u8> {
     if let Command::Demo {
         keep,
         scale,
         files,
+        incident,
         workdir,
     } = cli.command
     {
-        if files {
-            return crate::demo::run(cli.global.json, cli.global.quiet, keep, scale.max(1));
-        }
-        return crate::pgdemo::run(crate::pgdemo::DemoArgs {
+        crate::demo::run(crate::demo::DemoArgs {
             json: cli.global.json,
             quiet: cli.global.quiet,
             keep,
             scale: scale.max(1),
+            files,
+            incident: match incident.as_str() {
+                "lost-primary" => lifeboat_scenarios::pitr::Incident::LostPrimary,
+                _ => lifeboat_scenarios::pitr::Incident::Delete,
+            },
             workdir,
-        });
+        })?;
+        return Ok(0);
     }
-    let file = config::load(cli.global.config.as_deref())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
     let ctx = Ctx {
-        global: cli.global,
-        file,
-        rt,
+        session: Session::new(settings(&cli.global))?,
+        json: cli.global.json,
+        quiet: cli.global.quiet,
     };
+    if let Command::Pg(cmd) = cli.command {
+        return crate::pg::run(&ctx, cmd);
+    }
     match cli.command {
         Command::Repo(RepoCommand::Init(args)) => init(&ctx, &args),
         Command::Repo(RepoCommand::Key(k)) => key(&ctx, k),
         Command::Files(FilesCommand::Backup(args)) => backup(&ctx, &args),
         Command::Files(FilesCommand::Restore(args)) => restore(&ctx, &args),
-        Command::Pg(cmd) => crate::pg::run(&ctx, cmd),
         Command::Redis(cmd) => crate::redis::run(&ctx, cmd),
         Command::Snapshots => snapshots(&ctx),
         Command::Ls { snapshot } => ls(&ctx, &snapshot),
         Command::Verify { read_data } => verify(&ctx, read_data),
         Command::Repair(cmd) => repair(&ctx, cmd),
-        Command::Demo { .. } => Ok(()),
+        Command::Demo { .. } | Command::Pg(_) => Ok(()),
     }
+    .map(|()| 0)
 }
 
 fn parse_size(what: &str, text: &str) -> Result<u64> {
     text.parse::<ByteSize>()
         .map(|b| b.0)
-        .map_err(|e| UsageError(format!("{what}: {e}")).into())
+        .map_err(|e| Error::usage(format!("{what}: {e}")))
+}
+
+/// Prints warnings the operations layer returned.
+pub(crate) fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
 }
 
 impl Ctx {
-    fn storage(&self) -> Result<lifeboat_storage::DynStorage> {
-        let url = self
-            .global
-            .repo
-            .clone()
-            .or_else(|| self.file.repo.clone())
-            .ok_or_else(|| UsageError("no repository given: use --repo URL, LIFEBOAT_REPO, or `repo = ...` in the config file".into()))?;
-        let s3 = &self.file.s3;
-        let options = StorageOptions {
-            s3: S3Options {
-                endpoint: self
-                    .global
-                    .s3_endpoint
-                    .clone()
-                    .or_else(|| s3.endpoint.clone()),
-                region: self.global.s3_region.clone().or_else(|| s3.region.clone()),
-                access_key_id: s3.access_key_id.clone(),
-                secret_access_key: s3.secret_access_key.clone(),
-                virtual_host_style: s3.virtual_host_style,
-            },
-            retry: self.file.storage.retry_policy(),
-            max_concurrency: self.file.storage.max_concurrency.unwrap_or(0),
-        };
-        lifeboat_storage::open(&url, &options).map_err(|e| UsageError(e.to_string()).into())
-    }
-
-    pub(crate) fn file_has_secret(&self) -> bool {
-        self.file.key_file.is_some()
-            || self.file.key_command.is_some()
-            || self.file.password_file.is_some()
-            || self.file.password_command.is_some()
-    }
-
     pub(crate) fn progress(&self) -> TermProgress {
-        TermProgress::new(self.global.quiet || self.global.json)
+        TermProgress::new(self.quiet || self.json)
     }
 
-    /// Every credential given, key material first (it opens without Argon2id).
-    fn credentials(&self) -> Result<Vec<Credential>> {
-        let key = self.key_credential();
-        let password = self.password_credential()?;
-        let mut out = Vec::new();
-        match key {
-            Ok(Some(k)) => out.push(k),
-            Ok(None) => {}
-            // Key material that cannot be a key: with a password given as
-            // well, said and passed over; alone, the error.
-            Err(e) if password.is_some() => eprintln!("warning: {e}; trying the password"),
-            Err(e) => return Err(e),
-        }
-        out.extend(password);
-        Ok(out)
-    }
-
-    /// The key material given (file, command, LIFEBOAT_KEY), if any.
-    fn key_credential(&self) -> Result<Option<Credential>> {
-        let g = &self.global;
-        if let Some(p) = g.key_file.clone().or_else(|| self.file.key_file.clone()) {
-            return Ok(Some(Credential::key_material(
-                SecretSource::KeyFile,
-                read_key_file(&p)?,
-            )));
-        }
-        if let Some(c) = g
-            .key_command
-            .clone()
-            .or_else(|| self.file.key_command.clone())
-        {
-            return Ok(Some(Credential::key_material(
-                SecretSource::KeyCommand,
-                key_material(run_secret_command(&c, false)?, "the key command's output")?,
-            )));
-        }
-        if let Some(k) = std::env::var_os("LIFEBOAT_KEY").filter(|v| !v.is_empty()) {
-            return Ok(Some(Credential::key_material(
-                SecretSource::KeyEnv,
-                key_material(
-                    k.to_string_lossy().trim().as_bytes().to_vec(),
-                    "LIFEBOAT_KEY",
-                )?,
-            )));
-        }
-        Ok(None)
-    }
-
-    /// The passphrase given (file, command, LIFEBOAT_PASSWORD), if any.
-    fn password_credential(&self) -> Result<Option<Credential>> {
-        let g = &self.global;
-        if let Some(p) = g
-            .password_file
-            .clone()
-            .or_else(|| self.file.password_file.clone())
-        {
-            return Ok(Some(Credential::passphrase(read_password_file(&p)?)));
-        }
-        if let Some(c) = g
-            .password_command
-            .clone()
-            .or_else(|| self.file.password_command.clone())
-        {
-            return Ok(Some(Credential::passphrase(run_secret_command(&c, true)?)));
-        }
-        Ok(std::env::var_os("LIFEBOAT_PASSWORD")
-            .filter(|v| !v.is_empty())
-            .map(|p| Credential::passphrase(p.to_string_lossy().as_bytes().to_vec())))
-    }
-
+    /// Opens the repository, printing the warnings that came with it.
     pub(crate) fn open(&self) -> Result<Repository> {
-        let storage = self.storage()?;
-        let creds = self.credentials()?;
-        let repo = Repository::open(storage, self.rt.handle().clone(), &creds)?;
-        if let Some(root) = self.local_root() {
-            warn_exposed_key_slots(&root);
-        }
-        for (key, reason) in repo.damaged_slots_at_open() {
-            eprintln!("warning: key slot {key} is damaged ({reason}); `lifeboat verify` reports it, `lifeboat repo key add` makes a new slot");
-        }
-        Ok(repo)
+        let opened = self.session.open()?;
+        warn(&opened.warnings);
+        Ok(opened.repo)
     }
 
-    /// The repository's directory when it is on local disk.
-    fn local_root(&self) -> Option<std::path::PathBuf> {
-        let url = self
-            .global
-            .repo
-            .clone()
-            .or_else(|| self.file.repo.clone())?;
-        if url.contains("://") && !url.starts_with("file://") {
-            return None;
-        }
-        Some(std::path::PathBuf::from(url.trim_start_matches("file://")))
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        self.session.handle()
     }
-}
-
-/// The first line of a file holding one secret setting (a URL with a
-/// password), or a usage error naming the file.
-pub(crate) fn first_line_of(p: &Path, what: &str) -> Result<String> {
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| UsageError(format!("cannot read {what} {}: {e}", p.display())))?;
-    let line = text.lines().next().unwrap_or_default().to_string();
-    if line.is_empty() {
-        return Err(UsageError(format!("{what} {} is empty", p.display())).into());
-    }
-    Ok(line)
-}
-
-fn read_password_file(p: &Path) -> Result<Vec<u8>> {
-    Ok(first_line_of(p, "password file")?.into_bytes())
-}
-
-/// Key material must be at least this long (BLAKE3 slots need 32 bytes).
-const KEY_MIN: usize = 32;
-
-/// Key material from `what`, refused when it is too short to be a key.
-fn key_material(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> {
-    if bytes.len() < KEY_MIN {
-        return Err(UsageError(format!(
-            "{what} holds {} bytes of key material; a key must be at least {KEY_MIN} bytes (make one with `head -c 32 /dev/urandom | base64 > KEYFILE`), or use a passphrase (LIFEBOAT_PASSWORD, --password-file)",
-            bytes.len()
-        ))
-        .into());
-    }
-    Ok(bytes)
-}
-
-fn read_key_file(p: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(p)
-        .map_err(|e| UsageError(format!("cannot read key file {}: {e}", p.display())))?;
-    // A text key file (hex, base64) may end with a newline that is not part of the key.
-    let bytes = match std::str::from_utf8(&bytes) {
-        Ok(s) => s.trim_end().as_bytes().to_vec(),
-        Err(_) => bytes,
-    };
-    key_material(bytes, &format!("key file {}", p.display()))
-}
-
-/// A passphrase shorter than this gets a warning when a slot is made for it.
-const PASSPHRASE_ADVISED: usize = 12;
-
-fn warn_short_passphrase(cred: &Credential, len: usize) {
-    if !cred.source().is_key_material() && len < PASSPHRASE_ADVISED {
-        eprintln!(
-            "warning: the passphrase is only {len} bytes long; anyone who gets a copy of the repository can try passphrases offline, so use at least {PASSPHRASE_ADVISED} characters (a few random words), or key material (--key-file)"
-        );
-    }
-}
-
-/// Warns when other users may read a local repository's key slots: with a
-/// copy of one, a passphrase can be guessed offline.
-fn warn_exposed_key_slots(root: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(entries) = std::fs::read_dir(root.join("keys")) else {
-        return;
-    };
-    let exposed: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.metadata()
-                .is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    if !exposed.is_empty() {
-        eprintln!(
-            "warning: {} key slot(s) of {} can be read by every user of this machine ({}); with a copy, anyone can guess the passphrase offline. Fix it with: chmod -R o-rwx {}",
-            exposed.len(),
-            root.display(),
-            exposed.join(", "),
-            root.display()
-        );
-    }
-}
-
-fn run_secret_command(cmd: &str, first_line: bool) -> Result<Vec<u8>> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| UsageError(format!("cannot run secret command {cmd:?}: {e}")))?;
-    if !out.status.success() {
-        return Err(
-            UsageError(format!("secret command {cmd:?} failed with {}", out.status)).into(),
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let secret = if first_line {
-        text.lines().next().unwrap_or_default().to_string()
-    } else {
-        text.trim_end().to_string()
-    };
-    if secret.is_empty() {
-        return Err(UsageError(format!("secret command {cmd:?} printed nothing")).into());
-    }
-    Ok(secret.into_bytes())
 }
 
 fn kdf_with_memory(text: &str) -> Result<Kdf> {
     let mem = parse_size("--kdf-memory", text)?;
     if mem < 8 * 1024 {
-        return Err(UsageError("--kdf-memory must be at least 8KiB".into()).into());
+        return Err(Error::usage("--kdf-memory must be at least 8KiB"));
     }
     match Kdf::default_passphrase() {
         Kdf::Argon2id {
@@ -347,25 +149,10 @@ fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
         compression_level: args.compression_level,
         passphrase_kdf: kdf_with_memory(&args.kdf_memory)?,
     };
-    let creds = ctx.credentials()?;
-    let Some(cred) = creds.first() else {
-        return Err(UsageError(
-            "a new repository needs a secret: set LIFEBOAT_PASSWORD, or use --password-file, --password-command, --key-file or LIFEBOAT_KEY".into(),
-        )
-        .into());
-    };
-    let storage = ctx.storage()?;
-    if let Some(root) = ctx.local_root() {
-        let exists = std::fs::read_dir(root.join("keys")).is_ok() || root.join("config").exists();
-        if !exists {
-            lifeboat_storage::LocalStorage::new(&root)
-                .create_root(args.group_readable)
-                .map_err(|e| UsageError(format!("cannot create {}: {e}", root.display())))?;
-        }
-    }
-    warn_short_passphrase(cred, cred.len());
-    let repo = Repository::init(storage, ctx.rt.handle().clone(), cred, &options)?;
-    if ctx.global.json {
+    let opened = ctx.session.init(&options, args.group_readable)?;
+    warn(&opened.warnings);
+    let repo = opened.repo;
+    if ctx.json {
         print_json(&json!({
             "repository": repo.location(),
             "id": repo.config().id,
@@ -392,7 +179,7 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         KeyCommand::List => {
             let slots = repo.key_slots()?;
             let epochs = repo.key_epochs();
-            if ctx.global.json {
+            if ctx.json {
                 let list: Vec<_> = slots
                     .iter()
                     .map(|s| {
@@ -439,10 +226,10 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         }
         KeyCommand::Add(args) => {
             let cred = new_credential(&args)?;
-            warn_short_passphrase(&cred, cred.len());
+            warn(&Vec::from_iter(secrets::short_passphrase_warning(&cred)));
             let kdf = kdf_with_memory(&args.kdf_memory)?;
             let slot = repo.add_key_slot(&cred, &args.label, &kdf)?;
-            if ctx.global.json {
+            if ctx.json {
                 print_json(&json!({ "added": slot.id, "source": slot.source }));
             } else {
                 outln!("added key slot {}", slot.id);
@@ -450,7 +237,7 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         }
         KeyCommand::Remove { id } => {
             let slot = repo.remove_key_slot(&id)?;
-            if ctx.global.json {
+            if ctx.json {
                 print_json(&json!({ "removed": slot.id }));
             } else {
                 outln!("removed key slot {}", slot.id);
@@ -458,7 +245,7 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         }
         KeyCommand::Rotate => {
             let epoch = repo.rotate_data_key()?;
-            if ctx.global.json {
+            if ctx.json {
                 print_json(&json!({ "epoch": epoch }));
             } else {
                 outln!("data-key epoch {epoch} is now used for new data; older data stays readable with its own epoch");
@@ -469,39 +256,17 @@ fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
 }
 
 fn new_credential(args: &KeyAddArgs) -> Result<Credential> {
-    if let Some(p) = &args.new_key_file {
-        return Ok(Credential::key_material(
-            SecretSource::KeyFile,
-            read_key_file(p)?,
-        ));
-    }
-    if let Some(c) = &args.new_key_command {
-        return Ok(Credential::key_material(
-            SecretSource::KeyCommand,
-            key_material(run_secret_command(c, false)?, "the key command's output")?,
-        ));
-    }
-    if let Some(k) = std::env::var_os("LIFEBOAT_NEW_KEY").filter(|v| !v.is_empty()) {
-        return Ok(Credential::key_material(
-            SecretSource::KeyEnv,
-            key_material(
-                k.to_string_lossy().trim().as_bytes().to_vec(),
-                "LIFEBOAT_NEW_KEY",
-            )?,
-        ));
-    }
-    if let Some(p) = &args.new_password_file {
-        return Ok(Credential::passphrase(read_password_file(p)?));
-    }
-    if let Some(c) = &args.new_password_command {
-        return Ok(Credential::passphrase(run_secret_command(c, true)?));
-    }
-    if let Some(p) = std::env::var_os("LIFEBOAT_NEW_PASSWORD").filter(|v| !v.is_empty()) {
-        return Ok(Credential::passphrase(
-            p.to_string_lossy().as_bytes().to_vec(),
-        ));
-    }
-    Err(UsageError("no new secret given: use --new-password-file, --new-password-command, LIFEBOAT_NEW_PASSWORD, --new-key-file, --new-key-command or LIFEBOAT_NEW_KEY".into()).into())
+    let new = SecretSettings {
+        key_file: args.new_key_file.clone(),
+        key_command: args.new_key_command.clone(),
+        password_file: args.new_password_file.clone(),
+        password_command: args.new_password_command.clone(),
+    };
+    let none = SecretSettings::default();
+    let given = secrets::key_given(&new, &none, "LIFEBOAT_NEW_KEY")
+        .or_else(|| secrets::password_given(&new, &none, "LIFEBOAT_NEW_PASSWORD"))
+        .ok_or_else(|| Error::usage("no new secret given: use --new-password-file, --new-password-command, LIFEBOAT_NEW_PASSWORD, --new-key-file, --new-key-command or LIFEBOAT_NEW_KEY"))?;
+    secrets::credential(&given.secret)
 }
 
 fn fmt_unix(secs: i64) -> String {
@@ -517,19 +282,10 @@ fn short_time(t: &str) -> String {
     }
 }
 
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
     let repo = ctx.open()?;
     let progress = ctx.progress();
-    let host = args.host.clone().unwrap_or_else(hostname);
+    let host = args.host.clone().unwrap_or_else(lifeboat_ops::hostname);
     let outcome = if args.stdin {
         let opts = StreamBackupOptions {
             name: args.name.clone().unwrap_or_else(|| "stdin".into()),
@@ -554,7 +310,7 @@ fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
     };
     let s = &outcome.snapshot;
     let st = &s.stats;
-    if ctx.global.json {
+    if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),
             "partial": s.partial,
@@ -606,7 +362,7 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         let mut lock = stdout.lock();
         let n = repo.restore_stream(&entry.snapshot, &mut lock, &progress)?;
         let ms = started.elapsed().as_millis() as u64;
-        if !ctx.global.quiet {
+        if !ctx.quiet {
             eprintln!(
                 "restored {} from snapshot {} in {} ({})",
                 size(n),
@@ -620,7 +376,7 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let target = args
         .target
         .clone()
-        .ok_or_else(|| UsageError("--target DIR is required".into()))?;
+        .ok_or_else(|| Error::usage("--target DIR is required"))?;
     let opts = RestoreOptions {
         target: target.clone(),
         include: args
@@ -629,13 +385,13 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             .map(|p| lifeboat_repo::name::encode(p.as_os_str().as_encoded_bytes()))
             .collect(),
         overwrite: match args.overwrite.as_deref() {
-            Some(w) => w.parse().map_err(UsageError)?,
+            Some(w) => w.parse().map_err(Error::usage)?,
             None => Default::default(),
         },
         ..Default::default()
     };
     let stats = repo.restore(&entry.snapshot, &opts, &progress)?;
-    if ctx.global.json {
+    if ctx.json {
         print_json(&json!({ "snapshot": entry.id.to_hex(), "target": target, "stats": stats }));
     } else {
         let mut extra = String::new();
@@ -679,7 +435,7 @@ fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
 fn snapshots(ctx: &Ctx) -> Result<()> {
     let repo = ctx.open()?;
     let all = repo.snapshots()?;
-    if ctx.global.json {
+    if ctx.json {
         print_json(&serde_json::Value::Array(
             all.iter().map(snapshot_json).collect(),
         ));
@@ -718,7 +474,7 @@ fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
     let repo = ctx.open()?;
     let e = repo.find_snapshot(spec)?;
     let s: &Snapshot = &e.snapshot;
-    if ctx.global.json {
+    if ctx.json {
         let nodes: Vec<_> = s
             .nodes
             .iter()
@@ -755,8 +511,8 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
     let started = std::time::Instant::now();
     let report = repo.verify(read_data, &progress)?;
     let ms = started.elapsed().as_millis() as u64;
-    if ctx.global.json {
-        let mut v = serde_json::to_value(&report).context("encode the report")?;
+    if ctx.json {
+        let mut v = json!(report);
         if let Some(o) = v.as_object_mut() {
             o.insert("clean".into(), json!(report.is_clean()));
             o.insert("duration_ms".into(), json!(ms));
@@ -815,12 +571,11 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
     if report.is_clean() {
         Ok(())
     } else {
-        Err(DamageFound(format!(
+        Err(Error::DamageFound(format!(
             "{} damaged object(s), {} broken snapshot(s)",
             report.damaged.len(),
             report.broken_snapshots.len()
-        ))
-        .into())
+        )))
     }
 }
 
@@ -830,7 +585,7 @@ fn repair(ctx: &Ctx, cmd: RepairCommand) -> Result<()> {
         RepairCommand::Index { read_data } => {
             let progress = ctx.progress();
             let r = repo.repair_index(read_data, &progress)?;
-            if ctx.global.json {
+            if ctx.json {
                 print_json(&json!(r));
             } else {
                 outln!(
@@ -855,12 +610,11 @@ fn repair(ctx: &Ctx, cmd: RepairCommand) -> Result<()> {
             if r.unreadable_packs.is_empty() && r.bad_chunks.is_empty() {
                 Ok(())
             } else {
-                Err(DamageFound(format!(
+                Err(Error::DamageFound(format!(
                     "{} pack(s) could not be indexed, {} with damaged chunks",
                     r.unreadable_packs.len(),
                     r.bad_chunks.len()
-                ))
-                .into())
+                )))
             }
         }
         RepairCommand::Leftovers {
@@ -868,7 +622,7 @@ fn repair(ctx: &Ctx, cmd: RepairCommand) -> Result<()> {
             dry_run,
         } => {
             let min_age = humantime::parse_duration(&older_than)
-                .map_err(|e| UsageError(format!("--older-than {older_than:?}: {e}")))?;
+                .map_err(|e| Error::usage(format!("--older-than {older_than:?}: {e}")))?;
             let list = if dry_run {
                 repo.leftovers()?
                     .into_iter()
@@ -878,7 +632,7 @@ fn repair(ctx: &Ctx, cmd: RepairCommand) -> Result<()> {
                 repo.remove_leftovers(min_age)?
             };
             let bytes: u64 = list.iter().map(|l| l.size).sum();
-            if ctx.global.json {
+            if ctx.json {
                 print_json(&json!({ "removed": !dry_run, "leftovers": list, "bytes": bytes }));
             } else {
                 for l in &list {

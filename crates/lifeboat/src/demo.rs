@@ -1,256 +1,174 @@
-//! `lifeboat demo`: the whole job on the embedded default, with a report.
+//! `lifeboat demo`: the scenarios of `lifeboat_scenarios` in a temporary
+//! directory, narrated and reported.
 //!
-//! Makes a temporary local repository and an identity-platform-like dataset,
-//! backs it up, changes 1 % of it, backs it up again, verifies every chunk,
-//! restores into a fresh directory, compares every byte and reports the figures.
+//! The PostgreSQL demo runs as the `postgres` user when root (PostgreSQL
+//! refuses root, and its archive_command must write the repository): it
+//! re-runs this program as that user, from a copy in the work directory.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use lifeboat_repo::{
-    Credential, FilesBackupOptions, InitOptions, NoProgress, Progress, Repository, RestoreOptions,
-};
-use lifeboat_storage::{LocalStorage, Storage};
+use lifeboat_ops::{Error, Result};
+use lifeboat_postgres::server;
+use lifeboat_repo::{NoProgress, Progress};
+use lifeboat_scenarios::{files, pitr};
 use serde_json::json;
 
-use crate::output::{print_json, rate, secs, size, TermProgress};
+use crate::output::{print_json, TermProgress};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn hex(&mut self, n: usize) -> String {
-        let mut s = String::with_capacity(n);
-        while s.len() < n {
-            s.push_str(&format!("{:016x}", self.next()));
-        }
-        s.truncate(n);
-        s
-    }
+/// What `lifeboat demo` was asked.
+pub(crate) struct DemoArgs {
+    pub json: bool,
+    pub quiet: bool,
+    pub keep: bool,
+    pub scale: usize,
+    pub files: bool,
+    pub incident: pitr::Incident,
+    pub workdir: Option<PathBuf>,
 }
 
-/// Writes users, sessions and audit events as CSV/JSON lines, plus uploads.
-fn make_dataset(dir: &Path, scale: usize) -> Result<u64> {
-    fs::create_dir_all(dir.join("uploads")).context("create the dataset directory")?;
-    let mut rng = Rng(0x5eed_1234_abcd_ef01);
-    let mut total = 0u64;
-    let mut users = std::io::BufWriter::new(fs::File::create(dir.join("users.csv"))?);
-    for i in 0..scale * 20_000 {
-        let line = format!(
-            "{},user{i}@example.com,$argon2id$v=19${},{} {},2026-0{}-1{}T0{}:00:00Z,{{\"locale\":\"en\",\"mfa\":{}}}\n",
-            rng.hex(32),
-            rng.hex(60),
-            ["Ada", "Grace", "Linus", "Barbara", "Ken"][i % 5],
-            ["Lovelace", "Hopper", "Torvalds", "Liskov", "Thompson"][(i / 5) % 5],
-            1 + i % 9,
-            i % 10,
-            i % 10,
-            i % 2 == 0
-        );
-        total += line.len() as u64;
-        users.write_all(line.as_bytes())?;
-    }
-    users.flush()?;
-    let mut audit = std::io::BufWriter::new(fs::File::create(dir.join("audit_events.jsonl"))?);
-    for i in 0..scale * 60_000 {
-        let line = format!(
-            "{{\"id\":\"{}\",\"action\":\"{}\",\"ip\":\"10.{}.{}.{}\",\"at\":\"2026-11-{:02}T12:{:02}:00Z\",\"session\":\"{}\"}}\n",
-            rng.hex(32),
-            ["login", "logout", "token.refresh", "password.change", "mfa.verify"][i % 5],
-            i % 256,
-            (i / 256) % 256,
-            i % 7,
-            1 + i % 28,
-            i % 60,
-            rng.hex(24)
-        );
-        total += line.len() as u64;
-        audit.write_all(line.as_bytes())?;
-    }
-    audit.flush()?;
-    for f in 0..scale * 4 {
-        let mut buf = Vec::with_capacity(1 << 20);
-        while buf.len() < 1 << 20 {
-            buf.extend_from_slice(&rng.next().to_le_bytes());
-        }
-        fs::write(dir.join(format!("uploads/avatar-{f}.bin")), &buf)?;
-        total += buf.len() as u64;
-    }
-    Ok(total)
-}
-
-/// Rewrites 1 % of the users file in place (a batch of profile updates).
-fn change_one_percent(dir: &Path) -> Result<()> {
-    let path = dir.join("users.csv");
-    let mut data = fs::read(&path)?;
-    let n = data.len() / 100;
-    let start = data.len() / 3;
-    for b in &mut data[start..start + n] {
-        if b.is_ascii_lowercase() {
-            *b = b.to_ascii_uppercase();
-        }
-    }
-    fs::write(&path, data)?;
-    Ok(())
-}
-
-fn same_bytes(a: &Path, b: &Path) -> Result<(u64, u64)> {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for entry in fs::read_dir(a.join(&rel))? {
-            let entry = entry?;
-            let r = rel.join(entry.file_name());
-            if entry.file_type()?.is_dir() {
-                stack.push(r);
-            } else {
-                let x = fs::read(a.join(&r))?;
-                let y = fs::read(b.join(&r))
-                    .with_context(|| format!("read restored {}", r.display()))?;
-                if x != y {
-                    bail!("restored {} differs from the original", r.display());
-                }
-                files += 1;
-                bytes += x.len() as u64;
-            }
-        }
-    }
-    Ok((files, bytes))
-}
-
-pub(crate) fn run(json_out: bool, quiet: bool, keep: bool, scale: usize) -> Result<()> {
-    let work = tempfile::Builder::new()
-        .prefix("lifeboat-demo-")
-        .tempdir()
-        .context("create a temporary directory")?;
-    let root = work.path().to_path_buf();
-    let say = |s: &str| {
-        if !json_out {
-            outln!("{s}");
-        }
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let progress: Box<dyn Progress> = if json_out || quiet {
+fn progress(args: &DemoArgs) -> Box<dyn Progress> {
+    if args.json || args.quiet {
         Box::new(NoProgress)
     } else {
         Box::new(TermProgress::new(false))
-    };
-
-    say(&format!("lifeboat demo in {}", root.display()));
-    let data = root.join("identity-platform");
-    let t = Instant::now();
-    let dataset = make_dataset(&data, scale)?;
-    say(&format!(
-        "1. made a dataset: users, audit events, uploads — {} in {}",
-        size(dataset),
-        secs(t.elapsed().as_millis() as u64)
-    ));
-
-    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root.join("repo")));
-    let mut secret = [0u8; 32];
-    getrandom::getrandom(&mut secret).context("get random bytes for the demo key")?;
-    let cred = Credential::key_material(lifeboat_repo::SecretSource::KeyEnv, secret.to_vec());
-    let repo = Repository::init(storage, rt.handle().clone(), &cred, &InitOptions::default())?;
-    say(&format!(
-        "2. created an encrypted repository at {}",
-        repo.location()
-    ));
-
-    let opts = FilesBackupOptions {
-        paths: vec![data.clone()],
-        tags: vec!["demo".into()],
-        hostname: "demo".into(),
-        ..Default::default()
-    };
-    let full = repo.backup_files(&opts, progress.as_ref())?;
-    let fs_ = &full.snapshot.stats;
-    say(&format!(
-        "3. full backup {}: {} read, {} stored (compressed, encrypted) in {} ({})",
-        full.id.short(),
-        size(fs_.bytes_read),
-        size(fs_.bytes_stored),
-        secs(fs_.duration_ms),
-        rate(fs_.bytes_read, fs_.duration_ms)
-    ));
-
-    change_one_percent(&data)?;
-    let incr = repo.backup_files(&opts, progress.as_ref())?;
-    let is = &incr.snapshot.stats;
-    say(&format!(
-        "4. changed 1 % of users.csv; next backup {} read {}, stored {} ({:.1} % of the full backup) in {}",
-        incr.id.short(),
-        size(is.bytes_read),
-        size(is.bytes_stored),
-        100.0 * is.bytes_stored as f64 / fs_.bytes_stored.max(1) as f64,
-        secs(is.duration_ms)
-    ));
-
-    let t = Instant::now();
-    let report = repo.verify(true, progress.as_ref())?;
-    let verify_ms = t.elapsed().as_millis() as u64;
-    if !report.is_clean() {
-        bail!(
-            "verify found damage in a fresh repository: {:?}",
-            report.damaged
-        );
     }
-    say(&format!(
-        "5. verified every chunk ({} chunks, {}) in {}: no damage",
-        report.chunks_checked,
-        size(report.bytes_read),
-        secs(verify_ms)
-    ));
+}
 
-    let target = root.join("restore");
-    let rs = repo.restore(
-        &incr.snapshot,
-        &RestoreOptions {
-            target: target.clone(),
-            ..Default::default()
-        },
-        progress.as_ref(),
-    )?;
-    let restored_dir = target.join(data.strip_prefix("/").unwrap_or(&data));
-    let (files, bytes) = same_bytes(&data, &restored_dir)?;
-    say(&format!(
-        "6. restored snapshot {} in {} ({}); {files} files, {} compared byte for byte: identical",
-        incr.id.short(),
-        secs(rs.duration_ms),
-        rate(rs.bytes, rs.duration_ms),
-        size(bytes)
-    ));
-
-    if json_out {
-        print_json(&json!({
-            "workdir": root, "dataset_bytes": dataset,
-            "full": {"snapshot": full.id.to_hex(), "stats": fs_},
-            "incremental": {"snapshot": incr.id.to_hex(), "stats": is},
-            "verify": {"chunks": report.chunks_checked, "bytes": report.bytes_read, "duration_ms": verify_ms, "clean": true},
-            "restore": {"stats": rs, "identical_files": files, "identical_bytes": bytes},
-            "kept": keep,
-        }));
+fn narrator(json: bool) -> impl FnMut(String) {
+    move |line: String| {
+        if !json {
+            outln!("{line}");
+        }
     }
-    if keep {
+}
+
+fn work_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("lifeboat-demo-")
+        .tempdir()
+        .map_err(|e| Error::io("create a temporary directory", e))
+}
+
+pub(crate) fn run(args: DemoArgs) -> Result<()> {
+    if args.files {
+        return run_files(&args);
+    }
+    if let Some(dir) = &args.workdir {
+        return run_pitr(&args, dir);
+    }
+    if server::bindir().is_err() {
+        return Err(Error::usage(
+            "the PostgreSQL demo needs the distribution's PostgreSQL server programs (initdb, pg_ctl), and none were found via pg_config or /usr/lib/postgresql/*/bin. Run scripts/demo.sh (installs them), or `apt-get install postgresql`; `lifeboat demo --files` runs without PostgreSQL",
+        ));
+    }
+    let work = work_dir()?;
+    let root = work.path().to_path_buf();
+    let result = if server::is_root() {
+        as_postgres(&args, &root)
+    } else {
+        run_pitr(&args, &root)
+    };
+    if args.keep || result.is_err() {
         let kept = work.keep();
-        say(&format!(
+        if !args.json {
+            outln!(
+                "kept {} (repository in repo/, the clusters in primary/ and restored/)",
+                kept.display()
+            );
+        }
+    } else if !args.json {
+        outln!("cleaned up; run with --keep to look around");
+    }
+    result
+}
+
+/// Runs the PostgreSQL demo as the postgres user from a copy of this
+/// program it can execute.
+fn as_postgres(args: &DemoArgs, root: &Path) -> Result<()> {
+    let exe = root.join("lifeboat");
+    let this = std::env::current_exe().map_err(|e| Error::io("find this program's path", e))?;
+    std::fs::copy(&this, &exe).map_err(|e| Error::io("copy lifeboat for the postgres user", e))?;
+    server::prepare_dir(root)?;
+    let mut cmd = server::as_owner(&exe);
+    cmd.args(["demo", "--workdir"]).arg(root);
+    if args.json {
+        cmd.arg("--json");
+    }
+    if args.quiet {
+        cmd.arg("--quiet");
+    }
+    if args.incident == pitr::Incident::LostPrimary {
+        cmd.args(["--incident", "lost-primary"]);
+    }
+    cmd.arg("--scale").arg(args.scale.to_string());
+    let status = cmd
+        .status()
+        .map_err(|e| Error::io("run the demo as the postgres user", e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!(
+            "the demo failed (run as the postgres user, {status}); see above. Its files are in {}",
+            root.display()
+        )))
+    }
+}
+
+fn run_pitr(args: &DemoArgs, root: &Path) -> Result<()> {
+    let exe = {
+        let copy = root.join("lifeboat");
+        if copy.exists() {
+            copy
+        } else {
+            std::env::current_exe().map_err(|e| Error::io("find this program's path", e))?
+        }
+    };
+    let opts = pitr::PitrOptions {
+        root: root.to_path_buf(),
+        exe,
+        scale: args.scale,
+        incident: args.incident,
+    };
+    let progress = progress(args);
+    let report = pitr::run(&opts, progress.as_ref(), &mut narrator(args.json))?;
+    drop(progress);
+    if args.json {
+        print_json(&json!(report));
+    } else {
+        outln!("\nReport");
+        for line in report.summary() {
+            outln!("{line}");
+        }
+    }
+    let v = &report.verify;
+    if !v.as_expected {
+        return Err(Error::Failed(format!(
+            "the restored cluster does not hold exactly the rows it should: {} users of {} expected (identical: {}), {} rows lost, {} later rows present",
+            v.users, v.expected_users, v.identical_users, v.rows_lost, v.rows_after_target
+        )));
+    }
+    Ok(())
+}
+
+fn run_files(args: &DemoArgs) -> Result<()> {
+    let work = work_dir()?;
+    let progress = progress(args);
+    let mut say = narrator(args.json);
+    let report = files::run(work.path(), args.scale, progress.as_ref(), &mut say)?;
+    drop(progress);
+    if args.json {
+        let mut v = json!(report);
+        v["kept"] = json!(args.keep);
+        print_json(&v);
+    }
+    if args.keep {
+        let kept = work.keep();
+        say(format!(
             "kept {} (repository in repo/, restore in restore/)",
             kept.display()
         ));
     } else {
-        say("cleaned up; run with --keep to look around");
+        say("cleaned up; run with --keep to look around".into());
     }
     Ok(())
 }

@@ -7,27 +7,15 @@
 #[macro_use]
 mod output;
 mod commands;
-mod config;
 mod demo;
 mod pg;
-mod pgdemo;
 mod redis;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use lifeboat_repo::RepoError;
-
-/// A usage or configuration error: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct UsageError(pub String);
-
-/// Data damage was found: exit code 3. The report was already printed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct DamageFound(pub String);
+use lifeboat_ops::{Error, ErrorClass};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -123,6 +111,11 @@ pub(crate) enum Command {
         /// The files demo instead of PostgreSQL
         #[arg(long)]
         files: bool,
+        /// What goes wrong in the PostgreSQL demo: `delete` (an accidental
+        /// DELETE, restored to just before it) or `lost-primary` (the
+        /// primary lost with writes not yet archived: what the RPO costs)
+        #[arg(long, default_value = "delete", value_parser = ["delete", "lost-primary"], conflicts_with = "files")]
+        incident: String,
         /// Run in this directory (used when re-run as the postgres user)
         #[arg(long, hide = true, value_name = "DIR")]
         workdir: Option<PathBuf>,
@@ -289,50 +282,13 @@ pub(crate) struct RestoreArgs {
     pub(crate) stdout: bool,
 }
 
-fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<DamageFound>().is_some() {
-        return 3;
+/// The exit code of a failure: its class decides, here and nowhere else.
+fn exit_code(err: &Error) -> u8 {
+    match err.class() {
+        ErrorClass::Usage => 2,
+        ErrorClass::Damage => 3,
+        ErrorClass::Transient | ErrorClass::Failure => 1,
     }
-    if err.downcast_ref::<pg::NotInArchive>().is_some() {
-        return 1;
-    }
-    if err.downcast_ref::<pg::FetchFailed>().is_some() {
-        return 126;
-    }
-    if err.downcast_ref::<UsageError>().is_some() {
-        return 2;
-    }
-    let (damage, usage) = if let Some(e) = err.downcast_ref::<lifeboat_postgres::PgError>() {
-        (e.is_damage(), e.is_usage())
-    } else if let Some(e) = err.downcast_ref::<lifeboat_redis::RedisError>() {
-        (e.is_damage(), e.is_usage())
-    } else if let Some(e) = err.downcast_ref::<RepoError>() {
-        (e.is_damage(), e.is_usage())
-    } else {
-        (false, false)
-    };
-    match (damage, usage) {
-        (true, _) => 3,
-        (false, true) => 2,
-        _ => 1,
-    }
-}
-
-/// The error and its causes, each cause only when the message before it does
-/// not already say it (errors that embed their source would repeat it).
-fn error_text(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let part = cause.to_string();
-        if text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
 }
 
 /// The command line's definition, with the values of environment variables
@@ -357,20 +313,18 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let result = commands::run(cli).and_then(|()| match output::stdout_failure() {
-        Some(e) => Err(anyhow::anyhow!("cannot write standard output: {e}")),
-        None => Ok(()),
+    let result = commands::run(cli).and_then(|code| match output::stdout_failure() {
+        Some(e) => Err(Error::Failed(format!("cannot write standard output: {e}"))),
+        None => Ok(code),
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let code = exit_code(&err);
-            if err.downcast_ref::<DamageFound>().is_none()
-                && err.downcast_ref::<pg::NotInArchive>().is_none()
-            {
-                eprintln!("error: {}", error_text(&err));
+            // A check that found damage has printed its report already.
+            if !matches!(err, Error::DamageFound(_)) {
+                eprintln!("error: {}", lifeboat_repo::report(&err));
             }
-            ExitCode::from(code)
+            ExitCode::from(exit_code(&err))
         }
     }
 }

@@ -55,7 +55,7 @@ macro_rules! outln {
 }
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lifeboat_repo::{ByteSize, Progress};
+use lifeboat_repo::Progress;
 
 /// Draws a progress bar on stderr when it is a terminal; otherwise silent.
 /// Warnings always reach stderr.
@@ -131,20 +131,7 @@ impl Progress for TermProgress {
     }
 }
 
-pub(crate) fn size(n: u64) -> String {
-    ByteSize(n).to_string()
-}
-
-pub(crate) fn rate(bytes: u64, ms: u64) -> String {
-    if ms == 0 {
-        return "-".into();
-    }
-    format!("{}/s", size(bytes * 1000 / ms))
-}
-
-pub(crate) fn secs(ms: u64) -> String {
-    format!("{:.1} s", ms as f64 / 1000.0)
-}
+pub(crate) use lifeboat_ops::fmt::{rate, secs, size};
 
 pub(crate) fn print_json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {

@@ -1,15 +1,17 @@
 //! `lifeboat pg …`: PostgreSQL physical backups, WAL archiving and restores.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
 use clap::{Args, Subcommand};
+use lifeboat_ops::pg::resolve_source;
+use lifeboat_ops::{Error, Result};
+use lifeboat_postgres::server::RecoveryAction;
 use lifeboat_postgres::{self as pg, PgRestoreOptions, RecoveryTarget};
 use serde_json::json;
 
+use crate::commands::Ctx;
 use crate::output::{print_json, print_restore_json, rate, secs, size};
-use crate::UsageError;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum PgCommand {
@@ -211,18 +213,18 @@ pub(crate) struct PgRestoreArgs {
     start_timeout: u64,
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: PgCommand) -> Result<()> {
+/// Runs a `pg` command; the exit code when it did not fail: `wal-fetch`
+/// speaks to PostgreSQL's restore_command, for which 1 means "not in the
+/// archive" (asked for as a matter of course, so said quietly) and 126 "the
+/// repository cannot be read" (recovery stops rather than ending early).
+pub(crate) fn run(ctx: &Ctx, cmd: PgCommand) -> Result<u8> {
     match cmd {
         PgCommand::Backup(args) => backup(ctx, &args),
         PgCommand::WalPush { path, pgdata } => {
             let pgdata = pgdata.unwrap_or_else(|| PathBuf::from("."));
             let repo = ctx.open()?;
             let report = pg::archive::wal_push(&repo, &pgdata, &path)?;
-            if ctx.global.json {
+            if ctx.json {
                 print_json(&json!(report));
             }
             Ok(())
@@ -232,11 +234,17 @@ pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: PgCommand) -> Result<()> {
             let found = ctx
                 .open()
                 .and_then(|repo| Ok(pg::archive::wal_fetch(&repo, &pgdata, &name, &dest)?));
-            match found {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(NotInArchive(name).into()),
-                Err(e) => Err(anyhow::Error::new(FetchFailed(format!("{e:#}")))),
-            }
+            return Ok(match found {
+                Ok(true) => 0,
+                Ok(false) => 1,
+                Err(e) => {
+                    eprintln!(
+                        "error: {}; recovery stops here rather than treating the WAL as missing",
+                        lifeboat_repo::report(&e)
+                    );
+                    126
+                }
+            });
         }
         PgCommand::Restore(args) => restore(ctx, &args),
         PgCommand::Dump(args) => dump(ctx, &args),
@@ -247,61 +255,16 @@ pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: PgCommand) -> Result<()> {
             pg_url,
             timeout,
         } => {
-            let (_, url, _) = resolve_source(ctx, source.as_deref(), None, pg_url, false)?;
-            check(ctx, &url, timeout)
+            let src = resolve_source(&ctx.session.file, source.as_deref(), None, pg_url, false)?;
+            check(ctx, &src.pg_url, timeout)
         }
     }
+    .map(|()| 0)
 }
 
-/// `wal-fetch` did not find the file: exit 1, quietly (PostgreSQL asks for
-/// files that do not exist as a matter of course).
-#[derive(Debug, thiserror::Error)]
-#[error("{0} is not in the archive")]
-pub(crate) struct NotInArchive(pub String);
-
-/// `wal-fetch` could not read the repository: exit 126.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}; recovery stops here rather than treating the WAL as missing")]
-pub(crate) struct FetchFailed(pub String);
-
-/// The data directory, connection string and WAL timeout: flags (and their
-/// environment variables) over the config file's `[postgres.NAME]`.
-fn resolve_source(
-    ctx: &crate::commands::Ctx,
-    source: Option<&str>,
-    pgdata: Option<PathBuf>,
-    pg_url: Option<String>,
-    need_pgdata: bool,
-) -> Result<(PathBuf, String, Option<u64>)> {
-    let named = source.map(|n| ctx.file.pg_source(n)).transpose()?;
-    let pgdata = pgdata.or_else(|| named.and_then(|s| s.pgdata.clone()));
-    let pg_url = pg_url.or_else(|| named.and_then(|s| s.pg_url.clone()));
-    let what = match source {
-        Some(n) => format!("the config file's [postgres.{n}] has none"),
-        None => "or name a source from the config file".to_string(),
-    };
-    let pgdata = match pgdata {
-        Some(p) => p,
-        None if !need_pgdata => PathBuf::new(),
-        None => {
-            return Err(UsageError(format!(
-                "give the data directory with --pgdata (or PGDATA); {what}"
-            ))
-            .into())
-        }
-    };
-    let Some(pg_url) = pg_url else {
-        return Err(UsageError(format!(
-            "give the connection with --pg-url (or LIFEBOAT_PG_URL); {what}"
-        ))
-        .into());
-    };
-    Ok((pgdata, pg_url, named.and_then(|s| s.archive_timeout)))
-}
-
-fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
-    let (pgdata, pg_url, file_timeout) = resolve_source(
-        ctx,
+fn backup(ctx: &Ctx, args: &PgBackupArgs) -> Result<()> {
+    let src = resolve_source(
+        &ctx.session.file,
         args.source.as_deref(),
         args.pgdata.clone(),
         args.pg_url.clone(),
@@ -309,19 +272,24 @@ fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
     )?;
     let repo = ctx.open()?;
     let progress = ctx.progress();
-    let pgdata = std::path::absolute(&pgdata)?;
-    let mut opts = pg::BackupOptions::new(pgdata, pg_url);
+    let pgdata = std::path::absolute(&src.pgdata)
+        .map_err(|e| Error::io(format!("make {} absolute", src.pgdata.display()), e))?;
+    let mut opts = pg::BackupOptions::new(pgdata, src.pg_url);
     if let Some(n) = args.name.as_ref().or(args.source.as_ref()) {
         opts.source_name = n.clone();
     }
-    opts.hostname = crate::commands::hostname();
+    opts.hostname = lifeboat_ops::hostname();
     opts.tags = args.tags.clone();
     opts.full = args.backup_type == "full";
     opts.fast_checkpoint = !args.no_fast_checkpoint;
     opts.allow_checksum_errors = args.allow_checksum_errors;
-    opts.archive_timeout =
-        Duration::from_secs(args.archive_timeout.or(file_timeout).unwrap_or(60).max(1));
-    let outcome = pg::backup(&repo, ctx.rt.handle(), &opts, &progress)?;
+    opts.archive_timeout = Duration::from_secs(
+        args.archive_timeout
+            .or(src.archive_timeout)
+            .unwrap_or(60)
+            .max(1),
+    );
+    let outcome = pg::backup(&repo, ctx.handle(), &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;
     let m = |k: &str| {
@@ -330,7 +298,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
             .cloned()
             .unwrap_or(serde_json::Value::Null)
     };
-    if ctx.global.json {
+    if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),
             "type": m("backup_type"),
@@ -366,14 +334,15 @@ fn backup(ctx: &crate::commands::Ctx, args: &PgBackupArgs) -> Result<()> {
     Ok(())
 }
 
-fn dump(ctx: &crate::commands::Ctx, args: &PgDumpArgs) -> Result<()> {
-    let (_, pg_url, _) = resolve_source(
-        ctx,
+fn dump(ctx: &Ctx, args: &PgDumpArgs) -> Result<()> {
+    let pg_url = resolve_source(
+        &ctx.session.file,
         args.source.as_deref(),
         None,
         args.pg_url.clone(),
         false,
-    )?;
+    )?
+    .pg_url;
     let repo = ctx.open()?;
     let progress = ctx.progress();
     if args.nice > 0 {
@@ -392,14 +361,14 @@ fn dump(ctx: &crate::commands::Ctx, args: &PgDumpArgs) -> Result<()> {
             .clone()
             .or(args.source.clone())
             .unwrap_or_default(),
-        hostname: crate::commands::hostname(),
+        hostname: lifeboat_ops::hostname(),
         tags: args.tags.clone(),
     };
-    let outcome = pg::dump::dump(&repo, ctx.rt.handle(), &opts, &progress)?;
+    let outcome = pg::dump::dump(&repo, ctx.handle(), &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;
     let databases = pg::dump::databases_of(s);
-    if ctx.global.json {
+    if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),
             "databases": databases,
@@ -418,7 +387,7 @@ fn dump(ctx: &crate::commands::Ctx, args: &PgDumpArgs) -> Result<()> {
     Ok(())
 }
 
-fn restore_dump(ctx: &crate::commands::Ctx, args: &PgRestoreDumpArgs) -> Result<()> {
+fn restore_dump(ctx: &Ctx, args: &PgRestoreDumpArgs) -> Result<()> {
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let snapshot = pg::dump::find_dump(&repo, &args.snapshot)?;
@@ -432,9 +401,9 @@ fn restore_dump(ctx: &crate::commands::Ctx, args: &PgRestoreDumpArgs) -> Result<
         globals: args.globals,
     };
     let started = std::time::Instant::now();
-    let report = pg::dump::restore_dump(&repo, ctx.rt.handle(), &snapshot, &opts, &progress)?;
+    let report = pg::dump::restore_dump(&repo, ctx.handle(), &snapshot, &opts, &progress)?;
     let ms = started.elapsed().as_millis() as u64;
-    if ctx.global.json {
+    if ctx.json {
         print_restore_json(&report, &snapshot, Some(ms));
     } else {
         outln!(
@@ -455,58 +424,13 @@ fn restore_dump(ctx: &crate::commands::Ctx, args: &PgRestoreDumpArgs) -> Result<
     Ok(())
 }
 
-/// The restore_command for the restored server: this binary, with the
-/// repository and a credential the server can read on its own.
-fn default_restore_command(ctx: &crate::commands::Ctx) -> Result<String> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = shell_quote(&exe.display().to_string());
-    let g = &ctx.global;
-    if let Some(c) = &g.config {
-        cmd.push_str(&format!(" --config {}", shell_quote(&abs(c)?)));
-    }
-    if let Some(r) = &g.repo {
-        let r = if r.contains("://") {
-            r.clone()
-        } else {
-            abs(Path::new(r))?
-        };
-        cmd.push_str(&format!(" --repo {}", shell_quote(&r)));
-    }
-    if let Some(e) = &g.s3_endpoint {
-        cmd.push_str(&format!(" --s3-endpoint {}", shell_quote(e)));
-    }
-    let secret = if let Some(k) = &g.key_file {
-        format!(" --key-file {}", shell_quote(&abs(k)?))
-    } else if let Some(p) = &g.password_file {
-        format!(" --password-file {}", shell_quote(&abs(p)?))
-    } else if let Some(c) = &g.key_command {
-        format!(" --key-command {}", shell_quote(c))
-    } else if let Some(c) = &g.password_command {
-        format!(" --password-command {}", shell_quote(c))
-    } else if g.config.is_some() || ctx.file_has_secret() {
-        String::new()
-    } else {
-        return Err(UsageError(
-            "the restored server's restore_command needs a key or password it can read on its own, and LIFEBOAT_KEY / LIFEBOAT_PASSWORD are not passed to it: use --key-file, --password-file or a config file, or give --restore-command".into(),
-        )
-        .into());
-    };
-    cmd.push_str(&secret);
-    cmd.push_str(" pg wal-fetch %f %p");
-    Ok(cmd)
-}
-
-fn abs(p: &Path) -> Result<String> {
-    Ok(std::path::absolute(p)?.display().to_string())
-}
-
-fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
+fn restore(ctx: &Ctx, args: &PgRestoreArgs) -> Result<()> {
     let target = if let Some(t) = &args.target_time {
         RecoveryTarget::Time(pg::parse_target_time(t)?)
     } else if let Some(l) = &args.target_lsn {
         RecoveryTarget::Lsn(
             l.parse()
-                .map_err(|e| UsageError(format!("--target-lsn: {e}")))?,
+                .map_err(|e| Error::usage(format!("--target-lsn: {e}")))?,
         )
     } else if let Some(x) = args.target_xid {
         RecoveryTarget::Xid(x)
@@ -519,12 +443,17 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
     };
     let restore_command = match &args.restore_command {
         Some(c) => c.clone(),
-        None => default_restore_command(ctx)?,
+        None => {
+            let exe =
+                std::env::current_exe().map_err(|e| Error::io("find this program's path", e))?;
+            ctx.session.restore_command(&exe)?
+        }
     };
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let opts = PgRestoreOptions {
-        pgdata: std::path::absolute(&args.pgdata)?,
+        pgdata: std::path::absolute(&args.pgdata)
+            .map_err(|e| Error::io(format!("make {} absolute", args.pgdata.display()), e))?,
         snapshot: args.snapshot.clone(),
         target,
         target_action: args.target_action.clone(),
@@ -539,7 +468,7 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
             .map(|m| {
                 m.split_once('=')
                     .map(|(o, n)| (o.to_string(), PathBuf::from(n)))
-                    .ok_or_else(|| UsageError(format!("--tablespace-map {m:?}: give OLD=NEW")))
+                    .ok_or_else(|| Error::usage(format!("--tablespace-map {m:?}: give OLD=NEW")))
             })
             .collect::<Result<_, _>>()?,
         archive_mode: match args.archive_mode.as_deref() {
@@ -552,25 +481,16 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
     let report = pg::restore(&repo, &opts, &progress)?;
     drop(progress);
     let recovery = if args.start {
-        let action = if args.standby {
-            "standby"
-        } else if opts.target == RecoveryTarget::End {
-            "promote"
-        } else {
-            args.target_action.as_str()
-        };
-        let began = std::time::Instant::now();
-        let mut server = pg::server::LocalServer::existing(&opts.pgdata)?;
-        if action == "shutdown" {
-            server.start_no_wait()?;
-        } else {
-            server.start()?;
-        }
-        let state =
-            server.wait_for_recovery(action, Duration::from_secs(args.start_timeout.max(1)))?;
-        let recovery_ms = began.elapsed().as_millis() as u64;
-        server.detach();
-        Some((state, recovery_ms))
+        let action = RecoveryAction::of_restore(
+            args.standby,
+            opts.target == RecoveryTarget::End,
+            &args.target_action,
+        );
+        Some(lifeboat_ops::pg::start_restored(
+            &opts.pgdata,
+            action,
+            Duration::from_secs(args.start_timeout.max(1)),
+        )?)
     } else {
         None
     };
@@ -587,12 +507,12 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
             (k.clone(), v)
         })
         .collect();
-    if ctx.global.json {
+    if ctx.json {
         let mut v = json!(report);
         v["settings"] = json!(shown);
-        if let Some((state, ms)) = &recovery {
-            v["recovery"] = json!({"state": state, "duration_ms": ms,
-                "total_ms": report.stats.duration_ms + ms});
+        if let Some(r) = &recovery {
+            v["recovery"] = json!({"state": r.state, "duration_ms": r.duration_ms,
+                "total_ms": report.stats.duration_ms + r.duration_ms});
         }
         print_json(&v);
     } else {
@@ -613,10 +533,11 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
             );
         }
         match &recovery {
-            Some((state, ms)) => outln!(
-                "server started: {state} after {} of recovery; restore and recovery took {} in all",
-                secs(*ms),
-                secs(report.stats.duration_ms + ms)
+            Some(r) => outln!(
+                "server started: {} after {} of recovery; restore and recovery took {} in all",
+                r.state,
+                secs(r.duration_ms),
+                secs(report.stats.duration_ms + r.duration_ms)
             ),
             None => outln!(
                 "  start the server (pg_ctl start -D {}) to recover, or restore with --start",
@@ -627,10 +548,10 @@ fn restore(ctx: &crate::commands::Ctx, args: &PgRestoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn info(ctx: &crate::commands::Ctx) -> Result<()> {
+fn info(ctx: &Ctx) -> Result<()> {
     let repo = ctx.open()?;
     let info = pg::inspect::info(&repo)?;
-    if ctx.global.json {
+    if ctx.json {
         print_json(&json!(info));
         return Ok(());
     }
@@ -709,15 +630,15 @@ fn info(ctx: &crate::commands::Ctx) -> Result<()> {
     Ok(())
 }
 
-fn check(ctx: &crate::commands::Ctx, pg_url: &str, timeout: u64) -> Result<()> {
+fn check(ctx: &Ctx, pg_url: &str, timeout: u64) -> Result<()> {
     let repo = ctx.open()?;
     let report = pg::inspect::check(
         &repo,
-        ctx.rt.handle(),
+        ctx.handle(),
         pg_url,
         Duration::from_secs(timeout.max(1)),
     )?;
-    if ctx.global.json {
+    if ctx.json {
         print_json(&json!(report));
     } else {
         for c in &report.checks {
@@ -738,11 +659,9 @@ fn check(ctx: &crate::commands::Ctx, pg_url: &str, timeout: u64) -> Result<()> {
             .filter(|c| c.status == "fail")
             .map(|c| c.name.as_str())
             .collect();
-        Err(CheckFailed(failed.join(", ")).into())
+        Err(Error::CheckFailed(format!(
+            "pg check failed: {}",
+            failed.join(", ")
+        )))
     }
 }
-
-/// `pg check` found problems (already printed): exit 1.
-#[derive(Debug, thiserror::Error)]
-#[error("pg check failed: {0}")]
-pub(crate) struct CheckFailed(pub String);

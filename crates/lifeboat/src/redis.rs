@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
 use clap::{Args, Subcommand};
+use lifeboat_ops::{Error, Result};
 use lifeboat_redis as redis;
 use serde_json::json;
 
+use crate::commands::Ctx;
 use crate::output::{print_json, print_restore_json, secs, size, stream_stats};
-use crate::UsageError;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum RedisCommand {
@@ -104,43 +104,20 @@ pub(crate) struct RedisRestoreArgs {
     timeout: u64,
 }
 
-pub(crate) fn run(ctx: &crate::commands::Ctx, cmd: RedisCommand) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, cmd: RedisCommand) -> Result<()> {
     match cmd {
         RedisCommand::Backup(args) => backup(ctx, &args),
         RedisCommand::Restore(args) => restore(ctx, &args),
     }
 }
 
-fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
-    let named = args
-        .source
-        .as_deref()
-        .map(|n| ctx.file.redis_source(n))
-        .transpose()?;
-    let from_file = match args
-        .redis_url_file
-        .as_ref()
-        .or_else(|| named.and_then(|s| s.redis_url_file.as_ref()))
-    {
-        Some(p) => Some(crate::commands::first_line_of(p, "Redis URL file")?),
-        None => None,
-    };
-    let from_env = std::env::var("LIFEBOAT_REDIS_URL")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let Some(url) = args
-        .redis_url
-        .clone()
-        .or(from_file)
-        .or(from_env)
-        .or_else(|| named.and_then(|s| s.redis_url.clone()))
-    else {
-        return Err(UsageError(match &args.source {
-            Some(n) => format!("give the server with --redis-url (or LIFEBOAT_REDIS_URL); the config file's [redis.{n}] has no redis_url"),
-            None => "give the server with --redis-url (or LIFEBOAT_REDIS_URL), or name a source from the config file".into(),
-        })
-        .into());
-    };
+fn backup(ctx: &Ctx, args: &RedisBackupArgs) -> Result<()> {
+    let url = lifeboat_ops::redis::resolve_url(
+        &ctx.session.file,
+        args.source.as_deref(),
+        args.redis_url.clone(),
+        args.redis_url_file.clone(),
+    )?;
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let mut opts = redis::RedisBackupOptions::new(&url);
@@ -149,7 +126,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
         .clone()
         .or(args.source.clone())
         .unwrap_or_default();
-    opts.hostname = crate::commands::hostname();
+    opts.hostname = lifeboat_ops::hostname();
     opts.tags = args.tags.clone();
     opts.timeout = Duration::from_secs(args.timeout.max(1));
     opts.aof = args.aof;
@@ -158,7 +135,7 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
     let outcome = redis::backup(&repo, &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;
-    if ctx.global.json {
+    if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),
             "redis_version": s.metadata.get("redis_version"),
@@ -189,19 +166,18 @@ fn backup(ctx: &crate::commands::Ctx, args: &RedisBackupArgs) -> Result<()> {
     Ok(())
 }
 
-fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
+fn restore(ctx: &Ctx, args: &RedisRestoreArgs) -> Result<()> {
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let snapshot = repo
         .find_snapshot_of(&args.snapshot, redis::SOURCE_KIND)?
         .ok_or_else(|| {
-            UsageError(
-                "the repository holds no Redis backup yet; take one with `lifeboat redis backup`"
-                    .into(),
+            Error::usage(
+                "the repository holds no Redis backup yet; take one with `lifeboat redis backup`",
             )
         })?;
     let to_url = match &args.to_url_file {
-        Some(p) => Some(crate::commands::first_line_of(p, "Redis URL file")?),
+        Some(p) => Some(lifeboat_ops::secrets::first_line_of(p, "Redis URL file")?),
         None => args.to_url.clone(),
     };
     if let Some(url) = &to_url {
@@ -216,7 +192,7 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
             &progress,
         )?;
         let ms = started.elapsed().as_millis() as u64;
-        if ctx.global.json {
+        if ctx.json {
             print_restore_json(&report, &snapshot, Some(ms));
         } else {
             let total: u64 = report.keys.values().sum();
@@ -246,10 +222,12 @@ fn restore(ctx: &crate::commands::Ctx, args: &RedisRestoreArgs) -> Result<()> {
     }
     let opts = redis::RedisRestoreOptions {
         target_dir: args.target_dir.clone().unwrap_or_default(),
-        verify: args.verify,
     };
-    let report = redis::restore(&repo, &snapshot, &opts, &progress)?;
-    if ctx.global.json {
+    let mut report = redis::restore(&repo, &snapshot, &opts, &progress)?;
+    if args.verify {
+        lifeboat_scenarios::sandbox::redis::verify_restore(&mut report, &snapshot)?;
+    }
+    if ctx.json {
         print_restore_json(&report, &snapshot, None);
     } else {
         outln!(

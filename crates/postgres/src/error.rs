@@ -1,6 +1,6 @@
 //! The PostgreSQL source's error type.
 
-use lifeboat_repo::RepoError;
+use lifeboat_repo::{Classify, ErrorClass, RepoError};
 
 /// Everything a PostgreSQL operation can fail with. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ pub enum PgError {
         first: String,
     },
     /// Reading or writing a local file failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// The verb.
         op: &'static str,
@@ -86,7 +86,7 @@ pub enum PgError {
     Refused(String),
     /// A restore into a data directory failed part way: PostgreSQL will not
     /// start on what it left (`global/pg_control` is written last).
-    #[error("{cause}\nThe data directory {pgdata} is incomplete, and PostgreSQL will not start on it: global/pg_control is written last, once everything else is. Run the same `lifeboat pg restore` with --delta to finish it")]
+    #[error("{}\nThe data directory {pgdata} is incomplete, and PostgreSQL will not start on it: global/pg_control is written last, once everything else is. Run the same `lifeboat pg restore` with --delta to finish it", lifeboat_repo::report(cause.as_ref()))]
     RestoreIncomplete {
         /// The data directory.
         pgdata: String,
@@ -109,25 +109,31 @@ impl PgError {
         }
     }
 
-    /// True when the error means data is damaged: stored data, or pages of
-    /// the cluster that fail their checksums.
-    pub fn is_damage(&self) -> bool {
+    /// The failure's class: damage for stored data or cluster pages that
+    /// fail their checks, usage for a connection string, server setting or
+    /// request that is wrong, transient for a server that cannot be reached
+    /// or a session lost on the way.
+    pub fn class(&self) -> ErrorClass {
         match self {
-            PgError::Checksums { .. } => true,
-            PgError::Repo(e) => e.is_damage(),
-            PgError::RestoreIncomplete { cause, .. } => cause.is_damage(),
-            _ => false,
+            PgError::Repo(e) => e.class(),
+            PgError::RestoreIncomplete { cause, .. } => cause.class(),
+            PgError::Checksums { .. } => ErrorClass::Damage,
+            PgError::BadConninfo { .. } | PgError::Misconfigured(_) | PgError::Refused(_) => {
+                ErrorClass::Usage
+            }
+            PgError::Connect { .. } | PgError::SessionLost { .. } => ErrorClass::Transient,
+            PgError::Query { .. }
+            | PgError::ArchiveTimeout { .. }
+            | PgError::Io { .. }
+            | PgError::Server(_)
+            | PgError::Tool { .. } => ErrorClass::Failure,
         }
     }
+}
 
-    /// True for errors of usage or configuration (exit code 2).
-    pub fn is_usage(&self) -> bool {
-        match self {
-            PgError::BadConninfo { .. } | PgError::Misconfigured(_) | PgError::Refused(_) => true,
-            PgError::Repo(e) => e.is_usage(),
-            PgError::RestoreIncomplete { cause, .. } => cause.is_usage(),
-            _ => false,
-        }
+impl Classify for PgError {
+    fn class(&self) -> ErrorClass {
+        PgError::class(self)
     }
 }
 

@@ -200,15 +200,6 @@ pub fn give_to_owner(path: &Path) -> Result<()> {
         .ok_or_else(|| server_err(format!("chown {} failed", path.display())))
 }
 
-/// A free TCP port on loopback (the server listens on Unix sockets only, but
-/// the port names the socket).
-pub fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| server_err(format!("find a free port: {e}")))
-}
-
 fn check(out: Output, what: &str) -> Result<String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -220,15 +211,6 @@ fn check(out: Output, what: &str) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
-}
-
-fn append_conf(pgdata: &Path, text: &str) -> Result<()> {
-    let path = pgdata.join("postgresql.conf");
-    let mut conf = std::fs::read_to_string(&path).map_err(|e| PgError::io("read", &path, e))?;
-    conf.push('\n');
-    conf.push_str(text);
-    conf.push('\n');
-    std::fs::write(&path, conf).map_err(|e| PgError::io("write", &path, e))
 }
 
 /// A PostgreSQL server on a local data directory, listening on a Unix
@@ -244,7 +226,7 @@ pub struct LocalServer {
     /// The OS user the server runs as.
     pub user: String,
     /// The database superuser lifeboat connects as: `postgres` for clusters
-    /// made by [`LocalServer::init`], else the data directory owner's name
+    /// made by `lifeboat_scenarios`' sandboxes, else the data directory owner's name
     /// (what `initdb` names it by default).
     pub superuser: String,
     log: PathBuf,
@@ -252,104 +234,49 @@ pub struct LocalServer {
     running: bool,
 }
 
+/// How a restored server ends its recovery, and so what
+/// [`LocalServer::wait_for_recovery`] waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryAction {
+    /// Replay pauses at the target (`recovery_target_action = 'pause'`).
+    Pause,
+    /// The server is promoted and accepts writes.
+    Promote,
+    /// The server shuts down at the target.
+    Shutdown,
+    /// The server keeps running as a standby.
+    Standby,
+}
+
+impl RecoveryAction {
+    /// What a restore ends with: a standby stays one; recovering to the end
+    /// of the archive promotes; else the target action asked for.
+    pub fn of_restore(standby: bool, to_the_end: bool, target_action: &str) -> RecoveryAction {
+        if standby {
+            RecoveryAction::Standby
+        } else if to_the_end {
+            RecoveryAction::Promote
+        } else {
+            match target_action {
+                "promote" => RecoveryAction::Promote,
+                "shutdown" => RecoveryAction::Shutdown,
+                _ => RecoveryAction::Pause,
+            }
+        }
+    }
+}
+
 impl LocalServer {
-    /// Creates a cluster with `initdb` (data checksums on, trust auth for
-    /// local connections, superuser `postgres`) in `pgdata`, listening on a
-    /// socket in `socket_dir` on a free port, with `settings` appended to
-    /// `postgresql.conf`. Not started. `socket_dir` must exist and be
-    /// writable by [`server_user`].
-    pub fn init(pgdata: &Path, socket_dir: &Path, settings: &str) -> Result<LocalServer> {
-        LocalServer::init_in(&bindir()?, pgdata, socket_dir, settings, &[])
-    }
-
-    /// [`LocalServer::init`] with the server programs in `bindir` and more
-    /// `initdb` arguments (e.g. `-X WALDIR`).
-    pub fn init_in(
-        bindir: &Path,
-        pgdata: &Path,
-        socket_dir: &Path,
-        settings: &str,
-        initdb_args: &[&str],
-    ) -> Result<LocalServer> {
-        let bindir = bindir.to_path_buf();
-        let user = server_user();
-        check(
-            as_user(&user, &bindir.join("initdb"))
-                .arg("-D")
-                .arg(pgdata)
-                .args([
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "-k",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                ])
-                .args(initdb_args)
-                .output()
-                .map_err(|e| server_err(format!("run initdb: {e}")))?,
-            "initdb",
-        )?;
-        let port = free_port()?;
-        append_conf(
-            pgdata,
-            &format!(
-                "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nmax_wal_senders = 2\nwal_level = replica\n{settings}",
-                socket_dir.display()
-            ),
-        )?;
-        Ok(LocalServer {
-            pgdata: pgdata.to_path_buf(),
-            socket_dir: socket_dir.to_path_buf(),
-            port,
-            user,
-            superuser: "postgres".into(),
-            log: socket_dir.join("server.log"),
-            bindir,
-            running: false,
-        })
-    }
-
-    /// A server on an existing data directory (a restore), moved to a free
-    /// port and a socket in `socket_dir`, listening on no TCP address. Not
-    /// started.
-    pub fn adopt(pgdata: &Path, socket_dir: &Path) -> Result<LocalServer> {
-        LocalServer::adopt_in(None, pgdata, socket_dir)
-    }
-
-    /// [`LocalServer::adopt`] with the server programs in `bindir` (else
-    /// those that match the data directory's version).
-    pub fn adopt_in(
-        bindir: Option<&Path>,
-        pgdata: &Path,
-        socket_dir: &Path,
-    ) -> Result<LocalServer> {
-        let port = free_port()?;
-        append_conf(
-            pgdata,
-            &format!(
-                "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'",
-                socket_dir.display()
-            ),
-        )?;
-        let mut s = LocalServer::existing_in(bindir, pgdata)?;
-        s.port = port;
-        s.socket_dir = socket_dir.to_path_buf();
-        s.superuser = "postgres".into();
-        s.log = socket_dir.join("server.log");
-        Ok(s)
-    }
-
     /// A server on an existing data directory with its own settings; the port
     /// and socket are learnt from `postmaster.pid` once started.
     pub fn existing(pgdata: &Path) -> Result<LocalServer> {
         LocalServer::existing_in(None, pgdata)
     }
 
-    fn existing_in(bindir: Option<&Path>, pgdata: &Path) -> Result<LocalServer> {
+    /// [`LocalServer::existing`] with the server programs in `bindir` (else
+    /// those that match the data directory's version).
+    pub fn existing_in(bindir: Option<&Path>, pgdata: &Path) -> Result<LocalServer> {
         let bindir = match bindir {
             Some(b) => b.to_path_buf(),
             None => bindir_for(data_dir_major(pgdata)?)?,
@@ -535,7 +462,11 @@ impl LocalServer {
     /// target; `shutdown`: the server has exited; `standby`: the server
     /// accepts read-only connections. Fails when the server exits otherwise,
     /// naming the log's last lines.
-    pub fn wait_for_recovery(&mut self, action: &str, timeout: Duration) -> Result<String> {
+    pub fn wait_for_recovery(
+        &mut self,
+        action: RecoveryAction,
+        timeout: Duration,
+    ) -> Result<String> {
         let began = Instant::now();
         let deadline = began + timeout;
         let mut seen_running = false;
@@ -543,7 +474,9 @@ impl LocalServer {
             let running = self.is_running();
             seen_running |= running;
             if !running {
-                if action == "shutdown" && self.cluster_state()? == "shut down in recovery" {
+                if action == RecoveryAction::Shutdown
+                    && self.cluster_state()? == "shut down in recovery"
+                {
                     self.running = false;
                     return Ok("shut down at the target".into());
                 }
@@ -559,7 +492,7 @@ impl LocalServer {
                     self.log_tail(15)
                 )));
             }
-            if action != "shutdown" {
+            if action != RecoveryAction::Shutdown {
                 // pg_get_wal_replay_pause_state() is PostgreSQL 14+; before,
                 // pg_is_wal_replay_paused() is true only once paused.
                 let query = if data_dir_major(&self.pgdata).is_ok_and(|m| m < 14) {
@@ -570,8 +503,10 @@ impl LocalServer {
                 if let Ok(state) = self.psql("postgres", query) {
                     match (action, state.as_str()) {
                         (_, s) if s.starts_with("false") => return Ok("promoted".into()),
-                        ("pause", "true paused") => return Ok("paused at the target".into()),
-                        ("standby", s) if s.starts_with("true") => {
+                        (RecoveryAction::Pause, "true paused") => {
+                            return Ok("paused at the target".into())
+                        }
+                        (RecoveryAction::Standby, s) if s.starts_with("true") => {
                             return Ok("running as a standby".into())
                         }
                         _ => {}
@@ -590,39 +525,6 @@ impl LocalServer {
         }
     }
 
-    /// Waits until the archiver has stored `segment` (or a later one), as
-    /// `pg_stat_archiver` reports; fails at `timeout` naming the last
-    /// archived and failed files and the log's end.
-    pub fn wait_archived(&self, segment: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = self.psql(
-                "postgres",
-                "select coalesce(last_archived_wal, '') || '|' || coalesce(last_failed_wal, '') from pg_stat_archiver",
-            )?;
-            let (ok, failed) = last.split_once('|').unwrap_or((&last, ""));
-            if ok >= segment {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(server_err(format!(
-                    "WAL segment {segment} was not archived within {} s (last archived {ok:?}, last failed {failed:?}); the server log ends with:\n{}",
-                    timeout.as_secs(),
-                    self.log_tail(10)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Forces a WAL switch and waits until the segment that held everything
-    /// written so far is archived; returns its name.
-    pub fn archive_now(&self, timeout: Duration) -> Result<String> {
-        let segment = self.psql("postgres", "select pg_walfile_name(pg_switch_wal())")?;
-        self.wait_archived(&segment, timeout)?;
-        Ok(segment)
-    }
-
     /// Stops the server (fast shutdown).
     pub fn stop(&mut self) -> Result<()> {
         if !self.running {
@@ -636,6 +538,32 @@ impl LocalServer {
             .output()
             .map_err(|e| server_err(format!("run pg_ctl: {e}")))?;
         check(out, "pg_ctl stop").map(|_| ())
+    }
+
+    /// Stops the server the way a crash would (immediate shutdown: no
+    /// checkpoint, the archiver gets no chance to finish).
+    pub fn crash(&mut self) -> Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        self.running = false;
+        let out = as_user(&self.user, &self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args(["-w", "-m", "immediate", "stop"])
+            .output()
+            .map_err(|e| server_err(format!("run pg_ctl: {e}")))?;
+        check(out, "pg_ctl stop").map(|_| ())
+    }
+
+    /// Makes the server listen on a socket in `socket_dir` named by `port`
+    /// (set in `postgresql.conf` by the caller), with its log beside the
+    /// socket, and `superuser` as the role to connect as.
+    pub fn listen_on(&mut self, socket_dir: &Path, port: u16, superuser: &str) {
+        self.socket_dir = socket_dir.to_path_buf();
+        self.port = port;
+        self.superuser = superuser.to_string();
+        self.log = socket_dir.join("server.log");
     }
 
     /// Leaves the server running when this value is dropped.

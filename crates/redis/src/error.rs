@@ -1,6 +1,6 @@
 //! The Redis source's error type.
 
-use lifeboat_repo::RepoError;
+use lifeboat_repo::{Classify, ErrorClass, RepoError};
 
 /// Everything a Redis operation can fail with. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ pub enum RedisError {
     #[error("{0}")]
     Server(String),
     /// Reading or writing a local file failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// The verb.
         op: &'static str,
@@ -88,16 +88,27 @@ impl RedisError {
         }
     }
 
-    /// True when the error means data is damaged (exit code 3).
-    pub fn is_damage(&self) -> bool {
-        matches!(self, RedisError::BadRdb { .. })
-            || matches!(self, RedisError::Repo(e) if e.is_damage())
+    /// The failure's class: damage for an RDB that fails its checks or
+    /// stored data that does, usage for a URL or request that is wrong,
+    /// transient for a server that cannot be reached or a conversation cut
+    /// short.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RedisError::Repo(e) => e.class(),
+            RedisError::BadRdb { .. } => ErrorClass::Damage,
+            RedisError::BadUrl { .. } | RedisError::Refused(_) => ErrorClass::Usage,
+            RedisError::Connect { .. } | RedisError::Protocol { .. } => ErrorClass::Transient,
+            RedisError::Auth { .. }
+            | RedisError::SyncRefused { .. }
+            | RedisError::Server(_)
+            | RedisError::Io { .. } => ErrorClass::Failure,
+        }
     }
+}
 
-    /// True for errors of usage or configuration (exit code 2).
-    pub fn is_usage(&self) -> bool {
-        matches!(self, RedisError::BadUrl { .. } | RedisError::Refused(_))
-            || matches!(self, RedisError::Repo(e) if e.is_usage())
+impl Classify for RedisError {
+    fn class(&self) -> ErrorClass {
+        RedisError::class(self)
     }
 }
 

@@ -4,9 +4,8 @@
 //!   `redis-cli --rdb` does), so the server's files need not be reachable;
 //!   both framings (`$<length>` and the diskless `$EOF:<mark>`), checked
 //!   (magic, version, EOF opcode, CRC-64) before the snapshot is recorded.
-//! - [`restore()`]: `dump.rdb` written into a directory, and with `verify` a
-//!   throwaway `redis-server` loads it and its key counts are compared with
-//!   those recorded.
+//! - [`restore()`]: `dump.rdb` (and the AOF files) written into a directory
+//!   a server starts on; `lifeboat_scenarios::sandbox::redis` proves it.
 //! - [`restore_to_url`]: the backup loaded into a live server key by key
 //!   with `RESTORE` (TTLs kept), from [`keys`], which reads an RDB key by key.
 //! - [`resp`]: a small blocking RESP client; [`rdb`]: the RDB checks;
@@ -24,6 +23,5 @@ pub mod url;
 pub use backup::{backup, keyspace, Keyspace, RedisBackupOptions, RDB_ITEM, SOURCE_KIND};
 pub use error::{RedisError, Result};
 pub use restore::{
-    restore, restore_to_url, server_program, LoadReport, LocalRedis, RedisRestoreOptions,
-    RedisRestoreReport, SERVER_ENV,
+    restore, restore_to_url, LoadReport, RedisRestoreOptions, RedisRestoreReport, AOF_DIR,
 };

@@ -2,6 +2,7 @@
 
 use lifeboat_crypto::CryptoError;
 use lifeboat_storage::StorageError;
+use lifeboat_types::{Classify, ErrorClass};
 
 /// Everything a repository operation can fail with. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,7 @@ pub enum RepoError {
     #[error("no key slot matches {0:?}; list them with `lifeboat repo key list`")]
     KeySlotNotFound(String),
     /// Reading a source or writing a restore target failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// The verb: "read", "create", …
         op: &'static str,
@@ -121,7 +122,7 @@ pub enum RepoError {
     Source(Box<dyn std::error::Error + Send + Sync>),
     /// A restore stopped, or could not make some items: every file it left
     /// under its final name is complete, and `missing` names the rest.
-    #[error("{cause}{}", missing_text(missing))]
+    #[error("{}{}", lifeboat_types::error::report(cause.as_ref()), missing_text(missing))]
     RestoreIncomplete {
         /// Why.
         cause: Box<RepoError>,
@@ -149,13 +150,18 @@ impl RepoError {
 
     /// True when trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RepoError::Storage(e) if e.is_retryable())
+        self.class() == ErrorClass::Transient
     }
 
-    /// True for errors of usage or configuration: a missing repository, a
-    /// wrong secret, a snapshot that does not exist, a refused request.
-    pub fn is_usage(&self) -> bool {
+    /// The failure's class: usage for what the caller asked or configured
+    /// wrongly (a missing repository, a wrong secret, a snapshot that does
+    /// not exist, a refused request, a newer format), damage for stored data
+    /// that fails its checks, and the storage error's own class for a storage
+    /// call that failed.
+    pub fn class(&self) -> ErrorClass {
         match self {
+            RepoError::Storage(e) => e.class(),
+            RepoError::Crypto(e) => e.class(),
             RepoError::NoRepository { .. }
             | RepoError::AlreadyExists { .. }
             | RepoError::WrongSecret { .. }
@@ -166,18 +172,15 @@ impl RepoError {
             | RepoError::LastKeySlot
             | RepoError::Refused(_)
             | RepoError::UnknownVersion { .. }
-            | RepoError::Invalid(_) => true,
-            RepoError::RestoreIncomplete { cause, .. } => cause.is_usage(),
-            _ => false,
-        }
-    }
-
-    /// True when the error means stored data is damaged.
-    pub fn is_damage(&self) -> bool {
-        match self {
-            RepoError::Corrupt { .. } | RepoError::DamagedKeySlots { .. } => true,
-            RepoError::RestoreIncomplete { cause, .. } => cause.is_damage(),
-            _ => false,
+            | RepoError::Invalid(_) => ErrorClass::Usage,
+            RepoError::Corrupt { .. } | RepoError::DamagedKeySlots { .. } => ErrorClass::Damage,
+            RepoError::RestoreIncomplete { cause, .. } => cause.class(),
+            // A source's own error is taken back by the source (see
+            // `lifeboat_postgres`) before anyone asks its class.
+            RepoError::Conflict { .. }
+            | RepoError::Io { .. }
+            | RepoError::Incomplete { .. }
+            | RepoError::Source(_) => ErrorClass::Failure,
         }
     }
 
@@ -187,6 +190,12 @@ impl RepoError {
             path: path.display().to_string(),
             source,
         }
+    }
+}
+
+impl Classify for RepoError {
+    fn class(&self) -> ErrorClass {
+        RepoError::class(self)
     }
 }
 

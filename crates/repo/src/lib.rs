@@ -56,4 +56,6 @@ pub use writer::{WriteStats, Writer};
 
 pub use lifeboat_chunker::ChunkerConfig;
 pub use lifeboat_crypto::{Kdf, KeySlot, SecretSource};
-pub use lifeboat_types::{name, ByteSize, ChunkId, PackId, SnapshotId};
+pub use lifeboat_types::{
+    error::report, name, ByteSize, ChunkId, Classify, ErrorClass, PackId, SnapshotId,
+};

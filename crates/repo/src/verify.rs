@@ -310,7 +310,7 @@ impl Repository {
                     report.snapshots += 1;
                     report.damaged.push(Damage {
                         object: format!("snapshots/{}", id.to_hex()),
-                        problem: e.to_string(),
+                        problem: lifeboat_types::error::report(&e),
                     });
                     report.broken_snapshots.push(BrokenSnapshot {
                         id,
@@ -507,7 +507,7 @@ impl Repository {
             Ok(Some((
                 o.key.clone(),
                 o.size,
-                problem.map(|e| e.to_string()),
+                problem.map(|e| lifeboat_types::error::report(&e)),
             )))
         });
         progress.finish();

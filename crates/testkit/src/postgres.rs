@@ -1,16 +1,18 @@
-//! A throwaway PostgreSQL cluster for tests: [`LocalServer`] in a temporary
-//! directory (data directory and Unix socket), stopped (immediate) when
-//! dropped. As root, PostgreSQL runs as the `postgres` OS user.
+//! A throwaway PostgreSQL cluster for tests: a sandbox [`Cluster`] (see
+//! `lifeboat_scenarios::sandbox::pg`) in a temporary directory (data
+//! directory and Unix socket), stopped (immediate) when dropped. As root,
+//! PostgreSQL runs as the `postgres` OS user.
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
 use lifeboat_postgres::server::prepare_dir;
 pub use lifeboat_postgres::server::{as_owner, bindir, give_to_owner, LocalServer};
+pub use lifeboat_scenarios::sandbox::pg::Cluster;
 
 /// A running cluster in its own temporary directory.
 pub struct PgCluster {
-    server: LocalServer,
+    server: Cluster,
     /// Holds the data directory and the socket directory. Declared after the
     /// server so the server stops before the directory goes.
     pub dir: tempfile::TempDir,
@@ -34,7 +36,7 @@ impl PgCluster {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         prepare_dir(dir.path()).map_err(|e| e.to_string())?;
         let pgdata = dir.path().join("data");
-        let server = LocalServer::init_in(
+        let server = Cluster::init_in(
             bindir,
             &pgdata,
             dir.path(),
@@ -59,8 +61,7 @@ impl PgCluster {
         dir: tempfile::TempDir,
         pgdata: PathBuf,
     ) -> Result<PgCluster, String> {
-        let server =
-            LocalServer::adopt_in(bindir, &pgdata, dir.path()).map_err(|e| e.to_string())?;
+        let server = Cluster::adopt_in(bindir, &pgdata, dir.path()).map_err(|e| e.to_string())?;
         give_to_owner(dir.path()).map_err(|e| e.to_string())?;
         Ok(PgCluster { server, dir })
     }
@@ -82,14 +83,14 @@ impl PgCluster {
 }
 
 impl Deref for PgCluster {
-    type Target = LocalServer;
-    fn deref(&self) -> &LocalServer {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
         &self.server
     }
 }
 
 impl DerefMut for PgCluster {
-    fn deref_mut(&mut self) -> &mut LocalServer {
+    fn deref_mut(&mut self) -> &mut Cluster {
         &mut self.server
     }
 }

@@ -51,3 +51,17 @@ pub trait Classify {
     /// The kind of failure.
     fn class(&self) -> ErrorClass;
 }
+
+/// An error and its causes on one line, `what: why: deeper why`, as a
+/// report or listing shows it. Errors keep their causes in `source()`, never
+/// in their own message, so nothing is said twice.
+pub fn report<E: std::error::Error + ?Sized>(err: &E) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

@@ -233,6 +233,11 @@ fn pg_the_demo_restores_every_row_before_the_incident() {
 }
 
 #[test]
+fn pg_the_demo_counts_the_rows_a_lost_primary_takes_with_it() {
+    pg::the_demo_counts_the_rows_a_lost_primary_takes_with_it();
+}
+
+#[test]
 fn pg_tablespaces_are_backed_up_and_restored_where_mapped() {
     pg::tablespaces_are_backed_up_and_restored_where_mapped();
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use lifeboat_scenarios::sandbox::pg as sandbox;
 use lifeboat_testkit::postgres::{as_owner, give_to_owner, LocalServer, PgCluster};
 
 /// A repository the `postgres` user can write (its archive_command does),
@@ -109,14 +110,12 @@ fn stderr(o: &Output) -> String {
 /// Forces a WAL switch and waits until the archiver has stored the segment
 /// that held everything written so far.
 fn archive_now(pg: &LocalServer) {
-    pg.archive_now(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}"));
+    sandbox::archive_now(pg, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Waits until the archiver has stored `seg` (or a later segment).
 fn wait_archived(pg: &LocalServer, seg: &str) {
-    pg.wait_archived(seg, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}"));
+    sandbox::wait_archived(pg, seg, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Starts a restored cluster and waits until recovery has ended (promoted).
@@ -1142,6 +1141,31 @@ pub fn the_demo_restores_every_row_before_the_incident() {
         !std::path::Path::new(workdir).exists(),
         "cleaned up without --keep"
     );
+}
+
+/// `lifeboat demo --incident lost-primary`: the primary goes with rows not
+/// yet archived; the report counts exactly those as lost (measured, not
+/// assumed), and the restore holds everything archived.
+pub fn the_demo_counts_the_rows_a_lost_primary_takes_with_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["--json", "demo", "--incident", "lost-primary"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["incident"]["kind"], "lost-primary", "{v}");
+    // 50 users and 100 audit events were committed after the last archive.
+    assert_eq!(v["incident"]["unarchived_rows"], 150, "{v}");
+    assert_eq!(v["verify"]["rows_lost"], 150, "{v}");
+    assert_eq!(v["rpo"]["rows_lost"], 150, "{v}");
+    assert!(v["rpo"]["window_ms"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(
+        v["verify"]["as_expected"], true,
+        "everything archived is back: {v}"
+    );
+    assert_eq!(v["verify"]["identical_users"], true, "{v}");
+    assert_eq!(v["rpo_met"], true, "well within 5 minutes: {v}");
 }
 
 fn listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lifeboat_redis::resp::{Conn, Reply};
 use lifeboat_redis::url::RedisUrl;
-use lifeboat_redis::LocalRedis;
+use lifeboat_scenarios::sandbox::redis::LocalRedis;
 
 use crate::pg::PgEnv;
 

@@ -3,63 +3,69 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::UsageError;
+use crate::{Error, Result};
 
 /// The config file's shape. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FileConfig {
-    pub(crate) repo: Option<String>,
-    pub(crate) password_file: Option<PathBuf>,
-    pub(crate) password_command: Option<String>,
-    pub(crate) key_file: Option<PathBuf>,
-    pub(crate) key_command: Option<String>,
+pub struct FileConfig {
+    /// The repository URL.
+    pub repo: Option<String>,
+    /// A file whose first line is the passphrase.
+    pub password_file: Option<PathBuf>,
+    /// A command that prints the passphrase.
+    pub password_command: Option<String>,
+    /// A file of key material.
+    pub key_file: Option<PathBuf>,
+    /// A command that prints key material.
+    pub key_command: Option<String>,
+    /// `[s3]`.
     #[serde(default)]
     pub s3: S3Section,
+    /// `[storage]`.
     #[serde(default)]
-    pub(crate) storage: StorageSection,
+    pub storage: StorageSection,
     /// PostgreSQL sources by name: `[postgres.main]`.
     #[serde(default)]
-    pub(crate) postgres: std::collections::BTreeMap<String, PgSource>,
+    pub postgres: std::collections::BTreeMap<String, PgSource>,
     /// Redis sources by name: `[redis.cache]`.
     #[serde(default)]
-    pub(crate) redis: std::collections::BTreeMap<String, RedisSource>,
+    pub redis: std::collections::BTreeMap<String, RedisSource>,
 }
 
 /// A Redis source named in the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RedisSource {
+pub struct RedisSource {
     /// `redis://[user:password@]host:port`.
-    pub(crate) redis_url: Option<String>,
+    pub redis_url: Option<String>,
     /// A file whose first line is the URL (keeps the password out of the
     /// config file).
-    pub(crate) redis_url_file: Option<PathBuf>,
+    pub redis_url_file: Option<PathBuf>,
 }
 
 /// A PostgreSQL source named in the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PgSource {
+pub struct PgSource {
     /// The data directory.
-    pub(crate) pgdata: Option<PathBuf>,
+    pub pgdata: Option<PathBuf>,
     /// The connection string.
-    pub(crate) pg_url: Option<String>,
+    pub pg_url: Option<String>,
     /// Seconds `pg backup` waits for its WAL.
-    pub(crate) archive_timeout: Option<u64>,
+    pub archive_timeout: Option<u64>,
 }
 
 impl FileConfig {
     /// The Redis source `name`, or a usage error listing the ones there are.
-    pub(crate) fn redis_source(&self, name: &str) -> Result<&RedisSource> {
+    pub fn redis_source(&self, name: &str) -> Result<&RedisSource> {
         source(&self.redis, name, "Redis", "redis", "redis_url")
     }
 
     /// The source `name`, or a usage error listing the ones there are.
-    pub(crate) fn pg_source(&self, name: &str) -> Result<&PgSource> {
+    pub fn pg_source(&self, name: &str) -> Result<&PgSource> {
         source(
             &self.postgres,
             name,
@@ -81,7 +87,7 @@ fn source<'a, T>(
 ) -> Result<&'a T> {
     sources.get(name).ok_or_else(|| {
         let known: Vec<&str> = sources.keys().map(String::as_str).collect();
-        UsageError(format!(
+        Error::usage(format!(
             "no {kind} source {name:?} in the config file (a [{section}.{name}] section with {keys}); {}",
             if known.is_empty() {
                 "it names none".to_string()
@@ -89,36 +95,42 @@ fn source<'a, T>(
                 format!("it names: {}", known.join(", "))
             }
         ))
-        .into()
     })
 }
 
+/// `[s3]`: how to reach an S3 repository.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct S3Section {
-    pub(crate) endpoint: Option<String>,
-    pub(crate) region: Option<String>,
-    pub(crate) access_key_id: Option<String>,
-    pub(crate) secret_access_key: Option<String>,
+pub struct S3Section {
+    /// The endpoint URL.
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
+    /// Virtual-host-style addressing.
     #[serde(default)]
-    pub(crate) virtual_host_style: bool,
+    pub virtual_host_style: bool,
 }
 
+/// `[storage]`: limits and retries of storage calls.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct StorageSection {
+pub struct StorageSection {
     /// Calls in flight at most.
-    pub(crate) max_concurrency: Option<usize>,
+    pub max_concurrency: Option<usize>,
     /// Attempts per storage call, the first included.
-    pub(crate) max_attempts: Option<u32>,
+    pub max_attempts: Option<u32>,
     /// Seconds one storage call may take.
-    pub(crate) timeout_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
 }
 
 /// The config file to read: `--config`/`LIFEBOAT_CONFIG`, else the first that
 /// exists of `$XDG_CONFIG_HOME/lifeboat/lifeboat.toml` (or
 /// `~/.config/lifeboat/lifeboat.toml`) and `/etc/lifeboat/lifeboat.toml`.
-pub(crate) fn default_paths() -> Vec<PathBuf> {
+pub fn default_paths() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         out.push(Path::new(&x).join("lifeboat/lifeboat.toml"));
@@ -129,15 +141,16 @@ pub(crate) fn default_paths() -> Vec<PathBuf> {
     out
 }
 
-pub(crate) fn load(explicit: Option<&Path>) -> Result<FileConfig> {
+/// Reads the config file `explicit` names, else the first of
+/// [`default_paths`] that exists, else an empty configuration.
+pub fn load(explicit: Option<&Path>) -> Result<FileConfig> {
     let path = match explicit {
         Some(p) => {
             if !p.exists() {
-                return Err(UsageError(format!(
+                return Err(Error::usage(format!(
                     "config file {} does not exist; check --config / LIFEBOAT_CONFIG",
                     p.display()
-                ))
-                .into());
+                )));
             }
             p.to_path_buf()
         }
@@ -146,14 +159,16 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<FileConfig> {
             None => return Ok(FileConfig::default()),
         },
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::usage_because(format!("cannot read config file {}", path.display()), e)
+    })?;
     toml::from_str(&text)
-        .map_err(|e| UsageError(format!("config file {} is invalid: {e}", path.display())).into())
+        .map_err(|e| Error::usage(format!("config file {} is invalid: {e}", path.display())))
 }
 
 impl StorageSection {
-    pub(crate) fn retry_policy(&self) -> lifeboat_storage::RetryPolicy {
+    /// The retry policy these settings ask for.
+    pub fn retry_policy(&self) -> lifeboat_storage::RetryPolicy {
         let mut p = lifeboat_storage::RetryPolicy::default();
         if let Some(n) = self.max_attempts {
             p.max_attempts = n.max(1);

@@ -1,0 +1,38 @@
+//! lifeboat's operations layer: what the command-line tool and the agent
+//! share.
+//!
+//! The `lifeboat` binary is clap, printing and exit codes; everything it
+//! decides on the way lives here, as library calls with typed options and
+//! results:
+//! - [`config`]: the TOML config file and its sources;
+//! - [`secrets`]: where the repository's secret comes from, in one order of
+//!   precedence (also for the `restore_command` of a restored server);
+//! - [`Session`]: settings settled once, the runtime, the repository opened,
+//!   with warnings returned rather than printed;
+//! - [`pg`], [`redis`]: a source's settings, a restored server started;
+//! - [`Error`]: every failure, with its [`ErrorClass`].
+//!
+//! Like every library crate of lifeboat, this one never prints.
+#![deny(missing_docs)]
+
+pub mod config;
+mod error;
+pub mod fmt;
+pub mod pg;
+pub mod redis;
+pub mod secrets;
+mod session;
+
+pub use error::{Error, Result};
+pub use lifeboat_repo::{Classify, ErrorClass};
+pub use session::{Opened, Session, Settings};
+
+/// This machine's name, as snapshots record it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
