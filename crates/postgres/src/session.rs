@@ -359,19 +359,26 @@ impl Session {
                 reason: e.to_string(),
             },
         )?;
+        // The timeline names the WAL the backup needs: a guess would record
+        // a backup whose WAL is looked for under the wrong names.
+        let bad = |text: &str| PgError::Query {
+            what: "read the timeline".into(),
+            reason: format!("the server answered {text:?}, which is not a timeline"),
+        };
         let timeline = if info.in_recovery {
-            self.value(
+            let text = self.value(
                 "read the timeline",
                 "select timeline_id::text from pg_catalog.pg_control_checkpoint()",
-            )?
-            .parse()
-            .unwrap_or(1)
+            )?;
+            text.trim().parse().map_err(|_| bad(&text))?
         } else {
             let name = self.value(
                 "read the timeline",
                 &format!("select pg_catalog.pg_walfile_name('{lsn}')"),
             )?;
-            u32::from_str_radix(name.get(..8).unwrap_or("1"), 16).unwrap_or(1)
+            name.get(..8)
+                .and_then(|t| u32::from_str_radix(t, 16).ok())
+                .ok_or_else(|| bad(&name))?
         };
         Ok((lsn, timeline))
     }

@@ -238,6 +238,11 @@ fn pg_the_demo_counts_the_rows_a_lost_primary_takes_with_it() {
 }
 
 #[test]
+fn pg_a_repository_of_the_previous_release_reads_and_restores() {
+    pg::a_repository_of_the_previous_release_reads_and_restores();
+}
+
+#[test]
 fn pg_tablespaces_are_backed_up_and_restored_where_mapped() {
     pg::tablespaces_are_backed_up_and_restored_where_mapped();
 }

@@ -1168,6 +1168,138 @@ pub fn the_demo_counts_the_rows_a_lost_primary_takes_with_it() {
     assert_eq!(v["rpo_met"], true, "well within 5 minutes: {v}");
 }
 
+/// A repository the release before typed snapshot metadata and times wrote
+/// (`tests/fixtures/repo-v3`, made by `make-repo-v3.sh` with e792c75): its
+/// base backup recovers with its WAL, its dump, Redis backup and files
+/// restore, and `pg info` reads its metadata.
+pub fn a_repository_of_the_previous_release_reads_and_restores() {
+    let env = PgEnv::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v3");
+    fs::remove_dir_all(&env.repo).unwrap();
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(&fixture)
+        .arg(&env.repo)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    if lifeboat_postgres::server::is_root() {
+        let owned = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(&env.repo)
+            .status()
+            .unwrap();
+        assert!(owned.success());
+    }
+    fs::write(
+        &env.key,
+        "fixture key material: 0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "snapshots"])).unwrap();
+    let id_of = |kind: &str| -> String {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source_kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} snapshot in {list}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
+
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    let b = &info["backups"][0];
+    assert_eq!(b["timeline"], 1, "{info}");
+    assert_eq!(b["type"], "full", "{info}");
+    assert!(b["start_lsn"].as_str().unwrap().contains('/'), "{info}");
+    let tl = &info["archives"][0]["timelines"][0];
+    assert_eq!(tl["segments"], 3, "{info}");
+    assert_eq!(tl["gaps"].as_array().map(|g| g.len()), Some(0), "{info}");
+
+    // The base backup recovers to the end of its archive: 1000 rows at the
+    // backup, 100 written after it and archived.
+    // Its settings name the fixture maker's socket directory: the sandbox
+    // gives it a fresh one.
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    env.ok(&[
+        "pg",
+        "restore",
+        &id_of("postgres"),
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+    ]);
+    let mut server = sandbox::Cluster::adopt(&pgdata, dir.path()).unwrap();
+    server.start().unwrap();
+    server
+        .wait_for_recovery(
+            lifeboat_postgres::server::RecoveryAction::Promote,
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(
+        server.psql("app", "select count(*) from users").unwrap(),
+        "1100"
+    );
+    drop(server);
+
+    // The dump, into a fresh cluster.
+    let pg = PgCluster::start("").unwrap();
+    pg.psql("postgres", "create database copy").unwrap();
+    env.ok(&[
+        "pg",
+        "restore-dump",
+        &id_of("pg_dump"),
+        "--pg-url",
+        &pg.conninfo("copy"),
+        "--database",
+        "app",
+    ]);
+    assert_eq!(
+        pg.psql("copy", "select count(*) from users").unwrap(),
+        "1100"
+    );
+
+    // Redis: the keys per database, proven by a throwaway server.
+    let target = tempfile::tempdir().unwrap();
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "--json",
+        "redis",
+        "restore",
+        &id_of("redis"),
+        "--target-dir",
+        target.path().to_str().unwrap(),
+        "--verify",
+    ]))
+    .unwrap();
+    assert_eq!(
+        r["verified"],
+        serde_json::json!([["db0", 2, 2], ["db1", 1, 1]]),
+        "{r}"
+    );
+
+    // Files, byte for byte.
+    let files = tempfile::tempdir().unwrap();
+    env.ok(&[
+        "files",
+        "restore",
+        &id_of("files"),
+        "--target",
+        files.path().to_str().unwrap(),
+    ]);
+    let hello = crate::harness::files_below(files.path())
+        .into_iter()
+        .find(|p| p.ends_with("docs/hello.txt"))
+        .expect("hello.txt restored");
+    assert_eq!(
+        fs::read_to_string(hello).unwrap(),
+        "written by the release of e792c75\n"
+    );
+}
+
 fn listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
