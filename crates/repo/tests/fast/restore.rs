@@ -269,3 +269,73 @@ fn a_damaged_pack_is_named_and_only_complete_files_are_left() {
     }
     assert!(!back.join("f5").exists());
 }
+
+/// A snapshot whose item paths would lead out of the target (`..`, an
+/// absolute path) is damage, found before anything is written: not even
+/// the target is made.
+#[test]
+fn a_path_leading_out_of_the_target_is_refused_before_anything_is_written() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let src = s.dir("src");
+    fs::write(src.join("file"), b"inside").unwrap();
+    let out = backup_files(&repo, &[&src]).unwrap();
+    let file = node(&out.snapshot, "/file").clone();
+
+    for bad in [
+        "../../escape",
+        "a/../../escape",
+        "/escape",
+        "a//b",
+        "./escape",
+    ] {
+        let mut forged = out.snapshot.clone();
+        let mut n = file.clone();
+        n.path = bad.into();
+        forged.nodes.push(n);
+        let target = s.path().join("target");
+        let err = restore_into(&repo, &forged, &target, Overwrite::Always, &[]).unwrap_err();
+        assert!(err.is_damage(), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("is not a plain relative path"),
+            "{bad}: {err}"
+        );
+        assert!(!target.exists(), "{bad}: nothing is written");
+        assert!(!s.path().join("escape").exists(), "{bad}");
+    }
+}
+
+/// A symbolic link planted in the target where the snapshot has a
+/// directory is never written through: `Never` leaves it (and restores
+/// nothing below it), `Always` replaces it with the directory.
+#[test]
+fn a_link_planted_in_the_target_is_never_followed() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let src = s.dir("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/file"), b"restored").unwrap();
+    let out = backup_files(&repo, &[&src]).unwrap();
+    let outside = s.dir("outside");
+
+    for overwrite in [Overwrite::Never, Overwrite::Always] {
+        let target = s.path().join(format!("target-{overwrite:?}"));
+        let back = restored(&target, &src);
+        fs::create_dir_all(&back).unwrap();
+        symlink(&outside, back.join("dir")).unwrap();
+        restore_into(&repo, &out.snapshot, &target, overwrite, &[]).unwrap();
+        assert!(
+            fs::read_dir(&outside).unwrap().next().is_none(),
+            "{overwrite:?}: nothing written through the link"
+        );
+        let kind = fs::symlink_metadata(back.join("dir")).unwrap().file_type();
+        match overwrite {
+            Overwrite::Never => assert!(kind.is_symlink()),
+            _ => {
+                assert!(kind.is_dir());
+                assert_same_tree(&src, &back);
+            }
+        }
+        assert!(partial_files(&target).is_empty());
+    }
+}
