@@ -2,8 +2,35 @@
 # The whole test suite: unit, property and end-to-end tests against real
 # servers. Installs what it needs when missing (Garage, the S3 server the tests
 # start; cargo-nextest when it can). Usage: scripts/test.sh [extra test args]
+#
+# scripts/test.sh --fast [extra test args]: the fast tier, every test that
+# needs neither a server nor PostgreSQL or Redis installed; it installs
+# nothing. Left out: the lifeboat binary's integration tests (tests/e2e: the
+# binary against Garage, PostgreSQL and Redis), lifeboat-testkit's (it starts
+# servers), and by name the tests below that start Garage or run this
+# machine's pg_dump.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  left_out=(garage s3_wrong_credentials client_programs_older_than_the_server)
+  if cargo nextest --version >/dev/null 2>&1; then
+    names=$(IFS='|'; echo "${left_out[*]}")
+    exec cargo nextest run --workspace --no-fail-fast \
+      -E "not (package(lifeboat) and kind(test)) and not package(lifeboat-testkit) and not test(/$names/)" \
+      "$@"
+  fi
+  # Without nextest: the same tests with cargo's own runner (the lifeboat
+  # package for its binary's unit tests alone).
+  skips=()
+  for n in "${left_out[@]}"; do skips+=(--skip "$n"); done
+  status=0
+  cargo test --workspace --exclude lifeboat --exclude lifeboat-testkit --tests --no-fail-fast "$@" \
+    -- "${skips[@]}" || status=$?
+  cargo test -p lifeboat --bins --no-fail-fast "$@" || status=$?
+  exit "$status"
+fi
 
 # Garage: built once per machine from crates.io (~12 minutes on 2 cores), cached.
 export LIFEBOAT_GARAGE_BIN="${LIFEBOAT_GARAGE_BIN:-$(scripts/install-garage.sh | tail -n 1)}"

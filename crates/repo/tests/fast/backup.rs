@@ -1,16 +1,14 @@
-//! Library-level backup tests where timing must be controlled exactly.
-
-#![allow(clippy::unwrap_used)]
+//! Backups: files, incremental reuse, partial backups, streams, page patches.
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use lifeboat_repo::{
-    Credential, FilesBackupOptions, InitOptions, Kdf, NoProgress, Progress, RepoError, Repository,
-    SnapshotOptions,
+    FilesBackupOptions, InitOptions, NoProgress, Progress, RepoError, Repository, SnapshotOptions,
 };
-use lifeboat_storage::LocalStorage;
+
+use super::*;
 
 struct DeleteOnStart(Mutex<Option<PathBuf>>, Mutex<Vec<String>>);
 
@@ -27,39 +25,23 @@ impl Progress for DeleteOnStart {
     }
 }
 
-/// A temporary directory and a runtime for a repository in it.
-fn scratch() -> (tempfile::TempDir, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    (tempfile::tempdir().unwrap(), rt)
-}
-
-fn repo(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Repository {
-    let storage = Arc::new(LocalStorage::new(dir.join("repo")));
-    let opts = InitOptions {
-        passphrase_kdf: Kdf::Argon2id {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
+/// A repository with the default chunking and pack size (16 MiB), as
+/// `repo init` makes, and a cheap key derivation.
+fn default_repo(s: &Scratch) -> Repository {
+    s.init_on_with(
+        s.local(),
+        &InitOptions {
+            passphrase_kdf: cheap_kdf(),
+            ..InitOptions::default()
         },
-        ..InitOptions::default()
-    };
-    Repository::init(
-        storage,
-        rt.handle().clone(),
-        &Credential::passphrase(b"pw".to_vec()),
-        &opts,
     )
-    .unwrap()
 }
 
 #[test]
 fn file_vanishing_mid_backup_is_named_and_needs_allow_partial() {
-    let (dir, rt) = scratch();
-    let repo = repo(dir.path(), &rt);
+    let s = Scratch::new();
+    let dir = &s.dir;
+    let repo = default_repo(&s);
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("stays"), b"kept").unwrap();
@@ -142,8 +124,9 @@ fn scribble(data: &mut [u8], i: usize, salt: u8) {
 
 #[test]
 fn changed_pages_are_stored_as_patches_and_restore_byte_identical() {
-    let (dir, rt) = scratch();
-    let repo = repo(dir.path(), &rt);
+    let s = Scratch::new();
+    let dir = &s.dir;
+    let repo = default_repo(&s);
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
     let file = src.join("rel");
@@ -301,8 +284,9 @@ fn changed_pages_are_stored_as_patches_and_restore_byte_identical() {
 /// comes in file by file under its prefix.
 #[test]
 fn a_stream_snapshot_holds_streams_and_a_directory() {
-    let (dir, rt) = scratch();
-    let repo = repo(dir.path(), &rt);
+    let s = Scratch::new();
+    let dir = &s.dir;
+    let repo = default_repo(&s);
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let dumped = dir.path().join("dumped");
     fs::create_dir_all(dumped.join("sub")).unwrap();
@@ -350,93 +334,213 @@ fn a_stream_snapshot_holds_streams_and_a_directory() {
     assert_eq!(item("db/toc.dat"), b"table of contents");
 }
 
-/// `repair index` removes damaged index objects only: one it cannot read
-/// for another reason (a newer version) stops it before anything changes,
-/// and a damaged one stays while some pack cannot be indexed again.
+/// An incremental files backup reads only the files whose size, times or
+/// inode changed, reuses the others' content as it is, and stores only
+/// what is new; each snapshot restores to the tree as it was.
 #[test]
-fn repair_index_removes_only_what_it_has_replaced() {
-    let (dir, rt) = scratch();
-    let storage = Arc::new(LocalStorage::new(dir.path().join("repo")));
-    let repo = Repository::init(
-        storage,
-        rt.handle().clone(),
-        &Credential::passphrase(b"pw".to_vec()),
-        &InitOptions {
-            pack_size: 1 << 20,
-            passphrase_kdf: Kdf::Argon2id {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
+fn an_incremental_reads_only_changed_files_and_stores_only_new_data() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let src = s.dir("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("kept.bin"), noise(1, 300_000)).unwrap();
+    fs::write(src.join("sub/grows.bin"), noise(2, 200_000)).unwrap();
+    fs::write(src.join("touched.bin"), noise(3, 100_000)).unwrap();
+    let first = backup_files(&repo, &[&src]).unwrap();
+    assert_eq!(first.snapshot.parent, None);
+    assert_eq!(first.snapshot.stats.bytes_read, 600_000);
+    let copy_v1 = s.dir("copy-v1");
+    for f in ["kept.bin", "sub/grows.bin", "touched.bin"] {
+        fs::create_dir_all(copy_v1.join(f).parent().unwrap()).unwrap();
+        fs::copy(src.join(f), copy_v1.join(f)).unwrap();
+    }
+
+    // grows.bin grows (its size changes, whatever the clock says),
+    // touched.bin gets another modification time and the same bytes, and a
+    // new file appears; kept.bin is left alone.
+    let mut grown = fs::read(src.join("sub/grows.bin")).unwrap();
+    grown.extend_from_slice(&noise(4, 50_000));
+    fs::write(src.join("sub/grows.bin"), &grown).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(src.join("touched.bin"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+        .unwrap();
+    fs::write(src.join("new.bin"), noise(5, 10_000)).unwrap();
+
+    let second = backup_files(&repo, &[&src]).unwrap();
+    assert_eq!(second.snapshot.parent, Some(first.id));
+    let stats = &second.snapshot.stats;
+    assert_eq!(
+        stats.bytes_read,
+        250_000 + 100_000 + 10_000,
+        "kept.bin is not read again: {stats:?}"
+    );
+    assert_eq!(stats.bytes_total, 300_000 + 250_000 + 100_000 + 10_000);
+    assert_eq!(
+        node(&second.snapshot, "/kept.bin").content,
+        node(&first.snapshot, "/kept.bin").content
+    );
+    // touched.bin was read again, and stored nothing new.
+    assert_eq!(
+        node(&second.snapshot, "/touched.bin").content,
+        node(&first.snapshot, "/touched.bin").content
+    );
+    // New: the appended bytes, the chunk they joined and new.bin; not the
+    // rest of grows.bin, nor anything of the other files.
+    assert!(
+        stats.bytes_new >= 60_000 && stats.bytes_new <= 50_000 + (256 << 10) + 10_000,
+        "{stats:?}"
+    );
+
+    // Forced to read everything, a backup finds nothing new to store.
+    let forced = repo
+        .backup_files(
+            &FilesBackupOptions {
+                paths: vec![src.clone()],
+                hostname: "test".into(),
+                force_read: true,
+                ..Default::default()
             },
-            ..InitOptions::default()
-        },
-    )
-    .unwrap();
-    let src = dir.path().join("src");
-    fs::create_dir_all(&src).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..6u8 {
-        let data: Vec<u8> = (0..1_500_000u32)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        fs::write(src.join(format!("f{i}")), data).unwrap();
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(forced.snapshot.parent, None);
+    assert_eq!(forced.snapshot.stats.bytes_read, 660_000);
+    assert_eq!(forced.snapshot.stats.bytes_new, 0);
+
+    let target = s.path().join("restore-2");
+    restore_into(&repo, &second.snapshot, &target, Default::default(), &[]).unwrap();
+    assert_same_tree(&src, &restored(&target, &src));
+    let target = s.path().join("restore-1");
+    restore_into(&repo, &first.snapshot, &target, Default::default(), &[]).unwrap();
+    let old = restored(&target, &src);
+    assert_eq!(files_below(&old), files_below(&copy_v1));
+    for f in files_below(&copy_v1) {
+        assert!(fs::read(old.join(&f)).unwrap() == fs::read(copy_v1.join(&f)).unwrap());
     }
-    repo.backup_files(
-        &FilesBackupOptions {
-            paths: vec![src.clone()],
-            hostname: "h".into(),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
-    let root = dir.path().join("repo");
-    let list = |sub: &str| -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.join(sub)];
-        while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p)
-                } else {
-                    out.push(p)
-                }
-            }
+}
+
+/// Once the walk has listed it, replaces a file with a directory: reading it
+/// then fails (EISDIR), as reading a file that cannot be read does, and for
+/// root too, whom permissions do not stop.
+struct BecomesUnreadable(Mutex<Option<PathBuf>>, Mutex<Vec<String>>);
+
+impl Progress for BecomesUnreadable {
+    fn start(&self, _phase: &str, _total: Option<u64>) {
+        if let Some(p) = self.0.lock().unwrap().take() {
+            fs::remove_file(&p).unwrap();
+            fs::create_dir(&p).unwrap();
         }
-        out.sort();
-        out
-    };
-    let indexes = list("index");
-    assert!(indexes.len() >= 2, "{indexes:?}");
-
-    // A newer version: refused, nothing changed.
-    let original = fs::read(&indexes[0]).unwrap();
-    let mut newer = original.clone();
-    newer[4] = 9;
-    fs::write(&indexes[0], &newer).unwrap();
-    let err = repo.repair_index(false, &NoProgress).unwrap_err();
-    assert!(matches!(err, RepoError::UnknownVersion { .. }), "{err}");
-    assert_eq!(list("index"), indexes, "nothing removed or added");
-    fs::write(&indexes[0], &original).unwrap();
-
-    // Damaged, and one of its packs cut: the damaged object stays.
-    let mut damaged = original.clone();
-    let last = damaged.len() - 1;
-    damaged[last] ^= 1;
-    fs::write(&indexes[0], &damaged).unwrap();
-    for p in list("packs") {
-        let bytes = fs::read(&p).unwrap();
-        fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     }
-    let r = repo.repair_index(false, &NoProgress).unwrap();
-    assert!(!r.unreadable_packs.is_empty(), "{r:?}");
-    assert!(r.indexes_removed.is_empty(), "{r:?}");
-    assert_eq!(r.indexes_kept_damaged.len(), 1, "{r:?}");
-    assert!(indexes[0].exists());
+    fn warn(&self, message: &str) {
+        self.1.lock().unwrap().push(message.to_string());
+    }
+}
+
+/// A file that cannot be read fails the backup, naming it, and nothing is
+/// recorded; with `allow_partial` the snapshot is written, marked partial,
+/// says which file is missing and why, and restores the rest.
+#[test]
+fn an_unreadable_file_fails_the_backup_unless_partial_is_allowed() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let src = s.dir("src");
+    fs::write(src.join("good.bin"), noise(1, 70_000)).unwrap();
+    let bad = src.join("bad.bin");
+    let opts = |allow_partial| FilesBackupOptions {
+        paths: vec![src.clone()],
+        hostname: "test".into(),
+        allow_partial,
+        ..Default::default()
+    };
+
+    fs::write(&bad, b"unreadable").unwrap();
+    let progress = BecomesUnreadable(Mutex::new(Some(bad.clone())), Mutex::default());
+    let err = repo.backup_files(&opts(false), &progress).unwrap_err();
+    match &err {
+        RepoError::Incomplete { count: 1, first } => {
+            assert!(
+                first.contains("bad.bin") && first.contains("read failed"),
+                "{first}"
+            )
+        }
+        other => panic!("expected Incomplete, got {other}"),
+    }
+    assert!(!err.is_usage() && !err.is_damage());
+    assert!(repo.snapshots().unwrap().is_empty(), "nothing recorded");
+
+    fs::remove_dir(&bad).unwrap();
+    fs::write(&bad, b"unreadable").unwrap();
+    let progress = BecomesUnreadable(Mutex::new(Some(bad.clone())), Mutex::default());
+    let out = repo.backup_files(&opts(true), &progress).unwrap();
+    assert!(out.snapshot.partial);
+    assert_eq!(out.snapshot.skipped.len(), 1);
+    assert!(out.snapshot.skipped[0].path.ends_with("src/bad.bin"));
+    assert!(out.snapshot.skipped[0].reason.contains("read failed"));
+    let warned = progress.1.lock().unwrap().clone();
+    assert!(warned.iter().any(|w| w.contains("bad.bin")), "{warned:?}");
+    assert!(!out
+        .snapshot
+        .nodes
+        .iter()
+        .any(|n| n.path.ends_with("bad.bin")));
+
+    let target = s.path().join("restore");
+    restore_into(&repo, &out.snapshot, &target, Default::default(), &[]).unwrap();
+    let back = restored(&target, &src);
+    assert_eq!(files_below(&back), [PathBuf::from("good.bin")]);
+    assert!(fs::read(back.join("good.bin")).unwrap() == noise(1, 70_000));
+}
+
+/// A stream comes back byte for byte, from the snapshot and as a file; a
+/// second backup of it with a few bytes inserted stores only the chunks
+/// around the change, and the first still restores as it was.
+#[test]
+fn a_stream_restores_byte_identical_and_a_changed_one_stores_little() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let opts = lifeboat_repo::StreamBackupOptions {
+        name: "app.dump".into(),
+        source_kind: "stream".into(),
+        hostname: "test".into(),
+        ..Default::default()
+    };
+    let v1 = noise(7, 3_000_000);
+    let first = repo
+        .backup_stream(&opts, v1.as_slice(), &NoProgress)
+        .unwrap();
+    assert_eq!(first.snapshot.stats.bytes_total, 3_000_000);
+
+    let mut v2 = v1[..1_500_000].to_vec();
+    v2.extend_from_slice(&[b'x'; 100]);
+    v2.extend_from_slice(&v1[1_500_000..]);
+    let second = repo
+        .backup_stream(&opts, v2.as_slice(), &NoProgress)
+        .unwrap();
+    let stats = &second.snapshot.stats;
+    assert!(
+        stats.bytes_new > 0 && stats.bytes_new <= 2 * (256 << 10) + 100,
+        "content-defined chunks around the insertion only: {stats:?}"
+    );
+
+    for (snap, want) in [(&first, &v1), (&second, &v2)] {
+        let mut out = Vec::new();
+        let n = repo
+            .restore_stream(&snap.snapshot, &mut out, &NoProgress)
+            .unwrap();
+        assert_eq!(n, want.len() as u64);
+        assert!(out == *want, "stream of {}", snap.id.short());
+    }
+    let target = s.path().join("restore");
+    restore_into(&repo, &second.snapshot, &target, Default::default(), &[]).unwrap();
+    let file = target.join("app.dump");
+    assert!(fs::read(&file).unwrap() == v2);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "a stream restores as a private file"
+    );
 }
