@@ -169,7 +169,7 @@ fn wal_push_stores_once_and_wal_fetch_returns_the_same_bytes() {
     );
     assert!(err.to_string().contains(&name), "{err}");
     let err = c.push_bytes(repo, "not-a-wal-file", b"x").unwrap_err();
-    assert!(err.is_usage(), "{err}");
+    assert_eq!(err.class(), lifeboat_repo::ErrorClass::Usage, "{err}");
 
     let dest = Path::new("pg_wal/RECOVERYXLOG");
     assert!(wal_fetch(repo, &c.pgdata, &name, dest).unwrap());
@@ -183,7 +183,7 @@ fn wal_push_stores_once_and_wal_fetch_returns_the_same_bytes() {
     stored[mid] ^= 1;
     fs::write(s.object(&key), stored).unwrap();
     let err = wal_fetch(repo, &c.pgdata, &name, dest).unwrap_err();
-    assert!(err.is_damage(), "{err}");
+    assert_eq!(err.class(), lifeboat_repo::ErrorClass::Damage, "{err}");
     assert!(err.to_string().contains(&name), "{err}");
     let report = repo.verify(true, &NoProgress).unwrap();
     assert_eq!(report.named_checked, 1);

@@ -468,7 +468,7 @@ fn an_unreadable_file_fails_the_backup_unless_partial_is_allowed() {
         }
         other => panic!("expected Incomplete, got {other}"),
     }
-    assert!(!err.is_usage() && !err.is_damage());
+    assert_eq!(err.class(), lifeboat_repo::ErrorClass::Failure, "{err}");
     assert!(repo.snapshots().unwrap().is_empty(), "nothing recorded");
 
     fs::remove_dir(&bad).unwrap();

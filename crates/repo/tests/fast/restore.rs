@@ -122,7 +122,7 @@ fn include_restores_only_what_it_names() {
         &["nowhere/at/all".to_string()],
     )
     .unwrap_err();
-    assert!(err.is_usage(), "{err}");
+    assert_eq!(err.class(), lifeboat_repo::ErrorClass::Usage, "{err}");
     assert!(err.to_string().contains("nothing in the snapshot matches"));
 }
 
@@ -242,7 +242,7 @@ fn a_damaged_pack_is_named_and_only_complete_files_are_left() {
 
     let target = s.path().join("restore");
     let err = restore_into(&repo, &out.snapshot, &target, Overwrite::Refuse, &[]).unwrap_err();
-    assert!(err.is_damage(), "{err}");
+    assert_eq!(err.class(), lifeboat_repo::ErrorClass::Damage, "{err}");
     let text = err.to_string();
     assert!(text.contains(&pack), "the pack is named: {text}");
     let RepoError::RestoreIncomplete { missing, .. } = &err else {
@@ -295,7 +295,11 @@ fn a_path_leading_out_of_the_target_is_refused_before_anything_is_written() {
         forged.nodes.push(n);
         let target = s.path().join("target");
         let err = restore_into(&repo, &forged, &target, Overwrite::Always, &[]).unwrap_err();
-        assert!(err.is_damage(), "{bad}: {err}");
+        assert_eq!(
+            err.class(),
+            lifeboat_repo::ErrorClass::Damage,
+            "{bad}: {err}"
+        );
         assert!(
             err.to_string().contains("is not a plain relative path"),
             "{bad}: {err}"

@@ -176,7 +176,7 @@ fn a_lost_index_is_reported_and_repair_index_rebuilds_it() {
         &[],
     )
     .unwrap_err();
-    assert!(err.is_damage(), "{err}");
+    assert_eq!(err.class(), lifeboat_repo::ErrorClass::Damage, "{err}");
     assert!(err.to_string().contains("repair index"), "{err}");
     assert!(partial_files(&s.path().join("before-repair")).is_empty());
 
