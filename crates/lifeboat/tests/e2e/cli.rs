@@ -338,13 +338,17 @@ fn a_damaged_key_slot_is_told_from_a_wrong_password() {
 /// Killed backups leave temporary files; `verify` reports them (count,
 /// size, age) without calling them damage, and `repair leftovers` removes
 /// those old enough that no write in progress owns them.
+/// A backup killed in a pack's write, its temporary file written and
+/// fsynced but not yet renamed (failpoint `local-put-before-rename`), leaves
+/// a temporary file that `verify` reports and `repair leftovers` removes
+/// once it is old.
 #[test]
 fn leftovers_of_killed_writes_are_reported_and_removed() {
     let env = Env::new(Backend::Local);
     env.init(&["--pack-size", "4MiB"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big"), random_bytes(160 << 20, 77)).unwrap();
+    fs::write(src.join("big"), random_bytes(16 << 20, 77)).unwrap();
     let root = Path::new(&env.repo).to_path_buf();
     let temporaries = |root: &Path| {
         entries_below(root)
@@ -352,26 +356,16 @@ fn leftovers_of_killed_writes_are_reported_and_removed() {
             .filter(|p| p.to_string_lossy().contains(".tmp-"))
             .collect::<Vec<_>>()
     };
-    // Kill backups while a pack is being written, until one leaves a file.
-    let mut left = Vec::new();
-    for _ in 0..20 {
-        let mut child = env.spawn(&["files", "backup", src.to_str().unwrap()]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while temporaries(&root).is_empty() && std::time::Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-        }
-        child.kill().ok();
-        child.wait().unwrap();
-        left = temporaries(&root);
-        if !left.is_empty() {
-            break;
-        }
-        // A finished backup: start again from an empty repository's view.
-        fs::write(src.join("big"), random_bytes(160 << 20, 78)).unwrap();
-    }
+    env.crash(
+        "local-put-before-rename=abort",
+        &["files", "backup", src.to_str().unwrap()],
+    );
+    let left = temporaries(&root);
     assert!(!left.is_empty(), "no kill landed inside a write");
+    assert!(
+        env.keys("snapshots/").is_empty(),
+        "the killed backup recorded nothing"
+    );
     let v = env.json(&["verify"]);
     assert_eq!(v["clean"], true, "leftovers are not damage: {v}");
     assert_eq!(
@@ -415,6 +409,39 @@ fn leftovers_of_killed_writes_are_reported_and_removed() {
         "{out}"
     );
     assert!(temporaries(&root).is_empty());
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+    assert_eq!(v["leftovers"]["count"], 0, "{v}");
+}
+
+/// A write that fails after its temporary file is written (failpoint
+/// `local-put-before-rename=error`) fails the backup and leaves neither a
+/// snapshot nor a temporary file.
+#[test]
+fn a_failed_write_leaves_no_temporary_file() {
+    let env = Env::new(Backend::Local);
+    env.init(&["--pack-size", "4MiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), random_bytes(16 << 20, 79)).unwrap();
+    let out = env
+        .cmd()
+        .env(FAILPOINTS, "local-put-before-rename=error")
+        .args(["files", "backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failpoint local-put-before-rename"),
+        "the failed write is named: {}",
+        stderr(&out)
+    );
+    assert!(env.keys("snapshots/").is_empty());
+    let temporaries: Vec<_> = entries_below(Path::new(&env.repo))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert_eq!(temporaries, Vec::<std::path::PathBuf>::new());
     let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v["clean"], true, "{v}");
     assert_eq!(v["leftovers"]["count"], 0, "{v}");

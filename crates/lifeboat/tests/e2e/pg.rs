@@ -974,9 +974,14 @@ fn an_incremental_restores_the_same_bytes_as_a_full() {
     }
 }
 
-/// A wal-push killed before it acknowledged (SIGKILL, the first attempt of
-/// every segment) loses nothing: PostgreSQL retries, and the archive restores
-/// every committed row.
+/// A wal-push killed before it acknowledged (the first attempt of every
+/// WAL file dies at a failpoint) loses nothing: PostgreSQL retries, and the
+/// archive restores every committed row. The failpoints, in turn: mid-put,
+/// the temporary file written but not renamed (`local-put-before-rename`);
+/// renamed, its directory not fsynced (`local-put-before-dir-sync`); stored
+/// but not acknowledged (`wal-push-after-store`, which also ends the first
+/// two kinds of push when there was no put: the file was pushed ahead by an
+/// earlier call and is already stored).
 #[test]
 fn a_killed_wal_push_loses_nothing() {
     let env = PgEnv::new();
@@ -984,14 +989,37 @@ fn a_killed_wal_push_loses_nothing() {
     fs::create_dir_all(&marks).unwrap();
     give_to_owner(&marks).unwrap();
     let lb = format!(
-        "{} --repo {} --key-file {} pg wal-push %p",
+        "{} --repo {} --key-file {} pg wal-push",
         env.exe.display(),
         env.repo.display(),
         env.key.display()
     );
+    let script = env.dir.path().join("archive.sh");
+    fs::write(
+        &script,
+        format!(
+            r#"# archive_command = 'sh archive.sh %p %f': the first push of each WAL
+# file dies at a failpoint (no core file), its status is noted in {m}/%f,
+# and PostgreSQL is told it failed; the next push of the file is a plain one.
+ulimit -c 0
+if [ -e {m}/"$2" ]; then exec {lb} "$1"; fi
+case $(( $(ls {m} | wc -l) % 3 )) in
+  0) points=local-put-before-rename=abort,wal-push-after-store=abort ;;
+  1) points=local-put-before-dir-sync=abort,wal-push-after-store=abort ;;
+  *) points=wal-push-after-store=abort ;;
+esac
+{fp}=$points {lb} "$1"
+echo "$points $?" > {m}/"$2"
+exit 1
+"#,
+            m = marks.display(),
+            fp = crate::harness::FAILPOINTS,
+        ),
+    )
+    .unwrap();
     let mut pg = PgCluster::start(&format!(
-        "archive_mode = on\narchive_timeout = 0\narchive_command = 'if [ ! -e {m}/%f ]; then touch {m}/%f; {lb} & p=$!; sleep 0.05; kill -9 $p; exit 1; fi; exec {lb}'\n",
-        m = marks.display()
+        "archive_mode = on\narchive_timeout = 0\narchive_command = 'sh {} %p %f'\n",
+        script.display()
     ))
     .unwrap();
     users_table(&pg);
@@ -1010,6 +1038,34 @@ fn a_killed_wal_push_loses_nothing() {
         failed >= 4,
         "every segment's first push was killed ({failed} failures)"
     );
+    // 134: the shell's status for a process ended by SIGABRT (128 + 6).
+    let noted: Vec<String> = fs::read_dir(&marks)
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(noted.len() >= 4, "{noted:?}");
+    for note in &noted {
+        assert!(
+            note.trim_end().ends_with(" 134"),
+            "a push did not die: {noted:?}"
+        );
+    }
+    for point in [
+        "local-put-before-rename",
+        "local-put-before-dir-sync",
+        "wal-push-after-store=abort ",
+    ] {
+        assert!(
+            noted.iter().any(|n| n.starts_with(point)),
+            "no push died at {point}: {noted:?}"
+        );
+    }
+    // The pushes killed before their rename left temporary files: reported,
+    // not damage.
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--json", "verify", "--read-data"])).unwrap();
+    assert_eq!(v["clean"], true, "{v}");
+    assert!(v["leftovers"]["count"].as_u64().unwrap() >= 1, "{v}");
     pg.stop().unwrap();
     let (_dir, mut server, _) = restore_and_start(&env, &[]);
     let got = ids_of(&server);

@@ -293,27 +293,25 @@ fn flipped_byte_is_found_and_other_snapshots_still_restore(env: &Env) {
 }
 on_every_backend!(flipped_byte_is_found_and_other_snapshots_still_restore);
 
+/// A backup killed just after its first index object is stored (failpoint
+/// `after-index-stored`): no snapshot, a clean repository, and the next
+/// backup reuses what the killed one indexed.
 fn killed_backup_leaves_a_clean_repository_and_is_reused(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
     let src = env.path("data");
     fs::create_dir_all(&src).unwrap();
-    let size = 96usize << 20;
+    let size = 16usize << 20;
     fs::write(src.join("big.bin"), random_bytes(size, 12)).unwrap();
-    let mut child = env.spawn(&["files", "backup", src.to_str().unwrap()]);
-    // Wait until some packs are stored and indexed, then kill without warning.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if !env.keys("index/").is_empty() {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("backup ended ({status}) before it could be killed; make the data larger");
-        }
-        assert!(Instant::now() < deadline, "no index object appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // Some packs are stored and indexed when the process dies.
+    env.crash(
+        "after-index-stored=abort",
+        &["files", "backup", src.to_str().unwrap()],
+    );
+    assert_eq!(
+        env.keys("index/").len(),
+        1,
+        "killed just after its first index object"
+    );
     assert!(
         env.keys("snapshots/").is_empty(),
         "a killed backup wrote no snapshot"
@@ -338,6 +336,57 @@ fn killed_backup_leaves_a_clean_repository_and_is_reused(env: &Env) {
     );
 }
 on_every_backend!(killed_backup_leaves_a_clean_repository_and_is_reused);
+
+/// A backup killed once a pack is stored but before any index object lists
+/// it (failpoint `after-pack-stored`), then one killed when everything is
+/// stored and indexed but its snapshot (`before-snapshot-stored`): neither
+/// records a snapshot, the repository stays clean, and the next backup
+/// stores nothing new.
+fn a_backup_killed_before_its_index_or_its_snapshot_records_nothing(env: &Env) {
+    env.init(&["--pack-size", "1MiB"]);
+    let src = env.path("data");
+    fs::create_dir_all(&src).unwrap();
+    let size = 16usize << 20;
+    fs::write(src.join("big.bin"), random_bytes(size, 31)).unwrap();
+    let backup = ["files", "backup", src.to_str().unwrap()];
+
+    env.crash("after-pack-stored=abort@1", &backup);
+    assert!(
+        env.keys("index/").is_empty(),
+        "killed before any index object"
+    );
+    assert!(env.keys("snapshots/").is_empty(), "no snapshot recorded");
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "a pack in no index is not damage: {v}");
+    assert!(
+        v["unindexed_packs"].as_u64().unwrap() >= 1,
+        "the stored pack is there, in no index: {v}"
+    );
+
+    env.crash("before-snapshot-stored=abort", &backup);
+    assert!(
+        env.keys("snapshots/").is_empty(),
+        "a backup killed before its snapshot records none"
+    );
+    assert!(!env.keys("index/").is_empty(), "its packs are indexed");
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+
+    let b = env.json(&backup);
+    assert_eq!(
+        b["stats"]["chunks_new"], 0,
+        "everything the killed backup stored is reused: {b}"
+    );
+    assert!(b["stats"]["chunks"].as_u64().unwrap() > 0, "{b}");
+    let t = env.restore_dir("latest", "restore");
+    assert_eq!(
+        fs::read(restored(&t, &src).join("big.bin")).unwrap(),
+        random_bytes(size, 31)
+    );
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+}
+on_every_backend!(a_backup_killed_before_its_index_or_its_snapshot_records_nothing);
 
 fn concurrent_backups_both_restore(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
