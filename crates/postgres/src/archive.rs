@@ -97,6 +97,8 @@ pub fn wal_push(repo: &Repository, pgdata: &Path, path: &Path) -> Result<PushRep
     let ns = namespace(&system_identifier(pgdata)?);
     let mut report = PushReport::default();
     push_one(repo, &ns, &full, &mut report)?;
+    // Stored, not yet acknowledged: PostgreSQL will push it again.
+    lifeboat_types::failpoint!("wal-push-after-store");
     if kind == WalFileKind::History {
         // Never a reason for the push to fail: the history is stored.
         if let Err(e) = record_origin(repo, &ns, pgdata, &name) {

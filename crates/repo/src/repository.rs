@@ -602,6 +602,7 @@ impl Repository {
         let epoch = self.inner.keyring.current();
         let obj = format::seal_object(MAGIC_SNAPSHOT, epoch.number, &epoch.key, &body)?;
         let id = SnapshotId(*blake3::hash(&obj).as_bytes());
+        lifeboat_types::failpoint!("before-snapshot-stored");
         self.block(
             self.inner
                 .storage

@@ -347,6 +347,7 @@ fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack>
         };
         match inner.block(handle) {
             Ok(Ok(())) => {
+                lifeboat_types::failpoint!("after-pack-stored");
                 if let Ok(unique) = bytes.try_into_mut() {
                     shared.return_buffer(unique.into());
                 }
@@ -427,5 +428,6 @@ pub(crate) fn write_index(inner: &Inner, packs: &[IndexedPack]) -> Result<u64> {
             .storage
             .put(&format!("index/{}", id.to_hex()), Bytes::from(obj)),
     )?;
+    lifeboat_types::failpoint!("after-index-stored");
     Ok(size)
 }

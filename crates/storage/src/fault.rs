@@ -1,6 +1,7 @@
 //! Fault injection for tests: a storage that fails or delays chosen calls.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -49,11 +50,14 @@ pub struct FaultRule {
     pub action: FaultAction,
 }
 
-/// Wraps a storage and injects the faults its rules describe.
+/// Wraps a storage and injects the faults its rules describe; counts the
+/// calls that reach it.
 #[derive(Debug)]
 pub struct FaultStorage {
     inner: DynStorage,
     rules: Mutex<Vec<FaultRule>>,
+    /// Calls that reached this layer, by [`Op`] (`op as usize`).
+    calls: [AtomicU64; 5],
 }
 
 impl FaultStorage {
@@ -62,7 +66,14 @@ impl FaultStorage {
         FaultStorage {
             inner,
             rules: Mutex::new(Vec::new()),
+            calls: Default::default(),
         }
+    }
+
+    /// Calls of `op` that reached this layer so far, failed by a rule or
+    /// passed on: a layer above that retries shows here as several calls.
+    pub fn calls(&self, op: Op) -> u64 {
+        self.calls[op as usize].load(Ordering::SeqCst)
     }
 
     /// Adds a rule.
@@ -80,6 +91,7 @@ impl FaultStorage {
     }
 
     async fn check(&self, op: Op, key: &str, name: &'static str) -> Result<(), StorageError> {
+        self.calls[op as usize].fetch_add(1, Ordering::SeqCst);
         let action = {
             let Ok(mut rules) = self.rules.lock() else {
                 return Ok(());

@@ -136,7 +136,9 @@ impl LocalStorage {
             }
             f.sync_all()?;
             drop(f);
+            lifeboat_types::failpoint_io!("local-put-before-rename")?;
             fs::rename(&temp, &target)?;
+            lifeboat_types::failpoint_io!("local-put-before-dir-sync")?;
             sync_dir(dir)
         })();
         if result.is_err() {

@@ -122,6 +122,11 @@ fn kind_of(e: &opendal::Error) -> ErrorKind {
         K::Unexpected if !e.is_temporary() && e.to_string().contains("got too little data") => {
             ErrorKind::Truncated
         }
+        // A range that starts at or past the object's end: S3 answers 416
+        // InvalidRange, which OpenDAL's S3 service leaves `Unexpected`.
+        K::Unexpected if !e.is_temporary() && e.to_string().contains("\"InvalidRange\"") => {
+            ErrorKind::Truncated
+        }
         // Throttling passes by definition, even when the store answers 429
         // without a code OpenDAL marks temporary.
         K::RateLimited => ErrorKind::Transient,
@@ -221,6 +226,12 @@ mod tests {
             kind_of(&opendal::Error::new(K::RangeNotSatisfied, "416")),
             ErrorKind::Truncated
         );
+        // What OpenDAL's S3 service makes of a 416 (Garage, AWS).
+        let past_the_end = opendal::Error::new(
+            K::Unexpected,
+            r#"S3Error { code: "InvalidRange", message: "Invalid HTTP range: (NoOverlap, 1000)", resource: "/b/k", request_id: "" }"#,
+        );
+        assert_eq!(kind_of(&past_the_end), ErrorKind::Truncated);
         assert_eq!(
             kind_of(&opendal::Error::new(K::NotFound, "x")),
             ErrorKind::NotFound

@@ -4,10 +4,12 @@
 //! repository uses ([`ChunkId`], [`PackId`], [`SnapshotId`], [`IndexId`]) so that
 //! one can never be passed where another is expected, and a [`ByteSize`] that
 //! prints the way operators read sizes, and [`name`]: how item names, which
-//! on Linux are bytes, are spelled in snapshots.
+//! on Linux are bytes, are spelled in snapshots. [`failpoint`] holds the crash
+//! points tests use (test builds only: the `testing` feature).
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod failpoint;
 pub mod name;
 
 pub use error::{Classify, ErrorClass};

@@ -47,7 +47,8 @@ fn subcommands(env: &Env, path: &[String]) -> Vec<Vec<String>> {
 
 /// No `--help` of any command shows the value of an environment variable
 /// that may hold a secret (clap shows them unless told not to).
-pub fn help_never_shows_a_secret() {
+#[test]
+fn help_never_shows_a_secret() {
     const MARK: &str = "S3CRET-do-not-print";
     let env = Env::new(Backend::Local);
     let commands = subcommands(&env, &[]);
@@ -95,7 +96,8 @@ pub fn help_never_shows_a_secret() {
 
 /// `lifeboat snapshots --json | head -1`: a reader that leaves ends the
 /// output quietly, with the command's own exit code, never a panic.
-pub fn a_closed_standard_output_ends_quietly() {
+#[test]
+fn a_closed_standard_output_ends_quietly() {
     let env = Env::new(Backend::Local);
     env.init(&[]);
     let src = env.path("src");
@@ -141,7 +143,8 @@ pub fn a_closed_standard_output_ends_quietly() {
 
 /// `repo init --repo myrepo` (a bare relative path) works like `./myrepo`;
 /// a repository path that is a file is a plain usage error.
-pub fn relative_and_wrong_repository_paths() {
+#[test]
+fn relative_and_wrong_repository_paths() {
     let env = Env::new(Backend::Local);
     let out = env
         .cmd()
@@ -186,7 +189,8 @@ fn mode(p: &Path) -> u32 {
 /// A local repository is its owner's alone (0700/0600 whatever the umask
 /// lets through), its group's too with `--group-readable`, and opening one
 /// whose key slots every user can read warns how to fix it.
-pub fn repository_files_are_private() {
+#[test]
+fn repository_files_are_private() {
     for (group, dir_mode, file_mode) in [(false, 0o700, 0o600), (true, 0o750, 0o640)] {
         let env = Env::new(Backend::Local);
         let mut args = vec!["repo", "init", "--kdf-memory", "8MiB"];
@@ -244,7 +248,8 @@ pub fn repository_files_are_private() {
 /// error names the damaged slot (exit 3); another slot still opens the
 /// repository (with a warning) and `verify` reports the damage. A key file
 /// that is too short says so (exit 2).
-pub fn a_damaged_key_slot_is_told_from_a_wrong_password() {
+#[test]
+fn a_damaged_key_slot_is_told_from_a_wrong_password() {
     let env = Env::new(Backend::Local);
     env.init(&[]);
     let key = env.path("key");
@@ -333,12 +338,17 @@ pub fn a_damaged_key_slot_is_told_from_a_wrong_password() {
 /// Killed backups leave temporary files; `verify` reports them (count,
 /// size, age) without calling them damage, and `repair leftovers` removes
 /// those old enough that no write in progress owns them.
-pub fn leftovers_of_killed_writes_are_reported_and_removed() {
+/// A backup killed in a pack's write, its temporary file written and
+/// fsynced but not yet renamed (failpoint `local-put-before-rename`), leaves
+/// a temporary file that `verify` reports and `repair leftovers` removes
+/// once it is old.
+#[test]
+fn leftovers_of_killed_writes_are_reported_and_removed() {
     let env = Env::new(Backend::Local);
     env.init(&["--pack-size", "4MiB"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big"), random_bytes(160 << 20, 77)).unwrap();
+    fs::write(src.join("big"), random_bytes(16 << 20, 77)).unwrap();
     let root = Path::new(&env.repo).to_path_buf();
     let temporaries = |root: &Path| {
         entries_below(root)
@@ -346,26 +356,16 @@ pub fn leftovers_of_killed_writes_are_reported_and_removed() {
             .filter(|p| p.to_string_lossy().contains(".tmp-"))
             .collect::<Vec<_>>()
     };
-    // Kill backups while a pack is being written, until one leaves a file.
-    let mut left = Vec::new();
-    for _ in 0..20 {
-        let mut child = env.spawn(&["files", "backup", src.to_str().unwrap()]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while temporaries(&root).is_empty() && std::time::Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-        }
-        child.kill().ok();
-        child.wait().unwrap();
-        left = temporaries(&root);
-        if !left.is_empty() {
-            break;
-        }
-        // A finished backup: start again from an empty repository's view.
-        fs::write(src.join("big"), random_bytes(160 << 20, 78)).unwrap();
-    }
+    env.crash(
+        "local-put-before-rename=abort",
+        &["files", "backup", src.to_str().unwrap()],
+    );
+    let left = temporaries(&root);
     assert!(!left.is_empty(), "no kill landed inside a write");
+    assert!(
+        env.keys("snapshots/").is_empty(),
+        "the killed backup recorded nothing"
+    );
     let v = env.json(&["verify"]);
     assert_eq!(v["clean"], true, "leftovers are not damage: {v}");
     assert_eq!(
@@ -412,4 +412,107 @@ pub fn leftovers_of_killed_writes_are_reported_and_removed() {
     let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v["clean"], true, "{v}");
     assert_eq!(v["leftovers"]["count"], 0, "{v}");
+}
+
+/// A write that fails after its temporary file is written (failpoint
+/// `local-put-before-rename=error`) fails the backup and leaves neither a
+/// snapshot nor a temporary file.
+#[test]
+fn a_failed_write_leaves_no_temporary_file() {
+    let env = Env::new(Backend::Local);
+    env.init(&["--pack-size", "4MiB"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), random_bytes(16 << 20, 79)).unwrap();
+    let out = env
+        .cmd()
+        .env(FAILPOINTS, "local-put-before-rename=error")
+        .args(["files", "backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failpoint local-put-before-rename"),
+        "the failed write is named: {}",
+        stderr(&out)
+    );
+    assert!(env.keys("snapshots/").is_empty());
+    let temporaries: Vec<_> = entries_below(Path::new(&env.repo))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert_eq!(temporaries, Vec::<std::path::PathBuf>::new());
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+    assert_eq!(v["leftovers"]["count"], 0, "{v}");
+}
+
+#[test]
+fn config_file_supplies_repository_and_password() {
+    let env = Env::new(Backend::Local);
+    let pw = env.path("pw");
+    fs::write(&pw, "from a file\n").unwrap();
+    let cfg = env.path("lifeboat.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = {:?}\npassword_file = {:?}\n",
+            env.repo,
+            pw.display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        env.cmd()
+            .env_remove("LIFEBOAT_REPO")
+            .env_remove("LIFEBOAT_PASSWORD")
+            .env("LIFEBOAT_CONFIG", &cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["repo", "init", "--kdf-memory", "8MiB"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    // A bad config file is a configuration error naming the file.
+    fs::write(&cfg, "repo = [unclosed").unwrap();
+    let out = run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("lifeboat.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new(Backend::Local);
+    let out = env.run(&["files", "restore", "latest"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing --target is a usage error"
+    );
+    let out = env
+        .cmd()
+        .env_remove("LIFEBOAT_REPO")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no repository given"),
+        "{}",
+        stderr(&out)
+    );
+    env.init(&[]);
+    let out = env.run(&["repo", "init"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    let out = env.run(&["ls", "ffffffff"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no snapshot matches"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -75,7 +75,8 @@ fn dumps(env: &PgEnv) -> usize {
 /// into another database, one table alone, under its own name with
 /// `--create` and the roles with `--globals`, and through directory format
 /// and parallel jobs.
-pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
+#[test]
+fn a_dump_restores_identical_tables_one_table_and_the_roles() {
     let env = PgEnv::new();
     let pg = PgCluster::start("").unwrap();
     identity(&pg, 5);
@@ -219,7 +220,8 @@ pub fn a_dump_restores_identical_tables_one_table_and_the_roles() {
 
 /// A second dump after a small change stores little: content-defined chunks
 /// find what the two dumps share.
-pub fn a_dump_after_a_small_change_stores_little() {
+#[test]
+fn a_dump_after_a_small_change_stores_little() {
     let env = PgEnv::new();
     let pg = PgCluster::start("").unwrap();
     identity(&pg, 30);
@@ -248,7 +250,8 @@ pub fn a_dump_after_a_small_change_stores_little() {
 /// A dump that cannot be made leaves no snapshot, and says why: a database
 /// that does not exist, pg_dump's own error (in its words, with the command),
 /// a server that is down.
-pub fn a_failing_dump_is_named_and_leaves_no_snapshot() {
+#[test]
+fn a_failing_dump_is_named_and_leaves_no_snapshot() {
     let env = PgEnv::new();
     let mut pg = PgCluster::start("").unwrap();
     identity(&pg, 1);

@@ -70,7 +70,28 @@ impl Env {
 
     /// A `lifeboat` command with the repository, password and S3 settings set.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        self.with_env(Command::new(env!("CARGO_BIN_EXE_lifeboat")))
+    }
+
+    /// Runs `lifeboat args` with the failpoints `points` set (as
+    /// `LIFEBOAT_FAILPOINTS`, see `lifeboat_types::failpoint`) and asserts
+    /// that it died at one: ended by SIGABRT, as `abort` ends it, without a
+    /// core file. Returns its output.
+    pub fn crash(&self, points: &str, args: &[&str]) -> Output {
+        let mut c = Command::new("sh");
+        c.args(["-c", "ulimit -c 0 && exec \"$@\"", "sh"])
+            .arg(env!("CARGO_BIN_EXE_lifeboat"));
+        let out = self
+            .with_env(c)
+            .env(FAILPOINTS, points)
+            .args(args)
+            .output()
+            .expect("run lifeboat");
+        assert_aborted(&out, points, args);
+        out
+    }
+
+    fn with_env(&self, mut c: Command) -> Command {
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -193,6 +214,24 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
         .collect()
+}
+
+/// The variable that sets failpoints (`lifeboat_types::failpoint::ENV`).
+pub const FAILPOINTS: &str = lifeboat_types::failpoint::ENV;
+
+/// Asserts that a run with the failpoints `points` set died at one: ended by
+/// SIGABRT, the signal a failpoint's `abort` ends the process with.
+pub fn assert_aborted(out: &Output, points: &str, args: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    const SIGABRT: i32 = 6;
+    assert_eq!(
+        out.status.signal(),
+        Some(SIGABRT),
+        "lifeboat {args:?} with {points} did not die at the failpoint ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn stderr(out: &Output) -> String {

@@ -143,7 +143,8 @@ fn ids(pg: &PgCluster) -> Vec<i64> {
         .collect()
 }
 
-pub fn pitr_to_a_named_restore_point_lands_exactly() {
+#[test]
+fn pitr_to_a_named_restore_point_lands_exactly() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     pg.psql(
@@ -192,7 +193,8 @@ pub fn pitr_to_a_named_restore_point_lands_exactly() {
     );
 }
 
-pub fn wal_push_is_idempotent_and_refuses_different_content() {
+#[test]
+fn wal_push_is_idempotent_and_refuses_different_content() {
     let env = PgEnv::new();
     // A data directory as archive_command sees it: pg_control (for the system
     // identifier) and a segment in pg_wal.
@@ -260,7 +262,8 @@ pub fn wal_push_is_idempotent_and_refuses_different_content() {
     );
 }
 
-pub fn restore_refuses_a_non_empty_directory_and_a_running_server() {
+#[test]
+fn restore_refuses_a_non_empty_directory_and_a_running_server() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     backup_ok(&env, &pg, &[]);
@@ -316,7 +319,8 @@ fn backup_ok(env: &PgEnv, pg: &PgCluster, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON from pg backup: {e}\n{text}"))
 }
 
-pub fn incremental_after_a_small_change_stores_little() {
+#[test]
+fn incremental_after_a_small_change_stores_little() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     pg.psql(
@@ -353,7 +357,8 @@ pub fn incremental_after_a_small_change_stores_little() {
     );
 }
 
-pub fn a_flipped_byte_in_a_relation_file_is_named_by_file_and_block() {
+#[test]
+fn a_flipped_byte_in_a_relation_file_is_named_by_file_and_block() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     pg.psql(
@@ -473,7 +478,8 @@ fn ids_of(server: &LocalServer) -> Vec<i64> {
 
 /// Point-in-time recovery to an xid, an LSN and a time: each lands exactly,
 /// with the rows committed up to the target and none after it.
-pub fn pitr_by_xid_lsn_and_time_lands_exactly() {
+#[test]
+fn pitr_by_xid_lsn_and_time_lands_exactly() {
     let env = PgEnv::new();
     let mut pg = PgCluster::start(&env.archive_command()).unwrap();
     users_table(&pg);
@@ -522,7 +528,8 @@ pub fn pitr_by_xid_lsn_and_time_lands_exactly() {
 
 /// Restore, promote (timeline 2), write, and restore again to a point on
 /// timeline 2: the archive follows the history file.
-pub fn pitr_to_a_point_on_a_second_timeline() {
+#[test]
+fn pitr_to_a_point_on_a_second_timeline() {
     let env = PgEnv::new();
     let mut pg = PgCluster::start(&env.archive_command()).unwrap();
     users_table(&pg);
@@ -605,7 +612,8 @@ pub fn pitr_to_a_point_on_a_second_timeline() {
 }
 
 /// Targets no backup can reach and unknown snapshots are refused, naming why.
-pub fn restore_refuses_unreachable_targets_and_unknown_snapshots() {
+#[test]
+fn restore_refuses_unreachable_targets_and_unknown_snapshots() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     // A source named in the config file needs no flags.
@@ -677,7 +685,8 @@ pub fn restore_refuses_unreachable_targets_and_unknown_snapshots() {
 /// `pg info` lists backups, the archive and the recoverable window; a WAL
 /// segment that never reached the repository shows as a gap in `pg info`
 /// and fails `pg check`.
-pub fn info_and_check_see_the_archive_and_its_gaps() {
+#[test]
+fn info_and_check_see_the_archive_and_its_gaps() {
     let env = PgEnv::new();
     let skip = env.dir.path().join("skip-archiving");
     let pg = PgCluster::start(&format!(
@@ -771,7 +780,8 @@ pub fn info_and_check_see_the_archive_and_its_gaps() {
 /// An archive_command that fails (here: a key file that does not exist):
 /// `pg backup` gives up at its timeout naming archive_command and records
 /// nothing; `pg check` reports the failing archiver.
-pub fn a_failing_archive_command_fails_the_backup_and_check_names_it() {
+#[test]
+fn a_failing_archive_command_fails_the_backup_and_check_names_it() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&format!(
         "archive_mode = on\narchive_command = '{} --repo {} --key-file /nonexistent/key pg wal-push %p'\narchive_timeout = 60\n",
@@ -819,7 +829,8 @@ fn run_ok(mut cmd: Command, what: &str) -> String {
 /// A backup taken while pgbench writes restores, recovers to a consistent
 /// point, passes `pg_amcheck --heapallindexed`, and balances: the sum of the
 /// accounts equals the sum of the history.
-pub fn a_backup_under_pgbench_restores_and_passes_amcheck() {
+#[test]
+fn a_backup_under_pgbench_restores_and_passes_amcheck() {
     let env = PgEnv::new();
     let mut pg = PgCluster::start(&env.archive_command()).unwrap();
     let pgbench = pg.bindir().join("pgbench");
@@ -919,7 +930,8 @@ fn restored_relations(env: &PgEnv, snapshot: &str) -> (tempfile::TempDir, Vec<(S
 
 /// An incremental backup after a small change restores relation files
 /// byte-identical to a full backup taken right after it.
-pub fn an_incremental_restores_the_same_bytes_as_a_full() {
+#[test]
+fn an_incremental_restores_the_same_bytes_as_a_full() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&format!("{}autovacuum = off\n", env.archive_command())).unwrap();
     users_table(&pg);
@@ -961,23 +973,52 @@ pub fn an_incremental_restores_the_same_bytes_as_a_full() {
     }
 }
 
-/// A wal-push killed before it acknowledged (SIGKILL, the first attempt of
-/// every segment) loses nothing: PostgreSQL retries, and the archive restores
-/// every committed row.
-pub fn a_killed_wal_push_loses_nothing() {
+/// A wal-push killed before it acknowledged (the first attempt of every
+/// WAL file dies at a failpoint) loses nothing: PostgreSQL retries, and the
+/// archive restores every committed row. The failpoints, in turn: mid-put,
+/// the temporary file written but not renamed (`local-put-before-rename`);
+/// renamed, its directory not fsynced (`local-put-before-dir-sync`); stored
+/// but not acknowledged (`wal-push-after-store`, which also ends the first
+/// two kinds of push when there was no put: the file was pushed ahead by an
+/// earlier call and is already stored).
+#[test]
+fn a_killed_wal_push_loses_nothing() {
     let env = PgEnv::new();
     let marks = env.dir.path().join("killed");
     fs::create_dir_all(&marks).unwrap();
     give_to_owner(&marks).unwrap();
     let lb = format!(
-        "{} --repo {} --key-file {} pg wal-push %p",
+        "{} --repo {} --key-file {} pg wal-push",
         env.exe.display(),
         env.repo.display(),
         env.key.display()
     );
+    let script = env.dir.path().join("archive.sh");
+    fs::write(
+        &script,
+        format!(
+            r#"# archive_command = 'sh archive.sh %p %f': the first push of each WAL
+# file dies at a failpoint (no core file), its status is noted in {m}/%f,
+# and PostgreSQL is told it failed; the next push of the file is a plain one.
+ulimit -c 0
+if [ -e {m}/"$2" ]; then exec {lb} "$1"; fi
+case $(( $(ls {m} | wc -l) % 3 )) in
+  0) points=local-put-before-rename=abort,wal-push-after-store=abort ;;
+  1) points=local-put-before-dir-sync=abort,wal-push-after-store=abort ;;
+  *) points=wal-push-after-store=abort ;;
+esac
+{fp}=$points {lb} "$1"
+echo "$points $?" > {m}/"$2"
+exit 1
+"#,
+            m = marks.display(),
+            fp = crate::harness::FAILPOINTS,
+        ),
+    )
+    .unwrap();
     let mut pg = PgCluster::start(&format!(
-        "archive_mode = on\narchive_timeout = 0\narchive_command = 'if [ ! -e {m}/%f ]; then touch {m}/%f; {lb} & p=$!; sleep 0.05; kill -9 $p; exit 1; fi; exec {lb}'\n",
-        m = marks.display()
+        "archive_mode = on\narchive_timeout = 0\narchive_command = 'sh {} %p %f'\n",
+        script.display()
     ))
     .unwrap();
     users_table(&pg);
@@ -996,6 +1037,34 @@ pub fn a_killed_wal_push_loses_nothing() {
         failed >= 4,
         "every segment's first push was killed ({failed} failures)"
     );
+    // 134: the shell's status for a process ended by SIGABRT (128 + 6).
+    let noted: Vec<String> = fs::read_dir(&marks)
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(noted.len() >= 4, "{noted:?}");
+    for note in &noted {
+        assert!(
+            note.trim_end().ends_with(" 134"),
+            "a push did not die: {noted:?}"
+        );
+    }
+    for point in [
+        "local-put-before-rename",
+        "local-put-before-dir-sync",
+        "wal-push-after-store=abort ",
+    ] {
+        assert!(
+            noted.iter().any(|n| n.starts_with(point)),
+            "no push died at {point}: {noted:?}"
+        );
+    }
+    // The pushes killed before their rename left temporary files: reported,
+    // not damage.
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--json", "verify", "--read-data"])).unwrap();
+    assert_eq!(v["clean"], true, "{v}");
+    assert!(v["leftovers"]["count"].as_u64().unwrap() >= 1, "{v}");
     pg.stop().unwrap();
     let (_dir, mut server, _) = restore_and_start(&env, &[]);
     let got = ids_of(&server);
@@ -1011,7 +1080,8 @@ pub fn a_killed_wal_push_loses_nothing() {
 /// Bad input to the pg commands: a wrong repository key, an unreachable
 /// repository, a malformed connection string, a wrong database password.
 /// Each is named, exits non-zero, and stores nothing.
-pub fn bad_input_to_pg_commands_is_named() {
+#[test]
+fn bad_input_to_pg_commands_is_named() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     let pgdata = pg.pgdata.to_str().unwrap().to_string();
@@ -1121,7 +1191,8 @@ fn backup_ok_url(env: &PgEnv, pgdata: &str, url: &str) {
 
 /// `lifeboat demo`: the README's first command, end to end, with zero rows
 /// lost versus the target and the strategy's RTO met.
-pub fn the_demo_restores_every_row_before_the_incident() {
+#[test]
+fn the_demo_restores_every_row_before_the_incident() {
     let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .args(["--json", "demo"])
         .output()
@@ -1146,7 +1217,8 @@ pub fn the_demo_restores_every_row_before_the_incident() {
 /// `lifeboat demo --incident lost-primary`: the primary goes with rows not
 /// yet archived; the report counts exactly those as lost (measured, not
 /// assumed), and the restore holds everything archived.
-pub fn the_demo_counts_the_rows_a_lost_primary_takes_with_it() {
+#[test]
+fn the_demo_counts_the_rows_a_lost_primary_takes_with_it() {
     let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .args(["--json", "demo", "--incident", "lost-primary"])
         .output()
@@ -1172,7 +1244,8 @@ pub fn the_demo_counts_the_rows_a_lost_primary_takes_with_it() {
 /// (`tests/fixtures/repo-v3`, made by `make-repo-v3.sh` with e792c75): its
 /// base backup recovers with its WAL, its dump, Redis backup and files
 /// restore, and `pg info` reads its metadata.
-pub fn a_repository_of_the_previous_release_reads_and_restores() {
+#[test]
+fn a_repository_of_the_previous_release_reads_and_restores() {
     let env = PgEnv::new();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v3");
     fs::remove_dir_all(&env.repo).unwrap();
@@ -1324,7 +1397,8 @@ fn listing(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
 /// A tablespace outside the data directory is backed up through its link
 /// and restored where --tablespace-map says; its old directory is never
 /// touched, and restoring onto it is refused.
-pub fn tablespaces_are_backed_up_and_restored_where_mapped() {
+#[test]
+fn tablespaces_are_backed_up_and_restored_where_mapped() {
     let env = PgEnv::new();
     let mut pg = PgCluster::start(&env.archive_command()).unwrap();
     let old_dir = env.restore_dir();
@@ -1415,7 +1489,8 @@ pub fn tablespaces_are_backed_up_and_restored_where_mapped() {
 /// The other ways recovery can end: paused at the target (read-only, still
 /// in recovery), shut down at the target, a standby that replays all WAL,
 /// and a --delta restore over that standby's directory to an earlier point.
-pub fn recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
+#[test]
+fn recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
     let env = PgEnv::new();
     let mut pg = PgCluster::start(&env.archive_command()).unwrap();
     users_table(&pg);
@@ -1508,7 +1583,8 @@ pub fn recovery_can_pause_shut_down_run_as_standby_and_restore_over_itself() {
 /// The backup's session ends while files are copied (its backend is
 /// terminated): the backup fails naming the lost session, and nothing is
 /// recorded.
-pub fn a_lost_backup_session_fails_the_backup() {
+#[test]
+fn a_lost_backup_session_fails_the_backup() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     // Enough to copy that the copy outlasts the watcher's reaction.
@@ -1596,7 +1672,7 @@ fn old_bindir(major: u32) -> PathBuf {
 /// PostgreSQL 12-14 (the older backup API, pg_start_backup/pg_stop_backup):
 /// a full and an incremental backup, a named restore point, an accident,
 /// and `pg restore --start` with that version's programs lands exactly.
-pub fn an_older_version_backs_up_and_recovers_to_a_point(major: u32) {
+fn an_older_version_backs_up_and_recovers_to_a_point(major: u32) {
     let bindir = old_bindir(major);
     let env = PgEnv::new();
     let mut pg = PgCluster::start_in(&bindir, &env.archive_command(), &[]).unwrap();
@@ -1682,11 +1758,27 @@ pub fn an_older_version_backs_up_and_recovers_to_a_point(major: u32) {
     );
 }
 
+#[test]
+fn pg12_backs_up_and_recovers_to_a_point() {
+    an_older_version_backs_up_and_recovers_to_a_point(12);
+}
+
+#[test]
+fn pg13_backs_up_and_recovers_to_a_point() {
+    an_older_version_backs_up_and_recovers_to_a_point(13);
+}
+
+#[test]
+fn pg14_backs_up_and_recovers_to_a_point() {
+    an_older_version_backs_up_and_recovers_to_a_point(14);
+}
+
 /// A cluster whose pg_wal is a link to another directory (`initdb -X`): the
 /// backup holds no WAL and no link out of the data directory, and the
 /// restore makes pg_wal a directory of its own, leaving the original's WAL
 /// alone.
-pub fn a_pg_wal_link_is_restored_as_a_directory_of_its_own() {
+#[test]
+fn a_pg_wal_link_is_restored_as_a_directory_of_its_own() {
     let env = PgEnv::new();
     let waldir = tempfile::tempdir().unwrap();
     give_to_owner(waldir.path()).unwrap();
@@ -1734,7 +1826,8 @@ pub fn a_pg_wal_link_is_restored_as_a_directory_of_its_own() {
 
 /// `verify --read-data` checks the WAL archive too: a flipped byte in one
 /// archived segment is named as damage (exit 3), and a clean archive passes.
-pub fn verify_read_data_finds_a_damaged_wal_segment() {
+#[test]
+fn verify_read_data_finds_a_damaged_wal_segment() {
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     users_table(&pg);
@@ -1871,7 +1964,8 @@ fn assert_spooled(pgdata: &Path, names: &[&str]) {
 /// and `wal-fetch` fetches the next segments ahead into a spool the
 /// following calls take from: checked byte for byte on a data directory's
 /// files (neither needs the server running).
-pub fn wal_push_and_fetch_work_ahead() {
+#[test]
+fn wal_push_and_fetch_work_ahead() {
     let env = PgEnv::new();
     let names = [
         "000000010000000000000001",
@@ -1916,7 +2010,8 @@ pub fn wal_push_and_fetch_work_ahead() {
 /// With segments of another size than the default 16 MiB, wal-fetch still
 /// fetches the right segments ahead across a log file boundary (64 MiB
 /// segments: 64 per log file, so ...3F is followed by 00000001/00000000).
-pub fn wal_fetch_works_ahead_with_64_mib_segments() {
+#[test]
+fn wal_fetch_works_ahead_with_64_mib_segments() {
     let env = PgEnv::new();
     let names = [
         "00000001000000000000003E",
@@ -1945,7 +2040,8 @@ fn server_now(pg: &PgCluster) -> String {
 
 /// A restore that fails part way leaves a data directory PostgreSQL will
 /// not start (no `global/pg_control`), says so, and `--delta` finishes it.
-pub fn a_failed_restore_is_not_startable_and_delta_finishes_it() {
+#[test]
+fn a_failed_restore_is_not_startable_and_delta_finishes_it() {
     let env = PgEnv::new();
     let mut pg = PgCluster::start(&env.archive_command()).unwrap();
     users_table(&pg);
@@ -2019,7 +2115,8 @@ pub fn a_failed_restore_is_not_startable_and_delta_finishes_it() {
 /// restore made the trial's, and recovers the source's rows once told
 /// `--target-timeline 1`. `pg info` shows the branch and its origin; a
 /// restore with the default `--archive-mode off` adds no timeline.
-pub fn a_trial_restore_archiving_here_is_never_followed_by_accident() {
+#[test]
+fn a_trial_restore_archiving_here_is_never_followed_by_accident() {
     let env = PgEnv::new();
     let mut pg = PgCluster::start(&env.archive_command()).unwrap();
     users_table(&pg);

@@ -242,7 +242,8 @@ fn redis_snapshots(env: &PgEnv) -> usize {
 /// TTLs) from backups taken both ways the server frames the RDB, from the
 /// file and through RESTORE, and `restore --verify` proves the file loads
 /// with the recorded key counts.
-pub fn every_type_comes_back_identical_through_both_framings() {
+#[test]
+fn every_type_comes_back_identical_through_both_framings() {
     let env = PgEnv::new();
     let (_dir, src) = server(&["--repl-diskless-sync-delay", "0"]);
     fill(&src.url());
@@ -386,7 +387,8 @@ pub fn every_type_comes_back_identical_through_both_framings() {
 /// Password and ACL logins work; a wrong password, a user without SYNC, a
 /// server that disables SYNC and an unreachable server each get a message
 /// that names the cause, and record nothing.
-pub fn logins_and_refusals_are_named() {
+#[test]
+fn logins_and_refusals_are_named() {
     let env = PgEnv::new();
     let (_dir, src) = server(&["--requirepass", "s3cret"]);
     let port = src.port;
@@ -485,7 +487,8 @@ pub fn logins_and_refusals_are_named() {
 /// A damaged RDB is refused before anything is recorded. A real server does
 /// not send damage on purpose, so a stand-in on loopback answers the
 /// handshake and sends a real server's RDB with one byte flipped.
-pub fn a_damaged_rdb_is_refused_before_it_is_recorded() {
+#[test]
+fn a_damaged_rdb_is_refused_before_it_is_recorded() {
     let env = PgEnv::new();
     let (dir, src) = server(&[]);
     let mut c = conn(&src.url());
@@ -555,7 +558,8 @@ pub fn a_damaged_rdb_is_refused_before_it_is_recorded() {
 /// `--aof` beside the server: the AOF directory goes into the snapshot with
 /// rewrites paused for the copy and set back after; restored, a server with
 /// appendonly on loads it and holds the same keys.
-pub fn the_aof_directory_is_backed_up_and_loads() {
+#[test]
+fn the_aof_directory_is_backed_up_and_loads() {
     let env = PgEnv::new();
     let (_dir, src) = server(&["--appendonly", "yes", "--auto-aof-rewrite-percentage", "77"]);
     fill(&src.url());
@@ -654,7 +658,8 @@ pub fn the_aof_directory_is_backed_up_and_loads() {
 /// `rediss://`: TLS checked against the CA given with --redis-ca, for the
 /// backup and for `restore --to-url`; a certificate lifeboat cannot check
 /// is named as the cause.
-pub fn tls_is_checked_against_the_ca_given() {
+#[test]
+fn tls_is_checked_against_the_ca_given() {
     let env = PgEnv::new();
     let certs = tempfile::tempdir().unwrap();
     let d = certs.path();

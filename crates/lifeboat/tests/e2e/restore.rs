@@ -26,7 +26,8 @@ fn restore_into(env: &Env, snap: &str, target: &Path, extra: &[&str]) -> std::pr
 /// do; links planted in it are never followed, whatever it says; `never`
 /// keeps what is there, `always` replaces it, `if-changed` replaces only
 /// files whose size or modification time differ.
-pub fn restore_refuses_a_busy_target_and_never_follows_planted_links() {
+#[test]
+fn restore_refuses_a_busy_target_and_never_follows_planted_links() {
     let env = Env::new(Backend::Local);
     env.init(&[]);
     let src = env.path("src");
@@ -145,7 +146,8 @@ pub fn restore_refuses_a_busy_target_and_never_follows_planted_links() {
 /// and 255-byte names are backed up and restored exactly (no
 /// `--allow-partial` needed), and `ls` shows them escaped, one line each.
 /// FIFOs and device nodes come back; a socket is listed, not restored.
-pub fn names_are_bytes_and_special_files_come_back() {
+#[test]
+fn names_are_bytes_and_special_files_come_back() {
     let env = Env::new(Backend::Local);
     env.init(&[]);
     let src = env.path("src");
@@ -254,7 +256,8 @@ pub fn names_are_bytes_and_special_files_come_back() {
 /// `tests/fixtures/repo-v1`, made by `make-repo-v1.sh`) still opens with its
 /// passphrase and its key file, verifies, lists, restores byte for byte —
 /// a backslash in a name included — and serves its WAL history file.
-pub fn a_repository_an_older_release_wrote_still_reads() {
+#[test]
+fn a_repository_an_older_release_wrote_still_reads() {
     let env = Env::new(Backend::Local);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1");
     let copy = PathBuf::from(&env.repo);

@@ -1,5 +1,5 @@
-//! Scenarios every backend must pass. `main.rs` runs each against local disk
-//! and against a real Garage S3 server.
+//! Scenarios every backend must pass: each runs against local disk and
+//! against a real Garage S3 server, as `NAME::local` and `NAME::s3`.
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -8,6 +8,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::harness::*;
+
+/// Registers the scenario `fn $name(env: &Env)` defined just above as two
+/// tests, `$name::local` and `$name::s3`: the same steps against a repository
+/// on local disk and one on a real Garage S3 server.
+macro_rules! on_every_backend {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn local() {
+                super::$name(&super::Env::new(super::Backend::Local));
+            }
+
+            #[test]
+            fn s3() {
+                super::$name(&super::Env::new(super::Backend::S3));
+            }
+        }
+    };
+}
 
 fn set_mtime(p: &std::path::Path, secs: i64, nanos: u32) {
     let t = filetime::FileTime::from_unix_time(secs, nanos);
@@ -43,7 +62,7 @@ fn make_tree(env: &Env) -> std::path::PathBuf {
     src
 }
 
-pub fn round_trip_is_byte_identical(env: &Env) {
+fn round_trip_is_byte_identical(env: &Env) {
     env.init(&[]);
     let src = make_tree(env);
     let b = env.json(&["files", "backup", src.to_str().unwrap(), "--tag", "first"]);
@@ -91,8 +110,9 @@ pub fn round_trip_is_byte_identical(env: &Env) {
     assert_eq!(fs::read(p.join("dir/nested/small")).unwrap(), b"tiny");
     assert!(!p.join("text.txt").exists());
 }
+on_every_backend!(round_trip_is_byte_identical);
 
-pub fn stream_round_trip(env: &Env) {
+fn stream_round_trip(env: &Env) {
     env.init(&[]);
     let data = text_bytes(3_000_000, 9);
     let mut child = env
@@ -116,8 +136,9 @@ pub fn stream_round_trip(env: &Env) {
     assert!(restored.status.success(), "{}", stderr(&restored));
     assert_eq!(restored.stdout, data);
 }
+on_every_backend!(stream_round_trip);
 
-pub fn unchanged_data_stores_under_one_percent(env: &Env) {
+fn unchanged_data_stores_under_one_percent(env: &Env) {
     env.init(&[]);
     let src = env.path("data");
     fs::create_dir_all(&src).unwrap();
@@ -142,8 +163,9 @@ pub fn unchanged_data_stores_under_one_percent(env: &Env) {
         "forced re-read stored {stored} of {total}"
     );
 }
+on_every_backend!(unchanged_data_stores_under_one_percent);
 
-pub fn one_percent_change_stores_under_five_percent(env: &Env) {
+fn one_percent_change_stores_under_five_percent(env: &Env) {
     env.init(&[]);
     let src = env.path("data");
     fs::create_dir_all(&src).unwrap();
@@ -168,8 +190,9 @@ pub fn one_percent_change_stores_under_five_percent(env: &Env) {
         data
     );
 }
+on_every_backend!(one_percent_change_stores_under_five_percent);
 
-pub fn wrong_password_is_named_and_writes_nothing(env: &Env) {
+fn wrong_password_is_named_and_writes_nothing(env: &Env) {
     env.init(&[]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -200,8 +223,9 @@ pub fn wrong_password_is_named_and_writes_nothing(env: &Env) {
         stderr(&out)
     );
 }
+on_every_backend!(wrong_password_is_named_and_writes_nothing);
 
-pub fn flipped_byte_is_found_and_other_snapshots_still_restore(env: &Env) {
+fn flipped_byte_is_found_and_other_snapshots_still_restore(env: &Env) {
     env.init(&[]);
     let a = env.path("a");
     let b = env.path("b");
@@ -267,28 +291,27 @@ pub fn flipped_byte_is_found_and_other_snapshots_still_restore(env: &Env) {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
 }
+on_every_backend!(flipped_byte_is_found_and_other_snapshots_still_restore);
 
-pub fn killed_backup_leaves_a_clean_repository_and_is_reused(env: &Env) {
+/// A backup killed just after its first index object is stored (failpoint
+/// `after-index-stored`): no snapshot, a clean repository, and the next
+/// backup reuses what the killed one indexed.
+fn killed_backup_leaves_a_clean_repository_and_is_reused(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
     let src = env.path("data");
     fs::create_dir_all(&src).unwrap();
-    let size = 96usize << 20;
+    let size = 16usize << 20;
     fs::write(src.join("big.bin"), random_bytes(size, 12)).unwrap();
-    let mut child = env.spawn(&["files", "backup", src.to_str().unwrap()]);
-    // Wait until some packs are stored and indexed, then kill without warning.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if !env.keys("index/").is_empty() {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("backup ended ({status}) before it could be killed; make the data larger");
-        }
-        assert!(Instant::now() < deadline, "no index object appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // Some packs are stored and indexed when the process dies.
+    env.crash(
+        "after-index-stored=abort",
+        &["files", "backup", src.to_str().unwrap()],
+    );
+    assert_eq!(
+        env.keys("index/").len(),
+        1,
+        "killed just after its first index object"
+    );
     assert!(
         env.keys("snapshots/").is_empty(),
         "a killed backup wrote no snapshot"
@@ -312,8 +335,60 @@ pub fn killed_backup_leaves_a_clean_repository_and_is_reused(env: &Env) {
         random_bytes(size, 12)
     );
 }
+on_every_backend!(killed_backup_leaves_a_clean_repository_and_is_reused);
 
-pub fn concurrent_backups_both_restore(env: &Env) {
+/// A backup killed once a pack is stored but before any index object lists
+/// it (failpoint `after-pack-stored`), then one killed when everything is
+/// stored and indexed but its snapshot (`before-snapshot-stored`): neither
+/// records a snapshot, the repository stays clean, and the next backup
+/// stores nothing new.
+fn a_backup_killed_before_its_index_or_its_snapshot_records_nothing(env: &Env) {
+    env.init(&["--pack-size", "1MiB"]);
+    let src = env.path("data");
+    fs::create_dir_all(&src).unwrap();
+    let size = 16usize << 20;
+    fs::write(src.join("big.bin"), random_bytes(size, 31)).unwrap();
+    let backup = ["files", "backup", src.to_str().unwrap()];
+
+    env.crash("after-pack-stored=abort@1", &backup);
+    assert!(
+        env.keys("index/").is_empty(),
+        "killed before any index object"
+    );
+    assert!(env.keys("snapshots/").is_empty(), "no snapshot recorded");
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "a pack in no index is not damage: {v}");
+    assert!(
+        v["unindexed_packs"].as_u64().unwrap() >= 1,
+        "the stored pack is there, in no index: {v}"
+    );
+
+    env.crash("before-snapshot-stored=abort", &backup);
+    assert!(
+        env.keys("snapshots/").is_empty(),
+        "a backup killed before its snapshot records none"
+    );
+    assert!(!env.keys("index/").is_empty(), "its packs are indexed");
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+
+    let b = env.json(&backup);
+    assert_eq!(
+        b["stats"]["chunks_new"], 0,
+        "everything the killed backup stored is reused: {b}"
+    );
+    assert!(b["stats"]["chunks"].as_u64().unwrap() > 0, "{b}");
+    let t = env.restore_dir("latest", "restore");
+    assert_eq!(
+        fs::read(restored(&t, &src).join("big.bin")).unwrap(),
+        random_bytes(size, 31)
+    );
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(v["clean"], true, "{v}");
+}
+on_every_backend!(a_backup_killed_before_its_index_or_its_snapshot_records_nothing);
+
+fn concurrent_backups_both_restore(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
     let a = env.path("a");
     let b = env.path("b");
@@ -340,8 +415,9 @@ pub fn concurrent_backups_both_restore(env: &Env) {
     let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v["clean"], true, "{v}");
 }
+on_every_backend!(concurrent_backups_both_restore);
 
-pub fn unknown_format_version_is_refused_by_name(env: &Env) {
+fn unknown_format_version_is_refused_by_name(env: &Env) {
     env.init(&[]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -366,8 +442,9 @@ pub fn unknown_format_version_is_refused_by_name(env: &Env) {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("newer lifeboat"), "{}", stderr(&out));
 }
+on_every_backend!(unknown_format_version_is_refused_by_name);
 
-pub fn key_slots_add_list_remove(env: &Env) {
+fn key_slots_add_list_remove(env: &Env) {
     env.init(&[]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -455,22 +532,24 @@ pub fn key_slots_add_list_remove(env: &Env) {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+on_every_backend!(key_slots_add_list_remove);
 
 fn hex_key() -> String {
     "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into()
 }
 
-pub fn missing_repository_is_named(env: &Env) {
+fn missing_repository_is_named(env: &Env) {
     let out = env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("no lifeboat repository at"), "{err}");
     assert!(err.contains("lifeboat repo init"), "{err}");
 }
+on_every_backend!(missing_repository_is_named);
 
 /// Root reads everything, so as root the backup runs as `nobody` to meet a
 /// file it cannot read.
-pub fn unreadable_file_needs_allow_partial(env: &Env) {
+fn unreadable_file_needs_allow_partial(env: &Env) {
     let root = is_root();
     env.init(&[]);
     let src = env.path("src");
@@ -526,6 +605,7 @@ pub fn unreadable_file_needs_allow_partial(env: &Env) {
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps[0]["partial"], true);
 }
+on_every_backend!(unreadable_file_needs_allow_partial);
 
 fn is_root() -> bool {
     std::process::Command::new("id")
@@ -570,7 +650,7 @@ fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 /// pack, lists the files it could not restore, and leaves every other file
 /// complete under its name: no file sits at its final name half written,
 /// and no temporary file stays behind.
-pub fn a_failed_restore_leaves_only_complete_files(env: &Env) {
+fn a_failed_restore_leaves_only_complete_files(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -651,11 +731,12 @@ pub fn a_failed_restore_leaves_only_complete_files(env: &Env) {
     }
     env.ok(&["verify", "--read-data"]);
 }
+on_every_backend!(a_failed_restore_leaves_only_complete_files);
 
 /// `verify --read-data` racing backups (and a stream backup) for 20 rounds
 /// reports nothing that is not there: every run exits 0, names no broken
 /// snapshot, and after the race the repository is clean.
-pub fn verify_racing_backups_reports_no_false_damage(env: &Env) {
+fn verify_racing_backups_reports_no_false_damage(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -710,12 +791,13 @@ pub fn verify_racing_backups_reports_no_false_damage(env: &Env) {
     assert_eq!(v["clean"], true, "{v}");
     assert_eq!(v["snapshots"], 40, "{v}");
 }
+on_every_backend!(verify_racing_backups_reports_no_false_damage);
 
 /// Losing or damaging an index object loses no data: restores that need
 /// its chunks fail naming them (exit 3), verify says to run `repair index`,
 /// which rebuilds the index from the packs' own tables of contents, after
 /// which every snapshot restores byte for byte.
-pub fn a_lost_index_object_is_rebuilt_from_the_packs(env: &Env) {
+fn a_lost_index_object_is_rebuilt_from_the_packs(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -768,4 +850,46 @@ pub fn a_lost_index_object_is_rebuilt_from_the_packs(env: &Env) {
     assert_eq!(v["clean"], true, "{v}");
     let t = env.restore_dir(&snap, "r3");
     assert_eq!(diff_trees(&src, &restored(&t, &src)), None);
+}
+on_every_backend!(a_lost_index_object_is_rebuilt_from_the_packs);
+
+#[test]
+fn s3_server_stopped_mid_backup_then_restarted() {
+    let mut env = Env::new(Backend::S3);
+    env.init(&["--pack-size", "1MiB"]);
+    let src = env.path("data");
+    fs::create_dir_all(&src).unwrap();
+    let size = 48usize << 20;
+    fs::write(src.join("big.bin"), random_bytes(size, 21)).unwrap();
+    let child = env.spawn(&["--json", "files", "backup", src.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.keys("packs/").is_empty() {
+        assert!(Instant::now() < deadline, "no pack was uploaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The outage: stop the server for a few seconds, then bring it back.
+    env.garage.as_mut().unwrap().stop();
+    std::thread::sleep(Duration::from_secs(3));
+    env.garage
+        .as_mut()
+        .unwrap()
+        .restart()
+        .expect("restart Garage");
+    let out = child.wait_with_output().unwrap();
+    let v = env.json(&["verify", "--read-data"]);
+    assert_eq!(
+        v["clean"], true,
+        "never a snapshot that points at missing data: {v}"
+    );
+    if out.status.success() {
+        let t = env.restore_dir("latest", "restore");
+        assert_eq!(
+            fs::read(restored(&t, &src).join("big.bin")).unwrap(),
+            random_bytes(size, 21)
+        );
+    } else {
+        let err = stderr(&out);
+        assert!(err.contains("s3://"), "the failure names the store: {err}");
+        assert!(env.keys("snapshots/").is_empty());
+    }
 }
