@@ -6,7 +6,7 @@ use lifeboat_ops::secrets::{self, SecretSettings};
 use lifeboat_ops::{Error, Result, Session, Settings};
 use lifeboat_repo::{
     ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, Repository,
-    RestoreOptions, Snapshot, SnapshotEntry, StreamBackupOptions,
+    RestoreOptions, Snapshot, SnapshotEntry, StreamBackupOptions, Timestamp,
 };
 use serde_json::json;
 
@@ -270,16 +270,14 @@ fn new_credential(args: &KeyAddArgs) -> Result<Credential> {
 }
 
 fn fmt_unix(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
-    short_time(&lifeboat_repo::format_time(t))
+    Timestamp::from_second(secs.max(0))
+        .map(short_time)
+        .unwrap_or_else(|_| secs.to_string())
 }
 
-/// `2026-11-24T13:52:40.123456Z` → `2026-11-24T13:52:40Z` for listings.
-fn short_time(t: &str) -> String {
-    match t.split_once('.') {
-        Some((head, _)) => format!("{head}Z"),
-        None => t.to_string(),
-    }
+/// A time to the second, as listings show it: `2026-11-24T13:52:40Z`.
+fn short_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
@@ -457,7 +455,7 @@ fn snapshots(ctx: &Ctx) -> Result<()> {
         outln!(
             "{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}{}{partial}",
             e.id.short(),
-            short_time(&s.start_time),
+            short_time(s.start_time),
             s.hostname,
             s.source_kind,
             size(s.stats.bytes_total),

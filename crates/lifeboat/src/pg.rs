@@ -292,33 +292,28 @@ fn backup(ctx: &Ctx, args: &PgBackupArgs) -> Result<()> {
     let outcome = pg::backup(&repo, ctx.handle(), &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;
-    let m = |k: &str| {
-        s.metadata
-            .get(k)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
-    };
+    let m = pg::meta::BackupMeta::of_snapshot(&outcome.id, s)?;
     if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),
-            "type": m("backup_type"),
-            "start_lsn": m("start_lsn"),
-            "stop_lsn": m("stop_lsn"),
-            "wal_start": m("wal_start"),
-            "wal_stop": m("wal_stop"),
-            "timeline": m("timeline"),
+            "type": m.backup_type,
+            "start_lsn": m.start_lsn,
+            "stop_lsn": m.stop_lsn,
+            "wal_start": m.wal_start,
+            "wal_stop": m.wal_stop,
+            "timeline": m.timeline,
             "parent": s.parent.map(|p| p.to_hex()),
             "stats": st,
         }));
     } else {
         outln!(
             "{} backup {} saved: LSN {} to {}, WAL {} to {}",
-            m("backup_type").as_str().unwrap_or("?"),
+            m.backup_type,
             outcome.id.short(),
-            m("start_lsn").as_str().unwrap_or("?"),
-            m("stop_lsn").as_str().unwrap_or("?"),
-            m("wal_start").as_str().unwrap_or("?"),
-            m("wal_stop").as_str().unwrap_or("?"),
+            m.start_lsn,
+            m.stop_lsn,
+            m.wal_start,
+            m.wal_stop,
         );
         outln!(
             "  {} files, {} in all; read {}, new {}, stored {}; took {} ({})",
@@ -367,13 +362,14 @@ fn dump(ctx: &Ctx, args: &PgDumpArgs) -> Result<()> {
     let outcome = pg::dump::dump(&repo, ctx.handle(), &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;
-    let databases = pg::dump::databases_of(s);
+    let m = pg::meta::DumpMeta::of_snapshot(&outcome.id, s)?;
+    let databases = m.database_names();
     if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),
             "databases": databases,
-            "format": s.metadata.get("format"),
-            "globals_without_passwords": s.metadata.get("globals_without_passwords"),
+            "format": m.format,
+            "globals_without_passwords": m.globals_without_passwords,
             "stats": st,
         }));
     } else {

@@ -135,31 +135,23 @@ fn backup(ctx: &Ctx, args: &RedisBackupArgs) -> Result<()> {
     let outcome = redis::backup(&repo, &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;
+    let m = redis::meta::RedisMeta::of_snapshot(&outcome.id, s)?;
     if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),
-            "redis_version": s.metadata.get("redis_version"),
-            "rdb": s.metadata.get("rdb"),
-            "diskless": s.metadata.get("diskless"),
-            "keyspace": s.metadata.get("keyspace"),
-            "aof_files": s.metadata.get("aof_files"),
+            "redis_version": m.redis_version,
+            "rdb": m.rdb,
+            "diskless": m.diskless,
+            "keyspace": m.keyspace,
+            "aof_files": m.aof_files,
             "stats": st,
         }));
     } else {
-        let keys: u64 = s
-            .metadata
-            .get("keyspace")
-            .and_then(|k| k.as_object())
-            .map(|o| o.values().filter_map(|v| v["keys"].as_u64()).sum())
-            .unwrap_or(0);
         outln!(
             "redis backup {} saved: RDB version {} checked, {} keys",
             outcome.id.short(),
-            s.metadata
-                .get("rdb")
-                .and_then(|r| r["version"].as_u64())
-                .unwrap_or(0),
-            keys
+            m.rdb.version,
+            m.keys()
         );
         outln!("  {}", stream_stats("RDB", st));
     }

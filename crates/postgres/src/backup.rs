@@ -9,17 +9,14 @@ use std::time::{Duration, Instant, SystemTime};
 use lifeboat_repo::{
     BackupOutcome, ChunkerConfig, Progress, Repository, TreeBackupOptions, TreeRoot,
 };
-use serde_json::json;
 use tokio::runtime::Handle;
 
 use crate::archive::namespace;
 use crate::error::{PgError, Result};
-use crate::layout::{DataDirPolicy, COPY_START_KEY};
+use crate::layout::DataDirPolicy;
+use crate::meta::{BackupMeta, BackupType, TablespaceMeta, Timeline};
 use crate::session::{parse_conninfo, Session};
 use crate::wal::Segment;
-
-/// The snapshot metadata key of the tablespaces: `[{oid, location}]`.
-pub const TABLESPACES_KEY: &str = "tablespaces";
 
 /// The snapshot source kind of physical backups.
 pub const SOURCE_KIND: &str = "postgres";
@@ -102,7 +99,7 @@ pub fn backup(
         .map_err(|e| PgError::io("read", &opts.pgdata.join("PG_VERSION"), e))?;
     let databases = session.databases(&cfg)?;
     let started = Instant::now();
-    let label = format!("lifeboat backup {}", lifeboat_repo::now_rfc3339());
+    let label = format!("lifeboat backup {}", lifeboat_repo::Timestamp::now());
     let (start_lsn, timeline) = session.backup_start(&info, &label, opts.fast_checkpoint)?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, lsn = %start_lsn, "backup started");
     let copy_start_ns = SystemTime::now()
@@ -129,16 +126,14 @@ pub fn backup(
             prefix: Some(format!("pg_tblspc/{oid}")),
         });
     }
-    let mut metadata = std::collections::BTreeMap::new();
-    metadata.insert(
-        TABLESPACES_KEY.to_string(),
-        serde_json::Value::Array(
-            spaces
-                .iter()
-                .map(|(oid, loc)| serde_json::json!({"oid": oid, "location": loc.display().to_string()}))
-                .collect(),
-        ),
-    );
+    let tablespaces: Vec<TablespaceMeta> = spaces
+        .iter()
+        .map(|(oid, loc)| TablespaceMeta {
+            oid: oid.clone(),
+            location: loc.display().to_string(),
+        })
+        .collect();
+    let metadata = std::collections::BTreeMap::new();
     let tree = TreeBackupOptions {
         roots,
         source_kind: SOURCE_KIND.into(),
@@ -151,6 +146,7 @@ pub fn backup(
         metadata,
     };
     let ns = namespace(&info.system_identifier);
+    let mut checksum_errors: Vec<String> = Vec::new();
     let outcome = repo.backup_tree(&tree, &policy, progress, |draft| {
         let to_repo = |e: PgError| lifeboat_repo::RepoError::Source(Box::new(e));
         // pg_control last, after every other file, as pg_basebackup sends it.
@@ -176,10 +172,7 @@ pub fn backup(
             for b in &bad {
                 progress.warn(&format!("checksum failure: {b}"));
             }
-            draft.set_metadata(
-                "checksum_errors",
-                json!(bad.iter().map(|b| b.to_string()).collect::<Vec<_>>()),
-            );
+            checksum_errors = bad.iter().map(|b| b.to_string()).collect();
         }
         // The backup is complete only once every segment from start to stop
         // is in the repository.
@@ -187,29 +180,36 @@ pub fn backup(
         let last = Segment::containing(timeline, stop.lsn, info.wal_segment_size);
         wait_for_wal(repo, &ns, first, last, opts.archive_timeout, progress).map_err(to_repo)?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "wal archived");
-        let backup_type = if draft.parent().is_some() {
-            "incr"
-        } else {
-            "full"
+        let meta = BackupMeta {
+            backup_type: if draft.parent().is_some() {
+                BackupType::Incr
+            } else {
+                BackupType::Full
+            },
+            pg_version: info.version.clone(),
+            pg_version_num: info.version_num,
+            system_identifier: info.system_identifier.parse().map_err(|e: String| {
+                to_repo(PgError::Query {
+                    what: "read the system identifier".into(),
+                    reason: e,
+                })
+            })?,
+            timeline: Timeline(timeline),
+            start_lsn,
+            stop_lsn: stop.lsn,
+            wal_start: first.name(),
+            wal_stop: last.name(),
+            wal_segment_size: info.wal_segment_size,
+            data_checksums: info.data_checksums,
+            databases: databases.clone(),
+            label: label.clone(),
+            copy_start_ns,
+            duration_ms: started.elapsed().as_millis() as u64,
+            checksum_errors: std::mem::take(&mut checksum_errors),
+            tablespaces: tablespaces.clone(),
         };
-        for (k, v) in [
-            ("backup_type", json!(backup_type)),
-            ("pg_version", json!(info.version)),
-            ("pg_version_num", json!(info.version_num)),
-            ("system_identifier", json!(info.system_identifier)),
-            ("timeline", json!(timeline)),
-            ("start_lsn", json!(start_lsn.to_string())),
-            ("stop_lsn", json!(stop.lsn.to_string())),
-            ("wal_start", json!(first.name())),
-            ("wal_stop", json!(last.name())),
-            ("wal_segment_size", json!(info.wal_segment_size)),
-            ("data_checksums", json!(info.data_checksums)),
-            ("databases", json!(databases)),
-            ("label", json!(label)),
-            (COPY_START_KEY, json!(copy_start_ns)),
-            ("duration_ms", json!(started.elapsed().as_millis() as u64)),
-        ] {
-            draft.set_metadata(k, v);
+        for (k, v) in meta.entries().map_err(to_repo)? {
+            draft.set_metadata(&k, v);
         }
         Ok(())
     });

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use lifeboat_repo::{BackupOutcome, Progress, Repository, SnapshotEntry, SnapshotOptions};
-use serde_json::json;
 use tokio::runtime::Handle;
 use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
 use crate::error::{PgError, Result};
+use crate::meta::{DumpFormat, DumpMeta};
 use crate::session::{parse_conninfo, redact, DatabaseInfo, Session};
 
 /// The snapshot source kind of logical dumps.
@@ -399,17 +399,7 @@ pub fn dump(
 ) -> Result<BackupOutcome> {
     let cfg = parse_conninfo(&opts.conninfo)?;
     let session = Session::connect_with(rt, &cfg)?;
-    let row = session.rows(
-        "report its version",
-        "select current_setting('server_version_num'), current_setting('server_version')",
-    )?;
-    let field = |i: usize| {
-        row.first()
-            .and_then(|r| r.get(i).cloned().flatten())
-            .unwrap_or_default()
-    };
-    let version_num: u32 = field(0).parse().unwrap_or(0);
-    let version = field(1);
+    let (version_num, version) = session.server_version()?;
     let all = session.databases(&cfg)?;
     drop(session);
     let chosen: Vec<DatabaseInfo> = if opts.databases.is_empty() {
@@ -464,7 +454,7 @@ pub fn dump(
         ),
         None => None,
     };
-    let mut items = serde_json::Map::new();
+    let mut items = std::collections::BTreeMap::new();
     for db in &chosen {
         let mut cmd = client(&pg_dump, &cfg);
         cmd.arg("--no-password").arg("--compress=0");
@@ -479,7 +469,7 @@ pub fn dump(
                 let name = format!("databases/{}", db.name);
                 draft.add_dir(&name, &out, progress)?;
                 std::fs::remove_dir_all(&out).map_err(|e| PgError::io("remove", &out, e))?;
-                items.insert(db.name.clone(), json!(name));
+                items.insert(db.name.clone(), name.to_string());
             }
             _ => {
                 cmd.arg("--format=custom")
@@ -496,7 +486,7 @@ pub fn dump(
                         Ok(draft.add_stream_with(&name, rechunked, DUMP_CHUNKS, progress)?)
                     })
                 })?;
-                items.insert(db.name.clone(), json!(name));
+                items.insert(db.name.clone(), name.to_string());
             }
         }
     }
@@ -528,20 +518,22 @@ pub fn dump(
     draft.add_stream(GLOBALS, text.as_slice(), progress)?;
     progress.finish();
 
-    draft.set_metadata("pg_version", json!(version));
-    draft.set_metadata("pg_version_num", json!(version_num));
-    draft.set_metadata("pg_dump_major", json!(dump_major));
-    draft.set_metadata(
-        "format",
-        json!(if opts.jobs.is_some() {
-            "directory"
+    let meta = DumpMeta {
+        pg_version: version,
+        pg_version_num: version_num,
+        pg_dump_major: dump_major,
+        format: if opts.jobs.is_some() {
+            DumpFormat::Directory
         } else {
-            "custom"
-        }),
-    );
-    draft.set_metadata("items", serde_json::Value::Object(items));
-    draft.set_metadata("databases", json!(chosen));
-    draft.set_metadata("globals_without_passwords", json!(without_passwords));
+            DumpFormat::Custom
+        },
+        items,
+        databases: chosen,
+        globals_without_passwords: without_passwords,
+    };
+    for (k, v) in meta.entries()? {
+        draft.set_metadata(&k, v);
+    }
     Ok(draft.commit()?)
 }
 
@@ -553,27 +545,6 @@ pub fn find_dump(repo: &Repository, spec: &str) -> Result<SnapshotEntry> {
             "the repository holds no pg dump yet; take one with `lifeboat pg dump`".into(),
         )
     })
-}
-
-/// The databases a dump snapshot holds, by name.
-pub fn databases_of(snapshot: &lifeboat_repo::Snapshot) -> Vec<String> {
-    snapshot
-        .metadata
-        .get("items")
-        .and_then(|i| i.as_object())
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
-/// The dump of `database` in a dump snapshot: its item (custom format) or
-/// its directory prefix (directory format).
-fn item_of<'a>(snapshot: &'a SnapshotEntry, database: &str) -> Option<&'a str> {
-    snapshot
-        .snapshot
-        .metadata
-        .get("items")
-        .and_then(|i| i.get(database))
-        .and_then(|v| v.as_str())
 }
 
 /// Restores one database of a dump snapshot with `pg_restore` (and the
@@ -593,7 +564,8 @@ pub fn restore_dump(
             snap.source_kind
         )));
     }
-    let databases = databases_of(snap);
+    let meta = DumpMeta::of(snapshot)?;
+    let databases = meta.database_names();
     let database = match (&opts.database, databases.as_slice()) {
         (Some(d), _) if databases.contains(d) => d.clone(),
         (Some(d), _) => {
@@ -613,25 +585,15 @@ pub fn restore_dump(
             )))
         }
     };
-    let item = item_of(snapshot, &database).unwrap_or_default().to_string();
+    let item = meta.items[&database].clone();
     let cfg = parse_conninfo(&opts.conninfo)?;
     let target_db = cfg.get_dbname().unwrap_or("postgres").to_string();
     // The target server's version decides the client programs, as for dumps;
     // they must also read what the dump's pg_dump wrote.
     let session = Session::connect_with(rt, &cfg)?;
-    let version_num: u32 = session
-        .value(
-            "report its version",
-            "select current_setting('server_version_num')",
-        )?
-        .parse()
-        .unwrap_or(0);
+    let (version_num, _) = session.server_version()?;
     drop(session);
-    let dump_major = snap
-        .metadata
-        .get("pg_dump_major")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0) as u32;
+    let dump_major = meta.pg_dump_major;
     let min = major_of(version_num).max(dump_major);
 
     let mut report = RestoreDumpReport {
@@ -729,7 +691,7 @@ pub fn restore_dump(
 fn dump_node<'a>(snapshot: &'a SnapshotEntry, item: &str) -> Result<&'a lifeboat_repo::Node> {
     snapshot.snapshot.item(item).ok_or_else(|| {
         PgError::Repo(lifeboat_repo::RepoError::Corrupt {
-            key: format!("snapshots/{}", snapshot.id.to_hex()),
+            key: lifeboat_repo::ObjectKey::Snapshot(snapshot.id).to_string(),
             reason: format!("it names {item} but holds no such item"),
         })
     })

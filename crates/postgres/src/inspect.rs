@@ -157,8 +157,8 @@ fn backup_info(e: &SnapshotEntry) -> BackupInfo {
     BackupInfo {
         id: e.id.to_hex(),
         kind: meta_str(e, "backup_type"),
-        start_time: e.snapshot.start_time.clone(),
-        end_time: e.snapshot.end_time.clone(),
+        start_time: e.snapshot.start_time.to_string(),
+        end_time: e.snapshot.end_time.to_string(),
         system_identifier: meta_str(e, "system_identifier"),
         pg_version: meta_str(e, "pg_version"),
         timeline: meta_u64(e, "timeline"),
@@ -293,7 +293,7 @@ pub fn archive_info(
     }
     // Recoverable: from the end of the oldest backup to the last segment
     // stored without a gap after the newest backup, on its timeline or later.
-    out.recoverable_from = Some(oldest.snapshot.end_time.clone());
+    out.recoverable_from = Some(oldest.snapshot.end_time.to_string());
     let newest = mine.last().expect("non-empty");
     let stop = Segment::parse(&meta_str(newest, "wal_stop"), size);
     let to = out

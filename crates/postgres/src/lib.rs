@@ -34,6 +34,7 @@ pub mod dump;
 mod error;
 pub mod inspect;
 pub mod layout;
+pub mod meta;
 mod restore;
 pub mod server;
 pub mod session;

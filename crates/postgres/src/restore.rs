@@ -102,8 +102,8 @@ pub fn parse_target_time(text: &str) -> Result<SystemTime> {
     })
 }
 
-fn end_time(e: &SnapshotEntry) -> Option<SystemTime> {
-    humantime::parse_rfc3339(&e.snapshot.end_time).ok()
+fn end_time(e: &SnapshotEntry) -> SystemTime {
+    SystemTime::from(e.snapshot.end_time)
 }
 
 /// The snapshot to restore: the one named, else for a time target the newest
@@ -127,7 +127,7 @@ pub fn choose_snapshot(repo: &Repository, opts: &PgRestoreOptions) -> Result<Sna
         ));
     };
     if let RecoveryTarget::Time(t) = &opts.target {
-        if end_time(oldest).is_some_and(|end| end > *t) {
+        if end_time(oldest) > *t {
             return Err(PgError::Refused(format!(
                 "the target time {} is before the end of the oldest backup ({}), so no backup can reach it",
                 humantime::format_rfc3339_micros(*t),
@@ -137,7 +137,7 @@ pub fn choose_snapshot(repo: &Repository, opts: &PgRestoreOptions) -> Result<Sna
         return backups
             .into_iter()
             .rev()
-            .find(|b| end_time(b).is_some_and(|end| end <= *t))
+            .find(|b| end_time(b) <= *t)
             .ok_or_else(|| PgError::Refused("no backup ends before the target time".into()));
     }
     backups
@@ -271,7 +271,7 @@ pub fn restore(
     let spaces = tablespace_locations(&entry, opts)?;
     entry.snapshot.item(PG_CONTROL).ok_or_else(|| {
         PgError::Repo(lifeboat_repo::RepoError::Corrupt {
-            key: format!("snapshots/{}", entry.id.to_hex()),
+            key: lifeboat_repo::ObjectKey::Snapshot(entry.id).to_string(),
             reason: format!("the backup holds no {PG_CONTROL}"),
         })
     })?;
@@ -328,7 +328,7 @@ pub fn restore(
         write_auto_conf(pgdata, &settings, &entry.id.short())?;
         let marker = pgdata.join(RESTORE_MARKER);
         if opts.archive_mode == ArchiveMode::Preserve {
-            let record = crate::timelines::RestoreRecord::new(&entry, opts);
+            let record = crate::timelines::RestoreRecord::new(&entry, opts)?;
             let text = serde_json::to_vec_pretty(&record).unwrap_or_default();
             fs::write(&marker, text).map_err(|e| PgError::io("write", &marker, e))?;
         } else {
@@ -397,22 +397,11 @@ fn tablespace_locations(
     entry: &SnapshotEntry,
     opts: &PgRestoreOptions,
 ) -> Result<Vec<(String, PathBuf)>> {
-    let mut spaces: Vec<(String, PathBuf)> = entry
-        .snapshot
-        .metadata
-        .get(crate::backup::TABLESPACES_KEY)
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| {
-                    Some((
-                        t["oid"].as_str()?.to_string(),
-                        PathBuf::from(t["location"].as_str()?),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut spaces: Vec<(String, PathBuf)> = crate::meta::BackupMeta::of(entry)?
+        .tablespaces
+        .into_iter()
+        .map(|t| (t.oid, PathBuf::from(t.location)))
+        .collect();
     for (old, new) in &opts.tablespace_map {
         let old_path = Path::new(old.trim_end_matches('/'));
         let Some(space) = spaces

@@ -335,6 +335,23 @@ impl Session {
         Ok(out)
     }
 
+    /// The server's `server_version_num` and `server_version`; an answer
+    /// that does not parse is an error, not version 0.
+    pub fn server_version(&self) -> Result<(u32, String)> {
+        let what = "report its version";
+        let rows = self.rows(
+            what,
+            "select current_setting('server_version_num'), current_setting('server_version')",
+        )?;
+        let field = |i: usize| rows.first().and_then(|r| r.get(i).cloned().flatten());
+        let num = field(0).unwrap_or_default();
+        let version_num = num.trim().parse().map_err(|_| PgError::Query {
+            what: what.into(),
+            reason: format!("server_version_num {num:?} is not a number"),
+        })?;
+        Ok((version_num, field(1).unwrap_or_default()))
+    }
+
     /// Starts a non-exclusive backup on this session; returns the start LSN and
     /// the timeline.
     pub fn backup_start(&self, info: &ServerInfo, label: &str, fast: bool) -> Result<(Lsn, u32)> {

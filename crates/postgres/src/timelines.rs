@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::namespace;
 use crate::error::{PgError, Result};
-use crate::inspect::{meta_str, meta_u64};
+use crate::meta::BackupMeta;
 use crate::restore::{PgRestoreOptions, RecoveryTarget};
 use crate::wal::{Lsn, Segment};
 
@@ -56,7 +56,8 @@ pub struct RestoreRecord {
 
 impl RestoreRecord {
     /// The record of a restore of `entry` with `opts`, now.
-    pub fn new(entry: &SnapshotEntry, opts: &PgRestoreOptions) -> RestoreRecord {
+    pub fn new(entry: &SnapshotEntry, opts: &PgRestoreOptions) -> Result<RestoreRecord> {
+        let meta = BackupMeta::of(entry)?;
         let target = match &opts.target {
             RecoveryTarget::End => "the end of the archived WAL".to_string(),
             RecoveryTarget::Immediate => "consistency (immediate)".to_string(),
@@ -65,17 +66,17 @@ impl RestoreRecord {
             RecoveryTarget::Xid(x) => format!("transaction {x}"),
             RecoveryTarget::Name(n) => format!("restore point {n:?}"),
         };
-        RestoreRecord {
+        Ok(RestoreRecord {
             tool: "lifeboat pg restore".into(),
             snapshot: entry.id.to_hex(),
-            backup_timeline: meta_u32(entry, "timeline"),
+            backup_timeline: meta.timeline.0,
             target,
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default(),
             pgdata: opts.pgdata.display().to_string(),
             restored_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        }
+        })
     }
 
     /// One line: `lifeboat pg restore of backup 1a2b3c4d into /srv/x on db1 at …, to …`.
@@ -194,14 +195,6 @@ pub fn timelines(repo: &Repository, ns: &str, keys: &HashSet<String>) -> Result<
     Ok(out)
 }
 
-/// A timeline number from a snapshot's metadata (1 when it has none).
-fn meta_u32(e: &SnapshotEntry, k: &str) -> u32 {
-    u32::try_from(meta_u64(e, k))
-        .ok()
-        .filter(|&t| t > 0)
-        .unwrap_or(1)
-}
-
 /// When a timeline branched, as far as the archive tells: the time in its
 /// history's reason (`before 2026-11-24 10:00:00.123+00`), else no later
 /// than its history file was stored.
@@ -245,25 +238,16 @@ pub fn check_target(
     if opts.target_timeline.is_some() || opts.target == RecoveryTarget::Immediate {
         return Ok(());
     }
-    let system = meta_str(entry, "system_identifier");
-    if system.is_empty() {
-        return Ok(());
-    }
-    let ns = namespace(&system);
+    let meta = BackupMeta::of(entry)?;
+    let ns = namespace(&meta.system_identifier.to_string());
     let keys = repo.list_named()?;
     let all = timelines(repo, &ns, &keys)?;
     if all.len() < 2 {
         return Ok(());
     }
-    let base = meta_u32(entry, "timeline");
-    let start: Lsn = meta_str(entry, "start_lsn").parse().unwrap_or_default();
-    let size = entry
-        .snapshot
-        .metadata
-        .get("wal_segment_size")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(16 << 20)
-        .max(1 << 20);
+    let base = meta.timeline.0;
+    let start: Lsn = meta.start_lsn;
+    let size = meta.wal_segment_size.max(1 << 20);
     // The timelines recovery from this backup can take: its own, and every
     // one whose history leaves it (or a descendant) after the backup began.
     let reachable: Vec<&Timeline> = all

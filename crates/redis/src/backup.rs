@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lifeboat_repo::{BackupOutcome, Progress, Repository, SnapshotOptions};
-use serde_json::json;
 
 use crate::error::{RedisError, Result};
+use crate::meta::{DbKeys, RedisMeta};
 use crate::rdb::{Framing, RdbStream};
 use crate::resp::{Conn, Reply};
 use crate::url::{redact, RedisUrl};
@@ -183,30 +183,34 @@ pub fn backup(
         target: target.clone(),
         reason,
     })?;
-    if opts.aof {
-        let files = backup_aof(&url, opts, &mut draft, progress)?;
-        draft.set_metadata("aof_files", json!(files));
-    }
-    draft.set_metadata("redis_version", json!(version));
-    draft.set_metadata("rdb", json!(facts));
-    draft.set_metadata("diskless", json!(diskless));
-    draft.set_metadata(
-        "keyspace",
-        json!(keys
+    let aof_files = if opts.aof {
+        Some(backup_aof(&url, opts, &mut draft, progress)?)
+    } else {
+        None
+    };
+    let meta = RedisMeta {
+        redis_version: version,
+        rdb: facts,
+        diskless,
+        keyspace: keys
             .iter()
-            .map(|(db, (k, e))| (db.clone(), json!({"keys": k, "expires": e})))
-            .collect::<serde_json::Map<_, _>>()),
-    );
-    draft.set_metadata(
-        "used_memory",
-        json!(field(&memory, "used_memory").parse::<u64>().ok()),
-    );
-    draft.set_metadata(
-        "rdb_last_save_time",
-        json!(field(&persistence, "rdb_last_save_time")
-            .parse::<i64>()
-            .ok()),
-    );
+            .map(|(db, (keys, expires))| {
+                (
+                    db.clone(),
+                    DbKeys {
+                        keys: *keys,
+                        expires: *expires,
+                    },
+                )
+            })
+            .collect(),
+        used_memory: field(&memory, "used_memory").parse().ok(),
+        rdb_last_save_time: field(&persistence, "rdb_last_save_time").parse().ok(),
+        aof_files,
+    };
+    for (k, v) in meta.entries()? {
+        draft.set_metadata(&k, v);
+    }
     Ok(draft.commit()?)
 }
 

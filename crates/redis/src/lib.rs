@@ -15,6 +15,7 @@
 mod backup;
 mod error;
 pub mod keys;
+pub mod meta;
 pub mod rdb;
 pub mod resp;
 mod restore;

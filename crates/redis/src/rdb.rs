@@ -31,7 +31,7 @@ impl Framing {
 }
 
 /// What the checks found in a sound RDB.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RdbFacts {
     /// `REDIS` or `VALKEY`.
     pub magic: String,

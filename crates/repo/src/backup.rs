@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lifeboat_chunker::ChunkerConfig;
-use lifeboat_types::{name, SnapshotId};
+use lifeboat_types::{name, SnapshotId, Timestamp};
 
 use crate::error::{RepoError, Result};
 use crate::format;
 use crate::progress::Progress;
-use crate::repository::{now_rfc3339, Repository};
+use crate::repository::Repository;
 use crate::snapshot::{
     BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot, SNAPSHOT_VERSION,
 };
@@ -622,7 +622,7 @@ impl Repository {
         finish: impl FnOnce(&mut TreeDraft<'_>) -> Result<()>,
     ) -> Result<BackupOutcome> {
         let started = Instant::now();
-        let start_time = now_rfc3339();
+        let start_time = Timestamp::now();
         let walked = walk(&opts.roots, policy)?;
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
@@ -788,7 +788,7 @@ impl Repository {
             paths: opts.paths.clone(),
             tags: opts.tags.clone(),
             start_time,
-            end_time: now_rfc3339(),
+            end_time: Timestamp::now(),
             partial: !skipped.is_empty(),
             skipped,
             parent: parent.map(|p| p.id),
@@ -830,7 +830,7 @@ impl Repository {
             opts: opts.clone(),
             nodes: Vec::new(),
             started: Instant::now(),
-            start_time: now_rfc3339(),
+            start_time: Timestamp::now(),
             bytes_read: 0,
         })
     }
@@ -877,7 +877,7 @@ pub struct StreamDraft<'r> {
     opts: SnapshotOptions,
     nodes: Vec<Node>,
     started: Instant,
-    start_time: String,
+    start_time: Timestamp,
     /// Bytes read from the streams, a replaced one's too (the snapshot's
     /// total is its items' sizes).
     bytes_read: u64,
@@ -992,7 +992,7 @@ impl StreamDraft<'_> {
             paths: opts.paths,
             tags: opts.tags,
             start_time,
-            end_time: now_rfc3339(),
+            end_time: Timestamp::now(),
             partial: false,
             skipped: Vec::new(),
             parent: None,

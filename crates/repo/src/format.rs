@@ -777,8 +777,7 @@ pub fn apply_patch(key: &str, patch: &[u8], base: &mut [u8]) -> Result<()> {
 
 /// The object key of a pack.
 pub fn pack_key(id: &PackId) -> String {
-    let hex = id.to_hex();
-    format!("packs/{}/{hex}", &hex[..2])
+    crate::keys::ObjectKey::Pack(*id).to_string()
 }
 
 #[cfg(test)]

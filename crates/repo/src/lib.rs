@@ -27,6 +27,7 @@ mod error;
 pub mod format;
 mod fsat;
 mod index;
+mod keys;
 mod named;
 mod progress;
 mod repair;
@@ -43,10 +44,11 @@ pub use backup::{
 };
 pub use error::{RepoError, Result};
 pub use index::{Index, Location};
+pub use keys::{FileType, ObjectKey};
 pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
 pub use repair::{Leftover, LeftoverSummary, RepairIndexReport};
-pub use repository::{format_time, now_rfc3339, Credential, InitOptions, RepoConfig, Repository};
+pub use repository::{Credential, InitOptions, RepoConfig, Repository};
 pub use restore::{sync_filesystem_of as sync_filesystem, Overwrite, RestoreOptions, RestoreStats};
 pub use snapshot::{
     BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot, SnapshotEntry,
@@ -57,5 +59,5 @@ pub use writer::{WriteStats, Writer};
 pub use lifeboat_chunker::ChunkerConfig;
 pub use lifeboat_crypto::{Kdf, KeySlot, SecretSource};
 pub use lifeboat_types::{
-    error::report, name, ByteSize, ChunkId, Classify, ErrorClass, PackId, SnapshotId,
+    error::report, name, ByteSize, ChunkId, Classify, ErrorClass, PackId, SnapshotId, Timestamp,
 };

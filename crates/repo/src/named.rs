@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::error::{RepoError, Result};
 use crate::format::{self, MAGIC_NAMED};
+use crate::keys::{FileType, ObjectKey};
 use crate::repository::Repository;
 
 /// What storing a named object did.
@@ -38,10 +39,8 @@ impl Repository {
     pub fn named_key(&self, namespace: &str, name: &str) -> String {
         // The namespace is hashed with the name: it may say whose objects they
         // are (a cluster's system identifier), which the store must not show.
-        format!(
-            "named/{}",
-            hex::encode(self.inner.keyring.object_name(namespace, name))
-        )
+        let hash = hex::encode(self.inner.keyring.object_name(namespace, name));
+        ObjectKey::Named(&hash).to_string()
     }
 
     /// Stores `content` as `name` in `namespace`. When an object of that name
@@ -101,7 +100,7 @@ impl Repository {
     pub fn list_named(&self) -> Result<std::collections::HashSet<String>> {
         Ok(self
             .inner
-            .block(self.inner.storage.list("named/"))?
+            .block(self.inner.storage.list(FileType::Named.prefix()))?
             .into_iter()
             .map(|o| o.key)
             .collect())

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use lifeboat_chunker::ChunkerConfig;
 use lifeboat_crypto::{Kdf, Key, KeySlot, Keyring, SecretSource};
 use lifeboat_storage::{DynStorage, StorageError};
-use lifeboat_types::SnapshotId;
+use lifeboat_types::{SnapshotId, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use zeroize::Zeroizing;
@@ -18,7 +18,12 @@ use crate::format::{
     self, FORMAT_VERSION, MAGIC_CONFIG, MAGIC_KEYRING, MAGIC_KEYSLOT, MAGIC_SNAPSHOT,
 };
 use crate::index::Index;
+use crate::keys::{FileType, ObjectKey};
 use crate::snapshot::{Snapshot, SnapshotEntry};
+
+/// The keys of the two singletons.
+const CONFIG: &str = FileType::Config.prefix();
+const KEYRING: &str = FileType::Keyring.prefix();
 
 /// A secret given to open or create a key slot.
 pub struct Credential {
@@ -74,8 +79,8 @@ pub struct RepoConfig {
     pub version: u32,
     /// A random id for this repository.
     pub id: String,
-    /// When it was created, RFC 3339.
-    pub created: String,
+    /// When it was created.
+    pub created: Timestamp,
     /// How streams and ordinary files are chunked.
     pub chunker: ChunkerConfig,
     /// Target size of a pack in bytes.
@@ -143,18 +148,8 @@ pub(crate) fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// The current time as RFC 3339 with microsecond precision.
-pub fn now_rfc3339() -> String {
-    format_time(SystemTime::now())
-}
-
-/// A time as RFC 3339 with microsecond precision, UTC (snapshots sort by it).
-pub fn format_time(t: SystemTime) -> String {
-    humantime::format_rfc3339_micros(t).to_string()
-}
-
 fn slot_key(id: &str) -> String {
-    format!("keys/{id}")
+    ObjectKey::KeySlot(id).to_string()
 }
 
 fn encode_slot(slot: &KeySlot) -> Vec<u8> {
@@ -222,8 +217,10 @@ impl Repository {
             )));
         }
         let location = storage.location();
-        let exists = rt.block_on(storage.stat("config"))?.is_some()
-            || !rt.block_on(storage.list("keys/"))?.is_empty();
+        let exists = rt.block_on(storage.stat(CONFIG))?.is_some()
+            || !rt
+                .block_on(storage.list(FileType::KeySlot.prefix()))?
+                .is_empty();
         if exists {
             return Err(RepoError::AlreadyExists { location });
         }
@@ -235,7 +232,7 @@ impl Repository {
         let config = RepoConfig {
             version: 1,
             id: hex::encode(id),
-            created: now_rfc3339(),
+            created: Timestamp::now(),
             chunker: options.chunker,
             pack_size: options.pack_size,
             compression_level: options.compression_level,
@@ -252,11 +249,11 @@ impl Repository {
         // initialised once its config exists, never half.
         rt.block_on(storage.put(&slot_key(&slot.id), Bytes::from(encode_slot(&slot))))?;
         let ring = format::seal_object(MAGIC_KEYRING, 0, &master, &keyring.to_bytes())?;
-        rt.block_on(storage.put("keyring", Bytes::from(ring)))?;
+        rt.block_on(storage.put(KEYRING, Bytes::from(ring)))?;
         let cfg_json =
             serde_json::to_vec(&config).map_err(|e| RepoError::Invalid(e.to_string()))?;
         let cfg = format::seal_object(MAGIC_CONFIG, 0, &master, &cfg_json)?;
-        rt.block_on(storage.put("config", Bytes::from(cfg)))?;
+        rt.block_on(storage.put(CONFIG, Bytes::from(cfg)))?;
         Ok(Repository {
             inner: Arc::new(Inner {
                 storage,
@@ -273,7 +270,7 @@ impl Repository {
     /// Opens a repository with the first of `credentials` that opens a key slot.
     pub fn open(storage: DynStorage, rt: Handle, credentials: &[Credential]) -> Result<Repository> {
         let location = storage.location();
-        let config_bytes = match rt.block_on(storage.get("config")) {
+        let config_bytes = match rt.block_on(storage.get(CONFIG)) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(RepoError::NoRepository { location }),
             Err(e) => return Err(e.into()),
@@ -284,7 +281,7 @@ impl Repository {
         let mut slots = Vec::new();
         let mut damaged: Vec<(String, String)> = Vec::new();
         let mut newer: Vec<RepoError> = Vec::new();
-        for obj in rt.block_on(storage.list("keys/"))? {
+        for obj in rt.block_on(storage.list(FileType::KeySlot.prefix()))? {
             let bytes = rt.block_on(storage.get(&obj.key))?;
             match decode_slot(&obj.key, &bytes) {
                 Ok(s) => slots.push(s),
@@ -343,13 +340,13 @@ impl Repository {
                 unchecked: slots.iter().filter(|s| !s.checked).count(),
             });
         };
-        let ring_bytes = rt.block_on(storage.get("keyring"))?;
-        let ring = format::open_object("keyring", MAGIC_KEYRING, &ring_bytes, &master, None)?;
+        let ring_bytes = rt.block_on(storage.get(KEYRING))?;
+        let ring = format::open_object(KEYRING, MAGIC_KEYRING, &ring_bytes, &master, None)?;
         let keyring = Keyring::from_bytes(&ring).map_err(|e| RepoError::Corrupt {
             key: "keyring".into(),
             reason: e.to_string(),
         })?;
-        let cfg = format::open_object("config", MAGIC_CONFIG, &config_bytes, &master, None)?;
+        let cfg = format::open_object(CONFIG, MAGIC_CONFIG, &config_bytes, &master, None)?;
         let config: RepoConfig = serde_json::from_slice(&cfg).map_err(|e| RepoError::Corrupt {
             key: "config".into(),
             reason: e.to_string(),
@@ -409,7 +406,7 @@ impl Repository {
     /// [`Repository::damaged_key_slots`]).
     pub fn key_slots(&self) -> Result<Vec<KeySlot>> {
         let mut out = Vec::new();
-        for obj in self.block(self.inner.storage.list("keys/"))? {
+        for obj in self.block(self.inner.storage.list(FileType::KeySlot.prefix()))? {
             let bytes = self.block(self.inner.storage.get(&obj.key))?;
             match decode_slot(&obj.key, &bytes) {
                 Ok(s) => out.push(s.slot),
@@ -430,7 +427,7 @@ impl Repository {
     /// The key slots whose object is damaged: (key, what is wrong).
     pub fn damaged_key_slots(&self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
-        for obj in self.block(self.inner.storage.list("keys/"))? {
+        for obj in self.block(self.inner.storage.list(FileType::KeySlot.prefix()))? {
             let bytes = self.block(self.inner.storage.get(&obj.key))?;
             if let Err(RepoError::Corrupt { key, reason }) = decode_slot(&obj.key, &bytes) {
                 out.push((key, reason));
@@ -494,7 +491,7 @@ impl Repository {
         let mut keyring = self.inner.keyring.clone();
         let number = keyring.rotate(now_unix())?;
         let ring = format::seal_object(MAGIC_KEYRING, 0, &self.master, &keyring.to_bytes())?;
-        self.block(self.inner.storage.put("keyring", Bytes::from(ring)))?;
+        self.block(self.inner.storage.put(KEYRING, Bytes::from(ring)))?;
         self.inner = Arc::new(Inner {
             storage: self.inner.storage.clone(),
             rt: self.inner.rt.clone(),
@@ -553,7 +550,7 @@ impl Repository {
     /// Reads and decodes every index object, each result separately.
     pub(crate) fn read_indexes(&self) -> Result<Vec<(String, Result<Vec<format::IndexedPack>>)>> {
         let keys: Vec<String> = self
-            .block(self.inner.storage.list("index/"))?
+            .block(self.inner.storage.list(FileType::Index.prefix()))?
             .into_iter()
             .map(|o| o.key)
             .collect();
@@ -572,7 +569,7 @@ impl Repository {
         &self,
     ) -> Result<std::collections::HashMap<lifeboat_types::PackId, u64>> {
         Ok(self
-            .block(self.inner.storage.list("packs/"))?
+            .block(self.inner.storage.list(FileType::Pack.prefix()))?
             .into_iter()
             .filter_map(|o| {
                 let id: lifeboat_types::PackId = o.key.rsplit('/').next()?.parse().ok()?;
@@ -606,7 +603,7 @@ impl Repository {
         self.block(
             self.inner
                 .storage
-                .put(&format!("snapshots/{}", id.to_hex()), Bytes::from(obj)),
+                .put(&ObjectKey::Snapshot(id).to_string(), Bytes::from(obj)),
         )?;
         Ok(id)
     }
@@ -652,8 +649,8 @@ impl Repository {
     /// Every snapshot id, without reading the snapshots.
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         let mut ids = Vec::new();
-        for obj in self.block(self.inner.storage.list("snapshots/"))? {
-            let name = obj.key.trim_start_matches("snapshots/");
+        for obj in self.block(self.inner.storage.list(FileType::Snapshot.prefix()))? {
+            let name = obj.key.trim_start_matches(FileType::Snapshot.prefix());
             match name.parse() {
                 Ok(id) => ids.push(id),
                 Err(_) => tracing::warn!(key = %obj.key, "ignoring a stray object among snapshots"),
@@ -668,7 +665,7 @@ impl Repository {
         let ids = self.snapshot_ids()?;
         let keys: Vec<String> = ids
             .iter()
-            .map(|id| format!("snapshots/{}", id.to_hex()))
+            .map(|id| ObjectKey::Snapshot(*id).to_string())
             .collect();
         let mut out: Vec<(SnapshotId, Result<Snapshot>)> = ids
             .iter()
@@ -682,14 +679,8 @@ impl Repository {
             })
             .collect();
         out.sort_by(|a, b| {
-            let ta =
-                a.1.as_ref()
-                    .map(|s| s.start_time.clone())
-                    .unwrap_or_default();
-            let tb =
-                b.1.as_ref()
-                    .map(|s| s.start_time.clone())
-                    .unwrap_or_default();
+            let ta = a.1.as_ref().map(|s| s.start_time).ok();
+            let tb = b.1.as_ref().map(|s| s.start_time).ok();
             ta.cmp(&tb).then(a.0.cmp(&b.0))
         });
         Ok(out)
@@ -748,7 +739,7 @@ impl Repository {
                 }
             }
         };
-        let key = format!("snapshots/{}", id.to_hex());
+        let key = ObjectKey::Snapshot(id).to_string();
         let bytes = self.block(self.inner.storage.get(&key))?;
         Ok(SnapshotEntry {
             id,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use lifeboat_types::{ChunkId, SnapshotId};
+use lifeboat_types::{ChunkId, SnapshotId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// A piece of an item's content: a chunk and its length, or a hole (zeros that
@@ -337,10 +337,10 @@ pub struct Snapshot {
     /// Tags given by the user.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Start time, RFC 3339.
-    pub start_time: String,
-    /// End time, RFC 3339.
-    pub end_time: String,
+    /// When the backup started (RFC 3339 in the document).
+    pub start_time: Timestamp,
+    /// When it ended.
+    pub end_time: Timestamp,
     /// True when some items were skipped (`--allow-partial`).
     #[serde(default)]
     pub partial: bool,

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::error::{RepoError, Result};
 use crate::format::{self, IndexedPack};
 use crate::index::Index;
+use crate::keys::{FileType, ObjectKey};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Patch;
@@ -309,7 +310,7 @@ impl Repository {
                 Err(e) => {
                     report.snapshots += 1;
                     report.damaged.push(Damage {
-                        object: format!("snapshots/{}", id.to_hex()),
+                        object: ObjectKey::Snapshot(id).to_string(),
                         problem: lifeboat_types::error::report(&e),
                     });
                     report.broken_snapshots.push(BrokenSnapshot {
@@ -362,7 +363,7 @@ impl Repository {
     fn index_keys(&self) -> Result<HashSet<String>> {
         Ok(self
             .inner
-            .block(self.inner.storage.list("index/"))?
+            .block(self.inner.storage.list(FileType::Index.prefix()))?
             .into_iter()
             .map(|o| o.key)
             .collect())
@@ -401,7 +402,7 @@ impl Repository {
                 .block(
                     self.inner
                         .storage
-                        .stat(&format!("snapshots/{}", id.to_hex())),
+                        .stat(&ObjectKey::Snapshot(id).to_string()),
                 )?
                 .is_some();
             if !still {
@@ -426,7 +427,7 @@ impl Repository {
                 || report
                     .damaged
                     .iter()
-                    .any(|d| d.object.starts_with("index/")))
+                    .any(|d| d.object.starts_with(FileType::Index.prefix())))
         {
             report.hint = Some(format!(
                 "{} pack(s) are in no index object and may hold the missing chunks: `lifeboat repair index` rebuilds the index from the packs",
@@ -494,7 +495,9 @@ impl Repository {
     /// decrypts and that its content matches the hash stored with it: a
     /// damaged segment would stop point-in-time recovery at that point.
     fn check_named(&self, report: &mut VerifyReport, progress: &dyn Progress) -> Result<()> {
-        let objects = self.inner.block(self.inner.storage.list("named/"))?;
+        let objects = self
+            .inner
+            .block(self.inner.storage.list(FileType::Named.prefix()))?;
         progress.start("verify WAL", Some(objects.iter().map(|o| o.size).sum()));
         let found = each_in_parallel(&objects, |o| {
             let problem = match self.inner.block(self.inner.storage.get(&o.key)) {

@@ -23,6 +23,7 @@ use lifeboat_types::{ChunkId, IndexId};
 use crate::error::{RepoError, Result};
 use crate::format::{self, IndexedPack, PackBuilder, MAGIC_INDEX};
 use crate::index::Index;
+use crate::keys::ObjectKey;
 use crate::repository::Inner;
 use crate::snapshot::ContentRef;
 
@@ -426,7 +427,7 @@ pub(crate) fn write_index(inner: &Inner, packs: &[IndexedPack]) -> Result<u64> {
     inner.block(
         inner
             .storage
-            .put(&format!("index/{}", id.to_hex()), Bytes::from(obj)),
+            .put(&ObjectKey::Index(id).to_string(), Bytes::from(obj)),
     )?;
     lifeboat_types::failpoint!("after-index-stored");
     Ok(size)

@@ -13,6 +13,9 @@ pub mod failpoint;
 pub mod name;
 
 pub use error::{Classify, ErrorClass};
+/// An instant in UTC, nanosecond precision; RFC 3339 in text and JSON
+/// (`2026-11-24T13:52:40.123456Z`).
+pub use jiff::Timestamp;
 
 use std::fmt;
 use std::str::FromStr;

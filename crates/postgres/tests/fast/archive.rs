@@ -77,8 +77,8 @@ fn the_archive_is_walked_per_timeline_with_its_gaps_and_window() {
     assert!(t2.gaps.is_empty());
 
     assert_eq!(
-        a.recoverable_from.as_deref(),
-        Some(oldest.snapshot.end_time.as_str())
+        a.recoverable_from,
+        Some(oldest.snapshot.end_time.to_string())
     );
     assert_eq!(a.recoverable_to.as_deref(), Some("2030-01-02T00:00:00Z"));
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lifeboat_redis::meta::RedisMeta;
 use lifeboat_redis::resp::{Conn, Reply};
 use lifeboat_redis::url::RedisUrl;
 use lifeboat_redis::{keyspace, Keyspace, RedisError, RedisRestoreReport, Result};
@@ -158,20 +159,11 @@ pub fn verify_restore(report: &mut RedisRestoreReport, snapshot: &SnapshotEntry)
     report.load_ms = Some(started.elapsed().as_millis() as u64);
     let loaded = server.keyspace()?;
     drop(server);
-    let recorded: Keyspace = snapshot
-        .snapshot
-        .metadata
-        .get("keyspace")
-        .and_then(|k| k.as_object())
-        .map(|o| {
-            o.iter()
-                .map(|(db, v)| {
-                    let n = |f: &str| v.get(f).and_then(|x| x.as_u64()).unwrap_or(0);
-                    (db.clone(), (n("keys"), n("expires")))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let recorded: Keyspace = RedisMeta::of(snapshot)?
+        .keyspace
+        .into_iter()
+        .map(|(db, k)| (db, (k.keys, k.expires)))
+        .collect();
     let mut rows = Vec::new();
     let mut dbs: Vec<&String> = recorded.keys().chain(loaded.keys()).collect();
     dbs.sort();

@@ -1,0 +1,130 @@
+//! Where a repository keeps each kind of object: every storage key is built
+//! here, from a typed [`ObjectKey`], and every listing names its
+//! [`FileType`] — never a `format!` elsewhere (rustic's `FileType` is the
+//! model). The layout is part of the stored format (`docs/format.md`).
+
+use std::fmt;
+
+use lifeboat_types::{IndexId, PackId, SnapshotId};
+
+/// A kind of object, and the prefix all of its kind share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// `config`: the repository's settings.
+    Config,
+    /// `keyring`: the data keys, sealed with the master key.
+    Keyring,
+    /// `keys/<id>`: key slots.
+    KeySlot,
+    /// `packs/<2 hex>/<id>`: packs of sealed chunks.
+    Pack,
+    /// `index/<id>`: where chunks are.
+    Index,
+    /// `snapshots/<id>`: snapshots.
+    Snapshot,
+    /// `named/<keyed hash>`: whole files stored by name (WAL).
+    Named,
+}
+
+impl FileType {
+    /// The prefix every key of this kind starts with (for listings).
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            FileType::Config => "config",
+            FileType::Keyring => "keyring",
+            FileType::KeySlot => "keys/",
+            FileType::Pack => "packs/",
+            FileType::Index => "index/",
+            FileType::Snapshot => "snapshots/",
+            FileType::Named => "named/",
+        }
+    }
+}
+
+/// One object's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKey<'a> {
+    /// The repository's settings.
+    Config,
+    /// The keyring.
+    Keyring,
+    /// A key slot, by its id.
+    KeySlot(&'a str),
+    /// A pack.
+    Pack(PackId),
+    /// An index object.
+    Index(IndexId),
+    /// A snapshot.
+    Snapshot(SnapshotId),
+    /// A named object, by the hex of its keyed name hash.
+    Named(&'a str),
+}
+
+impl ObjectKey<'_> {
+    /// The kind of object.
+    pub fn file_type(&self) -> FileType {
+        match self {
+            ObjectKey::Config => FileType::Config,
+            ObjectKey::Keyring => FileType::Keyring,
+            ObjectKey::KeySlot(_) => FileType::KeySlot,
+            ObjectKey::Pack(_) => FileType::Pack,
+            ObjectKey::Index(_) => FileType::Index,
+            ObjectKey::Snapshot(_) => FileType::Snapshot,
+            ObjectKey::Named(_) => FileType::Named,
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = self.file_type().prefix();
+        match self {
+            ObjectKey::Config | ObjectKey::Keyring => f.write_str(prefix),
+            ObjectKey::KeySlot(id) | ObjectKey::Named(id) => write!(f, "{prefix}{id}"),
+            ObjectKey::Pack(id) => {
+                // Fanned out by the first byte: no directory of a local
+                // repository grows past a few thousand entries.
+                let hex = id.to_hex();
+                write!(f, "{prefix}{}/{hex}", &hex[..2])
+            }
+            ObjectKey::Index(id) => write!(f, "{prefix}{}", id.to_hex()),
+            ObjectKey::Snapshot(id) => write!(f, "{prefix}{}", id.to_hex()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_the_stored_layout() {
+        let id = [0xab; 32];
+        let hex = "ab".repeat(32);
+        assert_eq!(ObjectKey::Config.to_string(), "config");
+        assert_eq!(ObjectKey::Keyring.to_string(), "keyring");
+        assert_eq!(ObjectKey::KeySlot("0011").to_string(), "keys/0011");
+        assert_eq!(
+            ObjectKey::Pack(PackId(id)).to_string(),
+            format!("packs/ab/{hex}")
+        );
+        assert_eq!(
+            ObjectKey::Index(IndexId(id)).to_string(),
+            format!("index/{hex}")
+        );
+        assert_eq!(
+            ObjectKey::Snapshot(SnapshotId(id)).to_string(),
+            format!("snapshots/{hex}")
+        );
+        assert_eq!(ObjectKey::Named("ff").to_string(), "named/ff");
+        for k in [
+            ObjectKey::KeySlot("x"),
+            ObjectKey::Pack(PackId(id)),
+            ObjectKey::Index(IndexId(id)),
+            ObjectKey::Snapshot(SnapshotId(id)),
+            ObjectKey::Named("y"),
+        ] {
+            assert!(k.to_string().starts_with(k.file_type().prefix()));
+        }
+    }
+}
