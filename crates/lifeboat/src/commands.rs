@@ -1,121 +1,24 @@
-//! The commands: turn parsed arguments into library calls and print results.
+//! The repository, files, verify and repair commands: parsed arguments into
+//! library calls, results printed.
 
 use std::io::Read;
 
 use lifeboat_ops::secrets::{self, SecretSettings};
-use lifeboat_ops::{Error, Result, Session, Settings};
+use lifeboat_ops::{Error, Result};
 use lifeboat_repo::{
-    ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, Repository,
-    RestoreOptions, Snapshot, SnapshotEntry, StreamBackupOptions, Timestamp,
+    ByteSize, ChunkerConfig, Credential, FilesBackupOptions, InitOptions, Kdf, RestoreOptions,
+    Snapshot, SnapshotEntry, StreamBackupOptions, Timestamp,
 };
 use serde_json::json;
 
-use crate::output::{print_json, rate, secs, size, TermProgress};
-use crate::{
-    BackupArgs, Cli, Command, FilesCommand, Global, KeyAddArgs, KeyCommand, RepairCommand,
-    RepoCommand, RestoreArgs,
-};
-
-/// Everything a command needs: the session (settings, config file, runtime)
-/// and how to print.
-pub(crate) struct Ctx {
-    pub(crate) session: Session,
-    pub(crate) json: bool,
-    pub(crate) quiet: bool,
-}
-
-/// The session's settings from the global flags.
-pub(crate) fn settings(g: &Global) -> Settings {
-    Settings {
-        config: g.config.clone(),
-        repo: g.repo.clone(),
-        s3_endpoint: g.s3_endpoint.clone(),
-        s3_region: g.s3_region.clone(),
-        secrets: SecretSettings {
-            key_file: g.key_file.clone(),
-            key_command: g.key_command.clone(),
-            password_file: g.password_file.clone(),
-            password_command: g.password_command.clone(),
-        },
-    }
-}
-
-/// Runs the command; the exit code when it did not fail (`pg wal-fetch`
-/// has codes of its own).
-pub(crate) fn run(cli: Cli) -> Result<u8> {
-    if let Command::Demo {
-        keep,
-        scale,
-        files,
-        incident,
-        workdir,
-    } = cli.command
-    {
-        crate::demo::run(crate::demo::DemoArgs {
-            json: cli.global.json,
-            quiet: cli.global.quiet,
-            keep,
-            scale: scale.max(1),
-            files,
-            incident: match incident.as_str() {
-                "lost-primary" => lifeboat_scenarios::pitr::Incident::LostPrimary,
-                _ => lifeboat_scenarios::pitr::Incident::Delete,
-            },
-            workdir,
-        })?;
-        return Ok(0);
-    }
-    let ctx = Ctx {
-        session: Session::new(settings(&cli.global))?,
-        json: cli.global.json,
-        quiet: cli.global.quiet,
-    };
-    if let Command::Pg(cmd) = cli.command {
-        return crate::pg::run(&ctx, cmd);
-    }
-    match cli.command {
-        Command::Repo(RepoCommand::Init(args)) => init(&ctx, &args),
-        Command::Repo(RepoCommand::Key(k)) => key(&ctx, k),
-        Command::Files(FilesCommand::Backup(args)) => backup(&ctx, &args),
-        Command::Files(FilesCommand::Restore(args)) => restore(&ctx, &args),
-        Command::Redis(cmd) => crate::redis::run(&ctx, cmd),
-        Command::Snapshots => snapshots(&ctx),
-        Command::Ls { snapshot } => ls(&ctx, &snapshot),
-        Command::Verify { read_data } => verify(&ctx, read_data),
-        Command::Repair(cmd) => repair(&ctx, cmd),
-        Command::Demo { .. } | Command::Pg(_) => Ok(()),
-    }
-    .map(|()| 0)
-}
+use crate::context::{warn, Ctx};
+use crate::output::{print_json, rate, secs, size};
+use crate::{BackupArgs, KeyAddArgs, KeyCommand, RepairCommand, RestoreArgs};
 
 fn parse_size(what: &str, text: &str) -> Result<u64> {
     text.parse::<ByteSize>()
         .map(|b| b.0)
         .map_err(|e| Error::usage(format!("{what}: {e}")))
-}
-
-/// Prints warnings the operations layer returned.
-pub(crate) fn warn(warnings: &[String]) {
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-}
-
-impl Ctx {
-    pub(crate) fn progress(&self) -> TermProgress {
-        TermProgress::new(self.quiet || self.json)
-    }
-
-    /// Opens the repository, printing the warnings that came with it.
-    pub(crate) fn open(&self) -> Result<Repository> {
-        let opened = self.session.open()?;
-        warn(&opened.warnings);
-        Ok(opened.repo)
-    }
-
-    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
-        self.session.handle()
-    }
 }
 
 fn kdf_with_memory(text: &str) -> Result<Kdf> {
@@ -137,7 +40,7 @@ fn kdf_with_memory(text: &str) -> Result<Kdf> {
     }
 }
 
-fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
+pub(crate) fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
     let avg = parse_size("--chunk-size", &args.chunk_size)? as u32;
     let options = InitOptions {
         chunker: ChunkerConfig::Cdc {
@@ -173,7 +76,7 @@ fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
+pub(crate) fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
     let mut repo = ctx.open()?;
     match cmd {
         KeyCommand::List => {
@@ -280,7 +183,7 @@ fn short_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
+pub(crate) fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let host = args.host.clone().unwrap_or_else(lifeboat_ops::hostname);
@@ -350,7 +253,7 @@ fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
     Ok(())
 }
 
-fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
+pub(crate) fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let repo = ctx.open()?;
     let entry = repo.find_snapshot(&args.snapshot)?;
     let progress = ctx.progress();
@@ -430,7 +333,7 @@ fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
     })
 }
 
-fn snapshots(ctx: &Ctx) -> Result<()> {
+pub(crate) fn snapshots(ctx: &Ctx) -> Result<()> {
     let repo = ctx.open()?;
     let all = repo.snapshots()?;
     if ctx.json {
@@ -468,7 +371,7 @@ fn snapshots(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
+pub(crate) fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
     let repo = ctx.open()?;
     let e = repo.find_snapshot(spec)?;
     let s: &Snapshot = &e.snapshot;
@@ -503,7 +406,7 @@ fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
     Ok(())
 }
 
-fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
+pub(crate) fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let started = std::time::Instant::now();
@@ -577,7 +480,7 @@ fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
     }
 }
 
-fn repair(ctx: &Ctx, cmd: RepairCommand) -> Result<()> {
+pub(crate) fn repair(ctx: &Ctx, cmd: RepairCommand) -> Result<()> {
     let repo = ctx.open()?;
     match cmd {
         RepairCommand::Index { read_data } => {

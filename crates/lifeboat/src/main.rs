@@ -7,6 +7,7 @@
 #[macro_use]
 mod output;
 mod commands;
+mod context;
 mod demo;
 mod pg;
 mod redis;
@@ -282,6 +283,53 @@ pub(crate) struct RestoreArgs {
     pub(crate) stdout: bool,
 }
 
+/// Runs the command; the exit code when it did not fail (`pg wal-fetch`
+/// has codes of its own).
+fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
+    use commands as c;
+    if let Command::Demo {
+        keep,
+        scale,
+        files,
+        incident,
+        workdir,
+    } = cli.command
+    {
+        demo::run(demo::DemoArgs {
+            json: cli.global.json,
+            quiet: cli.global.quiet,
+            keep,
+            scale: scale.max(1),
+            files,
+            incident: match incident.as_str() {
+                "lost-primary" => lifeboat_scenarios::pitr::Incident::LostPrimary,
+                _ => lifeboat_scenarios::pitr::Incident::Delete,
+            },
+            workdir,
+        })?;
+        return Ok(0);
+    }
+    let ctx = context::Ctx {
+        session: lifeboat_ops::Session::new(context::settings(&cli.global))?,
+        json: cli.global.json,
+        quiet: cli.global.quiet,
+    };
+    match cli.command {
+        Command::Pg(cmd) => return pg::run(&ctx, cmd),
+        Command::Repo(RepoCommand::Init(args)) => c::init(&ctx, &args),
+        Command::Repo(RepoCommand::Key(k)) => c::key(&ctx, k),
+        Command::Files(FilesCommand::Backup(args)) => c::backup(&ctx, &args),
+        Command::Files(FilesCommand::Restore(args)) => c::restore(&ctx, &args),
+        Command::Redis(cmd) => redis::run(&ctx, cmd),
+        Command::Snapshots => c::snapshots(&ctx),
+        Command::Ls { snapshot } => c::ls(&ctx, &snapshot),
+        Command::Verify { read_data } => c::verify(&ctx, read_data),
+        Command::Repair(cmd) => c::repair(&ctx, cmd),
+        Command::Demo { .. } => Ok(()),
+    }
+    .map(|()| 0)
+}
+
 /// The exit code of a failure: its class decides, here and nowhere else.
 fn exit_code(err: &Error) -> u8 {
     match err.class() {
@@ -313,7 +361,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let result = commands::run(cli).and_then(|code| match output::stdout_failure() {
+    let result = dispatch(cli).and_then(|code| match output::stdout_failure() {
         Some(e) => Err(Error::Failed(format!("cannot write standard output: {e}"))),
         None => Ok(code),
     });

@@ -10,7 +10,7 @@ use lifeboat_postgres::server::RecoveryAction;
 use lifeboat_postgres::{self as pg, PgRestoreOptions, RecoveryTarget};
 use serde_json::json;
 
-use crate::commands::Ctx;
+use crate::context::Ctx;
 use crate::output::{print_json, print_restore_json, rate, secs, size};
 
 #[derive(Subcommand, Debug)]

@@ -9,7 +9,7 @@ use lifeboat_ops::{Error, Result};
 use lifeboat_redis as redis;
 use serde_json::json;
 
-use crate::commands::Ctx;
+use crate::context::Ctx;
 use crate::output::{print_json, print_restore_json, secs, size, stream_stats};
 
 #[derive(Subcommand, Debug)]

@@ -1,0 +1,59 @@
+//! What every command gets: the session (settings settled once, the config
+//! file, the runtime) and how to print. `main.rs` dispatches to
+//! `commands` (repository, files, verify, repair), `pg` and `redis`, which
+//! all use this and nothing of each other.
+
+use lifeboat_ops::secrets::SecretSettings;
+use lifeboat_ops::{Result, Session, Settings};
+use lifeboat_repo::Repository;
+
+use crate::output::TermProgress;
+use crate::Global;
+
+/// Everything a command needs: the session (settings, config file, runtime)
+/// and how to print.
+pub(crate) struct Ctx {
+    pub(crate) session: Session,
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+}
+
+/// The session's settings from the global flags.
+pub(crate) fn settings(g: &Global) -> Settings {
+    Settings {
+        config: g.config.clone(),
+        repo: g.repo.clone(),
+        s3_endpoint: g.s3_endpoint.clone(),
+        s3_region: g.s3_region.clone(),
+        secrets: SecretSettings {
+            key_file: g.key_file.clone(),
+            key_command: g.key_command.clone(),
+            password_file: g.password_file.clone(),
+            password_command: g.password_command.clone(),
+        },
+    }
+}
+
+/// Prints warnings the operations layer returned.
+pub(crate) fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+impl Ctx {
+    pub(crate) fn progress(&self) -> TermProgress {
+        TermProgress::new(self.quiet || self.json)
+    }
+
+    /// Opens the repository, printing the warnings that came with it.
+    pub(crate) fn open(&self) -> Result<Repository> {
+        let opened = self.session.open()?;
+        warn(&opened.warnings);
+        Ok(opened.repo)
+    }
+
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        self.session.handle()
+    }
+}
