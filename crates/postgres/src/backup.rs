@@ -109,7 +109,7 @@ pub fn backup(
     let policy = DataDirPolicy {
         root: opts.pgdata.clone(),
         verify_checksums: info.data_checksums,
-        start_lsn: start_lsn.0,
+        start_lsn,
         relation_chunker: opts.relation_chunker,
         bad_pages: Mutex::new(Vec::new()),
     };

@@ -4,6 +4,8 @@
 //! The algorithm is FNV-1a-like over 32 parallel lanes of 32-bit words, with
 //! the block number mixed in so a page written to the wrong place fails too.
 
+use crate::wal::Lsn;
+
 /// Size of a data page.
 pub const PAGE_SIZE: usize = 8192;
 /// Pages in a 1 GiB relation segment file (`RELSEG_SIZE`).
@@ -85,9 +87,9 @@ pub enum PageCheck {
 
 /// Checks one page as `pg_basebackup` does: new pages (`pd_upper == 0`) and
 /// pages with an LSN at or after `start_lsn` are skipped.
-pub fn check_page(page: &[u8; PAGE_SIZE], block: u32, start_lsn: u64) -> PageCheck {
+pub fn check_page(page: &[u8; PAGE_SIZE], block: u32, start_lsn: Lsn) -> PageCheck {
     let upper = u16::from_ne_bytes([page[14], page[15]]);
-    if upper == 0 || page_lsn(page) >= start_lsn {
+    if upper == 0 || page_lsn(page) >= start_lsn.0 {
         return PageCheck::Skipped;
     }
     let stored = u16::from_ne_bytes([page[8], page[9]]);
@@ -117,22 +119,28 @@ mod tests {
     #[test]
     fn a_flipped_byte_or_a_wrong_block_fails() {
         let p = page(7, 100, 3);
-        assert_eq!(check_page(&p, 3, 1000), PageCheck::Valid);
-        assert!(matches!(check_page(&p, 4, 1000), PageCheck::Invalid { .. }));
+        assert_eq!(check_page(&p, 3, Lsn(1000)), PageCheck::Valid);
+        assert!(matches!(
+            check_page(&p, 4, Lsn(1000)),
+            PageCheck::Invalid { .. }
+        ));
         let mut bad = p;
         bad[5000] ^= 1;
         assert!(matches!(
-            check_page(&bad, 3, 1000),
+            check_page(&bad, 3, Lsn(1000)),
             PageCheck::Invalid { .. }
         ));
     }
 
     #[test]
     fn new_pages_and_pages_newer_than_the_backup_are_skipped() {
-        assert_eq!(check_page(&[0u8; PAGE_SIZE], 0, 1000), PageCheck::Skipped);
+        assert_eq!(
+            check_page(&[0u8; PAGE_SIZE], 0, Lsn(1000)),
+            PageCheck::Skipped
+        );
         let mut p = page(7, 5000, 0);
         p[100] ^= 1;
-        assert_eq!(check_page(&p, 0, 1000), PageCheck::Skipped);
+        assert_eq!(check_page(&p, 0, Lsn(1000)), PageCheck::Skipped);
     }
 
     /// The straightforward transcription of `pg_checksum_block`, to hold the

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use lifeboat_repo::{ChunkerConfig, Filter, Node, Snapshot, TreePolicy};
 
 use crate::checksum::{check_page, PageCheck, PAGES_PER_SEGMENT, PAGE_SIZE};
+use crate::wal::Lsn;
 
 /// Top-level directories whose contents are never copied (`basebackup.c`
 /// `excludeDirContents`, and `pg_wal`, whose WAL comes from the archive).
@@ -147,7 +148,7 @@ pub struct DataDirPolicy {
     /// Verify page checksums (the cluster has them on).
     pub verify_checksums: bool,
     /// The backup's start LSN: pages at or after it are not verified.
-    pub start_lsn: u64,
+    pub start_lsn: Lsn,
     /// How relation files are cut.
     pub relation_chunker: ChunkerConfig,
     /// Pages that failed verification.
@@ -318,7 +319,7 @@ mod tests {
         DataDirPolicy {
             root: root.to_path_buf(),
             verify_checksums: true,
-            start_lsn: 1 << 40,
+            start_lsn: Lsn(1 << 40),
             relation_chunker: ChunkerConfig::pages(),
             bad_pages: Mutex::new(Vec::new()),
         }
