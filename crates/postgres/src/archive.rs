@@ -307,7 +307,7 @@ fn fetch_all(repo: &Repository, ns: &str, names: &[String]) -> Vec<Result<Option
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(PgError::Refused("a fetch thread panicked".into())))
+                    .unwrap_or_else(|_| Err(PgError::Failed("a fetch thread panicked".into())))
             })
             .collect()
     })

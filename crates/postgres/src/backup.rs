@@ -89,10 +89,10 @@ pub fn backup(
         )));
     }
     if info.archive_mode == "off" || info.wal_level == "minimal" {
-        return Err(PgError::Misconfigured(format!(
-            "the server has archive_mode = {} and wal_level = {}: a backup needs its WAL archived. Set archive_mode = on, wal_level = replica and archive_command = 'lifeboat pg wal-push %p' (with this repository), then restart PostgreSQL",
-            info.archive_mode, info.wal_level
-        )));
+        return Err(PgError::NotArchiving {
+            archive_mode: info.archive_mode.clone(),
+            wal_level: info.wal_level.clone(),
+        });
     }
     let owner = std::fs::metadata(opts.pgdata.join("PG_VERSION"))
         .map(|m| (m.uid(), m.gid()))
@@ -218,7 +218,7 @@ pub fn backup(
         // The source's own errors come back as themselves.
         Err(lifeboat_repo::RepoError::Source(e)) => match e.downcast::<PgError>() {
             Ok(pg) => Err(*pg),
-            Err(other) => Err(PgError::Refused(other.to_string())),
+            Err(other) => Err(PgError::Failed(other.to_string())),
         },
         Err(e) => Err(e.into()),
     }

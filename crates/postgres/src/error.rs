@@ -84,6 +84,46 @@ pub enum PgError {
     /// The operation was refused as unsafe or impossible.
     #[error("{0}")]
     Refused(String),
+    /// The repository holds no PostgreSQL base backup.
+    #[error("the repository holds no PostgreSQL backup; take one with `lifeboat pg backup`")]
+    NoBackup,
+    /// A server may be running on the data directory to restore into.
+    #[error("{} holds postmaster.pid: a server may be running on it. Stop it first (pg_ctl stop -D {}); remove postmaster.pid only if no server runs there", pgdata.display(), pgdata.display())]
+    ServerRunning {
+        /// The data directory.
+        pgdata: std::path::PathBuf,
+    },
+    /// The data directory to restore into is not empty (and `--delta` was
+    /// not given).
+    #[error("{} is not empty; restore into an empty or new directory, or pass --delta to replace what differs", pgdata.display())]
+    TargetNotEmpty {
+        /// The data directory.
+        pgdata: std::path::PathBuf,
+    },
+    /// More than one timeline could be followed to the target.
+    #[error("the archive holds more than one history after backup {backup} that parts before the target, so which to recover along is not clear (PostgreSQL would follow the newest, timeline {newest}, and could stop at the target on it without the rows written on the other):\n{listing}\nSay which with {flags}; `lifeboat pg info` shows every timeline")]
+    AmbiguousTimelines {
+        /// The backup (short id).
+        backup: String,
+        /// The timeline PostgreSQL would follow.
+        newest: u32,
+        /// Each timeline, described.
+        listing: String,
+        /// The `--target-timeline` choices.
+        flags: String,
+    },
+    /// The server is not archiving WAL, which a backup needs.
+    #[error("the server has archive_mode = {archive_mode} and wal_level = {wal_level}: a backup needs its WAL archived. Set archive_mode = on, wal_level = replica and archive_command = 'lifeboat pg wal-push %p' (with this repository), then restart PostgreSQL")]
+    NotArchiving {
+        /// `archive_mode`.
+        archive_mode: String,
+        /// `wal_level`.
+        wal_level: String,
+    },
+    /// Something failed that is neither the request's fault nor the data's
+    /// (a worker thread that panicked).
+    #[error("{0}")]
+    Failed(String),
     /// A restore into a data directory failed part way: PostgreSQL will not
     /// start on what it left (`global/pg_control` is written last).
     #[error("{}\nThe data directory {pgdata} is incomplete, and PostgreSQL will not start on it: global/pg_control is written last, once everything else is. Run the same `lifeboat pg restore` with --delta to finish it", lifeboat_repo::report(cause.as_ref()))]
@@ -118,15 +158,21 @@ impl PgError {
             PgError::Repo(e) => e.class(),
             PgError::RestoreIncomplete { cause, .. } => cause.class(),
             PgError::Checksums { .. } => ErrorClass::Damage,
-            PgError::BadConninfo { .. } | PgError::Misconfigured(_) | PgError::Refused(_) => {
-                ErrorClass::Usage
-            }
+            PgError::BadConninfo { .. }
+            | PgError::Misconfigured(_)
+            | PgError::Refused(_)
+            | PgError::NoBackup
+            | PgError::ServerRunning { .. }
+            | PgError::TargetNotEmpty { .. }
+            | PgError::AmbiguousTimelines { .. }
+            | PgError::NotArchiving { .. } => ErrorClass::Usage,
             PgError::Connect { .. } | PgError::SessionLost { .. } => ErrorClass::Transient,
             PgError::Query { .. }
             | PgError::ArchiveTimeout { .. }
             | PgError::Io { .. }
             | PgError::Server(_)
-            | PgError::Tool { .. } => ErrorClass::Failure,
+            | PgError::Tool { .. }
+            | PgError::Failed(_) => ErrorClass::Failure,
         }
     }
 }

@@ -122,9 +122,7 @@ pub fn choose_snapshot(repo: &Repository, opts: &PgRestoreOptions) -> Result<Sna
     }
     let backups = crate::inspect::backups(repo)?;
     let Some(oldest) = backups.first() else {
-        return Err(PgError::Refused(
-            "the repository holds no PostgreSQL backup; take one with `lifeboat pg backup`".into(),
-        ));
+        return Err(PgError::NoBackup);
     };
     if let RecoveryTarget::Time(t) = &opts.target {
         if end_time(oldest) > *t {
@@ -140,10 +138,7 @@ pub fn choose_snapshot(repo: &Repository, opts: &PgRestoreOptions) -> Result<Sna
             .find(|b| end_time(b) <= *t)
             .ok_or_else(|| PgError::Refused("no backup ends before the target time".into()));
     }
-    backups
-        .into_iter()
-        .next_back()
-        .ok_or_else(|| PgError::Refused("no PostgreSQL backup found".into()))
+    backups.into_iter().next_back().ok_or(PgError::NoBackup)
 }
 
 /// A time as PostgreSQL's `recovery_target_time` takes it:
@@ -253,18 +248,15 @@ pub fn restore(
 ) -> Result<PgRestoreReport> {
     let pgdata = &opts.pgdata;
     if pgdata.join("postmaster.pid").exists() {
-        return Err(PgError::Refused(format!(
-            "{} holds postmaster.pid: a server may be running on it. Stop it first (pg_ctl stop -D {}); remove postmaster.pid only if no server runs there",
-            pgdata.display(),
-            pgdata.display()
-        )));
+        return Err(PgError::ServerRunning {
+            pgdata: pgdata.clone(),
+        });
     }
     let non_empty = has_entries(pgdata);
     if non_empty && !opts.delta {
-        return Err(PgError::Refused(format!(
-            "{} is not empty; restore into an empty or new directory, or pass --delta to replace what differs",
-            pgdata.display()
-        )));
+        return Err(PgError::TargetNotEmpty {
+            pgdata: pgdata.clone(),
+        });
     }
     let entry = choose_snapshot(repo, opts)?;
     crate::timelines::check_target(repo, &entry, opts)?;

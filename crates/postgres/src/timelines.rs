@@ -313,13 +313,12 @@ pub fn check_target(
         .iter()
         .map(|t| format!("--target-timeline {t}"))
         .collect();
-    Err(PgError::Refused(format!(
-        "the archive holds more than one history after backup {} that parts before the target, so which to recover along is not clear (PostgreSQL would follow the newest, timeline {}, and could stop at the target on it without the rows written on the other):\n{}\nSay which with {}; `lifeboat pg info` shows every timeline",
-        entry.id.short(),
-        reachable.iter().map(|t| t.timeline).max().unwrap_or(base),
-        lines.join("\n"),
-        flags.join(" or ")
-    )))
+    Err(PgError::AmbiguousTimelines {
+        backup: entry.id.short(),
+        newest: reachable.iter().map(|t| t.timeline).max().unwrap_or(base),
+        listing: lines.join("\n"),
+        flags: flags.join(" or "),
+    })
 }
 
 fn describe_short(all: &[Timeline], tli: u32) -> String {

@@ -135,6 +135,11 @@ pub enum RepoError {
     /// Invalid settings.
     #[error("invalid setting: {0}")]
     Invalid(String),
+    /// Something failed inside lifeboat (a worker thread that panicked, a
+    /// document that would not encode): neither the request's fault nor the
+    /// data's.
+    #[error("{0}")]
+    Failed(String),
     /// A cryptographic operation failed outside of reading a stored object.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -179,6 +184,7 @@ impl RepoError {
             // `lifeboat_postgres`) before anyone asks its class.
             RepoError::Conflict { .. }
             | RepoError::Io { .. }
+            | RepoError::Failed(_)
             | RepoError::Incomplete { .. }
             | RepoError::Source(_) => ErrorClass::Failure,
         }

@@ -307,13 +307,13 @@ impl PackBuilder {
     /// copied. Layout and result are those of [`compress`] then [`Key::seal_into`].
     pub fn push_chunk(&mut self, key: &Key, id: ChunkId, data: &[u8], level: i32) -> Result<()> {
         let offset = u32::try_from(self.buf.len())
-            .map_err(|_| RepoError::Invalid("pack larger than 4 GiB".into()))?;
+            .map_err(|_| RepoError::Failed("pack larger than 4 GiB".into()))?;
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0u8; NONCE_LEN]);
         compress_append(data, level, &mut self.buf);
         key.seal_appended(id.as_bytes(), &mut self.buf, start)?;
         let len = u32::try_from(self.buf.len() - start)
-            .map_err(|_| RepoError::Invalid("blob larger than 4 GiB".into()))?;
+            .map_err(|_| RepoError::Failed("blob larger than 4 GiB".into()))?;
         self.entries.push(BlobEntry {
             id,
             offset,
@@ -420,7 +420,7 @@ pub fn open_blob_to<'a>(
         (_, rest) => {
             let room = out.len();
             let out = out.get_mut(..raw_len).ok_or_else(|| {
-                RepoError::Invalid(format!(
+                RepoError::Failed(format!(
                     "a {raw_len}-byte chunk was asked into a {room}-byte buffer"
                 ))
             })?;

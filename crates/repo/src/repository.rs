@@ -250,8 +250,7 @@ impl Repository {
         rt.block_on(storage.put(&slot_key(&slot.id), Bytes::from(encode_slot(&slot))))?;
         let ring = format::seal_object(MAGIC_KEYRING, 0, &master, &keyring.to_bytes())?;
         rt.block_on(storage.put(KEYRING, Bytes::from(ring)))?;
-        let cfg_json =
-            serde_json::to_vec(&config).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let cfg_json = serde_json::to_vec(&config).map_err(|e| RepoError::Failed(e.to_string()))?;
         let cfg = format::seal_object(MAGIC_CONFIG, 0, &master, &cfg_json)?;
         rt.block_on(storage.put(CONFIG, Bytes::from(cfg)))?;
         Ok(Repository {
@@ -594,7 +593,7 @@ impl Repository {
     /// Stores a snapshot and returns its id. Call only once everything it
     /// references is durably stored and indexed.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
-        let json = serde_json::to_vec(snapshot).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let json = serde_json::to_vec(snapshot).map_err(|e| RepoError::Failed(e.to_string()))?;
         let body = format::compress(&json, 3);
         let epoch = self.inner.keyring.current();
         let obj = format::seal_object(MAGIC_SNAPSHOT, epoch.number, &epoch.key, &body)?;

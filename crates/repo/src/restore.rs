@@ -1053,7 +1053,7 @@ impl Repository {
                     .into_iter()
                     .map(|h| {
                         h.join().unwrap_or_else(|_| {
-                            Err(RepoError::Invalid("a reader thread panicked".into()))
+                            Err(RepoError::Failed("a reader thread panicked".into()))
                         })
                     })
                     .collect()

@@ -186,7 +186,7 @@ impl<'a> FileSink<'a> {
     /// Takes the `len` bytes filled in after [`FileSink::reserve`].
     pub(crate) fn commit(&mut self, node: usize, offset: u64, len: usize) -> Result<()> {
         let Some(at) = self.find_stage(node, offset) else {
-            return Err(RepoError::Invalid(
+            return Err(RepoError::Failed(
                 "a restore write was committed without its reservation".into(),
             ));
         };

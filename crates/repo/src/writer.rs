@@ -226,7 +226,7 @@ impl Writer {
     fn error_or(&self, what: &str) -> RepoError {
         self.shared
             .take_error()
-            .unwrap_or_else(|| RepoError::Invalid(what.to_string()))
+            .unwrap_or_else(|| RepoError::Failed(what.to_string()))
     }
 
     /// Flushes the open pack, waits for every upload and the last index object,
@@ -237,7 +237,7 @@ impl Writer {
         for h in self.compressors.drain(..) {
             if h.join().is_err() {
                 self.shared
-                    .fail(RepoError::Invalid("a compressor thread panicked".into()));
+                    .fail(RepoError::Failed("a compressor thread panicked".into()));
             }
         }
         drop(self.pack_tx.take());
@@ -245,7 +245,7 @@ impl Writer {
             Some(Ok(indexed)) => indexed,
             _ => {
                 self.shared
-                    .fail(RepoError::Invalid("the uploader thread panicked".into()));
+                    .fail(RepoError::Failed("the uploader thread panicked".into()));
                 Vec::new()
             }
         };
@@ -290,7 +290,7 @@ fn compress_loop(shared: &Shared, rx: &Receiver<(ChunkId, Vec<u8>)>, tx: &Sender
     let send = |pack: PackBuilder| match pack.finish(&epoch.key) {
         Ok((id, bytes, entries)) => {
             if tx.send((id, epoch.number, bytes, entries)).is_err() {
-                shared.fail(RepoError::Invalid("the uploader stopped".into()));
+                shared.fail(RepoError::Failed("the uploader stopped".into()));
             }
         }
         Err(e) => shared.fail(e),
@@ -360,7 +360,7 @@ fn upload_loop(shared: &Shared, rx: &Receiver<FinishedPack>) -> Vec<IndexedPack>
                 pending.push(packed);
             }
             Ok(Err(e)) => shared.fail(e.into()),
-            Err(e) => shared.fail(RepoError::Invalid(format!("upload task failed: {e}"))),
+            Err(e) => shared.fail(RepoError::Failed(format!("upload task failed: {e}"))),
         }
     };
 
