@@ -620,7 +620,7 @@ fn info(ctx: &Ctx) -> Result<()> {
             a.recoverable_from.as_deref().unwrap_or("?"),
             a.recoverable_to
                 .as_deref()
-                .unwrap_or("? (no WAL after the newest backup)")
+                .unwrap_or("? (no backup has all the WAL it needs)")
         );
     }
     Ok(())

@@ -8,6 +8,14 @@
 //! (the oldest backup's first segment, or its history file's switch point),
 //! segment by segment, probing ahead past a missing segment to tell a gap
 //! from the end.
+//!
+//! The recoverable window is what recovery can replay, which the per-timeline
+//! view alone does not say: from a backup, recovery reads segment by segment
+//! along a path of timelines, the backup's own and then each one of a later
+//! timeline's history after it (a segment from the newest timeline of the
+//! path that has begun by then: the parent's up to the segment holding the
+//! branch point, the child's from there), and it stops at the first segment
+//! missing on that path, whatever is stored past it.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,7 +27,8 @@ use crate::archive::namespace;
 use crate::backup::SOURCE_KIND;
 use crate::error::Result;
 use crate::session::Session;
-use crate::wal::Segment;
+use crate::timelines::Timeline;
+use crate::wal::{Lsn, Segment};
 
 /// How far past a missing segment the walk looks for later ones (a gap)
 /// before it calls the timeline ended: 16384 segments, 256 GiB of 16 MiB WAL.
@@ -86,14 +95,13 @@ pub struct TimelineWal {
     pub last: Option<String>,
     /// Segments found.
     pub segments: u64,
-    /// Missing runs between the first and the last.
+    /// Missing runs between the first and the last, or before a segment
+    /// that must be there: the last one before a later timeline branches
+    /// off (recovery along that timeline reads it from this one) and, for
+    /// `pg check`, the one the server just finished.
     pub gaps: Vec<Gap>,
     /// When the last segment was stored.
     pub last_stored: Option<String>,
-    #[serde(skip)]
-    last_stored_time: Option<SystemTime>,
-    #[serde(skip)]
-    last_segment: Option<Segment>,
 }
 
 /// The WAL archive of one cluster.
@@ -105,9 +113,12 @@ pub struct ArchiveInfo {
     pub timelines: Vec<TimelineWal>,
     /// The earliest and latest time one can recover to, as far as the
     /// repository shows: the end of the oldest backup, and when the last
-    /// segment of WAL continuous from the newest backup was stored.
+    /// segment recovery from the newest backup can replay was stored (on
+    /// any timeline it can follow, up to the first segment missing on the
+    /// way; from the newest backup whose own WAL is all there, when the
+    /// newest's is not).
     pub recoverable_from: Option<String>,
-    /// See `recoverable_from`.
+    /// See `recoverable_from`; `None` when no backup has all its WAL.
     pub recoverable_to: Option<String>,
 }
 
@@ -192,8 +203,6 @@ fn walk(
         segments: 0,
         gaps: Vec::new(),
         last_stored: None,
-        last_stored_time: None,
-        last_segment: None,
     };
     let mut seg = start;
     let mut last: Option<Segment> = None;
@@ -242,13 +251,74 @@ fn walk(
     }
     if let Some(l) = last {
         t.last = Some(l.name());
-        t.last_segment = Some(l);
         if let Some(info) = repo.stat_named(ns, &l.name())? {
-            t.last_stored_time = info.modified;
             t.last_stored = info.modified.map(rfc3339);
         }
     }
     Ok(t)
+}
+
+/// The timelines recovery from a backup on timeline `base` that began at
+/// `start` follows to reach `target`, each with the number of the first
+/// segment read from it: `base` from the start, then each later timeline of
+/// `target`'s history from the segment holding its branch point (PostgreSQL
+/// reads a segment from the newest timeline of the path that has begun by
+/// then). `None` when `target`'s history does not leave `base` after the
+/// backup began: recovery from the backup cannot reach `target`.
+fn recovery_path(base: u32, start: Lsn, target: &Timeline, size: u64) -> Option<Vec<(u32, u64)>> {
+    if target.timeline == base {
+        return Some(vec![(base, 0)]);
+    }
+    let i = target.history.iter().position(|(t, _)| *t == base)?;
+    if target.history[i].1 <= start {
+        return None;
+    }
+    let mut path = vec![(base, 0)];
+    for (j, (_, at)) in target.history.iter().enumerate().skip(i) {
+        let next = target
+            .history
+            .get(j + 1)
+            .map_or(target.timeline, |(t, _)| *t);
+        path.push((next, at.0 / size));
+    }
+    Some(path)
+}
+
+/// The last segment recovery reads along `path` (from `recovery_path`)
+/// from `first` on before one is missing, or `None` when `first` is.
+fn path_end(
+    has: &dyn Fn(&Segment) -> bool,
+    path: &[(u32, u64)],
+    first: Segment,
+) -> Option<Segment> {
+    let mut last = None;
+    let mut number = first.number;
+    loop {
+        let timeline = path
+            .iter()
+            .rev()
+            .find(|(_, from)| *from <= number)
+            .map_or(first.timeline, |(t, _)| *t);
+        let seg = Segment {
+            timeline,
+            number,
+            ..first
+        };
+        if !has(&seg) {
+            return last;
+        }
+        last = Some(seg);
+        number += 1;
+    }
+}
+
+/// Where a backup's WAL begins and ends: its first and last segment, and its
+/// start LSN (the start of its first segment when not recorded).
+fn backup_wal(e: &SnapshotEntry, size: u64) -> Option<(Segment, Segment, Lsn)> {
+    let first = Segment::parse(&meta_str(e, "wal_start"), size)?;
+    let stop = Segment::parse(&meta_str(e, "wal_stop"), size)?;
+    let start = meta_str(e, "start_lsn").parse().unwrap_or(first.start());
+    Some((first, stop, start))
 }
 
 /// The archive of the cluster `system_identifier`, walked from the oldest
@@ -279,43 +349,74 @@ pub fn archive_info(
         return Ok(out);
     };
     let keys = repo.list_named()?;
+    let all = crate::timelines::timelines(repo, &ns, &keys)?;
     let mut starts = vec![(first, None)];
-    for t in crate::timelines::timelines(repo, &ns, &keys)? {
+    for t in &all {
         if let (true, Some(lsn)) = (t.timeline > first.timeline, t.branch_lsn) {
-            starts.push((Segment::containing(t.timeline, lsn, size), Some(t)));
+            starts.push((Segment::containing(t.timeline, lsn, size), Some(t.clone())));
         }
     }
     for (start, history) in starts {
-        let until = upto.filter(|u| u.timeline == start.timeline);
+        // What must be there: for each later timeline branching off this
+        // one after the walk's start, the segment before the one holding
+        // the branch point; for `pg check`, the segment just finished.
+        let mut until = upto.filter(|u| u.timeline == start.timeline);
+        for child in &all {
+            if let (Some(parent), Some(lsn)) = (child.parent, child.branch_lsn) {
+                let holding = lsn.0 / size;
+                if parent == start.timeline
+                    && holding > start.number
+                    && until.is_none_or(|u| u.number < holding - 1)
+                {
+                    until = Some(Segment {
+                        number: holding - 1,
+                        ..start
+                    });
+                }
+            }
+        }
         let mut wal = walk(repo, &ns, &keys, start, until)?;
         wal.history = history;
         out.timelines.push(wal);
     }
-    // Recoverable: from the end of the oldest backup to the last segment
-    // stored without a gap after the newest backup, on its timeline or later.
     out.recoverable_from = Some(oldest.snapshot.end_time.to_string());
-    let newest = mine.last().expect("non-empty");
-    let stop = Segment::parse(&meta_str(newest, "wal_stop"), size);
-    let to = out
-        .timelines
-        .iter()
-        .filter(|t| stop.is_some_and(|s| t.timeline >= s.timeline))
-        .filter(|t| {
-            // On the backup's own timeline, only WAL up to the first gap after it counts.
-            t.gaps.iter().all(|g| {
-                Segment::parse(&g.first, size)
-                    .zip(stop)
-                    .is_none_or(|(g, s)| g.timeline != s.timeline || g.number <= s.number)
-            })
-        })
-        .filter(|t| {
-            t.last_segment
-                .zip(stop)
-                .is_some_and(|(l, s)| l.timeline != s.timeline || l.number >= s.number)
-        })
-        .filter_map(|t| t.last_stored_time)
-        .max();
-    out.recoverable_to = to.map(rfc3339);
+    // Recoverable to: from the newest backup, along each timeline recovery
+    // can follow from it (its own, and every one whose history leaves it
+    // after the backup began), to the first segment missing on the way; the
+    // latest time the last segment of such a path was stored. A backup
+    // whose own WAL is not all there restores nothing: then the newest one
+    // whose WAL is.
+    let has = |s: &Segment| keys.contains(&repo.named_key(&ns, &s.name()));
+    for b in mine.iter().rev() {
+        let Some((first, stop, start)) = backup_wal(b, size) else {
+            continue;
+        };
+        let base = first.timeline;
+        let mut paths = vec![vec![(base, 0)]];
+        paths.extend(
+            all.iter()
+                .filter(|t| t.timeline != base)
+                .filter_map(|t| recovery_path(base, start, t, size)),
+        );
+        let mut ends: Vec<Segment> = paths
+            .iter()
+            .filter_map(|p| path_end(&has, p, first))
+            .filter(|end| end.number >= stop.number)
+            .collect();
+        if ends.is_empty() {
+            continue;
+        }
+        ends.sort_unstable();
+        ends.dedup();
+        let mut to: Option<SystemTime> = None;
+        for end in ends {
+            if let Some(info) = repo.stat_named(&ns, &end.name())? {
+                to = to.max(info.modified);
+            }
+        }
+        out.recoverable_to = to.map(rfc3339);
+        break;
+    }
     Ok(out)
 }
 
@@ -573,4 +674,82 @@ pub fn check(
     }
     drop(session);
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIZE: u64 = 16 << 20;
+
+    fn timeline(timeline: u32, history: &[(u32, u64)]) -> Timeline {
+        Timeline {
+            timeline,
+            parent: history.last().map(|h| h.0),
+            branch_lsn: history.last().map(|h| Lsn(h.1)),
+            reason: None,
+            stored: None,
+            origin: None,
+            history: history.iter().map(|&(t, l)| (t, Lsn(l))).collect(),
+            stored_time: None,
+        }
+    }
+
+    /// Timeline 3 branched from 2 at 0/9000028, which branched from 1 at
+    /// 0/6000000: from a backup on 1, recovery reads 1 up to segment 5, 2
+    /// from 6 to 8 and 3 from 9 (the segment holding the branch point comes
+    /// from the child), and stops at the first segment missing on that
+    /// path, on whichever timeline.
+    #[test]
+    fn recovery_follows_the_history_and_stops_at_the_first_missing_segment() {
+        let t3 = timeline(3, &[(1, 0x600_0000), (2, 0x900_0028)]);
+        let path = recovery_path(1, Lsn(0x200_0028), &t3, SIZE).unwrap();
+        assert_eq!(path, [(1, 0), (2, 6), (3, 9)]);
+        assert_eq!(
+            recovery_path(2, Lsn(0x700_0028), &t3, SIZE).unwrap(),
+            [(2, 0), (3, 9)]
+        );
+        // Branched off before the backup began: not reachable from it.
+        assert_eq!(recovery_path(1, Lsn(0x600_0028), &t3, SIZE), None);
+        assert_eq!(recovery_path(4, Lsn(0x200_0028), &t3, SIZE), None);
+        assert_eq!(
+            recovery_path(3, Lsn(0xA00_0028), &t3, SIZE).unwrap(),
+            [(3, 0)]
+        );
+
+        let first = Segment {
+            timeline: 1,
+            number: 2,
+            size: SIZE,
+        };
+        let stored = |set: &[(u32, u64)]| {
+            let set: HashSet<(u32, u64)> = set.iter().copied().collect();
+            move |s: &Segment| set.contains(&(s.timeline, s.number))
+        };
+        let all = [
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (1, 5),
+            (2, 6),
+            (2, 7),
+            (2, 8),
+            (3, 9),
+            (3, 10),
+        ];
+        let end = |set: &[(u32, u64)]| {
+            path_end(&stored(set), &path, first).map(|s| (s.timeline, s.number))
+        };
+        assert_eq!(end(&all), Some((3, 10)));
+        // Another timeline's copy of a segment does not stand in for the
+        // path's: 1's segment 6 (it went on) is not 2's.
+        let mut lost = all.to_vec();
+        lost.retain(|s| *s != (2, 6));
+        lost.push((1, 6));
+        lost.push((1, 7));
+        assert_eq!(end(&lost), Some((1, 5)));
+        lost.retain(|s| *s != (1, 4));
+        assert_eq!(end(&lost), Some((1, 3)));
+        assert_eq!(end(&[]), None);
+    }
 }

@@ -682,6 +682,58 @@ fn restore_refuses_unreachable_targets_and_unknown_snapshots() {
     );
 }
 
+/// A target time past the recoverable window `pg info` shows: the restore
+/// (which does not read the window) writes the target; recovery replays all
+/// the WAL there is and PostgreSQL refuses to end short of the target, so
+/// `--start` fails with the server's own words and leaves nothing running.
+#[test]
+fn a_target_time_past_the_window_fails_recovery_and_says_why() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    backup_ok(&env, &pg, &[]);
+    insert_users(&pg, 1001, 1100);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    let to = info["archives"][0]["recoverable_to"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no window: {info}"));
+    let past = humantime::parse_rfc3339(to).unwrap() + Duration::from_secs(86_400);
+    let past = humantime::format_rfc3339_seconds(past).to_string();
+
+    let dir = env.restore_dir();
+    let pgdata = dir.path().join("data");
+    let args = [
+        "pg",
+        "restore",
+        "--start",
+        "--start-timeout",
+        "120",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-time",
+        past.as_str(),
+    ];
+    let out = env.run(&args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("recovery ended before configured recovery target was reached"),
+        "{err}"
+    );
+    let conf = fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("recovery_target_time"), "{conf}");
+    assert!(
+        pgdata.join("global/pg_control").exists(),
+        "the restore finished"
+    );
+    assert!(
+        !pgdata.join("postmaster.pid").exists(),
+        "no server left running"
+    );
+}
+
 /// `pg info` lists backups, the archive and the recoverable window; a WAL
 /// segment that never reached the repository shows as a gap in `pg info`
 /// and fails `pg check`.
