@@ -640,7 +640,7 @@ fn check(ctx: &Ctx, pg_url: &str, timeout: u64) -> Result<()> {
         for c in &report.checks {
             outln!(
                 "{:<4}  {:<16} {}",
-                c.status.to_uppercase(),
+                c.status.as_str().to_uppercase(),
                 c.name,
                 c.detail
             );
@@ -652,7 +652,7 @@ fn check(ctx: &Ctx, pg_url: &str, timeout: u64) -> Result<()> {
         let failed: Vec<&str> = report
             .checks
             .iter()
-            .filter(|c| c.status == "fail")
+            .filter(|c| c.status == pg::inspect::CheckStatus::Fail)
             .map(|c| c.name.as_str())
             .collect();
         Err(Error::CheckFailed(format!(

@@ -20,12 +20,13 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use lifeboat_repo::{Repository, SnapshotEntry};
+use lifeboat_repo::{RepoError, Repository, SnapshotEntry};
 use tokio::runtime::Handle;
 
 use crate::archive::namespace;
 use crate::backup::SOURCE_KIND;
-use crate::error::Result;
+use crate::error::{PgError, Result};
+use crate::meta::BackupMeta;
 use crate::session::Session;
 use crate::timelines::Timeline;
 use crate::wal::{Lsn, Segment};
@@ -131,25 +132,6 @@ pub struct PgInfo {
     pub archives: Vec<ArchiveInfo>,
 }
 
-pub(crate) fn meta_str(e: &SnapshotEntry, k: &str) -> String {
-    match e.snapshot.metadata.get(k) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(v) if !v.is_null() => v.to_string(),
-        _ => String::new(),
-    }
-}
-
-pub(crate) fn meta_u64(e: &SnapshotEntry, k: &str) -> u64 {
-    e.snapshot
-        .metadata
-        .get(k)
-        .and_then(|v| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -163,26 +145,27 @@ pub fn backups(repo: &Repository) -> Result<Vec<SnapshotEntry>> {
         .collect())
 }
 
-fn backup_info(e: &SnapshotEntry) -> BackupInfo {
+fn backup_info(e: &SnapshotEntry) -> Result<BackupInfo> {
     let st = &e.snapshot.stats;
-    BackupInfo {
+    let m = BackupMeta::of(e)?;
+    Ok(BackupInfo {
         id: e.id.to_hex(),
-        kind: meta_str(e, "backup_type"),
+        kind: m.backup_type.to_string(),
         start_time: e.snapshot.start_time.to_string(),
         end_time: e.snapshot.end_time.to_string(),
-        system_identifier: meta_str(e, "system_identifier"),
-        pg_version: meta_str(e, "pg_version"),
-        timeline: meta_u64(e, "timeline"),
-        start_lsn: meta_str(e, "start_lsn"),
-        stop_lsn: meta_str(e, "stop_lsn"),
-        wal_start: meta_str(e, "wal_start"),
-        wal_stop: meta_str(e, "wal_stop"),
+        system_identifier: m.system_identifier.to_string(),
+        pg_version: m.pg_version,
+        timeline: u64::from(m.timeline.0),
+        start_lsn: m.start_lsn.to_string(),
+        stop_lsn: m.stop_lsn.to_string(),
+        wal_start: m.wal_start,
+        wal_stop: m.wal_stop,
         bytes_original: st.bytes_total,
         bytes_stored: st.bytes_stored,
         bytes_new: st.bytes_new,
         duration_ms: st.duration_ms,
         tags: e.snapshot.tags.clone(),
-    }
+    })
 }
 
 /// Follows `timeline` from `start`: the segments present, and the gaps
@@ -313,12 +296,33 @@ fn path_end(
 }
 
 /// Where a backup's WAL begins and ends: its first and last segment, and its
-/// start LSN (the start of its first segment when not recorded).
-fn backup_wal(e: &SnapshotEntry, size: u64) -> Option<(Segment, Segment, Lsn)> {
-    let first = Segment::parse(&meta_str(e, "wal_start"), size)?;
-    let stop = Segment::parse(&meta_str(e, "wal_stop"), size)?;
-    let start = meta_str(e, "start_lsn").parse().unwrap_or(first.start());
-    Some((first, stop, start))
+/// start LSN; damage, named, when the segment names it records are not ones.
+fn backup_wal(e: &SnapshotEntry, m: &BackupMeta, size: u64) -> Result<(Segment, Segment, Lsn)> {
+    let segment = |name: &str| {
+        Segment::parse(name, size).ok_or_else(|| {
+            PgError::Repo(RepoError::Corrupt {
+                key: lifeboat_repo::ObjectKey::Snapshot(e.id).to_string(),
+                reason: format!("its WAL segment {name:?} is not a WAL file name"),
+            })
+        })
+    };
+    Ok((segment(&m.wal_start)?, segment(&m.wal_stop)?, m.start_lsn))
+}
+
+/// The backups of `backups` that belong to the cluster `system_identifier`,
+/// with their metadata.
+fn of_system<'a>(
+    backups: &'a [SnapshotEntry],
+    system_identifier: &str,
+) -> Result<Vec<(&'a SnapshotEntry, BackupMeta)>> {
+    let mut out = Vec::new();
+    for b in backups {
+        let m = BackupMeta::of(b)?;
+        if m.system_identifier.to_string() == system_identifier {
+            out.push((b, m));
+        }
+    }
+    Ok(out)
 }
 
 /// The archive of the cluster `system_identifier`, walked from the oldest
@@ -331,23 +335,18 @@ pub fn archive_info(
     upto: Option<Segment>,
 ) -> Result<ArchiveInfo> {
     let ns = namespace(system_identifier);
-    let mine: Vec<&SnapshotEntry> = backups
-        .iter()
-        .filter(|b| meta_str(b, "system_identifier") == system_identifier)
-        .collect();
+    let mine = of_system(backups, system_identifier)?;
     let mut out = ArchiveInfo {
         system_identifier: system_identifier.to_string(),
         timelines: Vec::new(),
         recoverable_from: None,
         recoverable_to: None,
     };
-    let Some(oldest) = mine.first() else {
+    let Some((oldest, oldest_meta)) = mine.first() else {
         return Ok(out);
     };
-    let size = meta_u64(oldest, "wal_segment_size").max(1 << 20);
-    let Some(first) = Segment::parse(&meta_str(oldest, "wal_start"), size) else {
-        return Ok(out);
-    };
+    let size = oldest_meta.wal_segment_size.max(1 << 20);
+    let (first, _, _) = backup_wal(oldest, oldest_meta, size)?;
     let keys = repo.list_named()?;
     let all = crate::timelines::timelines(repo, &ns, &keys)?;
     let mut starts = vec![(first, None)];
@@ -387,10 +386,8 @@ pub fn archive_info(
     // whose own WAL is not all there restores nothing: then the newest one
     // whose WAL is.
     let has = |s: &Segment| keys.contains(&repo.named_key(&ns, &s.name()));
-    for b in mine.iter().rev() {
-        let Some((first, stop, start)) = backup_wal(b, size) else {
-            continue;
-        };
+    for (b, m) in mine.iter().rev() {
+        let (first, stop, start) = backup_wal(b, m, size)?;
         let base = first.timeline;
         let mut paths = vec![vec![(base, 0)]];
         paths.extend(
@@ -425,7 +422,7 @@ pub fn info(repo: &Repository) -> Result<PgInfo> {
     let list = backups(repo)?;
     let mut systems: Vec<String> = Vec::new();
     for b in &list {
-        let id = meta_str(b, "system_identifier");
+        let id = BackupMeta::of(b)?.system_identifier.to_string();
         if !systems.contains(&id) {
             systems.push(id);
         }
@@ -435,9 +432,32 @@ pub fn info(repo: &Repository) -> Result<PgInfo> {
         .map(|s| archive_info(repo, s, &list, None))
         .collect::<Result<Vec<_>>>()?;
     Ok(PgInfo {
-        backups: list.iter().map(backup_info).collect(),
+        backups: list.iter().map(backup_info).collect::<Result<_>>()?,
         archives,
     })
+}
+
+/// How one check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// As it should be.
+    Ok,
+    /// Works, but needs attention.
+    Warn,
+    /// Broken: backups or recovery will fail.
+    Fail,
+}
+
+impl CheckStatus {
+    /// `ok`, `warn` or `fail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Ok => "ok",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "fail",
+        }
+    }
 }
 
 /// The outcome of one check.
@@ -445,8 +465,8 @@ pub fn info(repo: &Repository) -> Result<PgInfo> {
 pub struct Check {
     /// What was checked.
     pub name: String,
-    /// `ok`, `warn` or `fail`.
-    pub status: &'static str,
+    /// How it came out.
+    pub status: CheckStatus,
     /// What was found, and what to do when it is not ok.
     pub detail: String,
 }
@@ -466,9 +486,9 @@ pub struct CheckReport {
 impl CheckReport {
     /// True when no check failed.
     pub fn ok(&self) -> bool {
-        self.checks.iter().all(|c| c.status != "fail")
+        self.checks.iter().all(|c| c.status != CheckStatus::Fail)
     }
-    fn push(&mut self, name: &str, status: &'static str, detail: String) {
+    fn push(&mut self, name: &str, status: CheckStatus, detail: String) {
         self.checks.push(Check {
             name: name.into(),
             status,
@@ -496,7 +516,7 @@ pub fn check(
     let info = session.server_info()?;
     r.push(
         "connection",
-        "ok",
+        CheckStatus::Ok,
         format!(
             "PostgreSQL {} (system identifier {}), data directory {}",
             info.version, info.system_identifier, info.data_directory
@@ -505,7 +525,7 @@ pub fn check(
     let archive_on = matches!(info.archive_mode.as_str(), "on" | "always");
     r.push(
         "archive_mode",
-        if archive_on { "ok" } else { "fail" },
+        if archive_on { CheckStatus::Ok } else { CheckStatus::Fail },
         if archive_on {
             info.archive_mode.clone()
         } else {
@@ -515,7 +535,11 @@ pub fn check(
     let level_ok = matches!(info.wal_level.as_str(), "replica" | "logical");
     r.push(
         "wal_level",
-        if level_ok { "ok" } else { "fail" },
+        if level_ok {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Fail
+        },
         if level_ok {
             info.wal_level.clone()
         } else {
@@ -528,21 +552,21 @@ pub fn check(
     let cmd = info.archive_command.trim();
     let (status, detail) = if cmd.is_empty() || cmd == "(disabled)" {
         (
-            "fail",
+            CheckStatus::Fail,
             "archive_command is empty: set archive_command = 'lifeboat --repo … pg wal-push %p'"
                 .to_string(),
         )
     } else if !cmd.contains("wal-push") || !cmd.contains("%p") {
-        ("fail", format!("archive_command {cmd:?} does not run `lifeboat pg wal-push %p`, so WAL does not reach this repository"))
+        (CheckStatus::Fail, format!("archive_command {cmd:?} does not run `lifeboat pg wal-push %p`, so WAL does not reach this repository"))
     } else {
-        ("ok", cmd.to_string())
+        (CheckStatus::Ok, cmd.to_string())
     };
     r.push("archive_command", status, detail);
     let timeout_s = info.archive_timeout_s;
     let (status, detail) = if timeout_s == 0 || timeout_s > 300 {
-        ("warn", format!("archive_timeout is {timeout_s} s: on a quiet server WAL may wait {} to be archived; 60 s keeps the RPO under the strategy's 5 minutes", if timeout_s == 0 { "indefinitely".to_string() } else { format!("{timeout_s} s") }))
+        (CheckStatus::Warn, format!("archive_timeout is {timeout_s} s: on a quiet server WAL may wait {} to be archived; 60 s keeps the RPO under the strategy's 5 minutes", if timeout_s == 0 { "indefinitely".to_string() } else { format!("{timeout_s} s") }))
     } else {
-        ("ok", format!("{timeout_s} s"))
+        (CheckStatus::Ok, format!("{timeout_s} s"))
     };
     r.push("archive_timeout", status, detail);
 
@@ -560,7 +584,7 @@ pub fn check(
     if col(4) == "true" {
         r.push(
             "archiver",
-            "fail",
+            CheckStatus::Fail,
             format!(
                 "archive_command is failing: the last attempt, for {}, failed ({} failures in all) and nothing was archived since; the server log says why",
                 col(3),
@@ -570,7 +594,7 @@ pub fn check(
     } else {
         r.push(
             "archiver",
-            "ok",
+            CheckStatus::Ok,
             format!(
                 "last archived {} ({} failures in all)",
                 if col(0).is_empty() {
@@ -603,7 +627,7 @@ pub fn check(
     match fetched {
         Some(n) => r.push(
             "wal switch",
-            "ok",
+            CheckStatus::Ok,
             format!(
                 "segment {seg_name} reached the repository {:.1} s after the switch and was fetched back ({n} bytes, checksum good)",
                 began.elapsed().as_secs_f64()
@@ -611,7 +635,7 @@ pub fn check(
         ),
         None => r.push(
             "wal switch",
-            "fail",
+            CheckStatus::Fail,
             format!(
                 "segment {seg_name} did not reach the repository within {} s of a forced WAL switch: check archive_command (it must use this repository and key) and the server log",
                 timeout.as_secs()
@@ -622,10 +646,7 @@ pub fn check(
     // Gaps since the oldest backup, up to the segment just switched.
     let list = backups(repo)?;
     let upto = Segment::parse(&seg_name, info.wal_segment_size);
-    if list
-        .iter()
-        .any(|b| meta_str(b, "system_identifier") == info.system_identifier)
-    {
+    if !of_system(&list, &info.system_identifier)?.is_empty() {
         let a = archive_info(repo, &info.system_identifier, &list, upto)?;
         let gaps: Vec<String> = a
             .timelines
@@ -639,7 +660,7 @@ pub fn check(
         if gaps.is_empty() {
             r.push(
                 "wal gaps",
-                "ok",
+                CheckStatus::Ok,
                 format!(
                     "no gaps from the oldest backup to now ({} timeline(s))",
                     a.timelines.len()
@@ -648,7 +669,7 @@ pub fn check(
         } else {
             r.push(
                 "wal gaps",
-                "fail",
+                CheckStatus::Fail,
                 format!(
                     "WAL is missing, so recovery cannot pass: {}. Take a new backup (`lifeboat pg backup --type full`) to recover past it",
                     gaps.join("; ")
@@ -659,14 +680,18 @@ pub fn check(
     } else {
         r.push(
             "backups",
-            "warn",
+            CheckStatus::Warn,
             "the repository holds no backup of this cluster yet: take one with `lifeboat pg backup`".into(),
         );
     }
     if let Some(age) = r.newest_archived_age_s {
         r.push(
             "rpo exposure",
-            if age > 300.0 { "warn" } else { "ok" },
+            if age > 300.0 {
+                CheckStatus::Warn
+            } else {
+                CheckStatus::Ok
+            },
             format!(
                 "the newest archived segment was archived {age:.0} s ago (strategy target: 5 min)"
             ),

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lifeboat_postgres::archive::{namespace, wal_push, PushReport};
-use lifeboat_postgres::wal::Segment;
+use lifeboat_postgres::meta::{BackupMeta, BackupType, Timeline};
+use lifeboat_postgres::wal::{Lsn, Segment};
 use lifeboat_repo::{
     BackupOutcome, Credential, InitOptions, Kdf, NoProgress, PlainFiles, Repository,
     TreeBackupOptions, TreeRoot,
 };
 use lifeboat_storage::LocalStorage;
-use serde_json::json;
 
 /// PostgreSQL's default WAL segment size, which the names below assume.
 const SEGMENT_SIZE: u64 = 16 << 20;
@@ -144,29 +144,31 @@ impl Cluster {
             ..Default::default()
         };
         repo.backup_tree(&opts, &PlainFiles, &NoProgress, |draft| {
-            let kind = if draft.parent().is_some() {
-                "incr"
-            } else {
-                "full"
+            let meta = BackupMeta {
+                backup_type: if draft.parent().is_some() {
+                    BackupType::Incr
+                } else {
+                    BackupType::Full
+                },
+                pg_version: "15.8".into(),
+                pg_version_num: 150008,
+                system_identifier: self.system_identifier.parse().unwrap(),
+                timeline: Timeline(1),
+                start_lsn: Lsn(start * SEGMENT_SIZE + 40),
+                stop_lsn: Lsn(stop * SEGMENT_SIZE + 256),
+                wal_start: seg(1, start),
+                wal_stop: seg(1, stop),
+                wal_segment_size: SEGMENT_SIZE,
+                data_checksums: true,
+                databases: Vec::new(),
+                label: "test".into(),
+                copy_start_ns: 0,
+                duration_ms: 0,
+                checksum_errors: Vec::new(),
+                tablespaces: Vec::new(),
             };
-            for (k, v) in [
-                ("backup_type", json!(kind)),
-                ("pg_version", json!("15.8")),
-                ("system_identifier", json!(self.system_identifier)),
-                ("timeline", json!(1)),
-                (
-                    "start_lsn",
-                    json!(format!("0/{:X}", start * SEGMENT_SIZE + 40)),
-                ),
-                (
-                    "stop_lsn",
-                    json!(format!("0/{:X}", stop * SEGMENT_SIZE + 256)),
-                ),
-                ("wal_start", json!(seg(1, start))),
-                ("wal_stop", json!(seg(1, stop))),
-                ("wal_segment_size", json!(SEGMENT_SIZE)),
-            ] {
-                draft.set_metadata(k, v);
+            for (k, v) in meta.entries().unwrap() {
+                draft.set_metadata(&k, v);
             }
             Ok(())
         })
