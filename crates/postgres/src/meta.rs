@@ -243,3 +243,108 @@ impl DumpMeta {
         self.items.keys().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn snapshot_with(metadata: Vec<(String, serde_json::Value)>) -> Snapshot {
+        let mut s: Snapshot = serde_json::from_value(serde_json::json!({
+            "version": 3, "source_kind": "postgres", "source_name": "main",
+            "hostname": "db1", "start_time": "2026-11-24T13:52:40Z",
+            "end_time": "2026-11-24T13:52:44Z", "nodes": [],
+            "stats": serde_json::to_value(lifeboat_repo::BackupStats::default()).unwrap(),
+        }))
+        .unwrap();
+        s.metadata = metadata.into_iter().collect();
+        s
+    }
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            ".{0,24}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            Just(serde_json::json!([{"oid": "1", "location": "/x"}])),
+        ]
+    }
+
+    const KEYS: &[&str] = &[
+        "backup_type",
+        "pg_version",
+        "pg_version_num",
+        "system_identifier",
+        "timeline",
+        "start_lsn",
+        "stop_lsn",
+        "wal_start",
+        "wal_stop",
+        "wal_segment_size",
+        "data_checksums",
+        "copy_start_unix_ns",
+        "tablespaces",
+        "items",
+        "format",
+        "pg_dump_major",
+    ];
+
+    proptest! {
+        /// Stored metadata of any shape reads or is refused as damage; it
+        /// never panics.
+        #[test]
+        fn any_metadata_reads_or_is_damage(
+            entries in proptest::collection::vec((0..KEYS.len(), value()), 0..20)
+        ) {
+            let s = snapshot_with(
+                entries.into_iter().map(|(k, v)| (KEYS[k].to_string(), v)).collect(),
+            );
+            let id = SnapshotId([7; 32]);
+            for r in [BackupMeta::of_snapshot(&id, &s).err(), DumpMeta::of_snapshot(&id, &s).err()]
+                .into_iter()
+                .flatten()
+            {
+                prop_assert_eq!(r.class(), lifeboat_repo::ErrorClass::Damage);
+            }
+        }
+    }
+
+    #[test]
+    fn what_a_backup_writes_reads_back() {
+        let meta = BackupMeta {
+            backup_type: BackupType::Incr,
+            pg_version: "15.8".into(),
+            pg_version_num: 150008,
+            system_identifier: "7300000000000000001".parse().unwrap(),
+            timeline: Timeline(3),
+            start_lsn: "16/B374D848".parse().unwrap(),
+            stop_lsn: "16/B5000000".parse().unwrap(),
+            wal_start: "000000030000001600000059".into(),
+            wal_stop: "00000003000000160000005A".into(),
+            wal_segment_size: 16 << 20,
+            data_checksums: true,
+            databases: Vec::new(),
+            label: "x".into(),
+            copy_start_ns: 1,
+            duration_ms: 2,
+            checksum_errors: Vec::new(),
+            tablespaces: vec![TablespaceMeta {
+                oid: "16400".into(),
+                location: "/srv/ts".into(),
+            }],
+        };
+        let s = snapshot_with(meta.entries().unwrap());
+        // The identifier is text in JSON: numbers lose digits past 2^53.
+        assert_eq!(s.metadata["system_identifier"], "7300000000000000001");
+        let back = BackupMeta::of_snapshot(&SnapshotId([1; 32]), &s).unwrap();
+        assert_eq!(back.start_lsn, meta.start_lsn);
+        assert_eq!(back.system_identifier, meta.system_identifier);
+        assert_eq!(back.tablespaces, meta.tablespaces);
+        let mut missing = s.clone();
+        missing.metadata.remove("start_lsn");
+        let err = BackupMeta::of_snapshot(&SnapshotId([1; 32]), &missing).unwrap_err();
+        assert!(err.to_string().contains("start_lsn"), "{err}");
+        assert!(err.to_string().contains("snapshots/0101"), "{err}");
+    }
+}

@@ -81,3 +81,74 @@ impl RedisMeta {
         self.keyspace.values().map(|d| d.keys).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn snapshot_with(metadata: Vec<(String, serde_json::Value)>) -> Snapshot {
+        let mut s: Snapshot = serde_json::from_value(serde_json::json!({
+            "version": 3, "source_kind": "redis", "source_name": "cache",
+            "hostname": "db1", "start_time": "2026-11-24T13:52:40Z",
+            "end_time": "2026-11-24T13:52:44Z", "nodes": [],
+            "stats": serde_json::to_value(lifeboat_repo::BackupStats::default()).unwrap(),
+        }))
+        .unwrap();
+        s.metadata = metadata.into_iter().collect();
+        s
+    }
+
+    const KEYS: &[&str] = &["redis_version", "rdb", "keyspace", "diskless", "aof_files"];
+
+    proptest! {
+        /// Stored metadata of any shape reads or is refused as damage.
+        #[test]
+        fn any_metadata_reads_or_is_damage(
+            entries in proptest::collection::vec((0..KEYS.len(), ".{0,12}"), 0..10)
+        ) {
+            let s = snapshot_with(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (KEYS[k].to_string(), serde_json::Value::from(v)))
+                    .collect(),
+            );
+            if let Err(e) = RedisMeta::of_snapshot(&SnapshotId([7; 32]), &s) {
+                prop_assert_eq!(e.class(), lifeboat_repo::ErrorClass::Damage);
+            }
+        }
+    }
+
+    #[test]
+    fn what_a_backup_writes_reads_back() {
+        let meta = RedisMeta {
+            redis_version: "7.0.15".into(),
+            rdb: RdbFacts {
+                magic: "REDIS".into(),
+                version: 10,
+                bytes: 120,
+                checksummed: true,
+            },
+            diskless: false,
+            keyspace: [(
+                "db0".to_string(),
+                DbKeys {
+                    keys: 3,
+                    expires: 1,
+                },
+            )]
+            .into(),
+            used_memory: Some(1),
+            rdb_last_save_time: None,
+            aof_files: None,
+        };
+        let s = snapshot_with(meta.entries().unwrap());
+        let back = RedisMeta::of_snapshot(&SnapshotId([1; 32]), &s).unwrap();
+        assert_eq!(back.keys(), 3);
+        assert_eq!(back.rdb, meta.rdb);
+        let mut missing = s.clone();
+        missing.metadata.remove("keyspace");
+        let err = RedisMeta::of_snapshot(&SnapshotId([1; 32]), &missing).unwrap_err();
+        assert!(err.to_string().contains("keyspace"), "{err}");
+    }
+}
