@@ -44,6 +44,6 @@ pub mod wal;
 pub use backup::{backup, BackupOptions, SOURCE_KIND};
 pub use error::{PgError, Result};
 pub use restore::{
-    choose_snapshot, parse_target_time, pg_timestamp, recovery_settings, restore, ArchiveMode,
-    PgRestoreOptions, PgRestoreReport, RecoveryTarget, RESTORE_MARKER,
+    choose_snapshot, conf_quote, parse_target_time, pg_timestamp, recovery_settings, restore,
+    ArchiveMode, PgRestoreOptions, PgRestoreReport, RecoveryTarget, RESTORE_MARKER,
 };

@@ -148,25 +148,37 @@ pub fn pg_timestamp(t: SystemTime) -> String {
     format!("{}+00", s.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
-fn quote(v: &str) -> String {
+/// `v` as a value of `postgresql.conf` (and `postgresql.auto.conf`): in
+/// single quotes, a quote doubled.
+pub fn conf_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
 /// The recovery settings for `postgresql.auto.conf`.
 pub fn recovery_settings(opts: &PgRestoreOptions) -> Vec<(String, String)> {
-    let mut s = vec![("restore_command".to_string(), quote(&opts.restore_command))];
+    let mut s = vec![(
+        "restore_command".to_string(),
+        conf_quote(&opts.restore_command),
+    )];
     match &opts.target {
         RecoveryTarget::End => {}
-        RecoveryTarget::Immediate => s.push(("recovery_target".into(), quote("immediate"))),
+        RecoveryTarget::Immediate => s.push(("recovery_target".into(), conf_quote("immediate"))),
         RecoveryTarget::Time(t) => {
-            s.push(("recovery_target_time".into(), quote(&pg_timestamp(*t))))
+            s.push(("recovery_target_time".into(), conf_quote(&pg_timestamp(*t))))
         }
-        RecoveryTarget::Lsn(l) => s.push(("recovery_target_lsn".into(), quote(&l.to_string()))),
-        RecoveryTarget::Xid(x) => s.push(("recovery_target_xid".into(), quote(&x.to_string()))),
-        RecoveryTarget::Name(n) => s.push(("recovery_target_name".into(), quote(n))),
+        RecoveryTarget::Lsn(l) => {
+            s.push(("recovery_target_lsn".into(), conf_quote(&l.to_string())))
+        }
+        RecoveryTarget::Xid(x) => {
+            s.push(("recovery_target_xid".into(), conf_quote(&x.to_string())))
+        }
+        RecoveryTarget::Name(n) => s.push(("recovery_target_name".into(), conf_quote(n))),
     }
     if opts.target != RecoveryTarget::End && !opts.standby {
-        s.push(("recovery_target_action".into(), quote(&opts.target_action)));
+        s.push((
+            "recovery_target_action".into(),
+            conf_quote(&opts.target_action),
+        ));
     }
     let timeline = match (&opts.target_timeline, &opts.target) {
         (Some(t), _) => Some(t.clone()),
@@ -174,13 +186,13 @@ pub fn recovery_settings(opts: &PgRestoreOptions) -> Vec<(String, String)> {
         _ => None,
     };
     if let Some(t) = timeline {
-        s.push(("recovery_target_timeline".into(), quote(&t)));
+        s.push(("recovery_target_timeline".into(), conf_quote(&t)));
     }
     if let Some(c) = &opts.primary_conninfo {
-        s.push(("primary_conninfo".into(), quote(c)));
+        s.push(("primary_conninfo".into(), conf_quote(c)));
     }
     if opts.archive_mode == ArchiveMode::Off {
-        s.push(("archive_mode".into(), quote("off")));
+        s.push(("archive_mode".into(), conf_quote("off")));
     }
     s
 }

@@ -312,70 +312,64 @@ fn insert_activity(users: usize, sessions: usize, events: usize) -> String {
     )
 }
 
-/// Runs the scenario in `opts.root`; `say` gets each step's narration as it
-/// happens. Returns the report whatever the rows restored; the caller
-/// decides on [`VerifyFigures::as_expected`].
-pub fn run(
-    opts: &PitrOptions,
-    progress: &dyn Progress,
-    say: &mut dyn FnMut(String),
-) -> Result<PitrReport> {
-    let root = &opts.root;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start the async runtime", e))?;
-    let started = Instant::now();
-    let io = |what: &str, p: &Path| {
-        let what = format!("{what} {}", p.display());
-        move |e| Error::io(what, e)
-    };
+/// The repository of a run, with a key file the archiver and the restored
+/// server's restore_command can read, and the lifeboat command line that
+/// opens it.
+struct DemoRepo {
+    repo: Repository,
+    dir: PathBuf,
+    /// `'<exe>' --repo '<dir>' --key-file '<key>'`.
+    lifeboat: String,
+}
 
-    // The repository, with a key file the archiver and restorer can read.
-    let repo_dir = root.join("repo");
+fn io_err(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let what = format!("{what} {}", p.display());
+    move |e| Error::io(what, e)
+}
+
+/// Creates the repository and its key file in `root`.
+fn create_repo(root: &Path, exe: &Path, rt: &tokio::runtime::Handle) -> Result<DemoRepo> {
+    let dir = root.join("repo");
     let key_path = root.join("key");
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret)
         .map_err(|e| failed("get random bytes for the demo key", e))?;
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&key_path, format!("{hex}\n")).map_err(io("write", &key_path))?;
+    std::fs::write(&key_path, format!("{hex}\n")).map_err(io_err("write", &key_path))?;
     std::fs::set_permissions(
         &key_path,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
-    .map_err(io("set the mode of", &key_path))?;
-    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(repo_dir.clone()));
+    .map_err(io_err("set the mode of", &key_path))?;
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.clone()));
     let cred = Credential::key_material(SecretSource::KeyFile, hex.into_bytes());
-    let repo = Repository::init(storage, rt.handle().clone(), &cred, &InitOptions::default())?;
-    let lifeboat = format!(
-        "{} --repo {} --key-file {}",
-        q(&opts.exe),
-        q(&repo_dir),
-        q(&key_path)
-    );
+    let repo = Repository::init(storage, rt.clone(), &cred, &InitOptions::default())?;
+    let lifeboat = format!("{} --repo {} --key-file {}", q(exe), q(&dir), q(&key_path));
+    Ok(DemoRepo {
+        repo,
+        dir,
+        lifeboat,
+    })
+}
 
-    // 1. The cluster, archiving into the repository.
-    let primary_dir = root.join("primary");
-    std::fs::create_dir_all(&primary_dir).map_err(io("create", &primary_dir))?;
+/// Step 1: the primary, archiving into the repository with `wal-push`.
+fn start_primary(root: &Path, lifeboat: &str) -> Result<Cluster> {
+    let dir = root.join("primary");
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let mut primary = Cluster::init(
-        &primary_dir.join("data"),
-        &primary_dir,
+        &dir.join("data"),
+        &dir,
         &format!(
-            "archive_mode = on\narchive_command = '{} pg wal-push %p'\narchive_timeout = {ARCHIVE_TIMEOUT_S}\nshared_buffers = 64MB",
-            lifeboat.replace('\'', "''")
+            "archive_mode = on\narchive_command = {}\narchive_timeout = {ARCHIVE_TIMEOUT_S}\nshared_buffers = 64MB",
+            pg::conf_quote(&format!("{lifeboat} pg wal-push %p"))
         ),
     )?;
     primary.start()?;
-    let version = primary.psql("postgres", "show server_version")?;
-    say(format!(
-        "1. started a throwaway PostgreSQL {version} cluster (data checksums on) in {}, archiving WAL with `lifeboat pg wal-push` into an encrypted repository at {}",
-        primary.pgdata.display(),
-        repo_dir.display()
-    ));
+    Ok(primary)
+}
 
-    // 2. The identity platform's data.
-    let scale = opts.scale.max(1);
+/// Step 2: the identity platform's data.
+fn load_dataset(primary: &Cluster, scale: usize) -> Result<Dataset> {
     let n_users = 20_000 * scale;
     primary.psql("postgres", "create database identity")?;
     primary.psql("identity", SCHEMA)?;
@@ -385,119 +379,160 @@ pub fn run(
         &insert_activity(n_users, 40_000 * scale, 120_000 * scale),
     )?;
     primary.psql("identity", "vacuum analyze")?;
-    let c0 = counts(&primary)?;
-    let db_size: u64 = primary
+    let c = counts(primary)?;
+    let bytes = primary
         .psql("postgres", "select pg_database_size('identity')")?
         .trim()
         .parse()
         .map_err(|e| failed("the database size", e))?;
-    say(format!(
-        "2. loaded an identity platform: {} users, {} sessions, {} audit events ({})",
-        c0.users,
-        c0.sessions,
-        c0.audit,
-        size(db_size)
-    ));
+    Ok(Dataset {
+        users: c.users,
+        sessions: c.sessions,
+        audit_events: c.audit,
+        bytes,
+    })
+}
 
-    // 3. The nightly base backup.
+/// Step 3: the nightly base backup.
+fn base_backup(
+    demo: &DemoRepo,
+    rt: &tokio::runtime::Handle,
+    primary: &Cluster,
+    progress: &dyn Progress,
+) -> Result<(BackupFigures, pg::meta::BackupMeta)> {
     let mut bopts = pg::BackupOptions::new(primary.pgdata.clone(), primary.conninfo("postgres"));
     bopts.hostname = "demo".into();
     bopts.tags = vec!["demo".into()];
     bopts.source_name = "identity-primary".into();
     bopts.archive_timeout = Duration::from_secs(120);
-    let backup = pg::backup(&repo, rt.handle(), &bopts, progress)?;
-    let bs = backup.snapshot.stats.clone();
-    let meta = |k: &str| {
-        backup.snapshot.metadata[k]
-            .as_str()
-            .unwrap_or("?")
-            .to_string()
-    };
-    say(format!(
-        "3. base backup {}: {} read, {} stored (compressed, encrypted) in {}; WAL {} to {} archived",
-        backup.id.short(),
-        size(bs.bytes_read),
-        size(bs.bytes_stored),
-        secs(bs.duration_ms),
-        meta("wal_start"),
-        meta("wal_stop"),
-    ));
+    let backup = pg::backup(&demo.repo, rt, &bopts, progress)?;
+    let meta = pg::meta::BackupMeta::of_snapshot(&backup.id, &backup.snapshot)?;
+    Ok((
+        BackupFigures {
+            snapshot: backup.id.to_hex(),
+            stats: backup.snapshot.stats,
+        },
+        meta,
+    ))
+}
 
-    // 4. Business goes on after the backup: sign-ups and activity.
+/// Step 4: business goes on after the backup: 500 sign-ups and activity.
+fn keep_writing(primary: &Cluster, n_users: usize) -> Result<Counts> {
     for i in 0..5 {
         let from = n_users + 1 + i * 100;
         primary.psql("identity", &insert_users(from, from + 99))?;
         primary.psql("identity", &insert_activity(n_users, 200, 1_000))?;
     }
-    let good = counts(&primary)?;
+    counts(primary)
+}
 
-    // 5. The incident.
-    let (target, expected, reference, deleted, unarchived, archive_lag, writes_after);
-    match opts.incident {
-        Incident::Delete => {
-            let t = parse_epoch(&primary.psql(
-                "postgres",
-                "select extract(epoch from clock_timestamp())::numeric(20,6)",
-            )?)?;
-            say(format!(
-                "4. after the backup: 500 sign-ups and their activity; now {} users. Target noted: {}",
-                good.users,
-                humantime::format_rfc3339_micros(t)
-            ));
-            primary.psql("identity", "delete from users")?;
-            primary.psql("identity", &insert_activity(1, 10, 500))?;
-            let after = counts(&primary)?;
-            // Archive what was written: a forced switch, then wait for the archiver.
-            let switch_at = Instant::now();
-            primary.archive_now(Duration::from_secs(120))?;
-            archive_lag = switch_at.elapsed();
-            say(format!(
-                "5. incident: `DELETE FROM users` (the WHERE clause forgotten) removed {} users; writes went on ({} audit events now). Its WAL reached the repository {} after the segment closed",
-                good.users - after.users,
-                after.audit,
-                secs(archive_lag.as_millis() as u64)
-            ));
-            primary.stop()?;
-            target = Some(t);
-            expected = good.clone();
-            reference = good.clone();
-            deleted = good.users - after.users;
-            writes_after = (after.audit - good.audit) + deleted;
-            unarchived = 0;
-        }
-        Incident::LostPrimary => {
-            let switch_at = Instant::now();
-            primary.archive_now(Duration::from_secs(120))?;
-            archive_lag = switch_at.elapsed();
-            say(format!(
-                "4. after the backup: 500 sign-ups and their activity, archived; now {} users",
-                good.users
-            ));
-            // Writes the archiver has not seen when the machine goes.
-            let from = n_users + 501;
-            primary.psql("identity", &insert_users(from, from + 49))?;
-            primary.psql("identity", &insert_activity(n_users, 0, 100))?;
-            let last = counts(&primary)?;
-            primary.crash()?;
-            say(format!(
-                "5. incident: the primary is lost right after {} more rows were committed, before their WAL segment was full or archive_timeout ({ARCHIVE_TIMEOUT_S} s) passed",
-                last.rows() - good.rows()
-            ));
-            target = None;
-            expected = good.clone();
-            unarchived = last.rows() - good.rows();
-            reference = last;
-            deleted = 0;
-            writes_after = 0;
-        }
-    }
+/// What an incident left: where to recover to, what the restore must
+/// hold, and what the primary had.
+struct Aftermath {
+    /// The time to recover to; `None`: the end of the archive.
+    target: Option<SystemTime>,
+    /// The rows the restore must hold exactly.
+    expected: Counts,
+    /// The primary's rows at the point recovered to (its last commit when
+    /// lost): what is lost is measured against these.
+    reference: Counts,
+    deleted: i64,
+    unarchived: i64,
+    /// Rows written after the target (the DELETE and what followed).
+    writes_after: i64,
+    archive_lag: Duration,
+}
 
-    // 6. Restore into a new directory, and start it.
-    let restored_dir = root.join("restored");
-    std::fs::create_dir_all(&restored_dir).map_err(io("create", &restored_dir))?;
-    let restore_began = Instant::now();
+/// Step 5, delete: a target noted, then `DELETE FROM users` and more
+/// writes, archived; the primary stopped.
+fn delete_users(
+    primary: &mut Cluster,
+    good: Counts,
+    say: &mut dyn FnMut(String),
+) -> Result<Aftermath> {
+    let t = parse_epoch(&primary.psql(
+        "postgres",
+        "select extract(epoch from clock_timestamp())::numeric(20,6)",
+    )?)?;
+    say(format!(
+        "4. after the backup: 500 sign-ups and their activity; now {} users. Target noted: {}",
+        good.users,
+        humantime::format_rfc3339_micros(t)
+    ));
+    primary.psql("identity", "delete from users")?;
+    primary.psql("identity", &insert_activity(1, 10, 500))?;
+    let after = counts(primary)?;
+    // Archive what was written: a forced switch, then wait for the archiver.
+    let switch_at = Instant::now();
+    primary.archive_now(Duration::from_secs(120))?;
+    let archive_lag = switch_at.elapsed();
+    say(format!(
+        "5. incident: `DELETE FROM users` (the WHERE clause forgotten) removed {} users; writes went on ({} audit events now). Its WAL reached the repository {} after the segment closed",
+        good.users - after.users,
+        after.audit,
+        secs(archive_lag.as_millis() as u64)
+    ));
+    primary.stop()?;
+    let deleted = good.users - after.users;
+    Ok(Aftermath {
+        target: Some(t),
+        expected: good.clone(),
+        reference: good.clone(),
+        deleted,
+        unarchived: 0,
+        writes_after: (after.audit - good.audit) + deleted,
+        archive_lag,
+    })
+}
+
+/// Step 5, lost primary: everything so far archived, then 50 users and 100
+/// audit events committed, and the primary stops as a crash would, before
+/// their segment is full or archive_timeout passes.
+fn lose_primary(
+    primary: &mut Cluster,
+    n_users: usize,
+    good: Counts,
+    say: &mut dyn FnMut(String),
+) -> Result<Aftermath> {
+    let switch_at = Instant::now();
+    primary.archive_now(Duration::from_secs(120))?;
+    let archive_lag = switch_at.elapsed();
+    say(format!(
+        "4. after the backup: 500 sign-ups and their activity, archived; now {} users",
+        good.users
+    ));
+    let from = n_users + 501;
+    primary.psql("identity", &insert_users(from, from + 49))?;
+    primary.psql("identity", &insert_activity(n_users, 0, 100))?;
+    let last = counts(primary)?;
+    primary.crash()?;
+    let unarchived = last.rows() - good.rows();
+    say(format!(
+        "5. incident: the primary is lost right after {unarchived} more rows were committed, before their WAL segment was full or archive_timeout ({ARCHIVE_TIMEOUT_S} s) passed"
+    ));
+    Ok(Aftermath {
+        target: None,
+        expected: good,
+        reference: last,
+        deleted: 0,
+        unarchived,
+        writes_after: 0,
+        archive_lag,
+    })
+}
+
+/// Step 6: restore into a new directory, start it, wait for recovery.
+fn restore_and_start(
+    demo: &DemoRepo,
+    root: &Path,
+    target: Option<SystemTime>,
+    progress: &dyn Progress,
+) -> Result<(Cluster, RestoreFigures, u64)> {
+    let dir = root.join("restored");
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    let began = Instant::now();
     let ropts = PgRestoreOptions {
-        pgdata: restored_dir.join("data"),
+        pgdata: dir.join("data"),
         snapshot: None,
         target: target.map_or(RecoveryTarget::End, RecoveryTarget::Time),
         target_action: "promote".into(),
@@ -505,117 +540,181 @@ pub fn run(
         standby: false,
         primary_conninfo: None,
         delta: false,
-        restore_command: format!("{lifeboat} pg wal-fetch %f %p"),
+        restore_command: format!("{} pg wal-fetch %f %p", demo.lifeboat),
         tablespace_map: Vec::new(),
         archive_mode: Default::default(),
     };
-    let restored = pg::restore(&repo, &ropts, progress)?;
-    let restore_ms = restore_began.elapsed().as_millis() as u64;
-    let mut server = Cluster::adopt(&ropts.pgdata, &restored_dir)?;
+    let restored = pg::restore(&demo.repo, &ropts, progress)?;
+    let restore_ms = began.elapsed().as_millis() as u64;
+    let mut server = Cluster::adopt(&ropts.pgdata, &dir)?;
     let recovery_began = Instant::now();
     server.start()?;
     let state = server.wait_for_recovery(RecoveryAction::Promote, Duration::from_secs(600))?;
     let recovery_ms = recovery_began.elapsed().as_millis() as u64;
-    let rto_ms = restore_began.elapsed().as_millis() as u64;
-    let to = match target {
+    let rto_ms = began.elapsed().as_millis() as u64;
+    Ok((
+        server,
+        RestoreFigures {
+            snapshot: restored.snapshot,
+            restore_ms,
+            recovery_ms,
+            state,
+        },
+        rto_ms,
+    ))
+}
+
+/// Step 7: what the restore holds against what it should and what the
+/// primary had.
+fn compare(incident: Incident, back: &Counts, a: &Aftermath) -> (VerifyFigures, RpoFigures) {
+    let lost = |want: i64, got: i64| (want - got).max(0);
+    let r = &a.reference;
+    let rows_lost =
+        lost(r.users, back.users) + lost(r.sessions, back.sessions) + lost(r.audit, back.audit);
+    let rows_after_target = match incident {
+        Incident::Delete => (back.audit - a.expected.audit).max(0),
+        Incident::LostPrimary => 0,
+    };
+    (
+        VerifyFigures {
+            users: back.users,
+            expected_users: a.expected.users,
+            identical_users: back.fingerprint == a.expected.fingerprint,
+            rows_lost,
+            rows_after_target,
+            as_expected: back.same_rows(&a.expected),
+        },
+        RpoFigures {
+            rows_lost,
+            window_ms: ((r.newest_us - back.newest_us).max(0) / 1000) as u64,
+        },
+    )
+}
+
+/// Runs the scenario in `opts.root`; `say` gets each step's narration as it
+/// happens. Returns the report whatever the rows restored; the caller
+/// decides on [`VerifyFigures::as_expected`].
+pub fn run(
+    opts: &PitrOptions,
+    progress: &dyn Progress,
+    say: &mut dyn FnMut(String),
+) -> Result<PitrReport> {
+    let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the async runtime", e))?;
+    let demo = create_repo(&opts.root, &opts.exe, rt.handle())?;
+
+    let mut primary = start_primary(&opts.root, &demo.lifeboat)?;
+    let version = primary.psql("postgres", "show server_version")?;
+    say(format!(
+        "1. started a throwaway PostgreSQL {version} cluster (data checksums on) in {}, archiving WAL with `lifeboat pg wal-push` into an encrypted repository at {}",
+        primary.pgdata.display(),
+        demo.dir.display()
+    ));
+
+    let scale = opts.scale.max(1);
+    let dataset = load_dataset(&primary, scale)?;
+    say(format!(
+        "2. loaded an identity platform: {} users, {} sessions, {} audit events ({})",
+        dataset.users,
+        dataset.sessions,
+        dataset.audit_events,
+        size(dataset.bytes)
+    ));
+
+    let (backup, meta) = base_backup(&demo, rt.handle(), &primary, progress)?;
+    let bs = &backup.stats;
+    say(format!(
+        "3. base backup {}: {} read, {} stored (compressed, encrypted) in {}; WAL {} to {} archived",
+        &backup.snapshot[..8],
+        size(bs.bytes_read),
+        size(bs.bytes_stored),
+        secs(bs.duration_ms),
+        meta.wal_start,
+        meta.wal_stop,
+    ));
+
+    let good = keep_writing(&primary, 20_000 * scale)?;
+    let after = match opts.incident {
+        Incident::Delete => delete_users(&mut primary, good, say)?,
+        Incident::LostPrimary => lose_primary(&mut primary, 20_000 * scale, good, say)?,
+    };
+
+    let (mut server, restore, rto_ms) =
+        restore_and_start(&demo, &opts.root, after.target, progress)?;
+    let to = match after.target {
         Some(t) => format!("to {}", humantime::format_rfc3339_micros(t)),
         None => "to the end of the archive".to_string(),
     };
     say(format!(
-        "6. restored backup {} into {} in {} and started it: recovery replayed WAL {to} and {state} in {}",
-        &restored.snapshot[..8],
-        ropts.pgdata.display(),
-        secs(restore_ms),
-        secs(recovery_ms)
+        "6. restored backup {} into {} in {} and started it: recovery replayed WAL {to} and {} in {}",
+        &restore.snapshot[..8],
+        server.pgdata.display(),
+        secs(restore.restore_ms),
+        restore.state,
+        secs(restore.recovery_ms)
     ));
 
-    // 7. Verify against the primary.
     let back = counts(&server)?;
     server.stop()?;
-    let lost = |want: i64, got: i64| (want - got).max(0);
-    let rows_lost = lost(reference.users, back.users)
-        + lost(reference.sessions, back.sessions)
-        + lost(reference.audit, back.audit);
-    let rows_after_target = match opts.incident {
-        Incident::Delete => (back.audit - expected.audit).max(0),
-        Incident::LostPrimary => 0,
-    };
-    let identical_users = back.fingerprint == expected.fingerprint;
-    let as_expected = back.same_rows(&expected);
-    let window_ms = ((reference.newest_us - back.newest_us).max(0) / 1000) as u64;
+    let (verify, rpo) = compare(opts.incident, &back, &after);
     say(format!(
-        "7. verified: {} of {} users back ({}), {} sessions, {} audit events — {rows_lost} rows lost versus {}; {}",
+        "7. verified: {} of {} users back ({}), {} sessions, {} audit events — {} rows lost versus {}; {}",
         back.users,
-        reference.users,
-        if identical_users { "every id and email identical" } else { "CONTENT DIFFERS" },
+        after.reference.users,
+        if verify.identical_users { "every id and email identical" } else { "CONTENT DIFFERS" },
         back.sessions,
         back.audit,
+        verify.rows_lost,
         match opts.incident {
             Incident::Delete => "the target",
             Incident::LostPrimary => "the primary's last commit",
         },
-        match (opts.incident, as_expected) {
+        match (opts.incident, verify.as_expected) {
             (Incident::Delete, true) => format!(
-                "the {writes_after} writes from after the target (the incident and its aftermath) absent, as asked"
+                "the {} writes from after the target (the incident and its aftermath) absent, as asked",
+                after.writes_after
             ),
             (Incident::LostPrimary, true) => "everything archived is back".to_string(),
             (_, false) => "NOT what the archive should give".to_string(),
         }
     ));
 
-    let rto_ok = Duration::from_millis(rto_ms) <= RTO_TARGET;
-    let rpo_ok = match opts.incident {
+    let rto_met = Duration::from_millis(rto_ms) <= RTO_TARGET;
+    let rpo_met = match opts.incident {
         Incident::Delete => {
-            rows_lost == 0
-                && archive_lag <= RPO_TARGET
+            rpo.rows_lost == 0
+                && after.archive_lag <= RPO_TARGET
                 && Duration::from_secs(ARCHIVE_TIMEOUT_S) <= RPO_TARGET
         }
-        Incident::LostPrimary => Duration::from_millis(window_ms) <= RPO_TARGET,
+        Incident::LostPrimary => Duration::from_millis(rpo.window_ms) <= RPO_TARGET,
     };
     Ok(PitrReport {
-        workdir: root.clone(),
+        workdir: opts.root.clone(),
         postgres_version: version,
-        dataset: Dataset {
-            users: c0.users,
-            sessions: c0.sessions,
-            audit_events: c0.audit,
-            bytes: db_size,
-        },
-        backup: BackupFigures {
-            snapshot: backup.id.to_hex(),
-            stats: bs,
-        },
-        target_time: target.map(|t| humantime::format_rfc3339_micros(t).to_string()),
+        dataset,
+        backup,
+        target_time: after
+            .target
+            .map(|t| humantime::format_rfc3339_micros(t).to_string()),
         incident: IncidentFigures {
             kind: opts.incident,
-            deleted_users: deleted,
-            unarchived_rows: unarchived,
+            deleted_users: after.deleted,
+            unarchived_rows: after.unarchived,
         },
-        restore: RestoreFigures {
-            snapshot: restored.snapshot.clone(),
-            restore_ms,
-            recovery_ms,
-            state,
-        },
-        verify: VerifyFigures {
-            users: back.users,
-            expected_users: expected.users,
-            identical_users,
-            rows_lost,
-            rows_after_target,
-            as_expected,
-        },
-        rpo: RpoFigures {
-            rows_lost,
-            window_ms,
-        },
+        restore,
+        verify,
+        rpo,
         rto_ms,
         rto_target_ms: RTO_TARGET.as_millis() as u64,
-        rto_met: rto_ok,
-        archive_lag_ms: archive_lag.as_millis() as u64,
+        rto_met,
+        archive_lag_ms: after.archive_lag.as_millis() as u64,
         archive_timeout_s: ARCHIVE_TIMEOUT_S,
         rpo_target_ms: RPO_TARGET.as_millis() as u64,
-        rpo_met: rpo_ok,
+        rpo_met,
         duration_ms: started.elapsed().as_millis() as u64,
     })
 }
