@@ -27,7 +27,7 @@ use crate::archive::namespace;
 use crate::backup::SOURCE_KIND;
 use crate::error::{PgError, Result};
 use crate::meta::BackupMeta;
-use crate::session::Session;
+use crate::session::{ServerInfo, Session};
 use crate::timelines::Timeline;
 use crate::wal::{Lsn, Segment};
 
@@ -522,6 +522,29 @@ pub fn check(
             info.version, info.system_identifier, info.data_directory
         ),
     );
+    check_settings(&mut r, &info);
+    check_archiver(&mut r, &session)?;
+    let segment = check_wal_switch(&mut r, repo, &session, &info, timeout)?;
+    check_gaps(&mut r, repo, &info, &segment)?;
+    if let Some(age) = r.newest_archived_age_s {
+        r.push(
+            "rpo exposure",
+            if age > 300.0 {
+                CheckStatus::Warn
+            } else {
+                CheckStatus::Ok
+            },
+            format!(
+                "the newest archived segment was archived {age:.0} s ago (strategy target: 5 min)"
+            ),
+        );
+    }
+    Ok(r)
+}
+
+/// The archiving settings: archive_mode, wal_level, archive_command,
+/// archive_timeout.
+fn check_settings(r: &mut CheckReport, info: &ServerInfo) {
     let archive_on = matches!(info.archive_mode.as_str(), "on" | "always");
     r.push(
         "archive_mode",
@@ -569,8 +592,11 @@ pub fn check(
         (CheckStatus::Ok, format!("{timeout_s} s"))
     };
     r.push("archive_timeout", status, detail);
+}
 
-    // The archiver's own view: failures since the last success.
+/// The archiver's own view (`pg_stat_archiver`): failures since the last
+/// success, and how old the newest archived segment is.
+fn check_archiver(r: &mut CheckReport, session: &Session) -> Result<()> {
     let rows = session.rows(
         "read pg_stat_archiver",
         "select coalesce(last_archived_wal, ''), coalesce(extract(epoch from now() - last_archived_time)::float8::text, ''), \
@@ -606,8 +632,19 @@ pub fn check(
             ),
         );
     }
+    Ok(())
+}
 
-    // A forced switch: a restore point makes sure there is WAL to switch.
+/// A forced WAL switch (after a restore point, so there is WAL to switch)
+/// whose segment must reach the repository and be fetched back within
+/// `timeout`; returns the segment's name.
+fn check_wal_switch(
+    r: &mut CheckReport,
+    repo: &Repository,
+    session: &Session,
+    info: &ServerInfo,
+    timeout: Duration,
+) -> Result<String> {
     let ns = namespace(&info.system_identifier);
     let seg_name = session.value(
         "switch WAL",
@@ -642,63 +679,58 @@ pub fn check(
             ),
         ),
     }
+    Ok(seg_name)
+}
 
-    // Gaps since the oldest backup, up to the segment just switched.
+/// Gaps in the archive since the oldest backup, up to `segment` (the one
+/// just switched).
+fn check_gaps(
+    r: &mut CheckReport,
+    repo: &Repository,
+    info: &ServerInfo,
+    segment: &str,
+) -> Result<()> {
     let list = backups(repo)?;
-    let upto = Segment::parse(&seg_name, info.wal_segment_size);
-    if !of_system(&list, &info.system_identifier)?.is_empty() {
-        let a = archive_info(repo, &info.system_identifier, &list, upto)?;
-        let gaps: Vec<String> = a
-            .timelines
-            .iter()
-            .flat_map(|t| {
-                t.gaps
-                    .iter()
-                    .map(move |g| format!("timeline {}: {} to {}", t.timeline, g.first, g.last))
-            })
-            .collect();
-        if gaps.is_empty() {
-            r.push(
-                "wal gaps",
-                CheckStatus::Ok,
-                format!(
-                    "no gaps from the oldest backup to now ({} timeline(s))",
-                    a.timelines.len()
-                ),
-            );
-        } else {
-            r.push(
-                "wal gaps",
-                CheckStatus::Fail,
-                format!(
-                    "WAL is missing, so recovery cannot pass: {}. Take a new backup (`lifeboat pg backup --type full`) to recover past it",
-                    gaps.join("; ")
-                ),
-            );
-        }
-        r.archive = Some(a);
-    } else {
+    let upto = Segment::parse(segment, info.wal_segment_size);
+    if of_system(&list, &info.system_identifier)?.is_empty() {
         r.push(
             "backups",
             CheckStatus::Warn,
             "the repository holds no backup of this cluster yet: take one with `lifeboat pg backup`".into(),
         );
+        return Ok(());
     }
-    if let Some(age) = r.newest_archived_age_s {
+    let a = archive_info(repo, &info.system_identifier, &list, upto)?;
+    let gaps: Vec<String> = a
+        .timelines
+        .iter()
+        .flat_map(|t| {
+            t.gaps
+                .iter()
+                .map(move |g| format!("timeline {}: {} to {}", t.timeline, g.first, g.last))
+        })
+        .collect();
+    if gaps.is_empty() {
         r.push(
-            "rpo exposure",
-            if age > 300.0 {
-                CheckStatus::Warn
-            } else {
-                CheckStatus::Ok
-            },
+            "wal gaps",
+            CheckStatus::Ok,
             format!(
-                "the newest archived segment was archived {age:.0} s ago (strategy target: 5 min)"
+                "no gaps from the oldest backup to now ({} timeline(s))",
+                a.timelines.len()
+            ),
+        );
+    } else {
+        r.push(
+            "wal gaps",
+            CheckStatus::Fail,
+            format!(
+                "WAL is missing, so recovery cannot pass: {}. Take a new backup (`lifeboat pg backup --type full`) to recover past it",
+                gaps.join("; ")
             ),
         );
     }
-    drop(session);
-    Ok(r)
+    r.archive = Some(a);
+    Ok(())
 }
 
 #[cfg(test)]
