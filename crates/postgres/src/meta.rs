@@ -10,12 +10,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use lifeboat_repo::{RepoError, Snapshot, SnapshotEntry, SnapshotId};
+use lifeboat_repo::{Snapshot, SnapshotEntry, SnapshotId};
 use serde::{Deserialize, Serialize};
 
 use crate::session::DatabaseInfo;
 use crate::wal::Lsn;
-use crate::{PgError, Result};
+use crate::Result;
 
 /// A timeline: 1 for a cluster's first, one more for each promotion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -156,37 +156,18 @@ impl BackupMeta {
     }
 }
 
-/// Reads a snapshot's metadata as `T`; a snapshot whose metadata does not
-/// fit is damage, named with the snapshot and the field.
-pub(crate) fn read<T: serde::de::DeserializeOwned>(
+/// Reads a snapshot's metadata as `T` (see [`Snapshot::metadata_as`]).
+fn read<T: serde::de::DeserializeOwned>(
     id: &SnapshotId,
     snapshot: &Snapshot,
     what: &str,
 ) -> Result<T> {
-    let map: serde_json::Map<String, serde_json::Value> = snapshot
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
-        PgError::Repo(RepoError::Corrupt {
-            key: lifeboat_repo::ObjectKey::Snapshot(*id).to_string(),
-            reason: format!("its {what} metadata does not read: {e}"),
-        })
-    })
+    Ok(snapshot.metadata_as(id, what)?)
 }
 
 /// A typed metadata value as snapshot metadata entries.
-pub(crate) fn entries<T: Serialize>(meta: &T) -> Result<Vec<(String, serde_json::Value)>> {
-    match serde_json::to_value(meta) {
-        Ok(serde_json::Value::Object(map)) => Ok(map.into_iter().collect()),
-        Ok(_) => Err(PgError::Repo(RepoError::Invalid(
-            "snapshot metadata must be an object".into(),
-        ))),
-        Err(e) => Err(PgError::Repo(RepoError::Invalid(format!(
-            "snapshot metadata does not encode: {e}"
-        )))),
-    }
+fn entries<T: Serialize>(meta: &T) -> Result<Vec<(String, serde_json::Value)>> {
+    Ok(lifeboat_repo::metadata_entries(meta)?)
 }
 
 /// How a pg dump snapshot holds its dumps.

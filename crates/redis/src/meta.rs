@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use lifeboat_repo::{RepoError, Snapshot, SnapshotEntry, SnapshotId};
+use lifeboat_repo::{Snapshot, SnapshotEntry, SnapshotId};
 use serde::{Deserialize, Serialize};
 
 use crate::rdb::RdbFacts;
-use crate::{RedisError, Result};
+use crate::Result;
 
 /// The keys of one database at backup time (`INFO keyspace`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,27 +53,12 @@ impl RedisMeta {
 
     /// [`RedisMeta::of`] for a snapshot and its id.
     pub fn of_snapshot(id: &SnapshotId, snapshot: &Snapshot) -> Result<RedisMeta> {
-        let map: serde_json::Map<String, serde_json::Value> = snapshot
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
-            RedisError::Repo(RepoError::Corrupt {
-                key: lifeboat_repo::ObjectKey::Snapshot(*id).to_string(),
-                reason: format!("its Redis backup metadata does not read: {e}"),
-            })
-        })
+        Ok(snapshot.metadata_as(id, "Redis backup")?)
     }
 
     /// The entries to record in the snapshot's metadata.
     pub fn entries(&self) -> Result<Vec<(String, serde_json::Value)>> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(map)) => Ok(map.into_iter().collect()),
-            other => Err(RedisError::Repo(RepoError::Invalid(format!(
-                "Redis metadata does not encode as an object: {other:?}"
-            )))),
-        }
+        Ok(lifeboat_repo::metadata_entries(self)?)
     }
 
     /// Keys in all databases.

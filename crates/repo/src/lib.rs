@@ -51,7 +51,8 @@ pub use repair::{Leftover, LeftoverSummary, RepairIndexReport};
 pub use repository::{Credential, InitOptions, RepoConfig, Repository};
 pub use restore::{sync_filesystem_of as sync_filesystem, Overwrite, RestoreOptions, RestoreStats};
 pub use snapshot::{
-    BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot, SnapshotEntry,
+    metadata_entries, BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot,
+    SnapshotEntry,
 };
 pub use verify::{BrokenSnapshot, Damage, VerifyReport};
 pub use writer::{WriteStats, Writer};

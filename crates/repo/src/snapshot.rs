@@ -290,6 +290,21 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// A source kind's typed metadata as the entries a snapshot records.
+pub fn metadata_entries<T: Serialize>(
+    meta: &T,
+) -> Result<Vec<(String, serde_json::Value)>, crate::RepoError> {
+    match serde_json::to_value(meta) {
+        Ok(serde_json::Value::Object(map)) => Ok(map.into_iter().collect()),
+        Ok(other) => Err(crate::RepoError::Failed(format!(
+            "snapshot metadata must be an object, not {other}"
+        ))),
+        Err(e) => Err(crate::RepoError::Failed(format!(
+            "snapshot metadata does not encode: {e}"
+        ))),
+    }
+}
+
 /// Figures of one backup, stored with its snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupStats {
@@ -360,6 +375,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The metadata read as `T`, a source kind's typed record of it
+    /// (`what` names it in messages); damage naming snapshot `id` and the
+    /// field when it does not fit. Keys `T` does not know are ignored.
+    pub fn metadata_as<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &SnapshotId,
+        what: &str,
+    ) -> Result<T, crate::RepoError> {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+            crate::RepoError::Corrupt {
+                key: crate::ObjectKey::Snapshot(*id).to_string(),
+                reason: format!("its {what} metadata does not read: {e}"),
+            }
+        })
+    }
+
     /// The item called `name` (a name as lifeboat or a source chose it, e.g.
     /// `dump.rdb`, not yet spelled).
     pub fn item(&self, name: &str) -> Option<&Node> {
