@@ -68,6 +68,13 @@ pub enum ChunkerError {
     BadFixed(u32),
 }
 
+impl lifeboat_types::Classify for ChunkerError {
+    /// Always usage: a configuration that cannot be used.
+    fn class(&self) -> lifeboat_types::ErrorClass {
+        lifeboat_types::ErrorClass::Usage
+    }
+}
+
 impl ChunkerConfig {
     /// The page-aligned fixed mode PostgreSQL relation files use by default (128 KiB).
     pub fn pages() -> Self {
