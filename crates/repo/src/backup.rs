@@ -6,8 +6,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use lifeboat_chunker::ChunkerConfig;
@@ -15,6 +14,7 @@ use lifeboat_types::{name, SnapshotId, Timestamp};
 
 use crate::error::{RepoError, Result};
 use crate::format;
+use crate::parallel::{cores, Pool};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::{
@@ -683,52 +683,33 @@ impl Repository {
 
         let (writer, _index) = self.writer()?;
         let chunker = self.inner.config.chunker;
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<(usize, FileRead)>> = Mutex::new(Vec::new());
-        let fatal: Mutex<Option<RepoError>> = Mutex::new(None);
-        let readers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(jobs.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..readers {
-                s.spawn(|| loop {
-                    let j = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = jobs.get(j) else { break };
-                    let Some(src) = walked.sources.get(&nodes[i].path) else {
-                        continue;
-                    };
-                    let node = &nodes[i];
-                    let old = parent_nodes
-                        .get(node.path.as_str())
-                        .filter(|o| o.kind == NodeKind::File)
-                        .map(|o| o.content.as_slice());
-                    match read_file(
-                        src, &node.path, node.size, policy, chunker, &writer, old, progress,
-                    ) {
-                        Ok(r) => {
-                            if let Ok(mut v) = results.lock() {
-                                v.push((i, r));
-                            }
-                        }
-                        Err(e) => {
-                            if let Ok(mut f) = fatal.lock() {
-                                f.get_or_insert(e);
-                            }
-                            // Stop every reader: the backup has failed.
-                            next.store(usize::MAX / 2, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                });
-            }
+        let readers = Pool::new(cores().min(jobs.len().max(1)));
+        // The first error stops every reader: the backup has failed.
+        let read = readers.try_map(&jobs, |&i| {
+            let node = &nodes[i];
+            let Some(src) = walked.sources.get(&node.path) else {
+                return Ok(None);
+            };
+            let old = parent_nodes
+                .get(node.path.as_str())
+                .filter(|o| o.kind == NodeKind::File)
+                .map(|o| o.content.as_slice());
+            read_file(
+                src, &node.path, node.size, policy, chunker, &writer, old, progress,
+            )
+            .map(Some)
         });
-        if let Some(e) = fatal.into_inner().ok().flatten() {
-            drop(writer);
-            return Err(e);
-        }
+        let results = match read {
+            Ok(r) => r,
+            Err(e) => {
+                drop(writer);
+                return Err(e);
+            }
+        };
         let mut bytes_read = 0u64;
         let mut failed = std::collections::HashSet::new();
-        for (i, r) in results.into_inner().unwrap_or_default() {
+        for (&i, r) in jobs.iter().zip(results) {
+            let Some(r) = r else { continue };
             match r {
                 Ok((content, size)) => {
                     bytes_read += size;

@@ -29,6 +29,7 @@ mod fsat;
 mod index;
 mod keys;
 mod named;
+mod parallel;
 mod progress;
 mod repair;
 mod repository;

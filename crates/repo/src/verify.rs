@@ -1,8 +1,6 @@
 //! Checking a repository: structure always, data on request.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use lifeboat_types::{ChunkId, PackId, SnapshotId};
 use serde::Serialize;
@@ -11,6 +9,7 @@ use crate::error::{RepoError, Result};
 use crate::format::{self, IndexedPack};
 use crate::index::Index;
 use crate::keys::{FileType, ObjectKey};
+use crate::parallel::{cores, Pool};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Patch;
@@ -80,46 +79,9 @@ impl VerifyReport {
     }
 }
 
-/// Runs `f` on every item on all cores (at least two threads); returns what
-/// the calls returned (`None`s left out), or the first error, after which the
-/// other threads stop taking items.
-fn each_in_parallel<T: Sync, R: Send>(
-    items: &[T],
-    f: impl Fn(&T) -> Result<Option<R>> + Sync,
-) -> Result<Vec<R>> {
-    let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<R>> = Mutex::new(Vec::new());
-    let fatal: Mutex<Option<crate::error::RepoError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2)
-        {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                match f(item) {
-                    Ok(Some(r)) => {
-                        if let Ok(mut v) = found.lock() {
-                            v.push(r);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        if let Ok(mut slot) = fatal.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        next.store(usize::MAX / 2, Ordering::Relaxed);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    match fatal.into_inner().ok().flatten() {
-        Some(e) => Err(e),
-        None => Ok(found.into_inner().unwrap_or_default()),
-    }
+/// The workers of `verify`'s reads: every core, at least two.
+fn readers() -> Pool {
+    Pool::new(cores().max(2))
 }
 
 /// The result of reading one pack.
@@ -262,10 +224,10 @@ impl Repository {
                 .iter()
                 .filter(|p| !bad_packs.contains_key(&p.pack))
                 .collect();
-            let checks = each_in_parallel(&todo, |p| {
+            let checks = readers().try_map(&todo, |p| -> Result<PackCheck> {
                 let check = self.check_pack(p)?;
                 progress.advance(check.bytes);
-                Ok(Some(check))
+                Ok(check)
             });
             progress.finish();
             for check in checks? {
@@ -458,13 +420,13 @@ impl Repository {
             .map(|(whole, (p, snaps))| (whole, p, snaps))
             .collect();
         progress.start("verify patched pieces", Some(todo.len() as u64));
-        let found = each_in_parallel(&todo, |(whole, p, snaps)| {
+        let found = readers().try_map(&todo, |(whole, p, snaps)| {
             let r = self.rebuild(index, whole, p);
             progress.advance(1);
             match r {
-                Ok(_) => Ok(Some(None)),
+                Ok(_) => Ok(None),
                 Err(e @ RepoError::Corrupt { .. }) => {
-                    Ok(Some(Some((*whole, e.to_string(), snaps.clone()))))
+                    Ok(Some((*whole, e.to_string(), snaps.clone())))
                 }
                 Err(e) => Err(e),
             }
@@ -499,7 +461,7 @@ impl Repository {
             .inner
             .block(self.inner.storage.list(FileType::Named.prefix()))?;
         progress.start("verify WAL", Some(objects.iter().map(|o| o.size).sum()));
-        let found = each_in_parallel(&objects, |o| {
+        let found = readers().try_map(&objects, |o| -> Result<_> {
             let problem = match self.inner.block(self.inner.storage.get(&o.key)) {
                 Ok(bytes) => self.check_named_object(&o.key, &bytes).err(),
                 // Deleted since the listing (a prune): not damage.
@@ -514,7 +476,7 @@ impl Repository {
             )))
         });
         progress.finish();
-        let mut found = found?;
+        let mut found: Vec<_> = found?.into_iter().flatten().collect();
         found.sort();
         for (key, size, problem) in found {
             report.named_checked += 1;
