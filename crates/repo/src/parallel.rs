@@ -241,18 +241,21 @@ mod tests {
     fn the_first_error_comes_back_and_no_worker_takes_another_item() {
         let items: Vec<u32> = (0..10_000).collect();
         let calls = AtomicUsize::new(0);
-        let got = Pool::new(4).try_map(&items, |&i| {
+        let f = |&i: &u32| {
             calls.fetch_add(1, Ordering::Relaxed);
-            std::thread::sleep(Duration::from_micros(200));
+            std::thread::sleep(Duration::from_millis(1));
             if i == 3 {
                 Err(format!("item {i} failed"))
             } else {
                 Ok(i)
             }
-        });
-        assert_eq!(got, Err("item 3 failed".to_string()));
-        // The three other workers finish the item they hold, at most.
-        assert!(calls.load(Ordering::Relaxed) <= 4 + 4, "{calls:?}");
+        };
+        // One worker: exactly the items up to the failing one.
+        assert_eq!(Pool::new(1).try_map(&items, f), Err("item 3 failed".into()));
+        assert_eq!(calls.swap(0, Ordering::Relaxed), 4);
+        // Four: the others stop too, long before the end.
+        assert_eq!(Pool::new(4).try_map(&items, f), Err("item 3 failed".into()));
+        assert!(calls.load(Ordering::Relaxed) < items.len() / 2, "{calls:?}");
     }
 
     #[test]
