@@ -20,6 +20,7 @@ use tokio_postgres::Config;
 
 use crate::error::{PgError, Result};
 use crate::meta::{DumpFormat, DumpMeta};
+use crate::process::{feed, run_feeding, run_streaming};
 use crate::session::{parse_conninfo, redact, DatabaseInfo, Session};
 
 /// The snapshot source kind of logical dumps.
@@ -184,79 +185,6 @@ fn client(program: &Path, cfg: &Config) -> Command {
     cmd
 }
 
-/// How a command is shown in messages: program and arguments.
-fn shown(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Runs `cmd`, handing its standard output to `consume` as it arrives;
-/// fails with the program's own error output when it exits non-zero.
-fn run_streaming<T>(
-    cmd: Command,
-    consume: impl FnOnce(&mut (dyn Read + Send)) -> Result<T>,
-) -> Result<T> {
-    let (consumed, status, command, err_text) = run(cmd, |child| {
-        let mut stdout = child.stdout.take().map(Gulps::new);
-        let consumed = match stdout.as_mut() {
-            Some(out) => consume(out),
-            None => consume(&mut std::io::empty()),
-        };
-        // Whatever happened, read to the end so the program can exit.
-        if let Some(out) = stdout.as_mut() {
-            let _ = std::io::copy(out, &mut std::io::sink());
-        }
-        consumed
-    })?;
-    succeeded(status, command, &err_text)?;
-    consumed
-}
-
-/// Runs `cmd` while `work` uses its standard input or output, reading its
-/// standard error meanwhile on another thread (neither pipe can fill up and
-/// stall the other); returns what `work` returned, the exit status, the
-/// command as shown in messages and what the program wrote to standard
-/// error.
-fn run<T>(
-    mut cmd: Command,
-    work: impl FnOnce(&mut std::process::Child) -> T,
-) -> Result<(T, std::process::ExitStatus, String, String)> {
-    let (mut child, command) = spawn(&mut cmd)?;
-    let stderr = child.stderr.take();
-    let (done, err_text) = std::thread::scope(|s| {
-        let err = s.spawn(move || {
-            let mut text = String::new();
-            if let Some(mut e) = stderr {
-                let _ = e.read_to_string(&mut text);
-            }
-            text
-        });
-        let done = work(&mut child);
-        (done, err.join().unwrap_or_default())
-    });
-    let status = child.wait().map_err(|e| PgError::Tool {
-        command: command.clone(),
-        status: format!("could not be waited for: {e}"),
-        stderr: err_text.clone(),
-    })?;
-    Ok((done, status, command, err_text))
-}
-
-/// The program's failure, with what it said, when it exited non-zero.
-fn succeeded(status: std::process::ExitStatus, command: String, stderr: &str) -> Result<()> {
-    if status.success() {
-        return Ok(());
-    }
-    Err(PgError::Tool {
-        command,
-        status: status.to_string(),
-        stderr: stderr.trim_end().to_string(),
-    })
-}
-
 /// Dumps are cut into content-defined chunks of 256 KiB on average (a
 /// quarter of the repository's default): a change of a few rows then costs
 /// a quarter as much, and the index a few more entries.
@@ -265,47 +193,6 @@ const DUMP_CHUNKS: lifeboat_repo::ChunkerConfig = lifeboat_repo::ChunkerConfig::
     avg: 256 * 1024,
     max: 1024 * 1024,
 };
-
-/// The pipe from a dump program is widened to this (Linux's default limit
-/// for an unprivileged process).
-const PIPE_SIZE: usize = 1 << 20;
-/// A read of less than this from a widened pipe means the reader caught up
-/// with the writer ...
-const GULP: usize = PIPE_SIZE / 4;
-/// ... and it waits this long before the next, so the pipe gathers more:
-/// at most `PIPE_SIZE` per wait, 1 GiB/s, far above what a server's COPY
-/// sends.
-const GULP_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// A dump program's output pipe, read in gulps. pg_dump writes through
-/// stdio, 4 KiB per `write` on a pipe; a reader woken for every one of them
-/// costs a context switch per 4 KiB (a million for a 4 GiB dump, measured:
-/// 3 s of system time and 400,000 preemptions on 2 cores, time the server's
-/// COPY then waits for). The pipe is widened to 1 MiB and, once the reader
-/// has caught up, it lets the pipe fill for a millisecond before reading
-/// again. Where the pipe cannot be widened it is read as it comes.
-struct Gulps<R> {
-    inner: R,
-    wait: bool,
-}
-
-impl<R: Read + std::os::fd::AsFd> Gulps<R> {
-    fn new(inner: R) -> Self {
-        let wait =
-            rustix::pipe::fcntl_setpipe_size(&inner, PIPE_SIZE).is_ok_and(|size| size >= PIPE_SIZE);
-        Gulps { inner, wait }
-    }
-}
-
-impl<R: Read> Read for Gulps<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if self.wait && n > 0 && n < GULP && n < buf.len() {
-            std::thread::sleep(GULP_WAIT);
-        }
-        Ok(n)
-    }
-}
 
 /// Read-ahead between pg_dump and the repository: up to 32 × 4 MiB.
 const READ_AHEAD_BLOCK: usize = 4 << 20;
@@ -695,56 +582,6 @@ fn dump_node<'a>(snapshot: &'a SnapshotEntry, item: &str) -> Result<&'a lifeboat
             reason: format!("it names {item} but holds no such item"),
         })
     })
-}
-
-/// Starts `cmd`, or says it could not be started.
-fn spawn(cmd: &mut Command) -> Result<(std::process::Child, String)> {
-    let command = shown(cmd);
-    let child = cmd.spawn().map_err(|e| PgError::Tool {
-        command: command.clone(),
-        status: format!("could not start: {e}"),
-        stderr: String::new(),
-    })?;
-    Ok((child, command))
-}
-
-/// Runs `cmd`, `produce` writing its standard input; returns what `produce`
-/// returned and what the program wrote to standard error, or fails with
-/// that when it exits non-zero.
-fn run_feeding<T>(
-    mut cmd: Command,
-    produce: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
-) -> Result<(T, String)> {
-    // What a fed program prints is not wanted; discarded, it cannot fill a
-    // pipe nobody reads.
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
-    let (produced, status, command, err_text) = run(cmd, |child| {
-        // The pipe closes when it drops here: the program sees the end.
-        match child.stdin.take() {
-            Some(mut pipe) => produce(&mut pipe),
-            None => produce(&mut std::io::sink()),
-        }
-    })?;
-    // A producer that failed on its own (a damaged repository) is the
-    // cause, whatever the program then said of its cut-off input; one that
-    // failed because the program stopped reading is not.
-    let produced = match produced {
-        Err(e) if !e.is_broken_pipe() => return Err(e),
-        other => other,
-    };
-    succeeded(status, command, &err_text)?;
-    Ok((produced?, err_text))
-}
-
-/// Runs `cmd` with `input` on its standard input; returns what it wrote to
-/// standard error, or fails with it when the program exits non-zero.
-fn feed(cmd: Command, input: &[u8]) -> Result<String> {
-    let (_, stderr) = run_feeding(cmd, |pipe| {
-        // A program that stops reading early says why on standard error.
-        let _ = pipe.write_all(input);
-        Ok(())
-    })?;
-    Ok(stderr)
 }
 
 #[cfg(test)]
