@@ -7,7 +7,7 @@ use std::fs::{self, File};
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use lifeboat_repo::{ChunkerConfig, Filter, Node, Snapshot, TreePolicy};
 
@@ -156,13 +156,15 @@ pub struct DataDirPolicy {
 }
 
 impl DataDirPolicy {
-    /// The pages that failed verification, in file and block order.
+    /// The pages that failed verification, in file and block order. A
+    /// reader that panicked while recording one loses none of them.
     pub fn take_bad_pages(&self) -> Vec<BadPage> {
-        let mut v = self
-            .bad_pages
-            .lock()
-            .map(|mut b| std::mem::take(&mut *b))
-            .unwrap_or_default();
+        let mut v = std::mem::take(
+            &mut *self
+                .bad_pages
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         v.sort_by(|a, b| (&a.file, a.block).cmp(&(&b.file, b.block)));
         v
     }
@@ -284,14 +286,17 @@ impl DataDirPolicy {
                 Err(_) => PageCheck::Skipped,
             };
             if let PageCheck::Invalid { stored, computed } = verdict {
-                if let Ok(mut bad) = self.bad_pages.lock() {
-                    bad.push(BadPage {
+                // Recorded even when another reader panicked holding the
+                // lock: a damaged page is never dropped.
+                self.bad_pages
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(BadPage {
                         file: name.to_string(),
                         block,
                         stored,
                         computed,
                     });
-                }
             }
         }
     }
@@ -393,5 +398,39 @@ mod tests {
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert_eq!(bad[0].file, "base/5/16384.1");
         assert_eq!(bad[0].block, PAGES_PER_SEGMENT + 1);
+    }
+
+    #[test]
+    fn a_bad_page_is_reported_even_after_a_reader_panicked_holding_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("16384");
+        let mut data = Vec::new();
+        for block in 0..2u32 {
+            let mut page = [block as u8 + 1; PAGE_SIZE];
+            page[..8].copy_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+            page[14..16].copy_from_slice(&4096u16.to_ne_bytes());
+            let c = crate::checksum::page_checksum(&page, block);
+            page[8..10].copy_from_slice(&c.to_ne_bytes());
+            data.extend_from_slice(&page);
+        }
+        data[100] ^= 0xff;
+        data[PAGE_SIZE + 100] ^= 0xff;
+        fs::write(&path, &data).unwrap();
+        let p = policy(dir.path());
+        let file = File::open(&path).unwrap();
+        p.inspect("base/5/16384", &file, 0, &data[..PAGE_SIZE]);
+        // Another backup reader panics while it holds the list.
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = p.bad_pages.lock().unwrap();
+                panic!("a reader panics holding the list of bad pages");
+            })
+            .join()
+        });
+        assert!(p.bad_pages.is_poisoned());
+        p.inspect("base/5/16384", &file, PAGE_SIZE as u64, &data[PAGE_SIZE..]);
+        let bad = p.take_bad_pages();
+        let blocks: Vec<u32> = bad.iter().map(|b| b.block).collect();
+        assert_eq!(blocks, vec![0, 1], "{bad:?}");
     }
 }

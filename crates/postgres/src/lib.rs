@@ -35,6 +35,7 @@ mod error;
 pub mod inspect;
 pub mod layout;
 pub mod meta;
+mod process;
 mod restore;
 pub mod server;
 pub mod session;

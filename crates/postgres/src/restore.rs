@@ -234,7 +234,19 @@ fn write_auto_conf(pgdata: &Path, settings: &[(String, String)], label: &str) ->
     for (k, v) in settings {
         out.push_str(&format!("{k} = {v}\n"));
     }
-    fs::write(&path, out).map_err(|e| PgError::io("write", &path, e))
+    write_durably(&path, out.as_bytes(), "write")
+}
+
+/// Writes a whole file of the data directory crash-safely (temporary file,
+/// fsync, rename, fsync of the directory): a crash leaves the old file or
+/// the new one, never a torn one. The file it replaces keeps its
+/// permissions; a new one is the owner's alone, as PostgreSQL's own files.
+fn write_durably(path: &Path, data: &[u8], op: &'static str) -> Result<()> {
+    let mode = fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    lifeboat_repo::durable::write_file(path, data, mode).map_err(|e| PgError::io(op, path, e))
 }
 
 /// What a restore did.
@@ -334,7 +346,7 @@ pub fn restore(
         if opts.archive_mode == ArchiveMode::Preserve {
             let record = crate::timelines::RestoreRecord::new(&entry, opts)?;
             let text = serde_json::to_vec_pretty(&record).unwrap_or_default();
-            fs::write(&marker, text).map_err(|e| PgError::io("write", &marker, e))?;
+            write_durably(&marker, &text, "write")?;
         } else {
             let _ = fs::remove_file(&marker);
         }
@@ -343,7 +355,7 @@ pub fn restore(
         } else {
             "recovery.signal"
         });
-        fs::write(&signal, b"").map_err(|e| PgError::io("create", &signal, e))?;
+        write_durably(&signal, b"", "create")?;
         // Everything belongs to the cluster's owner, like PG_VERSION in the backup.
         if let Some(owner) = entry
             .snapshot
@@ -468,7 +480,7 @@ fn link_tablespaces(pgdata: &Path, spaces: &[(String, PathBuf)]) -> Result<()> {
     }
     let path = pgdata.join("tablespace_map");
     if path.exists() {
-        fs::write(&path, map).map_err(|e| PgError::io("write", &path, e))?;
+        write_durably(&path, map.as_bytes(), "write")?;
     }
     Ok(())
 }

@@ -9,10 +9,11 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::error::{PgError, Result};
+use crate::process;
 
 fn server_err(msg: impl Into<String>) -> PgError {
     PgError::Server(msg.into())
@@ -200,19 +201,6 @@ pub fn give_to_owner(path: &Path) -> Result<()> {
         .ok_or_else(|| server_err(format!("chown {} failed", path.display())))
 }
 
-fn check(out: Output, what: &str) -> Result<String> {
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(server_err(format!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
 /// A PostgreSQL server on a local data directory, listening on a Unix
 /// socket only. Stopped (immediately) when dropped if this value started it.
 #[derive(Debug)]
@@ -346,16 +334,17 @@ impl LocalServer {
     }
 
     fn pg_ctl_start(&mut self, wait: bool) -> Result<()> {
-        let out = as_user(&self.user, &self.bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.pgdata)
-            .arg("-l")
-            .arg(self.log_path())
-            .args([if wait { "-w" } else { "-W" }, "-t", "3600", "start"])
-            .output()
-            .map_err(|e| server_err(format!("run pg_ctl: {e}")))?;
+        let out = process::output(
+            as_user(&self.user, &self.bindir.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.pgdata)
+                .arg("-l")
+                .arg(self.log_path())
+                .args([if wait { "-w" } else { "-W" }, "-t", "3600", "start"]),
+            "pg_ctl",
+        )?;
         self.running = true;
-        check(out, "pg_ctl start").map_err(|e| {
+        process::checked(out, "pg_ctl start").map_err(|e| {
             server_err(format!(
                 "{e}\nthe server log ({}) ends with:\n{}",
                 self.log_path().display(),
@@ -406,13 +395,14 @@ impl LocalServer {
     /// `initdb -U postgres` by another OS user), retries as `postgres`.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
         let run = |conninfo: String| -> Result<String> {
-            let out = as_user(&self.user, &self.bindir.join("psql"))
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-                .arg(conninfo)
-                .args(["-c", sql])
-                .output()
-                .map_err(|e| server_err(format!("run psql: {e}")))?;
-            check(out, &format!("psql {sql:?}")).map(|s| s.trim().to_string())
+            let out = process::output(
+                as_user(&self.user, &self.bindir.join("psql"))
+                    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+                    .arg(conninfo)
+                    .args(["-c", sql]),
+                "psql",
+            )?;
+            process::checked(out, &format!("psql {sql:?}")).map(|s| s.trim().to_string())
         };
         match run(self.conninfo(db)) {
             Err(PgError::Server(e))
@@ -430,13 +420,14 @@ impl LocalServer {
     /// `Database cluster state` as `pg_controldata` reports it (`in
     /// production`, `shut down in recovery`, …).
     pub fn cluster_state(&self) -> Result<String> {
-        let out = check(
-            as_user(&self.user, &self.bindir.join("pg_controldata"))
-                .arg("-D")
-                .arg(&self.pgdata)
-                .env("LC_ALL", "C")
-                .output()
-                .map_err(|e| server_err(format!("run pg_controldata: {e}")))?,
+        let out = process::checked(
+            process::output(
+                as_user(&self.user, &self.bindir.join("pg_controldata"))
+                    .arg("-D")
+                    .arg(&self.pgdata)
+                    .env("LC_ALL", "C"),
+                "pg_controldata",
+            )?,
             "pg_controldata",
         )?;
         Ok(out
@@ -531,13 +522,14 @@ impl LocalServer {
             return Ok(());
         }
         self.running = false;
-        let out = as_user(&self.user, &self.bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.pgdata)
-            .args(["-w", "-m", "fast", "stop"])
-            .output()
-            .map_err(|e| server_err(format!("run pg_ctl: {e}")))?;
-        check(out, "pg_ctl stop").map(|_| ())
+        let out = process::output(
+            as_user(&self.user, &self.bindir.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.pgdata)
+                .args(["-w", "-m", "fast", "stop"]),
+            "pg_ctl",
+        )?;
+        process::checked(out, "pg_ctl stop").map(|_| ())
     }
 
     /// Stops the server the way a crash would (immediate shutdown: no
@@ -547,13 +539,14 @@ impl LocalServer {
             return Ok(());
         }
         self.running = false;
-        let out = as_user(&self.user, &self.bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.pgdata)
-            .args(["-w", "-m", "immediate", "stop"])
-            .output()
-            .map_err(|e| server_err(format!("run pg_ctl: {e}")))?;
-        check(out, "pg_ctl stop").map(|_| ())
+        let out = process::output(
+            as_user(&self.user, &self.bindir.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.pgdata)
+                .args(["-w", "-m", "immediate", "stop"]),
+            "pg_ctl",
+        )?;
+        process::checked(out, "pg_ctl stop").map(|_| ())
     }
 
     /// Makes the server listen on a socket in `socket_dir` named by `port`

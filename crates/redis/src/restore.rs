@@ -2,12 +2,11 @@
 //! optionally proven: a throwaway `redis-server` loads it and its key counts
 //! are compared with those recorded at backup time.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lifeboat_repo::durable::{self, NewFile, Replace};
 use lifeboat_repo::{Progress, Repository, SnapshotEntry};
 
 use crate::backup::{keyspace, AOF_PREFIX, RDB_ITEM, SOURCE_KIND};
@@ -206,20 +205,20 @@ pub fn restore(
     std::fs::create_dir_all(dir).map_err(|e| RedisError::io("create", dir, e))?;
     let path = dir.join(RDB_ITEM);
     // Never over a file a server may be using.
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => RedisError::Refused(format!(
-                "{} exists; restore into an empty directory (a running server may be using it)",
-                path.display()
-            )),
-            _ => RedisError::io("create", &path, e),
-        })?;
+    let in_use = || {
+        RedisError::Refused(format!(
+            "{} exists; restore into an empty directory (a running server may be using it)",
+            path.display()
+        ))
+    };
+    if path.symlink_metadata().is_ok() {
+        return Err(in_use());
+    }
     // What this restore creates, it removes again when it fails: a broken
     // repository or a full disk must not leave a dump.rdb a server would
-    // try to load.
+    // try to load. Each file is written under a temporary name and gets
+    // its own only once complete and fsynced (its directory fsynced too):
+    // a crash leaves no torn file under the name a server loads.
     let prefix = format!("{AOF_PREFIX}/");
     let aof: Vec<&lifeboat_repo::Node> = snap
         .nodes
@@ -227,14 +226,19 @@ pub fn restore(
         .filter(|n| n.path.starts_with(&prefix))
         .collect();
     let aof_dir = dir.join(AOF_DIR);
+    let mut placed = false;
     let mut aof_created = false;
     let mut write = || -> Result<u64> {
+        let mut file =
+            NewFile::create(&path, 0o666).map_err(|e| RedisError::io("create", &path, e))?;
         progress.start("restore", Some(node.size));
         let bytes = repo.restore_item(node, &mut file, progress)?;
         progress.finish();
-        file.flush()
-            .and_then(|_| file.sync_all())
-            .map_err(|e| RedisError::io("write", &path, e))?;
+        file.commit(Replace::No).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => in_use(),
+            _ => RedisError::io("write", &path, e),
+        })?;
+        placed = true;
         // The AOF directory, when the backup has one: the server loads it
         // (it is newer than the RDB) when started with appendonly yes.
         if !aof.is_empty() {
@@ -246,6 +250,7 @@ pub fn restore(
                 _ => RedisError::io("create", &aof_dir, e),
             })?;
             aof_created = true;
+            durable::sync_dir(dir).map_err(|e| RedisError::io("sync", dir, e))?;
             for n in &aof {
                 let bytes = n.path_bytes().unwrap_or_default();
                 let name = bytes.get(prefix.len()..).unwrap_or_default();
@@ -257,9 +262,10 @@ pub fn restore(
                 }
                 let p = aof_dir.join(std::ffi::OsStr::from_bytes(name));
                 let mut f =
-                    std::fs::File::create(&p).map_err(|e| RedisError::io("create", &p, e))?;
+                    NewFile::create(&p, 0o666).map_err(|e| RedisError::io("create", &p, e))?;
                 repo.restore_item(n, &mut f, progress)?;
-                f.sync_all().map_err(|e| RedisError::io("write", &p, e))?;
+                f.commit(Replace::No)
+                    .map_err(|e| RedisError::io("write", &p, e))?;
             }
         }
         Ok(bytes)
@@ -267,15 +273,15 @@ pub fn restore(
     let bytes = match write() {
         Ok(bytes) => bytes,
         Err(e) => {
-            drop(file);
-            let _ = std::fs::remove_file(&path);
+            if placed {
+                let _ = std::fs::remove_file(&path);
+            }
             if aof_created {
                 let _ = std::fs::remove_dir_all(&aof_dir);
             }
             return Err(e);
         }
     };
-    drop(file);
     Ok(RedisRestoreReport {
         path,
         bytes,

@@ -29,6 +29,7 @@ mod fsat;
 mod index;
 mod keys;
 mod named;
+mod parallel;
 mod progress;
 mod repair;
 mod repository;
@@ -59,6 +60,9 @@ pub use writer::{WriteStats, Writer};
 
 pub use lifeboat_chunker::ChunkerConfig;
 pub use lifeboat_crypto::{Kdf, KeySlot, SecretSource};
+/// Crash-safe whole-file writes (temporary file, fsync, rename, fsync of
+/// the directory), for sources writing files a restore must leave durable.
+pub use lifeboat_storage::durable;
 pub use lifeboat_types::{
     error::report, name, ByteSize, ChunkId, Classify, ErrorClass, PackId, SnapshotId, Timestamp,
 };

@@ -26,8 +26,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use lifeboat_types::{name, ChunkId};
@@ -36,6 +35,7 @@ use crate::error::{RepoError, Result};
 use crate::format;
 use crate::fsat::{self, Meta, Root};
 use crate::index::{Index, Location};
+use crate::parallel::{cores, Pool};
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::sink::{sync_filesystem, DirectMode, FileSink};
@@ -664,16 +664,12 @@ impl Repository {
             .collect();
         let sizes: Vec<u64> = nodes.iter().map(|n| n.size).collect();
         let direct = DirectMode::new(!opts.page_cache);
-        let failed: Mutex<Vec<usize>> = Mutex::new(Vec::new());
         let dests = crate::sink::Dests {
             roots,
             targets,
             sizes: &sizes,
         };
-        let result = self.run_reads(
-            tasks, &index, &dests, &direct, &remaining, &failed, progress,
-        );
-        let failed = failed.into_inner().unwrap_or_default();
+        let (result, failed) = self.run_reads(tasks, &index, &dests, &direct, &remaining, progress);
         for (k, c) in complete.iter_mut().enumerate() {
             *c = remaining[k].load(Ordering::Relaxed) == 0 && !failed.contains(&k);
         }
@@ -751,7 +747,9 @@ impl Repository {
         Ok((index, tasks))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the read tasks on parallel workers, each with its own buffers
+    /// and file sink; returns the outcome and the files whose staged bytes
+    /// could not be written.
     fn run_reads(
         &self,
         tasks: Vec<ReadTask>,
@@ -759,82 +757,27 @@ impl Repository {
         dests: &crate::sink::Dests<'_>,
         direct: &DirectMode,
         remaining: &[AtomicU32],
-        failed: &Mutex<Vec<usize>>,
         progress: &dyn Progress,
-    ) -> Result<()> {
-        let error: Mutex<Option<RepoError>> = Mutex::new(None);
-        let stop = AtomicBool::new(false);
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(4)
-            .min(tasks.len().max(1));
+    ) -> (Result<()>, Vec<usize>) {
         // Each worker starts on its own contiguous stretch of the plan (equal
         // bytes), so workers write different files: ext4 serialises buffered
         // writes to one inode, and workers sharing a file would wait on each
         // other. A worker that finishes its stretch helps with the others.
-        let total: u64 = tasks.iter().map(|t| t.end - t.start).sum();
-        let mut starts = vec![0usize];
-        let mut acc = 0u64;
-        for (i, t) in tasks.iter().enumerate() {
-            acc += t.end - t.start;
-            if starts.len() < threads && acc * threads as u64 >= total * starts.len() as u64 {
-                starts.push(i + 1);
-            }
-        }
-        let ends: Vec<usize> = starts
-            .iter()
-            .skip(1)
-            .copied()
-            .chain([tasks.len()])
-            .collect();
-        let cursors: Vec<AtomicUsize> = starts.iter().map(|&s| AtomicUsize::new(s)).collect();
-        let segments = cursors.len();
-        std::thread::scope(|s| {
-            for k in 0..segments {
-                let (tasks, cursors, ends, stop, error) = (&tasks, &cursors, &ends, &stop, &error);
-                s.spawn(move || {
-                    let mut bufs = WorkerBuffers::default();
-                    let mut sink = FileSink::new(dests, direct);
-                    let fail = |e: RepoError| {
-                        if let Ok(mut slot) = error.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        stop.store(true, Ordering::Relaxed);
-                    };
-                    'work: for seg in (0..segments).map(|j| (k + j) % segments) {
-                        loop {
-                            if stop.load(Ordering::Relaxed) {
-                                break 'work;
-                            }
-                            let i = cursors[seg].fetch_add(1, Ordering::Relaxed);
-                            if i >= ends[seg] {
-                                break;
-                            }
-                            let task = &tasks[i];
-                            if let Err(e) = self
-                                .run_read(task, index, &mut sink, remaining, progress, &mut bufs)
-                            {
-                                fail(e);
-                                break 'work;
-                            }
-                        }
-                    }
-                    // Whatever happened, what was staged goes out: a file
-                    // that is complete is kept even when the restore fails.
-                    let mut lost = Vec::new();
-                    if let Err(e) = sink.flush(&mut lost) {
-                        fail(e);
-                    }
-                    if let Ok(mut f) = failed.lock() {
-                        f.extend(lost);
-                    }
-                });
-            }
-        });
-        match error.into_inner().ok().flatten() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        let weights: Vec<u64> = tasks.iter().map(|t| t.end - t.start).collect();
+        let pool = Pool::stretched(cores().max(4), &weights);
+        let (lost, result) = pool.run(
+            &tasks,
+            || (WorkerBuffers::default(), FileSink::new(dests, direct)),
+            |(bufs, sink), _, task| self.run_read(task, index, sink, remaining, progress, bufs),
+            |(_, mut sink)| {
+                // Whatever happened, what was staged goes out: a file
+                // that is complete is kept even when the restore fails.
+                let mut lost = Vec::new();
+                let flushed = sink.flush(&mut lost);
+                (lost, flushed)
+            },
+        );
+        (result, lost.into_iter().flatten().collect())
     }
 
     /// Reads a pack range into `buf` and returns the pack's key and data key.

@@ -1,8 +1,6 @@
 //! Checking a repository: structure always, data on request.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use lifeboat_types::{ChunkId, PackId, SnapshotId};
 use serde::Serialize;
@@ -11,9 +9,10 @@ use crate::error::{RepoError, Result};
 use crate::format::{self, IndexedPack};
 use crate::index::Index;
 use crate::keys::{FileType, ObjectKey};
+use crate::parallel::{cores, Pool};
 use crate::progress::Progress;
 use crate::repository::Repository;
-use crate::snapshot::Patch;
+use crate::snapshot::{Patch, Snapshot};
 
 /// A damaged or missing object.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -80,46 +79,9 @@ impl VerifyReport {
     }
 }
 
-/// Runs `f` on every item on all cores (at least two threads); returns what
-/// the calls returned (`None`s left out), or the first error, after which the
-/// other threads stop taking items.
-fn each_in_parallel<T: Sync, R: Send>(
-    items: &[T],
-    f: impl Fn(&T) -> Result<Option<R>> + Sync,
-) -> Result<Vec<R>> {
-    let next = AtomicUsize::new(0);
-    let found: Mutex<Vec<R>> = Mutex::new(Vec::new());
-    let fatal: Mutex<Option<crate::error::RepoError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2)
-        {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(i) else { break };
-                match f(item) {
-                    Ok(Some(r)) => {
-                        if let Ok(mut v) = found.lock() {
-                            v.push(r);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        if let Ok(mut slot) = fatal.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        next.store(usize::MAX / 2, Ordering::Relaxed);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    match fatal.into_inner().ok().flatten() {
-        Some(e) => Err(e),
-        None => Ok(found.into_inner().unwrap_or_default()),
-    }
+/// The workers of `verify`'s reads: every core, at least two.
+fn readers() -> Pool {
+    Pool::new(cores().max(2))
 }
 
 /// The result of reading one pack.
@@ -133,15 +95,114 @@ struct PackCheck {
     bytes: u64,
 }
 
+/// What the index objects list.
+struct IndexObjects {
+    /// Every pack listed, with its entries (once per index object listing it).
+    packs: Vec<IndexedPack>,
+    /// The keys of the index objects read.
+    keys: HashSet<String>,
+    /// The index objects listing each pack.
+    listed_by: HashMap<PackId, Vec<String>>,
+}
+
+/// The indexed packs compared with the store.
+struct Stored {
+    /// The packs to look at: those listed, less those a prune removed.
+    packs: Vec<IndexedPack>,
+    /// The size of every pack stored.
+    sizes: HashMap<PackId, u64>,
+    /// Packs missing or truncated, with why.
+    bad_packs: BTreeMap<PackId, String>,
+}
+
+/// What the look at the snapshots leaves for later checks.
+struct SnapshotChecks {
+    /// Patched pieces by their rebuilt id, with the snapshots using them
+    /// (`--read-data` only).
+    patched: HashMap<ChunkId, (Patch, Vec<SnapshotId>)>,
+    /// Snapshots with chunks no index lists, for a second look: (snapshot,
+    /// chunks missing, chunks damaged).
+    unlisted: Vec<(SnapshotId, usize, usize)>,
+}
+
+/// Looks at every snapshot: a damaged one is reported; one whose chunks are
+/// all indexed is broken when some are in damaged packs; one with chunks
+/// no index lists is left for a second look. With `read_data`, the
+/// patched pieces are gathered to be rebuilt.
+fn check_snapshots(
+    snapshots: &[(SnapshotId, Result<Snapshot>)],
+    index: &Index,
+    bad_chunks: &HashSet<ChunkId>,
+    read_data: bool,
+    report: &mut VerifyReport,
+) -> SnapshotChecks {
+    let mut patched: HashMap<ChunkId, (Patch, Vec<SnapshotId>)> = HashMap::new();
+    let mut unlisted: Vec<(SnapshotId, usize, usize)> = Vec::new();
+    for (id, snap) in snapshots {
+        let id = *id;
+        let snap = match snap {
+            // Forgotten since it was listed: not damage.
+            Err(RepoError::Storage(e)) if e.is_not_found() => continue,
+            Ok(s) => {
+                report.snapshots += 1;
+                s
+            }
+            Err(e) => {
+                report.snapshots += 1;
+                report.damaged.push(Damage {
+                    object: ObjectKey::Snapshot(id).to_string(),
+                    problem: lifeboat_types::error::report(&e),
+                });
+                report.broken_snapshots.push(BrokenSnapshot {
+                    id,
+                    reason: "the snapshot object itself is damaged".into(),
+                });
+                continue;
+            }
+        };
+        let mut missing = 0usize;
+        let mut damaged = 0usize;
+        let mut seen = HashSet::new();
+        if read_data {
+            for c in snap.nodes.iter().flat_map(|n| &n.content) {
+                if let (Some(whole), Some(p)) = (c.chunk(), c.patch()) {
+                    patched
+                        .entry(whole)
+                        .or_insert_with(|| (p, Vec::new()))
+                        .1
+                        .push(id);
+                }
+            }
+        }
+        for c in snap.chunks() {
+            if !seen.insert(c) {
+                continue;
+            }
+            if !index.contains(&c) {
+                missing += 1;
+            } else if bad_chunks.contains(&c) {
+                damaged += 1;
+            }
+        }
+        if missing > 0 {
+            unlisted.push((id, missing, damaged));
+        } else if damaged > 0 {
+            report.broken_snapshots.push(broken(id, damaged, 0));
+        }
+    }
+    SnapshotChecks { patched, unlisted }
+}
+
 impl Repository {
     /// Checks every index and snapshot, and that every pack they need exists
     /// with a plausible size. With `read_data`, also downloads every pack,
     /// checks its name against its contents, and decrypts and hash-checks every
     /// chunk. Returns a report; only failures to run at all are errors.
     pub fn verify(&self, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
-        let mut report = VerifyReport::default();
-        let mut bad_packs: BTreeMap<PackId, String> = BTreeMap::new();
-        report.leftovers = self.leftover_summary()?;
+        let mut report = VerifyReport {
+            leftovers: self.leftover_summary()?,
+            ..VerifyReport::default()
+        };
         for (key, reason) in self.damaged_key_slots()? {
             report.damaged.push(Damage {
                 object: key,
@@ -156,10 +217,62 @@ impl Repository {
         // they name before packs were listed. A backup that finishes
         // meanwhile adds objects this pass does not look at, never a
         // snapshot whose chunks it cannot find.
+        let snapshots = self.snapshots_to_check()?;
+        let indexed = self.read_index_objects(&mut report)?;
+        let Stored {
+            packs,
+            sizes,
+            mut bad_packs,
+        } = self.check_stored(indexed.packs, &indexed.listed_by, &mut report)?;
+        let mut index = Index::default();
+        index.add_all(&packs);
+
+        let structurally_bad: HashSet<PackId> = bad_packs.keys().copied().collect();
+        let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
+        if read_data {
+            for check in self.read_packs(&packs, &sizes, &bad_packs, progress)? {
+                report.chunks_checked += check.checked;
+                report.bytes_read += check.bytes;
+                if !check.problem.is_empty() {
+                    bad_packs.insert(check.pack, check.problem);
+                    bad_chunks.extend(check.bad);
+                }
+            }
+        }
+        // Every chunk of a missing or truncated pack is lost.
+        for p in &packs {
+            if structurally_bad.contains(&p.pack) {
+                bad_chunks.extend(p.entries.iter().map(|e| e.id));
+            }
+        }
+        for (pack, problem) in &bad_packs {
+            report.damaged.push(Damage {
+                object: format::pack_key(pack),
+                problem: problem.clone(),
+            });
+        }
+
+        if read_data {
+            self.check_named(&mut report, progress)?;
+        }
+
+        let SnapshotChecks { patched, unlisted } =
+            check_snapshots(&snapshots, &index, &bad_chunks, read_data, &mut report);
+        if !unlisted.is_empty() {
+            self.second_look(&snapshots, unlisted, &indexed.keys, &mut index, &mut report)?;
+        }
+        if read_data {
+            self.check_patched(&index, &bad_chunks, patched, &mut report, progress)?;
+        }
+        Ok(report)
+    }
+
+    /// Every snapshot, read or not. A snapshot that could not be read for
+    /// another reason than damage (a store that did not answer, a newer
+    /// version): the check cannot be made, and that is said as it is, not
+    /// as damage.
+    fn snapshots_to_check(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
         let mut snapshots = self.read_snapshots()?;
-        // A snapshot that could not be read for another reason than damage
-        // (a store that did not answer, a newer version): the check cannot
-        // be made, and that is said as it is, not as damage.
         if let Some(i) = snapshots.iter().position(|(_, r)| match r {
             Err(RepoError::Corrupt { .. }) | Ok(_) => false,
             Err(RepoError::Storage(e)) => !e.is_not_found(),
@@ -169,8 +282,15 @@ impl Repository {
                 return Err(e);
             }
         }
+        Ok(snapshots)
+    }
+
+    /// Reads every index object: the packs they list, and by which. A
+    /// damaged one is reported; one that cannot be read for another reason
+    /// stops the check.
+    fn read_index_objects(&self, report: &mut VerifyReport) -> Result<IndexObjects> {
         let mut packs: Vec<IndexedPack> = Vec::new();
-        let mut index_keys: HashSet<String> = HashSet::new();
+        let mut keys: HashSet<String> = HashSet::new();
         let mut listed_by: HashMap<PackId, Vec<String>> = HashMap::new();
         for (key, parsed) in self.read_indexes()? {
             match parsed {
@@ -192,11 +312,26 @@ impl Repository {
                 Err(e) => return Err(e),
             }
             report.indexes += 1;
-            index_keys.insert(key);
+            keys.insert(key);
         }
-        let mut index = Index::default();
-        index.add_all(&packs);
+        Ok(IndexObjects {
+            packs,
+            keys,
+            listed_by,
+        })
+    }
 
+    /// Compares the indexed packs with the packs stored: counts both, finds
+    /// the missing and the truncated, and leaves out the packs a prune
+    /// removed with every index object listing them (a snapshot still
+    /// needing their chunks is then found with chunks in no index).
+    fn check_stored(
+        &self,
+        mut packs: Vec<IndexedPack>,
+        listed_by: &HashMap<PackId, Vec<String>>,
+        report: &mut VerifyReport,
+    ) -> Result<Stored> {
+        let mut bad_packs: BTreeMap<PackId, String> = BTreeMap::new();
         let stored: HashMap<PackId, u64> = self.stored_packs()?;
         let indexed: HashSet<PackId> = packs.iter().map(|p| p.pack).collect();
         report.packs = indexed.len();
@@ -240,123 +375,41 @@ impl Repository {
                 }
             }
         }
-
-        // A pack removed with every index object listing it is not looked
-        // for at all: a snapshot still needing its chunks is then found
-        // with chunks in no index.
         if !excused.is_empty() {
             packs.retain(|p| !excused.contains(&p.pack));
-            index = Index::default();
-            index.add_all(&packs);
         }
-        let structurally_bad: HashSet<PackId> = bad_packs.keys().copied().collect();
-        let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
-        if read_data {
-            let total: u64 = packs
-                .iter()
-                .filter(|p| !bad_packs.contains_key(&p.pack))
-                .map(|p| stored.get(&p.pack).copied().unwrap_or(0))
-                .sum();
-            progress.start("verify", Some(total));
-            let todo: Vec<&IndexedPack> = packs
-                .iter()
-                .filter(|p| !bad_packs.contains_key(&p.pack))
-                .collect();
-            let checks = each_in_parallel(&todo, |p| {
-                let check = self.check_pack(p)?;
-                progress.advance(check.bytes);
-                Ok(Some(check))
-            });
-            progress.finish();
-            for check in checks? {
-                report.chunks_checked += check.checked;
-                report.bytes_read += check.bytes;
-                if !check.problem.is_empty() {
-                    bad_packs.insert(check.pack, check.problem);
-                    bad_chunks.extend(check.bad);
-                }
-            }
-        }
-        // Every chunk of a missing or truncated pack is lost.
-        for p in &packs {
-            if structurally_bad.contains(&p.pack) {
-                bad_chunks.extend(p.entries.iter().map(|e| e.id));
-            }
-        }
-        for (pack, problem) in &bad_packs {
-            report.damaged.push(Damage {
-                object: format::pack_key(pack),
-                problem: problem.clone(),
-            });
-        }
+        Ok(Stored {
+            packs,
+            sizes: stored,
+            bad_packs,
+        })
+    }
 
-        if read_data {
-            self.check_named(&mut report, progress)?;
-        }
-
-        // Patched pieces by their rebuilt id, with the snapshots using them.
-        let mut patched: HashMap<ChunkId, (Patch, Vec<SnapshotId>)> = HashMap::new();
-        // Snapshots with chunks no index lists, for a second look.
-        let mut unlisted: Vec<(SnapshotId, usize, usize)> = Vec::new();
-        for (id, snap) in &snapshots {
-            let id = *id;
-            let snap = match snap {
-                // Forgotten since it was listed: not damage.
-                Err(RepoError::Storage(e)) if e.is_not_found() => continue,
-                Ok(s) => {
-                    report.snapshots += 1;
-                    s
-                }
-                Err(e) => {
-                    report.snapshots += 1;
-                    report.damaged.push(Damage {
-                        object: ObjectKey::Snapshot(id).to_string(),
-                        problem: lifeboat_types::error::report(&e),
-                    });
-                    report.broken_snapshots.push(BrokenSnapshot {
-                        id,
-                        reason: "the snapshot object itself is damaged".into(),
-                    });
-                    continue;
-                }
-            };
-            let mut missing = 0usize;
-            let mut damaged = 0usize;
-            let mut seen = HashSet::new();
-            if read_data {
-                for c in snap.nodes.iter().flat_map(|n| &n.content) {
-                    if let (Some(whole), Some(p)) = (c.chunk(), c.patch()) {
-                        patched
-                            .entry(whole)
-                            .or_insert_with(|| (p, Vec::new()))
-                            .1
-                            .push(id);
-                    }
-                }
-            }
-            for c in snap.chunks() {
-                if !seen.insert(c) {
-                    continue;
-                }
-                if !index.contains(&c) {
-                    missing += 1;
-                } else if bad_chunks.contains(&c) {
-                    damaged += 1;
-                }
-            }
-            if missing > 0 {
-                unlisted.push((id, missing, damaged));
-            } else if damaged > 0 {
-                report.broken_snapshots.push(broken(id, damaged, 0));
-            }
-        }
-        if !unlisted.is_empty() {
-            self.second_look(&snapshots, unlisted, &index_keys, &mut index, &mut report)?;
-        }
-        if read_data {
-            self.check_patched(&index, &bad_chunks, patched, &mut report, progress)?;
-        }
-        Ok(report)
+    /// Downloads and checks every pack not already known to be bad, in
+    /// parallel (`--read-data`).
+    fn read_packs(
+        &self,
+        packs: &[IndexedPack],
+        sizes: &HashMap<PackId, u64>,
+        bad_packs: &BTreeMap<PackId, String>,
+        progress: &dyn Progress,
+    ) -> Result<Vec<PackCheck>> {
+        let todo: Vec<&IndexedPack> = packs
+            .iter()
+            .filter(|p| !bad_packs.contains_key(&p.pack))
+            .collect();
+        let total: u64 = todo
+            .iter()
+            .map(|p| sizes.get(&p.pack).copied().unwrap_or(0))
+            .sum();
+        progress.start("verify", Some(total));
+        let checks = readers().try_map(&todo, |p| -> Result<PackCheck> {
+            let check = self.check_pack(p)?;
+            progress.advance(check.bytes);
+            Ok(check)
+        });
+        progress.finish();
+        checks
     }
 
     /// The keys of the index objects stored now.
@@ -376,7 +429,7 @@ impl Repository {
     /// index lists.
     fn second_look(
         &self,
-        snapshots: &[(SnapshotId, Result<crate::snapshot::Snapshot>)],
+        snapshots: &[(SnapshotId, Result<Snapshot>)],
         unlisted: Vec<(SnapshotId, usize, usize)>,
         read: &HashSet<String>,
         index: &mut Index,
@@ -458,13 +511,13 @@ impl Repository {
             .map(|(whole, (p, snaps))| (whole, p, snaps))
             .collect();
         progress.start("verify patched pieces", Some(todo.len() as u64));
-        let found = each_in_parallel(&todo, |(whole, p, snaps)| {
+        let found = readers().try_map(&todo, |(whole, p, snaps)| {
             let r = self.rebuild(index, whole, p);
             progress.advance(1);
             match r {
-                Ok(_) => Ok(Some(None)),
+                Ok(_) => Ok(None),
                 Err(e @ RepoError::Corrupt { .. }) => {
-                    Ok(Some(Some((*whole, e.to_string(), snaps.clone()))))
+                    Ok(Some((*whole, e.to_string(), snaps.clone())))
                 }
                 Err(e) => Err(e),
             }
@@ -499,7 +552,7 @@ impl Repository {
             .inner
             .block(self.inner.storage.list(FileType::Named.prefix()))?;
         progress.start("verify WAL", Some(objects.iter().map(|o| o.size).sum()));
-        let found = each_in_parallel(&objects, |o| {
+        let found = readers().try_map(&objects, |o| -> Result<_> {
             let problem = match self.inner.block(self.inner.storage.get(&o.key)) {
                 Ok(bytes) => self.check_named_object(&o.key, &bytes).err(),
                 // Deleted since the listing (a prune): not damage.
@@ -514,7 +567,7 @@ impl Repository {
             )))
         });
         progress.finish();
-        let mut found = found?;
+        let mut found: Vec<_> = found?.into_iter().flatten().collect();
         found.sort();
         for (key, size, problem) in found {
             report.named_checked += 1;

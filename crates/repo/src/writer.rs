@@ -24,6 +24,7 @@ use crate::error::{RepoError, Result};
 use crate::format::{self, IndexedPack, PackBuilder, MAGIC_INDEX};
 use crate::index::Index;
 use crate::keys::ObjectKey;
+use crate::parallel::lock;
 use crate::repository::Inner;
 use crate::snapshot::ContentRef;
 
@@ -61,37 +62,33 @@ struct Shared {
     counters: Counters,
 }
 
+// A thread that panicked holding one of these locks does not lose what is
+// behind it: an error recorded stays recorded (and fails the backup), a
+// claimed chunk stays claimed (and is stored once).
 impl Shared {
     fn fail(&self, e: RepoError) {
-        if let Ok(mut slot) = self.error.lock() {
-            if slot.is_none() {
-                *slot = Some(e);
-            }
-        }
+        lock(&self.error).get_or_insert(e);
     }
 
     fn failed(&self) -> bool {
-        self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+        lock(&self.error).is_some()
     }
 
     fn take_buffer(&self, capacity: usize) -> Vec<u8> {
-        self.buffers
-            .lock()
-            .ok()
-            .and_then(|mut b| b.pop())
+        lock(&self.buffers)
+            .pop()
             .unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
     fn return_buffer(&self, buf: Vec<u8>) {
-        if let Ok(mut b) = self.buffers.lock() {
-            if b.len() < UPLOADS_IN_FLIGHT + 2 {
-                b.push(buf);
-            }
+        let mut b = lock(&self.buffers);
+        if b.len() < UPLOADS_IN_FLIGHT + 2 {
+            b.push(buf);
         }
     }
 
     fn take_error(&self) -> Option<RepoError> {
-        self.error.lock().ok().and_then(|mut e| e.take())
+        lock(&self.error).take()
     }
 }
 
@@ -125,7 +122,7 @@ pub struct WriteStats {
 
 impl Writer {
     pub(crate) fn new(inner: Arc<Inner>, index: Arc<Index>) -> Writer {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = crate::parallel::cores();
         let (chunk_tx, chunk_rx) = bounded::<(ChunkId, Vec<u8>)>(threads * 2);
         // A rendezvous channel: a compressor hands a full pack straight to the
         // uploader, so no pack waits in between (each is 16 MiB of memory).
@@ -177,12 +174,7 @@ impl Writer {
         let len = data.len() as u64;
         self.shared.counters.chunks.fetch_add(1, Ordering::Relaxed);
         if !self.shared.index.contains(&id) {
-            let fresh = self
-                .shared
-                .claimed
-                .lock()
-                .map(|mut c| c.insert(id))
-                .unwrap_or(false);
+            let fresh = lock(&self.shared.claimed).insert(id);
             if fresh {
                 self.shared
                     .counters

@@ -70,6 +70,14 @@ impl FaultStorage {
         }
     }
 
+    /// The rules, even after a thread panicked holding them: a fault a
+    /// test asked for is never silently left out.
+    fn rules(&self) -> std::sync::MutexGuard<'_, Vec<FaultRule>> {
+        self.rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Calls of `op` that reached this layer so far, failed by a rule or
     /// passed on: a layer above that retries shows here as several calls.
     pub fn calls(&self, op: Op) -> u64 {
@@ -78,24 +86,18 @@ impl FaultStorage {
 
     /// Adds a rule.
     pub fn add(&self, rule: FaultRule) {
-        if let Ok(mut rules) = self.rules.lock() {
-            rules.push(rule);
-        }
+        self.rules().push(rule);
     }
 
     /// Removes every rule.
     pub fn clear(&self) {
-        if let Ok(mut rules) = self.rules.lock() {
-            rules.clear();
-        }
+        self.rules().clear();
     }
 
     async fn check(&self, op: Op, key: &str, name: &'static str) -> Result<(), StorageError> {
         self.calls[op as usize].fetch_add(1, Ordering::SeqCst);
         let action = {
-            let Ok(mut rules) = self.rules.lock() else {
-                return Ok(());
-            };
+            let mut rules = self.rules();
             let mut hit = None;
             for rule in rules.iter_mut() {
                 if rule.op != op || !key.starts_with(&rule.key_prefix) {

@@ -122,8 +122,8 @@ impl Storage for RetryStorage {
         self.run("get", key, || {
             let b = first
                 .lock()
-                .ok()
-                .and_then(|mut f| f.take())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
                 .unwrap_or_default();
             self.inner.get_range_into(key, range.clone(), b)
         })

@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod direct;
+pub mod durable;
 mod fault;
 mod layers;
 mod local;

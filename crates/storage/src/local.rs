@@ -1,18 +1,16 @@
 //! The local-disk backend: lifeboat's embedded default.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{direct, ErrorKind, ObjectInfo, Storage, StorageError};
-
-/// Marks temporary files of writes in progress; listings never show them.
-const TEMP_MARKER: &str = ".tmp-";
+use crate::durable::{self, parent_of, sync_dir, TEMP_MARKER};
+use crate::{ErrorKind, ObjectInfo, Storage, StorageError};
 
 /// A repository directory on local disk.
 ///
@@ -111,40 +109,10 @@ impl LocalStorage {
             .ok_or_else(|| io::Error::other("object key has no parent directory"))?;
         let (file_mode, dir_mode) = self.modes();
         ensure_dir(dir, &self.root, dir_mode)?;
-        let mut suffix = [0u8; 8];
-        getrandom::getrandom(&mut suffix).map_err(io::Error::other)?;
-        let name = target
-            .file_name()
-            .ok_or_else(|| io::Error::other("object key has no file name"))?;
-        let temp = dir.join(format!(
-            "{}{TEMP_MARKER}{}",
-            name.to_string_lossy(),
-            hex::encode(suffix)
-        ));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(file_mode)
-                .open(&temp)?;
-            // Large objects (packs) go past the page cache: written once,
-            // read rarely (see `direct`).
-            let direct =
-                data.len() as u64 >= direct::DIRECT_MIN && direct::try_write_new(&temp, &f, data)?;
-            if !direct {
-                f.write_all(data)?;
-            }
-            f.sync_all()?;
-            drop(f);
-            lifeboat_types::failpoint_io!("local-put-before-rename")?;
-            fs::rename(&temp, &target)?;
-            lifeboat_types::failpoint_io!("local-put-before-dir-sync")?;
-            sync_dir(dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result
+        durable::write_file_with(&target, data, file_mode, |step| match step {
+            durable::Step::Written => lifeboat_types::failpoint_io!("local-put-before-rename"),
+            durable::Step::Renamed => lifeboat_types::failpoint_io!("local-put-before-dir-sync"),
+        })
     }
 
     /// Every file below `dir` (recursively) whose key `keep` accepts: its
@@ -227,18 +195,6 @@ fn ensure_dir(dir: &Path, root: &Path, mode: u32) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// The directory holding `path`: `.` for a bare relative name.
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[async_trait]

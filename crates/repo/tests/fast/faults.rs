@@ -172,3 +172,37 @@ fn a_failed_upload_fails_the_backup_and_records_nothing() {
     restore_into(&repo, &second.snapshot, &target, Overwrite::Refuse, &[]).unwrap();
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+/// A pack that cannot be read while `verify --read-data` checks the packs
+/// in parallel (the second one read fails; the others read fine): verify
+/// fails with that error, naming the pack, and no report (which would
+/// look clean with one pack's worth of checks missing) comes back. Once
+/// the store answers again, the repository verifies clean.
+#[test]
+fn a_pack_that_cannot_be_read_fails_verify_instead_of_a_partial_report() {
+    let s = Scratch::new();
+    let f = Faulty::new(&s);
+    let repo = s.init_on(f.bare.clone());
+    let src = some_files(&s);
+    backup_files(&repo, &[&src]).unwrap();
+    assert!(s.repo_files("packs").len() > 2);
+
+    f.faults.clear();
+    f.faults.add(FaultRule {
+        op: Op::Get,
+        key_prefix: "packs/".into(),
+        skip: 1,
+        times: Some(1),
+        action: FaultAction::Fail(ErrorKind::Permanent),
+    });
+    let err = repo.verify(true, &NoProgress).unwrap_err();
+    let RepoError::Storage(e) = &err else {
+        panic!("expected a storage error, got {err}");
+    };
+    assert_eq!(e.kind, ErrorKind::Permanent);
+    assert!(e.key.starts_with("packs/"), "{e}");
+
+    f.faults.clear();
+    let report = repo.verify(true, &NoProgress).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}

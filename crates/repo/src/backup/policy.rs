@@ -1,0 +1,54 @@
+//! How a tree backup treats what it finds: [`TreePolicy`], its [`Filter`]
+//! for each item, and [`PlainFiles`], the policy of `files backup`.
+
+use std::fs::{self, File};
+
+use lifeboat_chunker::ChunkerConfig;
+
+use crate::snapshot::{Node, Snapshot};
+
+/// What a [`TreePolicy`] decides for one item of a walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Back it up.
+    Keep,
+    /// A directory kept as an empty directory: its contents are not backed up.
+    Empty,
+    /// Leave it out entirely.
+    Skip,
+}
+
+/// How a tree backup treats what it finds. Sources with rules of their own (a
+/// PostgreSQL data directory) implement it; the defaults back up everything
+/// with the repository's chunking, as `files backup` does.
+pub trait TreePolicy: Sync {
+    /// Whether and how to back up the item at `name` (its snapshot path).
+    fn filter(&self, _name: &str, _meta: &fs::Metadata) -> Filter {
+        Filter::Keep
+    }
+    /// How to cut the file at `name` into chunks.
+    fn chunker(&self, _name: &str, default: ChunkerConfig) -> ChunkerConfig {
+        default
+    }
+    /// Looks at each chunk of the file at `name` as it is read, e.g. to check
+    /// page checksums: `data` starts at byte `offset` of the file, and `file`
+    /// is open for reading again.
+    fn inspect(&self, _name: &str, _file: &File, _offset: u64, _data: &[u8]) {}
+    /// The page size of the file at `name` when its chunks are whole pages
+    /// (its chunker must cut at page boundaries): each chunk then records
+    /// page fingerprints, and a chunk that changed in at most half its pages
+    /// since the parent snapshot is stored as the parent's chunk (its base)
+    /// plus a patch of the changed pages. `None`: chunks are stored whole.
+    fn page_size(&self, _name: &str) -> Option<usize> {
+        None
+    }
+    /// Whether `old`, unchanged by size, times and inode since the parent
+    /// snapshot, may reuse the parent's content without being read.
+    fn reusable(&self, _old: &Node, _parent: &Snapshot) -> bool {
+        true
+    }
+}
+
+/// The policy of `files backup`: everything, as it is.
+pub struct PlainFiles;
+impl TreePolicy for PlainFiles {}
