@@ -1,6 +1,6 @@
 //! What the user sees: progress bars on a terminal, summaries, JSON.
 //!
-//! Everything meant for standard output goes through [`outln!`]: when the
+//! Everything meant for standard output goes through `outln!`: when the
 //! reader goes away (`lifeboat snapshots --json | head -1`), the rest of the
 //! output is dropped quietly and the command ends with its own exit code, as
 //! `ripgrep` does, instead of panicking; any other failure to write standard
@@ -31,9 +31,10 @@ pub(crate) fn emit_line(args: std::fmt::Arguments<'_>) {
     if let Err(e) = written {
         STDOUT_GONE.store(true, Ordering::Relaxed);
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            if let Ok(mut f) = STDOUT_FAILED.lock() {
-                f.get_or_insert(e.to_string());
-            }
+            STDOUT_FAILED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e.to_string());
         }
     }
 }
@@ -41,7 +42,10 @@ pub(crate) fn emit_line(args: std::fmt::Arguments<'_>) {
 /// Why writing standard output failed, when it did for another reason than
 /// its reader leaving.
 pub(crate) fn stdout_failure() -> Option<String> {
-    STDOUT_FAILED.lock().ok().and_then(|f| f.clone())
+    STDOUT_FAILED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 /// `println!` for command output; see the module documentation.
@@ -71,6 +75,11 @@ impl TermProgress {
             enabled: !quiet && std::io::stderr().is_terminal(),
         }
     }
+
+    /// The bar, also after a thread panicked holding it.
+    fn bar(&self) -> std::sync::MutexGuard<'_, Option<ProgressBar>> {
+        self.bar.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Progress for TermProgress {
@@ -93,40 +102,33 @@ impl Progress for TermProgress {
         }
         bar.set_prefix(phase.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        if let Ok(mut b) = self.bar.lock() {
-            *b = Some(bar);
-        }
+        *self.bar() = Some(bar);
     }
 
     fn advance(&self, bytes: u64) {
-        if let Ok(b) = self.bar.lock() {
-            if let Some(bar) = b.as_ref() {
-                bar.inc(bytes);
-            }
+        if let Some(bar) = self.bar().as_ref() {
+            bar.inc(bytes);
         }
     }
 
     fn set_total(&self, total: u64) {
-        if let Ok(b) = self.bar.lock() {
-            if let Some(bar) = b.as_ref() {
-                bar.set_length(total);
-            }
+        if let Some(bar) = self.bar().as_ref() {
+            bar.set_length(total);
         }
     }
 
     fn warn(&self, message: &str) {
         let line = format!("warning: {message}");
-        match self.bar.lock().ok().and_then(|b| b.clone()) {
+        let bar = self.bar().clone();
+        match bar {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
         }
     }
 
     fn finish(&self) {
-        if let Ok(mut b) = self.bar.lock() {
-            if let Some(bar) = b.take() {
-                bar.finish_and_clear();
-            }
+        if let Some(bar) = self.bar().take() {
+            bar.finish_and_clear();
         }
     }
 }

@@ -27,7 +27,7 @@ pub(crate) enum RedisCommand {
 pub(crate) struct RedisBackupArgs {
     /// A source named in the config file ([redis.NAME] with redis_url)
     source: Option<String>,
-    /// redis://[user:password@]host:port (on a command line, `ps` shows the
+    /// `redis://[user:password@]host:port` (on a command line, `ps` shows the
     /// password: prefer --redis-url-file, LIFEBOAT_REDIS_URL or the config
     /// file)
     #[arg(long, value_name = "URL")]

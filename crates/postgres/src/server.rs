@@ -518,23 +518,17 @@ impl LocalServer {
 
     /// Stops the server (fast shutdown).
     pub fn stop(&mut self) -> Result<()> {
-        if !self.running {
-            return Ok(());
-        }
-        self.running = false;
-        let out = process::output(
-            as_user(&self.user, &self.bindir.join("pg_ctl"))
-                .arg("-D")
-                .arg(&self.pgdata)
-                .args(["-w", "-m", "fast", "stop"]),
-            "pg_ctl",
-        )?;
-        process::checked(out, "pg_ctl stop").map(|_| ())
+        self.pg_ctl_stop("fast")
     }
 
     /// Stops the server the way a crash would (immediate shutdown: no
     /// checkpoint, the archiver gets no chance to finish).
     pub fn crash(&mut self) -> Result<()> {
+        self.pg_ctl_stop("immediate")
+    }
+
+    /// `pg_ctl stop` in `mode`, waiting, when this value started the server.
+    fn pg_ctl_stop(&mut self, mode: &str) -> Result<()> {
         if !self.running {
             return Ok(());
         }
@@ -543,7 +537,7 @@ impl LocalServer {
             as_user(&self.user, &self.bindir.join("pg_ctl"))
                 .arg("-D")
                 .arg(&self.pgdata)
-                .args(["-w", "-m", "immediate", "stop"]),
+                .args(["-w", "-m", mode, "stop"]),
             "pg_ctl",
         )?;
         process::checked(out, "pg_ctl stop").map(|_| ())

@@ -485,6 +485,12 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// `v` as a value of a libpq key=value connection string: in single
+/// quotes, backslashes and quotes escaped with a backslash.
+pub(crate) fn conninfo_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,7 +500,7 @@ mod tests {
         /// it is shown.
         #[test]
         fn no_password_survives_redact(pw in "[a-zA-Z0-9 '\\\\@:=/]{6,20}") {
-            let quoted = format!("'{}'", pw.replace('\\', "\\\\").replace('\'', "\\'"));
+            let quoted = conninfo_quote(&pw);
             let shown = redact(&format!("host=db password={quoted} user=app"));
             proptest::prop_assert_eq!(shown, "host=db password=*** user=app");
         }

@@ -14,7 +14,7 @@
 //!   it owns the compressor threads, packs and index objects.
 //! - [`Snapshot`], [`Node`], [`ContentRef`]: the immutable manifest of a backup.
 //! - [`Index`]: the in-memory map chunk id → pack location.
-//! - [`format`]: the byte layouts of stored objects (see `docs/format.md`).
+//! - [`format`](mod@format): the byte layouts of stored objects (see `docs/format.md`).
 //! - [`Progress`]: how long operations report progress; the binary draws it.
 //!
 //! Invariants: a snapshot is written last and references only chunks in packs

@@ -5,7 +5,7 @@
 //!   key, in its own temporary directory, on free ports. It can be stopped and
 //!   restarted with the same ports and data, to test outages.
 //!
-//! - [`postgres::PgCluster`]: a throwaway PostgreSQL cluster (initdb, free
+//! - `postgres::PgCluster`: a throwaway PostgreSQL cluster (initdb, free
 //!   port, sockets in its temporary directory), run as the `postgres` user
 //!   when the tests run as root.
 //!

@@ -4,7 +4,7 @@
 //! repository uses ([`ChunkId`], [`PackId`], [`SnapshotId`], [`IndexId`]) so that
 //! one can never be passed where another is expected, and a [`ByteSize`] that
 //! prints the way operators read sizes, and [`name`]: how item names, which
-//! on Linux are bytes, are spelled in snapshots. [`failpoint`] holds the crash
+//! on Linux are bytes, are spelled in snapshots. [`failpoint`](mod@failpoint) holds the crash
 //! points tests use (test builds only: the `testing` feature).
 #![deny(missing_docs)]
 

@@ -9,13 +9,11 @@ use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
 use crate::error::{PgError, Result};
+use crate::session::conninfo_quote;
 
 /// A libpq connection string for `cfg` with database `db`, password left
 /// out (it goes in `PGPASSWORD`, not on a command line others can read).
 pub(super) fn conninfo_for(cfg: &Config, db: &str) -> String {
-    fn q(v: &str) -> String {
-        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-    }
     let mut parts = Vec::new();
     let hosts: Vec<String> = cfg
         .get_hosts()
@@ -26,16 +24,16 @@ pub(super) fn conninfo_for(cfg: &Config, db: &str) -> String {
         })
         .collect();
     if !hosts.is_empty() {
-        parts.push(format!("host={}", q(&hosts.join(","))));
+        parts.push(format!("host={}", conninfo_quote(&hosts.join(","))));
     }
     let ports: Vec<String> = cfg.get_ports().iter().map(u16::to_string).collect();
     if !ports.is_empty() {
-        parts.push(format!("port={}", q(&ports.join(","))));
+        parts.push(format!("port={}", conninfo_quote(&ports.join(","))));
     }
     if let Some(u) = cfg.get_user() {
-        parts.push(format!("user={}", q(u)));
+        parts.push(format!("user={}", conninfo_quote(u)));
     }
-    parts.push(format!("dbname={}", q(db)));
+    parts.push(format!("dbname={}", conninfo_quote(db)));
     if let Some(t) = cfg.get_connect_timeout() {
         parts.push(format!("connect_timeout={}", t.as_secs().max(1)));
     }
