@@ -350,11 +350,29 @@ fn command() -> clap::Command {
     hide(Cli::command())
 }
 
+/// `pg wal-fetch`'s exit code for "the archive cannot be read": above 125,
+/// PostgreSQL stops recovery instead of taking the file for missing.
+const FETCH_FAILED: u8 = 126;
+
 fn main() -> ExitCode {
-    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+    // As PostgreSQL's restore_command, any failure to even start — a
+    // malformed command line, a config file that does not read — must stop
+    // recovery (above 125), never read as "not in the archive" (1, 2), which
+    // would end recovery early and promote a server missing data.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut fetching = args.windows(2).any(|w| w[0] == "pg" && w[1] == "wal-fetch");
+    let cli = match command()
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
+        Err(e) if fetching && e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(FETCH_FAILED);
+        }
         Err(e) => e.exit(),
     };
+    fetching = matches!(cli.command, Command::Pg(pg::PgCommand::WalFetch { .. }));
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
@@ -371,6 +389,9 @@ fn main() -> ExitCode {
             // A check that found damage has printed its report already.
             if !matches!(err, Error::DamageFound(_)) {
                 eprintln!("error: {}", lifeboat_repo::report(&err));
+            }
+            if fetching {
+                return ExitCode::from(FETCH_FAILED);
             }
             ExitCode::from(exit_code(&err))
         }

@@ -136,6 +136,28 @@ pub fn password_given(
     })
 }
 
+/// The secret a restored PostgreSQL server's `restore_command` passes on:
+/// the first given on the command line, files before commands (a file the
+/// server's OS user can read works without the caller's environment; a
+/// KMS or Vault client may not), key material before a passphrase. The
+/// environment variables are not passed to the server, and the config
+/// file carries its own; `None` when the command line gives neither a
+/// file nor a command.
+pub fn for_restore_command(flags: &SecretSettings) -> Option<SecretRef> {
+    flags
+        .key_file
+        .clone()
+        .map(SecretRef::KeyFile)
+        .or_else(|| flags.password_file.clone().map(SecretRef::PasswordFile))
+        .or_else(|| flags.key_command.clone().map(SecretRef::KeyCommand))
+        .or_else(|| {
+            flags
+                .password_command
+                .clone()
+                .map(SecretRef::PasswordCommand)
+        })
+}
+
 /// Reads (or runs) what `secret` names into a credential.
 pub fn credential(secret: &SecretRef) -> Result<Credential> {
     Ok(match secret {
@@ -293,6 +315,30 @@ mod tests {
         let pw = password_given(&flags, &file, "LIFEBOAT_TEST_UNSET_PW").unwrap();
         assert_eq!(pw.secret, SecretRef::PasswordFile("/flag/pw".into()));
         assert!(!pw.from_config);
+    }
+
+    #[test]
+    fn a_restored_server_gets_a_file_before_a_command_and_flags_only() {
+        let flags = SecretSettings {
+            key_command: Some("vault read key".into()),
+            password_file: Some("/etc/pw".into()),
+            password_command: Some("pass show x".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            for_restore_command(&flags),
+            Some(SecretRef::PasswordFile("/etc/pw".into()))
+        );
+        let commands = SecretSettings {
+            key_command: Some("vault read key".into()),
+            password_command: Some("pass show x".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            for_restore_command(&commands),
+            Some(SecretRef::KeyCommand("vault read key".into()))
+        );
+        assert_eq!(for_restore_command(&SecretSettings::default()), None);
     }
 
     #[test]

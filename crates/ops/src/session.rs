@@ -167,9 +167,8 @@ impl Session {
 
     /// The `restore_command` a restored PostgreSQL server runs on its own:
     /// `exe` with this repository and a secret it can read without us
-    /// (LIFEBOAT_KEY / LIFEBOAT_PASSWORD are not passed to it). The secret
-    /// is the first flag-given file or command in the order
-    /// [`secrets`] opens them; the config file carries its own.
+    /// (LIFEBOAT_KEY / LIFEBOAT_PASSWORD are not passed to it): the secret
+    /// of [`secrets::for_restore_command`]; the config file carries its own.
     pub fn restore_command(&self, exe: &Path) -> Result<String> {
         let q = secrets::shell_quote;
         let abs = |p: &Path| -> Result<String> {
@@ -193,25 +192,13 @@ impl Session {
         if let Some(e) = &s.s3_endpoint {
             cmd.push_str(&format!(" --s3-endpoint {}", q(e)));
         }
-        let file = self.file_secrets();
-        let given = [
-            secrets::key_given(&s.secrets, &file, "LIFEBOAT_KEY"),
-            secrets::password_given(&s.secrets, &file, "LIFEBOAT_PASSWORD"),
-        ];
-        let flag = given
-            .iter()
-            .flatten()
-            .filter(|g| !g.from_config)
-            .find_map(|g| match &g.secret {
-                SecretRef::KeyFile(p) => Some(abs(p).map(|p| format!(" --key-file {}", q(&p)))),
-                SecretRef::PasswordFile(p) => {
-                    Some(abs(p).map(|p| format!(" --password-file {}", q(&p))))
-                }
-                SecretRef::KeyCommand(c) => Some(Ok(format!(" --key-command {}", q(c)))),
-                SecretRef::PasswordCommand(c) => Some(Ok(format!(" --password-command {}", q(c)))),
-                SecretRef::KeyEnv(_) | SecretRef::PasswordEnv(_) => None,
-            })
-            .transpose()?;
+        let flag = match secrets::for_restore_command(&s.secrets) {
+            Some(SecretRef::KeyFile(p)) => Some(format!(" --key-file {}", q(&abs(&p)?))),
+            Some(SecretRef::PasswordFile(p)) => Some(format!(" --password-file {}", q(&abs(&p)?))),
+            Some(SecretRef::KeyCommand(c)) => Some(format!(" --key-command {}", q(&c))),
+            Some(SecretRef::PasswordCommand(c)) => Some(format!(" --password-command {}", q(&c))),
+            Some(SecretRef::KeyEnv(_) | SecretRef::PasswordEnv(_)) | None => None,
+        };
         match flag {
             Some(f) => cmd.push_str(&f),
             None if s.config.is_some() || self.file_secrets().any() => {}

@@ -256,7 +256,7 @@ pub fn run(
     let report = repo.verify(true, progress)?;
     let verify_ms = t.elapsed().as_millis() as u64;
     if !report.is_clean() {
-        return Err(Error::DamageFound(format!(
+        return Err(Error::Failed(format!(
             "verify found damage in a fresh repository: {:?}",
             report.damaged
         )));

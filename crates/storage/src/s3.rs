@@ -128,11 +128,26 @@ fn kind_of(e: &opendal::Error) -> ErrorKind {
             ErrorKind::Truncated
         }
         // Throttling passes by definition, even when the store answers 429
-        // without a code OpenDAL marks temporary.
+        // without a code OpenDAL marks temporary (it reports a bare 429 or
+        // 408 as Unexpected and not temporary, with the status only in the
+        // response it attaches).
         K::RateLimited => ErrorKind::Transient,
         _ if e.is_temporary() => ErrorKind::Transient,
+        _ if matches!(http_status(e), Some(408 | 429)) => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     }
+}
+
+/// The HTTP status of the response OpenDAL attached to `e` (its
+/// `response` context, `Parts { status: 429, … }`), if any.
+fn http_status(e: &opendal::Error) -> Option<u16> {
+    let text = e.to_string();
+    let at = text.find("status: ")? + "status: ".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
 }
 
 #[async_trait]
@@ -251,6 +266,20 @@ mod tests {
             kind_of(&opendal::Error::new(K::RateLimited, "429")),
             ErrorKind::Transient
         );
+        // What OpenDAL 0.54 makes of a bare 429 or 408: Unexpected, not
+        // temporary, the status in the attached response.
+        for status in [429, 408] {
+            let bare = opendal::Error::new(K::Unexpected, "TooManyRequests").with_context(
+                "response",
+                format!("Parts {{ status: {status}, version: HTTP/1.1, headers: {{}} }}"),
+            );
+            assert_eq!(kind_of(&bare), ErrorKind::Transient, "{status}");
+        }
+        let bad_request = opendal::Error::new(K::Unexpected, "InvalidArgument").with_context(
+            "response",
+            "Parts { status: 400, version: HTTP/1.1, headers: {} }",
+        );
+        assert_eq!(kind_of(&bad_request), ErrorKind::Permanent);
         assert_eq!(
             kind_of(&opendal::Error::new(K::ConfigInvalid, "NoSuchBucket")),
             ErrorKind::Config

@@ -516,3 +516,31 @@ fn usage_errors_exit_2() {
         stderr(&out)
     );
 }
+
+/// As PostgreSQL's restore_command, `pg wal-fetch` exits above 125 for any
+/// failure to run at all (a config file that is not there, a malformed
+/// command line): PostgreSQL then stops recovery instead of taking the
+/// segment for missing, ending recovery early and promoting a server that
+/// lacks data. Other commands keep their usage exit code.
+#[test]
+fn wal_fetch_that_cannot_start_stops_recovery() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let dest = env.path("segment");
+    let missing = env.path("no-such.toml");
+    let out = env.run(&[
+        "--config",
+        missing.to_str().unwrap(),
+        "pg",
+        "wal-fetch",
+        "000000010000000000000001",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such.toml"), "{}", stderr(&out));
+    let out = env.run(&["pg", "wal-fetch", "000000010000000000000001"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    let out = env.run(&["--config", missing.to_str().unwrap(), "snapshots"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!dest.exists(), "nothing written");
+}
