@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lifeboat_repo::{Credential, InitOptions, Repository};
+use lifeboat_repo::{Credential, FileType, InitOptions, Repository};
 use lifeboat_storage::{DynStorage, S3Options, StorageOptions};
 
 use crate::config::{self, FileConfig};
@@ -141,8 +141,8 @@ impl Session {
         };
         let storage = self.storage()?;
         if let Some(root) = self.local_root() {
-            let exists =
-                std::fs::read_dir(root.join("keys")).is_ok() || root.join("config").exists();
+            let exists = std::fs::read_dir(root.join(FileType::KeySlot.prefix())).is_ok()
+                || root.join(FileType::Config.prefix()).exists();
             if !exists {
                 lifeboat_storage::LocalStorage::new(&root)
                     .create_root(group_readable)
@@ -215,7 +215,7 @@ impl Session {
 /// a copy of one, a passphrase can be guessed offline.
 fn exposed_key_slots(root: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
-    let entries = std::fs::read_dir(root.join("keys")).ok()?;
+    let entries = std::fs::read_dir(root.join(FileType::KeySlot.prefix())).ok()?;
     let exposed: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter(|e| {

@@ -378,14 +378,26 @@ pub fn archive_info(
         wal.history = history;
         out.timelines.push(wal);
     }
-    out.recoverable_from = Some(oldest.snapshot.end_time.to_string());
+    let has = |s: &Segment| keys.contains(&repo.named_key(&ns, &s.name()));
+    // Recoverable from: the end of the oldest backup whose own WAL, from its
+    // first segment to its last, is all there (one that lacks it restores
+    // nothing).
+    for (b, m) in &mine {
+        let (first, stop, _) = backup_wal(b, m, size)?;
+        // A backup's WAL is on the timeline it started on (pg backup names
+        // both ends on it).
+        let whole = (first.number..=stop.number).all(|number| has(&Segment { number, ..first }));
+        if whole {
+            out.recoverable_from = Some(b.snapshot.end_time.to_string());
+            break;
+        }
+    }
     // Recoverable to: from the newest backup, along each timeline recovery
     // can follow from it (its own, and every one whose history leaves it
     // after the backup began), to the first segment missing on the way; the
     // latest time the last segment of such a path was stored. A backup
     // whose own WAL is not all there restores nothing: then the newest one
     // whose WAL is.
-    let has = |s: &Segment| keys.contains(&repo.named_key(&ns, &s.name()));
     for (b, m) in mine.iter().rev() {
         let (first, stop, start) = backup_wal(b, m, size)?;
         let base = first.timeline;

@@ -342,12 +342,12 @@ impl Repository {
         let ring_bytes = rt.block_on(storage.get(KEYRING))?;
         let ring = format::open_object(KEYRING, MAGIC_KEYRING, &ring_bytes, &master, None)?;
         let keyring = Keyring::from_bytes(&ring).map_err(|e| RepoError::Corrupt {
-            key: "keyring".into(),
+            key: KEYRING.into(),
             reason: e.to_string(),
         })?;
         let cfg = format::open_object(CONFIG, MAGIC_CONFIG, &config_bytes, &master, None)?;
         let config: RepoConfig = serde_json::from_slice(&cfg).map_err(|e| RepoError::Corrupt {
-            key: "config".into(),
+            key: CONFIG.into(),
             reason: e.to_string(),
         })?;
         Ok(Repository {

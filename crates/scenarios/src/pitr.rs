@@ -211,7 +211,7 @@ impl PitrReport {
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
         let rpo = match self.incident.kind {
             Incident::Delete => format!(
-                "  RPO  {} rows lost versus the target ({} of writes); WAL is archived as each segment closes (here {} after it closed) and at least every {} s (archive_timeout), so losing the primary loses at most about {} s, against the strategy's 5 min: {}",
+                "  RPO  {} rows lost versus the target ({} of writes); WAL is archived as each segment closes (here {} after it closed) and at least every {} s (the archive_timeout setting), so losing the primary would lose at most about {} s, against the strategy's 5 min: {}",
                 self.rpo.rows_lost,
                 secs(self.rpo.window_ms),
                 secs(self.archive_lag_ms),

@@ -247,6 +247,20 @@ fn a_newest_backup_missing_its_own_wal_leaves_the_window_to_an_older_one() {
     c.base_backup(repo, 2, 3);
     let info = inspect::info(repo).unwrap();
     assert_eq!(info.archives[0].recoverable_to, None);
+    assert_eq!(info.archives[0].recoverable_from, None, "nor from");
+
+    // An oldest backup missing its own WAL is not where the window starts.
+    let s = Scratch::new();
+    let repo = &s.repo;
+    let c = Cluster::new(&s, "pgdata", 7_301_000_000_000_000_011);
+    c.push(repo, &[seg(1, 2), seg(1, 4), seg(1, 5)]); // 3, the oldest's last, is lost
+    c.base_backup(repo, 2, 3);
+    let newer = c.base_backup(repo, 4, 5);
+    let info = inspect::info(repo).unwrap();
+    assert_eq!(
+        info.archives[0].recoverable_from,
+        Some(newer.snapshot.end_time.to_string())
+    );
 }
 
 /// wal-push stores a file once (the same file again is success, another
