@@ -183,7 +183,17 @@ fn short_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// `--time`: an RFC 3339 instant (`2026-01-31T02:00:00Z`, or with an offset).
+fn parse_time(text: &str) -> Result<Timestamp> {
+    text.parse().map_err(|e| {
+        Error::usage(format!(
+            "--time {text:?} is not a time lifeboat reads: give it as RFC 3339, e.g. 2026-01-31T02:00:00Z ({e})"
+        ))
+    })
+}
+
 pub(crate) fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
+    let time = args.time.as_deref().map(parse_time).transpose()?;
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let host = args.host.clone().unwrap_or_else(lifeboat_ops::hostname);
@@ -193,6 +203,7 @@ pub(crate) fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
             source_kind: "stream".into(),
             tags: args.tags.clone(),
             hostname: host,
+            time,
             metadata: Default::default(),
         };
         let stdin = std::io::stdin();
@@ -205,6 +216,7 @@ pub(crate) fn backup(ctx: &Ctx, args: &BackupArgs) -> Result<()> {
             allow_partial: args.allow_partial,
             force_read: args.force,
             hostname: host,
+            time,
             metadata: Default::default(),
         };
         repo.backup_files(&opts, &progress)?

@@ -255,6 +255,11 @@ pub(crate) struct BackupArgs {
     /// Host name to record (default: this machine's)
     #[arg(long, value_name = "NAME")]
     pub(crate) host: Option<String>,
+    /// Record the snapshot under this time instead of now (RFC 3339, e.g.
+    /// 2026-01-31T02:00:00Z): for imports of older backups, and tests of
+    /// retention over years
+    #[arg(long, value_name = "TIME")]
+    pub(crate) time: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -143,6 +143,9 @@ pub fn backup(
         allow_partial: false,
         force_read: opts.full,
         hostname: opts.hostname.clone(),
+        // A base backup is recorded when it ran: restores choose one by
+        // its end time against the WAL's.
+        time: None,
         metadata,
     };
     let ns = namespace(&info.system_identifier);

@@ -544,3 +544,40 @@ fn wal_fetch_that_cannot_start_stops_recovery() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(!dest.exists(), "nothing written");
 }
+
+/// `files backup --time` records the snapshot under the time given (as
+/// restic's `backup --time`): listings show and sort by it; a time that does
+/// not read is a usage error naming it, and records nothing.
+#[test]
+fn a_backup_can_be_recorded_under_another_time() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    let src = src.to_str().unwrap();
+    env.json(&["files", "backup", src]);
+    env.json(&["files", "backup", src, "--time", "2020-02-29T23:59:59Z"]);
+    env.json(&[
+        "files",
+        "backup",
+        src,
+        "--time",
+        "2021-06-01T12:00:00+02:00",
+    ]);
+    let list = env.json(&["snapshots"]);
+    let times: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["start_time"].as_str().unwrap())
+        .collect();
+    assert_eq!(times.len(), 3, "{list}");
+    assert_eq!(times[0], "2020-02-29T23:59:59Z", "{list}");
+    assert_eq!(times[1], "2021-06-01T10:00:00Z", "in UTC: {list}");
+    assert!(times[2] > "2026", "now: {list}");
+    let out = env.run(&["files", "backup", src, "--time", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"yesterday\""), "{}", stderr(&out));
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
+}

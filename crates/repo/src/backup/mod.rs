@@ -21,7 +21,7 @@ mod walk;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lifeboat_types::SnapshotId;
+use lifeboat_types::{SnapshotId, Timestamp};
 
 pub use options::{FilesBackupOptions, SnapshotOptions, StreamBackupOptions, TreeBackupOptions};
 pub use policy::{Filter, PlainFiles, TreePolicy};
@@ -87,10 +87,17 @@ impl Repository {
             allow_partial: opts.allow_partial,
             force_read: opts.force_read,
             hostname: opts.hostname.clone(),
+            time: opts.time,
             metadata: opts.metadata.clone(),
         };
         self.backup_tree(&tree, &PlainFiles, progress, |_| Ok(()))
     }
+}
+
+/// When a backup that started at `start` (its recorded time: now, or the
+/// time asked for) and has run since `started` ends.
+fn end_time(start: Timestamp, started: Instant) -> Timestamp {
+    start.checked_add(started.elapsed()).unwrap_or(start)
 }
 
 /// A snapshot's statistics from its writer's and its own counts.

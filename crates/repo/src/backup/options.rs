@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use lifeboat_types::Timestamp;
+
 use super::walk::TreeRoot;
 
 /// What to back up and how.
@@ -20,6 +22,9 @@ pub struct FilesBackupOptions {
     pub force_read: bool,
     /// The host name recorded (and used to find the parent snapshot).
     pub hostname: String,
+    /// Record the snapshot under this time instead of now (imports; tests
+    /// of retention over years), as restic's `backup --time`.
+    pub time: Option<Timestamp>,
     /// Free-form metadata for the snapshot.
     pub metadata: BTreeMap<String, serde_json::Value>,
 }
@@ -44,6 +49,9 @@ pub struct TreeBackupOptions {
     pub force_read: bool,
     /// The host name recorded (and used to find the parent snapshot).
     pub hostname: String,
+    /// Record the snapshot under this time instead of now (imports; tests
+    /// of retention over years), as restic's `backup --time`.
+    pub time: Option<Timestamp>,
     /// Free-form metadata for the snapshot.
     pub metadata: BTreeMap<String, serde_json::Value>,
 }
@@ -59,6 +67,9 @@ pub struct StreamBackupOptions {
     pub tags: Vec<String>,
     /// The host name recorded.
     pub hostname: String,
+    /// Record the snapshot under this time instead of now (imports; tests
+    /// of retention over years), as restic's `backup --time`.
+    pub time: Option<Timestamp>,
     /// Free-form metadata for the snapshot.
     pub metadata: BTreeMap<String, serde_json::Value>,
 }
@@ -77,6 +88,9 @@ pub struct SnapshotOptions {
     pub tags: Vec<String>,
     /// The host name recorded.
     pub hostname: String,
+    /// Record the snapshot under this time instead of now (imports; tests
+    /// of retention over years), as restic's `backup --time`.
+    pub time: Option<Timestamp>,
     /// Free-form metadata for the snapshot.
     pub metadata: BTreeMap<String, serde_json::Value>,
 }
@@ -90,6 +104,7 @@ impl SnapshotOptions {
             paths: vec![name.to_string()],
             tags: tags.to_vec(),
             hostname: hostname.to_string(),
+            time: None,
             metadata: BTreeMap::new(),
         }
     }

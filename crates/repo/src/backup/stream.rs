@@ -28,6 +28,7 @@ impl Repository {
     ) -> Result<BackupOutcome> {
         let mut draft = self.stream_snapshot(&SnapshotOptions {
             metadata: opts.metadata.clone(),
+            time: opts.time,
             ..SnapshotOptions::named(&opts.source_kind, &opts.name, &opts.hostname, &opts.tags)
         })?;
         progress.start("backup", None);
@@ -47,7 +48,7 @@ impl Repository {
             opts: opts.clone(),
             nodes: Vec::new(),
             started: Instant::now(),
-            start_time: Timestamp::now(),
+            start_time: opts.time.unwrap_or_else(Timestamp::now),
             bytes_read: 0,
         })
     }
@@ -177,7 +178,7 @@ impl StreamDraft<'_> {
             paths: opts.paths,
             tags: opts.tags,
             start_time,
-            end_time: Timestamp::now(),
+            end_time: super::end_time(start_time, started),
             partial: false,
             skipped: Vec::new(),
             parent: None,

@@ -109,7 +109,7 @@ impl Repository {
         finish: impl FnOnce(&mut TreeDraft<'_>) -> Result<()>,
     ) -> Result<BackupOutcome> {
         let started = Instant::now();
-        let start_time = Timestamp::now();
+        let start_time = opts.time.unwrap_or_else(Timestamp::now);
         let Walk {
             nodes,
             sources,
@@ -320,7 +320,7 @@ impl Tree {
             paths: opts.paths.clone(),
             tags: opts.tags.clone(),
             start_time,
-            end_time: Timestamp::now(),
+            end_time: super::end_time(start_time, started),
             partial: !self.skipped.is_empty(),
             skipped: self.skipped,
             parent,
