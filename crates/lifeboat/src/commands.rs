@@ -184,7 +184,7 @@ fn short_time(t: Timestamp) -> String {
 }
 
 /// `--time`: an RFC 3339 instant (`2026-01-31T02:00:00Z`, or with an offset).
-fn parse_time(text: &str) -> Result<Timestamp> {
+pub(crate) fn parse_time(text: &str) -> Result<Timestamp> {
     text.parse().map_err(|e| {
         Error::usage(format!(
             "--time {text:?} is not a time lifeboat reads: give it as RFC 3339, e.g. 2026-01-31T02:00:00Z ({e})"

@@ -122,6 +122,10 @@ pub(crate) struct PgDumpArgs {
     /// without its password)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// Record the snapshot under this time instead of now (RFC 3339, e.g.
+    /// 2026-01-31T02:00:00Z): for imports, and tests of retention over years
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -358,6 +362,11 @@ fn dump(ctx: &Ctx, args: &PgDumpArgs) -> Result<()> {
             .unwrap_or_default(),
         hostname: lifeboat_ops::hostname(),
         tags: args.tags.clone(),
+        time: args
+            .time
+            .as_deref()
+            .map(crate::commands::parse_time)
+            .transpose()?,
     };
     let outcome = pg::dump::dump(&repo, ctx.handle(), &opts, &progress)?;
     let s = &outcome.snapshot;

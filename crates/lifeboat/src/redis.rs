@@ -60,6 +60,10 @@ pub(crate) struct RedisBackupArgs {
     /// without its password)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// Record the snapshot under this time instead of now (RFC 3339, e.g.
+    /// 2026-01-31T02:00:00Z): for imports, and tests of retention over years
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +136,11 @@ fn backup(ctx: &Ctx, args: &RedisBackupArgs) -> Result<()> {
     opts.aof = args.aof;
     opts.ca_file = args.redis_ca.clone();
     opts.aof_dir = args.aof_dir.clone();
+    opts.time = args
+        .time
+        .as_deref()
+        .map(crate::commands::parse_time)
+        .transpose()?;
     let outcome = redis::backup(&repo, &opts, &progress)?;
     let s = &outcome.snapshot;
     let st = &s.stats;

@@ -41,6 +41,9 @@ pub struct RedisBackupOptions {
     /// For `rediss://`: the CA certificates (PEM) to check the server's
     /// certificate against, instead of the Mozilla roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Record the snapshot under this time instead of now (imports; tests
+    /// of retention), as restic's `backup --time`.
+    pub time: Option<lifeboat_repo::Timestamp>,
 }
 
 impl RedisBackupOptions {
@@ -55,6 +58,7 @@ impl RedisBackupOptions {
             aof: false,
             aof_dir: None,
             ca_file: None,
+            time: None,
         }
     }
 }
@@ -153,12 +157,10 @@ pub fn backup(
     } else {
         opts.source_name.clone()
     };
-    let mut draft = repo.stream_snapshot(&SnapshotOptions::named(
-        SOURCE_KIND,
-        &source_name,
-        &opts.hostname,
-        &opts.tags,
-    ))?;
+    let mut draft = repo.stream_snapshot(&SnapshotOptions {
+        time: opts.time,
+        ..SnapshotOptions::named(SOURCE_KIND, &source_name, &opts.hostname, &opts.tags)
+    })?;
     progress.start(
         "backup",
         match framing {

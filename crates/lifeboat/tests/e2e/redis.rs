@@ -748,3 +748,43 @@ fn tls_is_checked_against_the_ca_given() {
         "contents loaded over TLS differ"
     );
 }
+
+/// `redis backup --time` records the snapshot under the time given; a time
+/// that does not read is a usage error before the server is asked anything.
+#[test]
+fn a_backup_can_be_recorded_under_another_time() {
+    let env = PgEnv::new();
+    let (_dir, src) = server(&[]);
+    ok(&mut conn(&src.url()), &["SET", "k", "v"]);
+    env.ok(&[
+        "redis",
+        "backup",
+        "--redis-url",
+        &src.url(),
+        "--time",
+        "2019-12-31T23:00:00-01:00",
+    ]);
+    let list = json(&env.ok(&["--json", "snapshots"]));
+    assert_eq!(list[0]["source_kind"], "redis", "{list}");
+    assert_eq!(list[0]["start_time"], "2020-01-01T00:00:00Z", "{list}");
+    let out = env.run(&[
+        "redis",
+        "backup",
+        "--redis-url",
+        &src.url(),
+        "--time",
+        "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"soon\""));
+    let out = env.run(&[
+        "pg",
+        "dump",
+        "--pg-url",
+        "host=/nonexistent",
+        "--time",
+        "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"soon\""));
+}

@@ -45,12 +45,10 @@ pub fn dump(
     } else {
         opts.source_name.clone()
     };
-    let mut draft = repo.stream_snapshot(&SnapshotOptions::named(
-        DUMP_KIND,
-        &source_name,
-        &opts.hostname,
-        &opts.tags,
-    ))?;
+    let mut draft = repo.stream_snapshot(&SnapshotOptions {
+        time: opts.time,
+        ..SnapshotOptions::named(DUMP_KIND, &source_name, &opts.hostname, &opts.tags)
+    })?;
     progress.start("dump", Some(chosen.iter().map(|d| d.size).sum::<u64>()));
     let scratch = match opts.jobs {
         Some(_) => Some(

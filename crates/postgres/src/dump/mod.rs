@@ -50,6 +50,9 @@ pub struct DumpOptions {
     pub hostname: String,
     /// Tags.
     pub tags: Vec<String>,
+    /// Record the snapshot under this time instead of now (imports; tests
+    /// of retention), as restic's `backup --time`.
+    pub time: Option<lifeboat_repo::Timestamp>,
 }
 
 /// What to restore from a dump snapshot, and where.
