@@ -62,6 +62,27 @@ pub struct PgRestoreOptions {
     pub archive_mode: ArchiveMode,
 }
 
+impl PgRestoreOptions {
+    /// A restore of the newest backup into `pgdata`, recovering to the end
+    /// of the archived WAL and promoting, fetching WAL with
+    /// `restore_command`; the rest as `pg restore` defaults it.
+    pub fn new(pgdata: PathBuf, restore_command: String) -> Self {
+        PgRestoreOptions {
+            pgdata,
+            snapshot: None,
+            target: RecoveryTarget::End,
+            target_action: "promote".into(),
+            target_timeline: None,
+            standby: false,
+            primary_conninfo: None,
+            delta: false,
+            restore_command,
+            tablespace_map: Vec::new(),
+            archive_mode: ArchiveMode::Off,
+        }
+    }
+}
+
 /// Whether a restored server archives its WAL (pgBackRest's
 /// `--archive-mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -553,17 +574,11 @@ mod tests {
         let conf = dir.path().join("postgresql.auto.conf");
         let original = "archive_mode = 'on'\narchive_command = 'x %p'\n";
         let mut opts = PgRestoreOptions {
-            pgdata: dir.path().to_path_buf(),
-            snapshot: None,
-            target: RecoveryTarget::End,
-            target_action: "promote".into(),
-            target_timeline: None,
-            standby: false,
-            primary_conninfo: None,
-            delta: false,
-            restore_command: "lifeboat pg wal-fetch %f %p".into(),
-            tablespace_map: Vec::new(),
             archive_mode: ArchiveMode::Preserve,
+            ..PgRestoreOptions::new(
+                dir.path().to_path_buf(),
+                "lifeboat pg wal-fetch %f %p".into(),
+            )
         };
         fs::write(&conf, original).unwrap();
         write_auto_conf(dir.path(), &recovery_settings(&opts), "x").unwrap();
@@ -584,17 +599,8 @@ mod tests {
     #[test]
     fn settings_quote_values_and_name_the_target() {
         let opts = PgRestoreOptions {
-            pgdata: PathBuf::from("/x"),
-            snapshot: None,
             target: RecoveryTarget::Name("before 'drop'".into()),
-            target_action: "promote".into(),
-            target_timeline: None,
-            standby: false,
-            primary_conninfo: None,
-            delta: false,
-            restore_command: "lifeboat pg wal-fetch %f %p".into(),
-            tablespace_map: Vec::new(),
-            archive_mode: ArchiveMode::Off,
+            ..PgRestoreOptions::new(PathBuf::from("/x"), "lifeboat pg wal-fetch %f %p".into())
         };
         let s = recovery_settings(&opts);
         assert!(s.contains(&("recovery_target_name".into(), "'before ''drop'''".into())));

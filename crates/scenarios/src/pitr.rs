@@ -532,17 +532,11 @@ fn restore_and_start(
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let began = Instant::now();
     let ropts = PgRestoreOptions {
-        pgdata: dir.join("data"),
-        snapshot: None,
         target: target.map_or(RecoveryTarget::End, RecoveryTarget::Time),
-        target_action: "promote".into(),
-        target_timeline: None,
-        standby: false,
-        primary_conninfo: None,
-        delta: false,
-        restore_command: format!("{} pg wal-fetch %f %p", demo.lifeboat),
-        tablespace_map: Vec::new(),
-        archive_mode: Default::default(),
+        ..PgRestoreOptions::new(
+            dir.join("data"),
+            format!("{} pg wal-fetch %f %p", demo.lifeboat),
+        )
     };
     let restored = pg::restore(&demo.repo, &ropts, progress)?;
     let restore_ms = began.elapsed().as_millis() as u64;
