@@ -25,7 +25,11 @@ pub struct Location {
 pub struct Index {
     packs: Vec<(PackId, u32)>,
     pack_pos: HashMap<PackId, u32>,
-    chunks: HashMap<ChunkId, Location>,
+    /// Chunk → its ordinal in `entries`.
+    chunks: HashMap<ChunkId, u32>,
+    entries: Vec<(ChunkId, Location)>,
+    /// Packs whose chunks lookups do not return (marked for deletion by a prune).
+    excluded: Vec<bool>,
 }
 
 impl Index {
@@ -34,16 +38,23 @@ impl Index {
     pub fn add_pack(&mut self, pack: PackId, epoch: u32, entries: &[BlobEntry]) {
         let pos = *self.pack_pos.entry(pack).or_insert_with(|| {
             self.packs.push((pack, epoch));
+            self.excluded.push(false);
             (self.packs.len() - 1) as u32
         });
         self.chunks.reserve(entries.len());
         for e in entries {
-            self.chunks.entry(e.id).or_insert(Location {
-                pack: pos,
-                offset: e.offset,
-                len: e.len,
-                raw_len: e.raw_len,
-            });
+            if let std::collections::hash_map::Entry::Vacant(v) = self.chunks.entry(e.id) {
+                v.insert(self.entries.len() as u32);
+                self.entries.push((
+                    e.id,
+                    Location {
+                        pack: pos,
+                        offset: e.offset,
+                        len: e.len,
+                        raw_len: e.raw_len,
+                    },
+                ));
+            }
         }
     }
 
@@ -54,14 +65,39 @@ impl Index {
         }
     }
 
-    /// Where `id` is stored.
+    /// Where `id` is stored (never in an excluded pack).
     pub fn get(&self, id: &ChunkId) -> Option<Location> {
-        self.chunks.get(id).copied()
+        let loc = self.entries[*self.chunks.get(id)? as usize].1;
+        (!self.excluded[loc.pack as usize]).then_some(loc)
     }
 
-    /// True when `id` is indexed.
+    /// True when `id` is indexed (and not in an excluded pack).
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.chunks.contains_key(id)
+        self.get(id).is_some()
+    }
+
+    /// The chunk's ordinal: a dense number in `0..len()`, its position in
+    /// [`Index::iter`]'s order, for bitmaps over the index (prune marks the
+    /// chunks snapshots use in one bit each). Chunks of excluded packs keep
+    /// theirs.
+    pub fn ordinal(&self, id: &ChunkId) -> Option<usize> {
+        self.chunks.get(id).map(|&o| o as usize)
+    }
+
+    /// From now on lookups ([`Index::get`], [`Index::contains`]) do not return
+    /// chunks stored in these packs: a prune marked them for deletion, so a
+    /// backup must not build on them. Iteration and ordinals still see them.
+    pub fn exclude_packs(&mut self, packs: &std::collections::HashSet<PackId>) {
+        for (pos, (id, _)) in self.packs.iter().enumerate() {
+            if packs.contains(id) {
+                self.excluded[pos] = true;
+            }
+        }
+    }
+
+    /// True when the pack at `pos` is excluded.
+    pub fn is_excluded(&self, pos: u32) -> bool {
+        self.excluded[pos as usize]
     }
 
     /// The pack at position `pos` and its key epoch.
@@ -76,16 +112,16 @@ impl Index {
 
     /// Number of chunks indexed.
     pub fn len(&self) -> usize {
-        self.chunks.len()
+        self.entries.len()
     }
 
     /// True when nothing is indexed.
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.entries.is_empty()
     }
 
-    /// Every chunk with its location.
+    /// Every chunk with its location, in ordinal order.
     pub fn iter(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
-        self.chunks.iter()
+        self.entries.iter().map(|(id, loc)| (id, loc))
     }
 }
