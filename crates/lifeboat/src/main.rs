@@ -9,6 +9,7 @@ mod output;
 mod commands;
 mod context;
 mod demo;
+mod maintenance;
 mod pg;
 mod redis;
 
@@ -131,6 +132,12 @@ pub(crate) enum Command {
     /// of interrupted writes
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Reclaim the space no snapshot needs: delete unused packs, repack
+    /// mostly-unused ones, rewrite the index; safe while backups and WAL
+    /// archiving run
+    Prune(maintenance::PruneArgs),
+    /// Repository totals and, per snapshot, the bytes only it holds
+    Stats,
 }
 
 #[derive(Subcommand, Debug)]
@@ -330,6 +337,8 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
         Command::Ls { snapshot } => c::ls(&ctx, &snapshot),
         Command::Verify { read_data } => c::verify(&ctx, read_data),
         Command::Repair(cmd) => c::repair(&ctx, cmd),
+        Command::Prune(args) => maintenance::prune(&ctx, &args),
+        Command::Stats => maintenance::stats(&ctx),
         Command::Demo { .. } => Ok(()),
     }
     .map(|()| 0)

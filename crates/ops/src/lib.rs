@@ -10,6 +10,7 @@
 //! - [`Session`]: settings settled once, the runtime, the repository opened,
 //!   with warnings returned rather than printed;
 //! - [`pg`], [`redis`]: a source's settings, a restored server started;
+//! - [`maintenance`]: prune's settings;
 //! - [`Error`]: every failure, with its [`ErrorClass`].
 //!
 //! Like every library crate of lifeboat, this one never prints.
@@ -18,6 +19,7 @@
 pub mod config;
 mod error;
 pub mod fmt;
+pub mod maintenance;
 pub mod pg;
 pub mod redis;
 pub mod secrets;

@@ -132,6 +132,9 @@ pub enum RepoError {
     /// A restore refused to proceed.
     #[error("{0}")]
     Refused(String),
+    /// Another operation that must run alone is under way (a prune).
+    #[error("{0}")]
+    Busy(String),
     /// Invalid settings.
     #[error("invalid setting: {0}")]
     Invalid(String),
@@ -187,6 +190,7 @@ impl RepoError {
             | RepoError::Failed(_)
             | RepoError::Incomplete { .. }
             | RepoError::Source(_) => ErrorClass::Failure,
+            RepoError::Busy(_) => ErrorClass::Transient,
         }
     }
 

@@ -31,6 +31,10 @@ pub const MAGIC_PACK: &[u8; 4] = b"LBPK";
 pub const MAGIC_NAMED: &[u8; 4] = b"LBNO";
 /// Magic of key slot objects (stored in clear after it).
 pub const MAGIC_KEYSLOT: &[u8; 4] = b"LBKS";
+/// Magic of a session record.
+pub const MAGIC_SESSION: &[u8; 4] = b"LBSE";
+/// Magic of a prune's mark.
+pub const MAGIC_MARK: &[u8; 4] = b"LBMK";
 
 /// The format version this build writes and reads, for every object kind.
 pub const FORMAT_VERSION: u16 = 1;
@@ -48,6 +52,8 @@ fn kind_name(magic: &[u8; 4]) -> &'static str {
         MAGIC_PACK => "pack",
         MAGIC_KEYSLOT => "key slot",
         MAGIC_NAMED => "named object",
+        MAGIC_SESSION => "session record",
+        MAGIC_MARK => "prune mark",
         _ => "object",
     }
 }

@@ -76,6 +76,13 @@ impl Index {
         self.get(id).is_some()
     }
 
+    /// The chunk's ordinal and location, whether or not its pack is excluded
+    /// (prune copies live chunks out of packs it is about to delete).
+    pub fn locate(&self, id: &ChunkId) -> Option<(usize, Location)> {
+        let o = *self.chunks.get(id)? as usize;
+        Some((o, self.entries[o].1))
+    }
+
     /// The chunk's ordinal: a dense number in `0..len()`, its position in
     /// [`Index::iter`]'s order, for bitmaps over the index (prune marks the
     /// chunks snapshots use in one bit each). Chunks of excluded packs keep

@@ -24,6 +24,12 @@ pub enum FileType {
     Snapshot,
     /// `named/<keyed hash>`: whole files stored by name (WAL).
     Named,
+    /// `sessions/<id>`: a running backup or prune (not a lock: nothing waits
+    /// on it; a prune's deletions do).
+    Session,
+    /// `marks/<id>`: packs a prune marked for deletion, and the index
+    /// objects it superseded.
+    Mark,
 }
 
 impl FileType {
@@ -37,6 +43,8 @@ impl FileType {
             FileType::Index => "index/",
             FileType::Snapshot => "snapshots/",
             FileType::Named => "named/",
+            FileType::Session => "sessions/",
+            FileType::Mark => "marks/",
         }
     }
 }
@@ -58,6 +66,10 @@ pub enum ObjectKey<'a> {
     Snapshot(SnapshotId),
     /// A named object, by the hex of its keyed name hash.
     Named(&'a str),
+    /// A session, by its random id (hex).
+    Session(&'a str),
+    /// A prune's mark, by its random id (hex).
+    Mark(&'a str),
 }
 
 impl ObjectKey<'_> {
@@ -71,6 +83,8 @@ impl ObjectKey<'_> {
             ObjectKey::Index(_) => FileType::Index,
             ObjectKey::Snapshot(_) => FileType::Snapshot,
             ObjectKey::Named(_) => FileType::Named,
+            ObjectKey::Session(_) => FileType::Session,
+            ObjectKey::Mark(_) => FileType::Mark,
         }
     }
 }
@@ -80,7 +94,10 @@ impl fmt::Display for ObjectKey<'_> {
         let prefix = self.file_type().prefix();
         match self {
             ObjectKey::Config | ObjectKey::Keyring => f.write_str(prefix),
-            ObjectKey::KeySlot(id) | ObjectKey::Named(id) => write!(f, "{prefix}{id}"),
+            ObjectKey::KeySlot(id)
+            | ObjectKey::Named(id)
+            | ObjectKey::Session(id)
+            | ObjectKey::Mark(id) => write!(f, "{prefix}{id}"),
             ObjectKey::Pack(id) => {
                 // Fanned out by the first byte: no directory of a local
                 // repository grows past a few thousand entries.
@@ -117,6 +134,8 @@ mod tests {
             format!("snapshots/{hex}")
         );
         assert_eq!(ObjectKey::Named("ff").to_string(), "named/ff");
+        assert_eq!(ObjectKey::Session("01").to_string(), "sessions/01");
+        assert_eq!(ObjectKey::Mark("02").to_string(), "marks/02");
         for k in [
             ObjectKey::KeySlot("x"),
             ObjectKey::Pack(PackId(id)),

@@ -31,11 +31,14 @@ mod keys;
 mod named;
 mod parallel;
 mod progress;
+mod prune;
 mod repair;
 mod repository;
 mod restore;
+mod sessions;
 mod sink;
 mod snapshot;
+mod stats;
 mod verify;
 mod writer;
 
@@ -48,13 +51,16 @@ pub use index::{Index, Location};
 pub use keys::{FileType, ObjectKey};
 pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
+pub use prune::{Amount, Mark, MarkOutcome, MaxUnused, PruneOptions, PruneReport};
 pub use repair::{Leftover, LeftoverSummary, RepairIndexReport};
 pub use repository::{Credential, InitOptions, RepoConfig, Repository};
 pub use restore::{sync_filesystem_of as sync_filesystem, Overwrite, RestoreOptions, RestoreStats};
+pub use sessions::{ListedSession, SessionGuard, SessionKind, SessionRecord};
 pub use snapshot::{
     metadata_entries, BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot,
     SnapshotEntry,
 };
+pub use stats::{RepoStats, SnapshotStats};
 pub use verify::{BrokenSnapshot, Damage, VerifyReport};
 pub use writer::{WriteStats, Writer};
 

@@ -209,7 +209,7 @@ impl Repository {
     }
 
     /// A pack's table of contents, read with three ranged reads.
-    fn pack_toc(&self, pack: &PackId, key: &str, size: u64) -> Result<IndexedPack> {
+    pub(crate) fn pack_toc(&self, pack: &PackId, key: &str, size: u64) -> Result<IndexedPack> {
         let head_len = format::PACK_HEADER_LEN as u64;
         if size < head_len + 4 {
             return Err(RepoError::Corrupt {

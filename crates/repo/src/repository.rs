@@ -607,7 +607,7 @@ impl Repository {
         Ok(id)
     }
 
-    fn decode_snapshot(&self, key: &str, bytes: &[u8]) -> Result<Snapshot> {
+    pub(crate) fn decode_snapshot(&self, key: &str, bytes: &[u8]) -> Result<Snapshot> {
         let body = format::open_object(
             key,
             MAGIC_SNAPSHOT,

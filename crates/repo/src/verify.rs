@@ -43,6 +43,10 @@ pub struct VerifyReport {
     pub packs: usize,
     /// Packs stored but in no index (left by interrupted backups; harmless).
     pub unindexed_packs: usize,
+    /// Prune marks in flight (packs waiting for deletion; not damage).
+    pub marks: usize,
+    /// Packs those marks list (missing ones are not damage).
+    pub marked_packs: usize,
     /// Chunks decrypted and hash-checked (`--read-data`).
     pub chunks_checked: u64,
     /// Bytes downloaded to check data.
@@ -336,8 +340,18 @@ impl Repository {
         let indexed: HashSet<PackId> = packs.iter().map(|p| p.pack).collect();
         report.packs = indexed.len();
         report.unindexed_packs = stored.keys().filter(|p| !indexed.contains(p)).count();
-        // A pack an index lists but the store lacks is damage, unless every
-        // index object listing it is gone too (a prune removed both).
+        // A pack an index lists but the store lacks is damage, unless a
+        // prune deletes it: a mark lists it (phase 2 under way), or every
+        // index object listing it is gone too (the prune is done). Marks
+        // are listed before the index objects: a mark gone by then had its
+        // index objects deleted first.
+        let marks = self.marks()?;
+        report.marks = marks.len();
+        let marked: HashSet<PackId> = marks
+            .iter()
+            .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
+            .collect();
+        report.marked_packs = marked.len();
         let now_indexed: HashSet<String> = if packs.iter().any(|p| !stored.contains_key(&p.pack)) {
             self.index_keys()?
         } else {
@@ -347,9 +361,10 @@ impl Repository {
         for p in &packs {
             match stored.get(&p.pack) {
                 None => {
-                    let still_listed = listed_by
-                        .get(&p.pack)
-                        .is_some_and(|keys| keys.iter().any(|k| now_indexed.contains(k)));
+                    let still_listed = !marked.contains(&p.pack)
+                        && listed_by
+                            .get(&p.pack)
+                            .is_some_and(|keys| keys.iter().any(|k| now_indexed.contains(k)));
                     if still_listed {
                         bad_packs.insert(
                             p.pack,

@@ -30,6 +30,11 @@
 //! - `before-snapshot-stored` (repo, `repository.rs`): everything a snapshot
 //!   references is stored and indexed (`Writer::finish` returned); the
 //!   snapshot is not yet written.
+//! - `prune-after-repack`, `prune-after-index`, `prune-after-mark`,
+//!   `prune-delete-pack`, `prune-after-packs-deleted` (repo, `prune.rs`):
+//!   a prune's live chunks copied into new packs; the index objects listing
+//!   removed packs rewritten; its mark stored; before each pack deletion;
+//!   its packs deleted, the superseded index objects and the mark not yet.
 //! - `wal-push-after-store` (postgres, `archive.rs`): the WAL file
 //!   PostgreSQL asked for is stored, the push is not yet acknowledged (no
 //!   exit 0, nothing pushed ahead).
@@ -53,6 +58,11 @@ pub const NAMES: &[&str] = &[
     "after-index-stored",
     "before-snapshot-stored",
     "wal-push-after-store",
+    "prune-after-repack",
+    "prune-after-index",
+    "prune-after-mark",
+    "prune-delete-pack",
+    "prune-after-packs-deleted",
 ];
 
 /// A failpoint: with the `testing` feature, the process dies here when

@@ -32,6 +32,7 @@ pub use walk::TreeRoot;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::repository::Repository;
+use crate::sessions::{SessionGuard, SessionKind};
 use crate::snapshot::{BackupStats, Snapshot};
 use crate::writer::{WriteStats, Writer};
 
@@ -45,10 +46,21 @@ pub struct BackupOutcome {
 }
 
 impl Repository {
-    /// A writer for a new backup, on the repository's index as it is now.
-    fn writer(&self) -> Result<(Writer, Arc<crate::index::Index>)> {
-        let index = Arc::new(self.load_index()?);
-        Ok((Writer::new(self.inner.clone(), index.clone()), index))
+    /// A writer for a new backup, on the repository's index as it is now
+    /// less the packs prunes marked for deletion, and the backup's session
+    /// (hold it until the snapshot is stored). The session is written before
+    /// the marks are listed: a prune that marks packs after this listing
+    /// sees the session and does not delete them while it runs.
+    fn writer(&self) -> Result<(Writer, Arc<crate::index::Index>, SessionGuard)> {
+        let session = self.begin_session(SessionKind::Backup)?;
+        let (index, seen) = self.load_index_for_backup()?;
+        session.set_marks_seen(seen)?;
+        let index = Arc::new(index);
+        Ok((
+            Writer::new(self.inner.clone(), index.clone()),
+            index,
+            session,
+        ))
     }
 
     /// Backs up files and directories; see [`FilesBackupOptions`].

@@ -41,10 +41,11 @@ impl Repository {
     /// ([`StreamDraft::add_stream`]): dumps that arrive as streams. Nothing
     /// is recorded unless [`StreamDraft::commit`] is called.
     pub fn stream_snapshot(&self, opts: &SnapshotOptions) -> Result<StreamDraft<'_>> {
-        let (writer, _index) = self.writer()?;
+        let (writer, _index, session) = self.writer()?;
         Ok(StreamDraft {
             repo: self,
             writer,
+            session,
             opts: opts.clone(),
             nodes: Vec::new(),
             started: Instant::now(),
@@ -60,6 +61,8 @@ impl Repository {
 pub struct StreamDraft<'r> {
     repo: &'r Repository,
     writer: Writer,
+    /// The backup's session, ended once the snapshot is stored (or dropped).
+    session: crate::sessions::SessionGuard,
     opts: SnapshotOptions,
     nodes: Vec<Node>,
     started: Instant,
@@ -160,6 +163,7 @@ impl StreamDraft<'_> {
         let StreamDraft {
             repo,
             writer,
+            session,
             opts,
             mut nodes,
             started,
@@ -187,6 +191,7 @@ impl StreamDraft<'_> {
             nodes,
         };
         let id = repo.save_snapshot(&snapshot)?;
+        drop(session);
         Ok(BackupOutcome { id, snapshot })
     }
 }

@@ -137,7 +137,11 @@ impl Repository {
                     .collect()
             })
             .unwrap_or_default();
-        let plan = tree.reuse_unchanged(parent.as_ref(), &parent_nodes, policy);
+        // The writer (and the backup's session) first: a file is reused from
+        // the parent only when every chunk it needs is indexed now and in no
+        // pack a prune marked for deletion.
+        let (writer, index, session) = self.writer()?;
+        let plan = tree.reuse_unchanged(parent.as_ref(), &parent_nodes, policy, &index);
         progress.start("backup", Some(plan.to_read));
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
@@ -146,7 +150,6 @@ impl Repository {
             "reading"
         );
 
-        let (writer, _index) = self.writer()?;
         let reader = FileReader {
             policy,
             chunker: self.inner.config.chunker,
@@ -181,6 +184,7 @@ impl Repository {
         finished?;
         let snapshot = tree.into_snapshot(opts, start_time, parent_id, metadata, &stats, started);
         let id = self.save_snapshot(&snapshot)?;
+        drop(session);
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "snapshot saved");
         Ok(BackupOutcome { id, snapshot })
     }
@@ -210,6 +214,7 @@ impl Tree {
         parent: Option<&SnapshotEntry>,
         parent_nodes: &HashMap<&str, &Node>,
         policy: &dyn TreePolicy,
+        index: &crate::index::Index,
     ) -> ReadPlan {
         let mut jobs = Vec::new();
         let mut to_read = 0u64;
@@ -220,7 +225,13 @@ impl Tree {
             self.bytes_total += node.size;
             match (parent_nodes.get(node.path.as_str()), parent) {
                 (Some(old), Some(p))
-                    if unchanged(old, node) && policy.reusable(old, &p.snapshot) =>
+                    if unchanged(old, node)
+                        && policy.reusable(old, &p.snapshot)
+                        && old
+                            .content
+                            .iter()
+                            .flat_map(|c| c.stored())
+                            .all(|c| index.contains(&c)) =>
                 {
                     node.content = old.content.clone()
                 }

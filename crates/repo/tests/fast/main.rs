@@ -10,11 +10,13 @@
 //!   rules, a damaged pack.
 //! - `verify`: what `verify` finds and what `repair index` rebuilds.
 //! - `faults`: transient storage failures retried, permanent ones named.
+//! - `prune`: what no snapshot uses goes; the races with running backups.
 
 #![allow(clippy::unwrap_used)]
 
 mod backup;
 mod faults;
+mod prune;
 mod restore;
 mod verify;
 

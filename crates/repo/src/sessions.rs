@@ -1,0 +1,406 @@
+//! Sessions: what a running backup or prune tells a prune.
+//!
+//! A backup writes a session record (`sessions/<id>`) before it lists the
+//! prune marks and loads the index it deduplicates against, then records
+//! which marks it saw (`marks_seen`). A prune deletes the packs of a mark
+//! only when no backup session that may have built on them is still running:
+//! one that does not list the mark among those it saw started loading its
+//! index before the mark could be known (see `docs/format.md`, "Prune"). The
+//! record is refreshed every minute by a heartbeat; a record not refreshed
+//! for [`STALE_AFTER`] belongs to a killed process and no longer counts.
+//! When the backup ends, its record is rewritten as finished (its snapshot,
+//! if any, is stored by then); a prune removes finished records once they no
+//! longer matter.
+//!
+//! Nothing waits on a session: it is not a lock. Only prunes look at them.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use lifeboat_types::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RepoError, Result};
+use crate::format::{self, MAGIC_SESSION};
+use crate::keys::{FileType, ObjectKey};
+use crate::repository::{Inner, Repository};
+
+/// How often a running session's record is rewritten.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// A session not refreshed for this long belongs to a process that died.
+pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The session record's document version.
+const SESSION_VERSION: u32 = 1;
+
+/// What a session does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// A backup: it deduplicates against the index and writes a snapshot.
+    Backup,
+    /// A prune: it marks and deletes packs.
+    Prune,
+}
+
+/// A session's stored record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Document version.
+    pub version: u32,
+    /// Random id (hex), also the object's name.
+    pub id: String,
+    /// What it does.
+    pub kind: SessionKind,
+    /// The machine it runs on.
+    pub hostname: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// When it began.
+    pub started: Timestamp,
+    /// When its record was last written.
+    pub refreshed: Timestamp,
+    /// When it ended (its snapshot, if any, stored before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Timestamp>,
+    /// The ids of the prune marks it knew of when it loaded its index; `None`
+    /// until it has loaded it (then it may build on any pack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marks_seen: Option<Vec<String>>,
+}
+
+/// A session as listed: its record and when the store last saw it written.
+#[derive(Clone, Debug)]
+pub struct ListedSession {
+    /// The record (`None` when it could not be read: it then counts as
+    /// running until it is stale by the store's time).
+    pub record: Option<SessionRecord>,
+    /// The object's key.
+    pub key: String,
+    /// When the store says it was last written.
+    pub modified: Option<SystemTime>,
+}
+
+impl ListedSession {
+    /// The newest of the record's refresh time and the store's modification
+    /// time: a clock that runs late on either side never makes a running
+    /// session look stale sooner.
+    fn last_seen(&self) -> Option<SystemTime> {
+        let refreshed = self.record.as_ref().map(|r| SystemTime::from(r.refreshed));
+        match (refreshed, self.modified) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True when the process behind it stopped refreshing it (killed).
+    pub fn is_stale(&self, now: SystemTime) -> bool {
+        self.record.as_ref().is_none_or(|r| r.finished.is_none())
+            && self
+                .last_seen()
+                .is_some_and(|t| now.duration_since(t).unwrap_or_default() > STALE_AFTER)
+    }
+
+    /// True while it runs: not finished and not stale.
+    pub fn is_running(&self, now: SystemTime) -> bool {
+        self.record.as_ref().is_none_or(|r| r.finished.is_none()) && !self.is_stale(now)
+    }
+
+    /// One line for messages: `backup on db1 (pid 42) since 2026-11-28T10:00:00Z`.
+    pub fn describe(&self, now: SystemTime) -> String {
+        match &self.record {
+            Some(r) => {
+                let age = now
+                    .duration_since(SystemTime::from(r.started))
+                    .unwrap_or_default()
+                    .as_secs();
+                format!(
+                    "{} on {} (pid {}) started {} ({} ago, session {})",
+                    match r.kind {
+                        SessionKind::Backup => "a backup",
+                        SessionKind::Prune => "a prune",
+                    },
+                    r.hostname,
+                    r.pid,
+                    r.started,
+                    human_secs(age),
+                    r.id
+                )
+            }
+            None => format!("an unreadable session record {}", self.key),
+        }
+    }
+}
+
+/// "3h 2m", "45s".
+pub(crate) fn human_secs(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Seals a JSON document into an envelope of `magic`.
+pub(crate) fn seal_document<T: Serialize>(
+    inner: &Inner,
+    magic: &[u8; 4],
+    doc: &T,
+) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(doc).map_err(|e| RepoError::Failed(e.to_string()))?;
+    let body = format::compress(&json, 3);
+    let epoch = inner.keyring.current();
+    format::seal_object(magic, epoch.number, &epoch.key, &body)
+}
+
+/// A running session: its record, kept fresh by a heartbeat thread until
+/// [`SessionGuard::finish`] or drop.
+pub struct SessionGuard {
+    inner: Arc<Inner>,
+    key: String,
+    record: Arc<Mutex<SessionRecord>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    heartbeat: Option<JoinHandle<()>>,
+    done: bool,
+}
+
+fn write_record(inner: &Inner, key: &str, record: &SessionRecord) -> Result<()> {
+    let obj = seal_document(inner, MAGIC_SESSION, record)?;
+    inner.block(inner.storage.put(key, Bytes::from(obj)))?;
+    Ok(())
+}
+
+impl SessionGuard {
+    /// Writes a new session record and starts its heartbeat.
+    pub(crate) fn begin(inner: &Arc<Inner>, kind: SessionKind) -> Result<SessionGuard> {
+        let mut raw = [0u8; 16];
+        lifeboat_crypto::fill_random(&mut raw)?;
+        let id = hex::encode(raw);
+        let key = ObjectKey::Session(&id).to_string();
+        let now = Timestamp::now();
+        let record = SessionRecord {
+            version: SESSION_VERSION,
+            id,
+            kind,
+            hostname: hostname(),
+            pid: std::process::id(),
+            started: now,
+            refreshed: now,
+            finished: None,
+            marks_seen: None,
+        };
+        write_record(inner, &key, &record)?;
+        let record = Arc::new(Mutex::new(record));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let heartbeat = {
+            let (inner, key, record, stop) =
+                (inner.clone(), key.clone(), record.clone(), stop.clone());
+            std::thread::spawn(move || heartbeat(&inner, &key, &record, &stop))
+        };
+        Ok(SessionGuard {
+            inner: inner.clone(),
+            key,
+            record,
+            stop,
+            heartbeat: Some(heartbeat),
+            done: false,
+        })
+    }
+
+    /// The session's id (hex).
+    pub fn id(&self) -> String {
+        lock(&self.record).id.clone()
+    }
+
+    /// Records the marks known when the index was loaded.
+    pub(crate) fn set_marks_seen(&self, marks: Vec<String>) -> Result<()> {
+        let snapshot = {
+            let mut r = lock(&self.record);
+            r.marks_seen = Some(marks);
+            r.refreshed = Timestamp::now();
+            r.clone()
+        };
+        write_record(&self.inner, &self.key, &snapshot)
+    }
+
+    /// Ends the session: its record says finished. Call after the snapshot
+    /// is stored (dropping it does the same, logging a failure).
+    pub fn finish(mut self) -> Result<()> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        {
+            let (m, cv) = &*self.stop;
+            *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+        let snapshot = {
+            let mut r = lock(&self.record);
+            let now = Timestamp::now();
+            r.refreshed = now;
+            r.finished = Some(now);
+            r.clone()
+        };
+        write_record(&self.inner, &self.key, &snapshot)
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.end() {
+            tracing::warn!(key = %self.key, error = %e, "could not mark the session finished; a prune will wait until it is stale");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn heartbeat(
+    inner: &Inner,
+    key: &str,
+    record: &Mutex<SessionRecord>,
+    stop: &(Mutex<bool>, Condvar),
+) {
+    let (m, cv) = stop;
+    let mut stopped = lock(m);
+    loop {
+        let (guard, timeout) = cv
+            .wait_timeout_while(stopped, REFRESH_EVERY, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        stopped = guard;
+        if *stopped {
+            return;
+        }
+        if timeout.timed_out() {
+            let snapshot = {
+                let mut r = lock(record);
+                r.refreshed = Timestamp::now();
+                r.clone()
+            };
+            drop(stopped);
+            if let Err(e) = write_record(inner, key, &snapshot) {
+                tracing::warn!(%key, error = %e, "could not refresh the session record");
+            }
+            stopped = lock(m);
+        }
+    }
+}
+
+impl Repository {
+    /// Every session record in the repository.
+    pub fn sessions(&self) -> Result<Vec<ListedSession>> {
+        let listed = self
+            .inner
+            .block(self.inner.storage.list(FileType::Session.prefix()))?;
+        let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for (info, bytes) in listed.into_iter().zip(self.get_many(&keys)) {
+            let record = match bytes {
+                Ok(b) => {
+                    match self.decode_document::<SessionRecord>(&info.key, MAGIC_SESSION, &b) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            tracing::warn!(key = %info.key, error = %e, "an unreadable session record counts as running until it is stale");
+                            None
+                        }
+                    }
+                }
+                // Ended and removed between the listing and the read.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            out.push(ListedSession {
+                record,
+                key: info.key,
+                modified: info.modified,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Begins a session of `kind`: backups begin theirs when they load the
+    /// index, prunes at their start.
+    pub fn begin_session(&self, kind: SessionKind) -> Result<SessionGuard> {
+        SessionGuard::begin(&self.inner, kind)
+    }
+
+    /// Opens a sealed JSON document of `magic`.
+    pub(crate) fn decode_document<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        magic: &[u8; 4],
+        bytes: &[u8],
+    ) -> Result<T> {
+        let body = format::open_object(
+            key,
+            magic,
+            bytes,
+            self.master_key(),
+            Some(&self.inner.keyring),
+        )?;
+        let json = format::decompress_document(key, &body)?;
+        serde_json::from_slice(&json).map_err(|e| RepoError::Corrupt {
+            key: key.to_string(),
+            reason: format!("the document does not parse: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(finished: bool, refreshed_ago: u64, now: SystemTime) -> ListedSession {
+        let t = Timestamp::try_from(now - Duration::from_secs(refreshed_ago)).unwrap();
+        ListedSession {
+            record: Some(SessionRecord {
+                version: 1,
+                id: "ab".into(),
+                kind: SessionKind::Backup,
+                hostname: "h".into(),
+                pid: 1,
+                started: t,
+                refreshed: t,
+                finished: finished.then_some(t),
+                marks_seen: None,
+            }),
+            key: "sessions/ab".into(),
+            modified: None,
+        }
+    }
+
+    #[test]
+    fn a_session_not_refreshed_for_long_is_stale_and_a_finished_one_is_not_running() {
+        let now = SystemTime::now();
+        assert!(listed(false, 10, now).is_running(now));
+        assert!(!listed(false, 10, now).is_stale(now));
+        let old = STALE_AFTER.as_secs() + 1;
+        assert!(listed(false, old, now).is_stale(now));
+        assert!(!listed(false, old, now).is_running(now));
+        assert!(!listed(true, 10, now).is_running(now));
+        assert!(!listed(true, old, now).is_stale(now));
+        // The store's newer time keeps it alive whatever the record says.
+        let mut l = listed(false, old, now);
+        l.modified = Some(now);
+        assert!(l.is_running(now));
+    }
+}
