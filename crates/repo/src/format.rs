@@ -36,8 +36,15 @@ pub const MAGIC_SESSION: &[u8; 4] = b"LBSE";
 /// Magic of a prune's mark.
 pub const MAGIC_MARK: &[u8; 4] = b"LBMK";
 
-/// The format version this build writes and reads, for every object kind.
+/// The format version this build writes and reads, for every object kind
+/// but the config.
 pub const FORMAT_VERSION: u16 = 1;
+/// The config's envelope version since prune (issue #14): 2 says "every
+/// writer of this repository records backup sessions and honours prune
+/// marks", so builds that predate prune (which read version 1 only) refuse
+/// to open it instead of deduplicating against packs a prune deletes.
+/// Version 1 configs are still read; the first prune rewrites them as 2.
+pub const CONFIG_VERSION: u16 = 2;
 
 const HEADER_LEN: usize = 10;
 const CODEC_NONE: u8 = 0;
@@ -74,21 +81,37 @@ pub fn check_header(key: &str, magic: &[u8; 4], bytes: &[u8]) -> Result<u32> {
         ));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != FORMAT_VERSION {
+    let supported = if magic == MAGIC_CONFIG {
+        CONFIG_VERSION
+    } else {
+        FORMAT_VERSION
+    };
+    if version == 0 || version > supported {
         return Err(RepoError::UnknownVersion {
             key: key.to_string(),
             what: kind_name(magic),
             found: version,
-            supported: FORMAT_VERSION,
+            supported,
         });
     }
     Ok(u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]))
 }
 
+/// The envelope version of a stored object's first bytes (checked first
+/// with [`check_header`]).
+pub fn header_version(bytes: &[u8]) -> u16 {
+    u16::from_le_bytes([bytes[4], bytes[5]])
+}
+
 fn header(magic: &[u8; 4], epoch: u32) -> [u8; HEADER_LEN] {
+    let version = if magic == MAGIC_CONFIG {
+        CONFIG_VERSION
+    } else {
+        FORMAT_VERSION
+    };
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(magic);
-    h[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[4..6].copy_from_slice(&version.to_le_bytes());
     h[6..10].copy_from_slice(&epoch.to_le_bytes());
     h
 }

@@ -304,6 +304,7 @@ impl Repository {
         let session = if opts.dry_run {
             None
         } else {
+            self.ensure_prune_format()?;
             let s = self.begin_session(SessionKind::Prune)?;
             self.refuse_second_prune(&s.id())?;
             Some(s)
@@ -874,11 +875,12 @@ impl Repository {
                             >= opts.delete_delay
                     }
                     None => {
-                        s.is_stale(now)
-                            && now
-                                .duration_since(SystemTime::from(r.refreshed))
-                                .unwrap_or_default()
-                                > Duration::from_secs(86_400)
+                        s.is_dead_here()
+                            || s.is_stale(now)
+                                && now
+                                    .duration_since(SystemTime::from(r.refreshed))
+                                    .unwrap_or_default()
+                                    > Duration::from_secs(86_400)
                     }
                 },
                 None => false,

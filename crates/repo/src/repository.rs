@@ -363,6 +363,22 @@ impl Repository {
         })
     }
 
+    /// Makes the repository one that only prune-aware builds open (config
+    /// envelope version [`format::CONFIG_VERSION`]): called by a prune
+    /// before it marks anything, so no older build can deduplicate against
+    /// packs it deletes. Idempotent; one put, atomic.
+    pub(crate) fn ensure_prune_format(&self) -> Result<()> {
+        let bytes = self.block(self.inner.storage.get(CONFIG))?;
+        format::check_header(CONFIG, MAGIC_CONFIG, &bytes)?;
+        if format::header_version(&bytes) >= format::CONFIG_VERSION {
+            return Ok(());
+        }
+        let json = format::open_object(CONFIG, MAGIC_CONFIG, &bytes, &self.master, None)?;
+        let sealed = format::seal_object(MAGIC_CONFIG, 0, &self.master, &json)?;
+        self.block(self.inner.storage.put(CONFIG, Bytes::from(sealed)))?;
+        Ok(())
+    }
+
     /// The repository's settings.
     pub fn config(&self) -> &RepoConfig {
         &self.inner.config
@@ -531,11 +547,33 @@ impl Repository {
     /// logged): a restore then fails only if it needs a chunk only that
     /// object listed, and says to run `verify` and `repair index`; one
     /// deleted since the listing (a prune) is skipped.
+    ///
+    /// A chunk stored in several packs is located in one a prune has not
+    /// marked for deletion whenever there is one: the marks are listed
+    /// first, and their packs added last (the index keeps a chunk's first
+    /// location). A marked pack is then only read for a chunk no other pack
+    /// holds (a snapshot written while the mark was made, which the next
+    /// prune indexes again).
     pub fn load_index(&self) -> Result<Index> {
+        let marked: std::collections::HashSet<lifeboat_types::PackId> = self
+            .marks()?
+            .iter()
+            .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
+            .collect();
         let mut index = Index::default();
+        let mut later: Vec<format::IndexedPack> = Vec::new();
         for (key, packs) in self.read_indexes()? {
             match packs {
-                Ok(p) => index.add_all(&p),
+                Ok(p) if marked.is_empty() => index.add_all(&p),
+                Ok(p) => {
+                    for ip in p {
+                        if marked.contains(&ip.pack) {
+                            later.push(ip);
+                        } else {
+                            index.add_pack(ip.pack, ip.epoch, &ip.entries);
+                        }
+                    }
+                }
                 Err(RepoError::Storage(e)) if e.is_not_found() => {}
                 Err(e @ RepoError::Corrupt { .. }) => {
                     tracing::warn!(%key, error = %e, "skipping a damaged index object; `lifeboat repair index` rebuilds it");
@@ -543,6 +581,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
+        index.add_all(&later);
         Ok(index)
     }
 

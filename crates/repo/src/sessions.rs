@@ -94,12 +94,22 @@ impl ListedSession {
         }
     }
 
-    /// True when the process behind it stopped refreshing it (killed).
+    /// True when the process behind it is gone without ending it: it
+    /// stopped refreshing the record, or (as restic decides for its locks)
+    /// it ran on this machine and no process has its id any more.
     pub fn is_stale(&self, now: SystemTime) -> bool {
-        self.record.as_ref().is_none_or(|r| r.finished.is_none())
-            && self
-                .last_seen()
-                .is_some_and(|t| now.duration_since(t).unwrap_or_default() > STALE_AFTER)
+        let unfinished = self.record.as_ref().is_none_or(|r| r.finished.is_none());
+        let silent = self
+            .last_seen()
+            .is_some_and(|t| now.duration_since(t).unwrap_or_default() > STALE_AFTER);
+        unfinished && (silent || self.is_dead_here())
+    }
+
+    /// True when it ran on this machine and no process has its id any more.
+    pub fn is_dead_here(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| {
+            r.finished.is_none() && r.hostname == hostname() && !process_exists(r.pid)
+        })
     }
 
     /// True while it runs: not finished and not stale.
@@ -140,6 +150,11 @@ pub(crate) fn human_secs(s: u64) -> String {
         60..=3599 => format!("{}m {}s", s / 60, s % 60),
         _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
     }
+}
+
+/// True when a process with this id runs on this machine.
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn hostname() -> String {
@@ -376,7 +391,7 @@ mod tests {
                 version: 1,
                 id: "ab".into(),
                 kind: SessionKind::Backup,
-                hostname: "h".into(),
+                hostname: "another host".into(),
                 pid: 1,
                 started: t,
                 refreshed: t,
@@ -402,5 +417,16 @@ mod tests {
         let mut l = listed(false, old, now);
         l.modified = Some(now);
         assert!(l.is_running(now));
+        // On this machine, a session whose process is gone is stale at once.
+        let mut here = listed(false, 10, now);
+        if let Some(r) = here.record.as_mut() {
+            r.hostname = hostname();
+            r.pid = std::process::id();
+        }
+        assert!(here.is_running(now), "this process runs");
+        if let Some(r) = here.record.as_mut() {
+            r.pid = u32::MAX - 7;
+        }
+        assert!(here.is_stale(now), "no process has that id");
     }
 }

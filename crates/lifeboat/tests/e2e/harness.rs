@@ -91,7 +91,7 @@ impl Env {
         out
     }
 
-    fn with_env(&self, mut c: Command) -> Command {
+    pub fn with_env(&self, mut c: Command) -> Command {
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())

@@ -9,10 +9,30 @@
 
 #![allow(clippy::unwrap_used)]
 
+/// Registers the scenario `fn $name(env: &Env)` defined just above as two
+/// tests, `$name::local` and `$name::s3`: the same steps against a repository
+/// on local disk and one on a real Garage S3 server.
+macro_rules! on_every_backend {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn local() {
+                super::$name(&super::Env::new(super::Backend::Local));
+            }
+
+            #[test]
+            fn s3() {
+                super::$name(&super::Env::new(super::Backend::S3));
+            }
+        }
+    };
+}
+
 mod cli;
 mod dump;
 mod harness;
 mod pg;
+mod prune;
 mod redis;
 mod restore;
 mod scenarios;

@@ -350,6 +350,18 @@ fn a_repository_an_older_release_wrote_still_reads() {
         fs::read(pgdata.join("fetched")).unwrap(),
         b"1\t0/3000060\tno recovery target specified\n"
     );
+
+    // A prune makes it a repository only prune-aware builds open: the
+    // config's envelope version goes from 1 (which every older build
+    // requires) to 2; everything still reads.
+    let config = copy.join("config");
+    assert_eq!(fs::read(&config).unwrap()[4..6], [1, 0]);
+    ok(&["prune"]);
+    assert_eq!(fs::read(&config).unwrap()[4..6], [2, 0]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["--json", "verify", "--read-data"])).unwrap();
+    assert_eq!(v["clean"], true, "{v}");
+    assert_eq!(ok(&["--json", "snapshots"]).matches("\"id\"").count(), 2);
 }
 
 fn copy_tree(from: &Path, to: &Path) {

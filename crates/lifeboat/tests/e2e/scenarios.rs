@@ -9,25 +9,6 @@ use bytes::Bytes;
 
 use crate::harness::*;
 
-/// Registers the scenario `fn $name(env: &Env)` defined just above as two
-/// tests, `$name::local` and `$name::s3`: the same steps against a repository
-/// on local disk and one on a real Garage S3 server.
-macro_rules! on_every_backend {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn local() {
-                super::$name(&super::Env::new(super::Backend::Local));
-            }
-
-            #[test]
-            fn s3() {
-                super::$name(&super::Env::new(super::Backend::S3));
-            }
-        }
-    };
-}
-
 fn set_mtime(p: &std::path::Path, secs: i64, nanos: u32) {
     let t = filetime::FileTime::from_unix_time(secs, nanos);
     filetime::set_symlink_file_times(p, t, t).expect("set mtime");
