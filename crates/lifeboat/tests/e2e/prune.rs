@@ -128,7 +128,7 @@ fn run_to_failpoint(env: &Env, points: &str, args: &[&str]) {
 fn a_prune_killed_anywhere_loses_nothing_and_the_next_one_finishes(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
     let mut s = Series::new(env, "src");
-    let mut rng = Rng(0x5eed_0f_9e);
+    let mut rng = Rng(0x5eed_0f9e);
     for _ in 0..3 {
         s.backup(env);
     }
