@@ -309,11 +309,12 @@ impl Repository {
             self.refuse_second_prune(&s.id())?;
             Some(s)
         };
+        let my_id = session.as_ref().map(|s| s.id());
 
         // Phase 2 of the marks earlier prunes left, first: their packs are
         // then out of the way of this run's accounting.
         for mark in self.marks()? {
-            let outcome = self.finish_mark(&mark, opts, &mut report, progress)?;
+            let outcome = self.finish_mark(&mark, my_id.as_ref(), opts, &mut report, progress)?;
             report.marks.push(outcome);
         }
         let pending: HashSet<PackId> = self
@@ -491,7 +492,7 @@ impl Repository {
                 .put(&ObjectKey::Mark(&mark.id).to_string(), Bytes::from(obj)),
         )?;
         lifeboat_types::failpoint!("prune-after-mark");
-        let outcome = self.finish_mark(&mark, opts, &mut report, progress)?;
+        let outcome = self.finish_mark(&mark, my_id.as_ref(), opts, &mut report, progress)?;
         report.marks.push(outcome);
         self.remove_old_sessions(opts, &mut report)?;
         if let Some(s) = session {
@@ -669,6 +670,7 @@ impl Repository {
     fn finish_mark(
         &self,
         mark: &Mark,
+        me: Option<&String>,
         opts: &PruneOptions,
         report: &mut PruneReport,
         progress: &dyn Progress,
@@ -695,7 +697,7 @@ impl Repository {
             ));
             return Ok(outcome);
         }
-        if let Some(blocker) = self.blocking_session(mark, opts, now)? {
+        if let Some(blocker) = self.blocking_session(mark, opts, now, me)? {
             outcome.waiting_for = Some(format!(
                 "{}, which may build on its packs; the next prune after it ends deletes them",
                 blocker.describe(now)
@@ -840,6 +842,7 @@ impl Repository {
         mark: &Mark,
         opts: &PruneOptions,
         now: SystemTime,
+        me: Option<&String>,
     ) -> Result<Option<ListedSession>> {
         for s in self.sessions()? {
             let blocks = match &s.record {
@@ -853,7 +856,13 @@ impl Repository {
                         now.duration_since(SystemTime::from(f)).unwrap_or_default()
                             < opts.delete_delay
                     });
-                    r.kind == SessionKind::Backup && !knew && (s.is_running(now) || recent)
+                    match r.kind {
+                        SessionKind::Backup => !knew && (s.is_running(now) || recent),
+                        // Another prune (two at once are refused; this is
+                        // the second line): its repacked packs may not be
+                        // indexed yet.
+                        SessionKind::Prune => Some(&r.id) != me && s.is_running(now),
+                    }
                 }
             };
             if blocks {

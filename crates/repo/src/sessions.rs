@@ -57,6 +57,10 @@ pub struct SessionRecord {
     pub hostname: String,
     /// Its process id there.
     pub pid: u32,
+    /// The kernel and process-id namespace it runs in (`boot id/pid ns`):
+    /// only a prune with the same can tell from the pid that it is gone.
+    #[serde(default)]
+    pub machine: String,
     /// When it began.
     pub started: Timestamp,
     /// When its record was last written.
@@ -105,10 +109,15 @@ impl ListedSession {
         unfinished && (silent || self.is_dead_here())
     }
 
-    /// True when it ran on this machine and no process has its id any more.
+    /// True when it ran on this machine — the same kernel and process-id
+    /// namespace, not merely the same host name — and no process has its id
+    /// any more.
     pub fn is_dead_here(&self) -> bool {
         self.record.as_ref().is_some_and(|r| {
-            r.finished.is_none() && r.hostname == hostname() && !process_exists(r.pid)
+            r.finished.is_none()
+                && !r.machine.is_empty()
+                && r.machine == machine()
+                && !process_exists(r.pid)
         })
     }
 
@@ -152,6 +161,19 @@ pub(crate) fn human_secs(s: u64) -> String {
     }
 }
 
+/// This kernel's boot id and this process's pid namespace: where a pid
+/// means one process.
+fn machine() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if boot.trim().is_empty() || ns.is_empty() {
+        return String::new();
+    }
+    format!("{}/{ns}", boot.trim())
+}
+
 /// True when a process with this id runs on this machine.
 fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -182,6 +204,8 @@ pub(crate) fn seal_document<T: Serialize>(
 pub struct SessionGuard {
     inner: Arc<Inner>,
     key: String,
+    /// When the record was last written successfully.
+    last_written: Arc<Mutex<std::time::Instant>>,
     record: Arc<Mutex<SessionRecord>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     heartbeat: Option<JoinHandle<()>>,
@@ -208,6 +232,7 @@ impl SessionGuard {
             kind,
             hostname: hostname(),
             pid: std::process::id(),
+            machine: machine(),
             started: now,
             refreshed: now,
             finished: None,
@@ -216,14 +241,21 @@ impl SessionGuard {
         write_record(inner, &key, &record)?;
         let record = Arc::new(Mutex::new(record));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let last_written = Arc::new(Mutex::new(std::time::Instant::now()));
         let heartbeat = {
-            let (inner, key, record, stop) =
-                (inner.clone(), key.clone(), record.clone(), stop.clone());
-            std::thread::spawn(move || heartbeat(&inner, &key, &record, &stop))
+            let (inner, key, record, stop, written) = (
+                inner.clone(),
+                key.clone(),
+                record.clone(),
+                stop.clone(),
+                last_written.clone(),
+            );
+            std::thread::spawn(move || heartbeat(&inner, &key, &record, &stop, &written))
         };
         Ok(SessionGuard {
             inner: inner.clone(),
             key,
+            last_written,
             record,
             stop,
             heartbeat: Some(heartbeat),
@@ -244,7 +276,24 @@ impl SessionGuard {
             r.refreshed = Timestamp::now();
             r.clone()
         };
-        write_record(&self.inner, &self.key, &snapshot)
+        write_record(&self.inner, &self.key, &snapshot)?;
+        *lock(&self.last_written) = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Fails when the record has not been written for so long that a prune
+    /// may take the session for dead (half of [`STALE_AFTER`]): the backup
+    /// then must not store its snapshot, whose chunks a prune may be
+    /// deleting. Called just before the snapshot is stored.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        let quiet = lock(&self.last_written).elapsed();
+        if quiet > STALE_AFTER / 2 {
+            return Err(RepoError::Failed(format!(
+                "this backup could not refresh its session record for {} (the store did not answer, or the process was paused), so a prune may have taken it for dead and deleted data it builds on; its snapshot is not written. Run the backup again",
+                human_secs(quiet.as_secs())
+            )));
+        }
+        Ok(())
     }
 
     /// Ends the session: its record says finished. Call after the snapshot
@@ -294,6 +343,7 @@ fn heartbeat(
     key: &str,
     record: &Mutex<SessionRecord>,
     stop: &(Mutex<bool>, Condvar),
+    written: &Mutex<std::time::Instant>,
 ) {
     let (m, cv) = stop;
     let mut stopped = lock(m);
@@ -312,8 +362,11 @@ fn heartbeat(
                 r.clone()
             };
             drop(stopped);
-            if let Err(e) = write_record(inner, key, &snapshot) {
-                tracing::warn!(%key, error = %e, "could not refresh the session record");
+            match write_record(inner, key, &snapshot) {
+                Ok(()) => *lock(written) = std::time::Instant::now(),
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "could not refresh the session record")
+                }
             }
             stopped = lock(m);
         }
@@ -393,6 +446,7 @@ mod tests {
                 kind: SessionKind::Backup,
                 hostname: "another host".into(),
                 pid: 1,
+                machine: String::new(),
                 started: t,
                 refreshed: t,
                 finished: finished.then_some(t),
@@ -420,7 +474,7 @@ mod tests {
         // On this machine, a session whose process is gone is stale at once.
         let mut here = listed(false, 10, now);
         if let Some(r) = here.record.as_mut() {
-            r.hostname = hostname();
+            r.machine = machine();
             r.pid = std::process::id();
         }
         assert!(here.is_running(now), "this process runs");
@@ -428,5 +482,10 @@ mod tests {
             r.pid = u32::MAX - 7;
         }
         assert!(here.is_stale(now), "no process has that id");
+        // Another kernel or pid namespace: the pid says nothing.
+        if let Some(r) = here.record.as_mut() {
+            r.machine = "another boot/pid:[1]".into();
+        }
+        assert!(here.is_running(now));
     }
 }

@@ -190,6 +190,7 @@ impl StreamDraft<'_> {
             stats: stats_of(&stats, files, 0, total, bytes_read, started),
             nodes,
         };
+        session.check_alive()?;
         let id = repo.save_snapshot(&snapshot)?;
         drop(session);
         Ok(BackupOutcome { id, snapshot })

@@ -183,6 +183,7 @@ impl Repository {
         progress.finish();
         finished?;
         let snapshot = tree.into_snapshot(opts, start_time, parent_id, metadata, &stats, started);
+        session.check_alive()?;
         let id = self.save_snapshot(&snapshot)?;
         drop(session);
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "snapshot saved");
