@@ -8,6 +8,8 @@
 #                               pg_dump -Fc | gzip -9) (bench/dump_bench.py; e.g. --write-docs)
 #   scripts/bench.sh restore [args]  files restore vs restic restore + sync vs cp -r + sync
 #                               (bench/restore_bench.py; e.g. --rounds 5 --write-docs)
+#   scripts/bench.sh prune [args]  prune vs restic prune after 200 backups and
+#                               forget --keep-last 30 (bench/prune_bench.py; e.g. --write-docs)
 # Installs the peers from Debian's packages when missing, builds lifeboat in
 # release mode and passes the remaining arguments to the Python harness.
 set -euo pipefail
@@ -16,6 +18,7 @@ mode=files
 if [ "${1:-}" = pg ]; then mode=pg; shift; fi
 if [ "${1:-}" = dump ]; then mode=dump; shift; fi
 if [ "${1:-}" = restore ]; then mode=restore; shift; fi
+if [ "${1:-}" = prune ]; then mode=prune; shift; fi
 missing=()
 if [ "$mode" = dump ]; then
   need=(redis-server redis-cli zstd gzip /usr/bin/time setpriv)
@@ -27,7 +30,7 @@ elif [ "$mode" = pg ]; then
      && ! { command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; }; then
     missing+=(postgresql)
   fi
-elif [ "$mode" = restore ]; then
+elif [ "$mode" = restore ] || [ "$mode" = prune ]; then
   need=(restic /usr/bin/time)
 else
   need=(restic borg zstd /usr/bin/time)
@@ -55,5 +58,8 @@ if [ "$mode" = dump ]; then
 fi
 if [ "$mode" = restore ]; then
   exec python3 bench/restore_bench.py "$@"
+fi
+if [ "$mode" = prune ]; then
+  exec python3 bench/prune_bench.py "$@"
 fi
 exec python3 bench/bench.py "$@"
