@@ -331,15 +331,7 @@ impl Repository {
         report.chunks = index.len() as u64;
         let mut used = Bits::new(index.len());
         progress.start("prune: reading snapshots", None);
-        for id in &snapshot_ids {
-            let key = ObjectKey::Snapshot(*id).to_string();
-            let bytes = match self.inner.block(self.inner.storage.get(&key)) {
-                Ok(b) => b,
-                // Forgotten since the listing: its chunks are not needed.
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let snap = self.decode_snapshot(&key, &bytes)?;
+        self.for_each_snapshot(&snapshot_ids, |_, key, snap, size| {
             report.snapshots += 1;
             for chunk in snap.chunks() {
                 match index.ordinal(&chunk) {
@@ -359,8 +351,9 @@ impl Repository {
                     }
                 }
             }
-            progress.advance(bytes.len() as u64);
-        }
+            progress.advance(size as u64);
+            Ok(())
+        })?;
         progress.finish();
 
         // Per pack: live bytes and chunks (each chunk counts in the pack its
@@ -716,16 +709,10 @@ impl Repository {
         let doomed: HashSet<PackId> = mark.packs.iter().copied().collect();
         index.exclude_packs(&doomed);
         let mut missing: HashSet<ChunkId> = HashSet::new();
-        for id in &snapshot_ids {
-            let key = ObjectKey::Snapshot(*id).to_string();
-            let bytes = match self.inner.block(self.inner.storage.get(&key)) {
-                Ok(b) => b,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let snap = self.decode_snapshot(&key, &bytes)?;
+        self.for_each_snapshot(&snapshot_ids, |_, _, snap, _| {
             missing.extend(snap.chunks().filter(|c| !index.contains(c)));
-        }
+            Ok(())
+        })?;
         if !missing.is_empty() {
             // The index keeps one location per chunk; a chunk stored twice
             // (repacked, or stored again by a backup that knew the mark) may

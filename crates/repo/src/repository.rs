@@ -684,6 +684,33 @@ impl Repository {
         }
     }
 
+    /// Reads the snapshots `ids` (32 at a time, in parallel) and calls `f`
+    /// with each id, key, snapshot and stored size, in order; one deleted
+    /// since it was listed (forgotten) is skipped. Holds at most 32 in memory.
+    pub(crate) fn for_each_snapshot(
+        &self,
+        ids: &[SnapshotId],
+        mut f: impl FnMut(SnapshotId, String, Snapshot, usize) -> Result<()>,
+    ) -> Result<()> {
+        for batch in ids.chunks(32) {
+            let keys: Vec<String> = batch
+                .iter()
+                .map(|id| ObjectKey::Snapshot(*id).to_string())
+                .collect();
+            let fetched = self.get_many(&keys);
+            for ((id, key), bytes) in batch.iter().zip(keys).zip(fetched) {
+                let bytes = match bytes {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let snap = self.decode_snapshot(&key, &bytes)?;
+                f(*id, key, snap, bytes.len())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every snapshot id, without reading the snapshots.
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         let mut ids = Vec::new();

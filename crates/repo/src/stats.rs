@@ -5,7 +5,6 @@ use lifeboat_types::{SnapshotId, Timestamp};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::keys::ObjectKey;
 use crate::progress::Progress;
 use crate::repository::Repository;
 
@@ -73,14 +72,7 @@ impl Repository {
         };
         let mut per = Vec::new();
         progress.start("stats", None);
-        for id in &ids {
-            let key = ObjectKey::Snapshot(*id).to_string();
-            let bytes = match self.inner.block(self.inner.storage.get(&key)) {
-                Ok(b) => b,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let snap = self.decode_snapshot(&key, &bytes)?;
+        self.for_each_snapshot(&ids, |id, _, snap, size| {
             let me = per.len() as u32;
             let mut seen = std::collections::HashSet::new();
             for c in snap.chunks() {
@@ -98,7 +90,7 @@ impl Repository {
             let logical: u64 = snap.nodes.iter().map(|n| n.size).sum();
             out.logical_bytes += logical;
             per.push(SnapshotStats {
-                id: *id,
+                id,
                 time: snap.start_time,
                 source_kind: snap.source_kind,
                 source_name: snap.source_name,
@@ -106,8 +98,9 @@ impl Repository {
                 chunks,
                 unique_stored_bytes: 0,
             });
-            progress.advance(bytes.len() as u64);
-        }
+            progress.advance(size as u64);
+            Ok(())
+        })?;
         progress.finish();
         for (o, (_, loc)) in index.iter().enumerate() {
             match owner[o] {
