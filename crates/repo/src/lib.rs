@@ -27,6 +27,7 @@ mod error;
 pub mod format;
 mod fsat;
 mod index;
+mod index_cache;
 mod keys;
 mod named;
 mod parallel;
@@ -53,7 +54,9 @@ pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
 pub use prune::{Amount, Mark, MarkOutcome, MaxUnused, PruneOptions, PruneReport};
 pub use repair::{Leftover, LeftoverSummary, RepairIndexReport};
-pub use repository::{Credential, InitOptions, RepoConfig, Repository};
+pub use repository::{
+    default_cache_dir, Credential, InitOptions, RepoConfig, Repository, INDEX_CACHE_MIN_CHUNKS,
+};
 pub use restore::{sync_filesystem_of as sync_filesystem, Overwrite, RestoreOptions, RestoreStats};
 pub use sessions::{ListedSession, SessionGuard, SessionKind, SessionRecord};
 pub use snapshot::{

@@ -361,7 +361,8 @@ impl Repository {
         let packs = index.packs();
         let mut live_bytes = vec![0u64; packs.len()];
         let mut live_chunks = vec![0u32; packs.len()];
-        for (o, (_, loc)) in index.iter().enumerate() {
+        for (o, e) in index.iter().enumerate() {
+            let (_, loc) = e?;
             if used.get(o) {
                 live_bytes[loc.pack as usize] += u64::from(loc.len);
                 live_chunks[loc.pack as usize] += 1;

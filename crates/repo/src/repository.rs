@@ -138,6 +138,56 @@ pub struct Repository {
     slot_id: String,
     /// Key slots found damaged when it was opened: (key, what is wrong).
     damaged_slots: Vec<(String, String)>,
+    /// Where the local index cache lives ([`Repository::set_index_cache`]).
+    index_cache: IndexCacheConfig,
+}
+
+/// Where and from what size the index is kept in a local cache file.
+#[derive(Clone, Debug)]
+struct IndexCacheConfig {
+    /// The directory holding one subdirectory per repository id; `None`:
+    /// the index is always held in memory.
+    dir: Option<std::path::PathBuf>,
+    /// Indexes with fewer chunks are held in memory.
+    min_chunks: usize,
+}
+
+/// Indexes with fewer chunks than this stay in memory (about 56 bytes a
+/// chunk: 5.6 MB); larger ones go to the local cache file.
+pub const INDEX_CACHE_MIN_CHUNKS: usize = 100_000;
+
+/// Entries sorted in memory at a time while the cache file is built (52
+/// bytes each in the run buffer: about 100 MB).
+const INDEX_CACHE_RUN: usize = 2_000_000;
+
+/// At most this many index objects newer than the cache file are read into
+/// the in-memory overlay; more, and the file is rebuilt.
+const INDEX_CACHE_OVERLAY_MAX: usize = 64;
+
+/// Index objects fetched at a time while the cache is built.
+const INDEX_READ_BATCH: usize = 32;
+
+/// The default index cache directory: `$LIFEBOAT_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/lifeboat`, else `$HOME/.cache/lifeboat`; `None` when
+/// none is set.
+pub fn default_cache_dir() -> Option<std::path::PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("LIFEBOAT_CACHE_DIR") {
+        return Some(d.into());
+    }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return Some(std::path::PathBuf::from(d).join("lifeboat"));
+    }
+    var("HOME").map(|h| std::path::PathBuf::from(h).join(".cache").join("lifeboat"))
+}
+
+impl Default for IndexCacheConfig {
+    fn default() -> Self {
+        IndexCacheConfig {
+            dir: default_cache_dir(),
+            min_chunks: INDEX_CACHE_MIN_CHUNKS,
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, now.
@@ -263,6 +313,7 @@ impl Repository {
             master,
             slot_id: slot.id,
             damaged_slots: Vec::new(),
+            index_cache: IndexCacheConfig::default(),
         })
     }
 
@@ -360,6 +411,7 @@ impl Repository {
             master,
             slot_id,
             damaged_slots: damaged,
+            index_cache: IndexCacheConfig::default(),
         })
     }
 
@@ -560,29 +612,119 @@ impl Repository {
             .iter()
             .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
             .collect();
-        let mut index = Index::default();
-        let mut later: Vec<format::IndexedPack> = Vec::new();
-        for (key, packs) in self.read_indexes()? {
-            match packs {
-                Ok(p) if marked.is_empty() => index.add_all(&p),
-                Ok(p) => {
-                    for ip in p {
-                        if marked.contains(&ip.pack) {
-                            later.push(ip);
-                        } else {
-                            index.add_pack(ip.pack, ip.epoch, &ip.entries);
+        let mut keys: Vec<String> = self
+            .block(self.inner.storage.list(FileType::Index.prefix()))?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        let path = self.index_cache_path();
+        if let Some(path) = &path {
+            match crate::index_cache::CacheFile::open(path) {
+                Ok(file) => {
+                    let same_marks = file.marks_hash() == &crate::index_cache::marks_hash(&marked);
+                    let gone = file
+                        .sources()
+                        .iter()
+                        .any(|s| keys.binary_search(s).is_err());
+                    let new: Vec<String> = keys
+                        .iter()
+                        .filter(|k| file.sources().binary_search(k).is_err())
+                        .cloned()
+                        .collect();
+                    if same_marks && !gone && new.len() <= INDEX_CACHE_OVERLAY_MAX {
+                        let mut index = Index::from_cache(file, marked.clone());
+                        // Unmarked packs first: a chunk keeps the first
+                        // location it is found at.
+                        let mut later = Vec::new();
+                        for r in self.stream_index_objects(&new) {
+                            for ip in r?.1 {
+                                if marked.contains(&ip.pack) {
+                                    later.push(ip);
+                                } else {
+                                    index.add_pack(ip.pack, ip.epoch, &ip.entries);
+                                }
+                            }
                         }
+                        index.add_all(&later);
+                        return Ok(index);
                     }
                 }
-                Err(RepoError::Storage(e)) if e.is_not_found() => {}
-                Err(e @ RepoError::Corrupt { .. }) => {
-                    tracing::warn!(%key, error = %e, "skipping a damaged index object; `lifeboat repair index` rebuilds it");
+                Err(RepoError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "rebuilding the local index cache");
+                }
+            }
+            match crate::index_cache::build(
+                path,
+                self.stream_index_objects(&keys),
+                &marked,
+                INDEX_CACHE_RUN,
+                self.index_cache.min_chunks,
+            ) {
+                Ok(built) => return Ok(Index::from_built(built, marked)),
+                Err(RepoError::Io { op, path, source }) => {
+                    tracing::warn!(%path, %op, error = %source, "cannot write the local index cache; holding the index in memory");
                 }
                 Err(e) => return Err(e),
             }
         }
-        index.add_all(&later);
-        Ok(index)
+        let built = crate::index_cache::build(
+            std::path::Path::new("unused"),
+            self.stream_index_objects(&keys),
+            &marked,
+            usize::MAX,
+            usize::MAX,
+        )?;
+        Ok(Index::from_built(built, marked))
+    }
+
+    /// Where the index cache file of this repository is, if it has one.
+    pub fn index_cache_path(&self) -> Option<std::path::PathBuf> {
+        let dir = self.index_cache.dir.as_ref()?;
+        let id = &self.inner.config.id;
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return None;
+        }
+        Some(dir.join(id).join("index"))
+    }
+
+    /// Sets where the local index cache lives (`None`: always in memory)
+    /// and the number of chunks from which the index goes there. The
+    /// default is [`default_cache_dir`] and [`INDEX_CACHE_MIN_CHUNKS`].
+    pub fn set_index_cache(&mut self, dir: Option<std::path::PathBuf>, min_chunks: usize) {
+        self.index_cache = IndexCacheConfig { dir, min_chunks };
+    }
+
+    /// Reads index objects a batch at a time, in `keys`' order. Gone or
+    /// damaged ones are skipped (a damaged one with a warning).
+    fn stream_index_objects<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> impl Iterator<Item = Result<(String, Vec<format::IndexedPack>)>> + 'a {
+        keys.chunks(INDEX_READ_BATCH).flat_map(move |batch| {
+            let got = self.get_many(batch);
+            let mut out = Vec::with_capacity(batch.len());
+            for (key, bytes) in batch.iter().zip(got) {
+                match bytes
+                    .map_err(RepoError::from)
+                    .and_then(|b| self.decode_index(key, &b))
+                {
+                    Ok(p) => out.push(Ok((key.clone(), p))),
+                    Err(RepoError::Storage(e)) if e.is_not_found() => {}
+                    Err(e @ RepoError::Corrupt { .. }) => {
+                        tracing::warn!(%key, error = %e, "skipping a damaged index object; `lifeboat repair index` rebuilds it");
+                    }
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            out
+        })
     }
 
     /// Reads and decodes every index object, each result separately.

@@ -67,9 +67,11 @@ impl Repository {
             chunks: index.len() as u64,
             packs: index.packs().len() as u64,
             stored_bytes: stored.values().sum(),
-            raw_bytes: index.iter().map(|(_, l)| u64::from(l.raw_len)).sum(),
             ..RepoStats::default()
         };
+        for e in index.iter() {
+            out.raw_bytes += u64::from(e?.1.raw_len);
+        }
         let mut per = Vec::new();
         progress.start("stats", None);
         self.for_each_snapshot(&ids, |id, _, snap, size| {
@@ -102,7 +104,8 @@ impl Repository {
             Ok(())
         })?;
         progress.finish();
-        for (o, (_, loc)) in index.iter().enumerate() {
+        for (o, e) in index.iter().enumerate() {
+            let (_, loc) = e?;
             match owner[o] {
                 NOBODY => {}
                 SHARED => out.chunks_used += 1,
