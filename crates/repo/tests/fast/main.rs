@@ -16,6 +16,7 @@
 
 mod backup;
 mod faults;
+mod index_cache;
 mod prune;
 mod restore;
 mod verify;
