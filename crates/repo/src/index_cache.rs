@@ -360,7 +360,10 @@ impl CacheFile {
                 }
             };
             at += 1;
-            pos = if at % BLOCK == 0 { 0 } else { pos + 1 };
+            pos += 1;
+            if pos as u64 == BLOCK {
+                pos = 0;
+            }
             Some(Ok((ChunkId(r.id), r.loc)))
         })
     }
@@ -692,6 +695,9 @@ mod tests {
             .collect()
     }
 
+    /// The rank of the best copy seen, its offset and length.
+    type Best = ((bool, PackId, u32), u32, u32);
+
     fn ids() -> impl Strategy<Value = Vec<(u8, Vec<[u8; 32]>)>> {
         // Few distinct first bytes and a small id space: duplicates across
         // packs and crowded fan-out buckets.
@@ -730,7 +736,7 @@ mod tests {
             let objs = objects(&spec);
             let marked: HashSet<PackId> = [PackId([mark; 32])].into();
             let f = built(&path, &objs, &marked, run);
-            let mut oracle: HashMap<[u8; 32], ((bool, PackId, u32), u32, u32)> = HashMap::new();
+            let mut oracle: HashMap<[u8; 32], Best> = HashMap::new();
             for (_, ips) in &objs {
                 for ip in ips {
                     for e in &ip.entries {
