@@ -77,7 +77,7 @@ fn main() {
     let started = std::time::Instant::now();
     let mut chunks = 0u64;
     let mut round = 0u64;
-    while chunks < target {
+    while chunks < target - target / 100 {
         let want = (target - chunks).min(500_000);
         let mut draft = repo
             .stream_snapshot(&SnapshotOptions::named(
