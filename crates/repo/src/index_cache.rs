@@ -410,6 +410,7 @@ pub fn build(
         }
     };
     let run = run.max(1);
+    let mut dir_made = false;
     for obj in objects {
         let (key, ips) = match obj {
             Ok(o) => o,
@@ -435,6 +436,10 @@ pub fn build(
                     },
                 });
                 if buf.len() >= run {
+                    if !dir_made {
+                        fs::create_dir_all(dir).map_err(|e| RepoError::io("create", dir, e))?;
+                        dir_made = true;
+                    }
                     sort_dedup(&mut buf, &packs, marked);
                     let p = PathBuf::from(format!("{tmp_base}.run{}", runs.len()));
                     runs.push(p.clone());
@@ -732,7 +737,9 @@ mod tests {
         #[test]
         fn lookups_match_oracle(spec in ids(), run in 1usize..50, mark in 0u8..6) {
             let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("index");
+            // A directory that does not exist yet: runs may spill before the
+            // file is written.
+            let path = dir.path().join("repo-id").join("index");
             let objs = objects(&spec);
             let marked: HashSet<PackId> = [PackId([mark; 32])].into();
             let f = built(&path, &objs, &marked, run);
@@ -760,7 +767,7 @@ mod tests {
             keys.sort();
             prop_assert_eq!(f.sources(), &keys[..]);
             // No run files are left behind.
-            prop_assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+            prop_assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
         }
 
         /// A truncated or garbled file is rejected or reads a damaged record
