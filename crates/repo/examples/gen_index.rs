@@ -4,13 +4,17 @@
 //! (`bench/index/run.sh`). Not a test.
 //!
 //! ```text
-//! cargo run --release -p lifeboat-repo --example gen_index -- DIR CHUNKS [PASSWORD]
+//! cargo run --release -p lifeboat-repo --example gen_index -- DIR CHUNKS [PASSWORD] [referenced]
 //! ```
 //!
-//! Chunks are written in snapshots of at most 500 000 chunks each (a
-//! snapshot lists its chunks: one huge snapshot would be a huge JSON). The
-//! repository uses a cheap key derivation so that the benchmark measures
-//! the index, not Argon2id.
+//! Chunks are written in rounds of at most 500 000, one snapshot a round.
+//! By default a round's stream is then replaced, in the same snapshot, by a
+//! one-chunk stream: the chunks stay stored and indexed but no snapshot
+//! lists them (unused data a prune would remove), so that reading snapshots
+//! (`lifeboat snapshots` and `latest` hold every snapshot in memory) does not
+//! hide the index's memory. With `referenced` each snapshot keeps its round's
+//! chunks (what a prune benchmark wants). The repository uses a cheap key
+//! derivation so that the benchmark measures the index, not Argon2id.
 
 #![allow(clippy::unwrap_used)]
 
@@ -47,6 +51,7 @@ fn main() {
     let dir = args.get(1).expect("DIR CHUNKS [PASSWORD]");
     let target: u64 = args.get(2).expect("DIR CHUNKS").parse().unwrap();
     let password = args.get(3).cloned().unwrap_or_else(|| "bench".into());
+    let referenced = args.get(4).is_some_and(|a| a == "referenced");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -58,7 +63,7 @@ fn main() {
         avg: 256,
         max: 1024,
     };
-    let repo = Repository::init(
+    let mut repo = Repository::init(
         storage,
         rt.handle().clone(),
         &Credential::passphrase(password.into_bytes()),
@@ -74,6 +79,12 @@ fn main() {
         },
     )
     .unwrap();
+    // Its own index cache, removed at the end (not the user's ~/.cache).
+    let cache = format!("{dir}.gen-cache");
+    repo.set_index_cache(
+        Some(cache.clone().into()),
+        lifeboat_repo::INDEX_CACHE_MIN_CHUNKS,
+    );
     let started = std::time::Instant::now();
     let mut chunks = 0u64;
     let mut round = 0u64;
@@ -95,6 +106,15 @@ fn main() {
         draft
             .add_stream_with("data", noise, chunker, &NoProgress)
             .unwrap();
+        if !referenced {
+            let tiny = Noise {
+                x: round | 1,
+                left: 100,
+            };
+            draft
+                .add_stream_with("data", tiny, chunker, &NoProgress)
+                .unwrap();
+        }
         let out = draft.commit().unwrap();
         chunks += out.snapshot.stats.chunks_new;
         round += 1;
@@ -103,5 +123,6 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
     }
+    let _ = std::fs::remove_dir_all(&cache);
     println!("{chunks}");
 }

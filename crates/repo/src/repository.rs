@@ -156,16 +156,17 @@ struct IndexCacheConfig {
 /// chunk: 5.6 MB); larger ones go to the local cache file.
 pub const INDEX_CACHE_MIN_CHUNKS: usize = 100_000;
 
-/// Entries sorted in memory at a time while the cache file is built (52
-/// bytes each in the run buffer: about 100 MB).
-const INDEX_CACHE_RUN: usize = 2_000_000;
+/// Entries sorted in memory at a time while the cache file is built (48
+/// bytes each in the run buffer: about 48 MB).
+const INDEX_CACHE_RUN: usize = 1_000_000;
 
 /// At most this many index objects newer than the cache file are read into
 /// the in-memory overlay; more, and the file is rebuilt.
 const INDEX_CACHE_OVERLAY_MAX: usize = 64;
 
-/// Index objects fetched at a time while the cache is built.
-const INDEX_READ_BATCH: usize = 32;
+/// Index objects fetched at a time while the cache is built (an index
+/// object of tiny chunks can list 200 000 of them: ~20 MB decoded).
+const INDEX_READ_BATCH: usize = 8;
 
 /// The default index cache directory: `$LIFEBOAT_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/lifeboat`, else `$HOME/.cache/lifeboat`; `None` when
