@@ -352,6 +352,21 @@ impl PackBuilder {
         Ok(())
     }
 
+    /// Appends a blob sealed before, as it was stored in another pack of
+    /// the same key epoch (prune's repack: a blob is sealed with its chunk id
+    /// as associated data, not its pack, so it moves as it is).
+    pub fn push_sealed(&mut self, entry: &BlobEntry, sealed: &[u8]) -> Result<()> {
+        let offset = u32::try_from(self.buf.len())
+            .map_err(|_| RepoError::Failed("pack larger than 4 GiB".into()))?;
+        self.buf.extend_from_slice(sealed);
+        self.entries.push(BlobEntry {
+            offset,
+            len: sealed.len() as u32,
+            ..*entry
+        });
+        Ok(())
+    }
+
     /// Seals the table of contents and returns the pack's id, bytes and entries.
     pub fn finish(mut self, key: &Key) -> Result<(PackId, Vec<u8>, Vec<BlobEntry>)> {
         let mut toc = Vec::with_capacity(4 + self.entries.len() * ENTRY_LEN);
