@@ -240,7 +240,7 @@ fn backups_verifies_and_prunes_at_once_lose_nothing(env: &Env) {
             let s = s.clone();
             let done = &done;
             scope.spawn(move || {
-                for _ in 0..6 {
+                for _ in 0..15 {
                     s.lock().unwrap().backup(env);
                 }
                 done.store(true, Ordering::SeqCst);
@@ -249,12 +249,13 @@ fn backups_verifies_and_prunes_at_once_lose_nothing(env: &Env) {
         scope.spawn(|| {
             let mut rounds = 0;
             while !done.load(Ordering::SeqCst) || rounds < 3 {
-                let v = env.json(&["verify"]);
+                let v = env.json(&["verify", "--read-data"]);
                 assert_eq!(v["clean"], true, "verify racing backups and prunes: {v}");
                 rounds += 1;
             }
         });
         let mut prunes = 0;
+        let mut deleted = 0;
         while !done.load(Ordering::SeqCst) || prunes < 3 {
             for s in &series {
                 let mut s = s.lock().unwrap();
@@ -262,9 +263,11 @@ fn backups_verifies_and_prunes_at_once_lose_nothing(env: &Env) {
                     s.forget_oldest(env);
                 }
             }
-            env.ok(&["prune", "--delete-delay", "0s", "--max-unused", "0%"]);
+            let r = env.json(&["prune", "--delete-delay", "0s", "--max-unused", "0%"]);
+            deleted += r["packs_deleted"]["count"].as_u64().unwrap();
             prunes += 1;
         }
+        assert!(deleted > 0, "the prunes racing the backups deleted nothing");
     });
     env.ok(&["prune", "--delete-delay", "0s"]);
     for s in &series {
