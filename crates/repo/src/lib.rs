@@ -35,6 +35,7 @@ mod prune;
 mod repair;
 mod repository;
 mod restore;
+pub mod retention;
 mod sessions;
 mod sink;
 mod snapshot;
