@@ -26,6 +26,7 @@ mod backup;
 mod error;
 pub mod format;
 mod fsat;
+mod holds;
 mod index;
 mod keys;
 mod named;
@@ -48,6 +49,7 @@ pub use backup::{
     StreamDraft, TreeBackupOptions, TreeDraft, TreePolicy, TreeRoot,
 };
 pub use error::{RepoError, Result};
+pub use holds::{Hold, HOLD_VERSION};
 pub use index::{Index, Location};
 pub use keys::{FileType, ObjectKey};
 pub use named::PutNamed;
