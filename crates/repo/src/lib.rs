@@ -41,6 +41,7 @@ mod sessions;
 mod sink;
 mod snapshot;
 mod stats;
+mod summary;
 mod verify;
 mod writer;
 
@@ -64,6 +65,7 @@ pub use snapshot::{
     SnapshotEntry,
 };
 pub use stats::{RepoStats, SnapshotStats};
+pub use summary::SnapshotSummary;
 pub use verify::{BrokenSnapshot, Damage, VerifyReport};
 pub use writer::{WriteStats, Writer};
 

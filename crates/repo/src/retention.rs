@@ -27,8 +27,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use jiff::civil::DateTime;
-use jiff::tz::TimeZone;
-use jiff::Span;
+pub use jiff::tz::TimeZone;
+pub use jiff::Span;
 use lifeboat_types::{SnapshotId, Timestamp};
 
 /// A count that never runs out (restic's `-1`).
@@ -57,12 +57,17 @@ impl Within {
     /// The instant `self` before `latest`, in calendar arithmetic of `tz`
     /// (years, months, days on the calendar, then hours); the earliest
     /// instant when it falls before it.
-    fn before(&self, latest: Timestamp, tz: &TimeZone) -> Timestamp {
-        let span = Span::new()
+    /// The span as jiff's calendar span (years, months, days, hours).
+    pub fn span(&self) -> Span {
+        Span::new()
             .years(i64::from(self.years.min(19_998)))
             .months(i64::from(self.months.min(239_976)))
             .days(i64::from(self.days.min(7_304_484)))
-            .hours(i64::from(self.hours.min(175_307_616)));
+            .hours(i64::from(self.hours.min(175_307_616)))
+    }
+
+    fn before(&self, latest: Timestamp, tz: &TimeZone) -> Timestamp {
+        let span = self.span();
         latest
             .to_zoned(tz.clone())
             .checked_sub(span)
