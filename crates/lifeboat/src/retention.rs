@@ -236,7 +236,11 @@ pub(crate) fn hold(ctx: &Ctx, snapshot: &str, reason: &str, until: Option<&str>)
     if ctx.json {
         print_json(&hold_json(&h, now));
     } else {
-        outln!("snapshot {} held: {}", h.snapshot.short(), hold_text(&h, now));
+        outln!(
+            "snapshot {} held: {}",
+            h.snapshot.short(),
+            hold_text(&h, now)
+        );
     }
     Ok(())
 }
@@ -247,7 +251,11 @@ pub(crate) fn release(ctx: &Ctx, snapshot: &str) -> Result<()> {
     if ctx.json {
         print_json(&hold_json(&h, Timestamp::now()));
     } else {
-        outln!("snapshot {} released (was held: {})", h.snapshot.short(), h.reason);
+        outln!(
+            "snapshot {} released (was held: {})",
+            h.snapshot.short(),
+            h.reason
+        );
     }
     Ok(())
 }
