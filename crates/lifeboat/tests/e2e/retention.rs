@@ -39,7 +39,10 @@ fn times() -> Vec<String> {
 /// The reasons restic's rules give, computed the plain way: for each rule,
 /// the newest snapshot of each of the newest N buckets, and the oldest
 /// snapshot when fewer than N buckets exist. `times` newest first.
-fn model(times: &[String], rules: &[(&str, usize, fn(&str) -> String)]) -> Vec<BTreeSet<String>> {
+/// A counting rule: its name, its count, the bucket of a time.
+type Rule = (&'static str, usize, fn(&str) -> String);
+
+fn model(times: &[String], rules: &[Rule]) -> Vec<BTreeSet<String>> {
     let mut out = vec![BTreeSet::new(); times.len()];
     out[0].insert("newest".to_string());
     for (name, n, bucket) in rules {
