@@ -147,6 +147,19 @@ fn policy_for(
         "redis" => cfg.retention.redis.as_ref(),
         _ => None,
     };
+    for (r, what) in [
+        (
+            cfg.redis.get(name).and_then(|s| s.retention.as_ref()),
+            format!("[redis.{name}.retention]"),
+        ),
+        (section, format!("[retention.{kind}]")),
+    ] {
+        if r.is_some_and(|r| r.pitr_window.is_some()) {
+            return Err(Error::usage(format!(
+                "pitr_window in {what}: it belongs in a [postgres.NAME.retention] table"
+            )));
+        }
+    }
     let (base, from) = if let Some(r) = source {
         let section = if kind == "redis" { "redis" } else { "postgres" };
         (
@@ -314,4 +327,86 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
     }
     repo.delete_snapshots(&doomed)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn policies_come_from_flags_over_the_source_over_the_kind_over_the_default() {
+        let c = cfg(r#"
+            [retention]
+            timezone = "Europe/Paris"
+            [retention.files]
+            keep_last = 3
+            [postgres.main]
+            pgdata = "/d"
+            [postgres.main.retention]
+            keep_daily = 7
+            keep_monthly = -1
+            pitr_window = "30d"
+            [redis.cache]
+            redis_url = "redis://x"
+        "#);
+        assert_eq!(
+            c.retention.time_zone().unwrap().iana_name(),
+            Some("Europe/Paris")
+        );
+        let none = Policy::default();
+        let (p, from) = policy_for(&c, "pg_dump", "main", &none).unwrap();
+        assert_eq!(
+            (p.to_string().as_str(), from),
+            ("keep_daily=7 keep_monthly=all", PolicyFrom::Source)
+        );
+        let w = c.postgres["main"].pitr_window().unwrap().unwrap();
+        assert_eq!(w.to_string(), "30d");
+        let (p, from) = policy_for(&c, "postgres", "other", &none).unwrap();
+        assert_eq!(from, PolicyFrom::Default);
+        assert_eq!(
+            p.to_string(),
+            "keep_daily=30 keep_weekly=12 keep_monthly=12 keep_yearly=7"
+        );
+        let (p, from) = policy_for(&c, "redis", "cache", &none).unwrap();
+        assert_eq!(
+            (p.to_string().as_str(), from),
+            ("keep_within=7d", PolicyFrom::Default)
+        );
+        let flags = Policy {
+            keep_last: Some(1),
+            keep_daily: Some(2),
+            ..Policy::default()
+        };
+        let (p, from) = policy_for(&c, "files", "/srv", &flags).unwrap();
+        assert_eq!(
+            (p.to_string().as_str(), from),
+            ("keep_last=1 keep_daily=2", PolicyFrom::Kind)
+        );
+        let (p, from) = policy_for(&c, "stream", "s", &none).unwrap();
+        assert_eq!((p.is_empty(), from), (true, PolicyFrom::None));
+        let (_, from) = policy_for(&c, "stream", "s", &flags).unwrap();
+        assert_eq!(from, PolicyFrom::Flags);
+    }
+
+    #[test]
+    fn bad_retention_settings_are_usage_errors() {
+        assert!(toml::from_str::<FileConfig>("[retention.files]\nkeep_dayly = 1\n").is_err());
+        assert!(toml::from_str::<FileConfig>("[retention]\nzone = \"UTC\"\n").is_err());
+        let c = cfg("[retention]\ntimezone = \"Nowhere/City\"\n");
+        let e = c.retention.time_zone().unwrap_err();
+        assert_eq!(e.class(), crate::ErrorClass::Usage);
+        assert!(e.to_string().contains("Nowhere/City"), "{e}");
+        let c = cfg("[retention.files]\nkeep_daily = -2\n");
+        let e = policy_for(&c, "files", "x", &Policy::default()).unwrap_err();
+        assert!(e.to_string().contains("keep_daily = -2"), "{e}");
+        let c = cfg("[retention.files]\nkeep_within = \"7 days\"\n");
+        assert!(policy_for(&c, "files", "x", &Policy::default()).is_err());
+        let c = cfg("[redis.c]\n[redis.c.retention]\npitr_window = \"1d\"\n");
+        let e = policy_for(&c, "redis", "c", &Policy::default()).unwrap_err();
+        assert!(e.to_string().contains("pitr_window"), "{e}");
+    }
 }
