@@ -120,20 +120,28 @@ pub(crate) fn forget(ctx: &Ctx, args: &ForgetArgs) -> Result<()> {
     lifeboat_ops::config::RetentionSection::time_zone(&ctx.session.file.retention)?;
     let repo = ctx.open()?;
     let report = lifeboat_ops::retention::forget(&repo, &ctx.session.file, &opts)?;
-    if ctx.json {
-        print_json(&json!(report));
-    } else {
+    if !ctx.json {
         print_forget(&report);
     }
+    let mut v = json!(report);
     if args.prune {
-        // `forget --prune`: prune with its defaults (as `lifeboat prune`).
+        // `forget --prune`: then prune with its defaults, as `lifeboat
+        // prune` (a dry run says what it would free).
         let prune = crate::maintenance::PruneArgs {
             dry_run: args.dry_run,
             max_unused: None,
             max_repack: None,
             delete_delay: None,
         };
-        crate::maintenance::prune(ctx, &prune)?;
+        let (pr, pv) = crate::maintenance::prune_open(ctx, &repo, &prune)?;
+        if ctx.json {
+            v["prune"] = pv;
+        } else {
+            crate::maintenance::print_prune(&pr);
+        }
+    }
+    if ctx.json {
+        print_json(&v);
     }
     Ok(())
 }

@@ -218,8 +218,30 @@ fn forget_by_policy_holds_and_flags(env: &Env) {
     let after = snapshot_ids(env);
     assert!(!after.contains(&held));
     assert_eq!(after.len(), kept.len() - 1);
-    let v = env.json(&["verify"]);
+
+    // forget --prune: the last one kept, the space of the others reclaimed
+    // (on S3 after the delete delay), the repository sound.
+    let r = env.json(&[
+        "--config",
+        &cfg,
+        "forget",
+        "--prune",
+        "--keep-last",
+        "1",
+        "--keep-daily",
+        "0",
+        "--keep-monthly",
+        "0",
+        "--keep-yearly",
+        "0",
+    ]);
+    assert_eq!(r["kept"], 1, "{r}");
+    assert!(r["prune"]["snapshots"].as_u64() == Some(1), "{r}");
+    let last = snapshot_ids(env);
+    assert_eq!(last.len(), 1);
+    let v = env.json(&["verify", "--read-data"]);
     assert_eq!(v["clean"], true, "{v}");
+    restores(env, &made, last.iter().next().unwrap());
 }
 on_every_backend!(forget_by_policy_holds_and_flags);
 
