@@ -711,20 +711,6 @@ impl Repository {
         Ok(())
     }
 
-    /// Deletes the snapshot object `id` (retention's `forget`): its data
-    /// stays until a prune finds no snapshot needs it. One already gone is
-    /// not an error.
-    pub fn delete_snapshot(&self, id: SnapshotId) -> Result<()> {
-        match self.block(
-            self.inner
-                .storage
-                .delete(&ObjectKey::Snapshot(id).to_string()),
-        ) {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => Ok(other?),
-        }
-    }
-
     /// Every snapshot id, without reading the snapshots.
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         let mut ids = Vec::new();

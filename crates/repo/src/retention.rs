@@ -19,6 +19,10 @@
 //! - a tag rule keeps every snapshot carrying all tags of the list;
 //! - the rules are independent; a snapshot is kept when any keeps it.
 //!
+//! One difference: restic measures `within` from the newest snapshot that
+//! is not in the future (by the clock); this engine has no clock and
+//! measures from the newest snapshot given.
+//!
 //! lifeboat adds two reasons restic does not have: the newest snapshot of a
 //! series is always kept ([`Reason::Newest`]), and a held snapshot is kept
 //! whatever the policy ([`Reason::Hold`]).
