@@ -35,6 +35,8 @@ pub const MAGIC_KEYSLOT: &[u8; 4] = b"LBKS";
 pub const MAGIC_SESSION: &[u8; 4] = b"LBSE";
 /// Magic of a prune's mark.
 pub const MAGIC_MARK: &[u8; 4] = b"LBMK";
+/// Magic of a hold on a snapshot.
+pub const MAGIC_HOLD: &[u8; 4] = b"LBHD";
 
 /// The format version this build writes and reads, for every object kind
 /// but the config.
@@ -61,6 +63,7 @@ fn kind_name(magic: &[u8; 4]) -> &'static str {
         MAGIC_NAMED => "named object",
         MAGIC_SESSION => "session record",
         MAGIC_MARK => "prune mark",
+        MAGIC_HOLD => "hold",
         _ => "object",
     }
 }
