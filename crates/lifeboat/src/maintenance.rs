@@ -160,7 +160,7 @@ pub(crate) fn stats(ctx: &Ctx) -> Result<()> {
         s.packs
     );
     outln!(
-        "stored {}, chunks {} raw, snapshots {} logical: {:.1}x smaller",
+        "stored {}, chunks {} raw, snapshots {} logical: dedup ratio {:.2} (logical / stored)",
         size(s.stored_bytes),
         size(s.raw_bytes),
         size(s.logical_bytes),

@@ -359,7 +359,9 @@ impl Repository {
         let packs = index.packs();
         let mut live_bytes = vec![0u64; packs.len()];
         let mut live_chunks = vec![0u32; packs.len()];
+        let mut located = vec![0u32; packs.len()];
         for (o, (_, loc)) in index.iter().enumerate() {
+            located[loc.pack as usize] += 1;
             if used.get(o) {
                 live_bytes[loc.pack as usize] += u64::from(loc.len);
                 live_chunks[loc.pack as usize] += 1;
@@ -396,7 +398,11 @@ impl Repository {
                         report.unused_packs.add(size);
                         remove.insert(*pack);
                     } else {
-                        let unused = size.saturating_sub(live_bytes[pos]);
+                        // Unused: the blobs no snapshot uses (the pack's
+                        // header and table of contents are not counted).
+                        let unused = size
+                            .saturating_sub(pack_overhead(located[pos]))
+                            .saturating_sub(live_bytes[pos]);
                         report.used_bytes += live_bytes[pos];
                         if unused > 0 {
                             candidates.push((pos32, size, unused));
@@ -978,6 +984,12 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+/// A pack's bytes that are not blobs: its header, and its sealed table of
+/// contents of `entries` entries with its length.
+fn pack_overhead(entries: u32) -> u64 {
+    (format::PACK_HEADER_LEN + 4 + 12 + 16 + 4) as u64 + 44 * u64::from(entries)
 }
 
 /// The stored size of the pack at `pos` among those to repack.
