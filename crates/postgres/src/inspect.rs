@@ -130,6 +130,11 @@ pub struct PgInfo {
     pub backups: Vec<BackupInfo>,
     /// The WAL archive of each cluster with backups.
     pub archives: Vec<ArchiveInfo>,
+    /// Per cluster, what a WAL expiry by a retention policy keeps and
+    /// deletes, and the recoverable window before and after it (filled by
+    /// the caller with [`crate::expire::plan_wal_expiry`]; empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wal_expiry: Vec<crate::expire::WalExpiryPlan>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -457,6 +462,7 @@ pub fn info(repo: &Repository) -> Result<PgInfo> {
     Ok(PgInfo {
         backups: list.iter().map(backup_info).collect::<Result<_>>()?,
         archives,
+        wal_expiry: Vec::new(),
     })
 }
 
