@@ -44,6 +44,7 @@ use lifeboat_repo::{Repository, SnapshotEntry};
 use lifeboat_types::Timestamp;
 
 use crate::archive::namespace;
+use crate::backup::SOURCE_KIND;
 use crate::error::Result;
 use crate::inspect::{
     archive_info_with, backup_wal, backups, of_system, recovery_path, ArchiveInfo, PROBE_AHEAD,
@@ -140,7 +141,11 @@ pub(crate) fn plan_core(
     let window_from = kept[base..].iter().map(|k| k.first).min().unwrap_or(0);
     let mut tls: BTreeSet<u32> = all.iter().map(|t| t.timeline).collect();
     tls.extend(kept.iter().map(|k| k.timeline));
-    let floor_of = |tl: u32| all.iter().find(|t| t.timeline == tl).map_or(0, |t| floor(t, size));
+    let floor_of = |tl: u32| {
+        all.iter()
+            .find(|t| t.timeline == tl)
+            .map_or(0, |t| floor(t, size))
+    };
     let mut ranges = Vec::new();
     for &tl in &tls {
         ranges.push(Range {
@@ -194,7 +199,9 @@ pub(crate) fn plan_core(
             }
         }
     }
-    ranges.sort_by(|a, b| (a.timeline, a.from).cmp(&(b.timeline, b.from)));
+    ranges.sort_by(|a, b| {
+        (a.timeline, a.from, a.to, &a.reason).cmp(&(b.timeline, b.from, b.to, &b.reason))
+    });
     ranges.dedup();
     let is_kept = |tl: u32, n: u64| ranges.iter().any(|r| r.holds(tl, n));
     let mut doomed = Vec::new();
@@ -339,7 +346,12 @@ pub fn plan_wal_expiry(
     let keys: HashSet<String> = listing.keys().cloned().collect();
     let every = backups(repo)?;
     let before = archive_info_with(repo, system_identifier, &every, None, &keys)?;
-    let mine = of_system(kept_backups, system_identifier)?;
+    let kept_backups: Vec<SnapshotEntry> = kept_backups
+        .iter()
+        .filter(|s| s.snapshot.source_kind == SOURCE_KIND && !s.snapshot.partial)
+        .cloned()
+        .collect();
+    let mine = of_system(&kept_backups, system_identifier)?;
     let mut plan = WalExpiryPlan {
         system_identifier: system_identifier.to_string(),
         window_start: window_start.to_string(),

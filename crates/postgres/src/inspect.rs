@@ -253,7 +253,12 @@ fn walk(
 /// reads a segment from the newest timeline of the path that has begun by
 /// then). `None` when `target`'s history does not leave `base` after the
 /// backup began: recovery from the backup cannot reach `target`.
-pub(crate) fn recovery_path(base: u32, start: Lsn, target: &Timeline, size: u64) -> Option<Vec<(u32, u64)>> {
+pub(crate) fn recovery_path(
+    base: u32,
+    start: Lsn,
+    target: &Timeline,
+    size: u64,
+) -> Option<Vec<(u32, u64)>> {
     if target.timeline == base {
         return Some(vec![(base, 0)]);
     }
@@ -302,7 +307,11 @@ fn path_end(
 
 /// Where a backup's WAL begins and ends: its first and last segment, and its
 /// start LSN; damage, named, when the segment names it records are not ones.
-pub(crate) fn backup_wal(e: &SnapshotEntry, m: &BackupMeta, size: u64) -> Result<(Segment, Segment, Lsn)> {
+pub(crate) fn backup_wal(
+    e: &SnapshotEntry,
+    m: &BackupMeta,
+    size: u64,
+) -> Result<(Segment, Segment, Lsn)> {
     let segment = |name: &str| {
         Segment::parse(name, size).ok_or_else(|| {
             PgError::Repo(RepoError::Corrupt {

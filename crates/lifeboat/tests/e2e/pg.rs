@@ -2324,8 +2324,7 @@ fn expired_names(v: &serde_json::Value) -> Vec<(u64, String)> {
 
 /// The (id, wal_start, wal_stop) of each base backup, oldest first.
 fn backup_wal_ranges(env: &PgEnv) -> Vec<(String, String, String)> {
-    let info: serde_json::Value =
-        serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
     info["backups"]
         .as_array()
         .unwrap()
@@ -2430,7 +2429,16 @@ fn wal_expiry_keeps_what_kept_backups_and_the_window_need() {
         doomed.iter().any(|(_, n)| n == old_start),
         "the older backup's WAL goes: {v}"
     );
-    assert!(doomed.iter().all(|(_, n)| n[..24] < *new_start.as_str()), "{v}");
+    assert!(
+        doomed
+            .iter()
+            .any(|(_, n)| n.starts_with(old_start.as_str()) && n.ends_with(".backup")),
+        "and the backup history file PostgreSQL archived for it: {v}"
+    );
+    assert!(
+        doomed.iter().all(|(_, n)| n[..24] < *new_start.as_str()),
+        "{v}"
+    );
     let (_d2, mut server, _) = restore_and_start(&env, &["--target-timeline", "current"]);
     let got = ids_of(&server);
     assert_eq!(
@@ -2443,10 +2451,14 @@ fn wal_expiry_keeps_what_kept_backups_and_the_window_need() {
 }
 
 /// A backup on timeline 1, a restore to a point promoted onto timeline 2
-/// that archives into the same repository: expiry with the backup as the
-/// window's base deletes only the WAL before it, keeps timeline 1 from its
-/// start (the branch segment included), all of timeline 2 and its history;
-/// a restore to the latest point on timeline 2 works afterwards.
+/// that archives into the same repository, a backup there. Expiry keeping
+/// the first backup only (the window's base) deletes only the WAL before
+/// it, keeps timeline 1 from its start (the branch segment included), all
+/// of timeline 2 and its history; a restore from it to the latest point on
+/// timeline 2 works afterwards. Keeping both, the timeline-2 backup the
+/// base: the timeline-1 backup keeps its start..stop and restores to
+/// consistency, the WAL between them goes, and the timeline-2 backup
+/// restores to the latest point.
 #[test]
 fn wal_expiry_across_a_timeline_switch_keeps_both_timelines() {
     let env = PgEnv::new();
@@ -2481,12 +2493,30 @@ fn wal_expiry_across_a_timeline_switch_keeps_both_timelines() {
         .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
         .unwrap();
     wait_archived(&tl2, &seg);
+    // A backup on timeline 2, and a row after it.
+    let url = tl2.conninfo("postgres");
+    let pgdata = tl2.pgdata.to_str().unwrap().to_string();
+    env.ok(&[
+        "--json", "pg", "backup", "--pgdata", &pgdata, "--pg-url", &url, "--type", "full",
+    ]);
+    tl2.psql(
+        "postgres",
+        "insert into users values (5002, 'tl2b@example.com', '{}')",
+    )
+    .unwrap();
+    let seg = tl2
+        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    wait_archived(&tl2, &seg);
     tl2.stop().unwrap();
 
     let ranges = backup_wal_ranges(&env);
-    let [(b1, b1_start, _)] = &ranges[..] else {
-        panic!("one backup: {ranges:?}")
+    let [(b1, b1_start, b1_stop), (b2, b2_start, _)] = &ranges[..] else {
+        panic!("two backups: {ranges:?}")
     };
+    assert!(b2_start.starts_with("00000002"), "{ranges:?}");
+    // Only the timeline-1 backup kept: the window from it keeps both
+    // timelines whole from its start.
     let v = wal_expire(&env, "0s", &[b1], &[]);
     let doomed = expired_names(&v);
     assert!(!doomed.is_empty(), "{v}");
@@ -2497,18 +2527,60 @@ fn wal_expiry_across_a_timeline_switch_keeps_both_timelines() {
     }
     let timelines = v["plans"][0]["timelines"].as_array().unwrap();
     assert_eq!(timelines.len(), 2, "{v}");
-    assert_eq!(v["reports"][0]["deleted"].as_u64(), Some(doomed.len() as u64));
+    assert_eq!(
+        v["reports"][0]["deleted"].as_u64(),
+        Some(doomed.len() as u64)
+    );
     // The archive is whole from the backup on, on both timelines.
-    let info: serde_json::Value =
-        serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
     for t in info["archives"][0]["timelines"].as_array().unwrap() {
         assert_eq!(t["gaps"].as_array().unwrap().len(), 0, "{info}");
     }
-    assert!(info["archives"][0]["timelines"][1]["history"].is_object(), "{info}");
+    assert!(
+        info["archives"][0]["timelines"][1]["history"].is_object(),
+        "{info}"
+    );
 
-    let (_d3, mut again, _) = restore_and_start(&env, &["--target-timeline", "latest"]);
+    let (_d3, mut again, _) = restore_and_start(&env, &[b1, "--target-timeline", "latest"]);
     let got = ids_of(&again);
-    assert_eq!(got.len(), 1101, "log:\n{}", again.log());
-    assert_eq!(got.last(), Some(&5001));
+    assert_eq!(got.len(), 1102, "log:\n{}", again.log());
+    assert_eq!(got.last(), Some(&5002));
     again.stop().unwrap();
+
+    // Both kept, the timeline-2 backup the window's base: the timeline-1
+    // backup keeps its start..stop; the WAL of both timelines between it
+    // and the timeline-2 backup goes (timeline 1's past the branch too).
+    let v = wal_expire(&env, "0s", &[b1, b2], &[]);
+    let doomed = expired_names(&v);
+    assert!(doomed.iter().any(|(tl, _)| *tl == 1), "{v}");
+    for (tl, name) in &doomed {
+        let seg = &name[..24];
+        assert!(!name.ends_with(".history"), "{v}");
+        match tl {
+            1 => assert!(
+                seg > b1_stop.as_str() || seg < b1_start.as_str(),
+                "{name}: {v}"
+            ),
+            2 => assert!(seg[8..] < b2_start[8..], "{name}: {v}"),
+            _ => panic!("{name}: {v}"),
+        }
+    }
+    let (_d4, mut latest, _) = restore_and_start(&env, &[b2, "--target-timeline", "latest"]);
+    let got = ids_of(&latest);
+    assert_eq!(got.len(), 1102, "log:\n{}", latest.log());
+    assert_eq!(got.last(), Some(&5002));
+    latest.stop().unwrap();
+    let (_d5, mut old, _) = restore_and_start(
+        &env,
+        &[
+            b1,
+            "--immediate",
+            "--target-action",
+            "promote",
+            "--target-timeline",
+            "current",
+        ],
+    );
+    assert_eq!(ids_of(&old).len(), 1000, "log:\n{}", old.log());
+    old.stop().unwrap();
 }
