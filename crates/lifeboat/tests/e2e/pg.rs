@@ -2386,6 +2386,25 @@ fn wal_expiry_keeps_what_kept_backups_and_the_window_need() {
         "{plan}"
     );
 
+    // pg info shows the same plan per timeline, with the window after it.
+    let text = env.ok(&[
+        "pg",
+        "info",
+        "--pitr-window",
+        "0s",
+        "--keep",
+        old,
+        "--keep",
+        new,
+    ]);
+    for want in [
+        format!("backup {} start..stop", &old[..8]),
+        format!("deletes {} file(s)", doomed.len()),
+        "recoverable after:".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in:\n{text}");
+    }
+
     // Killed before its third deletion: the two oldest are gone.
     let mut args = vec!["pg", "wal-expire", "--pitr-window", "0s"];
     args.extend(["--keep", old, "--keep", new]);
