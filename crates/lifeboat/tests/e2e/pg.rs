@@ -2417,6 +2417,22 @@ fn wal_expiry_keeps_what_kept_backups_and_the_window_need() {
     assert!(!killed.status.success(), "{}", stderr(&killed));
     let left = expired_names(&wal_expire(&env, "0s", &[old, new], &["--dry-run"]));
     assert_eq!(left[..], doomed[2..], "the oldest two went first");
+    // Both backups restore as they are, killed run or not.
+    for (snapshot, rows) in [(old.as_str(), 1000), (new.as_str(), 1400)] {
+        let (_d, mut server, _) = restore_and_start(
+            &env,
+            &[
+                snapshot,
+                "--immediate",
+                "--target-action",
+                "promote",
+                "--target-timeline",
+                "current",
+            ],
+        );
+        assert_eq!(ids_of(&server).len(), rows, "log:\n{}", server.log());
+        server.stop().unwrap();
+    }
     let done = wal_expire(&env, "0s", &[old, new], &[]);
     assert_eq!(
         done["reports"][0]["deleted"].as_u64(),
