@@ -624,9 +624,9 @@ fn expiry_plans(
     Ok(plans)
 }
 
-fn print_expiry(p: &pg::expire::WalExpiryPlan) {
+pub(crate) fn print_expiry(p: &pg::expire::WalExpiryPlan, window: &str) {
     outln!(
-        "\nWAL expiry of system {} (window from {}):",
+        "\nWAL expiry of system {} (point-in-time-recovery window {window}, from {}):",
         p.system_identifier,
         p.window_start
     );
@@ -678,7 +678,7 @@ fn wal_expire(ctx: &Ctx, args: &PgInfoArgs, dry_run: bool) -> Result<()> {
         return Ok(());
     }
     for p in &plans {
-        print_expiry(p);
+        print_expiry(p, args.pitr_window.as_deref().unwrap_or("?"));
     }
     for r in &reports {
         outln!("deleted {} file(s), {}", r.deleted, size(r.bytes));
@@ -689,7 +689,28 @@ fn wal_expire(ctx: &Ctx, args: &PgInfoArgs, dry_run: bool) -> Result<()> {
 fn info(ctx: &Ctx, args: &PgInfoArgs) -> Result<()> {
     let repo = ctx.open()?;
     let mut info = pg::inspect::info(&repo)?;
-    info.wal_expiry = expiry_plans(&repo, args)?;
+    // What WAL expiry would do: with --pitr-window as asked, else what the
+    // retention policies would do now (a `forget --dry-run`).
+    let mut windows: Vec<String> = Vec::new();
+    let mut note = None;
+    if args.pitr_window.is_some() {
+        info.wal_expiry = expiry_plans(&repo, args)?;
+        windows = vec![args.pitr_window.clone().unwrap_or_default(); info.wal_expiry.len()];
+    } else if !info.backups.is_empty() {
+        let opts = lifeboat_ops::retention::ForgetOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        match lifeboat_ops::retention::forget(&repo, &ctx.session.file, &opts) {
+            Ok(r) => {
+                for w in r.wal {
+                    windows.push(w.window);
+                    info.wal_expiry.push(w.plan);
+                }
+            }
+            Err(e) => note = Some(format!("the retention policy cannot be applied: {e}")),
+        }
+    }
     if ctx.json {
         print_json(&json!(info));
         return Ok(());
@@ -766,8 +787,11 @@ fn info(ctx: &Ctx, args: &PgInfoArgs) -> Result<()> {
                 .unwrap_or("? (no backup has all the WAL it needs)")
         );
     }
-    for p in &info.wal_expiry {
-        print_expiry(p);
+    for (p, w) in info.wal_expiry.iter().zip(&windows) {
+        print_expiry(p, w);
+    }
+    if let Some(n) = note {
+        outln!("\n{n}");
     }
     Ok(())
 }

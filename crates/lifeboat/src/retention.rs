@@ -201,6 +201,18 @@ fn print_forget(r: &ForgetReport) {
             r.held_since_plan.len()
         );
     }
+    for w in &r.wal {
+        crate::pg::print_expiry(&w.plan, &w.window);
+        match &w.deleted {
+            Some(d) => outln!(
+                "  deleted {} WAL file(s), {}",
+                d.deleted,
+                crate::output::size(d.bytes)
+            ),
+            None if r.dry_run => outln!("  dry run: no WAL deleted"),
+            None => {}
+        }
+    }
 }
 
 /// `--until`: a date (`2027-01-31`, the start of that day in UTC) or an

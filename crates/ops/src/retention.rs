@@ -11,8 +11,19 @@
 //! default ([`kind_default`]); files and streams have none, and a series
 //! without any policy keeps everything ("no policy: nothing forgotten").
 //! Holds are read before the plan and again right before deleting.
+//!
+//! For PostgreSQL base backups, `forget` then expires the archived WAL
+//! (`lifeboat_postgres::expire`) per cluster: what the kept backups need
+//! to become consistent, and everything from the base of the
+//! point-in-time-recovery window on. The window is the source's
+//! `pitr_window`, else the span of its `keep_daily` rule (in days), else of
+//! its `keep_within`, else none (recovery from the newest backup on). The
+//! WAL plan is made from the final kept set (after the second look at the
+//! holds) and before the snapshots are deleted; the WAL goes after them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use lifeboat_postgres::expire::{self, WalExpiryPlan, WalExpiryReport};
 
 use lifeboat_repo::retention::{self, Candidate, Policy, Reason, TimeZone, Within};
 use lifeboat_repo::{Hold, Repository, SnapshotId, Timestamp};
@@ -124,6 +135,124 @@ pub struct ForgetReport {
     pub forgotten: usize,
     /// Snapshots the plan forgot but a hold placed since protected.
     pub held_since_plan: Vec<SnapshotId>,
+    /// WAL expiry per PostgreSQL cluster whose base backups were in scope.
+    pub wal: Vec<WalExpiry>,
+}
+
+/// The WAL expiry of one cluster: the window, the plan, and (unless a dry
+/// run) what was deleted.
+#[derive(Clone, Debug, Serialize)]
+pub struct WalExpiry {
+    /// The point-in-time-recovery window, as configured or derived
+    /// (`30d`), and where it came from.
+    pub window: String,
+    /// What is kept and deleted, per timeline, and the recoverable window
+    /// before and after.
+    pub plan: WalExpiryPlan,
+    /// What was deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<WalExpiryReport>,
+}
+
+/// The point-in-time-recovery window of a PostgreSQL series: `pitr_window`,
+/// else the span of `keep_daily`, else `keep_within`, else none.
+fn pitr_window(cfg: &FileConfig, source: &str, policy: &Policy) -> Result<(Within, String)> {
+    if let Some(w) = cfg
+        .postgres
+        .get(source)
+        .map(|s| s.pitr_window())
+        .transpose()?
+        .flatten()
+    {
+        return Ok((w, format!("{w} (pitr_window)")));
+    }
+    if let Some(d) = policy.keep_daily.filter(|&d| d > 0) {
+        let w = Within {
+            days: d,
+            ..Within::default()
+        };
+        return Ok((w, format!("{w} (the span of keep_daily)")));
+    }
+    if let Some(w) = policy.keep_within.filter(|w| !w.is_zero()) {
+        return Ok((w, format!("{w} (the span of keep_within)")));
+    }
+    Ok((
+        Within::default(),
+        "none (no pitr_window, keep_daily or keep_within)".into(),
+    ))
+}
+
+/// Plans the WAL expiry of every cluster a PostgreSQL series in `series`
+/// belongs to: kept are all its base backups but those `forgotten`.
+fn plan_wal(
+    repo: &Repository,
+    series: &[Series],
+    windows: &BTreeMap<(String, String), (Within, String)>,
+    forgotten: &HashSet<SnapshotId>,
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Result<Vec<WalExpiry>> {
+    if !series
+        .iter()
+        .any(|s| s.kind == lifeboat_postgres::SOURCE_KIND)
+    {
+        return Ok(Vec::new());
+    }
+    let backups = lifeboat_postgres::inspect::backups(repo)?;
+    let mut system_of: BTreeMap<SnapshotId, String> = BTreeMap::new();
+    for b in &backups {
+        let meta = lifeboat_postgres::meta::BackupMeta::of(b)?;
+        system_of.insert(b.id, meta.system_identifier.to_string());
+    }
+    // The widest window of the series in scope, per cluster.
+    let mut per_system: BTreeMap<String, (Within, String)> = BTreeMap::new();
+    for s in series
+        .iter()
+        .filter(|s| s.kind == lifeboat_postgres::SOURCE_KIND)
+    {
+        let Some(w) = windows.get(&(s.hostname.clone(), s.source.clone())) else {
+            continue;
+        };
+        for e in &s.snapshots {
+            let Some(system) = system_of.get(&e.id) else {
+                continue;
+            };
+            let start = |w: &Within| {
+                now.to_zoned(tz.clone())
+                    .checked_sub(w.span())
+                    .map(|z| z.timestamp())
+                    .unwrap_or(Timestamp::MIN)
+            };
+            per_system
+                .entry(system.clone())
+                .and_modify(|cur| {
+                    if start(&w.0) < start(&cur.0) {
+                        *cur = w.clone();
+                    }
+                })
+                .or_insert_with(|| w.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for (system, (within, why)) in per_system {
+        let kept: Vec<_> = backups
+            .iter()
+            .filter(|b| system_of.get(&b.id) == Some(&system) && !forgotten.contains(&b.id))
+            .cloned()
+            .collect();
+        let window_start = now
+            .to_zoned(tz.clone())
+            .checked_sub(within.span())
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MIN);
+        let plan = expire::plan_wal_expiry(repo, &system, &kept, window_start)?;
+        out.push(WalExpiry {
+            window: why,
+            plan,
+            deleted: None,
+        });
+    }
+    Ok(out)
 }
 
 /// The policy of series `(kind, name)` and where it came from: flags
@@ -242,9 +371,16 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
     }
 
     let mut series = Vec::with_capacity(groups.len());
+    let mut windows: BTreeMap<(String, String), (Within, String)> = BTreeMap::new();
     let (mut kept, mut forgotten) = (0, 0);
     for ((kind, hostname, source), members) in groups {
         let (policy, from) = policy_for(cfg, &kind, &source, &opts.flags)?;
+        if kind == lifeboat_postgres::SOURCE_KIND {
+            windows.insert(
+                (hostname.clone(), source.clone()),
+                pitr_window(cfg, &source, &policy)?,
+            );
+        }
         if from != PolicyFrom::None && policy.is_empty() {
             return Err(Error::usage(format!(
                 "the retention policy of {kind} source {source:?} on {hostname} would keep nothing (every keep_* rule is zero or absent); set one, e.g. --keep-daily 7"
@@ -302,8 +438,15 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
         kept,
         forgotten,
         held_since_plan: Vec::new(),
+        wal: Vec::new(),
     };
-    if opts.dry_run || forgotten == 0 {
+    if opts.dry_run {
+        let doomed: HashSet<SnapshotId> = report
+            .series
+            .iter()
+            .flat_map(|s| s.snapshots.iter().filter(|e| !e.keep).map(|e| e.id))
+            .collect();
+        report.wal = plan_wal(repo, &report.series, &windows, &doomed, &tz, now)?;
         return Ok(report);
     }
     // A hold placed while the plan was made still protects.
@@ -325,7 +468,14 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
             }
         }
     }
+    // The WAL plan from the final kept set, before the snapshots go (the
+    // `.backup` files of forgotten backups are found by their names).
+    let doomed_set: HashSet<SnapshotId> = doomed.iter().copied().collect();
+    report.wal = plan_wal(repo, &report.series, &windows, &doomed_set, &tz, now)?;
     repo.delete_snapshots(&doomed)?;
+    for w in &mut report.wal {
+        w.deleted = Some(expire::expire_wal(repo, &w.plan, None)?);
+    }
     Ok(report)
 }
 

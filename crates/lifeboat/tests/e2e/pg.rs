@@ -2619,3 +2619,159 @@ fn wal_expiry_across_a_timeline_switch_keeps_both_timelines() {
     assert_eq!(ids_of(&old).len(), 1000, "log:\n{}", old.log());
     old.stop().unwrap();
 }
+
+/// `forget` itself expires WAL, across a timeline switch: a backup on
+/// timeline 1, a restore promoted onto timeline 2 archiving into the same
+/// repository, two backups there (one series), then `forget` keeping the
+/// newest of each series and no point-in-time window. The older timeline-2
+/// backup is forgotten; the WAL between the timeline-1 backup's stop and the
+/// newest backup goes, the history file stays, the timeline-1 backup still
+/// restores to consistency and the newest to the latest point. A dry run
+/// first says the same and deletes nothing; `pg info` shows the policy's plan.
+#[test]
+fn forget_expires_wal_across_a_timeline_switch() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    archive_now(&pg);
+    backup_ok(&env, &pg, &[]);
+    insert_users(&pg, 1001, 1100);
+    pg.psql("postgres", "select pg_create_restore_point('fork')")
+        .unwrap();
+    insert_users(&pg, 1101, 1200);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let (_d2, mut tl2, _) = restore_and_start(
+        &env,
+        &[
+            "--target-name",
+            "fork",
+            "--target-action",
+            "promote",
+            "--archive-mode",
+            "preserve",
+        ],
+    );
+    let url = tl2.conninfo("postgres");
+    let pgdata = tl2.pgdata.to_str().unwrap().to_string();
+    let switch = |s: &LocalServer| {
+        let seg = s
+            .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+            .unwrap();
+        wait_archived(s, &seg);
+    };
+    for (id, email) in [(5001, "a@tl2"), (5002, "b@tl2")] {
+        tl2.psql(
+            "postgres",
+            &format!("insert into users values ({id}, '{email}', '{{}}')"),
+        )
+        .unwrap();
+        switch(&tl2);
+        env.ok(&[
+            "--json", "pg", "backup", "--pgdata", &pgdata, "--pg-url", &url,
+        ]);
+    }
+    tl2.psql("postgres", "insert into users values (5003, 'c@tl2', '{}')")
+        .unwrap();
+    switch(&tl2);
+    tl2.stop().unwrap();
+    let ranges = backup_wal_ranges(&env);
+    let [(b1, b1_start, b1_stop), (b2, _, _), (b3, b3_start, _)] = &ranges[..] else {
+        panic!("three backups: {ranges:?}")
+    };
+    assert!(b3_start.starts_with("00000002"), "{ranges:?}");
+
+    let policy = [
+        "--keep-last",
+        "1",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+        "--keep-yearly",
+        "0",
+    ];
+    let forget = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--json", "forget"];
+        args.extend_from_slice(&policy);
+        args.extend_from_slice(extra);
+        serde_json::from_str(&env.ok(&args)).unwrap()
+    };
+    let doomed = |v: &serde_json::Value| -> Vec<(u64, String)> {
+        let plan = &v["wal"][0]["plan"];
+        plan["timelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| {
+                let tl = t["timeline"].as_u64().unwrap();
+                t["delete"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |f| (tl, f["name"].as_str().unwrap().to_string()))
+            })
+            .collect()
+    };
+    let dry = forget(&["--dry-run"]);
+    assert_eq!(
+        dry["wal"].as_array().unwrap().len(),
+        1,
+        "one cluster: {dry}"
+    );
+    let planned = doomed(&dry);
+    assert!(!planned.is_empty(), "{dry}");
+    assert!(dry["wal"][0].get("deleted").is_none(), "{dry}");
+    assert_eq!(
+        backup_wal_ranges(&env).len(),
+        3,
+        "a dry run forgets nothing"
+    );
+    let info = env.ok(&["pg", "info"]);
+    assert!(
+        info.contains("WAL expiry of system") && info.contains("recoverable after:"),
+        "{info}"
+    );
+
+    let done = forget(&[]);
+    assert_eq!(doomed(&done), planned, "{done}");
+    assert_eq!(
+        done["wal"][0]["deleted"]["deleted"].as_u64(),
+        Some(planned.len() as u64),
+        "{done}"
+    );
+    let left: Vec<String> = backup_wal_ranges(&env).into_iter().map(|r| r.0).collect();
+    assert_eq!(left, vec![b1.clone(), b3.clone()], "{b2} forgotten: {done}");
+    for (tl, name) in &planned {
+        assert!(!name.ends_with(".history"), "{name}");
+        let seg = &name[..24];
+        match tl {
+            1 => assert!(
+                seg < b1_start.as_str() || seg > b1_stop.as_str(),
+                "{name} is needed by the timeline-1 backup"
+            ),
+            2 => assert!(seg[8..] < b3_start[8..], "{name} is needed by the newest"),
+            _ => panic!("{name}"),
+        }
+    }
+    let (_d3, mut latest, _) = restore_and_start(&env, &["--target-timeline", "latest"]);
+    let got = ids_of(&latest);
+    assert_eq!(got.last(), Some(&5003), "log:\n{}", latest.log());
+    assert_eq!(got.len(), 1103, "log:\n{}", latest.log());
+    latest.stop().unwrap();
+    let (_d4, mut old, _) = restore_and_start(
+        &env,
+        &[
+            b1,
+            "--immediate",
+            "--target-action",
+            "promote",
+            "--target-timeline",
+            "current",
+        ],
+    );
+    assert_eq!(ids_of(&old).len(), 1000, "log:\n{}", old.log());
+    old.stop().unwrap();
+}
