@@ -116,6 +116,11 @@ pub(crate) struct PgBackupArgs {
     /// The source's name in snapshots (default: the data directory)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// Record the snapshot under this time (RFC 3339), as restic's
+    /// `backup --time`: for imports and retention tests. Restores still
+    /// choose a backup by when it really ended
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -313,6 +318,11 @@ fn backup(ctx: &Ctx, args: &PgBackupArgs) -> Result<()> {
     opts.full = args.backup_type == "full";
     opts.fast_checkpoint = !args.no_fast_checkpoint;
     opts.allow_checksum_errors = args.allow_checksum_errors;
+    opts.time = args
+        .time
+        .as_deref()
+        .map(crate::commands::parse_time)
+        .transpose()?;
     opts.archive_timeout = Duration::from_secs(
         args.archive_timeout
             .or(src.archive_timeout)

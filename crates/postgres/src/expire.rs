@@ -379,7 +379,7 @@ pub fn plan_wal_expiry(
             first: first.number,
             stop: stop.number,
             start,
-            end: e.snapshot.end_time,
+            end: crate::meta::real_end(e),
         });
     }
     let mut starts = Vec::new();

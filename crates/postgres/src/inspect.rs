@@ -141,13 +141,17 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The PostgreSQL base backups in the repository, oldest first.
+/// The PostgreSQL base backups in the repository, oldest first by when
+/// they really ended (a backup recorded under another time with `pg backup
+/// --time` sorts by its real end).
 pub fn backups(repo: &Repository) -> Result<Vec<SnapshotEntry>> {
-    Ok(repo
+    let mut list: Vec<SnapshotEntry> = repo
         .snapshots()?
         .into_iter()
         .filter(|s| s.snapshot.source_kind == SOURCE_KIND && !s.snapshot.partial)
-        .collect())
+        .collect();
+    list.sort_by_key(crate::meta::real_end);
+    Ok(list)
 }
 
 fn backup_info(e: &SnapshotEntry) -> Result<BackupInfo> {
@@ -413,7 +417,7 @@ pub(crate) fn archive_info_with(
         // both ends on it).
         let whole = (first.number..=stop.number).all(|number| has(&Segment { number, ..first }));
         if whole {
-            out.recoverable_from = Some(b.snapshot.end_time.to_string());
+            out.recoverable_from = Some(crate::meta::real_end(b).to_string());
             break;
         }
     }

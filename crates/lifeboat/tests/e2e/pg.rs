@@ -2775,3 +2775,44 @@ fn forget_expires_wal_across_a_timeline_switch() {
     assert_eq!(ids_of(&old).len(), 1000, "log:\n{}", old.log());
     old.stop().unwrap();
 }
+
+/// `pg backup --time` records the snapshot under the time given (a future
+/// one here), while restores still choose a backup by when it really ended:
+/// a point-in-time restore to just now picks it and recovers every row to
+/// that point. A time that does not read is a usage error.
+#[test]
+fn a_base_backup_recorded_under_another_time_restores_by_its_real_end() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    let bad = backup_json(&env, &pg, &["--time", "next tuesday"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--time"), "{}", stderr(&bad));
+    backup_ok(&env, &pg, &["--time", "2030-01-01T00:00:00Z"]);
+    insert_users(&pg, 1001, 1100);
+    let time = pg
+        .psql(
+            "postgres",
+            "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+        .unwrap();
+    insert_users(&pg, 1101, 1200);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "snapshots"])).unwrap();
+    assert_eq!(list[0]["start_time"], "2030-01-01T00:00:00Z", "{list}");
+    let (_d, mut server, _) = restore_and_start(
+        &env,
+        &[
+            "--target-time",
+            &time,
+            "--target-action",
+            "promote",
+            "--target-timeline",
+            "current",
+        ],
+    );
+    let got = ids_of(&server);
+    assert_eq!(got.len(), 1100, "log:\n{}", server.log());
+    server.stop().unwrap();
+}
