@@ -330,6 +330,7 @@ mod tests {
                 oid: "16400".into(),
                 location: "/srv/ts".into(),
             }],
+            stop_time: None,
         };
         let s = snapshot_with(meta.entries().unwrap());
         // The identifier is text in JSON: numbers lose digits past 2^53.
