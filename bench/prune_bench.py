@@ -65,6 +65,13 @@ def main():
         "XDG_CACHE_HOME": os.path.join(a.work, "cache"),
     })
     subprocess.run([LIFEBOAT, "repo", "init"], env=env, check=True, capture_output=True)
+    # A key-file slot too: unattended lifeboat opens with key material
+    # (BLAKE3), not a passphrase (Argon2id, 64 MiB): prune is measured both ways.
+    key = os.path.join(a.work, "key")
+    with open(key, "wb") as f:
+        f.write(os.urandom(32))
+    subprocess.run([LIFEBOAT, "repo", "key", "add", "--new-key-file", key], env=env, check=True,
+                   capture_output=True)
     subprocess.run(["restic", "init"], env=env, check=True, capture_output=True)
 
     t0 = time.perf_counter()
@@ -84,14 +91,19 @@ def main():
     run([LIFEBOAT, "--quiet", "forget", "--keep-last", str(a.keep)], env=env)
     run(["restic", "forget", "--keep-last", str(a.keep)], env=env)
 
+    # The same forgotten repository twice, to prune once per way of opening it.
+    keyed = env["LIFEBOAT_REPO"] + "-keyed"
+    subprocess.run(["cp", "-a", env["LIFEBOAT_REPO"], keyed], check=True)
+    env_keyed = dict(env, LIFEBOAT_REPO=keyed)
+    del env_keyed["LIFEBOAT_PASSWORD"]
     rows = {}
-    for tool, cmd in [
-        ("lifeboat", [LIFEBOAT, "--quiet", "prune"]),
-        ("restic", ["restic", "prune"]),
+    for tool, cmd, e, repo in [
+        ("lifeboat", [LIFEBOAT, "--quiet", "prune"], env, env["LIFEBOAT_REPO"]),
+        ("lifeboat (key file)", [LIFEBOAT, "--quiet", "--key-file", key, "prune"], env_keyed, keyed),
+        ("restic", ["restic", "prune"], env, env["RESTIC_REPOSITORY"]),
     ]:
-        repo = env["LIFEBOAT_REPO"] if tool == "lifeboat" else env["RESTIC_REPOSITORY"]
         before = du(repo)
-        secs, rss, _ = run(cmd, env=env)
+        secs, rss, _ = run(cmd, env=e)
         after = du(repo)
         rows[tool] = (secs, rss, before, after)
         print(f"{tool}: {secs:.1f} s, {rss:.0f} MiB, {before / 2**20:.0f} -> {after / 2**20:.0f} MiB", flush=True)
@@ -111,17 +123,21 @@ def main():
         "| | time | peak RSS | repository before | after | freed |",
         "|---|---|---|---|---|---|",
     ]
-    for tool in ("lifeboat", "restic"):
+    for tool in ("lifeboat", "lifeboat (key file)", "restic"):
         s, r, b, af = rows[tool]
         lines.append(f"| {tool} prune | {s:.1f} s | {r:.0f} MiB | {b / 2**20:.0f} MiB | "
                      f"{af / 2**20:.0f} MiB | {(b - af) / 2**20:.0f} MiB |")
+    lk = rows["lifeboat (key file)"]
     t_ratio = lb[0] / rs[0] if rs[0] else float("inf")
     m_ratio = lb[1] / rs[1] if rs[1] else float("inf")
+    mk_ratio = lk[1] / rs[1] if rs[1] else float("inf")
     f_diff = abs(freed_lb - freed_rs) / freed_rs if freed_rs else 0.0
     lines += [
         "",
         f"- time: {t_ratio:.2f}x restic's (goal <= 0.5x): {'met' if t_ratio <= 0.5 else 'NOT met'}",
-        f"- peak RSS: {m_ratio:.2f}x restic's (goal <= 0.5x): {'met' if m_ratio <= 0.5 else 'NOT met'}",
+        f"- peak RSS: {m_ratio:.2f}x restic's with a passphrase (goal <= 0.5x): "
+        f"{'met' if m_ratio <= 0.5 else 'NOT met'} (Argon2id's 64 MiB is the floor of any command "
+        f"opened with a passphrase); {mk_ratio:.2f}x with a key file: {'met' if mk_ratio <= 0.5 else 'NOT met'}",
         f"- space freed: {freed_lb / 2**20:.0f} MiB vs {freed_rs / 2**20:.0f} MiB, "
         f"{f_diff * 100:.1f} % apart (goal within 5 %): {'met' if f_diff <= 0.05 else 'NOT met'}",
         "",

@@ -348,12 +348,20 @@ fn snapshot_json(e: &SnapshotEntry) -> serde_json::Value {
 pub(crate) fn snapshots(ctx: &Ctx) -> Result<()> {
     let repo = ctx.open()?;
     let all = repo.snapshots()?;
+    let holds = repo.holds()?;
     if ctx.json {
         print_json(&serde_json::Value::Array(
-            all.iter().map(snapshot_json).collect(),
+            all.iter()
+                .map(|e| {
+                    let mut v = snapshot_json(e);
+                    v["hold"] = crate::retention::holds_json(&holds, &e.id);
+                    v
+                })
+                .collect(),
         ));
         return Ok(());
     }
+    let now = Timestamp::now();
     outln!(
         "{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}paths",
         "id",
@@ -367,8 +375,13 @@ pub(crate) fn snapshots(ctx: &Ctx) -> Result<()> {
     for e in &all {
         let s = &e.snapshot;
         let partial = if s.partial { " (partial)" } else { "" };
+        let hold = holds
+            .iter()
+            .find(|h| h.snapshot == e.id)
+            .map(|h| format!(" [{}]", crate::retention::hold_text(h, now)))
+            .unwrap_or_default();
         outln!(
-            "{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}{}{partial}",
+            "{:<10}{:<22}{:<16}{:<8}{:>11}{:>11}  {:<14}{}{partial}{hold}",
             e.id.short(),
             short_time(s.start_time),
             s.hostname,

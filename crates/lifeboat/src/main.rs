@@ -12,6 +12,7 @@ mod demo;
 mod maintenance;
 mod pg;
 mod redis;
+mod retention;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,6 +139,26 @@ pub(crate) enum Command {
     Prune(maintenance::PruneArgs),
     /// Repository totals and, per snapshot, the bytes only it holds
     Stats,
+    /// Apply each source's retention policy: list every snapshot with the
+    /// rules that keep it, delete the others' snapshot objects (space comes
+    /// back with prune, or --prune)
+    Forget(retention::ForgetArgs),
+    /// Keep a snapshot whatever the retention policy says
+    Hold {
+        /// Snapshot id, unique id prefix, or `latest`
+        snapshot: String,
+        /// Why (shown by snapshots and forget)
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Stop protecting it at this date (2027-01-31, UTC) or time (RFC 3339)
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+    },
+    /// Remove a snapshot's hold
+    Release {
+        /// Snapshot id or unique id prefix
+        snapshot: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -339,6 +360,13 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
         Command::Repair(cmd) => c::repair(&ctx, cmd),
         Command::Prune(args) => maintenance::prune(&ctx, &args),
         Command::Stats => maintenance::stats(&ctx),
+        Command::Forget(args) => retention::forget(&ctx, &args),
+        Command::Hold {
+            snapshot,
+            reason,
+            until,
+        } => retention::hold(&ctx, &snapshot, &reason, until.as_deref()),
+        Command::Release { snapshot } => retention::release(&ctx, &snapshot),
         Command::Demo { .. } => Ok(()),
     }
     .map(|()| 0)

@@ -32,8 +32,24 @@ fn amount(a: &Amount) -> String {
 
 pub(crate) fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     let repo = ctx.open()?;
+    let (report, v) = prune_open(ctx, &repo, args)?;
+    if ctx.json {
+        print_json(&v);
+    } else {
+        print_prune(&report);
+    }
+    Ok(())
+}
+
+/// Prunes the open `repo`; the report and its JSON (`forget --prune` puts
+/// it inside its own).
+pub(crate) fn prune_open(
+    ctx: &Ctx,
+    repo: &lifeboat_repo::Repository,
+    args: &PruneArgs,
+) -> Result<(PruneReport, serde_json::Value)> {
     let opts = lifeboat_ops::maintenance::prune_options(
-        &repo,
+        repo,
         args.dry_run,
         args.max_unused.as_deref(),
         args.max_repack.as_deref(),
@@ -43,20 +59,15 @@ pub(crate) fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let report = repo.prune(&opts, &progress)?;
     let ms = started.elapsed().as_millis() as u64;
-    if ctx.json {
-        let mut v = json!(report);
-        if let Some(o) = v.as_object_mut() {
-            o.insert("bytes_to_free".into(), json!(report.bytes_to_free()));
-            o.insert("duration_ms".into(), json!(ms));
-        }
-        print_json(&v);
-    } else {
-        print_prune(&report);
+    let mut v = json!(report);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("bytes_to_free".into(), json!(report.bytes_to_free()));
+        o.insert("duration_ms".into(), json!(ms));
     }
-    Ok(())
+    Ok((report, v))
 }
 
-fn print_prune(r: &PruneReport) {
+pub(crate) fn print_prune(r: &PruneReport) {
     let would = if r.dry_run { "would be " } else { "" };
     outln!(
         "{} snapshot(s) use {} of {} chunk(s); {} pack(s) before",
@@ -149,7 +160,7 @@ pub(crate) fn stats(ctx: &Ctx) -> Result<()> {
         s.packs
     );
     outln!(
-        "stored {}, chunks {} raw, snapshots {} logical: {:.1}x smaller",
+        "stored {}, chunks {} raw, snapshots {} logical: dedup ratio {:.2} (logical / stored)",
         size(s.stored_bytes),
         size(s.raw_bytes),
         size(s.logical_bytes),

@@ -13,6 +13,20 @@ use serde_json::json;
 use crate::context::Ctx;
 use crate::output::{print_json, print_restore_json, rate, secs, size};
 
+/// `pg info`'s options: a WAL expiry plan to show beside the archive.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct PgInfoArgs {
+    /// Also show what WAL expiry with this point-in-time-recovery window
+    /// (e.g. 30d) keeps and deletes per timeline, and the recoverable window
+    /// after it; every backup counts as kept unless --keep names some
+    #[arg(long, value_name = "DUR")]
+    pitr_window: Option<String>,
+    /// With --pitr-window: the base backups a retention policy keeps
+    /// (snapshot ids or prefixes; repeatable; default: all)
+    #[arg(long, value_name = "ID", requires = "pitr_window")]
+    keep: Vec<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum PgCommand {
     /// Take a physical base backup (incremental when an earlier one exists)
@@ -41,7 +55,18 @@ pub(crate) enum PgCommand {
     Restore(PgRestoreArgs),
     /// List base backups, the WAL archive per timeline (with gaps) and the
     /// recoverable window
-    Info,
+    Info(PgInfoArgs),
+    /// Delete the archived WAL that the kept base backups and the
+    /// point-in-time-recovery window do not need (what `forget` will run;
+    /// for tests until then)
+    #[command(hide = true)]
+    WalExpire {
+        #[command(flatten)]
+        plan: PgInfoArgs,
+        /// Show the plan, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Take a logical backup: pg_dump of each database (custom format,
     /// streamed into the repository; directory format with --jobs) and
     /// pg_dumpall --globals-only, in one snapshot
@@ -91,6 +116,11 @@ pub(crate) struct PgBackupArgs {
     /// The source's name in snapshots (default: the data directory)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// Record the snapshot under this time (RFC 3339), as restic's
+    /// `backup --time`: for imports and retention tests. Restores still
+    /// choose a backup by when it really ended
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -253,7 +283,8 @@ pub(crate) fn run(ctx: &Ctx, cmd: PgCommand) -> Result<u8> {
         PgCommand::Restore(args) => restore(ctx, &args),
         PgCommand::Dump(args) => dump(ctx, &args),
         PgCommand::RestoreDump(args) => restore_dump(ctx, &args),
-        PgCommand::Info => info(ctx),
+        PgCommand::Info(args) => info(ctx, &args),
+        PgCommand::WalExpire { plan, dry_run } => wal_expire(ctx, &plan, dry_run),
         PgCommand::Check {
             source,
             pg_url,
@@ -287,6 +318,11 @@ fn backup(ctx: &Ctx, args: &PgBackupArgs) -> Result<()> {
     opts.full = args.backup_type == "full";
     opts.fast_checkpoint = !args.no_fast_checkpoint;
     opts.allow_checksum_errors = args.allow_checksum_errors;
+    opts.time = args
+        .time
+        .as_deref()
+        .map(crate::commands::parse_time)
+        .transpose()?;
     opts.archive_timeout = Duration::from_secs(
         args.archive_timeout
             .or(src.archive_timeout)
@@ -553,9 +589,138 @@ fn restore(ctx: &Ctx, args: &PgRestoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn info(ctx: &Ctx) -> Result<()> {
+/// The WAL expiry plans `args` asks for, one per cluster with backups.
+fn expiry_plans(
+    repo: &lifeboat_repo::Repository,
+    args: &PgInfoArgs,
+) -> Result<Vec<pg::expire::WalExpiryPlan>> {
+    let Some(window) = &args.pitr_window else {
+        return Ok(Vec::new());
+    };
+    let span = humantime::parse_duration(window)
+        .map_err(|e| Error::usage(format!("--pitr-window {window:?}: {e}")))?;
+    let window_start = std::time::SystemTime::now()
+        .checked_sub(span)
+        .and_then(|t| lifeboat_repo::Timestamp::try_from(t).ok())
+        .ok_or_else(|| Error::usage(format!("--pitr-window {window:?} is too long")))?;
+    let all = pg::inspect::backups(repo)?;
+    let kept = if args.keep.is_empty() {
+        all.clone()
+    } else {
+        let mut kept = Vec::new();
+        for spec in &args.keep {
+            let e = repo.find_snapshot(spec)?;
+            if e.snapshot.source_kind != pg::SOURCE_KIND {
+                return Err(Error::usage(format!(
+                    "--keep {spec}: snapshot {} is not a PostgreSQL base backup",
+                    e.id.short()
+                )));
+            }
+            kept.push(e);
+        }
+        kept
+    };
+    let mut systems: Vec<String> = Vec::new();
+    for b in &all {
+        let id = pg::meta::BackupMeta::of(b)?.system_identifier.to_string();
+        if !systems.contains(&id) {
+            systems.push(id);
+        }
+    }
+    let mut plans = Vec::new();
+    for s in systems {
+        plans.push(pg::expire::plan_wal_expiry(repo, &s, &kept, window_start)?);
+    }
+    Ok(plans)
+}
+
+pub(crate) fn print_expiry(p: &pg::expire::WalExpiryPlan, window: &str) {
+    outln!(
+        "\nWAL expiry of system {} (point-in-time-recovery window {window}, from {}):",
+        p.system_identifier,
+        p.window_start
+    );
+    if let Some(r) = &p.refused {
+        outln!("  nothing deleted: {r}");
+    }
+    for t in &p.timelines {
+        let kept: Vec<String> = t
+            .kept
+            .iter()
+            .map(|k| match &k.last {
+                Some(l) if *l == k.first => format!("{} ({})", k.first, k.reason),
+                Some(l) => format!("{} to {} ({})", k.first, l, k.reason),
+                None => format!("{} onward ({})", k.first, k.reason),
+            })
+            .collect();
+        outln!("  timeline {}: keeps {}", t.timeline, kept.join("; "));
+        outln!(
+            "    deletes {} file(s), {}",
+            t.delete_count,
+            size(t.delete_bytes)
+        );
+    }
+    let window = |a: &pg::inspect::ArchiveInfo| {
+        format!(
+            "{} to {}",
+            a.recoverable_from.as_deref().unwrap_or("?"),
+            a.recoverable_to.as_deref().unwrap_or("?")
+        )
+    };
+    outln!("  recoverable now:   {}", window(&p.before));
+    outln!("  recoverable after: {}", window(&p.after));
+}
+
+fn wal_expire(ctx: &Ctx, args: &PgInfoArgs, dry_run: bool) -> Result<()> {
+    if args.pitr_window.is_none() {
+        return Err(Error::usage("pg wal-expire needs --pitr-window"));
+    }
     let repo = ctx.open()?;
-    let info = pg::inspect::info(&repo)?;
+    let plans = expiry_plans(&repo, args)?;
+    let mut reports = Vec::new();
+    for p in &plans {
+        if !dry_run {
+            reports.push(pg::expire::expire_wal(&repo, p, None)?);
+        }
+    }
+    if ctx.json {
+        print_json(&json!({ "plans": plans, "reports": reports, "dry_run": dry_run }));
+        return Ok(());
+    }
+    for p in &plans {
+        print_expiry(p, args.pitr_window.as_deref().unwrap_or("?"));
+    }
+    for r in &reports {
+        outln!("deleted {} file(s), {}", r.deleted, size(r.bytes));
+    }
+    Ok(())
+}
+
+fn info(ctx: &Ctx, args: &PgInfoArgs) -> Result<()> {
+    let repo = ctx.open()?;
+    let mut info = pg::inspect::info(&repo)?;
+    // What WAL expiry would do: with --pitr-window as asked, else what the
+    // retention policies would do now (a `forget --dry-run`).
+    let mut windows: Vec<String> = Vec::new();
+    let mut note = None;
+    if args.pitr_window.is_some() {
+        info.wal_expiry = expiry_plans(&repo, args)?;
+        windows = vec![args.pitr_window.clone().unwrap_or_default(); info.wal_expiry.len()];
+    } else if !info.backups.is_empty() {
+        let opts = lifeboat_ops::retention::ForgetOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        match lifeboat_ops::retention::forget(&repo, &ctx.session.file, &opts) {
+            Ok(r) => {
+                for w in r.wal {
+                    windows.push(w.window);
+                    info.wal_expiry.push(w.plan);
+                }
+            }
+            Err(e) => note = Some(format!("the retention policy cannot be applied: {e}")),
+        }
+    }
     if ctx.json {
         print_json(&json!(info));
         return Ok(());
@@ -631,6 +796,12 @@ fn info(ctx: &Ctx) -> Result<()> {
                 .as_deref()
                 .unwrap_or("? (no backup has all the WAL it needs)")
         );
+    }
+    for (p, w) in info.wal_expiry.iter().zip(&windows) {
+        print_expiry(p, w);
+    }
+    if let Some(n) = note {
+        outln!("\n{n}");
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lifeboat_repo::retention::{self, Policy, TimeZone, Within};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -33,6 +34,145 @@ pub struct FileConfig {
     /// Redis sources by name: `[redis.cache]`.
     #[serde(default)]
     pub redis: std::collections::BTreeMap<String, RedisSource>,
+    /// `[retention]`: the time zone of retention buckets and per-kind
+    /// default policies.
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// `[retention]`: settings of `forget` shared by every source.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// The IANA time zone days, weeks, months and years are counted in
+    /// (`UTC` when absent).
+    pub timezone: Option<String>,
+    /// `[retention.files]`: the policy of files series (none when absent:
+    /// nothing forgotten).
+    pub files: Option<RetentionRules>,
+    /// `[retention.stream]`: of `files backup --stdin` series.
+    pub stream: Option<RetentionRules>,
+    /// `[retention.postgres]`: of base backups, in place of the built-in
+    /// default.
+    pub postgres: Option<RetentionRules>,
+    /// `[retention.pg_dump]`: of dumps, in place of the built-in default.
+    pub pg_dump: Option<RetentionRules>,
+    /// `[retention.redis]`: of Redis backups, in place of the built-in
+    /// default.
+    pub redis: Option<RetentionRules>,
+}
+
+/// A retention policy as the config file writes it: restic's `keep_*`
+/// rules. Counts are numbers (`-1`: no limit); spans are restic's
+/// (`7d`, `1y6m`, `2d12h`; `m` is months); `keep_tag` lists tag lists,
+/// each `a,b` (a snapshot carrying all of them is kept).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRules {
+    /// `keep_last = N`.
+    pub keep_last: Option<i64>,
+    /// `keep_hourly = N`.
+    pub keep_hourly: Option<i64>,
+    /// `keep_daily = N`.
+    pub keep_daily: Option<i64>,
+    /// `keep_weekly = N`.
+    pub keep_weekly: Option<i64>,
+    /// `keep_monthly = N`.
+    pub keep_monthly: Option<i64>,
+    /// `keep_yearly = N`.
+    pub keep_yearly: Option<i64>,
+    /// `keep_within = "7d"`.
+    pub keep_within: Option<String>,
+    /// `keep_within_hourly = "2d"`.
+    pub keep_within_hourly: Option<String>,
+    /// `keep_within_daily = "30d"`.
+    pub keep_within_daily: Option<String>,
+    /// `keep_within_weekly = "3m"`.
+    pub keep_within_weekly: Option<String>,
+    /// `keep_within_monthly = "1y"`.
+    pub keep_within_monthly: Option<String>,
+    /// `keep_within_yearly = "7y"`.
+    pub keep_within_yearly: Option<String>,
+    /// `keep_tag = ["legal", "db,final"]`.
+    #[serde(default)]
+    pub keep_tag: Vec<String>,
+    /// PostgreSQL only: how far back point-in-time recovery must reach
+    /// (`30d`); WAL older than the oldest base backup inside it may expire.
+    pub pitr_window: Option<String>,
+}
+
+impl RetentionRules {
+    /// The policy these rules say; `what` names the table in messages.
+    pub fn policy(&self, what: &str) -> Result<Policy> {
+        let count = |key: &str, v: Option<i64>| -> Result<Option<u32>> {
+            match v {
+                None => Ok(None),
+                Some(-1) => Ok(Some(retention::ALL)),
+                Some(n) if (0..i64::from(retention::ALL)).contains(&n) => Ok(Some(n as u32)),
+                Some(n) => Err(Error::usage(format!(
+                    "{key} = {n} in {what} is not a count: give 0 or more, or -1 for no limit"
+                ))),
+            }
+        };
+        let span = |key: &str, v: &Option<String>| -> Result<Option<Within>> {
+            v.as_deref()
+                .map(|t| {
+                    t.parse::<Within>()
+                        .map_err(|e| Error::usage(format!("{key} in {what}: {e}")))
+                })
+                .transpose()
+        };
+        Ok(Policy {
+            keep_last: count("keep_last", self.keep_last)?,
+            keep_hourly: count("keep_hourly", self.keep_hourly)?,
+            keep_daily: count("keep_daily", self.keep_daily)?,
+            keep_weekly: count("keep_weekly", self.keep_weekly)?,
+            keep_monthly: count("keep_monthly", self.keep_monthly)?,
+            keep_yearly: count("keep_yearly", self.keep_yearly)?,
+            keep_within: span("keep_within", &self.keep_within)?,
+            keep_within_hourly: span("keep_within_hourly", &self.keep_within_hourly)?,
+            keep_within_daily: span("keep_within_daily", &self.keep_within_daily)?,
+            keep_within_weekly: span("keep_within_weekly", &self.keep_within_weekly)?,
+            keep_within_monthly: span("keep_within_monthly", &self.keep_within_monthly)?,
+            keep_within_yearly: span("keep_within_yearly", &self.keep_within_yearly)?,
+            keep_tags: tag_lists(&self.keep_tag),
+        })
+    }
+}
+
+/// Tag lists as `keep_tag`/`--keep-tag` write them: each `a,b`.
+pub fn tag_lists(items: &[String]) -> Vec<Vec<String>> {
+    items
+        .iter()
+        .map(|l| {
+            l.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+impl RetentionSection {
+    /// The time zone `timezone` names (UTC when absent), or a usage error.
+    pub fn time_zone(&self) -> Result<TimeZone> {
+        match self.timezone.as_deref() {
+            None => Ok(TimeZone::UTC),
+            Some(name) => time_zone(name),
+        }
+    }
+}
+
+/// The time zone `name` (an IANA name from the system tz database), or a
+/// usage error saying what to give.
+pub fn time_zone(name: &str) -> Result<TimeZone> {
+    TimeZone::get(name).map_err(|e| {
+        Error::usage(format!(
+            "unknown time zone {name:?} for retention: give an IANA name such as UTC or Europe/Paris, as in /usr/share/zoneinfo ({e})"
+        ))
+    })
 }
 
 /// A Redis source named in the config file.
@@ -44,6 +184,8 @@ pub struct RedisSource {
     /// A file whose first line is the URL (keeps the password out of the
     /// config file).
     pub redis_url_file: Option<PathBuf>,
+    /// `[redis.NAME.retention]`: the policy of its backups.
+    pub retention: Option<RetentionRules>,
 }
 
 /// A PostgreSQL source named in the config file.
@@ -56,6 +198,25 @@ pub struct PgSource {
     pub pg_url: Option<String>,
     /// Seconds `pg backup` waits for its WAL.
     pub archive_timeout: Option<u64>,
+    /// `[postgres.NAME.retention]`: the policy of its base backups and of
+    /// its dumps (each a series of its own).
+    pub retention: Option<RetentionRules>,
+}
+
+impl PgSource {
+    /// `pitr_window` of its retention table: how far back point-in-time
+    /// recovery must reach (WAL expiry keeps what that needs).
+    pub fn pitr_window(&self) -> Result<Option<Within>> {
+        self.retention
+            .as_ref()
+            .and_then(|r| r.pitr_window.as_deref())
+            .map(|t| {
+                t.parse::<Within>().map_err(|e| {
+                    Error::usage(format!("pitr_window in [postgres.*.retention]: {e}"))
+                })
+            })
+            .transpose()
+    }
 }
 
 impl FileConfig {

@@ -11,6 +11,7 @@
 //!   with warnings returned rather than printed;
 //! - [`pg`], [`redis`]: a source's settings, a restored server started;
 //! - [`maintenance`]: prune's settings;
+//! - [`retention`]: `forget`, each series' policy applied;
 //! - [`Error`]: every failure, with its [`ErrorClass`].
 //!
 //! Like every library crate of lifeboat, this one never prints.
@@ -22,6 +23,7 @@ pub mod fmt;
 pub mod maintenance;
 pub mod pg;
 pub mod redis;
+pub mod retention;
 pub mod secrets;
 mod session;
 

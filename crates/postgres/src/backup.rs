@@ -44,6 +44,10 @@ pub struct BackupOptions {
     pub archive_timeout: Duration,
     /// How relation files are cut.
     pub relation_chunker: ChunkerConfig,
+    /// Record the snapshot under this time (imports, tests of retention
+    /// over years); the real one stays in the metadata (`stop_time`), which
+    /// restores choose a backup by.
+    pub time: Option<lifeboat_repo::Timestamp>,
 }
 
 impl BackupOptions {
@@ -60,6 +64,7 @@ impl BackupOptions {
             allow_checksum_errors: false,
             archive_timeout: Duration::from_secs(60),
             relation_chunker: ChunkerConfig::pages(),
+            time: None,
         }
     }
 }
@@ -143,9 +148,9 @@ pub fn backup(
         allow_partial: false,
         force_read: opts.full,
         hostname: opts.hostname.clone(),
-        // A base backup is recorded when it ran: restores choose one by
-        // its end time against the WAL's.
-        time: None,
+        // Restores choose a base backup by when it really ended
+        // (`stop_time` below), not by the time it is recorded under.
+        time: opts.time,
         metadata,
     };
     let ns = namespace(&info.system_identifier);
@@ -210,6 +215,7 @@ pub fn backup(
             duration_ms: started.elapsed().as_millis() as u64,
             checksum_errors: std::mem::take(&mut checksum_errors),
             tablespaces: tablespaces.clone(),
+            stop_time: Some(lifeboat_repo::Timestamp::now()),
         };
         for (k, v) in meta.entries().map_err(to_repo)? {
             draft.set_metadata(&k, v);

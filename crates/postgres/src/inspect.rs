@@ -33,7 +33,7 @@ use crate::wal::{Lsn, Segment};
 
 /// How far past a missing segment the walk looks for later ones (a gap)
 /// before it calls the timeline ended: 16384 segments, 256 GiB of 16 MiB WAL.
-const PROBE_AHEAD: u64 = 16_384;
+pub(crate) const PROBE_AHEAD: u64 = 16_384;
 
 /// One base backup, as `pg info` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -130,19 +130,28 @@ pub struct PgInfo {
     pub backups: Vec<BackupInfo>,
     /// The WAL archive of each cluster with backups.
     pub archives: Vec<ArchiveInfo>,
+    /// Per cluster, what a WAL expiry by a retention policy keeps and
+    /// deletes, and the recoverable window before and after it (filled by
+    /// the caller with [`crate::expire::plan_wal_expiry`]; empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wal_expiry: Vec<crate::expire::WalExpiryPlan>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The PostgreSQL base backups in the repository, oldest first.
+/// The PostgreSQL base backups in the repository, oldest first by when
+/// they really ended (a backup recorded under another time with `pg backup
+/// --time` sorts by its real end).
 pub fn backups(repo: &Repository) -> Result<Vec<SnapshotEntry>> {
-    Ok(repo
+    let mut list: Vec<SnapshotEntry> = repo
         .snapshots()?
         .into_iter()
         .filter(|s| s.snapshot.source_kind == SOURCE_KIND && !s.snapshot.partial)
-        .collect())
+        .collect();
+    list.sort_by_key(crate::meta::real_end);
+    Ok(list)
 }
 
 fn backup_info(e: &SnapshotEntry) -> Result<BackupInfo> {
@@ -248,7 +257,12 @@ fn walk(
 /// reads a segment from the newest timeline of the path that has begun by
 /// then). `None` when `target`'s history does not leave `base` after the
 /// backup began: recovery from the backup cannot reach `target`.
-fn recovery_path(base: u32, start: Lsn, target: &Timeline, size: u64) -> Option<Vec<(u32, u64)>> {
+pub(crate) fn recovery_path(
+    base: u32,
+    start: Lsn,
+    target: &Timeline,
+    size: u64,
+) -> Option<Vec<(u32, u64)>> {
     if target.timeline == base {
         return Some(vec![(base, 0)]);
     }
@@ -297,7 +311,11 @@ fn path_end(
 
 /// Where a backup's WAL begins and ends: its first and last segment, and its
 /// start LSN; damage, named, when the segment names it records are not ones.
-fn backup_wal(e: &SnapshotEntry, m: &BackupMeta, size: u64) -> Result<(Segment, Segment, Lsn)> {
+pub(crate) fn backup_wal(
+    e: &SnapshotEntry,
+    m: &BackupMeta,
+    size: u64,
+) -> Result<(Segment, Segment, Lsn)> {
     let segment = |name: &str| {
         Segment::parse(name, size).ok_or_else(|| {
             PgError::Repo(RepoError::Corrupt {
@@ -311,7 +329,7 @@ fn backup_wal(e: &SnapshotEntry, m: &BackupMeta, size: u64) -> Result<(Segment, 
 
 /// The backups of `backups` that belong to the cluster `system_identifier`,
 /// with their metadata.
-fn of_system<'a>(
+pub(crate) fn of_system<'a>(
     backups: &'a [SnapshotEntry],
     system_identifier: &str,
 ) -> Result<Vec<(&'a SnapshotEntry, BackupMeta)>> {
@@ -334,6 +352,18 @@ pub fn archive_info(
     backups: &[SnapshotEntry],
     upto: Option<Segment>,
 ) -> Result<ArchiveInfo> {
+    archive_info_with(repo, system_identifier, backups, upto, &repo.list_named()?)
+}
+
+/// [`archive_info`] over `keys`, a listing of the named objects (or what a
+/// WAL expiry would leave of one).
+pub(crate) fn archive_info_with(
+    repo: &Repository,
+    system_identifier: &str,
+    backups: &[SnapshotEntry],
+    upto: Option<Segment>,
+    keys: &HashSet<String>,
+) -> Result<ArchiveInfo> {
     let ns = namespace(system_identifier);
     let mine = of_system(backups, system_identifier)?;
     let mut out = ArchiveInfo {
@@ -347,8 +377,7 @@ pub fn archive_info(
     };
     let size = oldest_meta.wal_segment_size.max(1 << 20);
     let (first, _, _) = backup_wal(oldest, oldest_meta, size)?;
-    let keys = repo.list_named()?;
-    let all = crate::timelines::timelines(repo, &ns, &keys)?;
+    let all = crate::timelines::timelines(repo, &ns, keys)?;
     let mut starts = vec![(first, None)];
     for t in &all {
         if let (true, Some(lsn)) = (t.timeline > first.timeline, t.branch_lsn) {
@@ -374,7 +403,7 @@ pub fn archive_info(
                 }
             }
         }
-        let mut wal = walk(repo, &ns, &keys, start, until)?;
+        let mut wal = walk(repo, &ns, keys, start, until)?;
         wal.history = history;
         out.timelines.push(wal);
     }
@@ -388,7 +417,7 @@ pub fn archive_info(
         // both ends on it).
         let whole = (first.number..=stop.number).all(|number| has(&Segment { number, ..first }));
         if whole {
-            out.recoverable_from = Some(b.snapshot.end_time.to_string());
+            out.recoverable_from = Some(crate::meta::real_end(b).to_string());
             break;
         }
     }
@@ -446,6 +475,7 @@ pub fn info(repo: &Repository) -> Result<PgInfo> {
     Ok(PgInfo {
         backups: list.iter().map(backup_info).collect::<Result<_>>()?,
         archives,
+        wal_expiry: Vec::new(),
     })
 }
 

@@ -17,6 +17,8 @@
 //!   `restore_command`.
 //! - [`inspect`]: `pg info` (backups, the archive per timeline, the
 //!   recoverable window) and `pg check` (is a cluster archiving here).
+//! - [`expire`]: WAL expiry: what the kept backups and the
+//!   point-in-time-recovery window need, and deleting the rest.
 //! - [`timelines`]: the archive's timelines, where each branched and which
 //!   restore made it; the refusal of a target two histories could reach.
 //! - [`server`]: running the distribution's PostgreSQL on a local data
@@ -32,6 +34,7 @@ pub mod checksum;
 pub mod custom;
 pub mod dump;
 mod error;
+pub mod expire;
 pub mod inspect;
 pub mod layout;
 pub mod meta;

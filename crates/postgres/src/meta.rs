@@ -136,6 +136,22 @@ pub struct BackupMeta {
     /// The tablespaces, each restored under `pg_tblspc/<oid>`.
     #[serde(default)]
     pub tablespaces: Vec<TablespaceMeta>,
+    /// When the backup really ended (its WAL archived): what restores
+    /// choose a backup by, whatever time the snapshot is recorded under
+    /// (`pg backup --time`). Absent in backups before it was written: the
+    /// snapshot's end time is then the real one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_time: Option<lifeboat_repo::Timestamp>,
+}
+
+/// When a base backup really ended: its `stop_time`, else (older backups,
+/// always recorded when they ran) its snapshot's end time.
+pub fn real_end(e: &SnapshotEntry) -> lifeboat_repo::Timestamp {
+    e.snapshot
+        .metadata
+        .get("stop_time")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or(e.snapshot.end_time)
 }
 
 impl BackupMeta {
@@ -314,6 +330,7 @@ mod tests {
                 oid: "16400".into(),
                 location: "/srv/ts".into(),
             }],
+            stop_time: None,
         };
         let s = snapshot_with(meta.entries().unwrap());
         // The identifier is text in JSON: numbers lose digits past 2^53.

@@ -124,7 +124,7 @@ pub fn parse_target_time(text: &str) -> Result<SystemTime> {
 }
 
 fn end_time(e: &SnapshotEntry) -> SystemTime {
-    SystemTime::from(e.snapshot.end_time)
+    SystemTime::from(crate::meta::real_end(e))
 }
 
 /// The snapshot to restore: the one named, else for a time target the newest
@@ -150,7 +150,7 @@ pub fn choose_snapshot(repo: &Repository, opts: &PgRestoreOptions) -> Result<Sna
             return Err(PgError::Refused(format!(
                 "the target time {} is before the end of the oldest backup ({}), so no backup can reach it",
                 humantime::format_rfc3339_micros(*t),
-                oldest.snapshot.end_time
+                crate::meta::real_end(oldest)
             )));
         }
         return backups

@@ -35,6 +35,8 @@ pub const MAGIC_KEYSLOT: &[u8; 4] = b"LBKS";
 pub const MAGIC_SESSION: &[u8; 4] = b"LBSE";
 /// Magic of a prune's mark.
 pub const MAGIC_MARK: &[u8; 4] = b"LBMK";
+/// Magic of a hold on a snapshot.
+pub const MAGIC_HOLD: &[u8; 4] = b"LBHD";
 
 /// The format version this build writes and reads, for every object kind
 /// but the config.
@@ -61,6 +63,7 @@ fn kind_name(magic: &[u8; 4]) -> &'static str {
         MAGIC_NAMED => "named object",
         MAGIC_SESSION => "session record",
         MAGIC_MARK => "prune mark",
+        MAGIC_HOLD => "hold",
         _ => "object",
     }
 }
@@ -348,6 +351,21 @@ impl PackBuilder {
             offset,
             len,
             raw_len: data.len() as u32,
+        });
+        Ok(())
+    }
+
+    /// Appends a blob sealed before, as it was stored in another pack of
+    /// the same key epoch (prune's repack: a blob is sealed with its chunk id
+    /// as associated data, not its pack, so it moves as it is).
+    pub fn push_sealed(&mut self, entry: &BlobEntry, sealed: &[u8]) -> Result<()> {
+        let offset = u32::try_from(self.buf.len())
+            .map_err(|_| RepoError::Failed("pack larger than 4 GiB".into()))?;
+        self.buf.extend_from_slice(sealed);
+        self.entries.push(BlobEntry {
+            offset,
+            len: sealed.len() as u32,
+            ..*entry
         });
         Ok(())
     }

@@ -30,6 +30,9 @@ pub enum FileType {
     /// `marks/<id>`: packs a prune marked for deletion, and the index
     /// objects it superseded.
     Mark,
+    /// `holds/<snapshot id>`: a hold keeping a snapshot whatever the
+    /// retention policy says.
+    Hold,
 }
 
 impl FileType {
@@ -45,6 +48,7 @@ impl FileType {
             FileType::Named => "named/",
             FileType::Session => "sessions/",
             FileType::Mark => "marks/",
+            FileType::Hold => "holds/",
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum ObjectKey<'a> {
     Session(&'a str),
     /// A prune's mark, by its random id (hex).
     Mark(&'a str),
+    /// The hold on a snapshot.
+    Hold(SnapshotId),
 }
 
 impl ObjectKey<'_> {
@@ -85,6 +91,7 @@ impl ObjectKey<'_> {
             ObjectKey::Named(_) => FileType::Named,
             ObjectKey::Session(_) => FileType::Session,
             ObjectKey::Mark(_) => FileType::Mark,
+            ObjectKey::Hold(_) => FileType::Hold,
         }
     }
 }
@@ -105,7 +112,9 @@ impl fmt::Display for ObjectKey<'_> {
                 write!(f, "{prefix}{}/{hex}", &hex[..2])
             }
             ObjectKey::Index(id) => write!(f, "{prefix}{}", id.to_hex()),
-            ObjectKey::Snapshot(id) => write!(f, "{prefix}{}", id.to_hex()),
+            ObjectKey::Snapshot(id) | ObjectKey::Hold(id) => {
+                write!(f, "{prefix}{}", id.to_hex())
+            }
         }
     }
 }
@@ -136,6 +145,10 @@ mod tests {
         assert_eq!(ObjectKey::Named("ff").to_string(), "named/ff");
         assert_eq!(ObjectKey::Session("01").to_string(), "sessions/01");
         assert_eq!(ObjectKey::Mark("02").to_string(), "marks/02");
+        assert_eq!(
+            ObjectKey::Hold(SnapshotId(id)).to_string(),
+            format!("holds/{hex}")
+        );
         for k in [
             ObjectKey::KeySlot("x"),
             ObjectKey::Pack(PackId(id)),

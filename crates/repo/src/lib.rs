@@ -26,6 +26,7 @@ mod backup;
 mod error;
 pub mod format;
 mod fsat;
+mod holds;
 mod index;
 mod index_cache;
 mod keys;
@@ -36,10 +37,12 @@ mod prune;
 mod repair;
 mod repository;
 mod restore;
+pub mod retention;
 mod sessions;
 mod sink;
 mod snapshot;
 mod stats;
+mod summary;
 mod verify;
 mod writer;
 
@@ -48,6 +51,7 @@ pub use backup::{
     StreamDraft, TreeBackupOptions, TreeDraft, TreePolicy, TreeRoot,
 };
 pub use error::{RepoError, Result};
+pub use holds::{Hold, HOLD_VERSION};
 pub use index::{Index, Location};
 pub use keys::{FileType, ObjectKey};
 pub use named::PutNamed;
@@ -64,6 +68,7 @@ pub use snapshot::{
     SnapshotEntry,
 };
 pub use stats::{RepoStats, SnapshotStats};
+pub use summary::SnapshotSummary;
 pub use verify::{BrokenSnapshot, Damage, VerifyReport};
 pub use writer::{WriteStats, Writer};
 

@@ -106,6 +106,28 @@ impl Repository {
             .collect())
     }
 
+    /// Every named object's storage key with what the store says of it
+    /// (size, when stored): [`Repository::list_named`] with sizes, for
+    /// callers that report what deleting some would free.
+    pub fn list_named_info(
+        &self,
+    ) -> Result<std::collections::HashMap<String, lifeboat_storage::ObjectInfo>> {
+        Ok(self
+            .inner
+            .block(self.inner.storage.list(FileType::Named.prefix()))?
+            .into_iter()
+            .map(|o| (o.key.clone(), o))
+            .collect())
+    }
+
+    /// Deletes the object `name` of `namespace`; deleting one that is not
+    /// there succeeds. Callers decide what may go (the WAL archive's expiry
+    /// deletes only what a plan made from a fresh listing names).
+    pub fn delete_named(&self, namespace: &str, name: &str) -> Result<()> {
+        let key = self.named_key(namespace, name);
+        Ok(self.inner.block(self.inner.storage.delete(&key))?)
+    }
+
     /// What the store says of the object `name` of `namespace` (size, when
     /// stored), or `None` when there is none.
     pub fn stat_named(

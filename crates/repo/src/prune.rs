@@ -19,8 +19,7 @@
 //!    the superseded index objects, then the mark. Every step is idempotent,
 //!    so a prune killed anywhere is finished by the next one.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -28,14 +27,13 @@ use lifeboat_types::{ChunkId, PackId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
-use crate::format::{self, IndexedPack, MAGIC_MARK};
+use crate::format::{self, BlobEntry, IndexedPack, PackBuilder, MAGIC_MARK};
 use crate::index::Index;
 use crate::keys::{FileType, ObjectKey};
 use crate::parallel::Pool;
 use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::sessions::{human_secs, seal_document, ListedSession, SessionKind};
-use crate::writer::Writer;
 
 /// The mark document's version.
 const MARK_VERSION: u32 = 1;
@@ -361,8 +359,10 @@ impl Repository {
         let packs = index.packs();
         let mut live_bytes = vec![0u64; packs.len()];
         let mut live_chunks = vec![0u32; packs.len()];
+        let mut located = vec![0u32; packs.len()];
         for (o, e) in index.iter().enumerate() {
             let (_, loc) = e?;
+            located[loc.pack as usize] += 1;
             if used.get(o) {
                 live_bytes[loc.pack as usize] += u64::from(loc.len);
                 live_chunks[loc.pack as usize] += 1;
@@ -399,7 +399,11 @@ impl Repository {
                         report.unused_packs.add(size);
                         remove.insert(*pack);
                     } else {
-                        let unused = size.saturating_sub(live_bytes[pos]);
+                        // Unused: the blobs no snapshot uses (the pack's
+                        // header and table of contents are not counted).
+                        let unused = size
+                            .saturating_sub(pack_overhead(located[pos]))
+                            .saturating_sub(live_bytes[pos]);
                         report.used_bytes += live_bytes[pos];
                         if unused > 0 {
                             candidates.push((pos32, size, unused));
@@ -456,7 +460,7 @@ impl Repository {
 
         // Copy the live chunks of the packs to repack into new packs.
         if !repack.is_empty() {
-            self.repack(&index, &remove, &repack, &used, &mut report, progress)?;
+            self.repack(&index, &repack, &used, &mut report, progress)?;
         }
         lifeboat_types::failpoint!("prune-after-repack");
 
@@ -522,66 +526,159 @@ impl Repository {
         Ok(())
     }
 
-    /// Copies the used chunks of the packs `repack` into new packs, through a
-    /// writer that does not deduplicate against the packs being removed.
+    /// Copies the used chunks of the packs `repack` into new packs. Blobs
+    /// move sealed as they are (a blob's seal names its chunk, not its pack),
+    /// into new packs of the same key epoch, each checked on the way (opened
+    /// and hash-checked: damage is never copied). Reads go blob run by blob
+    /// run, so memory is one pack being built and a few MiB.
     fn repack(
         &self,
         index: &Index,
-        remove: &HashSet<PackId>,
         repack: &[(u32, u64)],
         used: &Bits,
         report: &mut PruneReport,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let mut for_writer = self.load_index()?;
-        for_writer.exclude_packs(remove);
-        let writer = Writer::new(self.inner.clone(), Arc::new(for_writer));
         progress.start("prune: repacking", Some(repack.iter().map(|r| r.1).sum()));
-        let copy = |pos: u32| -> Result<()> {
-            let (pack, _) = index.pack(pos);
-            let key = format::pack_key(&pack);
-            let bytes = self
-                .inner
-                .block(self.inner.storage.get(&key))
-                .map_err(RepoError::from)?;
-            let toc = format::read_pack_toc(&key, &bytes, &self.inner.keyring)?;
-            let epoch = format::check_header(&key, format::MAGIC_PACK, &bytes)?;
-            let data_key = self
-                .inner
-                .keyring
-                .epoch(epoch)
-                .ok_or_else(|| RepoError::Corrupt {
-                    key: key.clone(),
-                    reason: format!("unknown key epoch {epoch}"),
-                })?;
-            for e in &toc {
-                let Some((o, loc)) = index.locate(&e.id) else {
-                    continue;
-                };
-                if !used.get(o) || loc.pack != pos || loc.offset != e.offset {
-                    continue;
+        // The live entries of each pack to repack, in one pass over the index.
+        let mut live: HashMap<u32, Vec<BlobEntry>> =
+            repack.iter().map(|&(pos, _)| (pos, Vec::new())).collect();
+        for (o, e) in index.iter().enumerate() {
+            let (id, loc) = e?;
+            if used.get(o) {
+                if let Some(v) = live.get_mut(&loc.pack) {
+                    v.push(BlobEntry {
+                        id,
+                        offset: loc.offset,
+                        len: loc.len,
+                        raw_len: loc.raw_len,
+                    });
                 }
-                let start = e.offset as usize;
-                let end = start + e.len as usize;
-                let sealed = bytes.get(start..end).ok_or_else(|| RepoError::Corrupt {
-                    key: key.clone(),
-                    reason: "a blob lies outside the pack".into(),
-                })?;
-                let data = format::open_blob(&key, data_key, &self.inner.keyring, e, sealed)?;
-                writer.store(e.id, data)?;
             }
-            progress.advance(bytes.len() as u64);
+        }
+        let mut by_epoch: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for &(pos, _) in repack {
+            by_epoch.entry(index.pack(pos).1).or_default().push(pos);
+        }
+        let pack_size = self.inner.config.pack_size as usize;
+        let keyring = &self.inner.keyring;
+        let mut unindexed: Vec<IndexedPack> = Vec::new();
+        // Buffers reused from pack to pack and run to run: fresh ones each
+        // time would leave the allocator holding several packs' worth.
+        let mut scratch: Vec<u8> = Vec::new();
+        let mut run_buf: Vec<u8> = Vec::new();
+        let mut spare: Option<Vec<u8>> = None;
+        let store = |b: PackBuilder,
+                     unindexed: &mut Vec<IndexedPack>,
+                     report: &mut PruneReport,
+                     key: &lifeboat_crypto::Key,
+                     spare: &mut Option<Vec<u8>>|
+         -> Result<()> {
+            let epoch = b.epoch();
+            let (id, bytes, entries) = b.finish(key)?;
+            let size = bytes.len() as u64;
+            let bytes = Bytes::from(bytes);
+            self.inner.block(
+                self.inner
+                    .storage
+                    .put(&format::pack_key(&id), bytes.clone()),
+            )?;
+            if let Ok(b) = bytes.try_into_mut() {
+                *spare = Some(b.into());
+            }
+            report.new_packs.add(size);
+            unindexed.push(IndexedPack {
+                pack: id,
+                epoch,
+                entries,
+            });
+            if unindexed.len() >= 4 {
+                let n = crate::writer::write_index(&self.inner, unindexed)?;
+                report.indexes_written.add(n);
+                unindexed.clear();
+            }
             Ok(())
         };
-        let positions: Vec<u32> = repack.iter().map(|r| r.0).collect();
-        let result = Pool::new(2).try_map(&positions, |&p| copy(p));
-        let stats = writer.finish();
+        for (epoch, positions) in by_epoch {
+            let data_key = keyring.epoch(epoch).ok_or_else(|| RepoError::Corrupt {
+                key: format!("key epoch {epoch}"),
+                reason: "a pack is sealed with a key epoch the keyring does not have".into(),
+            })?;
+            let mut builder: Option<PackBuilder> = None;
+            for pos in positions {
+                let (pack, _) = index.pack(pos);
+                let key = format::pack_key(&pack);
+                let mut entries = live.remove(&pos).unwrap_or_default();
+                entries.sort_by_key(|e| e.offset);
+                let mut i = 0;
+                while i < entries.len() {
+                    // A run of blobs close together, read at once (≤ 4 MiB
+                    // beyond its first blob).
+                    let start = u64::from(entries[i].offset);
+                    let mut end = start + u64::from(entries[i].len);
+                    let mut j = i + 1;
+                    while j < entries.len() {
+                        let e = &entries[j];
+                        let (o, l) = (u64::from(e.offset), u64::from(e.len));
+                        if o > end + (64 << 10) || o + l - start > (4 << 20) {
+                            break;
+                        }
+                        end = end.max(o + l);
+                        j += 1;
+                    }
+                    let mut run = self.inner.block(self.inner.storage.get_range_into(
+                        &key,
+                        start..end,
+                        std::mem::take(&mut run_buf),
+                    ))?;
+                    if run.len() as u64 != end - start {
+                        return Err(RepoError::Corrupt {
+                            key: key.clone(),
+                            reason: format!(
+                                "{} bytes read of the {} asked at offset {start}: truncated",
+                                run.len(),
+                                end - start
+                            ),
+                        });
+                    }
+                    for e in &entries[i..j] {
+                        let at = (u64::from(e.offset) - start) as usize;
+                        let sealed = &mut run[at..at + e.len as usize];
+                        let b = builder.get_or_insert_with(|| match spare.take() {
+                            Some(buf) => PackBuilder::with_buffer(epoch, buf),
+                            None => PackBuilder::new(epoch, pack_size + (4 << 20)),
+                        });
+                        b.push_sealed(e, sealed)?;
+                        // Then check it (this decrypts the read copy in place).
+                        scratch.resize(e.raw_len as usize, 0);
+                        format::open_blob_to(
+                            &key,
+                            data_key,
+                            Some(keyring),
+                            e,
+                            sealed,
+                            &mut scratch,
+                        )?;
+                        if b.len() >= pack_size {
+                            if let Some(full) = builder.take() {
+                                store(full, &mut unindexed, report, data_key, &mut spare)?;
+                            }
+                        }
+                    }
+                    run_buf = run;
+                    i = j;
+                }
+                progress.advance(index_pack_size(repack, pos));
+            }
+            if let Some(last) = builder.take().filter(|b| !b.is_empty()) {
+                store(last, &mut unindexed, report, data_key, &mut spare)?;
+            }
+        }
+        if !unindexed.is_empty() {
+            let n = crate::writer::write_index(&self.inner, &unindexed)?;
+            report.indexes_written.add(n);
+        }
         progress.finish();
-        result?;
-        let stats = stats?;
-        report.new_packs.count += stats.packs;
-        // Packs and the index objects listing them.
-        report.new_packs.bytes += stats.bytes_stored;
         Ok(())
     }
 
@@ -889,6 +986,17 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+/// A pack's bytes that are not blobs: its header, and its sealed table of
+/// contents of `entries` entries with its length.
+fn pack_overhead(entries: u32) -> u64 {
+    (format::PACK_HEADER_LEN + 4 + 12 + 16 + 4) as u64 + 44 * u64::from(entries)
+}
+
+/// The stored size of the pack at `pos` among those to repack.
+fn index_pack_size(repack: &[(u32, u64)], pos: u32) -> u64 {
+    repack.iter().find(|r| r.0 == pos).map(|r| r.1).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -97,6 +97,8 @@ struct PackCheck {
     bad: Vec<ChunkId>,
     checked: u64,
     bytes: u64,
+    /// Not found when read (it was listed as stored).
+    missing: bool,
 }
 
 /// What the index objects list.
@@ -228,19 +230,38 @@ impl Repository {
             sizes,
             mut bad_packs,
         } = self.check_stored(indexed.packs, &indexed.listed_by, &mut report)?;
+        let mut packs = packs;
         let mut index = Index::default();
         index.add_all(&packs);
 
         let structurally_bad: HashSet<PackId> = bad_packs.keys().copied().collect();
         let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
         if read_data {
-            for check in self.read_packs(&packs, &sizes, &bad_packs, progress)? {
+            let checks = self.read_packs(&packs, &sizes, &bad_packs, progress)?;
+            // A pack gone between the listing and its reading is damage only
+            // if it should still be there: not when a prune deletes it (a
+            // mark lists it now, or no index object lists it any more).
+            let vanished: Vec<PackId> = checks
+                .iter()
+                .filter(|c| c.missing)
+                .map(|c| c.pack)
+                .collect();
+            let excused = self.deleted_by_prune(&vanished, &indexed.listed_by)?;
+            for check in checks {
                 report.chunks_checked += check.checked;
                 report.bytes_read += check.bytes;
+                if excused.contains(&check.pack) {
+                    continue;
+                }
                 if !check.problem.is_empty() {
                     bad_packs.insert(check.pack, check.problem);
                     bad_chunks.extend(check.bad);
                 }
+            }
+            if !excused.is_empty() {
+                packs.retain(|p| !excused.contains(&p.pack));
+                index = Index::default();
+                index.add_all(&packs);
             }
         }
         // Every chunk of a missing or truncated pack is lost.
@@ -425,6 +446,35 @@ impl Repository {
         });
         progress.finish();
         checks
+    }
+
+    /// Of the packs `gone` (listed, then not found), those a prune deletes:
+    /// a mark lists them now, or no index object that listed them is there
+    /// any more.
+    fn deleted_by_prune(
+        &self,
+        gone: &[PackId],
+        listed_by: &HashMap<PackId, Vec<String>>,
+    ) -> Result<HashSet<PackId>> {
+        if gone.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let marked: HashSet<PackId> = self
+            .marks()?
+            .iter()
+            .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
+            .collect();
+        let now_indexed = self.index_keys()?;
+        Ok(gone
+            .iter()
+            .filter(|p| {
+                marked.contains(p)
+                    || !listed_by
+                        .get(p)
+                        .is_some_and(|keys| keys.iter().any(|k| now_indexed.contains(k)))
+            })
+            .copied()
+            .collect())
     }
 
     /// The keys of the index objects stored now.
@@ -644,6 +694,7 @@ impl Repository {
                     bad: p.entries.iter().map(|e| e.id).collect(),
                     checked: 0,
                     bytes: 0,
+                    missing: true,
                 })
             }
             Err(e) => return Err(e.into()),
@@ -680,6 +731,7 @@ impl Repository {
             bad,
             checked,
             bytes: size,
+            missing: false,
         })
     }
 }

@@ -38,6 +38,9 @@
 //! - `wal-push-after-store` (postgres, `archive.rs`): the WAL file
 //!   PostgreSQL asked for is stored, the push is not yet acknowledged (no
 //!   exit 0, nothing pushed ahead).
+//! - `wal-expire-delete` (postgres, `expire.rs`): before each deletion of a
+//!   WAL expiry, oldest first; those before it are gone, it and later ones
+//!   are not.
 //!
 //! Only builds with this crate's `testing` feature have failpoints: the
 //! `lifeboat` crate enables it in its dev-dependencies, so test builds (and
@@ -63,6 +66,7 @@ pub const NAMES: &[&str] = &[
     "prune-after-mark",
     "prune-delete-pack",
     "prune-after-packs-deleted",
+    "wal-expire-delete",
 ];
 
 /// A failpoint: with the `testing` feature, the process dies here when

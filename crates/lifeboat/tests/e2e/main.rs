@@ -35,4 +35,5 @@ mod pg;
 mod prune;
 mod redis;
 mod restore;
+mod retention;
 mod scenarios;

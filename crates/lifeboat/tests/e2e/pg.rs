@@ -2291,3 +2291,528 @@ fn a_trial_restore_archiving_here_is_never_followed_by_accident() {
         "a restore with archiving off added no timeline: {info}"
     );
 }
+
+/// `pg wal-expire --json` keeping `keep` (snapshot ids) with the window
+/// `window`; asserted to succeed; its plans and reports.
+fn wal_expire(env: &PgEnv, window: &str, keep: &[&str], extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json", "pg", "wal-expire", "--pitr-window", window];
+    for k in keep {
+        args.extend(["--keep", k]);
+    }
+    args.extend_from_slice(extra);
+    serde_json::from_str(&env.ok(&args)).unwrap()
+}
+
+/// Every file one expiry plan deletes, with its timeline.
+fn expired_names(v: &serde_json::Value) -> Vec<(u64, String)> {
+    let plans = v["plans"].as_array().unwrap();
+    assert_eq!(plans.len(), 1, "{v}");
+    plans[0]["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            let tl = t["timeline"].as_u64().unwrap();
+            t["delete"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |f| (tl, f["name"].as_str().unwrap().to_string()))
+        })
+        .collect()
+}
+
+/// The (id, wal_start, wal_stop) of each base backup, oldest first.
+fn backup_wal_ranges(env: &PgEnv) -> Vec<(String, String, String)> {
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    info["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let s = |k: &str| b[k].as_str().unwrap().to_string();
+            (s("id"), s("wal_start"), s("wal_stop"))
+        })
+        .collect()
+}
+
+/// Two backups with WAL before, between and after them. Keeping both with
+/// the window after the older: the older keeps exactly its start..stop and
+/// still restores to consistency with its rows; the WAL between them goes.
+/// An expiry killed after two deletions leaves both restorable, and the
+/// next run finishes it. Keeping only the newer then deletes the older's
+/// WAL too, and the newer still restores to the latest point.
+#[test]
+fn wal_expiry_keeps_what_kept_backups_and_the_window_need() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    backup_ok(&env, &pg, &[]);
+    for i in 0..4 {
+        insert_users(&pg, 1001 + i * 100, 1100 + i * 100);
+        archive_now(&pg);
+    }
+    backup_ok(&env, &pg, &["--type", "full"]);
+    insert_users(&pg, 1401, 1500);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let ranges = backup_wal_ranges(&env);
+    let [(old, old_start, old_stop), (new, new_start, _)] = &ranges[..] else {
+        panic!("two backups: {ranges:?}")
+    };
+
+    let plan = wal_expire(&env, "0s", &[old, new], &["--dry-run"]);
+    let doomed = expired_names(&plan);
+    assert!(doomed.len() >= 4, "{plan}");
+    for (tl, name) in &doomed {
+        assert_eq!(*tl, 1, "{plan}");
+        let seg = &name[..24];
+        assert!(
+            seg < old_start.as_str() || (seg > old_stop.as_str() && seg < new_start.as_str()),
+            "{name} is needed by a kept backup: {plan}"
+        );
+    }
+    let kept = plan["plans"][0]["timelines"][0]["kept"].to_string();
+    assert!(
+        kept.contains(&format!("backup {} start..stop", &old[..8])),
+        "{kept}"
+    );
+    assert!(
+        kept.contains(&format!("window from backup {}", &new[..8])),
+        "{kept}"
+    );
+    assert!(
+        plan["plans"][0]["after"]["recoverable_to"].is_string(),
+        "{plan}"
+    );
+
+    // pg info shows the same plan per timeline, with the window after it.
+    let text = env.ok(&[
+        "pg",
+        "info",
+        "--pitr-window",
+        "0s",
+        "--keep",
+        old,
+        "--keep",
+        new,
+    ]);
+    for want in [
+        format!("backup {} start..stop", &old[..8]),
+        format!("deletes {} file(s)", doomed.len()),
+        "recoverable after:".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in:\n{text}");
+    }
+
+    // Killed before its third deletion: the two oldest are gone.
+    let mut args = vec!["pg", "wal-expire", "--pitr-window", "0s"];
+    args.extend(["--keep", old, "--keep", new]);
+    let killed = env
+        .cmd()
+        .env(crate::harness::FAILPOINTS, "wal-expire-delete=abort@3")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "{}", stderr(&killed));
+    let left = expired_names(&wal_expire(&env, "0s", &[old, new], &["--dry-run"]));
+    assert_eq!(left[..], doomed[2..], "the oldest two went first");
+    // Both backups restore as they are, killed run or not.
+    for (snapshot, rows) in [(old.as_str(), 1000), (new.as_str(), 1400)] {
+        let (_d, mut server, _) = restore_and_start(
+            &env,
+            &[
+                snapshot,
+                "--immediate",
+                "--target-action",
+                "promote",
+                "--target-timeline",
+                "current",
+            ],
+        );
+        assert_eq!(ids_of(&server).len(), rows, "log:\n{}", server.log());
+        server.stop().unwrap();
+    }
+    let done = wal_expire(&env, "0s", &[old, new], &[]);
+    assert_eq!(
+        done["reports"][0]["deleted"].as_u64(),
+        Some(left.len() as u64),
+        "{done}"
+    );
+    assert!(expired_names(&wal_expire(&env, "0s", &[old, new], &["--dry-run"])).is_empty());
+
+    // The older backup restores to consistency: its rows and no later one.
+    let (_d1, mut server, _) = restore_and_start(
+        &env,
+        &[
+            old,
+            "--immediate",
+            "--target-action",
+            "promote",
+            "--target-timeline",
+            "current",
+        ],
+    );
+    assert_eq!(ids_of(&server).len(), 1000, "log:\n{}", server.log());
+    server.stop().unwrap();
+
+    // Only the newer kept: the older's WAL goes too; the newer restores
+    // to the latest point.
+    let v = wal_expire(&env, "0s", &[new], &[]);
+    let doomed = expired_names(&v);
+    assert!(
+        doomed.iter().any(|(_, n)| n == old_start),
+        "the older backup's WAL goes: {v}"
+    );
+    assert!(
+        doomed
+            .iter()
+            .any(|(_, n)| n.starts_with(old_start.as_str()) && n.ends_with(".backup")),
+        "and the backup history file PostgreSQL archived for it: {v}"
+    );
+    assert!(
+        doomed.iter().all(|(_, n)| n[..24] < *new_start.as_str()),
+        "{v}"
+    );
+    let (_d2, mut server, _) = restore_and_start(&env, &["--target-timeline", "current"]);
+    let got = ids_of(&server);
+    assert_eq!(
+        (got.len(), got.last().copied()),
+        (1500, Some(1500)),
+        "log:\n{}",
+        server.log()
+    );
+    server.stop().unwrap();
+}
+
+/// A backup on timeline 1, a restore to a point promoted onto timeline 2
+/// that archives into the same repository, a backup there. Expiry keeping
+/// the first backup only (the window's base) deletes only the WAL before
+/// it, keeps timeline 1 from its start (the branch segment included), all
+/// of timeline 2 and its history; a restore from it to the latest point on
+/// timeline 2 works afterwards. Keeping both, the timeline-2 backup the
+/// base: the timeline-1 backup keeps its start..stop and restores to
+/// consistency, the WAL between them goes, and the timeline-2 backup
+/// restores to the latest point.
+#[test]
+fn wal_expiry_across_a_timeline_switch_keeps_both_timelines() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    // WAL before the backup, for the expiry to delete.
+    users_table(&pg);
+    archive_now(&pg);
+    backup_ok(&env, &pg, &[]);
+    insert_users(&pg, 1001, 1100);
+    pg.psql("postgres", "select pg_create_restore_point('tl1_point')")
+        .unwrap();
+    insert_users(&pg, 1101, 1200);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let (_d2, mut tl2, _) = restore_and_start(
+        &env,
+        &[
+            "--target-name",
+            "tl1_point",
+            "--target-action",
+            "promote",
+            "--archive-mode",
+            "preserve",
+        ],
+    );
+    tl2.psql(
+        "postgres",
+        "insert into users values (5001, 'tl2@example.com', '{}')",
+    )
+    .unwrap();
+    let seg = tl2
+        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    wait_archived(&tl2, &seg);
+    // A backup on timeline 2, and a row after it.
+    let url = tl2.conninfo("postgres");
+    let pgdata = tl2.pgdata.to_str().unwrap().to_string();
+    env.ok(&[
+        "--json", "pg", "backup", "--pgdata", &pgdata, "--pg-url", &url, "--type", "full",
+    ]);
+    tl2.psql(
+        "postgres",
+        "insert into users values (5002, 'tl2b@example.com', '{}')",
+    )
+    .unwrap();
+    let seg = tl2
+        .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+        .unwrap();
+    wait_archived(&tl2, &seg);
+    tl2.stop().unwrap();
+
+    let ranges = backup_wal_ranges(&env);
+    let [(b1, b1_start, b1_stop), (b2, b2_start, _)] = &ranges[..] else {
+        panic!("two backups: {ranges:?}")
+    };
+    assert!(b2_start.starts_with("00000002"), "{ranges:?}");
+    // Only the timeline-1 backup kept: the window from it keeps both
+    // timelines whole from its start.
+    let v = wal_expire(&env, "0s", &[b1], &[]);
+    let doomed = expired_names(&v);
+    assert!(!doomed.is_empty(), "{v}");
+    for (tl, name) in &doomed {
+        assert_eq!(*tl, 1, "nothing of timeline 2 goes: {v}");
+        assert!(name[..24] < *b1_start.as_str(), "{name}: {v}");
+        assert!(!name.ends_with(".history"), "{v}");
+    }
+    let timelines = v["plans"][0]["timelines"].as_array().unwrap();
+    assert_eq!(timelines.len(), 2, "{v}");
+    assert_eq!(
+        v["reports"][0]["deleted"].as_u64(),
+        Some(doomed.len() as u64)
+    );
+    // The archive is whole from the backup on, on both timelines.
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "pg", "info"])).unwrap();
+    for t in info["archives"][0]["timelines"].as_array().unwrap() {
+        assert_eq!(t["gaps"].as_array().unwrap().len(), 0, "{info}");
+    }
+    assert!(
+        info["archives"][0]["timelines"][1]["history"].is_object(),
+        "{info}"
+    );
+
+    let (_d3, mut again, _) = restore_and_start(&env, &[b1, "--target-timeline", "latest"]);
+    let got = ids_of(&again);
+    assert_eq!(got.len(), 1102, "log:\n{}", again.log());
+    assert_eq!(got.last(), Some(&5002));
+    again.stop().unwrap();
+
+    // Both kept, the timeline-2 backup the window's base: the timeline-1
+    // backup keeps its start..stop; the WAL of both timelines between it
+    // and the timeline-2 backup goes (timeline 1's past the branch too).
+    let v = wal_expire(&env, "0s", &[b1, b2], &[]);
+    let doomed = expired_names(&v);
+    assert!(doomed.iter().any(|(tl, _)| *tl == 1), "{v}");
+    for (tl, name) in &doomed {
+        let seg = &name[..24];
+        assert!(!name.ends_with(".history"), "{v}");
+        match tl {
+            1 => assert!(
+                seg > b1_stop.as_str() || seg < b1_start.as_str(),
+                "{name}: {v}"
+            ),
+            2 => assert!(seg[8..] < b2_start[8..], "{name}: {v}"),
+            _ => panic!("{name}: {v}"),
+        }
+    }
+    let (_d4, mut latest, _) = restore_and_start(&env, &[b2, "--target-timeline", "latest"]);
+    let got = ids_of(&latest);
+    assert_eq!(got.len(), 1102, "log:\n{}", latest.log());
+    assert_eq!(got.last(), Some(&5002));
+    latest.stop().unwrap();
+    let (_d5, mut old, _) = restore_and_start(
+        &env,
+        &[
+            b1,
+            "--immediate",
+            "--target-action",
+            "promote",
+            "--target-timeline",
+            "current",
+        ],
+    );
+    assert_eq!(ids_of(&old).len(), 1000, "log:\n{}", old.log());
+    old.stop().unwrap();
+}
+
+/// `forget` itself expires WAL, across a timeline switch: a backup on
+/// timeline 1, a restore promoted onto timeline 2 archiving into the same
+/// repository, two backups there (one series), then `forget` keeping the
+/// newest of each series and no point-in-time window. The older timeline-2
+/// backup is forgotten; the WAL between the timeline-1 backup's stop and the
+/// newest backup goes, the history file stays, the timeline-1 backup still
+/// restores to consistency and the newest to the latest point. A dry run
+/// first says the same and deletes nothing; `pg info` shows the policy's plan.
+#[test]
+fn forget_expires_wal_across_a_timeline_switch() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    archive_now(&pg);
+    backup_ok(&env, &pg, &[]);
+    insert_users(&pg, 1001, 1100);
+    pg.psql("postgres", "select pg_create_restore_point('fork')")
+        .unwrap();
+    insert_users(&pg, 1101, 1200);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let (_d2, mut tl2, _) = restore_and_start(
+        &env,
+        &[
+            "--target-name",
+            "fork",
+            "--target-action",
+            "promote",
+            "--archive-mode",
+            "preserve",
+        ],
+    );
+    let url = tl2.conninfo("postgres");
+    let pgdata = tl2.pgdata.to_str().unwrap().to_string();
+    let switch = |s: &LocalServer| {
+        let seg = s
+            .psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+            .unwrap();
+        wait_archived(s, &seg);
+    };
+    for (id, email) in [(5001, "a@tl2"), (5002, "b@tl2")] {
+        tl2.psql(
+            "postgres",
+            &format!("insert into users values ({id}, '{email}', '{{}}')"),
+        )
+        .unwrap();
+        switch(&tl2);
+        env.ok(&[
+            "--json", "pg", "backup", "--pgdata", &pgdata, "--pg-url", &url,
+        ]);
+    }
+    tl2.psql("postgres", "insert into users values (5003, 'c@tl2', '{}')")
+        .unwrap();
+    switch(&tl2);
+    tl2.stop().unwrap();
+    let ranges = backup_wal_ranges(&env);
+    let [(b1, b1_start, b1_stop), (b2, _, _), (b3, b3_start, _)] = &ranges[..] else {
+        panic!("three backups: {ranges:?}")
+    };
+    assert!(b3_start.starts_with("00000002"), "{ranges:?}");
+
+    let policy = [
+        "--keep-last",
+        "1",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+        "--keep-yearly",
+        "0",
+    ];
+    let forget = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--json", "forget"];
+        args.extend_from_slice(&policy);
+        args.extend_from_slice(extra);
+        serde_json::from_str(&env.ok(&args)).unwrap()
+    };
+    let doomed = |v: &serde_json::Value| -> Vec<(u64, String)> {
+        let plan = &v["wal"][0]["plan"];
+        plan["timelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| {
+                let tl = t["timeline"].as_u64().unwrap();
+                t["delete"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |f| (tl, f["name"].as_str().unwrap().to_string()))
+            })
+            .collect()
+    };
+    let dry = forget(&["--dry-run"]);
+    assert_eq!(
+        dry["wal"].as_array().unwrap().len(),
+        1,
+        "one cluster: {dry}"
+    );
+    let planned = doomed(&dry);
+    assert!(!planned.is_empty(), "{dry}");
+    assert!(dry["wal"][0].get("deleted").is_none(), "{dry}");
+    assert_eq!(
+        backup_wal_ranges(&env).len(),
+        3,
+        "a dry run forgets nothing"
+    );
+    let info = env.ok(&["pg", "info"]);
+    assert!(
+        info.contains("WAL expiry of system") && info.contains("recoverable after:"),
+        "{info}"
+    );
+
+    let done = forget(&[]);
+    assert_eq!(doomed(&done), planned, "{done}");
+    assert_eq!(
+        done["wal"][0]["deleted"]["deleted"].as_u64(),
+        Some(planned.len() as u64),
+        "{done}"
+    );
+    let left: Vec<String> = backup_wal_ranges(&env).into_iter().map(|r| r.0).collect();
+    assert_eq!(left, vec![b1.clone(), b3.clone()], "{b2} forgotten: {done}");
+    for (tl, name) in &planned {
+        assert!(!name.ends_with(".history"), "{name}");
+        let seg = &name[..24];
+        match tl {
+            1 => assert!(
+                seg < b1_start.as_str() || seg > b1_stop.as_str(),
+                "{name} is needed by the timeline-1 backup"
+            ),
+            2 => assert!(seg[8..] < b3_start[8..], "{name} is needed by the newest"),
+            _ => panic!("{name}"),
+        }
+    }
+    let (_d3, mut latest, _) = restore_and_start(&env, &["--target-timeline", "latest"]);
+    let got = ids_of(&latest);
+    assert_eq!(got.last(), Some(&5003), "log:\n{}", latest.log());
+    assert_eq!(got.len(), 1103, "log:\n{}", latest.log());
+    latest.stop().unwrap();
+    let (_d4, mut old, _) = restore_and_start(
+        &env,
+        &[
+            b1,
+            "--immediate",
+            "--target-action",
+            "promote",
+            "--target-timeline",
+            "current",
+        ],
+    );
+    assert_eq!(ids_of(&old).len(), 1000, "log:\n{}", old.log());
+    old.stop().unwrap();
+}
+
+/// `pg backup --time` records the snapshot under the time given (a future
+/// one here), while restores still choose a backup by when it really ended:
+/// a point-in-time restore to just now picks it and recovers every row to
+/// that point. A time that does not read is a usage error.
+#[test]
+fn a_base_backup_recorded_under_another_time_restores_by_its_real_end() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    users_table(&pg);
+    let bad = backup_json(&env, &pg, &["--time", "next tuesday"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--time"), "{}", stderr(&bad));
+    backup_ok(&env, &pg, &["--time", "2030-01-01T00:00:00Z"]);
+    insert_users(&pg, 1001, 1100);
+    let time = pg
+        .psql(
+            "postgres",
+            "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+        .unwrap();
+    insert_users(&pg, 1101, 1200);
+    archive_now(&pg);
+    pg.stop().unwrap();
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "snapshots"])).unwrap();
+    assert_eq!(list[0]["start_time"], "2030-01-01T00:00:00Z", "{list}");
+    let (_d, mut server, _) = restore_and_start(
+        &env,
+        &[
+            "--target-time",
+            &time,
+            "--target-action",
+            "promote",
+            "--target-timeline",
+            "current",
+        ],
+    );
+    let got = ids_of(&server);
+    assert_eq!(got.len(), 1100, "log:\n{}", server.log());
+    server.stop().unwrap();
+}

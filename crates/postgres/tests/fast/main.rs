@@ -166,6 +166,7 @@ impl Cluster {
                 duration_ms: 0,
                 checksum_errors: Vec::new(),
                 tablespaces: Vec::new(),
+                stop_time: None,
             };
             for (k, v) in meta.entries().unwrap() {
                 draft.set_metadata(&k, v);

@@ -11,6 +11,8 @@
 //! - `verify`: what `verify` finds and what `repair index` rebuilds.
 //! - `faults`: transient storage failures retried, permanent ones named.
 //! - `prune`: what no snapshot uses goes; the races with running backups.
+//! - `retention`: summaries, holds and deletes as `forget` uses them; the
+//!   `forget` benchmark's generator.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,6 +21,7 @@ mod faults;
 mod index_cache;
 mod prune;
 mod restore;
+mod retention;
 mod verify;
 
 use std::fs;
