@@ -410,6 +410,9 @@ pub fn build(
         }
     };
     let run = run.max(1);
+    if min_file != usize::MAX {
+        remove_leftovers(path);
+    }
     let mut dir_made = false;
     for obj in objects {
         let (key, ips) = match obj {
@@ -484,6 +487,34 @@ pub fn build(
         let _ = d.sync_all();
     }
     Ok(Built::File(CacheFile::open(path)?))
+}
+
+/// Removes what a rebuild killed midway left beside `path`: temporary
+/// files and runs named `<file>.<pid>.…` of a process that no longer runs
+/// (a pid reused since only delays their removal).
+fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('.') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Which of two locations of one chunk wins: unmarked first, then the
@@ -815,6 +846,28 @@ mod tests {
             fs::write(&path, &bytes).unwrap();
             prop_assert!(CacheFile::open(&path).is_err());
         }
+    }
+
+    /// A rebuild killed midway leaves its temporary file and runs; the next
+    /// build removes them (not those of a process still running).
+    #[test]
+    fn leftovers_of_a_killed_rebuild_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        // Pid 4194304 is above Linux's highest pid: never running.
+        let dead = dir.path().join("index.4194304.tmp");
+        let dead_run = dir.path().join("index.4194304.run3");
+        let alive = dir
+            .path()
+            .join(format!("index.{}.run0x", std::process::id()));
+        let other = dir.path().join("unrelated.1.tmp");
+        for p in [&dead, &dead_run, &alive, &other] {
+            fs::write(p, b"x").unwrap();
+        }
+        let objs = objects(&[(1, vec![[1; 32]])]);
+        build(&path, objs.into_iter().map(Ok), &HashSet::new(), 10, 0).unwrap();
+        assert!(!dead.exists() && !dead_run.exists());
+        assert!(alive.exists() && other.exists() && path.exists());
     }
 
     #[test]
