@@ -164,6 +164,11 @@ const INDEX_CACHE_RUN: usize = 1_000_000;
 /// the in-memory overlay; more, and the file is rebuilt.
 const INDEX_CACHE_OVERLAY_MAX: usize = 64;
 
+/// At most this many bytes of index objects newer than the cache file are
+/// read into the overlay (an entry is 44 bytes: ~380 000 chunks, ~21 MB in
+/// memory); more, and the file is rebuilt.
+const INDEX_CACHE_OVERLAY_MAX_BYTES: u64 = 16 << 20;
+
 /// Index objects fetched at a time while the cache is built (an index
 /// object of tiny chunks can list 200 000 of them: ~20 MB decoded).
 const INDEX_READ_BATCH: usize = 8;
@@ -613,12 +618,13 @@ impl Repository {
             .iter()
             .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
             .collect();
-        let mut keys: Vec<String> = self
+        let mut listed: Vec<(String, u64)> = self
             .block(self.inner.storage.list(FileType::Index.prefix()))?
             .into_iter()
-            .map(|o| o.key)
+            .map(|o| (o.key, o.size))
             .collect();
-        keys.sort();
+        listed.sort();
+        let keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
         let path = self.index_cache_path();
         if let Some(path) = &path {
             match crate::index_cache::CacheFile::open(path) {
@@ -628,12 +634,16 @@ impl Repository {
                         .sources()
                         .iter()
                         .any(|s| keys.binary_search(s).is_err());
-                    let new: Vec<String> = keys
+                    let (new, new_bytes): (Vec<String>, Vec<u64>) = listed
                         .iter()
-                        .filter(|k| file.sources().binary_search(k).is_err())
+                        .filter(|(k, _)| file.sources().binary_search(k).is_err())
                         .cloned()
-                        .collect();
-                    if same_marks && !gone && new.len() <= INDEX_CACHE_OVERLAY_MAX {
+                        .unzip();
+                    if same_marks
+                        && !gone
+                        && new.len() <= INDEX_CACHE_OVERLAY_MAX
+                        && new_bytes.iter().sum::<u64>() <= INDEX_CACHE_OVERLAY_MAX_BYTES
+                    {
                         let mut index = Index::from_cache(file, marked.clone());
                         // Unmarked packs first: a chunk keeps the first
                         // location it is found at.
