@@ -41,7 +41,11 @@ PASSWORD = "bench"
 # each binary; they may change the repository, so keep them last. E.g.:
 #   ("forget", ["forget", "--keep-last", "1"]),
 #   ("prune", ["prune"]),
-EXTRA = []
+EXTRA = [
+    ("forget", ["forget", "--keep-last", "1", "--keep-daily", "0", "--keep-weekly", "0",
+                "--keep-monthly", "0", "--keep-yearly", "0"]),
+    ("prune", ["prune"]),
+]
 
 
 def timed(argv, env):

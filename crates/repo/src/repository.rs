@@ -837,15 +837,15 @@ impl Repository {
         }
     }
 
-    /// Reads the snapshots `ids` (32 at a time, in parallel) and calls `f`
+    /// Reads the snapshots `ids` (8 at a time, in parallel) and calls `f`
     /// with each id, key, snapshot and stored size, in order; one deleted
-    /// since it was listed (forgotten) is skipped. Holds at most 32 in memory.
+    /// since it was listed (forgotten) is skipped. Holds at most 8 stored and one decoded in memory (a big base backup lists millions of chunks).
     pub(crate) fn for_each_snapshot(
         &self,
         ids: &[SnapshotId],
         mut f: impl FnMut(SnapshotId, String, Snapshot, usize) -> Result<()>,
     ) -> Result<()> {
-        for batch in ids.chunks(32) {
+        for batch in ids.chunks(8) {
             let keys: Vec<String> = batch
                 .iter()
                 .map(|id| ObjectKey::Snapshot(*id).to_string())
