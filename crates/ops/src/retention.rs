@@ -402,7 +402,7 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
             .iter()
             .map(|&i| (snapshots[i].id, &snapshots[i].tags))
             .collect();
-        let decisions = retention::apply(&policy, &tz, &candidates);
+        let decisions = retention::apply_at(&policy, &tz, &candidates, now);
         let entries: Vec<Entry> = decisions
             .into_iter()
             .map(|d| {

@@ -19,7 +19,7 @@
 //!    the superseded index objects, then the mark. Every step is idempotent,
 //!    so a prune killed anywhere is finished by the next one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -465,7 +465,7 @@ impl Repository {
         lifeboat_types::failpoint!("prune-after-repack");
 
         // Rewrite every index object that lists a removed pack, without it.
-        let superseded = self.rewrite_indexes(&index, &remove, &mut report)?;
+        let superseded = self.rewrite_indexes(&remove, &pending, &mut report)?;
         lifeboat_types::failpoint!("prune-after-index");
 
         let mut mark_packs: Vec<PackId> = remove
@@ -540,22 +540,6 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<()> {
         progress.start("prune: repacking", Some(repack.iter().map(|r| r.1).sum()));
-        // The live entries of each pack to repack, in one pass over the index.
-        let mut live: HashMap<u32, Vec<BlobEntry>> =
-            repack.iter().map(|&(pos, _)| (pos, Vec::new())).collect();
-        for (o, e) in index.iter().enumerate() {
-            let (id, loc) = e?;
-            if used.get(o) {
-                if let Some(v) = live.get_mut(&loc.pack) {
-                    v.push(BlobEntry {
-                        id,
-                        offset: loc.offset,
-                        len: loc.len,
-                        raw_len: loc.raw_len,
-                    });
-                }
-            }
-        }
         let mut by_epoch: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for &(pos, _) in repack {
             by_epoch.entry(index.pack(pos).1).or_default().push(pos);
@@ -608,7 +592,19 @@ impl Repository {
             for pos in positions {
                 let (pack, _) = index.pack(pos);
                 let key = format::pack_key(&pack);
-                let mut entries = live.remove(&pos).unwrap_or_default();
+                // The live blobs of this pack, from its own table of
+                // contents (three ranged reads): memory is one pack's
+                // entries, whatever the size of the repository.
+                let size = index_pack_size(repack, pos);
+                let toc = self.pack_toc(&pack, &key, size)?;
+                let mut entries: Vec<BlobEntry> = Vec::new();
+                for e in toc.entries {
+                    if let Some((o, loc)) = index.locate(&e.id) {
+                        if used.get(o) && loc.pack == pos && loc.offset == e.offset {
+                            entries.push(e);
+                        }
+                    }
+                }
                 entries.sort_by_key(|e| e.offset);
                 let mut i = 0;
                 while i < entries.len() {
@@ -683,22 +679,19 @@ impl Repository {
     }
 
     /// Rewrites the index objects that list a pack in `remove`: their other
-    /// packs go into new objects; returns the keys of those superseded.
+    /// packs go into new objects, every entry kept (a chunk stored twice
+    /// keeps both locations: a backup may have built on either); packs an
+    /// earlier mark holds are left out too (that mark alone decides whether
+    /// they come back). Returns the keys of the objects superseded.
     fn rewrite_indexes(
         &self,
-        index: &Index,
         remove: &HashSet<PackId>,
+        pending: &HashSet<PackId>,
         report: &mut PruneReport,
     ) -> Result<Vec<String>> {
         let listed = self
             .inner
             .block(self.inner.storage.list(FileType::Index.prefix()))?;
-        let known: HashMap<PackId, u32> = index
-            .packs()
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _))| (*p, i as u32))
-            .collect();
         let mut superseded = Vec::new();
         let mut out: Vec<IndexedPack> = Vec::new();
         let mut out_entries = 0usize;
@@ -726,19 +719,10 @@ impl Repository {
             if !packs.iter().any(|p| remove.contains(&p.pack)) {
                 continue;
             }
-            for mut p in packs {
-                if remove.contains(&p.pack) || !emitted.insert(p.pack) {
+            for p in packs {
+                if remove.contains(&p.pack) || pending.contains(&p.pack) || !emitted.insert(p.pack)
+                {
                     continue;
-                }
-                // Keep the entries whose chunk the index locates here; other
-                // copies of a chunk are garbage. Packs the index did not
-                // know (written since) keep every entry.
-                if let Some(&pos) = known.get(&p.pack) {
-                    p.entries.retain(|e| {
-                        index
-                            .locate(&e.id)
-                            .is_some_and(|(_, l)| l.pack == pos && l.offset == e.offset)
-                    });
                 }
                 out_entries += p.entries.len();
                 out.push(p);
@@ -815,7 +799,8 @@ impl Repository {
             // The index keeps one location per chunk; a chunk stored twice
             // (repacked, or stored again by a backup that knew the mark) may
             // have its other copy in a pack that stays.
-            self.drop_listed_elsewhere(&mut missing, &doomed)?;
+            let superseded: HashSet<&String> = mark.indexes.iter().collect();
+            self.drop_listed_elsewhere(&mut missing, &doomed, &superseded)?;
         }
         let mut keep: HashSet<PackId> = HashSet::new();
         if !missing.is_empty() {
@@ -894,6 +879,7 @@ impl Repository {
         &self,
         chunks: &mut HashSet<ChunkId>,
         doomed: &HashSet<PackId>,
+        superseded: &HashSet<&String>,
     ) -> Result<()> {
         let listed = self
             .inner
@@ -901,6 +887,11 @@ impl Repository {
         for info in listed {
             if chunks.is_empty() {
                 break;
+            }
+            // Objects this mark supersedes go with it: what only they list
+            // is not listed elsewhere.
+            if superseded.contains(&info.key) {
+                continue;
             }
             let bytes = match self.inner.block(self.inner.storage.get(&info.key)) {
                 Ok(b) => b,

@@ -418,13 +418,30 @@ impl Decision {
 /// everything ([`Reason::NoPolicy`]); callers that mean to refuse it check
 /// [`Policy::is_empty`] first.
 pub fn apply(policy: &Policy, tz: &TimeZone, snapshots: &[Candidate<'_>]) -> Vec<Decision> {
+    apply_at(policy, tz, snapshots, Timestamp::MAX)
+}
+
+/// [`apply`] at time `now`: the `within` rules count back from the newest
+/// snapshot not after `now` (as restic does), so one recorded in the future
+/// (`--time`) does not push every other out of a `keep_within` span.
+pub fn apply_at(
+    policy: &Policy,
+    tz: &TimeZone,
+    snapshots: &[Candidate<'_>],
+    now: Timestamp,
+) -> Vec<Decision> {
     let mut order: Vec<&Candidate<'_>> = snapshots.iter().collect();
     // Newest first; equal times by id, so the outcome does not depend on the
     // order given.
     order.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
-    let Some(latest) = order.first().map(|c| c.time) else {
+    let Some(newest) = order.first().map(|c| c.time) else {
         return Vec::new();
     };
+    let latest = order
+        .iter()
+        .map(|c| c.time)
+        .find(|t| *t <= now)
+        .unwrap_or(newest);
     let empty = policy.is_empty();
     let n = order.len();
     let mut counts: Vec<(u32, Unit, Option<i64>)> = policy
@@ -542,6 +559,38 @@ mod tests {
                 format!("{}: {}", d.time, r.join(", "))
             })
             .collect()
+    }
+
+    #[test]
+    fn a_snapshot_in_the_future_does_not_push_the_others_out_of_keep_within() {
+        let policy = Policy {
+            keep_within: Some("30d".parse().unwrap()),
+            ..Policy::default()
+        };
+        let tags: Vec<String> = Vec::new();
+        let times = [
+            "2030-01-01T00:00:00Z",
+            "2026-11-20T00:00:00Z",
+            "2026-11-01T00:00:00Z",
+            "2026-09-01T00:00:00Z",
+        ];
+        let c: Vec<Candidate<'_>> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Candidate {
+                id: id(i as u32),
+                time: ts(t),
+                tags: &tags,
+                hold: None,
+            })
+            .collect();
+        let kept: Vec<bool> = apply_at(&policy, &TimeZone::UTC, &c, ts("2026-11-28T00:00:00Z"))
+            .iter()
+            .map(Decision::keep)
+            .collect();
+        // The 2030 one is the newest (kept); the window counts back from
+        // 2026-11-20, the newest not after now.
+        assert_eq!(kept, [true, true, true, false]);
     }
 
     #[test]
