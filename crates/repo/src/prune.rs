@@ -133,6 +133,9 @@ pub struct Mark {
     pub unindexed: Vec<PackId>,
     /// Index objects (keys) rewritten without the packs; deleted after them.
     pub indexes: Vec<String>,
+    /// When the store says it was written (not stored in the document).
+    #[serde(skip)]
+    pub stored_at: Option<SystemTime>,
 }
 
 /// Bytes and counts of one kind of object.
@@ -262,11 +265,15 @@ impl Repository {
         let listed = self
             .inner
             .block(self.inner.storage.list(FileType::Mark.prefix()))?;
-        let keys: Vec<String> = listed.into_iter().map(|o| o.key).collect();
+        let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
         let mut out = Vec::new();
-        for (key, bytes) in keys.iter().zip(self.get_many(&keys)) {
+        for ((key, info), bytes) in keys.iter().zip(&listed).zip(self.get_many(&keys)) {
             match bytes {
-                Ok(b) => out.push(self.decode_document::<Mark>(key, MAGIC_MARK, &b)?),
+                Ok(b) => {
+                    let mut m = self.decode_document::<Mark>(key, MAGIC_MARK, &b)?;
+                    m.stored_at = info.modified;
+                    out.push(m);
+                }
                 // Done between the listing and the read.
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
@@ -304,15 +311,25 @@ impl Repository {
         } else {
             self.ensure_prune_format()?;
             let s = self.begin_session(SessionKind::Prune)?;
-            self.refuse_second_prune(&s.id())?;
             Some(s)
         };
         let my_id = session.as_ref().map(|s| s.id());
+        // "Now" by the store's clock: the time it gave our own session
+        // record. Sessions' and marks' ages are measured against it with the
+        // store's times of their writes, so no host's clock matters.
+        let now = match &my_id {
+            Some(id) => self.store_time(&ObjectKey::Session(id).to_string())?,
+            None => SystemTime::now(),
+        };
+        if let Some(id) = &my_id {
+            self.refuse_second_prune(id, now)?;
+        }
 
         // Phase 2 of the marks earlier prunes left, first: their packs are
         // then out of the way of this run's accounting.
         for mark in self.marks()? {
-            let outcome = self.finish_mark(&mark, my_id.as_ref(), opts, &mut report, progress)?;
+            let outcome =
+                self.finish_mark(&mark, my_id.as_ref(), now, opts, &mut report, progress)?;
             report.marks.push(outcome);
         }
         let pending: HashSet<PackId> = self
@@ -451,7 +468,7 @@ impl Repository {
             return Ok(report);
         }
         if remove.is_empty() && unindexed.is_empty() {
-            self.remove_old_sessions(opts, &mut report)?;
+            self.remove_old_sessions(now, opts, &mut report)?;
             if let Some(s) = session {
                 s.finish()?;
             }
@@ -482,6 +499,7 @@ impl Repository {
             packs: mark_packs,
             unindexed,
             indexes: superseded,
+            stored_at: None,
         };
         let obj = seal_document(&self.inner, MAGIC_MARK, &mark)?;
         self.inner.block(
@@ -490,32 +508,34 @@ impl Repository {
                 .put(&ObjectKey::Mark(&mark.id).to_string(), Bytes::from(obj)),
         )?;
         lifeboat_types::failpoint!("prune-after-mark");
-        let outcome = self.finish_mark(&mark, my_id.as_ref(), opts, &mut report, progress)?;
+        let outcome = self.finish_mark(&mark, my_id.as_ref(), now, opts, &mut report, progress)?;
         report.marks.push(outcome);
-        self.remove_old_sessions(opts, &mut report)?;
+        self.remove_old_sessions(now, opts, &mut report)?;
         if let Some(s) = session {
             s.finish()?;
         }
         Ok(report)
     }
 
-    /// Refuses when another prune runs (the older one goes on).
-    fn refuse_second_prune(&self, mine: &str) -> Result<()> {
-        let now = SystemTime::now();
-        let sessions = self.sessions()?;
-        let me = sessions
-            .iter()
-            .find(|s| s.record.as_ref().is_some_and(|r| r.id == mine))
-            .and_then(|s| s.record.clone());
-        for s in &sessions {
+    /// The store's modification time of `key` (the local clock when the
+    /// store gives none).
+    fn store_time(&self, key: &str) -> Result<SystemTime> {
+        Ok(self
+            .inner
+            .block(self.inner.storage.stat(key))?
+            .and_then(|i| i.modified)
+            .unwrap_or_else(SystemTime::now))
+    }
+
+    /// Refuses when another prune runs: whichever started first (two that
+    /// start together may both refuse; neither goes on alone with the other).
+    fn refuse_second_prune(&self, mine: &str, now: SystemTime) -> Result<()> {
+        for s in &self.sessions()? {
             let Some(r) = &s.record else { continue };
             if r.id == mine || r.kind != SessionKind::Prune || !s.is_running(now) {
                 continue;
             }
-            let older = me
-                .as_ref()
-                .is_none_or(|m| (r.started, &r.id) < (m.started, &m.id));
-            if older {
+            {
                 return Err(RepoError::Busy(format!(
                     "another prune is running: {}. Two prunes at once are refused; run this one after it ends (a prune that was killed stops counting {} after its last heartbeat)",
                     s.describe(now),
@@ -742,15 +762,16 @@ impl Repository {
     /// objects, then the mark — when it is old enough and no backup that may
     /// have built on its packs is running. Packs a snapshot needs are indexed
     /// again instead of deleted.
+    #[allow(clippy::too_many_arguments)]
     fn finish_mark(
         &self,
         mark: &Mark,
         me: Option<&String>,
+        now: SystemTime,
         opts: &PruneOptions,
         report: &mut PruneReport,
         progress: &dyn Progress,
     ) -> Result<MarkOutcome> {
-        let now = SystemTime::now();
         let mut outcome = MarkOutcome {
             id: mark.id.clone(),
             created: mark.created,
@@ -760,7 +781,7 @@ impl Repository {
             recovered: 0,
         };
         let age = now
-            .duration_since(SystemTime::from(mark.created))
+            .duration_since(mark.stored_at.unwrap_or(SystemTime::from(mark.created)))
             .unwrap_or_default();
         if age < opts.delete_delay {
             outcome.waiting_for = Some(format!(
@@ -928,9 +949,8 @@ impl Repository {
                         .marks_seen
                         .as_ref()
                         .is_some_and(|seen| seen.contains(&mark.id));
-                    let recent = r.finished.is_some_and(|f| {
-                        now.duration_since(SystemTime::from(f)).unwrap_or_default()
-                            < opts.delete_delay
+                    let recent = s.finished_at().is_some_and(|f| {
+                        now.duration_since(f).unwrap_or_default() < opts.delete_delay
                     });
                     match r.kind {
                         SessionKind::Backup => !knew && (s.is_running(now) || recent),
@@ -950,22 +970,26 @@ impl Repository {
 
     /// Removes session records that no longer matter: finished ones older
     /// than the delete delay, and stale ones (killed) a day old.
-    fn remove_old_sessions(&self, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
-        let now = SystemTime::now();
+    fn remove_old_sessions(
+        &self,
+        now: SystemTime,
+        opts: &PruneOptions,
+        report: &mut PruneReport,
+    ) -> Result<()> {
         for s in self.sessions()? {
+            let seen = s
+                .modified
+                .or_else(|| s.record.as_ref().map(|r| SystemTime::from(r.refreshed)));
             let old = match &s.record {
-                Some(r) => match r.finished {
-                    Some(f) => {
-                        now.duration_since(SystemTime::from(f)).unwrap_or_default()
-                            >= opts.delete_delay
-                    }
+                Some(_) => match s.finished_at() {
+                    Some(f) => now.duration_since(f).unwrap_or_default() >= opts.delete_delay,
                     None => {
                         s.is_dead_here()
                             || s.is_stale(now)
-                                && now
-                                    .duration_since(SystemTime::from(r.refreshed))
-                                    .unwrap_or_default()
-                                    > Duration::from_secs(86_400)
+                                && seen.is_some_and(|t| {
+                                    now.duration_since(t).unwrap_or_default()
+                                        > Duration::from_secs(86_400)
+                                })
                     }
                 },
                 None => false,

@@ -57,6 +57,10 @@ pub struct SessionRecord {
     pub hostname: String,
     /// Its process id there.
     pub pid: u32,
+    /// When that process started (clock ticks since boot): a reused pid is
+    /// told from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
     /// The kernel and process-id namespace it runs in (`boot id/pid ns`):
     /// only a prune with the same can tell from the pid that it is gone.
     #[serde(default)]
@@ -91,11 +95,18 @@ impl ListedSession {
     /// time: a clock that runs late on either side never makes a running
     /// session look stale sooner.
     fn last_seen(&self) -> Option<SystemTime> {
-        let refreshed = self.record.as_ref().map(|r| SystemTime::from(r.refreshed));
-        match (refreshed, self.modified) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        // The store's clock when it gives one: a prune compares it with the
+        // store's time of its own session, so no host's clock matters.
+        self.modified
+            .or_else(|| self.record.as_ref().map(|r| SystemTime::from(r.refreshed)))
+    }
+
+    /// When it finished, by the store's clock when it gives one (the
+    /// finished record is the session's last write).
+    pub fn finished_at(&self) -> Option<SystemTime> {
+        let r = self.record.as_ref()?;
+        let f = r.finished?;
+        Some(self.modified.unwrap_or(SystemTime::from(f)))
     }
 
     /// True when the process behind it is gone without ending it: it
@@ -117,7 +128,7 @@ impl ListedSession {
             r.finished.is_none()
                 && !r.machine.is_empty()
                 && r.machine == machine()
-                && !process_exists(r.pid)
+                && process_gone(r.pid, r.pid_start)
         })
     }
 
@@ -174,9 +185,29 @@ fn machine() -> String {
     format!("{}/{ns}", boot.trim())
 }
 
-/// True when a process with this id runs on this machine.
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// When process `pid` started (field 22 of `/proc/PID/stat`, clock ticks
+/// since boot): with the pid, it names one process even when pids are
+/// reused.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True only when it is certain that process `pid` (started at `start`)
+/// is gone from this machine: `/proc` shows other processes (not mounted
+/// with `hidepid`, which hides them) and has no such pid, or the pid now
+/// belongs to a process that started at another time.
+fn process_gone(pid: u32, start: Option<u64>) -> bool {
+    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return match (start, process_start(pid)) {
+            (Some(want), Some(now)) => want != now,
+            _ => false,
+        };
+    }
+    // Can this process see others at all? If not, a missing pid says nothing.
+    std::path::Path::new("/proc/1/stat").exists() && std::process::id() != 1
 }
 
 fn hostname() -> String {
@@ -204,8 +235,10 @@ pub(crate) fn seal_document<T: Serialize>(
 pub struct SessionGuard {
     inner: Arc<Inner>,
     key: String,
-    /// When the record was last written successfully.
-    last_written: Arc<Mutex<std::time::Instant>>,
+    /// When the record was last written successfully, by the monotonic
+    /// clock and by the wall clock (the monotonic one stops while the
+    /// machine sleeps; the wall clock does not).
+    last_written: Arc<Mutex<(std::time::Instant, SystemTime)>>,
     record: Arc<Mutex<SessionRecord>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     heartbeat: Option<JoinHandle<()>>,
@@ -232,6 +265,7 @@ impl SessionGuard {
             kind,
             hostname: hostname(),
             pid: std::process::id(),
+            pid_start: process_start(std::process::id()),
             machine: machine(),
             started: now,
             refreshed: now,
@@ -241,7 +275,7 @@ impl SessionGuard {
         write_record(inner, &key, &record)?;
         let record = Arc::new(Mutex::new(record));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let last_written = Arc::new(Mutex::new(std::time::Instant::now()));
+        let last_written = Arc::new(Mutex::new((std::time::Instant::now(), SystemTime::now())));
         let heartbeat = {
             let (inner, key, record, stop, written) = (
                 inner.clone(),
@@ -277,7 +311,7 @@ impl SessionGuard {
             r.clone()
         };
         write_record(&self.inner, &self.key, &snapshot)?;
-        *lock(&self.last_written) = std::time::Instant::now();
+        *lock(&self.last_written) = (std::time::Instant::now(), SystemTime::now());
         Ok(())
     }
 
@@ -286,7 +320,10 @@ impl SessionGuard {
     /// then must not store its snapshot, whose chunks a prune may be
     /// deleting. Called just before the snapshot is stored.
     pub(crate) fn check_alive(&self) -> Result<()> {
-        let quiet = lock(&self.last_written).elapsed();
+        let (mono, wall) = *lock(&self.last_written);
+        let quiet = mono
+            .elapsed()
+            .max(SystemTime::now().duration_since(wall).unwrap_or_default());
         if quiet > STALE_AFTER / 2 {
             return Err(RepoError::Failed(format!(
                 "this backup could not refresh its session record for {} (the store did not answer, or the process was paused), so a prune may have taken it for dead and deleted data it builds on; its snapshot is not written. Run the backup again",
@@ -343,7 +380,7 @@ fn heartbeat(
     key: &str,
     record: &Mutex<SessionRecord>,
     stop: &(Mutex<bool>, Condvar),
-    written: &Mutex<std::time::Instant>,
+    written: &Mutex<(std::time::Instant, SystemTime)>,
 ) {
     let (m, cv) = stop;
     let mut stopped = lock(m);
@@ -363,7 +400,7 @@ fn heartbeat(
             };
             drop(stopped);
             match write_record(inner, key, &snapshot) {
-                Ok(()) => *lock(written) = std::time::Instant::now(),
+                Ok(()) => *lock(written) = (std::time::Instant::now(), SystemTime::now()),
                 Err(e) => {
                     tracing::warn!(%key, error = %e, "could not refresh the session record")
                 }
@@ -446,6 +483,7 @@ mod tests {
                 kind: SessionKind::Backup,
                 hostname: "another host".into(),
                 pid: 1,
+                pid_start: None,
                 machine: String::new(),
                 started: t,
                 refreshed: t,
