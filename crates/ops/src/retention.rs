@@ -188,6 +188,7 @@ fn plan_wal(
     repo: &Repository,
     series: &[Series],
     windows: &BTreeMap<(String, String), (Within, String)>,
+    members: &BTreeMap<(String, String), Vec<SnapshotId>>,
     forgotten: &HashSet<SnapshotId>,
     tz: &TimeZone,
     now: Timestamp,
@@ -204,17 +205,21 @@ fn plan_wal(
         let meta = lifeboat_postgres::meta::BackupMeta::of(b)?;
         system_of.insert(b.id, meta.system_identifier.to_string());
     }
-    // The widest window of the series in scope, per cluster.
-    let mut per_system: BTreeMap<String, (Within, String)> = BTreeMap::new();
-    for s in series
+    // The clusters of the series in scope; for each, the widest window of
+    // every base-backup series of that cluster, in scope or not (a
+    // `--source` must not shorten another source's window).
+    let in_scope: BTreeSet<&String> = series
         .iter()
         .filter(|s| s.kind == lifeboat_postgres::SOURCE_KIND)
-    {
-        let Some(w) = windows.get(&(s.hostname.clone(), s.source.clone())) else {
+        .flat_map(|s| s.snapshots.iter().filter_map(|e| system_of.get(&e.id)))
+        .collect();
+    let mut per_system: BTreeMap<String, (Within, String)> = BTreeMap::new();
+    for (group, ids) in members {
+        let Some(w) = windows.get(group) else {
             continue;
         };
-        for e in &s.snapshots {
-            let Some(system) = system_of.get(&e.id) else {
+        for id in ids {
+            let Some(system) = system_of.get(id).filter(|s| in_scope.contains(s)) else {
                 continue;
             };
             let start = |w: &Within| {
@@ -341,6 +346,30 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
             .or_default()
             .push(i);
     }
+    // Every base-backup series' window and members, in scope or not: the
+    // WAL of a cluster is shared by all its series.
+    let mut windows: BTreeMap<(String, String), (Within, String)> = BTreeMap::new();
+    let mut pg_members: BTreeMap<(String, String), Vec<SnapshotId>> = BTreeMap::new();
+    for ((kind, hostname, source), idx) in &groups {
+        if kind != lifeboat_postgres::SOURCE_KIND {
+            continue;
+        }
+        let in_scope = opts.sources.is_empty() || opts.sources.contains(source);
+        let flags = if in_scope {
+            opts.flags.clone()
+        } else {
+            Policy::default()
+        };
+        let (policy, _) = policy_for(cfg, kind, source, &flags)?;
+        windows.insert(
+            (hostname.clone(), source.clone()),
+            pitr_window(cfg, source, &policy)?,
+        );
+        pg_members.insert(
+            (hostname.clone(), source.clone()),
+            idx.iter().map(|&i| snapshots[i].id).collect(),
+        );
+    }
     if !opts.sources.is_empty() {
         let known: BTreeSet<&str> = groups
             .keys()
@@ -371,16 +400,10 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
     }
 
     let mut series = Vec::with_capacity(groups.len());
-    let mut windows: BTreeMap<(String, String), (Within, String)> = BTreeMap::new();
     let (mut kept, mut forgotten) = (0, 0);
     for ((kind, hostname, source), members) in groups {
         let (policy, from) = policy_for(cfg, &kind, &source, &opts.flags)?;
-        if kind == lifeboat_postgres::SOURCE_KIND {
-            windows.insert(
-                (hostname.clone(), source.clone()),
-                pitr_window(cfg, &source, &policy)?,
-            );
-        }
+
         if from != PolicyFrom::None && policy.is_empty() {
             return Err(Error::usage(format!(
                 "the retention policy of {kind} source {source:?} on {hostname} would keep nothing (every keep_* rule is zero or absent); set one, e.g. --keep-daily 7"
@@ -446,7 +469,7 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
             .iter()
             .flat_map(|s| s.snapshots.iter().filter(|e| !e.keep).map(|e| e.id))
             .collect();
-        report.wal = plan_wal(repo, &report.series, &windows, &doomed, &tz, now)?;
+        report.wal = plan_wal(repo, &report.series, &windows, &pg_members, &doomed, &tz, now)?;
         return Ok(report);
     }
     // A hold placed while the plan was made still protects.
@@ -471,7 +494,7 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
     // The WAL plan from the final kept set, before the snapshots go (the
     // `.backup` files of forgotten backups are found by their names).
     let doomed_set: HashSet<SnapshotId> = doomed.iter().copied().collect();
-    report.wal = plan_wal(repo, &report.series, &windows, &doomed_set, &tz, now)?;
+    report.wal = plan_wal(repo, &report.series, &windows, &pg_members, &doomed_set, &tz, now)?;
     repo.delete_snapshots(&doomed)?;
     for w in &mut report.wal {
         w.deleted = Some(expire::expire_wal(repo, &w.plan, None)?);
