@@ -469,7 +469,15 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
             .iter()
             .flat_map(|s| s.snapshots.iter().filter(|e| !e.keep).map(|e| e.id))
             .collect();
-        report.wal = plan_wal(repo, &report.series, &windows, &pg_members, &doomed, &tz, now)?;
+        report.wal = plan_wal(
+            repo,
+            &report.series,
+            &windows,
+            &pg_members,
+            &doomed,
+            &tz,
+            now,
+        )?;
         return Ok(report);
     }
     // A hold placed while the plan was made still protects.
@@ -494,7 +502,15 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
     // The WAL plan from the final kept set, before the snapshots go (the
     // `.backup` files of forgotten backups are found by their names).
     let doomed_set: HashSet<SnapshotId> = doomed.iter().copied().collect();
-    report.wal = plan_wal(repo, &report.series, &windows, &pg_members, &doomed_set, &tz, now)?;
+    report.wal = plan_wal(
+        repo,
+        &report.series,
+        &windows,
+        &pg_members,
+        &doomed_set,
+        &tz,
+        now,
+    )?;
     repo.delete_snapshots(&doomed)?;
     for w in &mut report.wal {
         w.deleted = Some(expire::expire_wal(repo, &w.plan, None)?);

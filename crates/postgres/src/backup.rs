@@ -152,6 +152,11 @@ pub fn backup(
         // (`stop_time` below), not by the time it is recorded under.
         time: opts.time,
         metadata,
+        // While it runs, WAL expiry keeps every segment from its start.
+        wal_hold: Some(lifeboat_repo::WalHold {
+            namespace: namespace(&info.system_identifier),
+            first: Segment::containing(timeline, start_lsn, info.wal_segment_size).name(),
+        }),
     };
     let ns = namespace(&info.system_identifier);
     let mut checksum_errors: Vec<String> = Vec::new();

@@ -382,6 +382,20 @@ pub fn plan_wal_expiry(
             end: crate::meta::real_end(e),
         });
     }
+    // A `pg backup` running now needs every segment from its start on: it
+    // counts as a kept backup that has not ended.
+    for first in repo.wal_holds(&ns)? {
+        if let Some(seg) = Segment::parse(&first, size) {
+            kept.push(Kept {
+                id: format!("running backup from {first}"),
+                timeline: seg.timeline,
+                first: seg.number,
+                stop: seg.number,
+                start: Lsn(seg.number * size),
+                end: Timestamp::MAX,
+            });
+        }
+    }
     let mut starts = Vec::new();
     for (_, m) in of_system(&every, system_identifier)?.iter().chain(&mine) {
         starts.push((m.timeline.0, m.start_lsn));

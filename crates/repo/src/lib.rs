@@ -62,7 +62,7 @@ pub use repository::{
     default_cache_dir, Credential, InitOptions, RepoConfig, Repository, INDEX_CACHE_MIN_CHUNKS,
 };
 pub use restore::{sync_filesystem_of as sync_filesystem, Overwrite, RestoreOptions, RestoreStats};
-pub use sessions::{ListedSession, SessionGuard, SessionKind, SessionRecord};
+pub use sessions::{ListedSession, SessionGuard, SessionKind, SessionRecord, WalHold};
 pub use snapshot::{
     metadata_entries, BackupStats, ContentRef, Node, NodeKind, Pages, Patch, Skipped, Snapshot,
     SnapshotEntry,

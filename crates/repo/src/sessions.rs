@@ -72,10 +72,24 @@ pub struct SessionRecord {
     /// When it ended (its snapshot, if any, stored before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Timestamp>,
+    /// Named objects it needs from a given name on, while it runs (a running
+    /// `pg backup`: its WAL from its start segment), which WAL expiry keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_hold: Option<WalHold>,
     /// The ids of the prune marks it knew of when it loaded its index; `None`
     /// until it has loaded it (then it may build on any pack).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marks_seen: Option<Vec<String>>,
+}
+
+/// Named objects a running backup needs: every name of `namespace` from
+/// `first` on (WAL segments in name order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalHold {
+    /// The named objects' namespace (`wal:<system identifier>`).
+    pub namespace: String,
+    /// The first name needed.
+    pub first: String,
 }
 
 /// A session as listed: its record and when the store last saw it written.
@@ -94,7 +108,7 @@ impl ListedSession {
     /// The newest of the record's refresh time and the store's modification
     /// time: a clock that runs late on either side never makes a running
     /// session look stale sooner.
-    fn last_seen(&self) -> Option<SystemTime> {
+    pub(crate) fn last_seen(&self) -> Option<SystemTime> {
         // The store's clock when it gives one: a prune compares it with the
         // store's time of its own session, so no host's clock matters.
         self.modified
@@ -253,7 +267,11 @@ fn write_record(inner: &Inner, key: &str, record: &SessionRecord) -> Result<()> 
 
 impl SessionGuard {
     /// Writes a new session record and starts its heartbeat.
-    pub(crate) fn begin(inner: &Arc<Inner>, kind: SessionKind) -> Result<SessionGuard> {
+    pub(crate) fn begin(
+        inner: &Arc<Inner>,
+        kind: SessionKind,
+        wal_hold: Option<WalHold>,
+    ) -> Result<SessionGuard> {
         let mut raw = [0u8; 16];
         lifeboat_crypto::fill_random(&mut raw)?;
         let id = hex::encode(raw);
@@ -270,6 +288,7 @@ impl SessionGuard {
             started: now,
             refreshed: now,
             finished: None,
+            wal_hold,
             marks_seen: None,
         };
         write_record(inner, &key, &record)?;
@@ -445,7 +464,34 @@ impl Repository {
     /// Begins a session of `kind`: backups begin theirs when they load the
     /// index, prunes at their start.
     pub fn begin_session(&self, kind: SessionKind) -> Result<SessionGuard> {
-        SessionGuard::begin(&self.inner, kind)
+        SessionGuard::begin(&self.inner, kind, None)
+    }
+
+    /// Begins a backup session that also holds named objects (a running `pg
+    /// backup`'s WAL) from WAL expiry.
+    pub(crate) fn begin_backup_session(&self, wal_hold: Option<WalHold>) -> Result<SessionGuard> {
+        SessionGuard::begin(&self.inner, SessionKind::Backup, wal_hold)
+    }
+
+    /// The first name of `namespace` that a running backup needs kept, the
+    /// lowest of all: unfinished backup sessions that hold WAL and were
+    /// written within a day (a killed one stops holding after that).
+    pub fn wal_holds(&self, namespace: &str) -> Result<Vec<String>> {
+        let now = SystemTime::now();
+        Ok(self
+            .sessions()?
+            .into_iter()
+            .filter(|s| {
+                s.record.as_ref().is_some_and(|r| r.finished.is_none())
+                    && !s.is_dead_here()
+                    && s.last_seen().is_none_or(|t| {
+                        now.duration_since(t).unwrap_or_default() < Duration::from_secs(86_400)
+                    })
+            })
+            .filter_map(|s| s.record.and_then(|r| r.wal_hold))
+            .filter(|h| h.namespace == namespace)
+            .map(|h| h.first)
+            .collect())
     }
 
     /// Opens a sealed JSON document of `magic`.
@@ -488,6 +534,7 @@ mod tests {
                 started: t,
                 refreshed: t,
                 finished: finished.then_some(t),
+                wal_hold: None,
                 marks_seen: None,
             }),
             key: "sessions/ab".into(),

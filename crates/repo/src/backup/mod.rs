@@ -32,7 +32,7 @@ pub use walk::TreeRoot;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::repository::Repository;
-use crate::sessions::{SessionGuard, SessionKind};
+use crate::sessions::SessionGuard;
 use crate::snapshot::{BackupStats, Snapshot};
 use crate::writer::{WriteStats, Writer};
 
@@ -51,8 +51,11 @@ impl Repository {
     /// (hold it until the snapshot is stored). The session is written before
     /// the marks are listed: a prune that marks packs after this listing
     /// sees the session and does not delete them while it runs.
-    fn writer(&self) -> Result<(Writer, Arc<crate::index::Index>, SessionGuard)> {
-        let session = self.begin_session(SessionKind::Backup)?;
+    fn writer(
+        &self,
+        wal_hold: Option<crate::sessions::WalHold>,
+    ) -> Result<(Writer, Arc<crate::index::Index>, SessionGuard)> {
+        let session = self.begin_backup_session(wal_hold)?;
         let (index, seen) = self.load_index_for_backup()?;
         session.set_marks_seen(seen)?;
         let index = Arc::new(index);
@@ -101,6 +104,7 @@ impl Repository {
             hostname: opts.hostname.clone(),
             time: opts.time,
             metadata: opts.metadata.clone(),
+            wal_hold: None,
         };
         self.backup_tree(&tree, &PlainFiles, progress, |_| Ok(()))
     }

@@ -54,6 +54,9 @@ pub struct TreeBackupOptions {
     pub time: Option<Timestamp>,
     /// Free-form metadata for the snapshot.
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Named objects the backup needs while it runs (a `pg backup`'s WAL
+    /// from its start), held from WAL expiry by its session.
+    pub wal_hold: Option<crate::sessions::WalHold>,
 }
 
 /// How to record a stream backup.

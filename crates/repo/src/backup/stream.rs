@@ -41,7 +41,7 @@ impl Repository {
     /// ([`StreamDraft::add_stream`]): dumps that arrive as streams. Nothing
     /// is recorded unless [`StreamDraft::commit`] is called.
     pub fn stream_snapshot(&self, opts: &SnapshotOptions) -> Result<StreamDraft<'_>> {
-        let (writer, _index, session) = self.writer()?;
+        let (writer, _index, session) = self.writer(None)?;
         Ok(StreamDraft {
             repo: self,
             writer,

@@ -140,7 +140,7 @@ impl Repository {
         // The writer (and the backup's session) first: a file is reused from
         // the parent only when every chunk it needs is indexed now and in no
         // pack a prune marked for deletion.
-        let (writer, index, session) = self.writer()?;
+        let (writer, index, session) = self.writer(opts.wal_hold.clone())?;
         let plan = tree.reuse_unchanged(parent.as_ref(), &parent_nodes, policy, &index);
         progress.start("backup", Some(plan.to_read));
         tracing::debug!(

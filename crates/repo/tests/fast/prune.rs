@@ -329,3 +329,37 @@ fn stats_say_what_only_each_snapshot_holds() {
         "freed {freed}, stats said {only_a}"
     );
 }
+
+/// A running backup that holds WAL (as `pg backup` does from its start
+/// segment) is seen by WAL expiry while it runs, and no longer once it
+/// ends.
+#[test]
+fn a_running_backup_holds_its_wal_until_it_ends() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let src = s.dir("src");
+    fs::write(src.join("f"), b"x").unwrap();
+    let hold = lifeboat_repo::WalHold {
+        namespace: "wal:7".into(),
+        first: "000000010000000000000003".into(),
+    };
+    let opts = lifeboat_repo::TreeBackupOptions {
+        roots: vec![lifeboat_repo::TreeRoot {
+            path: src.clone(),
+            prefix: None,
+        }],
+        source_kind: "postgres-like".into(),
+        source_name: "src".into(),
+        hostname: "test".into(),
+        wal_hold: Some(hold.clone()),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    repo.backup_tree(&opts, &lifeboat_repo::PlainFiles, &NoProgress, |_| {
+        seen = repo.wal_holds("wal:7")?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![hold.first.clone()]);
+    assert!(repo.wal_holds("wal:7").unwrap().is_empty(), "it ended");
+}
