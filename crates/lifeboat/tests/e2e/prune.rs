@@ -121,10 +121,11 @@ fn run_to_failpoint(env: &Env, points: &str, args: &[&str]) {
     }
 }
 
-/// Prune killed at failpoints and at random moments (SIGKILL), trial after
-/// trial: after each kill `verify --read-data` is clean and every kept
-/// snapshot restores byte for byte; the next prune then finishes the job
-/// (no mark left).
+/// Prune killed at failpoints, and `forget --prune` killed at random
+/// moments (SIGKILL), trial after trial: after each kill `verify
+/// --read-data` is clean and every kept snapshot restores byte for byte;
+/// the next forget and prune then finish the job (no mark left, the policy's
+/// three snapshots).
 fn a_prune_killed_anywhere_loses_nothing_and_the_next_one_finishes(env: &Env) {
     env.init(&["--pack-size", "1MiB"]);
     let mut s = Series::new(env, "src");
@@ -132,30 +133,36 @@ fn a_prune_killed_anywhere_loses_nothing_and_the_next_one_finishes(env: &Env) {
     for _ in 0..3 {
         s.backup(env);
     }
+    let forget = ["forget", "--keep-last", "3", "--prune"];
     for trial in 0..KILL_TRIALS {
         s.backup(env);
-        s.forget_oldest(env);
         let max_unused = if trial % 2 == 0 { "0%" } else { "5%" };
         let args = ["prune", "--delete-delay", "0s", "--max-unused", max_unused];
         let how = if trial % 4 == 3 {
-            // A SIGKILL at a random moment of the run.
-            let ms = rng.below(400);
-            let mut child = env.spawn(&args);
+            // `forget --prune` (the policy keeps the newest 3) killed by
+            // SIGKILL at a random moment: before, during or after it deletes
+            // the oldest snapshot, or in its prune.
+            s.kept.remove(0);
+            let ms = rng.below(600);
+            let mut child = env.spawn(&forget);
             std::thread::sleep(Duration::from_millis(ms));
             let _ = child.kill();
             let _ = child.wait();
-            format!("trial {trial}: SIGKILL after {ms} ms")
+            format!("trial {trial}: forget --prune, SIGKILL after {ms} ms")
         } else {
+            s.forget_oldest(env);
             let point = POINTS[rng.below(POINTS.len() as u64) as usize];
             run_to_failpoint(env, point, &args);
             format!("trial {trial}: {point}")
         };
         s.check(env, &how);
+        env.ok(&["forget", "--keep-last", "3"]);
         env.ok(&args);
         assert!(
             env.keys("marks/").is_empty(),
             "{how}: the next prune left a mark"
         );
+        assert_eq!(env.keys("snapshots/").len(), 3, "{how}");
     }
     s.check(env, "at the end");
 }
