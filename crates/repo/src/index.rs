@@ -226,11 +226,6 @@ impl Index {
         }
     }
 
-    /// True when the pack at `pos` is excluded.
-    pub fn is_excluded(&self, pos: u32) -> bool {
-        self.excluded[pos as usize]
-    }
-
     /// The pack at position `pos` and its key epoch.
     pub fn pack(&self, pos: u32) -> (PackId, u32) {
         self.packs[pos as usize]

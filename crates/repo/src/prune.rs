@@ -33,7 +33,7 @@ use crate::keys::{FileType, ObjectKey};
 use crate::parallel::Pool;
 use crate::progress::Progress;
 use crate::repository::Repository;
-use crate::sessions::{human_secs, seal_document, ListedSession, SessionKind};
+use crate::sessions::{hostname, human_secs, random_id, seal_document, ListedSession, SessionKind};
 
 /// The mark document's version.
 const MARK_VERSION: u32 = 1;
@@ -238,18 +238,12 @@ impl Bits {
     }
 }
 
-fn random_id() -> Result<String> {
-    let mut raw = [0u8; 16];
-    lifeboat_crypto::fill_random(&mut raw)?;
-    Ok(hex::encode(raw))
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+/// Every pack the marks list (to delete, indexed or not).
+pub(crate) fn marked_packs(marks: &[Mark]) -> HashSet<PackId> {
+    marks
+        .iter()
+        .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
+        .collect()
 }
 
 fn not_found_ok(r: std::result::Result<(), lifeboat_storage::StorageError>) -> Result<()> {
@@ -262,22 +256,11 @@ fn not_found_ok(r: std::result::Result<(), lifeboat_storage::StorageError>) -> R
 impl Repository {
     /// Every prune mark in the repository, oldest first.
     pub fn marks(&self) -> Result<Vec<Mark>> {
-        let listed = self
-            .inner
-            .block(self.inner.storage.list(FileType::Mark.prefix()))?;
-        let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
         let mut out = Vec::new();
-        for ((key, info), bytes) in keys.iter().zip(&listed).zip(self.get_many(&keys)) {
-            match bytes {
-                Ok(b) => {
-                    let mut m = self.decode_document::<Mark>(key, MAGIC_MARK, &b)?;
-                    m.stored_at = info.modified;
-                    out.push(m);
-                }
-                // Done between the listing and the read.
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
+        for (info, mark) in self.read_documents::<Mark>(FileType::Mark, MAGIC_MARK)? {
+            let mut m = mark?;
+            m.stored_at = info.modified;
+            out.push(m);
         }
         out.sort_by_key(|m| m.created);
         Ok(out)
@@ -287,11 +270,8 @@ impl Repository {
     /// packs marked for deletion. `seen` receives the ids of the marks known.
     pub(crate) fn load_index_for_backup(&self) -> Result<(Index, Vec<String>)> {
         let marks = self.marks()?;
-        let mut index = self.load_index()?;
-        let marked: HashSet<PackId> = marks
-            .iter()
-            .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
-            .collect();
+        let marked = marked_packs(&marks);
+        let mut index = self.load_index_marked(&marked)?;
         if !marked.is_empty() {
             index.exclude_packs(&marked);
         }
@@ -332,11 +312,7 @@ impl Repository {
                 self.finish_mark(&mark, my_id.as_ref(), now, opts, &mut report, progress)?;
             report.marks.push(outcome);
         }
-        let pending: HashSet<PackId> = self
-            .marks()?
-            .iter()
-            .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
-            .collect();
+        let pending = marked_packs(&self.marks()?);
 
         // Phase 1. Snapshots before the index: every chunk a listed snapshot
         // uses is in an index object stored before it, so listed after.

@@ -613,11 +613,14 @@ impl Repository {
     /// holds (a snapshot written while the mark was made, which the next
     /// prune indexes again).
     pub fn load_index(&self) -> Result<Index> {
-        let marked: std::collections::HashSet<lifeboat_types::PackId> = self
-            .marks()?
-            .iter()
-            .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
-            .collect();
+        self.load_index_marked(&crate::prune::marked_packs(&self.marks()?))
+    }
+
+    /// [`Repository::load_index`] with the marked packs already listed.
+    pub(crate) fn load_index_marked(
+        &self,
+        marked: &std::collections::HashSet<lifeboat_types::PackId>,
+    ) -> Result<Index> {
         let mut listed: Vec<(String, u64)> = self
             .block(self.inner.storage.list(FileType::Index.prefix()))?
             .into_iter()
@@ -629,7 +632,7 @@ impl Repository {
         if let Some(path) = &path {
             match crate::index_cache::CacheFile::open(path) {
                 Ok(file) => {
-                    let same_marks = file.marks_hash() == &crate::index_cache::marks_hash(&marked);
+                    let same_marks = file.marks_hash() == &crate::index_cache::marks_hash(marked);
                     let gone = file
                         .sources()
                         .iter()
@@ -670,11 +673,11 @@ impl Repository {
             match crate::index_cache::build(
                 path,
                 self.stream_index_objects(&keys),
-                &marked,
+                marked,
                 INDEX_CACHE_RUN,
                 self.index_cache.min_chunks,
             ) {
-                Ok(built) => return Ok(Index::from_built(built, marked)),
+                Ok(built) => return Ok(Index::from_built(built, marked.clone())),
                 Err(RepoError::Io { op, path, source }) => {
                     tracing::warn!(%path, %op, error = %source, "cannot write the local index cache; holding the index in memory");
                 }
@@ -684,11 +687,11 @@ impl Repository {
         let built = crate::index_cache::build(
             std::path::Path::new("unused"),
             self.stream_index_objects(&keys),
-            &marked,
+            marked,
             usize::MAX,
             usize::MAX,
         )?;
-        Ok(Index::from_built(built, marked))
+        Ok(Index::from_built(built, marked.clone()))
     }
 
     /// Where the index cache file of this repository is, if it has one.

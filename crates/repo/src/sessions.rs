@@ -224,12 +224,20 @@ fn process_gone(pid: u32, start: Option<u64>) -> bool {
     std::path::Path::new("/proc/1/stat").exists() && std::process::id() != 1
 }
 
-fn hostname() -> String {
+/// This machine's name, as session records and marks record it.
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// A random 128-bit id, hex (session and mark names).
+pub(crate) fn random_id() -> Result<String> {
+    let mut raw = [0u8; 16];
+    lifeboat_crypto::fill_random(&mut raw)?;
+    Ok(hex::encode(raw))
 }
 
 /// Seals a JSON document into an envelope of `magic`.
@@ -272,9 +280,7 @@ impl SessionGuard {
         kind: SessionKind,
         wal_hold: Option<WalHold>,
     ) -> Result<SessionGuard> {
-        let mut raw = [0u8; 16];
-        lifeboat_crypto::fill_random(&mut raw)?;
-        let id = hex::encode(raw);
+        let id = random_id()?;
         let key = ObjectKey::Session(&id).to_string();
         let now = Timestamp::now();
         let record = SessionRecord {
@@ -432,31 +438,41 @@ fn heartbeat(
 impl Repository {
     /// Every session record in the repository.
     pub fn sessions(&self) -> Result<Vec<ListedSession>> {
-        let listed = self
-            .inner
-            .block(self.inner.storage.list(FileType::Session.prefix()))?;
+        Ok(self
+            .read_documents::<SessionRecord>(FileType::Session, MAGIC_SESSION)?
+            .into_iter()
+            .map(|(info, record)| ListedSession {
+                record: record
+                    .map_err(|e| {
+                        tracing::warn!(key = %info.key, error = %e, "an unreadable session record counts as running until it is stale");
+                    })
+                    .ok(),
+                key: info.key,
+                modified: info.modified,
+            })
+            .collect())
+    }
+
+    /// Every sealed JSON document of kind `ft` (sessions, marks), each with
+    /// its listing and what decoding it gave; one removed between the
+    /// listing and the read is left out.
+    pub(crate) fn read_documents<T: serde::de::DeserializeOwned>(
+        &self,
+        ft: FileType,
+        magic: &[u8; 4],
+    ) -> Result<Vec<(lifeboat_storage::ObjectInfo, Result<T>)>> {
+        let listed = self.inner.block(self.inner.storage.list(ft.prefix()))?;
         let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
         let mut out = Vec::with_capacity(keys.len());
         for (info, bytes) in listed.into_iter().zip(self.get_many(&keys)) {
-            let record = match bytes {
+            match bytes {
                 Ok(b) => {
-                    match self.decode_document::<SessionRecord>(&info.key, MAGIC_SESSION, &b) {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            tracing::warn!(key = %info.key, error = %e, "an unreadable session record counts as running until it is stale");
-                            None
-                        }
-                    }
+                    let doc = self.decode_document::<T>(&info.key, magic, &b);
+                    out.push((info, doc));
                 }
-                // Ended and removed between the listing and the read.
-                Err(e) if e.is_not_found() => continue,
+                Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
-            };
-            out.push(ListedSession {
-                record,
-                key: info.key,
-                modified: info.modified,
-            });
+            }
         }
         Ok(out)
     }

@@ -368,10 +368,7 @@ impl Repository {
         // index objects deleted first.
         let marks = self.marks()?;
         report.marks = marks.len();
-        let marked: HashSet<PackId> = marks
-            .iter()
-            .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
-            .collect();
+        let marked = crate::prune::marked_packs(&marks);
         report.marked_packs = marked.len();
         let now_indexed: HashSet<String> = if packs.iter().any(|p| !stored.contains_key(&p.pack)) {
             self.index_keys()?
@@ -459,11 +456,7 @@ impl Repository {
         if gone.is_empty() {
             return Ok(HashSet::new());
         }
-        let marked: HashSet<PackId> = self
-            .marks()?
-            .iter()
-            .flat_map(|m| m.packs.iter().chain(&m.unindexed).copied())
-            .collect();
+        let marked = crate::prune::marked_packs(&self.marks()?);
         let now_indexed = self.index_keys()?;
         Ok(gone
             .iter()
