@@ -38,6 +38,160 @@ pub struct FileConfig {
     /// default policies.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// `[repository]`: the repository's own scheduled jobs (forget + prune,
+    /// verify) and the time zone of every schedule.
+    #[serde(default)]
+    pub repository: RepositorySection,
+    /// `[agent]`: how `lifeboat agent` runs.
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// `[alerts]`: the thresholds of the strategy's alerts.
+    #[serde(default)]
+    pub alerts: AlertsSection,
+    /// `[[notify]]`: where the agent sends alerts.
+    #[serde(default)]
+    pub notify: Vec<NotifySection>,
+    /// The file this was read from and its text (for messages that name a
+    /// line); none for an empty configuration.
+    #[serde(skip)]
+    pub origin: Option<(PathBuf, String)>,
+}
+
+/// A schedule as written in the config file, with where it was written (so
+/// a bad one is refused with its line): a 5-field cron expression
+/// (`0 2 * * *`), `@daily`/`@hourly`/`@weekly`/`@monthly`/`@yearly`, or
+/// `@every 30s`.
+pub type ScheduleText = toml::Spanned<String>;
+
+/// `[repository]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySection {
+    /// `schedule.forget`, `schedule.verify`.
+    #[serde(default)]
+    pub schedule: RepositorySchedules,
+    /// The IANA time zone schedules are read in (UTC when absent).
+    pub timezone: Option<String>,
+    /// What part of the packs each scheduled verify reads (`1/7`: a
+    /// seventh, a different one each run; `10%`; `all`); none when absent
+    /// (structure only).
+    pub verify_read_data_subset: Option<String>,
+}
+
+/// `[repository] schedule.*`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySchedules {
+    /// `forget` with `--prune`, by the retention policies.
+    pub forget: Option<ScheduleText>,
+    /// `verify`.
+    pub verify: Option<ScheduleText>,
+}
+
+/// `[postgres.NAME] schedule.*`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgSchedules {
+    /// Full base backups.
+    pub full: Option<ScheduleText>,
+    /// Incremental base backups.
+    pub incr: Option<ScheduleText>,
+    /// Logical dumps.
+    pub dump: Option<ScheduleText>,
+}
+
+/// `[redis.NAME] schedule.*`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSchedules {
+    /// Backups.
+    pub backup: Option<ScheduleText>,
+}
+
+/// `[agent]`: every key optional; the defaults are in the agent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// `host:port` of the metrics and status page listener
+    /// (`127.0.0.1:9847` when absent).
+    pub listen: Option<String>,
+    /// A file whose first line is the bearer token the listener requires;
+    /// required when `listen` is not a loopback address.
+    pub listen_token_file: Option<PathBuf>,
+    /// Whether a run missed while the agent was down runs once at start
+    /// (default true).
+    pub catch_up: Option<bool>,
+    /// Jobs running at once at most (default 2).
+    pub max_parallel: Option<usize>,
+    /// How long one run may take before it is cancelled (`6h` default).
+    pub job_timeout: Option<String>,
+    /// Retries of a run that failed in a way that may be transient (an
+    /// unreachable store), default 3; none for damage or a wrong setting.
+    pub retries: Option<u32>,
+    /// The first retry's delay, doubled for each next one (`1m` default).
+    pub retry_backoff: Option<String>,
+    /// Up to this much random delay before each scheduled run (`0s`
+    /// default).
+    pub jitter: Option<String>,
+    /// On SIGTERM, how long running jobs may go on before they are
+    /// cancelled (`5m` default).
+    pub grace: Option<String>,
+    /// How long job records are kept in the repository (`400d` default).
+    pub history: Option<String>,
+    /// How often the agent refreshes what it reads from the repository and
+    /// the servers for metrics (`60s` default).
+    pub refresh: Option<String>,
+}
+
+/// `[alerts]`: the strategy's thresholds; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// The age past which a source's newest good backup is "too old"
+    /// (`25h` default; a source's own `rpo` wins).
+    pub backup_max_age: Option<String>,
+    /// The size change against the previous backup of the same type that
+    /// alerts (`0.2`: 20 %, default).
+    pub size_change: Option<f64>,
+    /// The replication lag that alerts (`1h` default).
+    pub replication_lag: Option<String>,
+    /// How long the repository must stay unreachable before it alerts
+    /// (`5m` default).
+    pub repository_unreachable_for: Option<String>,
+    /// The age of the newest archived WAL segment that alerts (`1h`
+    /// default).
+    pub wal_max_age: Option<String>,
+    /// How often a notification of an alert still firing is repeated (`4h`
+    /// default, as Alertmanager's `repeat_interval`).
+    pub repeat_interval: Option<String>,
+    /// The Prometheus job name the generated rules expect lifeboat's
+    /// metrics under (`lifeboat` default).
+    pub prometheus_job: Option<String>,
+}
+
+/// One `[[notify]]` target.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    /// A name for logs and metrics (`webhook-1` when absent).
+    pub name: Option<String>,
+    /// `webhook` or `command`.
+    pub kind: String,
+    /// webhook: the URL to POST to.
+    pub url: Option<String>,
+    /// webhook: a file whose first line is the URL (keeps a token out of
+    /// the config file).
+    pub url_file: Option<PathBuf>,
+    /// webhook: `alertmanager` (Alertmanager's webhook JSON, default) or
+    /// `slack` (an incoming-webhook message).
+    pub format: Option<String>,
+    /// command: the program and its arguments; the alert arrives as JSON on
+    /// standard input and in `LIFEBOAT_ALERT_*` variables.
+    pub command: Option<Vec<String>>,
+    /// How long one delivery may take (`10s` default).
+    pub timeout: Option<String>,
+    /// Whether resolved alerts are sent too (default true).
+    pub send_resolved: Option<bool>,
 }
 
 /// `[retention]`: settings of `forget` shared by every source.
@@ -186,6 +340,12 @@ pub struct RedisSource {
     pub redis_url_file: Option<PathBuf>,
     /// `[redis.NAME.retention]`: the policy of its backups.
     pub retention: Option<RetentionRules>,
+    /// `schedule.backup`: when the agent backs it up.
+    #[serde(default)]
+    pub schedule: RedisSchedules,
+    /// The recovery point objective: the age its newest good backup must
+    /// stay under (`[alerts] backup_max_age` when absent).
+    pub rpo: Option<String>,
 }
 
 /// A PostgreSQL source named in the config file.
@@ -201,6 +361,13 @@ pub struct PgSource {
     /// `[postgres.NAME.retention]`: the policy of its base backups and of
     /// its dumps (each a series of its own).
     pub retention: Option<RetentionRules>,
+    /// `schedule.full`, `schedule.incr`, `schedule.dump`: when the agent
+    /// backs it up.
+    #[serde(default)]
+    pub schedule: PgSchedules,
+    /// The recovery point objective: the age its newest good backup must
+    /// stay under (`[alerts] backup_max_age` when absent).
+    pub rpo: Option<String>,
 }
 
 impl PgSource {
@@ -323,8 +490,24 @@ pub fn load(explicit: Option<&Path>) -> Result<FileConfig> {
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::usage_because(format!("cannot read config file {}", path.display()), e)
     })?;
-    toml::from_str(&text)
-        .map_err(|e| Error::usage(format!("config file {} is invalid: {e}", path.display())))
+    let mut cfg: FileConfig = toml::from_str(&text)
+        .map_err(|e| Error::usage(format!("config file {} is invalid: {e}", path.display())))?;
+    cfg.origin = Some((path, text));
+    Ok(cfg)
+}
+
+impl FileConfig {
+    /// "config file PATH, line N" for a value read at byte `span`, for
+    /// messages about a setting that parsed but means nothing.
+    pub fn place(&self, span: std::ops::Range<usize>) -> String {
+        match &self.origin {
+            Some((path, text)) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("config file {}, line {line}", path.display())
+            }
+            None => "the configuration".to_string(),
+        }
+    }
 }
 
 impl StorageSection {
