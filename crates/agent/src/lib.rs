@@ -1,15 +1,27 @@
 //! lifeboat's agent, as a library: what `lifeboat agent` runs and what
-//! `lifeboat status`, `lifeboat metrics` and `lifeboat alerts` print.
+//! `lifeboat status`, `lifeboat metrics` and `lifeboat jobs` print.
 //!
 //! - [`cron`]: schedules (5-field cron, `@daily`, `@every 30s`) in a time zone.
-//! - [`sample`]: the metric catalogue — every metric's name, type and help —
-//!   and [`sample::Sample`], one labelled value: the state the agent knows
-//!   rendered once, then encoded for Prometheus and evaluated by the alerts.
-//! - [`status`]: "are we protected?" per source, the shape `lifeboat status
-//!   --json`, `GET /api/status` and the status page share.
+//! - [`plan`]: the agent's settings and jobs from the config file, checked.
+//! - [`runner`]: one run of a job, a child `lifeboat` process.
+//! - [`agent`]: the scheduler: no overlap, catch-up, retries, timeouts,
+//!   reload, graceful stop; job history in the repository.
+//! - [`state`]: what is known (history, repository, WAL) and its two views:
+//! - [`sample`]: the metric catalogue and [`sample::Sample`]s, encoded by
+//!   [`metrics`] for Prometheus;
+//! - [`status`]: "are we protected?" per source (`lifeboat status --json`,
+//!   `GET /api/status`, the status page).
 //!
 //! Library code never prints; the `lifeboat` binary owns output.
 
+pub mod agent;
 pub mod cron;
+pub mod metrics;
+pub mod plan;
+mod redact;
+pub mod runner;
 pub mod sample;
+pub mod state;
 pub mod status;
+
+pub use redact::redact;

@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod output;
+mod agent;
 mod commands;
 mod context;
 mod demo;
@@ -159,6 +160,18 @@ pub(crate) enum Command {
         /// Snapshot id or unique id prefix
         snapshot: String,
     },
+    /// Run the schedule of the config file unattended: backups, forget and
+    /// prune, verify; job history, metrics and status page on [agent] listen;
+    /// SIGHUP reloads, SIGTERM stops after running jobs (within [agent] grace)
+    Agent,
+    /// List the job history: every run of a scheduled job, from every host
+    Jobs(agent::JobsArgs),
+    /// Are we protected? Each source's last good backup against its RPO,
+    /// next run, failures, firing alerts
+    Status,
+    /// Print the Prometheus metrics (or write them for node_exporter's
+    /// textfile collector)
+    Metrics(agent::MetricsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -347,6 +360,9 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
         json: cli.global.json,
         quiet: cli.global.quiet,
     };
+    if let Command::Agent = cli.command {
+        return agent::agent(ctx, &cli.global).map(|()| 0);
+    }
     match cli.command {
         Command::Pg(cmd) => return pg::run(&ctx, cmd),
         Command::Repo(RepoCommand::Init(args)) => c::init(&ctx, &args),
@@ -367,7 +383,10 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
             until,
         } => retention::hold(&ctx, &snapshot, &reason, until.as_deref()),
         Command::Release { snapshot } => retention::release(&ctx, &snapshot),
-        Command::Demo { .. } => Ok(()),
+        Command::Jobs(args) => agent::jobs(&ctx, &args),
+        Command::Status => agent::status(&ctx),
+        Command::Metrics(args) => agent::metrics(&ctx, &args),
+        Command::Demo { .. } | Command::Agent => Ok(()),
     }
     .map(|()| 0)
 }
@@ -431,6 +450,20 @@ fn main() -> ExitCode {
             // A check that found damage has printed its report already.
             if !matches!(err, Error::DamageFound(_)) {
                 eprintln!("error: {}", lifeboat_repo::report(&err));
+            }
+            // Run by the agent: the failure's class decides whether it
+            // retries, so say it where the agent reads the report.
+            if std::env::var_os("LIFEBOAT_AGENT_JOB").is_some() {
+                let class = match err.class() {
+                    ErrorClass::Usage => "usage",
+                    ErrorClass::Damage => "damage",
+                    ErrorClass::Transient => "transient",
+                    ErrorClass::Failure => "failure",
+                };
+                outln!(
+                    "{}",
+                    serde_json::json!({"error": {"class": class, "message": lifeboat_repo::report(&err)}})
+                );
             }
             if fetching {
                 return ExitCode::from(FETCH_FAILED);

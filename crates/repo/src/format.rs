@@ -37,6 +37,8 @@ pub const MAGIC_SESSION: &[u8; 4] = b"LBSE";
 pub const MAGIC_MARK: &[u8; 4] = b"LBMK";
 /// Magic of a hold on a snapshot.
 pub const MAGIC_HOLD: &[u8; 4] = b"LBHD";
+/// Magic of a job record.
+pub const MAGIC_JOB: &[u8; 4] = b"LBJB";
 
 /// The format version this build writes and reads, for every object kind
 /// but the config.
@@ -64,6 +66,7 @@ fn kind_name(magic: &[u8; 4]) -> &'static str {
         MAGIC_SESSION => "session record",
         MAGIC_MARK => "prune mark",
         MAGIC_HOLD => "hold",
+        MAGIC_JOB => "job record",
         _ => "object",
     }
 }

@@ -33,6 +33,8 @@ pub enum FileType {
     /// `holds/<snapshot id>`: a hold keeping a snapshot whatever the
     /// retention policy says.
     Hold,
+    /// `jobs/<start ms>-<id>`: the record of one run of a job (history).
+    Job,
 }
 
 impl FileType {
@@ -49,6 +51,7 @@ impl FileType {
             FileType::Session => "sessions/",
             FileType::Mark => "marks/",
             FileType::Hold => "holds/",
+            FileType::Job => "jobs/",
         }
     }
 }
@@ -76,6 +79,8 @@ pub enum ObjectKey<'a> {
     Mark(&'a str),
     /// The hold on a snapshot.
     Hold(SnapshotId),
+    /// A job record, by its name (`<start ms>-<id>`).
+    Job(&'a str),
 }
 
 impl ObjectKey<'_> {
@@ -92,6 +97,7 @@ impl ObjectKey<'_> {
             ObjectKey::Session(_) => FileType::Session,
             ObjectKey::Mark(_) => FileType::Mark,
             ObjectKey::Hold(_) => FileType::Hold,
+            ObjectKey::Job(_) => FileType::Job,
         }
     }
 }
@@ -104,7 +110,8 @@ impl fmt::Display for ObjectKey<'_> {
             ObjectKey::KeySlot(id)
             | ObjectKey::Named(id)
             | ObjectKey::Session(id)
-            | ObjectKey::Mark(id) => write!(f, "{prefix}{id}"),
+            | ObjectKey::Mark(id)
+            | ObjectKey::Job(id) => write!(f, "{prefix}{id}"),
             ObjectKey::Pack(id) => {
                 // Fanned out by the first byte: no directory of a local
                 // repository grows past a few thousand entries.
@@ -145,6 +152,7 @@ mod tests {
         assert_eq!(ObjectKey::Named("ff").to_string(), "named/ff");
         assert_eq!(ObjectKey::Session("01").to_string(), "sessions/01");
         assert_eq!(ObjectKey::Mark("02").to_string(), "marks/02");
+        assert_eq!(ObjectKey::Job("03-ab").to_string(), "jobs/03-ab");
         assert_eq!(
             ObjectKey::Hold(SnapshotId(id)).to_string(),
             format!("holds/{hex}")

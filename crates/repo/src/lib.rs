@@ -29,6 +29,7 @@ mod fsat;
 mod holds;
 mod index;
 mod index_cache;
+pub mod jobs;
 mod keys;
 mod named;
 mod parallel;
@@ -52,6 +53,7 @@ pub use backup::{
 };
 pub use error::{RepoError, Result};
 pub use holds::{Hold, HOLD_VERSION};
+pub use jobs::{JobOutcome, JobRecord, JOB_VERSION};
 pub use index::{Index, Location};
 pub use keys::{FileType, ObjectKey};
 pub use named::PutNamed;

@@ -126,3 +126,37 @@ impl Repository {
         Ok(out)
     }
 }
+
+impl Repository {
+    /// Objects and bytes per object type, from listings only (cheap enough
+    /// for a metrics refresh): `packs`, `index`, `snapshots`, `named`,
+    /// `sessions`, `marks`, `holds`, `jobs`, `keys`.
+    pub fn object_counts(&self) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+        use crate::keys::FileType;
+        let mut out = std::collections::BTreeMap::new();
+        for ft in [
+            FileType::Pack,
+            FileType::Index,
+            FileType::Snapshot,
+            FileType::Named,
+            FileType::Session,
+            FileType::Mark,
+            FileType::Hold,
+            FileType::Job,
+            FileType::KeySlot,
+        ] {
+            let listed = self.inner.block(self.inner.storage.list(ft.prefix()))?;
+            let bytes = listed.iter().map(|o| o.size).sum();
+            out.insert(
+                ft.prefix().trim_end_matches('/').to_string(),
+                (listed.len() as u64, bytes),
+            );
+        }
+        Ok(out)
+    }
+
+    /// When the current data-key epoch was made (Unix seconds).
+    pub fn current_epoch_created(&self) -> Option<i64> {
+        Some(self.inner.keyring.current().created_unix).filter(|t| *t > 0)
+    }
+}

@@ -1,0 +1,614 @@
+//! `lifeboat agent`: the schedule, run unattended.
+//!
+//! - Each job fires at its schedule's times ([`crate::cron`], in `[repository]
+//!   timezone`). A job never overlaps itself: a run due while the previous
+//!   one is still going is recorded as `skipped`. At most `[agent]
+//!   max_parallel` runs go at once; the others wait their turn.
+//! - A run missed while the agent was down runs once at start (`catch_up`):
+//!   when the job's latest fire time is after its latest recorded run.
+//! - Each run is a child `lifeboat` process ([`crate::runner`]); a failure
+//!   the child classes as transient (an unreachable store) is retried with
+//!   a doubling backoff, up to `retries`; damage and wrong settings are not.
+//!   A run past `job_timeout` is stopped and recorded as `timeout`.
+//! - Every run (skipped ones too) is recorded in the repository's job
+//!   history ([`lifeboat_repo::JobRecord`]); a record that cannot be
+//!   stored (the store is down) is kept and stored at the next refresh.
+//! - SIGHUP, or a change of the config file, reloads the schedule; a config
+//!   that does not load is logged and the old schedule kept
+//!   (`lifeboat_agent_config_last_reload_successful` turns 0).
+//! - SIGTERM or SIGINT: no new run starts; running ones have `grace` to
+//!   finish, then are stopped (recorded `cancelled`); the agent exits 0.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use jiff::Timestamp;
+use lifeboat_ops::{Error, Session};
+use lifeboat_repo::{JobOutcome, JobRecord, Repository};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::plan::{JobSpec, Plan};
+use crate::runner::{self, RunEnd, RunRequest, RunResult};
+use crate::state::Knowledge;
+
+/// How the agent starts its children and what it reports.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// The `lifeboat` binary the jobs run.
+    pub program: OsString,
+    /// The global arguments every child gets (`--config PATH`, `--repo
+    /// URL`, secret files), before `--json --quiet` and the job's own.
+    pub global_args: Vec<OsString>,
+    /// The config file to watch and reload.
+    pub config_path: Option<PathBuf>,
+    /// lifeboat's version, for metrics and the status page.
+    pub version: String,
+}
+
+/// What the agent shares between its tasks and the listener.
+pub struct Shared {
+    /// The knowledge behind metrics and status.
+    pub knowledge: Mutex<Knowledge>,
+    /// The repository, once opened.
+    repo: Mutex<Option<Arc<Repository>>>,
+    /// Records not stored yet (the store was down).
+    unsaved: Mutex<Vec<JobRecord>>,
+    /// lifeboat's version.
+    pub version: String,
+}
+
+impl Shared {
+    /// The metrics text now.
+    pub fn metrics(&self) -> String {
+        let k = lock(&self.knowledge);
+        crate::metrics::encode(&k.samples(&self.version))
+    }
+
+    /// The status now.
+    pub fn status(&self) -> crate::status::Status {
+        lock(&self.knowledge).status(Timestamp::now(), &self.version)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A job as the scheduler holds it.
+struct Slot {
+    spec: JobSpec,
+    next: Option<Timestamp>,
+    busy: bool,
+}
+
+/// A run's end, sent back to the scheduler.
+struct Done {
+    job: String,
+}
+
+/// Loads the config file again and checks its plan.
+fn reload(path: Option<&std::path::Path>) -> Result<Plan, Error> {
+    let cfg = lifeboat_ops::config::load(path)?;
+    Plan::from_config(&cfg)
+}
+
+fn mtime(path: Option<&std::path::Path>) -> Option<SystemTime> {
+    path.and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|m| m.modified().ok())
+}
+
+/// Runs the agent until SIGTERM or SIGINT. `ready` is called once the
+/// schedule is loaded and the listener bound (systemd's READY=1). The plan
+/// must have been checked ([`Plan::from_config`]) by the caller, which
+/// refuses a bad config before anything starts.
+pub fn run(
+    session: Session,
+    plan: Plan,
+    opts: AgentOptions,
+    serve: impl FnOnce(Arc<Shared>, watch::Receiver<bool>) -> Result<(), Error>,
+    ready: impl FnOnce(),
+) -> Result<(), Error> {
+    let session = Arc::new(session);
+    let handle = session.handle().clone();
+    let now = Timestamp::now();
+    let mut knowledge = Knowledge::new(plan.clone(), lifeboat_ops::hostname());
+    knowledge.count_since = Some(now);
+    knowledge.agent_start = Some(now);
+    knowledge.config_reload = Some((true, now));
+    let shared = Arc::new(Shared {
+        knowledge: Mutex::new(knowledge),
+        repo: Mutex::new(None),
+        unsaved: Mutex::new(Vec::new()),
+        version: opts.version.clone(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    serve(shared.clone(), stop_rx.clone())?;
+    let result = handle.block_on(main_loop(session.clone(), shared, plan, opts, stop_tx, ready));
+    drop(stop_rx);
+    result
+}
+
+/// Opens the repository if it is not open, reads the job records it does
+/// not know yet, stores the ones kept back, and — every `figures` call —
+/// the repository's figures. Blocking: run it off the async threads.
+fn refresh(session: &Session, shared: &Shared, figures: bool) {
+    let repo = {
+        let mut r = lock(&shared.repo);
+        if r.is_none() {
+            match session.open() {
+                Ok(o) => {
+                    for w in o.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    *r = Some(Arc::new(o.repo));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %lifeboat_repo::report(&e), "the repository cannot be opened");
+                }
+            }
+        }
+        r.clone()
+    };
+    let Some(repo) = repo else {
+        lock(&shared.knowledge).repository_up = Some(false);
+        return;
+    };
+    let keep = lock(&shared.knowledge).plan.settings.history;
+    let read = (|| -> Result<(), lifeboat_repo::RepoError> {
+        let pending: Vec<JobRecord> = std::mem::take(&mut *lock(&shared.unsaved));
+        let mut failed = Vec::new();
+        for r in pending {
+            if repo.record_job(&r).is_err() {
+                failed.push(r);
+            }
+        }
+        let had_failures = !failed.is_empty();
+        lock(&shared.unsaved).extend(failed);
+        let keys = repo.job_keys()?;
+        let known: std::collections::BTreeSet<String> = lock(&shared.knowledge)
+            .records
+            .iter()
+            .map(|r| r.key())
+            .collect();
+        let new: Vec<String> = keys.into_iter().filter(|k| !known.contains(k)).collect();
+        let records = repo.read_jobs(&new)?;
+        let cutoff = Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(keep).unwrap_or(jiff::SignedDuration::MAX))
+            .unwrap_or(Timestamp::MIN);
+        {
+            let mut k = lock(&shared.knowledge);
+            k.add_records(records);
+            k.trim(cutoff);
+        }
+        if figures {
+            let f = repo_figures(&repo)?;
+            lock(&shared.knowledge).repo = Some(f);
+            if let Err(e) = repo.trim_jobs(cutoff) {
+                tracing::warn!(error = %e, "old job records could not be trimmed");
+            }
+        }
+        if had_failures {
+            return Err(lifeboat_repo::RepoError::Failed(
+                "job records could not be stored".into(),
+            ));
+        }
+        Ok(())
+    })();
+    let up = match read {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %lifeboat_repo::report(&e), "the repository did not answer");
+            false
+        }
+    };
+    lock(&shared.knowledge).repository_up = Some(up);
+}
+
+/// Objects and bytes per type, snapshots, and the key epoch's age.
+fn repo_figures(repo: &Repository) -> Result<crate::state::RepoFigures, lifeboat_repo::RepoError> {
+    let mut f = crate::state::RepoFigures {
+        objects: repo.object_counts()?,
+        ..Default::default()
+    };
+    f.snapshots = f.objects.get("snapshots").map_or(0, |(n, _)| *n);
+    f.key_epoch_created = repo
+        .current_epoch_created()
+        .and_then(|s| Timestamp::from_second(s).ok());
+    Ok(f)
+}
+
+/// Stores `record` (or keeps it for the next refresh) and adds it to what
+/// the agent knows.
+fn save(shared: &Shared, record: JobRecord) {
+    let repo = lock(&shared.repo).clone();
+    let stored = match &repo {
+        Some(r) => match r.record_job(&record) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(job = %record.job, error = %lifeboat_repo::report(&e), "the job record could not be stored; it is kept and stored later");
+                false
+            }
+        },
+        None => false,
+    };
+    if !stored {
+        lock(&shared.unsaved).push(record.clone());
+    }
+    lock(&shared.knowledge).add_records([record]);
+}
+
+fn ts(t: Timestamp) -> tokio::time::Instant {
+    let now = Timestamp::now();
+    let wait = t.duration_since(now).as_secs_f64().max(0.0);
+    tokio::time::Instant::now() + Duration::from_secs_f64(wait.min(86400.0 * 366.0))
+}
+
+fn random_below(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    Duration::from_nanos(u64::from_le_bytes(b) % max.as_nanos().max(1) as u64)
+}
+
+async fn main_loop(
+    session: Arc<Session>,
+    shared: Arc<Shared>,
+    mut plan: Plan,
+    opts: AgentOptions,
+    stop_tx: watch::Sender<bool>,
+    ready: impl FnOnce(),
+) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| Error::io("install a signal handler", e));
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut hup = sig(SignalKind::hangup())?;
+
+    // What the repository holds first: the history decides catch-up.
+    {
+        let (s, sh) = (session.clone(), shared.clone());
+        let _ = tokio::task::spawn_blocking(move || refresh(&s, &sh, true)).await;
+    }
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let semaphore = Arc::new(Semaphore::new(plan.settings.max_parallel));
+    let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+    let now = Timestamp::now();
+    let mut catch_up: Vec<(String, Timestamp)> = Vec::new();
+    for spec in &plan.jobs {
+        let tz = &plan.settings.timezone;
+        if plan.settings.catch_up {
+            let last_run = lock(&shared.knowledge)
+                .records
+                .iter()
+                .filter(|r| r.job == spec.id && r.outcome != JobOutcome::Skipped)
+                .map(|r| r.started)
+                .max();
+            if let (Some(due), Some(ran)) = (spec.schedule.last_at_or_before(now, tz), last_run) {
+                if ran < due {
+                    catch_up.push((spec.id.clone(), due));
+                }
+            }
+        }
+        slots.insert(
+            spec.id.clone(),
+            Slot {
+                spec: spec.clone(),
+                next: spec.schedule.next_after(now, tz),
+                busy: false,
+            },
+        );
+    }
+    let mut config_mtime = mtime(opts.config_path.as_deref());
+    let mut next_refresh = tokio::time::Instant::now() + plan.settings.refresh;
+    let mut refreshes: u64 = 0;
+    let mut refreshing: Option<tokio::task::JoinHandle<()>> = None;
+    let ctx = RunCtx {
+        shared: shared.clone(),
+        opts: opts.clone(),
+        semaphore: semaphore.clone(),
+        cancel: cancel_rx.clone(),
+        stopping: stop_tx.subscribe(),
+        done: done_tx.clone(),
+    };
+    for (job, due) in catch_up {
+        if let Some(slot) = slots.get_mut(&job) {
+            tracing::info!(%job, due = %due, "a run was missed while the agent was down: running it now");
+            fire(&ctx, slot, "catch-up", Some(due), &plan);
+        }
+    }
+    publish(&shared, &slots);
+    ready();
+    let mut running_tasks = 0usize;
+    loop {
+        let wake = slots
+            .values()
+            .filter_map(|s| s.next)
+            .min()
+            .map(ts)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))
+            .min(next_refresh)
+            .min(tokio::time::Instant::now() + Duration::from_secs(2));
+        let mut reload_now = false;
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload_now = true,
+            Some(d) = done_rx.recv() => {
+                if let Some(s) = slots.get_mut(&d.job) { s.busy = false; }
+                running_tasks = running_tasks.saturating_sub(1);
+            }
+        }
+        let new_mtime = mtime(opts.config_path.as_deref());
+        if new_mtime != config_mtime {
+            config_mtime = new_mtime;
+            reload_now = true;
+        }
+        if reload_now {
+            match reload(opts.config_path.as_deref()) {
+                Ok(new) => {
+                    tracing::info!(jobs = new.jobs.len(), "config reloaded");
+                    let now = Timestamp::now();
+                    let tz = new.settings.timezone.clone();
+                    let mut next_slots = BTreeMap::new();
+                    for spec in &new.jobs {
+                        let busy = slots.get(&spec.id).is_some_and(|s| s.busy);
+                        let next = match slots.get(&spec.id) {
+                            Some(s) if s.spec.schedule == spec.schedule && plan.settings.timezone == tz => s.next,
+                            _ => spec.schedule.next_after(now, &tz),
+                        };
+                        next_slots.insert(spec.id.clone(), Slot { spec: spec.clone(), next, busy });
+                    }
+                    // A job removed while it runs finishes; it is simply
+                    // not scheduled again.
+                    slots = next_slots;
+                    let mut k = lock(&shared.knowledge);
+                    k.plan = new.clone();
+                    k.config_reload = Some((true, now));
+                    drop(k);
+                    plan = new;
+                }
+                Err(e) => {
+                    tracing::error!(error = %lifeboat_repo::report(&e), "the config file does not load; the schedule stays as it was");
+                    let mut k = lock(&shared.knowledge);
+                    let last_ok = k.config_reload.map(|(_, t)| t).unwrap_or_else(Timestamp::now);
+                    k.config_reload = Some((false, last_ok));
+                }
+            }
+        }
+        let now = Timestamp::now();
+        let tz = plan.settings.timezone.clone();
+        for slot in slots.values_mut() {
+            while let Some(due) = slot.next.filter(|n| *n <= now) {
+                slot.next = slot.spec.schedule.next_after(now.max(due), &tz);
+                if slot.busy {
+                    skipped(&shared, &slot.spec, due);
+                } else {
+                    fire(&ctx, slot, "schedule", Some(due), &plan);
+                    running_tasks += 1;
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= next_refresh && refreshing.as_ref().is_none_or(|h| h.is_finished()) {
+            refreshes += 1;
+            let (s, sh) = (session.clone(), shared.clone());
+            let figures = refreshes % 10 == 0;
+            refreshing = Some(tokio::task::spawn_blocking(move || refresh(&s, &sh, figures)));
+            next_refresh = tokio::time::Instant::now() + plan.settings.refresh;
+        }
+        publish(&shared, &slots);
+    }
+
+    // Shutting down: nothing new starts; running jobs get the grace period.
+    tracing::info!("stopping: no new runs; running ones have {:?} to finish", plan.settings.grace);
+    let _ = stop_tx.send(true);
+    let busy = |slots: &BTreeMap<String, Slot>| slots.values().filter(|s| s.busy).count();
+    let deadline = tokio::time::Instant::now() + plan.settings.grace;
+    while busy(&slots) > 0 {
+        tokio::select! {
+            Some(d) = done_rx.recv() => { if let Some(s) = slots.get_mut(&d.job) { s.busy = false; } }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    if busy(&slots) > 0 {
+        tracing::warn!("the grace period is over: stopping the running jobs");
+        let _ = cancel_tx.send(true);
+        while busy(&slots) > 0 {
+            match done_rx.recv().await {
+                Some(d) => {
+                    if let Some(s) = slots.get_mut(&d.job) {
+                        s.busy = false;
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    publish(&shared, &slots);
+    if let Some(h) = refreshing {
+        let _ = h.await;
+    }
+    // Records kept back while the store was down: one last try.
+    let (s, sh) = (session.clone(), shared.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        if !lock(&sh.unsaved).is_empty() {
+            refresh(&s, &sh, false)
+        }
+    })
+    .await;
+    let _ = running_tasks;
+    Ok(())
+}
+
+/// Next runs and running jobs into the knowledge.
+fn publish(shared: &Shared, slots: &BTreeMap<String, Slot>) {
+    let mut k = lock(&shared.knowledge);
+    k.next_run = slots
+        .iter()
+        .filter_map(|(id, s)| s.next.map(|n| (id.clone(), n)))
+        .collect();
+    k.running = slots
+        .iter()
+        .filter(|(_, s)| s.busy)
+        .map(|(id, _)| id.clone())
+        .collect();
+}
+
+fn skipped(shared: &Shared, spec: &JobSpec, due: Timestamp) {
+    tracing::warn!(job = %spec.id, "due while its previous run still goes: skipped");
+    let now = Timestamp::now();
+    let Ok(mut r) = JobRecord::new(&spec.id, &spec.job_type, now) else {
+        return;
+    };
+    r.source_kind = spec.source_kind.clone();
+    r.source = spec.source.clone();
+    r.trigger = "schedule".into();
+    r.scheduled = Some(due);
+    r.outcome = JobOutcome::Skipped;
+    r.error = Some("the previous run was still going".into());
+    save(shared, r);
+}
+
+struct RunCtx {
+    shared: Arc<Shared>,
+    opts: AgentOptions,
+    semaphore: Arc<Semaphore>,
+    cancel: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
+    done: mpsc::UnboundedSender<Done>,
+}
+
+fn fire(ctx: &RunCtx, slot: &mut Slot, trigger: &str, due: Option<Timestamp>, plan: &Plan) {
+    slot.busy = true;
+    let spec = slot.spec.clone();
+    let shared = ctx.shared.clone();
+    let opts = ctx.opts.clone();
+    let semaphore = ctx.semaphore.clone();
+    let cancel = ctx.cancel.clone();
+    let mut stopping = ctx.stopping.clone();
+    let done = ctx.done.clone();
+    let settings = plan.settings.clone();
+    let trigger = trigger.to_string();
+    tokio::spawn(async move {
+        let job = spec.id.clone();
+        let stopped = |s: &watch::Receiver<bool>| *s.borrow();
+        let run_one = async {
+            let Ok(_permit) = semaphore.acquire().await else {
+                return;
+            };
+            if stopped(&stopping) {
+                return;
+            }
+            let jitter = random_below(settings.jitter);
+            if !jitter.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(jitter) => {}
+                    _ = stopping.changed() => return,
+                }
+            }
+            let runs = lock(&shared.knowledge)
+                .records
+                .iter()
+                .filter(|r| r.job == spec.id && r.outcome != JobOutcome::Skipped)
+                .count() as u64;
+            let mut attempt = 1u32;
+            let mut trigger = trigger.clone();
+            loop {
+                let mut args = opts.global_args.clone();
+                args.extend(["--json".into(), "--quiet".into()]);
+                args.extend(spec.args(runs).into_iter().map(OsString::from));
+                let req = RunRequest {
+                    program: opts.program.clone(),
+                    args,
+                    env: vec![("LIFEBOAT_AGENT_JOB".into(), spec.id.clone())],
+                    timeout: settings.job_timeout,
+                };
+                tracing::info!(job = %spec.id, attempt, "starting");
+                let result = runner::run(&req, cancel.clone()).await;
+                let record = record_of(&spec, &result, &trigger, attempt, due);
+                let transient = record.error_class.as_deref() == Some("transient")
+                    && matches!(result.end, RunEnd::Exited(_) | RunEnd::NotStarted(_) | RunEnd::Killed(_));
+                tracing::info!(job = %spec.id, outcome = record.outcome.as_str(), error = record.error.as_deref().unwrap_or(""), "finished");
+                {
+                    let shared = shared.clone();
+                    let _ = tokio::task::spawn_blocking(move || save(&shared, record)).await;
+                }
+                if !transient || attempt > settings.retries || stopped(&stopping) {
+                    break;
+                }
+                let backoff = settings.retry_backoff.saturating_mul(1u32 << (attempt - 1).min(16));
+                tracing::info!(job = %spec.id, ?backoff, "may be transient: retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopping.changed() => break,
+                }
+                attempt += 1;
+                trigger = "retry".into();
+            }
+        };
+        run_one.await;
+        let _ = done.send(Done { job });
+    });
+}
+
+/// The job record of one attempt.
+fn record_of(
+    spec: &JobSpec,
+    result: &RunResult,
+    trigger: &str,
+    attempt: u32,
+    due: Option<Timestamp>,
+) -> JobRecord {
+    let mut r = JobRecord::new(&spec.id, &spec.job_type, result.started).unwrap_or_else(|_| JobRecord {
+        version: lifeboat_repo::JOB_VERSION,
+        id: format!("{:x}", result.started.as_nanosecond()),
+        job: spec.id.clone(),
+        source_kind: None,
+        source: None,
+        job_type: spec.job_type.clone(),
+        trigger: String::new(),
+        attempt,
+        hostname: lifeboat_ops::hostname(),
+        scheduled: None,
+        started: result.started,
+        finished: result.finished,
+        outcome: JobOutcome::Failed,
+        error_class: None,
+        error: None,
+        bytes_read: None,
+        bytes_stored: None,
+        size_bytes: None,
+        snapshot: None,
+    });
+    r.source_kind = spec.source_kind.clone();
+    r.source = spec.source.clone();
+    r.trigger = trigger.to_string();
+    r.attempt = attempt;
+    r.scheduled = due;
+    r.finished = result.finished;
+    r.outcome = match result.end {
+        RunEnd::Exited(0) => JobOutcome::Success,
+        RunEnd::TimedOut => JobOutcome::Timeout,
+        RunEnd::Cancelled => JobOutcome::Cancelled,
+        _ => JobOutcome::Failed,
+    };
+    r.error_class = result.error_class();
+    r.error = result.error_message().map(|m| crate::redact(&m));
+    if let Some(rep) = &result.report {
+        let stat = |k: &str| rep.get("stats").and_then(|s| s.get(k)).and_then(|v| v.as_u64());
+        r.bytes_read = stat("bytes_read");
+        r.bytes_stored = stat("bytes_stored");
+        r.size_bytes = stat("bytes_total");
+        r.snapshot = rep
+            .get("snapshot")
+            .and_then(|s| s.as_str())
+            .map(str::to_string);
+    }
+    r
+}

@@ -1,0 +1,357 @@
+//! The agent's plan: its settings and the jobs the config file schedules,
+//! checked as a whole before anything runs (a bad schedule is refused with
+//! the line it is on).
+
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use lifeboat_ops::config::{FileConfig, ScheduleText};
+use lifeboat_ops::Error;
+
+use crate::cron::Schedule;
+
+/// The strategy's default recovery point objective: the strategy alerts
+/// when the newest backup is older than 25 hours.
+pub const DEFAULT_RPO: Duration = Duration::from_secs(25 * 3600);
+
+/// How the agent runs (`[agent]`, with defaults filled in).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSettings {
+    /// The listener's address.
+    pub listen: String,
+    /// The bearer token file, when set.
+    pub listen_token_file: Option<std::path::PathBuf>,
+    /// Whether a run missed while the agent was down runs at start.
+    pub catch_up: bool,
+    /// Jobs running at once at most.
+    pub max_parallel: usize,
+    /// How long one run may take.
+    pub job_timeout: Duration,
+    /// Retries of a run that failed in a way that may be transient.
+    pub retries: u32,
+    /// The first retry's delay (doubled for each next one).
+    pub retry_backoff: Duration,
+    /// Up to this much random delay before each scheduled run.
+    pub jitter: Duration,
+    /// How long running jobs may go on after SIGTERM.
+    pub grace: Duration,
+    /// How long job records are kept.
+    pub history: Duration,
+    /// How often the agent refreshes what it reads for metrics.
+    pub refresh: Duration,
+    /// The time zone schedules are read in.
+    pub timezone: TimeZone,
+}
+
+/// What a job does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// `pg backup --type full|incr`.
+    PgBackup {
+        /// `full` or `incr`.
+        full: bool,
+    },
+    /// `pg dump`.
+    PgDump,
+    /// `redis backup`.
+    RedisBackup,
+    /// `forget --prune`.
+    Forget,
+    /// `verify`, with a data subset per run.
+    Verify {
+        /// `1/7`, `10%`, `all`, or none (structure only).
+        subset: Option<String>,
+    },
+}
+
+/// One scheduled job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSpec {
+    /// `postgres.main.full`, `redis.cache.backup`, `repository.forget`.
+    pub id: String,
+    /// `postgres`, `redis`; none for repository jobs.
+    pub source_kind: Option<String>,
+    /// The source's config name.
+    pub source: Option<String>,
+    /// `full`, `incr`, `dump`, `backup`, `forget`, `verify`.
+    pub job_type: String,
+    /// What it runs.
+    pub kind: JobKind,
+    /// When.
+    pub schedule: Schedule,
+}
+
+impl JobSpec {
+    /// The `lifeboat` arguments that run it (after the global ones).
+    /// `run` counts the job's runs, for verify's rotating subset.
+    pub fn args(&self, run: u64) -> Vec<String> {
+        let src = self.source.clone().unwrap_or_default();
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        match &self.kind {
+            JobKind::PgBackup { full } => v(&[
+                "pg",
+                "backup",
+                &src,
+                "--type",
+                if *full { "full" } else { "incr" },
+            ]),
+            JobKind::PgDump => v(&["pg", "dump", &src]),
+            JobKind::RedisBackup => v(&["redis", "backup", &src]),
+            JobKind::Forget => v(&["forget", "--prune"]),
+            JobKind::Verify { subset } => match subset.as_deref() {
+                None => v(&["verify"]),
+                Some("all") => v(&["verify", "--read-data"]),
+                Some(s) => match rotate(s, run) {
+                    Some(part) => v(&["verify", "--read-data-subset", &part]),
+                    None => v(&["verify", "--read-data-subset", s]),
+                },
+            },
+        }
+    }
+
+    /// True for the jobs that make a backup of a source.
+    pub fn is_backup(&self) -> bool {
+        matches!(
+            self.kind,
+            JobKind::PgBackup { .. } | JobKind::PgDump | JobKind::RedisBackup
+        )
+    }
+}
+
+/// `n/t` as a different part for each run: the run's `(run mod t) + 1`
+/// part of `t` when `n` is `*` or the subset is written `1/t` — so that
+/// `verify_read_data_subset = "1/7"` on a daily verify reads every pack once
+/// a week. Other forms stay as written.
+fn rotate(subset: &str, run: u64) -> Option<String> {
+    let (n, t) = subset.split_once('/')?;
+    let t: u64 = t.trim().parse().ok()?;
+    if t == 0 || !(n.trim() == "1" || n.trim() == "*") {
+        return None;
+    }
+    Some(format!("{}/{t}", run % t + 1))
+}
+
+/// A source's recovery point objective.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourcePlan {
+    /// `postgres`, `redis`.
+    pub kind: String,
+    /// Its config name.
+    pub name: String,
+    /// Its RPO.
+    pub rpo: Duration,
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The agent's settings.
+    pub settings: AgentSettings,
+    /// Every scheduled job, in a stable order (sources by kind and name).
+    pub jobs: Vec<JobSpec>,
+    /// Every configured source.
+    pub sources: Vec<SourcePlan>,
+}
+
+/// A duration setting: `25h`, `90m`, `7d`.
+pub fn duration(cfg: &FileConfig, key: &str, v: Option<&str>, default: Duration) -> Result<Duration, Error> {
+    match v {
+        None => Ok(default),
+        Some(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+            Error::usage(format!(
+                "{key} = {t:?} in {}: {e}; give a duration such as 90s, 30m, 6h or 7d",
+                cfg.origin
+                    .as_ref()
+                    .map(|(p, _)| format!("config file {}", p.display()))
+                    .unwrap_or_else(|| "the configuration".into())
+            ))
+        }),
+    }
+}
+
+fn schedule(cfg: &FileConfig, key: &str, text: &ScheduleText) -> Result<Schedule, Error> {
+    text.get_ref().parse::<Schedule>().map_err(|e| {
+        Error::usage(format!(
+            "{}: {key} = {:?} is not a schedule: {e}",
+            cfg.place(text.span()),
+            text.get_ref()
+        ))
+    })
+}
+
+impl Plan {
+    /// The plan `cfg` says, or a usage error naming the setting (and its
+    /// line) that is wrong.
+    pub fn from_config(cfg: &FileConfig) -> Result<Plan, Error> {
+        let a = &cfg.agent;
+        let timezone = match cfg.repository.timezone.as_deref() {
+            None => TimeZone::UTC,
+            Some(name) => TimeZone::get(name).map_err(|e| {
+                Error::usage(format!(
+                    "[repository] timezone = {name:?}: unknown time zone; give an IANA name such as UTC or Europe/Paris ({e})"
+                ))
+            })?,
+        };
+        let settings = AgentSettings {
+            listen: a.listen.clone().unwrap_or_else(|| "127.0.0.1:9847".into()),
+            listen_token_file: a.listen_token_file.clone(),
+            catch_up: a.catch_up.unwrap_or(true),
+            max_parallel: a.max_parallel.unwrap_or(2).max(1),
+            job_timeout: duration(cfg, "job_timeout", a.job_timeout.as_deref(), Duration::from_secs(6 * 3600))?,
+            retries: a.retries.unwrap_or(3),
+            retry_backoff: duration(cfg, "retry_backoff", a.retry_backoff.as_deref(), Duration::from_secs(60))?,
+            jitter: duration(cfg, "jitter", a.jitter.as_deref(), Duration::ZERO)?,
+            grace: duration(cfg, "grace", a.grace.as_deref(), Duration::from_secs(300))?,
+            history: duration(cfg, "history", a.history.as_deref(), Duration::from_secs(400 * 86400))?,
+            refresh: duration(cfg, "refresh", a.refresh.as_deref(), Duration::from_secs(60))?
+                .max(Duration::from_secs(1)),
+            timezone,
+        };
+        if settings.job_timeout.is_zero() {
+            return Err(Error::usage("[agent] job_timeout must be more than 0"));
+        }
+        let default_rpo = duration(
+            cfg,
+            "backup_max_age",
+            cfg.alerts.backup_max_age.as_deref(),
+            DEFAULT_RPO,
+        )?;
+        let mut jobs = Vec::new();
+        let mut sources = Vec::new();
+        for (name, src) in &cfg.postgres {
+            let s = &src.schedule;
+            for (ty, text, kind) in [
+                ("full", &s.full, JobKind::PgBackup { full: true }),
+                ("incr", &s.incr, JobKind::PgBackup { full: false }),
+                ("dump", &s.dump, JobKind::PgDump),
+            ] {
+                if let Some(text) = text {
+                    jobs.push(JobSpec {
+                        id: format!("postgres.{name}.{ty}"),
+                        source_kind: Some("postgres".into()),
+                        source: Some(name.clone()),
+                        job_type: ty.into(),
+                        kind,
+                        schedule: schedule(cfg, &format!("[postgres.{name}] schedule.{ty}"), text)?,
+                    });
+                }
+            }
+            sources.push(SourcePlan {
+                kind: "postgres".into(),
+                name: name.clone(),
+                rpo: duration(cfg, &format!("[postgres.{name}] rpo"), src.rpo.as_deref(), default_rpo)?,
+            });
+        }
+        for (name, src) in &cfg.redis {
+            if let Some(text) = &src.schedule.backup {
+                jobs.push(JobSpec {
+                    id: format!("redis.{name}.backup"),
+                    source_kind: Some("redis".into()),
+                    source: Some(name.clone()),
+                    job_type: "backup".into(),
+                    kind: JobKind::RedisBackup,
+                    schedule: schedule(cfg, &format!("[redis.{name}] schedule.backup"), text)?,
+                });
+            }
+            sources.push(SourcePlan {
+                kind: "redis".into(),
+                name: name.clone(),
+                rpo: duration(cfg, &format!("[redis.{name}] rpo"), src.rpo.as_deref(), default_rpo)?,
+            });
+        }
+        let r = &cfg.repository;
+        if let Some(text) = &r.schedule.forget {
+            jobs.push(JobSpec {
+                id: "repository.forget".into(),
+                source_kind: None,
+                source: None,
+                job_type: "forget".into(),
+                kind: JobKind::Forget,
+                schedule: schedule(cfg, "[repository] schedule.forget", text)?,
+            });
+        }
+        if let Some(text) = &r.schedule.verify {
+            let subset = r.verify_read_data_subset.clone();
+            if let Some(s) = subset.as_deref() {
+                if s != "all" && !s.contains('/') && !s.ends_with('%') {
+                    return Err(Error::usage(format!(
+                        "[repository] verify_read_data_subset = {s:?}: give n/t (1/7: a seventh, another each run), a percentage (10%) or all"
+                    )));
+                }
+            }
+            jobs.push(JobSpec {
+                id: "repository.verify".into(),
+                source_kind: None,
+                source: None,
+                job_type: "verify".into(),
+                kind: JobKind::Verify { subset },
+                schedule: schedule(cfg, "[repository] schedule.verify", text)?,
+            });
+        }
+        Ok(Plan {
+            settings,
+            jobs,
+            sources,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> FileConfig {
+        let mut c: FileConfig = toml::from_str(text).unwrap();
+        c.origin = Some(("/etc/lifeboat.toml".into(), text.to_string()));
+        c
+    }
+
+    #[test]
+    fn the_strategy_becomes_jobs() {
+        let p = Plan::from_config(&cfg(r#"
+[postgres.main]
+schedule.full = "0 2 * * *"
+schedule.incr = "0 */4 * * *"
+[redis.cache]
+schedule.backup = "0 */6 * * *"
+rpo = "7h"
+[repository]
+schedule.forget = "0 5 * * *"
+schedule.verify = "0 6 * * 0"
+verify_read_data_subset = "1/4"
+"#))
+        .unwrap();
+        let ids: Vec<&str> = p.jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "postgres.main.full",
+                "postgres.main.incr",
+                "redis.cache.backup",
+                "repository.forget",
+                "repository.verify"
+            ]
+        );
+        assert_eq!(p.jobs[0].args(0), ["pg", "backup", "main", "--type", "full"]);
+        assert_eq!(p.jobs[2].args(0), ["redis", "backup", "cache"]);
+        assert_eq!(p.jobs[3].args(0), ["forget", "--prune"]);
+        let parts: Vec<String> = (0..5).map(|r| p.jobs[4].args(r)[2].clone()).collect();
+        assert_eq!(parts, ["1/4", "2/4", "3/4", "4/4", "1/4"]);
+        assert_eq!(p.sources[0].rpo, DEFAULT_RPO);
+        assert_eq!(p.sources[1].rpo, Duration::from_secs(7 * 3600));
+        assert!(p.settings.catch_up);
+        assert_eq!(p.settings.listen, "127.0.0.1:9847");
+    }
+
+    #[test]
+    fn a_bad_schedule_is_refused_with_its_line() {
+        let e = Plan::from_config(&cfg("[postgres.main]\npg_url = \"x\"\nschedule.full = \"0 25 * * *\"\n"))
+            .unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("line 3"), "{m}");
+        assert!(m.contains("schedule.full"), "{m}");
+        assert_eq!(e.class(), lifeboat_repo::ErrorClass::Usage);
+        let e = Plan::from_config(&cfg("[agent]\njob_timeout = \"soon\"\n")).unwrap_err();
+        assert!(e.to_string().contains("job_timeout"), "{e}");
+    }
+}

@@ -1,0 +1,615 @@
+//! What the agent knows — the job history, the repository's figures, the
+//! WAL archive, its own running jobs — and the two views of it: metric
+//! [`Sample`]s and the [`Status`]. Pure: the agent and `lifeboat
+//! metrics`/`lifeboat status` fill it in; nothing here does I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use lifeboat_repo::{JobOutcome, JobRecord};
+
+use crate::plan::Plan;
+use crate::sample::{self as m, series_labels, Sample};
+use crate::status::{
+    AlertStatus, BackupPoint, FailurePoint, Health, JobStatus, RunSummary, SourceStatus, Status,
+};
+
+/// How far back the charts go.
+pub const CHART_DAYS: i64 = 90;
+/// Runs in the status' recent log.
+pub const RECENT_RUNS: usize = 50;
+
+/// The repository's figures, refreshed now and then.
+#[derive(Clone, Debug, Default)]
+pub struct RepoFigures {
+    /// Objects and bytes per object type.
+    pub objects: BTreeMap<String, (u64, u64)>,
+    /// Snapshots.
+    pub snapshots: u64,
+    /// When the current data-key epoch was created.
+    pub key_epoch_created: Option<Timestamp>,
+}
+
+/// One PostgreSQL source's WAL archive figures.
+#[derive(Clone, Debug, Default)]
+pub struct WalFigures {
+    /// When the newest segment reached the repository.
+    pub newest: Option<Timestamp>,
+    /// The archiver's lag in seconds, when the server answered.
+    pub archiver_lag_seconds: Option<f64>,
+    /// `pg_stat_archiver.failed_count`.
+    pub archiver_failed: Option<u64>,
+}
+
+/// Everything known, at one moment.
+#[derive(Clone, Debug)]
+pub struct Knowledge {
+    /// The plan (sources and jobs).
+    pub plan: Plan,
+    /// Job records, oldest first (by start).
+    pub records: Vec<JobRecord>,
+    /// Counters count records that ended at or after this (the agent's
+    /// start); `None`: every record (`lifeboat metrics --textfile`).
+    pub count_since: Option<Timestamp>,
+    /// Whether the repository answered the last check.
+    pub repository_up: Option<bool>,
+    /// The repository's figures.
+    pub repo: Option<RepoFigures>,
+    /// WAL figures by PostgreSQL source name.
+    pub wal: BTreeMap<String, WalFigures>,
+    /// Jobs running now (agent only).
+    pub running: BTreeSet<String>,
+    /// When each job is next due (agent only, or computed from the plan).
+    pub next_run: BTreeMap<String, Timestamp>,
+    /// Notifications by (target, outcome) (agent only).
+    pub notifications: BTreeMap<(String, String), u64>,
+    /// Whether the last load of the config file succeeded, and when the
+    /// last good one was (agent only).
+    pub config_reload: Option<(bool, Timestamp)>,
+    /// When the agent started (agent only).
+    pub agent_start: Option<Timestamp>,
+    /// Alerts firing now.
+    pub alerts: Vec<AlertStatus>,
+    /// The host.
+    pub hostname: String,
+}
+
+/// A backup series: (kind, source, type).
+type Series = (String, String, String);
+
+fn series_of(r: &JobRecord) -> Option<Series> {
+    Some((r.source_kind.clone()?, r.source.clone()?, r.job_type.clone()))
+}
+
+fn secs(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+impl Knowledge {
+    /// Knowledge of `plan` with nothing read yet.
+    pub fn new(plan: Plan, hostname: String) -> Knowledge {
+        Knowledge {
+            plan,
+            records: Vec::new(),
+            count_since: None,
+            repository_up: None,
+            repo: None,
+            wal: BTreeMap::new(),
+            running: BTreeSet::new(),
+            next_run: BTreeMap::new(),
+            notifications: BTreeMap::new(),
+            config_reload: None,
+            agent_start: None,
+            alerts: Vec::new(),
+            hostname,
+        }
+    }
+
+    /// Adds records not known yet (by id), keeping the order.
+    pub fn add_records(&mut self, new: impl IntoIterator<Item = JobRecord>) {
+        let known: BTreeSet<String> = self.records.iter().map(|r| r.id.clone()).collect();
+        let before = self.records.len();
+        self.records
+            .extend(new.into_iter().filter(|r| !known.contains(&r.id)));
+        if self.records.len() != before {
+            self.records
+                .sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
+        }
+    }
+
+    /// Forgets records that started before `cutoff` (the history kept).
+    pub fn trim(&mut self, cutoff: Timestamp) {
+        self.records.retain(|r| r.started >= cutoff);
+    }
+
+    /// Every backup series: the scheduled ones and those in the history.
+    fn series(&self) -> BTreeSet<Series> {
+        let mut s: BTreeSet<Series> = self
+            .plan
+            .jobs
+            .iter()
+            .filter(|j| j.is_backup())
+            .filter_map(|j| {
+                Some((
+                    j.source_kind.clone()?,
+                    j.source.clone()?,
+                    j.job_type.clone(),
+                ))
+            })
+            .collect();
+        s.extend(
+            self.records
+                .iter()
+                .filter(|r| r.outcome != JobOutcome::Skipped)
+                .filter_map(series_of),
+        );
+        s
+    }
+
+    fn last<'a>(
+        &'a self,
+        series: &Series,
+        pred: impl Fn(&JobRecord) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a JobRecord> + 'a {
+        let series = series.clone();
+        self.records
+            .iter()
+            .rev()
+            .filter(move |r| series_of(r).as_ref() == Some(&series) && pred(r))
+    }
+
+    fn counted(&self, r: &JobRecord) -> bool {
+        self.count_since.is_none_or(|t| r.finished >= t)
+    }
+
+    /// The metric samples, in catalogue order.
+    pub fn samples(&self, version: &str) -> Vec<Sample> {
+        let mut out: Vec<Sample> = Vec::new();
+        let mut push = |name: &'static str, labels: Vec<(&'static str, String)>, value: f64| {
+            out.push(Sample {
+                name,
+                labels,
+                value,
+            })
+        };
+        for s in self.series() {
+            let labels = series_labels(&s.1, &s.0, &s.2);
+            let ok: Vec<&JobRecord> = self
+                .last(&s, |r| r.outcome == JobOutcome::Success)
+                .take(2)
+                .collect();
+            let failed = self.last(&s, |r| r.outcome.is_failure()).next();
+            push(
+                m::BACKUP_LAST_SUCCESS,
+                labels.clone(),
+                ok.first().map_or(0.0, |r| secs(r.finished)),
+            );
+            push(
+                m::BACKUP_LAST_FAILURE,
+                labels.clone(),
+                failed.map_or(0.0, |r| secs(r.finished)),
+            );
+            let failures = self
+                .records
+                .iter()
+                .filter(|r| {
+                    series_of(r).as_ref() == Some(&s) && r.outcome.is_failure() && self.counted(r)
+                })
+                .count();
+            push(m::BACKUP_FAILURES, labels.clone(), failures as f64);
+            if let Some(r) = ok.first() {
+                push(m::BACKUP_DURATION, labels.clone(), r.duration_seconds());
+                if let Some(b) = r.bytes_read {
+                    push(m::BACKUP_READ, labels.clone(), b as f64);
+                }
+                if let Some(b) = r.bytes_stored {
+                    push(m::BACKUP_STORED, labels.clone(), b as f64);
+                }
+                if let Some(b) = r.size_bytes {
+                    push(m::BACKUP_SIZE, labels.clone(), b as f64);
+                }
+                if let (Some(now), Some(prev)) =
+                    (r.size_bytes, ok.get(1).and_then(|p| p.size_bytes))
+                {
+                    if prev > 0 {
+                        push(
+                            m::BACKUP_SIZE_CHANGE,
+                            labels.clone(),
+                            now as f64 / prev as f64 - 1.0,
+                        );
+                    }
+                }
+            }
+        }
+        // Catalogue order: the series metrics above are interleaved; sort
+        // them into families below.
+        for src in &self.plan.sources {
+            push(
+                m::BACKUP_MAX_AGE,
+                vec![("source", src.name.clone()), ("kind", src.kind.clone())],
+                src.rpo.as_secs_f64(),
+            );
+        }
+        let mut jobs: BTreeSet<String> = self.plan.jobs.iter().map(|j| j.id.clone()).collect();
+        jobs.extend(self.records.iter().map(|r| r.job.clone()));
+        for job in &jobs {
+            let mine = || self.records.iter().filter(move |r| &r.job == job);
+            let mut by_outcome: BTreeMap<&str, u64> = BTreeMap::new();
+            for o in ["success", "failed", "cancelled", "timeout"] {
+                by_outcome.insert(o, 0);
+            }
+            let mut skipped = 0u64;
+            for r in mine().filter(|r| self.counted(r)) {
+                if r.outcome == JobOutcome::Skipped {
+                    skipped += 1;
+                } else {
+                    *by_outcome.entry(r.outcome.as_str()).or_default() += 1;
+                }
+            }
+            for (o, n) in by_outcome {
+                push(
+                    m::JOB_RUNS,
+                    vec![("job", job.clone()), ("outcome", o.to_string())],
+                    n as f64,
+                );
+            }
+            push(m::JOB_SKIPPED, vec![("job", job.clone())], skipped as f64);
+            if self.agent_start.is_some() {
+                push(
+                    m::JOB_RUNNING,
+                    vec![("job", job.clone())],
+                    f64::from(u8::from(self.running.contains(job))),
+                );
+            }
+            if let Some(t) = self.next_run.get(job) {
+                push(m::JOB_NEXT_RUN, vec![("job", job.clone())], secs(*t));
+            }
+            let ran = mine().filter(|r| r.outcome != JobOutcome::Skipped);
+            push(
+                m::JOB_LAST_RUN,
+                vec![("job", job.clone())],
+                ran.map(|r| secs(r.finished)).fold(0.0, f64::max),
+            );
+            push(
+                m::JOB_LAST_SUCCESS,
+                vec![("job", job.clone())],
+                mine()
+                    .filter(|r| r.outcome == JobOutcome::Success)
+                    .map(|r| secs(r.finished))
+                    .fold(0.0, f64::max),
+            );
+        }
+        for (source, w) in &self.wal {
+            if let Some(t) = w.newest {
+                push(m::WAL_NEWEST, vec![("source", source.clone())], secs(t));
+            }
+            if let Some(l) = w.archiver_lag_seconds {
+                push(m::WAL_ARCHIVER_LAG, vec![("source", source.clone())], l);
+            }
+            if let Some(n) = w.archiver_failed {
+                push(
+                    m::WAL_ARCHIVER_FAILED,
+                    vec![("source", source.clone())],
+                    n as f64,
+                );
+            }
+        }
+        let repo = || vec![("repository", "default".to_string())];
+        if let Some(up) = self.repository_up {
+            push(m::REPOSITORY_UP, repo(), f64::from(u8::from(up)));
+        }
+        if let Some(f) = &self.repo {
+            for (ty, (n, bytes)) in &f.objects {
+                let l = vec![
+                    ("repository", "default".to_string()),
+                    ("type", ty.clone()),
+                ];
+                push(m::REPOSITORY_OBJECTS, l.clone(), *n as f64);
+                push(m::REPOSITORY_BYTES, l, *bytes as f64);
+            }
+            push(m::REPOSITORY_SNAPSHOTS, repo(), f.snapshots as f64);
+            if let Some(t) = f.key_epoch_created {
+                let age = Timestamp::now().duration_since(t).as_secs_f64().max(0.0);
+                push(m::KEY_EPOCH_AGE, repo(), age);
+            }
+        }
+        for ((target, outcome), n) in &self.notifications {
+            push(
+                m::NOTIFICATIONS,
+                vec![("target", target.clone()), ("outcome", outcome.clone())],
+                *n as f64,
+            );
+        }
+        if self.agent_start.is_some() {
+            let mut firing: BTreeMap<&str, u64> = BTreeMap::new();
+            for a in &self.alerts {
+                *firing.entry(a.alertname.as_str()).or_default() += 1;
+            }
+            for (name, n) in firing {
+                push(
+                    m::ALERTS_FIRING,
+                    vec![("alertname", name.to_string())],
+                    n as f64,
+                );
+            }
+        }
+        if let Some((ok, t)) = self.config_reload {
+            push(m::CONFIG_RELOAD_OK, vec![], f64::from(u8::from(ok)));
+            push(m::CONFIG_RELOAD_TIME, vec![], secs(t));
+        }
+        if let Some(t) = self.agent_start {
+            push(m::AGENT_START, vec![], secs(t));
+        }
+        push(m::BUILD_INFO, vec![("version", version.to_string())], 1.0);
+        // Families in catalogue order, samples in the order they came.
+        let order = |name: &str| m::CATALOGUE.iter().position(|d| d.name == name);
+        out.sort_by_key(|s| order(s.name));
+        out
+    }
+
+    /// The status at `now`.
+    pub fn status(&self, now: Timestamp, version: &str) -> Status {
+        let chart_from = now - jiff::SignedDuration::from_hours(24 * CHART_DAYS);
+        let point = |r: &JobRecord| BackupPoint {
+            ty: r.job_type.clone(),
+            time: r.finished,
+            age_seconds: now.duration_since(r.finished).as_secs_f64().max(0.0),
+            size_bytes: r.size_bytes.unwrap_or(0),
+            stored_bytes: r.bytes_stored.unwrap_or(0),
+            duration_seconds: r.duration_seconds(),
+            snapshot: r.snapshot.clone(),
+        };
+        let mut sources = Vec::new();
+        for src in &self.plan.sources {
+            let mine = |r: &&JobRecord| {
+                r.source_kind.as_deref() == Some(src.kind.as_str())
+                    && r.source.as_deref() == Some(src.name.as_str())
+            };
+            let good = self
+                .records
+                .iter()
+                .filter(mine)
+                .filter(|r| r.outcome == JobOutcome::Success);
+            let last_good = good.clone().max_by_key(|r| r.finished).map(point);
+            let last_fail = self
+                .records
+                .iter()
+                .filter(mine)
+                .filter(|r| r.outcome.is_failure())
+                .max_by_key(|r| r.finished)
+                .filter(|f| last_good.as_ref().is_none_or(|g| f.finished > g.time));
+            let rpo = src.rpo.as_secs_f64();
+            let (health, reason) = match (&last_good, last_fail) {
+                (None, None) => (Health::Red, "no backup yet".to_string()),
+                (None, Some(f)) => (
+                    Health::Red,
+                    format!(
+                        "no good backup; last run failed: {}",
+                        f.error.as_deref().unwrap_or("?")
+                    ),
+                ),
+                (Some(g), _) if g.age_seconds > rpo => (
+                    Health::Red,
+                    format!(
+                        "last good backup {} ago, over the RPO of {}",
+                        words(g.age_seconds),
+                        words(rpo)
+                    ),
+                ),
+                (Some(_), Some(f)) => (
+                    Health::Amber,
+                    format!("last run failed: {}", f.error.as_deref().unwrap_or("?")),
+                ),
+                (Some(g), None) if g.age_seconds > 0.8 * rpo => (
+                    Health::Amber,
+                    format!(
+                        "last good backup {} ago, near the RPO of {}",
+                        words(g.age_seconds),
+                        words(rpo)
+                    ),
+                ),
+                (Some(g), None) => (
+                    Health::Green,
+                    format!("last good backup {} ago", words(g.age_seconds)),
+                ),
+            };
+            let next_run = self
+                .plan
+                .jobs
+                .iter()
+                .filter(|j| {
+                    j.source_kind.as_deref() == Some(src.kind.as_str())
+                        && j.source.as_deref() == Some(src.name.as_str())
+                })
+                .filter_map(|j| self.next_run.get(&j.id).copied())
+                .min();
+            let wal = self.wal.get(&src.name).filter(|_| src.kind == "postgres");
+            let mut history: Vec<BackupPoint> = good
+                .filter(|r| r.finished >= chart_from)
+                .map(point)
+                .collect();
+            history.sort_by_key(|p| p.time);
+            sources.push(SourceStatus {
+                kind: src.kind.clone(),
+                name: src.name.clone(),
+                health,
+                reason,
+                rpo_seconds: src.rpo.as_secs(),
+                last_good,
+                last_failure: last_fail.map(|f| FailurePoint {
+                    ty: f.job_type.clone(),
+                    time: f.finished,
+                    error: f.error.clone().unwrap_or_default(),
+                }),
+                next_run,
+                wal_age_seconds: wal
+                    .and_then(|w| w.newest)
+                    .map(|t| now.duration_since(t).as_secs_f64().max(0.0)),
+                wal_archiver_lag_seconds: wal.and_then(|w| w.archiver_lag_seconds),
+                history,
+            });
+        }
+        let jobs = self
+            .plan
+            .jobs
+            .iter()
+            .map(|j| {
+                let last = self
+                    .records
+                    .iter()
+                    .rev()
+                    .find(|r| r.job == j.id && r.outcome != JobOutcome::Skipped);
+                JobStatus {
+                    job: j.id.clone(),
+                    schedule: j.schedule.to_string(),
+                    next_run: self.next_run.get(&j.id).copied(),
+                    running: self.running.contains(&j.id),
+                    last_outcome: last.map(|r| r.outcome.as_str().to_string()),
+                    last_run: last.map(|r| r.finished),
+                }
+            })
+            .collect();
+        let recent = self
+            .records
+            .iter()
+            .rev()
+            .take(RECENT_RUNS)
+            .map(|r| RunSummary {
+                job: r.job.clone(),
+                outcome: r.outcome.as_str().to_string(),
+                started: r.started,
+                duration_seconds: r.duration_seconds(),
+                error: r.error.clone(),
+                snapshot: r.snapshot.clone(),
+                hostname: r.hostname.clone(),
+            })
+            .collect();
+        Status {
+            generated: now,
+            hostname: self.hostname.clone(),
+            version: version.to_string(),
+            repository_up: self.repository_up.unwrap_or(false),
+            sources,
+            jobs,
+            alerts: self.alerts.clone(),
+            recent,
+        }
+    }
+}
+
+/// A duration in words: `45 s`, `12 min`, `3 h 12 min`, `2 d 4 h`.
+pub fn words(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => match (s % 3600) / 60 {
+            0 => format!("{} h", s / 3600),
+            m => format!("{} h {m} min", s / 3600),
+        },
+        _ => match (s % 86400) / 3600 {
+            0 => format!("{} d", s / 86400),
+            h => format!("{} d {h} h", s / 86400),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+
+    fn plan() -> Plan {
+        let text = r#"
+[postgres.main]
+schedule.full = "0 2 * * *"
+[redis.cache]
+schedule.backup = "@every 6h"
+rpo = "7h"
+"#;
+        let cfg: lifeboat_ops::config::FileConfig = toml::from_str(text).unwrap();
+        Plan::from_config(&cfg).unwrap()
+    }
+
+    fn rec(job: &str, kind: &str, src: &str, ty: &str, end: i64, outcome: JobOutcome, size: u64) -> JobRecord {
+        let mut r = JobRecord::new(job, ty, Timestamp::from_second(end - 60).unwrap()).unwrap();
+        r.finished = Timestamp::from_second(end).unwrap();
+        r.source_kind = Some(kind.into());
+        r.source = Some(src.into());
+        r.outcome = outcome;
+        r.size_bytes = Some(size);
+        if outcome.is_failure() {
+            r.error = Some("store unreachable".into());
+        }
+        r
+    }
+
+    fn value(samples: &[Sample], name: &str, label: (&str, &str)) -> Option<f64> {
+        samples
+            .iter()
+            .find(|s| s.name == name && s.label(label.0) == Some(label.1))
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn samples_and_status_follow_the_history() {
+        let now = 1_800_000_000;
+        let mut k = Knowledge::new(plan(), "h".into());
+        k.add_records([
+            rec("postgres.main.full", "postgres", "main", "full", now - 3 * 86400, JobOutcome::Success, 1000),
+            rec("postgres.main.full", "postgres", "main", "full", now - 2 * 86400, JobOutcome::Success, 1300),
+            rec("postgres.main.full", "postgres", "main", "full", now - 3600, JobOutcome::Failed, 0),
+            rec("redis.cache.backup", "redis", "cache", "backup", now - 600, JobOutcome::Success, 50),
+        ]);
+        let s = k.samples("0.1.0");
+        let t = |x: i64| x as f64;
+        assert_eq!(value(&s, m::BACKUP_LAST_SUCCESS, ("source", "main")), Some(t(now - 2 * 86400)));
+        assert_eq!(value(&s, m::BACKUP_LAST_FAILURE, ("source", "main")), Some(t(now - 3600)));
+        assert_eq!(value(&s, m::BACKUP_FAILURES, ("source", "main")), Some(1.0));
+        let change = value(&s, m::BACKUP_SIZE_CHANGE, ("source", "main")).unwrap();
+        assert!((change - 0.3).abs() < 1e-9, "{change}");
+        assert_eq!(value(&s, m::BACKUP_MAX_AGE, ("source", "cache")), Some(7.0 * 3600.0));
+        assert_eq!(value(&s, m::BACKUP_LAST_FAILURE, ("source", "cache")), Some(0.0));
+        // Families come in catalogue order.
+        let pos: Vec<usize> = s
+            .iter()
+            .map(|x| m::CATALOGUE.iter().position(|d| d.name == x.name).unwrap())
+            .collect();
+        assert!(pos.windows(2).all(|w| w[0] <= w[1]));
+
+        let st = k.status(Timestamp::from_second(now).unwrap(), "0.1.0");
+        let main = &st.sources[0];
+        assert_eq!(main.name, "main");
+        // Two days old against a 25 h RPO: red, and it says why.
+        assert_eq!(main.health, Health::Red);
+        assert!(main.reason.contains("over the RPO"), "{}", main.reason);
+        assert_eq!(main.history.len(), 2);
+        let cache = &st.sources[1];
+        assert_eq!(cache.health, Health::Green);
+        assert_eq!(cache.last_good.as_ref().unwrap().age_seconds, 600.0);
+        assert_eq!(st.recent[0].job, "redis.cache.backup");
+    }
+
+    #[test]
+    fn a_failure_after_a_recent_good_backup_is_amber() {
+        let now = 1_800_000_000;
+        let mut k = Knowledge::new(plan(), "h".into());
+        k.add_records([
+            rec("postgres.main.full", "postgres", "main", "full", now - 3600, JobOutcome::Success, 10),
+            rec("postgres.main.full", "postgres", "main", "full", now - 60, JobOutcome::Failed, 0),
+        ]);
+        let st = k.status(Timestamp::from_second(now).unwrap(), "v");
+        assert_eq!(st.sources[0].health, Health::Amber);
+        assert!(st.sources[0].reason.contains("store unreachable"));
+        assert_eq!(st.sources[1].health, Health::Red);
+        assert_eq!(st.sources[1].reason, "no backup yet");
+    }
+
+    #[test]
+    fn durations_in_words() {
+        assert_eq!(words(45.0), "45 s");
+        assert_eq!(words(720.0), "12 min");
+        assert_eq!(words(3.0 * 3600.0 + 720.0), "3 h 12 min");
+        assert_eq!(words(2.0 * 86400.0 + 4.0 * 3600.0), "2 d 4 h");
+    }
+}

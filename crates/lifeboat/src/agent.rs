@@ -1,0 +1,309 @@
+//! `agent`, `jobs`, `status`, `metrics`: the strategy run unattended, and
+//! what it did.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use jiff::Timestamp;
+use lifeboat_agent::plan::Plan;
+use lifeboat_agent::state::Knowledge;
+use lifeboat_ops::{Error, Result};
+use lifeboat_repo::{JobOutcome, JobRecord};
+use serde_json::json;
+
+use crate::context::Ctx;
+use crate::output::print_json;
+use crate::Global;
+
+/// `lifeboat jobs`.
+#[derive(Args, Debug)]
+pub(crate) struct JobsArgs {
+    /// Only the runs of this source (its config name)
+    #[arg(long, value_name = "NAME")]
+    source: Vec<String>,
+    /// Only failed runs (failed, timeout, cancelled)
+    #[arg(long)]
+    failed: bool,
+    /// The newest N runs (default 50; 0: all)
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    last: usize,
+}
+
+/// `lifeboat metrics`.
+#[derive(Args, Debug)]
+pub(crate) struct MetricsArgs {
+    /// Write them to this file (atomically, for node_exporter's textfile
+    /// collector) instead of standard output
+    #[arg(long, value_name = "PATH")]
+    textfile: Option<PathBuf>,
+}
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The plan of the config file, or exit 2 naming what is wrong.
+fn plan(ctx: &Ctx) -> Result<Plan> {
+    Plan::from_config(&ctx.session.file)
+}
+
+/// The global flags a child needs to act as this process does: the same
+/// config file, repository and secret sources (never a secret itself: those
+/// are files, commands or inherited environment variables).
+fn child_args(ctx: &Ctx, g: &Global) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    let mut flag = |name: &str, v: Option<OsString>| {
+        if let Some(v) = v {
+            out.push(format!("--{name}").into());
+            out.push(v);
+        }
+    };
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    flag(
+        "config",
+        ctx.session
+            .file
+            .origin
+            .as_ref()
+            .map(|(p, _)| abs(p).into_os_string()),
+    );
+    flag("repo", g.repo.clone().map(Into::into));
+    flag("s3-endpoint", g.s3_endpoint.clone().map(Into::into));
+    flag("s3-region", g.s3_region.clone().map(Into::into));
+    flag(
+        "password-file",
+        g.password_file.as_deref().map(|p| abs(p).into_os_string()),
+    );
+    flag("password-command", g.password_command.clone().map(Into::into));
+    flag(
+        "key-file",
+        g.key_file.as_deref().map(|p| abs(p).into_os_string()),
+    );
+    flag("key-command", g.key_command.clone().map(Into::into));
+    out
+}
+
+/// Tells systemd the agent is ready (`Type=notify`), when it runs under it.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let path = PathBuf::from(path);
+    // An abstract socket ("@name") is left to systemd's other ways.
+    if path.as_os_str().as_encoded_bytes().first() == Some(&b'@') {
+        return;
+    }
+    let _ = sock.send_to(b"READY=1\nSTATUS=running the schedule\n", &path);
+}
+
+/// `lifeboat agent`.
+pub(crate) fn agent(ctx: Ctx, g: &Global) -> Result<()> {
+    let plan = plan(&ctx)?;
+    if plan.jobs.is_empty() {
+        return Err(Error::usage(
+            "the config file schedules nothing: add schedule.full / schedule.incr / schedule.dump to a [postgres.NAME], schedule.backup to a [redis.NAME], or schedule.forget / schedule.verify to [repository] (see examples/strategy.toml)",
+        ));
+    }
+    // The repository must at least be named; reaching it can wait.
+    ctx.session.repo_url()?;
+    let program = std::env::current_exe()
+        .map_err(|e| Error::io("find the lifeboat binary the jobs run", e))?;
+    let opts = lifeboat_agent::agent::AgentOptions {
+        program: program.into_os_string(),
+        global_args: child_args(&ctx, g),
+        config_path: ctx.session.file.origin.as_ref().map(|(p, _)| p.clone()),
+        version: VERSION.to_string(),
+    };
+    eprintln!(
+        "lifeboat agent: {} job(s): {}",
+        plan.jobs.len(),
+        plan.jobs
+            .iter()
+            .map(|j| format!("{} ({})", j.id, j.schedule))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let Ctx { session, .. } = ctx;
+    lifeboat_agent::agent::run(session, plan, opts, |_, _| Ok(()), notify_ready)
+}
+
+/// The job history, oldest first.
+fn history(ctx: &Ctx) -> Result<Vec<JobRecord>> {
+    let repo = ctx.open()?;
+    Ok(repo.jobs()?)
+}
+
+/// `lifeboat jobs`.
+pub(crate) fn jobs(ctx: &Ctx, args: &JobsArgs) -> Result<()> {
+    let all = history(ctx)?;
+    let mut shown: Vec<&JobRecord> = all
+        .iter()
+        .filter(|r| {
+            args.source.is_empty()
+                || r.source.as_ref().is_some_and(|s| args.source.contains(s))
+        })
+        .filter(|r| !args.failed || r.outcome.is_failure())
+        .collect();
+    if args.last > 0 && shown.len() > args.last {
+        shown.drain(..shown.len() - args.last);
+    }
+    if ctx.json {
+        print_json(&json!(shown));
+        return Ok(());
+    }
+    if shown.is_empty() {
+        outln!("no job runs recorded{}", if all.is_empty() { "" } else { " match" });
+        return Ok(());
+    }
+    outln!(
+        "{:<20}  {:<26}  {:<9}  {:>9}  {:<8}  {}",
+        "started (UTC)",
+        "job",
+        "outcome",
+        "duration",
+        "snapshot",
+        "detail"
+    );
+    for r in shown {
+        let detail = match r.outcome {
+            JobOutcome::Success => r
+                .bytes_stored
+                .map(|b| format!("stored {}", lifeboat_ops::fmt::size(b)))
+                .unwrap_or_default(),
+            _ => r.error.clone().unwrap_or_default(),
+        };
+        let when = r.started.strftime("%Y-%m-%d %H:%M:%S").to_string();
+        outln!(
+            "{:<20}  {:<26}  {:<9}  {:>9}  {:<8}  {}{}",
+            when,
+            r.job,
+            r.outcome.as_str(),
+            lifeboat_ops::fmt::secs((r.duration_seconds() * 1000.0) as u64),
+            r.snapshot.as_deref().map_or("", |s| &s[..s.len().min(8)]),
+            if r.attempt > 1 {
+                format!("(attempt {}) ", r.attempt)
+            } else {
+                String::new()
+            },
+            detail
+        );
+    }
+    Ok(())
+}
+
+/// What the repository and the config say, as the agent would know it.
+fn knowledge(ctx: &Ctx) -> Result<Knowledge> {
+    let plan = plan(ctx)?;
+    let now = Timestamp::now();
+    let mut k = Knowledge::new(plan.clone(), lifeboat_ops::hostname());
+    for j in &plan.jobs {
+        if let Some(n) = j.schedule.next_after(now, &plan.settings.timezone) {
+            k.next_run.insert(j.id.clone(), n);
+        }
+    }
+    match ctx.session.open() {
+        Ok(o) => {
+            crate::context::warn(&o.warnings);
+            k.add_records(o.repo.jobs()?);
+            k.repository_up = Some(true);
+            k.repo = Some(lifeboat_agent::state::RepoFigures {
+                objects: o.repo.object_counts()?,
+                snapshots: 0,
+                key_epoch_created: o
+                    .repo
+                    .current_epoch_created()
+                    .and_then(|s| Timestamp::from_second(s).ok()),
+            });
+            if let Some(f) = k.repo.as_mut() {
+                f.snapshots = f.objects.get("snapshots").map_or(0, |(n, _)| *n);
+            }
+        }
+        // A wrong password or setting is the operator's to fix now; an
+        // unreachable store is what the status must show.
+        Err(e) if e.class() == lifeboat_repo::ErrorClass::Usage => return Err(e),
+        Err(e) => {
+            eprintln!("warning: {}", lifeboat_repo::report(&e));
+            k.repository_up = Some(false);
+        }
+    }
+    Ok(k)
+}
+
+/// `lifeboat status`.
+pub(crate) fn status(ctx: &Ctx) -> Result<()> {
+    let k = knowledge(ctx)?;
+    let st = k.status(Timestamp::now(), VERSION);
+    if ctx.json {
+        print_json(&json!(st));
+        return Ok(());
+    }
+    if !st.repository_up {
+        outln!("repository: UNREACHABLE");
+    }
+    if st.sources.is_empty() {
+        outln!("no sources in the config file ([postgres.NAME], [redis.NAME])");
+    }
+    for s in &st.sources {
+        let badge = match s.health {
+            lifeboat_agent::status::Health::Green => "OK   ",
+            lifeboat_agent::status::Health::Amber => "WARN ",
+            lifeboat_agent::status::Health::Red => "ALERT",
+        };
+        outln!("{badge} {}/{}: {}", s.kind, s.name, s.reason);
+        if let Some(g) = &s.last_good {
+            outln!(
+                "      last good: {} {} ago, {}, took {}",
+                g.ty,
+                lifeboat_agent::state::words(g.age_seconds),
+                lifeboat_ops::fmt::size(g.size_bytes),
+                lifeboat_agent::state::words(g.duration_seconds)
+            );
+        }
+        outln!(
+            "      RPO {}; next run {}",
+            lifeboat_agent::state::words(s.rpo_seconds as f64),
+            s.next_run
+                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|| "not scheduled".into())
+        );
+    }
+    for a in &st.alerts {
+        outln!("firing: {} — {}", a.alertname, a.summary);
+    }
+    Ok(())
+}
+
+/// `lifeboat metrics`.
+pub(crate) fn metrics(ctx: &Ctx, args: &MetricsArgs) -> Result<()> {
+    let k = knowledge(ctx)?;
+    let text = lifeboat_agent::metrics::encode(&k.samples(VERSION));
+    match &args.textfile {
+        None => {
+            for line in text.lines() {
+                outln!("{line}");
+            }
+        }
+        Some(path) => {
+            // node_exporter must never read a half-written file: write a
+            // temporary file beside it and rename it over.
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".lifeboat-metrics-")
+                .tempfile_in(dir)
+                .map_err(|e| Error::usage_because(format!("cannot write in {}", dir.display()), e))?;
+            use std::io::Write;
+            tmp.write_all(text.as_bytes())
+                .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+            let f = tmp
+                .persist(path)
+                .map_err(|e| Error::io(format!("write {}", path.display()), e.error))?;
+            // Readable by node_exporter, like the files it usually reads.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
+        }
+    }
+    Ok(())
+}
