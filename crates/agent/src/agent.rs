@@ -126,7 +126,14 @@ pub fn run(
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     serve(shared.clone(), stop_rx.clone())?;
-    let result = handle.block_on(main_loop(session.clone(), shared, plan, opts, stop_tx, ready));
+    let result = handle.block_on(main_loop(
+        session.clone(),
+        shared,
+        plan,
+        opts,
+        stop_tx,
+        ready,
+    ));
     drop(stop_rx);
     result
 }
@@ -360,10 +367,22 @@ async fn main_loop(
                     for spec in &new.jobs {
                         let busy = slots.get(&spec.id).is_some_and(|s| s.busy);
                         let next = match slots.get(&spec.id) {
-                            Some(s) if s.spec.schedule == spec.schedule && plan.settings.timezone == tz => s.next,
+                            Some(s)
+                                if s.spec.schedule == spec.schedule
+                                    && plan.settings.timezone == tz =>
+                            {
+                                s.next
+                            }
                             _ => spec.schedule.next_after(now, &tz),
                         };
-                        next_slots.insert(spec.id.clone(), Slot { spec: spec.clone(), next, busy });
+                        next_slots.insert(
+                            spec.id.clone(),
+                            Slot {
+                                spec: spec.clone(),
+                                next,
+                                busy,
+                            },
+                        );
                     }
                     // A job removed while it runs finishes; it is simply
                     // not scheduled again.
@@ -377,7 +396,10 @@ async fn main_loop(
                 Err(e) => {
                     tracing::error!(error = %lifeboat_repo::report(&e), "the config file does not load; the schedule stays as it was");
                     let mut k = lock(&shared.knowledge);
-                    let last_ok = k.config_reload.map(|(_, t)| t).unwrap_or_else(Timestamp::now);
+                    let last_ok = k
+                        .config_reload
+                        .map(|(_, t)| t)
+                        .unwrap_or_else(Timestamp::now);
                     k.config_reload = Some((false, last_ok));
                 }
             }
@@ -395,18 +417,25 @@ async fn main_loop(
                 }
             }
         }
-        if tokio::time::Instant::now() >= next_refresh && refreshing.as_ref().is_none_or(|h| h.is_finished()) {
+        if tokio::time::Instant::now() >= next_refresh
+            && refreshing.as_ref().is_none_or(|h| h.is_finished())
+        {
             refreshes += 1;
             let (s, sh) = (session.clone(), shared.clone());
-            let figures = refreshes % 10 == 0;
-            refreshing = Some(tokio::task::spawn_blocking(move || refresh(&s, &sh, figures)));
+            let figures = refreshes.is_multiple_of(10);
+            refreshing = Some(tokio::task::spawn_blocking(move || {
+                refresh(&s, &sh, figures)
+            }));
             next_refresh = tokio::time::Instant::now() + plan.settings.refresh;
         }
         publish(&shared, &slots);
     }
 
     // Shutting down: nothing new starts; running jobs get the grace period.
-    tracing::info!("stopping: no new runs; running ones have {:?} to finish", plan.settings.grace);
+    tracing::info!(
+        "stopping: no new runs; running ones have {:?} to finish",
+        plan.settings.grace
+    );
     let _ = stop_tx.send(true);
     let busy = |slots: &BTreeMap<String, Slot>| slots.values().filter(|s| s.busy).count();
     let deadline = tokio::time::Instant::now() + plan.settings.grace;
@@ -460,7 +489,7 @@ fn publish(shared: &Shared, slots: &BTreeMap<String, Slot>) {
         .collect();
 }
 
-fn skipped(shared: &Shared, spec: &JobSpec, due: Timestamp) {
+fn skipped(shared: &Arc<Shared>, spec: &JobSpec, due: Timestamp) {
     tracing::warn!(job = %spec.id, "due while its previous run still goes: skipped");
     let now = Timestamp::now();
     let Ok(mut r) = JobRecord::new(&spec.id, &spec.job_type, now) else {
@@ -472,7 +501,9 @@ fn skipped(shared: &Shared, spec: &JobSpec, due: Timestamp) {
     r.scheduled = Some(due);
     r.outcome = JobOutcome::Skipped;
     r.error = Some("the previous run was still going".into());
-    save(shared, r);
+    // Storing blocks: off the scheduler's thread.
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || save(&shared, r));
 }
 
 struct RunCtx {
@@ -533,7 +564,10 @@ fn fire(ctx: &RunCtx, slot: &mut Slot, trigger: &str, due: Option<Timestamp>, pl
                 let result = runner::run(&req, cancel.clone()).await;
                 let record = record_of(&spec, &result, &trigger, attempt, due);
                 let transient = record.error_class.as_deref() == Some("transient")
-                    && matches!(result.end, RunEnd::Exited(_) | RunEnd::NotStarted(_) | RunEnd::Killed(_));
+                    && matches!(
+                        result.end,
+                        RunEnd::Exited(_) | RunEnd::NotStarted(_) | RunEnd::Killed(_)
+                    );
                 tracing::info!(job = %spec.id, outcome = record.outcome.as_str(), error = record.error.as_deref().unwrap_or(""), "finished");
                 {
                     let shared = shared.clone();
@@ -542,7 +576,9 @@ fn fire(ctx: &RunCtx, slot: &mut Slot, trigger: &str, due: Option<Timestamp>, pl
                 if !transient || attempt > settings.retries || stopped(&stopping) {
                     break;
                 }
-                let backoff = settings.retry_backoff.saturating_mul(1u32 << (attempt - 1).min(16));
+                let backoff = settings
+                    .retry_backoff
+                    .saturating_mul(1u32 << (attempt - 1).min(16));
                 tracing::info!(job = %spec.id, ?backoff, "may be transient: retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -565,27 +601,28 @@ fn record_of(
     attempt: u32,
     due: Option<Timestamp>,
 ) -> JobRecord {
-    let mut r = JobRecord::new(&spec.id, &spec.job_type, result.started).unwrap_or_else(|_| JobRecord {
-        version: lifeboat_repo::JOB_VERSION,
-        id: format!("{:x}", result.started.as_nanosecond()),
-        job: spec.id.clone(),
-        source_kind: None,
-        source: None,
-        job_type: spec.job_type.clone(),
-        trigger: String::new(),
-        attempt,
-        hostname: lifeboat_ops::hostname(),
-        scheduled: None,
-        started: result.started,
-        finished: result.finished,
-        outcome: JobOutcome::Failed,
-        error_class: None,
-        error: None,
-        bytes_read: None,
-        bytes_stored: None,
-        size_bytes: None,
-        snapshot: None,
-    });
+    let mut r =
+        JobRecord::new(&spec.id, &spec.job_type, result.started).unwrap_or_else(|_| JobRecord {
+            version: lifeboat_repo::JOB_VERSION,
+            id: format!("{:x}", result.started.as_nanosecond()),
+            job: spec.id.clone(),
+            source_kind: None,
+            source: None,
+            job_type: spec.job_type.clone(),
+            trigger: String::new(),
+            attempt,
+            hostname: lifeboat_ops::hostname(),
+            scheduled: None,
+            started: result.started,
+            finished: result.finished,
+            outcome: JobOutcome::Failed,
+            error_class: None,
+            error: None,
+            bytes_read: None,
+            bytes_stored: None,
+            size_bytes: None,
+            snapshot: None,
+        });
     r.source_kind = spec.source_kind.clone();
     r.source = spec.source.clone();
     r.trigger = trigger.to_string();
@@ -601,7 +638,11 @@ fn record_of(
     r.error_class = result.error_class();
     r.error = result.error_message().map(|m| crate::redact(&m));
     if let Some(rep) = &result.report {
-        let stat = |k: &str| rep.get("stats").and_then(|s| s.get(k)).and_then(|v| v.as_u64());
+        let stat = |k: &str| {
+            rep.get("stats")
+                .and_then(|s| s.get(k))
+                .and_then(|v| v.as_u64())
+        };
         r.bytes_read = stat("bytes_read");
         r.bytes_stored = stat("bytes_stored");
         r.size_bytes = stat("bytes_total");

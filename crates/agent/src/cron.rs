@@ -2,20 +2,30 @@
 #![allow(missing_docs)]
 use jiff::{tz::TimeZone, Timestamp};
 #[derive(Clone, Debug, PartialEq)]
-pub struct Schedule { text: String, every: i64 }
+pub struct Schedule {
+    text: String,
+    every: i64,
+}
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CronError(String);
 impl std::str::FromStr for Schedule {
     type Err = CronError;
     fn from_str(s: &str) -> Result<Self, CronError> {
-        let d = s.strip_prefix("@every ").ok_or_else(|| CronError("only @every".into()))?;
+        let d = s
+            .strip_prefix("@every ")
+            .ok_or_else(|| CronError("only @every".into()))?;
         let d = humantime::parse_duration(d).map_err(|e| CronError(e.to_string()))?;
-        Ok(Schedule { text: s.into(), every: (d.as_millis() as i64).max(1000) })
+        Ok(Schedule {
+            text: s.into(),
+            every: (d.as_millis() as i64).max(1000),
+        })
     }
 }
 impl std::fmt::Display for Schedule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.text) }
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 impl Schedule {
     pub fn next_after(&self, after: Timestamp, _tz: &TimeZone) -> Option<Timestamp> {

@@ -105,9 +105,7 @@ mod tests {
             },
         ];
         let text = encode(&samples);
-        assert!(text.contains(
-            "# TYPE lifeboat_backup_last_success_timestamp_seconds gauge\n"
-        ));
+        assert!(text.contains("# TYPE lifeboat_backup_last_success_timestamp_seconds gauge\n"));
         assert!(text.contains(
             "lifeboat_backup_last_success_timestamp_seconds{source=\"ma\\\"in\\\\x\\n\",kind=\"postgres\",type=\"full\"} 1764295200.5\n"
         ));

@@ -154,7 +154,12 @@ pub struct Plan {
 }
 
 /// A duration setting: `25h`, `90m`, `7d`.
-pub fn duration(cfg: &FileConfig, key: &str, v: Option<&str>, default: Duration) -> Result<Duration, Error> {
+pub fn duration(
+    cfg: &FileConfig,
+    key: &str,
+    v: Option<&str>,
+    default: Duration,
+) -> Result<Duration, Error> {
     match v {
         None => Ok(default),
         Some(t) => humantime::parse_duration(t.trim()).map_err(|e| {
@@ -197,14 +202,34 @@ impl Plan {
             listen_token_file: a.listen_token_file.clone(),
             catch_up: a.catch_up.unwrap_or(true),
             max_parallel: a.max_parallel.unwrap_or(2).max(1),
-            job_timeout: duration(cfg, "job_timeout", a.job_timeout.as_deref(), Duration::from_secs(6 * 3600))?,
+            job_timeout: duration(
+                cfg,
+                "job_timeout",
+                a.job_timeout.as_deref(),
+                Duration::from_secs(6 * 3600),
+            )?,
             retries: a.retries.unwrap_or(3),
-            retry_backoff: duration(cfg, "retry_backoff", a.retry_backoff.as_deref(), Duration::from_secs(60))?,
+            retry_backoff: duration(
+                cfg,
+                "retry_backoff",
+                a.retry_backoff.as_deref(),
+                Duration::from_secs(60),
+            )?,
             jitter: duration(cfg, "jitter", a.jitter.as_deref(), Duration::ZERO)?,
             grace: duration(cfg, "grace", a.grace.as_deref(), Duration::from_secs(300))?,
-            history: duration(cfg, "history", a.history.as_deref(), Duration::from_secs(400 * 86400))?,
-            refresh: duration(cfg, "refresh", a.refresh.as_deref(), Duration::from_secs(60))?
-                .max(Duration::from_secs(1)),
+            history: duration(
+                cfg,
+                "history",
+                a.history.as_deref(),
+                Duration::from_secs(400 * 86400),
+            )?,
+            refresh: duration(
+                cfg,
+                "refresh",
+                a.refresh.as_deref(),
+                Duration::from_secs(60),
+            )?
+            .max(Duration::from_secs(1)),
             timezone,
         };
         if settings.job_timeout.is_zero() {
@@ -239,7 +264,12 @@ impl Plan {
             sources.push(SourcePlan {
                 kind: "postgres".into(),
                 name: name.clone(),
-                rpo: duration(cfg, &format!("[postgres.{name}] rpo"), src.rpo.as_deref(), default_rpo)?,
+                rpo: duration(
+                    cfg,
+                    &format!("[postgres.{name}] rpo"),
+                    src.rpo.as_deref(),
+                    default_rpo,
+                )?,
             });
         }
         for (name, src) in &cfg.redis {
@@ -256,7 +286,12 @@ impl Plan {
             sources.push(SourcePlan {
                 kind: "redis".into(),
                 name: name.clone(),
-                rpo: duration(cfg, &format!("[redis.{name}] rpo"), src.rpo.as_deref(), default_rpo)?,
+                rpo: duration(
+                    cfg,
+                    &format!("[redis.{name}] rpo"),
+                    src.rpo.as_deref(),
+                    default_rpo,
+                )?,
             });
         }
         let r = &cfg.repository;
@@ -332,7 +367,10 @@ verify_read_data_subset = "1/4"
                 "repository.verify"
             ]
         );
-        assert_eq!(p.jobs[0].args(0), ["pg", "backup", "main", "--type", "full"]);
+        assert_eq!(
+            p.jobs[0].args(0),
+            ["pg", "backup", "main", "--type", "full"]
+        );
         assert_eq!(p.jobs[2].args(0), ["redis", "backup", "cache"]);
         assert_eq!(p.jobs[3].args(0), ["forget", "--prune"]);
         let parts: Vec<String> = (0..5).map(|r| p.jobs[4].args(r)[2].clone()).collect();
@@ -345,8 +383,10 @@ verify_read_data_subset = "1/4"
 
     #[test]
     fn a_bad_schedule_is_refused_with_its_line() {
-        let e = Plan::from_config(&cfg("[postgres.main]\npg_url = \"x\"\nschedule.full = \"0 25 * * *\"\n"))
-            .unwrap_err();
+        let e = Plan::from_config(&cfg(
+            "[postgres.main]\npg_url = \"x\"\nschedule.full = \"0 25 * * *\"\n",
+        ))
+        .unwrap_err();
         let m = e.to_string();
         assert!(m.contains("line 3"), "{m}");
         assert!(m.contains("schedule.full"), "{m}");

@@ -270,7 +270,14 @@ mod tests {
     #[tokio::test]
     async fn a_report_and_an_error_class_come_back() {
         let (_tx, rx) = watch::channel(false);
-        let r = run(&sh(r#"echo '{"snapshot":"ab","stats":{"bytes_read":5}}'"#, Duration::from_secs(30)), rx.clone()).await;
+        let r = run(
+            &sh(
+                r#"echo '{"snapshot":"ab","stats":{"bytes_read":5}}'"#,
+                Duration::from_secs(30),
+            ),
+            rx.clone(),
+        )
+        .await;
         assert!(r.succeeded());
         assert_eq!(r.report.unwrap()["snapshot"], "ab");
         let r = run(
@@ -281,7 +288,11 @@ mod tests {
         assert_eq!(r.end, RunEnd::Exited(1));
         assert_eq!(r.error_class().as_deref(), Some("transient"));
         assert_eq!(r.error_message().as_deref(), Some("store down"));
-        let r = run(&sh("echo 'error: bad key' >&2; exit 3", Duration::from_secs(30)), rx).await;
+        let r = run(
+            &sh("echo 'error: bad key' >&2; exit 3", Duration::from_secs(30)),
+            rx,
+        )
+        .await;
         assert_eq!(r.error_class().as_deref(), Some("damage"));
         assert_eq!(r.error_message().as_deref(), Some("bad key"));
     }
@@ -294,7 +305,11 @@ mod tests {
         let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
         let r = run(&sh(&script, Duration::from_millis(300)), rx).await;
         assert_eq!(r.end, RunEnd::TimedOut);
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The grandchild got the group's SIGTERM too: it is gone (or a zombie
         // waiting to be reaped) within moments.
         let alive = || {
@@ -313,7 +328,8 @@ mod tests {
     #[tokio::test]
     async fn cancelling_stops_the_run() {
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(async move { run(&sh("sleep 600", Duration::from_secs(600)), rx).await });
+        let task =
+            tokio::spawn(async move { run(&sh("sleep 600", Duration::from_secs(600)), rx).await });
         tx.send(true).unwrap();
         let r = task.await.unwrap();
         assert_eq!(r.end, RunEnd::Cancelled);

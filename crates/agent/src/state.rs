@@ -78,7 +78,11 @@ pub struct Knowledge {
 type Series = (String, String, String);
 
 fn series_of(r: &JobRecord) -> Option<Series> {
-    Some((r.source_kind.clone()?, r.source.clone()?, r.job_type.clone()))
+    Some((
+        r.source_kind.clone()?,
+        r.source.clone()?,
+        r.job_type.clone(),
+    ))
 }
 
 fn secs(t: Timestamp) -> f64 {
@@ -300,10 +304,7 @@ impl Knowledge {
         }
         if let Some(f) = &self.repo {
             for (ty, (n, bytes)) in &f.objects {
-                let l = vec![
-                    ("repository", "default".to_string()),
-                    ("type", ty.clone()),
-                ];
+                let l = vec![("repository", "default".to_string()), ("type", ty.clone())];
                 push(m::REPOSITORY_OBJECTS, l.clone(), *n as f64);
                 push(m::REPOSITORY_BYTES, l, *bytes as f64);
             }
@@ -531,7 +532,15 @@ rpo = "7h"
         Plan::from_config(&cfg).unwrap()
     }
 
-    fn rec(job: &str, kind: &str, src: &str, ty: &str, end: i64, outcome: JobOutcome, size: u64) -> JobRecord {
+    fn rec(
+        job: &str,
+        kind: &str,
+        src: &str,
+        ty: &str,
+        end: i64,
+        outcome: JobOutcome,
+        size: u64,
+    ) -> JobRecord {
         let mut r = JobRecord::new(job, ty, Timestamp::from_second(end - 60).unwrap()).unwrap();
         r.finished = Timestamp::from_second(end).unwrap();
         r.source_kind = Some(kind.into());
@@ -556,20 +565,64 @@ rpo = "7h"
         let now = 1_800_000_000;
         let mut k = Knowledge::new(plan(), "h".into());
         k.add_records([
-            rec("postgres.main.full", "postgres", "main", "full", now - 3 * 86400, JobOutcome::Success, 1000),
-            rec("postgres.main.full", "postgres", "main", "full", now - 2 * 86400, JobOutcome::Success, 1300),
-            rec("postgres.main.full", "postgres", "main", "full", now - 3600, JobOutcome::Failed, 0),
-            rec("redis.cache.backup", "redis", "cache", "backup", now - 600, JobOutcome::Success, 50),
+            rec(
+                "postgres.main.full",
+                "postgres",
+                "main",
+                "full",
+                now - 3 * 86400,
+                JobOutcome::Success,
+                1000,
+            ),
+            rec(
+                "postgres.main.full",
+                "postgres",
+                "main",
+                "full",
+                now - 2 * 86400,
+                JobOutcome::Success,
+                1300,
+            ),
+            rec(
+                "postgres.main.full",
+                "postgres",
+                "main",
+                "full",
+                now - 3600,
+                JobOutcome::Failed,
+                0,
+            ),
+            rec(
+                "redis.cache.backup",
+                "redis",
+                "cache",
+                "backup",
+                now - 600,
+                JobOutcome::Success,
+                50,
+            ),
         ]);
         let s = k.samples("0.1.0");
         let t = |x: i64| x as f64;
-        assert_eq!(value(&s, m::BACKUP_LAST_SUCCESS, ("source", "main")), Some(t(now - 2 * 86400)));
-        assert_eq!(value(&s, m::BACKUP_LAST_FAILURE, ("source", "main")), Some(t(now - 3600)));
+        assert_eq!(
+            value(&s, m::BACKUP_LAST_SUCCESS, ("source", "main")),
+            Some(t(now - 2 * 86400))
+        );
+        assert_eq!(
+            value(&s, m::BACKUP_LAST_FAILURE, ("source", "main")),
+            Some(t(now - 3600))
+        );
         assert_eq!(value(&s, m::BACKUP_FAILURES, ("source", "main")), Some(1.0));
         let change = value(&s, m::BACKUP_SIZE_CHANGE, ("source", "main")).unwrap();
         assert!((change - 0.3).abs() < 1e-9, "{change}");
-        assert_eq!(value(&s, m::BACKUP_MAX_AGE, ("source", "cache")), Some(7.0 * 3600.0));
-        assert_eq!(value(&s, m::BACKUP_LAST_FAILURE, ("source", "cache")), Some(0.0));
+        assert_eq!(
+            value(&s, m::BACKUP_MAX_AGE, ("source", "cache")),
+            Some(7.0 * 3600.0)
+        );
+        assert_eq!(
+            value(&s, m::BACKUP_LAST_FAILURE, ("source", "cache")),
+            Some(0.0)
+        );
         // Families come in catalogue order.
         let pos: Vec<usize> = s
             .iter()
@@ -595,8 +648,24 @@ rpo = "7h"
         let now = 1_800_000_000;
         let mut k = Knowledge::new(plan(), "h".into());
         k.add_records([
-            rec("postgres.main.full", "postgres", "main", "full", now - 3600, JobOutcome::Success, 10),
-            rec("postgres.main.full", "postgres", "main", "full", now - 60, JobOutcome::Failed, 0),
+            rec(
+                "postgres.main.full",
+                "postgres",
+                "main",
+                "full",
+                now - 3600,
+                JobOutcome::Success,
+                10,
+            ),
+            rec(
+                "postgres.main.full",
+                "postgres",
+                "main",
+                "full",
+                now - 60,
+                JobOutcome::Failed,
+                0,
+            ),
         ]);
         let st = k.status(Timestamp::from_second(now).unwrap(), "v");
         assert_eq!(st.sources[0].health, Health::Amber);

@@ -73,7 +73,10 @@ fn child_args(ctx: &Ctx, g: &Global) -> Vec<OsString> {
         "password-file",
         g.password_file.as_deref().map(|p| abs(p).into_os_string()),
     );
-    flag("password-command", g.password_command.clone().map(Into::into));
+    flag(
+        "password-command",
+        g.password_command.clone().map(Into::into),
+    );
     flag(
         "key-file",
         g.key_file.as_deref().map(|p| abs(p).into_os_string()),
@@ -127,7 +130,16 @@ pub(crate) fn agent(ctx: Ctx, g: &Global) -> Result<()> {
             .join(", ")
     );
     let Ctx { session, .. } = ctx;
-    lifeboat_agent::agent::run(session, plan, opts, |_, _| Ok(()), notify_ready)
+    lifeboat_agent::agent::run(
+        session,
+        plan,
+        opts,
+        |_, _| Ok(()),
+        || {
+            eprintln!("lifeboat agent: running the schedule");
+            notify_ready();
+        },
+    )
 }
 
 /// The job history, oldest first.
@@ -142,8 +154,7 @@ pub(crate) fn jobs(ctx: &Ctx, args: &JobsArgs) -> Result<()> {
     let mut shown: Vec<&JobRecord> = all
         .iter()
         .filter(|r| {
-            args.source.is_empty()
-                || r.source.as_ref().is_some_and(|s| args.source.contains(s))
+            args.source.is_empty() || r.source.as_ref().is_some_and(|s| args.source.contains(s))
         })
         .filter(|r| !args.failed || r.outcome.is_failure())
         .collect();
@@ -155,7 +166,10 @@ pub(crate) fn jobs(ctx: &Ctx, args: &JobsArgs) -> Result<()> {
         return Ok(());
     }
     if shown.is_empty() {
-        outln!("no job runs recorded{}", if all.is_empty() { "" } else { " match" });
+        outln!(
+            "no job runs recorded{}",
+            if all.is_empty() { "" } else { " match" }
+        );
         return Ok(());
     }
     outln!(
@@ -289,11 +303,16 @@ pub(crate) fn metrics(ctx: &Ctx, args: &MetricsArgs) -> Result<()> {
         Some(path) => {
             // node_exporter must never read a half-written file: write a
             // temporary file beside it and rename it over.
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let mut tmp = tempfile::Builder::new()
                 .prefix(".lifeboat-metrics-")
                 .tempfile_in(dir)
-                .map_err(|e| Error::usage_because(format!("cannot write in {}", dir.display()), e))?;
+                .map_err(|e| {
+                    Error::usage_because(format!("cannot write in {}", dir.display()), e)
+                })?;
             use std::io::Write;
             tmp.write_all(text.as_bytes())
                 .map_err(|e| Error::io(format!("write {}", path.display()), e))?;

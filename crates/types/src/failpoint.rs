@@ -13,6 +13,9 @@
 //! [`std::process::abort`], like a `kill -9` at that line: no destructor,
 //! flush or cleanup runs. `error` makes the I/O call fail there, at the
 //! failpoints that sit in one ([`failpoint_io!`](macro@crate::failpoint_io)).
+//! `pause` waits there until the file `LIFEBOAT_FAILPOINT_RELEASE` names
+//! exists (a run held in the middle: the agent's overlap, timeout and
+//! shutdown tests).
 //! `@N` acts on the Nth time the point is reached only (counted from 1);
 //! without it, on every time.
 //!
@@ -52,6 +55,9 @@
 
 /// The environment variable that sets failpoints' actions.
 pub const ENV: &str = "LIFEBOAT_FAILPOINTS";
+/// The environment variable naming the file whose existence releases a
+/// `pause` failpoint.
+pub const RELEASE_ENV: &str = "LIFEBOAT_FAILPOINT_RELEASE";
 
 /// Every failpoint name; a name set in [`ENV`] must be one of them.
 pub const NAMES: &[&str] = &[
@@ -129,6 +135,23 @@ mod imp {
         Abort,
         /// Fail the I/O call the failpoint sits in.
         Error,
+        /// Wait there until the file [`RELEASE_ENV`] names exists: a run
+        /// held in the middle for as long as a test needs (the agent's
+        /// overlap, timeout and shutdown tests).
+        Pause,
+    }
+
+    /// Wait at a `pause` failpoint until the file this names exists.
+    fn pause() {
+        let Some(path) = std::env::var_os(super::RELEASE_ENV) else {
+            panic!(
+                "a pause failpoint needs {}: the file whose existence releases it",
+                super::RELEASE_ENV
+            );
+        };
+        while !std::path::Path::new(&path).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// One entry of [`ENV`]: a failpoint, its action, and the one hit it
@@ -171,7 +194,8 @@ mod imp {
             let action = match action.trim() {
                 "abort" => Action::Abort,
                 "error" => Action::Error,
-                other => return Err(format!("{other:?}: the actions are abort and error")),
+                "pause" => Action::Pause,
+                other => return Err(format!("{other:?}: the actions are abort, error and pause")),
             };
             out.push(Setting { name, action, nth });
         }
@@ -219,6 +243,7 @@ mod imp {
         match action(name) {
             Some(Action::Abort) => std::process::abort(),
             Some(Action::Error) => panic!("failpoint {name} sits in no I/O call: use abort"),
+            Some(Action::Pause) => pause(),
             None => {}
         }
     }
@@ -229,6 +254,10 @@ mod imp {
         match action(name) {
             Some(Action::Abort) => std::process::abort(),
             Some(Action::Error) => Err(io::Error::other(format!("failpoint {name}"))),
+            Some(Action::Pause) => {
+                pause();
+                Ok(())
+            }
             None => Ok(()),
         }
     }

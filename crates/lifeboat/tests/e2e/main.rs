@@ -28,6 +28,7 @@ macro_rules! on_every_backend {
     };
 }
 
+mod agent;
 mod cli;
 mod dump;
 mod harness;

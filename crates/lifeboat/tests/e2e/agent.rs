@@ -1,0 +1,587 @@
+//! The agent (issue #15): schedules run unattended against a real
+//! redis-server, with the job history read back through `lifeboat jobs`.
+//! Runs are held in the middle, where a test needs one "still going", by
+//! the `pause` failpoint before the snapshot is stored.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_redis::resp::Conn;
+use lifeboat_redis::url::RedisUrl;
+use lifeboat_scenarios::sandbox::redis::LocalRedis;
+use serde_json::Value;
+
+use crate::harness::{random_bytes, stderr, Backend, Env};
+
+/// A redis-server with 16 MiB of incompressible values, which starts a
+/// replica's sync at once (not after the default 5 s wait for others).
+fn redis() -> (tempfile::TempDir, LocalRedis) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalRedis::start(
+        dir.path(),
+        &["--repl-diskless-sync-delay", "0"],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let mut c =
+        Conn::connect(&RedisUrl::parse(&s.url()).unwrap(), Duration::from_secs(30)).unwrap();
+    for i in 0..4000u64 {
+        let v = random_bytes(4096, i);
+        let key = format!("k{i}");
+        let r = c.command(&[b"SET".as_slice(), key.as_bytes(), &v]).unwrap();
+        assert!(!matches!(r, lifeboat_redis::resp::Reply::Error(_)), "{r:?}");
+    }
+    (dir, s)
+}
+
+/// Writes the config file: one Redis source on `schedule`, and `[agent]`
+/// settings fast enough for a test (`agent` adds to them).
+fn config(env: &Env, url: &str, schedule: &str, agent: &str) -> PathBuf {
+    let path = env.path("lifeboat.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[redis.cache]\nredis_url = \"{url}\"\nschedule.backup = \"{schedule}\"\n\n[agent]\nrefresh = \"1s\"\nretry_backoff = \"1s\"\n{agent}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running agent and what it printed so far.
+struct Agent {
+    child: Child,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the agent and waits until it runs its schedule (its signal
+/// handlers are in place then).
+fn start(env: &Env, cfg: &Path, extra: &[(&str, &str)]) -> Agent {
+    let mut c = env.cmd();
+    c.arg("--config")
+        .arg(cfg)
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("start the agent");
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut pipe = child.stderr.take().unwrap();
+    let sink = err.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut agent = Agent {
+        child,
+        err,
+        reader: Some(reader),
+    };
+    wait_until(
+        "the agent runs its schedule",
+        Duration::from_secs(60),
+        || {
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                panic!(
+                    "the agent exited with {status}: {}",
+                    agent.err.lock().unwrap()
+                );
+            }
+            agent
+                .err
+                .lock()
+                .unwrap()
+                .contains("running the schedule")
+                .then_some(())
+        },
+    );
+    agent.err.lock().unwrap().clear();
+    agent
+}
+
+impl Agent {
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+}
+
+/// SIGTERM, then its exit (within `within`) and what it printed.
+fn stop(mut agent: Agent, within: Duration) -> (ExitStatus, String) {
+    agent.signal(rustix::process::Signal::TERM);
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            // The reader ends with the pipe.
+            if let Some(r) = agent.reader.take() {
+                r.join().unwrap();
+            }
+            let err = agent.err.lock().unwrap().clone();
+            return (status, err);
+        }
+        if Instant::now() > deadline {
+            let _ = agent.child.kill();
+            panic!(
+                "the agent did not stop within {within:?} of SIGTERM: {}",
+                agent.err.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every job record, oldest first (read without the config file, which a
+/// test may have broken on purpose).
+fn jobs(env: &Env, _cfg: &Path) -> Vec<Value> {
+    let v = env.json(&["jobs", "--last", "0"]);
+    v.as_array().unwrap().clone()
+}
+
+/// Polls `f` until it gives a value or `timeout` passes (then fails with
+/// `what`).
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn outcomes(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn redis_snapshots(env: &Env) -> usize {
+    env.json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["source_kind"] == "redis")
+        .count()
+}
+
+#[test]
+fn the_agent_runs_the_schedule_and_records_every_run() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(&env, &r.url(), "@every 2s", "");
+    let agent = start(&env, &cfg, &[]);
+    let done = wait_until(
+        "two scheduled backups succeeded",
+        Duration::from_secs(60),
+        || {
+            let j = jobs(&env, &cfg);
+            let ok: Vec<Value> = j
+                .into_iter()
+                .filter(|r| r["outcome"] == "success")
+                .collect();
+            (ok.len() >= 2).then_some(ok)
+        },
+    );
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "the agent's exit: {status}\n{err}");
+    for rec in &done {
+        assert_eq!(rec["job"], "redis.cache.backup");
+        assert_eq!(rec["source"], "cache");
+        assert_eq!(rec["source_kind"], "redis");
+        assert_eq!(rec["trigger"], "schedule");
+        assert!(rec["scheduled"].is_string());
+        assert!(rec["bytes_read"].as_u64().unwrap() > 16_000_000, "{rec}");
+        let snap = rec["snapshot"].as_str().unwrap();
+        // The snapshot the record names exists.
+        env.ok(&["ls", snap]);
+    }
+    assert!(redis_snapshots(&env) >= 2);
+    // The second backup of unchanged data stored little new (the chunk
+    // holding the RDB header, which changes).
+    let second = &done[1];
+    assert!(
+        second["bytes_stored"].as_u64().unwrap() < second["bytes_read"].as_u64().unwrap() / 4,
+        "{second}"
+    );
+    // status: the source is protected; metrics: the success is exported.
+    let st = env.json(&["--config", cfg.to_str().unwrap(), "status"]);
+    let src = &st["sources"][0];
+    assert_eq!(src["name"], "cache");
+    assert_eq!(src["health"], "green", "{st}");
+    let metrics = env.ok(&["--config", cfg.to_str().unwrap(), "metrics"]);
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "lifeboat_backup_last_success_timestamp_seconds{source=\"cache\",kind=\"redis\",type=\"backup\"}",
+            )
+        })
+        .unwrap_or_else(|| panic!("no last-success metric in:\n{metrics}"));
+    let t: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(t > 1.7e9, "{line}");
+    // --json listing of the failed runs only: none.
+    let failed = env.json(&["--config", cfg.to_str().unwrap(), "jobs", "--failed"]);
+    assert_eq!(failed.as_array().unwrap().len(), 0, "{failed}");
+}
+
+#[test]
+fn a_run_still_going_when_due_is_skipped_never_doubled() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(&env, &r.url(), "@every 1s", "");
+    let release = env.path("release");
+    let agent = start(
+        &env,
+        &cfg,
+        &[
+            ("LIFEBOAT_FAILPOINTS", "before-snapshot-stored=pause"),
+            ("LIFEBOAT_FAILPOINT_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    // The first run waits before its snapshot; the next fire times find it
+    // still going.
+    wait_until("two runs were skipped", Duration::from_secs(60), || {
+        let j = jobs(&env, &cfg);
+        (outcomes(&j).iter().filter(|o| *o == "skipped").count() >= 2).then_some(())
+    });
+    std::fs::write(&release, "").unwrap();
+    wait_until("a run succeeded", Duration::from_secs(60), || {
+        outcomes(&jobs(&env, &cfg))
+            .contains(&"success".to_string())
+            .then_some(())
+    });
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    // No two runs of the job overlapped.
+    let runs: Vec<(String, String)> = jobs(&env, &cfg)
+        .iter()
+        .filter(|r| r["outcome"] != "skipped")
+        .map(|r| {
+            (
+                r["started"].as_str().unwrap().to_string(),
+                r["finished"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let parse = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+    for w in runs.windows(2) {
+        assert!(
+            parse(&w[1].0) >= parse(&w[0].1),
+            "runs overlap: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let skipped: Vec<Value> = jobs(&env, &cfg)
+        .into_iter()
+        .filter(|r| r["outcome"] == "skipped")
+        .collect();
+    assert!(skipped[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("previous run was still going"));
+}
+
+#[test]
+fn a_run_past_its_timeout_is_stopped_and_the_next_reuses_its_packs() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(
+        &env,
+        &r.url(),
+        "@every 2s",
+        "job_timeout = \"3s\"\nretries = 0",
+    );
+    let release = env.path("release");
+    let agent = start(
+        &env,
+        &cfg,
+        &[
+            ("LIFEBOAT_FAILPOINTS", "before-snapshot-stored=pause"),
+            ("LIFEBOAT_FAILPOINT_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    let timed_out = wait_until("a run timed out", Duration::from_secs(60), || {
+        jobs(&env, &cfg)
+            .into_iter()
+            .find(|r| r["outcome"] == "timeout")
+    });
+    assert!(
+        timed_out["error"].as_str().unwrap().contains("job_timeout"),
+        "{timed_out}"
+    );
+    // Stopped before its snapshot: none was recorded.
+    assert_eq!(redis_snapshots(&env), 0);
+    std::fs::write(&release, "").unwrap();
+    let ok = wait_until("the next run succeeded", Duration::from_secs(60), || {
+        jobs(&env, &cfg)
+            .into_iter()
+            .find(|r| r["outcome"] == "success")
+    });
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    // Its packs were indexed before it was stopped: the next run stored
+    // little of the 16 MiB it read (the chunk with the RDB header).
+    let (read, stored) = (
+        ok["bytes_read"].as_u64().unwrap(),
+        ok["bytes_stored"].as_u64().unwrap(),
+    );
+    assert!(
+        read > 16_000_000 && stored < read / 4,
+        "read {read}, stored {stored}"
+    );
+    let successes = jobs(&env, &cfg)
+        .iter()
+        .filter(|r| r["outcome"] == "success")
+        .count();
+    assert_eq!(redis_snapshots(&env), successes);
+}
+
+#[test]
+fn sigterm_lets_a_running_job_finish_within_grace_then_cancels_it() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(&env, &r.url(), "@every 1s", "grace = \"2s\"");
+    let release = env.path("release");
+    let agent = start(
+        &env,
+        &cfg,
+        &[
+            ("LIFEBOAT_FAILPOINTS", "before-snapshot-stored=pause"),
+            ("LIFEBOAT_FAILPOINT_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    // A run is held; the next fire time records a skip, so the run is
+    // surely going.
+    wait_until("a run is going", Duration::from_secs(60), || {
+        outcomes(&jobs(&env, &cfg))
+            .contains(&"skipped".to_string())
+            .then_some(())
+    });
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "the agent's exit: {status}\n{err}");
+    let j = jobs(&env, &cfg);
+    let last = j.iter().rev().find(|r| r["outcome"] != "skipped").unwrap();
+    assert_eq!(last["outcome"], "cancelled", "{j:?}");
+    assert!(last["error"].as_str().unwrap().contains("grace"), "{last}");
+    assert_eq!(redis_snapshots(&env), 0);
+    // Nothing of the run goes on after the agent: released now, no
+    // snapshot appears.
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(redis_snapshots(&env), 0);
+}
+
+#[test]
+fn a_transient_failure_is_retried_and_damage_is_not() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    // Redis is not there: "connection refused" may pass, so it is retried.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = config(
+        &env,
+        &format!("redis://127.0.0.1:{closed}"),
+        "@every 2s",
+        "retries = 2",
+    );
+    let agent = start(&env, &cfg, &[]);
+    let attempts = wait_until("three attempts of one run", Duration::from_secs(60), || {
+        let j = jobs(&env, &cfg);
+        let a: Vec<Value> = j.into_iter().filter(|r| r["outcome"] == "failed").collect();
+        (a.iter().any(|r| r["attempt"] == 3)).then_some(a)
+    });
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    let first = attempts.iter().position(|r| r["attempt"] == 1).unwrap();
+    let run = &attempts[first..first + 3];
+    assert_eq!(
+        run.iter()
+            .map(|r| r["attempt"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(run[1]["trigger"], "retry");
+    for r in run {
+        assert_eq!(r["error_class"], "transient");
+        assert!(
+            r["error"].as_str().unwrap().contains("Connection refused"),
+            "{r}"
+        );
+    }
+    // No fourth attempt: retries = 2.
+    assert!(!attempts.iter().any(|r| r["attempt"] == 4));
+
+    // Damage is not retried: a verify of a repository with a broken pack.
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), random_bytes(100_000, 1)).unwrap();
+    env.ok(&["files", "backup", data.to_str().unwrap()]);
+    for p in crate::harness::files_below(&Path::new(&env.repo).join("packs")) {
+        let mut b = std::fs::read(&p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+        std::fs::write(&p, b).unwrap();
+    }
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        "[repository]\nschedule.verify = \"@every 2s\"\nverify_read_data_subset = \"all\"\n[agent]\nrefresh = \"1s\"\nretry_backoff = \"1s\"\nretries = 3\n",
+    )
+    .unwrap();
+    let agent = start(&env, &cfg, &[]);
+    let damaged = wait_until("a verify found the damage", Duration::from_secs(60), || {
+        jobs(&env, &cfg)
+            .into_iter()
+            .find(|r| r["outcome"] == "failed")
+    });
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    assert_eq!(damaged["error_class"], "damage", "{damaged}");
+    assert!(
+        !jobs(&env, &cfg).iter().any(|r| r["trigger"] == "retry"),
+        "damage was retried"
+    );
+}
+
+#[test]
+fn a_run_missed_while_the_agent_was_down_runs_once_at_start() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(&env, &r.url(), "@every 3s", "");
+    let agent = start(&env, &cfg, &[]);
+    let first = wait_until("a run succeeded", Duration::from_secs(60), || {
+        jobs(&env, &cfg)
+            .into_iter()
+            .find(|r| r["outcome"] == "success")
+    });
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    // Down past a fire time: the next start catches up at once.
+    let last_start = jobs(&env, &cfg)
+        .iter()
+        .map(|r| {
+            r["started"]
+                .as_str()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    wait_until(
+        "a fire time passed while the agent was down",
+        Duration::from_secs(30),
+        || {
+            (jiff::Timestamp::now().duration_since(last_start) > jiff::SignedDuration::from_secs(4))
+                .then_some(())
+        },
+    );
+    let before = jobs(&env, &cfg).len();
+    let agent = start(&env, &cfg, &[]);
+    let caught = wait_until("the missed run ran", Duration::from_secs(60), || {
+        jobs(&env, &cfg)
+            .into_iter()
+            .skip(before)
+            .find(|r| r["outcome"] != "skipped")
+    });
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    assert_eq!(caught["trigger"], "catch-up", "{caught}");
+    assert_eq!(caught["outcome"], "success", "{caught}");
+    assert_ne!(caught["id"], first["id"]);
+
+    // With catch_up = false the first run after a start is a scheduled one.
+    let cfg = config(&env, &r.url(), "@every 3s", "catch_up = false");
+    let before = jobs(&env, &cfg).len();
+    let agent = start(&env, &cfg, &[]);
+    let next = wait_until("a run ran", Duration::from_secs(60), || {
+        jobs(&env, &cfg)
+            .into_iter()
+            .skip(before)
+            .find(|r| r["outcome"] != "skipped")
+    });
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    assert_eq!(next["trigger"], "schedule", "{next}");
+}
+
+#[test]
+fn a_bad_config_is_refused_at_start_with_its_line_and_a_reload_keeps_the_schedule() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(&env, &r.url(), "0 25 * * *", "");
+    let out = env
+        .cmd()
+        .args(["--config", cfg.to_str().unwrap(), "agent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("line 3") && e.contains("schedule.backup"), "{e}");
+    // Nothing scheduled at all is refused too.
+    std::fs::write(&cfg, "[agent]\nrefresh = \"1s\"\n").unwrap();
+    let out = env
+        .cmd()
+        .args(["--config", cfg.to_str().unwrap(), "agent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("schedules nothing"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Started with nothing due for an hour; SIGHUP after a change runs the
+    // new schedule; a broken file on reload keeps it.
+    let cfg = config(&env, &r.url(), "@every 1h", "");
+    let agent = start(&env, &cfg, &[]);
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("@every 1h", "@every 1s"),
+    )
+    .unwrap();
+    agent.signal(rustix::process::Signal::HUP);
+    wait_until("the reloaded schedule ran", Duration::from_secs(60), || {
+        outcomes(&jobs(&env, &cfg))
+            .contains(&"success".to_string())
+            .then_some(())
+    });
+    std::fs::write(&cfg, "[redis.cache\nbroken").unwrap();
+    agent.signal(rustix::process::Signal::HUP);
+    let n = jobs(&env, &cfg).len();
+    wait_until(
+        "runs go on under the old schedule",
+        Duration::from_secs(60),
+        || (jobs(&env, &cfg).len() >= n + 2).then_some(()),
+    );
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    assert!(err.contains("does not load"), "{err}");
+}
