@@ -10,6 +10,9 @@
 #                               (bench/restore_bench.py; e.g. --rounds 5 --write-docs)
 #   scripts/bench.sh prune [args]  prune vs restic prune after 200 backups and
 #                               forget --keep-last 30 (bench/prune_bench.py; e.g. --write-docs)
+#   scripts/bench.sh soak [args]  the agent's memory and descriptors over fast schedules
+#                               against PostgreSQL and Redis (bench/agent_soak.py; e.g.
+#                               --minutes 30 --write-docs)
 # Installs the peers from Debian's packages when missing, builds lifeboat in
 # release mode and passes the remaining arguments to the Python harness.
 set -euo pipefail
@@ -19,8 +22,9 @@ if [ "${1:-}" = pg ]; then mode=pg; shift; fi
 if [ "${1:-}" = dump ]; then mode=dump; shift; fi
 if [ "${1:-}" = restore ]; then mode=restore; shift; fi
 if [ "${1:-}" = prune ]; then mode=prune; shift; fi
+if [ "${1:-}" = soak ]; then mode=soak; shift; fi
 missing=()
-if [ "$mode" = dump ]; then
+if [ "$mode" = dump ] || [ "$mode" = soak ]; then
   need=(redis-server redis-cli zstd gzip /usr/bin/time setpriv)
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
 elif [ "$mode" = pg ]; then
@@ -55,6 +59,9 @@ if [ "$mode" = pg ]; then
 fi
 if [ "$mode" = dump ]; then
   exec python3 bench/dump_bench.py "$@"
+fi
+if [ "$mode" = soak ]; then
+  exec python3 bench/agent_soak.py "$@"
 fi
 if [ "$mode" = restore ]; then
   exec python3 bench/restore_bench.py "$@"

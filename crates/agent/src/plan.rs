@@ -395,3 +395,33 @@ verify_read_data_subset = "1/4"
         assert!(e.to_string().contains("job_timeout"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_strategy_loads_and_schedules_the_seed() {
+        let text = include_str!("../../../examples/strategy.toml");
+        let cfg: FileConfig = toml::from_str(text).expect("examples/strategy.toml parses");
+        let p = Plan::from_config(&cfg).unwrap();
+        let ids: Vec<String> = p
+            .jobs
+            .iter()
+            .map(|j| format!("{} {}", j.id, j.schedule))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "postgres.main.full 0 2 * * *",
+                "postgres.main.incr 0 */4 * * *",
+                "postgres.main.dump 30 3 * * *",
+                "redis.cache.backup 0 */6 * * *",
+                "repository.forget 0 5 * * *",
+                "repository.verify 0 6 * * 0",
+            ]
+        );
+        assert_eq!(p.sources[0].rpo, Duration::from_secs(25 * 3600));
+        assert_eq!(p.sources[1].rpo, Duration::from_secs(7 * 3600));
+    }
+}

@@ -193,3 +193,18 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    #[test]
+    fn every_metric_is_documented() {
+        let doc = include_str!("../../../docs/metrics.md");
+        for d in super::CATALOGUE {
+            assert!(
+                doc.contains(&format!("`{}`", d.name)),
+                "{} is missing from docs/metrics.md",
+                d.name
+            );
+        }
+    }
+}

@@ -187,6 +187,15 @@ impl DataDirPolicy {
 }
 
 impl TreePolicy for DataDirPolicy {
+    /// A file of the running cluster removed while the backup reads it (a
+    /// dropped table, a checkpoint's temporary file such as
+    /// `pg_logical/replorigin_checkpoint.tmp`) needs no copy: replaying the
+    /// WAL from the backup's start brings the cluster to what it holds at
+    /// the end. pg_basebackup and pgBackRest leave such files out too.
+    fn vanished_is_fine(&self) -> bool {
+        true
+    }
+
     fn filter(&self, name: &str, meta: &fs::Metadata) -> Filter {
         let file = name.rsplit('/').next().unwrap_or(name);
         if EMPTY_DIRS.contains(&name) {

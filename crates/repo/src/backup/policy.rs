@@ -47,7 +47,17 @@ pub trait TreePolicy: Sync {
     fn reusable(&self, _old: &Node, _parent: &Snapshot) -> bool {
         true
     }
+    /// Whether an item that disappears between the listing and its read is
+    /// simply left out (a running database's files: WAL replay recreates
+    /// what they hold) rather than a skipped item that makes the backup
+    /// partial (plain files: a file the user asked for is missing).
+    fn vanished_is_fine(&self) -> bool {
+        false
+    }
 }
+
+/// The reason given for an item that disappeared while the backup ran.
+pub(crate) const VANISHED: &str = "it vanished during the backup";
 
 /// The policy of `files backup`: everything, as it is.
 pub struct PlainFiles;

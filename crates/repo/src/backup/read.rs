@@ -79,7 +79,7 @@ impl FileReader<'_> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Err("it vanished during the backup".into()))
+                return Ok(Err(super::policy::VANISHED.into()))
             }
             Err(e) => return Ok(Err(e.to_string())),
         };

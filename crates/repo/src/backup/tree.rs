@@ -86,6 +86,8 @@ struct Tree {
     bytes_total: u64,
     /// Bytes read from files.
     bytes_read: u64,
+    /// The policy's [`TreePolicy::vanished_is_fine`].
+    vanished_is_fine: bool,
 }
 
 /// The files a backup must read: positions in the tree's items.
@@ -125,6 +127,7 @@ impl Repository {
             skipped,
             bytes_total: 0,
             bytes_read: 0,
+            vanished_is_fine: policy.vanished_is_fine(),
         };
         let parent = self.tree_parent(opts)?;
         let parent_nodes: HashMap<&str, &Node> = parent
@@ -264,6 +267,10 @@ impl Tree {
                     self.bytes_total = self.bytes_total - nodes[i].size + size;
                     nodes[i].size = size;
                     nodes[i].content = content;
+                }
+                Err(reason) if reason == super::policy::VANISHED && self.vanished_is_fine => {
+                    tracing::debug!(path = %nodes[i].path, "removed while the backup ran: left out");
+                    failed.insert(i);
                 }
                 Err(reason) => {
                     progress.warn(&format!("{}: {reason}", nodes[i].path));

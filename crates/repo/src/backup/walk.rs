@@ -115,10 +115,12 @@ pub(super) fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy) -> Result<Walk> 
             let meta = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    w.skipped.push(Skipped {
-                        path: p,
-                        reason: "it vanished during the backup".into(),
-                    });
+                    if !policy.vanished_is_fine() {
+                        w.skipped.push(Skipped {
+                            path: p,
+                            reason: super::policy::VANISHED.into(),
+                        });
+                    }
                     continue;
                 }
                 Err(e) => {

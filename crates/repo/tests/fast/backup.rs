@@ -544,3 +544,48 @@ fn a_stream_restores_byte_identical_and_a_changed_one_stores_little() {
         "a stream restores as a private file"
     );
 }
+
+/// A live database's policy: files removed while the backup runs are left
+/// out (WAL replay recreates what they held).
+struct Live;
+impl lifeboat_repo::TreePolicy for Live {
+    fn vanished_is_fine(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_file_vanishing_from_a_live_database_is_left_out_quietly() {
+    let s = Scratch::new();
+    let repo = default_repo(&s);
+    let src = s.dir.path().join("pgdata");
+    fs::create_dir_all(src.join("pg_logical")).unwrap();
+    fs::write(src.join("PG_VERSION"), b"15\n").unwrap();
+    let tmp = src.join("pg_logical/replorigin_checkpoint.tmp");
+    fs::write(&tmp, b"checkpoint in progress").unwrap();
+    let opts = lifeboat_repo::TreeBackupOptions {
+        roots: vec![lifeboat_repo::TreeRoot {
+            path: src.clone(),
+            prefix: Some(String::new()),
+        }],
+        source_kind: "live".into(),
+        source_name: "live".into(),
+        hostname: "test".into(),
+        ..Default::default()
+    };
+    let progress = DeleteOnStart(Mutex::new(Some(tmp.clone())), Mutex::new(Vec::new()));
+    let out = repo
+        .backup_tree(&opts, &Live, &progress, |_| Ok(()))
+        .expect("a vanished file of a live database does not fail the backup");
+    let paths: Vec<&str> = out.snapshot.nodes.iter().map(|n| n.path.as_str()).collect();
+    assert!(paths.contains(&"PG_VERSION"), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.contains("replorigin")), "{paths:?}");
+    assert!(progress.1.lock().unwrap().is_empty(), "no warning for it");
+    // Plain files still count it as missing.
+    fs::write(&tmp, b"again").unwrap();
+    let progress = DeleteOnStart(Mutex::new(Some(tmp)), Mutex::new(Vec::new()));
+    let err = repo
+        .backup_tree(&opts, &lifeboat_repo::PlainFiles, &progress, |_| Ok(()))
+        .unwrap_err();
+    assert!(matches!(err, RepoError::Incomplete { .. }), "{err}");
+}

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Soak benchmark of `lifeboat agent` (issue #15): its memory and file
+descriptors over a long run of fast schedules.
+
+A small PostgreSQL cluster (archiving into the repository, with a writer
+changing rows every second) and a Redis server are backed up by the agent on
+schedules of a few seconds — pg incremental every 10 s, full every 2 min,
+dump every 45 s, Redis every 10 s, forget + prune every 5 min, verify every
+5 min — for --minutes (default 30). The agent's RSS (VmRSS) and open file
+descriptors are sampled every --sample seconds; the goal: RSS growth under
+5 % after the first 5 minutes, no descriptor growth.
+
+    scripts/bench.sh soak [--minutes 30] [--write-docs]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pg_bench  # noqa: E402
+from pg_bench import Cluster, give, run, as_owner  # noqa: E402
+from dump_bench import Redis, load_redis  # noqa: E402
+from bench import LIFEBOAT, ROOT, write_docs_block  # noqa: E402
+
+
+def proc_status(pid):
+    rss = 0
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    except OSError:
+        return None, None
+    try:
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        fds = None
+    return rss / 1024.0, fds
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--sample", type=float, default=60.0, help="seconds between samples (default 60)")
+    ap.add_argument("--work", default=os.path.join(ROOT, "bench-work-soak"))
+    ap.add_argument("--bindir", default=None)
+    ap.add_argument("--write-docs", action="store_true")
+    a = ap.parse_args()
+
+    work = a.work
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    os.chmod(work, 0o755)
+    give(work)
+    bindir = pg_bench.find_bindir(a.bindir)
+    cl = Cluster(work, bindir)
+    redis = Redis(work)
+    key = os.path.join(work, "key")
+    repo = os.path.join(work, "repo")
+    with open(key, "w") as f:
+        f.write("lifeboat-soak-key-material-0123456789abcdef\n")
+    os.chmod(key, 0o600)
+    give(key)
+    env = cl.env
+    run([LIFEBOAT, "--repo", repo, "--key-file", key, "--quiet", "repo", "init"], env)
+    cl.initdb()
+    cl.start(f"{LIFEBOAT} --repo {repo} --key-file {key} --quiet pg wal-push %p")
+    cl.psql("create table t (id int primary key, v text); "
+            "insert into t select g, md5(g::text) from generate_series(1, 200000) g")
+    load_redis(redis, 20 << 20)
+    cfg = os.path.join(work, "lifeboat.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""repo = "{repo}"
+key_file = "{key}"
+
+[postgres.main]
+pgdata = "{cl.pgdata}"
+pg_url = "{cl.conninfo()}"
+schedule.full = "@every 2m"
+schedule.incr = "@every 10s"
+schedule.dump = "@every 45s"
+
+[redis.cache]
+redis_url = "{redis.url()}"
+schedule.backup = "@every 10s"
+
+[repository]
+schedule.forget = "@every 5m"
+schedule.verify = "@every 5m"
+verify_read_data_subset = "1/5"
+
+[retention.postgres]
+keep_last = 5
+[retention.pg_dump]
+keep_last = 5
+[retention.redis]
+keep_last = 5
+
+[agent]
+listen = "127.0.0.1:{pg_bench.free_port()}"
+refresh = "5s"
+""")
+    give(cfg)
+    stop_writer = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop_writer.is_set():
+            i += 1
+            try:
+                cl.psql(f"update t set v = md5(random()::text) where id % 1000 = {i % 1000}")
+            except pg_bench.BenchError:
+                pass
+            stop_writer.wait(1.0)
+
+    wt = threading.Thread(target=writer, daemon=True)
+    wt.start()
+    log = open(os.path.join(work, "agent.log"), "w")
+    agent = subprocess.Popen(as_owner([LIFEBOAT, "--config", cfg, "agent"]), env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+    # The agent runs under setpriv: its own pid is the child's (setpriv
+    # execs).
+    pid = agent.pid
+    samples = []
+    t0 = time.time()
+    end = t0 + a.minutes * 60
+    try:
+        while time.time() < end:
+            rss, fds = proc_status(pid)
+            if rss is None:
+                raise pg_bench.BenchError(f"the agent exited: see {log.name}")
+            minute = (time.time() - t0) / 60
+            samples.append({"minute": round(minute, 2), "rss_mib": round(rss, 2), "fds": fds})
+            print(f"  {minute:5.1f} min: RSS {rss:6.1f} MiB, {fds} fds", flush=True)
+            time.sleep(min(a.sample, max(0.0, end - time.time())) or 0.01)
+        rss, fds = proc_status(pid)
+        samples.append({"minute": round((time.time() - t0) / 60, 2), "rss_mib": round(rss, 2), "fds": fds})
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        stop_writer.set()
+        wt.join(timeout=10)
+        cl.stop()
+        redis.stop()
+        log.close()
+    jobs = json.loads(subprocess.run(as_owner([LIFEBOAT, "--config", cfg, "--json", "jobs", "--last", "0"]),
+                                     env=env, capture_output=True, check=True).stdout)
+    outcomes = {}
+    for j in jobs:
+        outcomes[j["outcome"]] = outcomes.get(j["outcome"], 0) + 1
+    after5 = [s for s in samples if s["minute"] >= 5.0]
+    base = after5[0] if after5 else samples[0]
+    last = samples[-1]
+    growth = (last["rss_mib"] - base["rss_mib"]) / base["rss_mib"] * 100.0
+    fd_growth = (last["fds"] or 0) - (base["fds"] or 0)
+    peak = max(s["rss_mib"] for s in samples)
+    json.dump({"samples": samples, "outcomes": outcomes}, open(os.path.join(work, "soak.json"), "w"), indent=1)
+    rows = "\n".join(f"| {s['minute']:.0f} | {s['rss_mib']:.1f} | {s['fds']} |" for s in samples)
+    report = f"""Command: `scripts/bench.sh soak --minutes {a.minutes:g} --write-docs`  
+Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {os.cpu_count()} cores; PostgreSQL {pg_bench.pg_version(bindir)} (200 000 rows, a writer updating 200 rows a second), redis-server with 20 MiB of sessions  
+Schedules: pg incr every 10 s, full every 2 min, dump every 45 s; Redis every 10 s; forget + prune and verify (1/5 of the packs) every 5 min. Runs: {', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}  
+
+| goal | measured | target | |
+|---|---|---|---|
+| agent RSS growth after the first 5 min | {growth:+.1f} % ({base['rss_mib']:.1f} → {last['rss_mib']:.1f} MiB; peak {peak:.1f}) | < 5 % | {'met' if growth < 5 else 'NOT met'} |
+| open file descriptors, first 5 min → end | {base['fds']} → {last['fds']} | no growth | {'met' if fd_growth <= 0 else 'NOT met'} |
+
+<details><summary>samples</summary>
+
+| minute | RSS (MiB) | fds |
+|---:|---:|---:|
+{rows}
+
+</details>"""
+    print()
+    print(report)
+    if a.write_docs:
+        write_docs_block(report, "<!-- agent-soak:begin -->", "<!-- agent-soak:end -->",
+                         "## Agent soak: memory and descriptors over a long run (issue #15)\n\n"
+                         "`bench/agent_soak.py`. Each job runs as a child process, so what stays is the "
+                         "agent's own state: the job history it keeps in memory (trimmed to `[agent] "
+                         "history`), the schedule and the listener.")
+
+
+if __name__ == "__main__":
+    main()
