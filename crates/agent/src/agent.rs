@@ -193,6 +193,9 @@ fn refresh(session: &Session, shared: &Shared, figures: bool) {
         if figures {
             let f = repo_figures(&repo)?;
             lock(&shared.knowledge).repo = Some(f);
+            let plan = lock(&shared.knowledge).plan.clone();
+            let wal = crate::wal::figures(&repo, session.handle(), &plan);
+            lock(&shared.knowledge).wal = wal;
             if let Err(e) = repo.trim_jobs(cutoff) {
                 tracing::warn!(error = %e, "old job records could not be trimmed");
             }

@@ -23,5 +23,6 @@ pub mod runner;
 pub mod sample;
 pub mod state;
 pub mod status;
+pub mod wal;
 
 pub use redact::redact;

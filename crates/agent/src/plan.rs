@@ -131,8 +131,9 @@ fn rotate(subset: &str, run: u64) -> Option<String> {
     Some(format!("{}/{t}", run % t + 1))
 }
 
-/// A source's recovery point objective.
-#[derive(Clone, Debug, PartialEq)]
+/// A configured source: its RPO and, for PostgreSQL, where the agent
+/// reads the WAL archive's state.
+#[derive(Clone, PartialEq)]
 pub struct SourcePlan {
     /// `postgres`, `redis`.
     pub kind: String,
@@ -140,6 +141,22 @@ pub struct SourcePlan {
     pub name: String,
     /// Its RPO.
     pub rpo: Duration,
+    /// PostgreSQL: the data directory.
+    pub pgdata: Option<std::path::PathBuf>,
+    /// PostgreSQL: the connection string (may hold a password: never
+    /// printed, so no `Debug` shows it).
+    pub pg_url: Option<String>,
+}
+
+impl std::fmt::Debug for SourcePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourcePlan")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("rpo", &self.rpo)
+            .field("pgdata", &self.pgdata)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The whole plan.
@@ -270,6 +287,8 @@ impl Plan {
                     src.rpo.as_deref(),
                     default_rpo,
                 )?,
+                pgdata: src.pgdata.clone(),
+                pg_url: src.pg_url.clone(),
             });
         }
         for (name, src) in &cfg.redis {
@@ -292,6 +311,8 @@ impl Plan {
                     src.rpo.as_deref(),
                     default_rpo,
                 )?,
+                pgdata: None,
+                pg_url: None,
             });
         }
         let r = &cfg.repository;

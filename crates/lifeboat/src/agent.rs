@@ -234,6 +234,7 @@ fn knowledge(ctx: &Ctx) -> Result<Knowledge> {
             if let Some(f) = k.repo.as_mut() {
                 f.snapshots = f.objects.get("snapshots").map_or(0, |(n, _)| *n);
             }
+            k.wal = lifeboat_agent::wal::figures(&o.repo, ctx.handle(), &k.plan);
         }
         // A wrong password or setting is the operator's to fix now; an
         // unreachable store is what the status must show.

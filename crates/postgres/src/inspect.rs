@@ -852,3 +852,46 @@ mod tests {
         assert_eq!(end(&[]), None);
     }
 }
+
+/// When the newest WAL segment of the cluster whose data directory is
+/// `pgdata` reached the repository (RFC 3339), as `pg info` shows it per
+/// timeline; `None` when none is there yet.
+pub fn newest_archived(repo: &Repository, pgdata: &std::path::Path) -> Result<Option<String>> {
+    let system = crate::archive::system_identifier(pgdata)?;
+    let list = backups(repo)?;
+    let info = archive_info(repo, &system, &list, None)?;
+    Ok(info
+        .timelines
+        .iter()
+        .filter_map(|t| t.last_stored.clone())
+        .max())
+}
+
+/// What PostgreSQL's archiver says of itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchiverState {
+    /// The age of the oldest WAL file waiting to be archived (a `.ready`
+    /// file in `pg_wal/archive_status`), in seconds; 0 when none waits.
+    pub lag_seconds: f64,
+    /// `pg_stat_archiver.failed_count`.
+    pub failed_count: u64,
+}
+
+/// Asks the server at `conninfo` how far its archiver is behind (needs
+/// `pg_monitor` or a superuser: `pg_ls_archive_statusdir`, PostgreSQL 12+).
+pub fn archiver_state(rt: &Handle, conninfo: &str) -> Result<ArchiverState> {
+    let session = Session::connect(rt, conninfo)?;
+    let rows = session.rows(
+        "read the archiver's state",
+        "select coalesce((select extract(epoch from now() - min(modification))::float8 \
+                           from pg_ls_archive_statusdir() where name like '%.ready'), 0)::text, \
+                failed_count::text \
+         from pg_stat_archiver",
+    )?;
+    let row = rows.first().cloned().unwrap_or_default();
+    let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    Ok(ArchiverState {
+        lag_seconds: col(0).parse().unwrap_or(0.0),
+        failed_count: col(1).parse().unwrap_or(0),
+    })
+}

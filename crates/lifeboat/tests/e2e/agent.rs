@@ -59,7 +59,11 @@ struct Agent {
 /// Starts the agent and waits until it runs its schedule (its signal
 /// handlers are in place then).
 fn start(env: &Env, cfg: &Path, extra: &[(&str, &str)]) -> Agent {
-    let mut c = env.cmd();
+    start_with(env.cmd(), cfg, extra)
+}
+
+/// [`start`] with a command that already names the repository and key.
+fn start_with(mut c: std::process::Command, cfg: &Path, extra: &[(&str, &str)]) -> Agent {
     c.arg("--config")
         .arg(cfg)
         .arg("agent")
@@ -584,4 +588,112 @@ fn a_bad_config_is_refused_at_start_with_its_line_and_a_reload_keeps_the_schedul
     let (status, err) = stop(agent, Duration::from_secs(60));
     assert!(status.success(), "{err}");
     assert!(err.contains("does not load"), "{err}");
+}
+
+#[test]
+fn postgres_backups_run_on_schedule_and_the_wal_archive_is_watched() {
+    use lifeboat_testkit::postgres::PgCluster;
+    let env = crate::pg::PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    pg.psql(
+        "postgres",
+        "create table t (id int primary key, v text); \
+         insert into t select g, md5(g::text) from generate_series(1, 20000) g",
+    )
+    .unwrap();
+    let cfg = env.dir.path().join("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\nschedule.full = \"@every 4s\"\nschedule.incr = \"@every 2s\"\n[agent]\nrefresh = \"1s\"\n",
+            pg.pgdata.display(),
+            pg.conninfo("postgres")
+        ),
+    )
+    .unwrap();
+    let jobs = || -> Vec<Value> {
+        let out = env.ok(&["--json", "jobs", "--last", "0"]);
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let agent = start_with(env.cmd(), &cfg, &[]);
+    // An incremental needs a full before it (until then it is a full
+    // itself): wait for one that started after a full ended.
+    let ts = |v: &Value| v.as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    wait_until(
+        "an incremental after a full succeeded",
+        Duration::from_secs(120),
+        || {
+            let j = jobs();
+            let ok = |r: &&Value, ty: &str| r["job_type"] == ty && r["outcome"] == "success";
+            let first_full = j
+                .iter()
+                .filter(|r| ok(r, "full"))
+                .map(|r| ts(&r["finished"]))
+                .min()?;
+            j.iter()
+                .any(|r| ok(&r, "incr") && ts(&r["started"]) > first_full)
+                .then_some(())
+        },
+    );
+    let (status, err) = stop(agent, Duration::from_secs(120));
+    assert!(status.success(), "{err}");
+    let j = jobs();
+    // Every successful run names a base backup of its type.
+    let info = env.ok(&["--json", "pg", "info"]);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    let backup_of = |r: &Value| -> Value {
+        let snap = r["snapshot"].as_str().unwrap();
+        info["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"].as_str().is_some_and(|s| s == snap))
+            .unwrap_or_else(|| panic!("{snap} is not a base backup: {info}"))
+            .clone()
+    };
+    let first_full = j
+        .iter()
+        .filter(|r| r["job_type"] == "full" && r["outcome"] == "success")
+        .map(|r| ts(&r["finished"]))
+        .min()
+        .unwrap();
+    for r in j.iter().filter(|r| r["outcome"] == "success") {
+        let b = backup_of(r);
+        if r["job_type"] == "full" || ts(&r["started"]) > first_full {
+            assert_eq!(b["type"], r["job_type"], "{b} / {r}");
+        }
+    }
+    assert!(
+        !j.iter().any(|r| r["outcome"] == "failed"),
+        "failed runs: {j:?}"
+    );
+    // The WAL archive is watched: the newest segment's time and the
+    // archiver's lag are exported for the source.
+    let cfg_s = cfg.to_str().unwrap();
+    let metrics = env.ok(&["--config", cfg_s, "metrics"]);
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{source=\"main\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("lifeboat_wal_archive_newest_timestamp_seconds") > 1.7e9);
+    assert!(value("lifeboat_wal_archiver_lag_seconds") >= 0.0);
+    assert_eq!(value("lifeboat_wal_archiver_failed_count"), 0.0);
+    let st: Value =
+        serde_json::from_str(&env.ok(&["--json", "--config", cfg_s, "status"])).unwrap();
+    assert_eq!(st["sources"][0]["health"], "green", "{st}");
+    assert!(
+        st["sources"][0]["wal_age_seconds"].as_f64().is_some(),
+        "{st}"
+    );
+    // The password of a connection string never reaches the status.
+    assert!(!st.to_string().contains("password"), "{st}");
 }
