@@ -327,3 +327,87 @@ pub(crate) fn metrics(ctx: &Ctx, args: &MetricsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// A backup of a configured source run by hand (or by cron): its job id,
+/// kind, source and type.
+pub(crate) struct ManualJob {
+    job: String,
+    kind: &'static str,
+    source: String,
+    ty: &'static str,
+}
+
+/// The job a command is, when it backs up a source named in the config
+/// file and the agent did not start it (the agent records its own runs).
+pub(crate) fn manual_job(command: &crate::Command) -> Option<ManualJob> {
+    if std::env::var_os("LIFEBOAT_AGENT_JOB").is_some() {
+        return None;
+    }
+    let (kind, source, ty) = match command {
+        crate::Command::Pg(crate::pg::PgCommand::Backup(a)) => (
+            "postgres",
+            a.source.clone()?,
+            if a.backup_type == "full" {
+                "full"
+            } else {
+                "incr"
+            },
+        ),
+        crate::Command::Pg(crate::pg::PgCommand::Dump(a)) => {
+            ("postgres", a.source.clone()?, "dump")
+        }
+        crate::Command::Redis(crate::redis::RedisCommand::Backup(a)) => {
+            ("redis", a.source.clone()?, "backup")
+        }
+        _ => return None,
+    };
+    Some(ManualJob {
+        job: format!("{kind}.{source}.{ty}"),
+        kind,
+        source,
+        ty,
+    })
+}
+
+/// Records a manual run in the job history. Never changes the command's
+/// outcome: a record that cannot be stored is a warning.
+pub(crate) fn record_manual(ctx: &Ctx, job: &ManualJob, started: Timestamp, result: &Result<u8>) {
+    // A wrong setting stopped it before it began: nothing ran to record.
+    if let Err(e) = result {
+        if e.class() == lifeboat_repo::ErrorClass::Usage {
+            return;
+        }
+    }
+    let record = (|| -> Result<()> {
+        let repo = ctx.session.open()?.repo;
+        let mut r = JobRecord::new(&job.job, job.ty, started)?;
+        r.source_kind = Some(job.kind.to_string());
+        r.source = Some(job.source.clone());
+        r.trigger = "manual".into();
+        r.finished = Timestamp::now();
+        match result {
+            Ok(_) => {
+                r.outcome = JobOutcome::Success;
+                if let Some(m) = ctx.made.borrow().as_ref() {
+                    r.snapshot = Some(m.snapshot.clone());
+                    r.bytes_read = Some(m.bytes_read);
+                    r.bytes_stored = Some(m.bytes_stored);
+                    r.size_bytes = Some(m.bytes_total);
+                }
+            }
+            Err(e) => {
+                r.outcome = JobOutcome::Failed;
+                r.error_class = Some(e.class().as_str().into());
+                r.error = Some(lifeboat_agent::redact(&lifeboat_repo::report(e)));
+            }
+        }
+        repo.record_job(&r)?;
+        Ok(())
+    })();
+    if let Err(e) = record {
+        eprintln!(
+            "warning: the run could not be recorded in the job history: {}",
+            lifeboat_repo::report(&e)
+        );
+    }
+}

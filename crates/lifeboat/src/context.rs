@@ -16,6 +16,29 @@ pub(crate) struct Ctx {
     pub(crate) session: Session,
     pub(crate) json: bool,
     pub(crate) quiet: bool,
+    /// What a backup command made, for its job record.
+    pub(crate) made: std::cell::RefCell<Option<Made>>,
+}
+
+/// What a backup made: the figures of its job record.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Made {
+    pub(crate) snapshot: String,
+    pub(crate) bytes_read: u64,
+    pub(crate) bytes_stored: u64,
+    pub(crate) bytes_total: u64,
+}
+
+impl Made {
+    /// The figures of a snapshot's stats.
+    pub(crate) fn of(id: &lifeboat_repo::SnapshotId, st: &lifeboat_repo::BackupStats) -> Made {
+        Made {
+            snapshot: id.to_hex(),
+            bytes_read: st.bytes_read,
+            bytes_stored: st.bytes_stored,
+            bytes_total: st.bytes_total,
+        }
+    }
 }
 
 /// The session's settings from the global flags.

@@ -332,7 +332,6 @@ pub(crate) struct RestoreArgs {
 /// Runs the command; the exit code when it did not fail (`pg wal-fetch`
 /// has codes of its own).
 fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
-    use commands as c;
     if let Command::Demo {
         keep,
         scale,
@@ -359,33 +358,48 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
         session: lifeboat_ops::Session::new(context::settings(&cli.global))?,
         json: cli.global.json,
         quiet: cli.global.quiet,
+        made: Default::default(),
     };
     if let Command::Agent = cli.command {
         return agent::agent(ctx, &cli.global).map(|()| 0);
     }
-    match cli.command {
-        Command::Pg(cmd) => return pg::run(&ctx, cmd),
-        Command::Repo(RepoCommand::Init(args)) => c::init(&ctx, &args),
-        Command::Repo(RepoCommand::Key(k)) => c::key(&ctx, k),
-        Command::Files(FilesCommand::Backup(args)) => c::backup(&ctx, &args),
-        Command::Files(FilesCommand::Restore(args)) => c::restore(&ctx, &args),
-        Command::Redis(cmd) => redis::run(&ctx, cmd),
-        Command::Snapshots => c::snapshots(&ctx),
-        Command::Ls { snapshot } => c::ls(&ctx, &snapshot),
-        Command::Verify { read_data } => c::verify(&ctx, read_data),
-        Command::Repair(cmd) => c::repair(&ctx, cmd),
-        Command::Prune(args) => maintenance::prune(&ctx, &args),
-        Command::Stats => maintenance::stats(&ctx),
-        Command::Forget(args) => retention::forget(&ctx, &args),
+    // A backup of a configured source run by hand (or by cron) is
+    // recorded in the job history as the agent records its own runs.
+    let manual = agent::manual_job(&cli.command);
+    let started = jiff::Timestamp::now();
+    let result = run(&ctx, cli.command);
+    if let Some(job) = manual {
+        agent::record_manual(&ctx, &job, started, &result);
+    }
+    result
+}
+
+/// Runs a command of the repository's (not the demo's, nor the agent's).
+fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
+    use commands as c;
+    match command {
+        Command::Pg(cmd) => return pg::run(ctx, cmd),
+        Command::Repo(RepoCommand::Init(args)) => c::init(ctx, &args),
+        Command::Repo(RepoCommand::Key(k)) => c::key(ctx, k),
+        Command::Files(FilesCommand::Backup(args)) => c::backup(ctx, &args),
+        Command::Files(FilesCommand::Restore(args)) => c::restore(ctx, &args),
+        Command::Redis(cmd) => redis::run(ctx, cmd),
+        Command::Snapshots => c::snapshots(ctx),
+        Command::Ls { snapshot } => c::ls(ctx, &snapshot),
+        Command::Verify { read_data } => c::verify(ctx, read_data),
+        Command::Repair(cmd) => c::repair(ctx, cmd),
+        Command::Prune(args) => maintenance::prune(ctx, &args),
+        Command::Stats => maintenance::stats(ctx),
+        Command::Forget(args) => retention::forget(ctx, &args),
         Command::Hold {
             snapshot,
             reason,
             until,
-        } => retention::hold(&ctx, &snapshot, &reason, until.as_deref()),
-        Command::Release { snapshot } => retention::release(&ctx, &snapshot),
-        Command::Jobs(args) => agent::jobs(&ctx, &args),
-        Command::Status => agent::status(&ctx),
-        Command::Metrics(args) => agent::metrics(&ctx, &args),
+        } => retention::hold(ctx, &snapshot, &reason, until.as_deref()),
+        Command::Release { snapshot } => retention::release(ctx, &snapshot),
+        Command::Jobs(args) => agent::jobs(ctx, &args),
+        Command::Status => agent::status(ctx),
+        Command::Metrics(args) => agent::metrics(ctx, &args),
         Command::Demo { .. } | Command::Agent => Ok(()),
     }
     .map(|()| 0)
@@ -454,15 +468,9 @@ fn main() -> ExitCode {
             // Run by the agent: the failure's class decides whether it
             // retries, so say it where the agent reads the report.
             if std::env::var_os("LIFEBOAT_AGENT_JOB").is_some() {
-                let class = match err.class() {
-                    ErrorClass::Usage => "usage",
-                    ErrorClass::Damage => "damage",
-                    ErrorClass::Transient => "transient",
-                    ErrorClass::Failure => "failure",
-                };
                 outln!(
                     "{}",
-                    serde_json::json!({"error": {"class": class, "message": lifeboat_repo::report(&err)}})
+                    serde_json::json!({"error": {"class": err.class().as_str(), "message": lifeboat_repo::report(&err)}})
                 );
             }
             if fetching {

@@ -91,7 +91,7 @@ pub(crate) enum PgCommand {
 #[derive(Args, Debug)]
 pub(crate) struct PgBackupArgs {
     /// A source named in the config file ([postgres.NAME] with pgdata and pg_url)
-    source: Option<String>,
+    pub(crate) source: Option<String>,
     /// The cluster's data directory
     #[arg(long, env = "PGDATA", value_name = "DIR")]
     pgdata: Option<PathBuf>,
@@ -100,7 +100,7 @@ pub(crate) struct PgBackupArgs {
     pg_url: Option<String>,
     /// `full` reads every file; `incr` (default) reuses files unchanged since the last backup
     #[arg(long = "type", default_value = "incr", value_parser = ["full", "incr"])]
-    backup_type: String,
+    pub(crate) backup_type: String,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
@@ -126,7 +126,7 @@ pub(crate) struct PgBackupArgs {
 #[derive(Args, Debug)]
 pub(crate) struct PgDumpArgs {
     /// A source named in the config file ([postgres.NAME] with pg_url)
-    source: Option<String>,
+    pub(crate) source: Option<String>,
     /// How to connect: key=value pairs or a postgresql:// URL; its database is
     /// where lifeboat lists the others
     #[arg(long, env = "LIFEBOAT_PG_URL", value_name = "CONNINFO")]
@@ -333,6 +333,7 @@ fn backup(ctx: &Ctx, args: &PgBackupArgs) -> Result<()> {
     let s = &outcome.snapshot;
     let st = &s.stats;
     let m = pg::meta::BackupMeta::of_snapshot(&outcome.id, s)?;
+    *ctx.made.borrow_mut() = Some(crate::context::Made::of(&outcome.id, st));
     if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),
@@ -408,6 +409,7 @@ fn dump(ctx: &Ctx, args: &PgDumpArgs) -> Result<()> {
     let s = &outcome.snapshot;
     let st = &s.stats;
     let m = pg::meta::DumpMeta::of_snapshot(&outcome.id, s)?;
+    *ctx.made.borrow_mut() = Some(crate::context::Made::of(&outcome.id, st));
     let databases = m.database_names();
     if ctx.json {
         print_json(&json!({

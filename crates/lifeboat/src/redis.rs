@@ -26,7 +26,7 @@ pub(crate) enum RedisCommand {
 #[derive(Args, Debug)]
 pub(crate) struct RedisBackupArgs {
     /// A source named in the config file ([redis.NAME] with redis_url)
-    source: Option<String>,
+    pub(crate) source: Option<String>,
     /// `redis://[user:password@]host:port` (on a command line, `ps` shows the
     /// password: prefer --redis-url-file, LIFEBOAT_REDIS_URL or the config
     /// file)
@@ -145,6 +145,7 @@ fn backup(ctx: &Ctx, args: &RedisBackupArgs) -> Result<()> {
     let s = &outcome.snapshot;
     let st = &s.stats;
     let m = redis::meta::RedisMeta::of_snapshot(&outcome.id, s)?;
+    *ctx.made.borrow_mut() = Some(crate::context::Made::of(&outcome.id, st));
     if ctx.json {
         print_json(&json!({
             "snapshot": outcome.id.to_hex(),

@@ -697,3 +697,94 @@ fn postgres_backups_run_on_schedule_and_the_wal_archive_is_watched() {
     // The password of a connection string never reaches the status.
     assert!(!st.to_string().contains("password"), "{st}");
 }
+
+#[test]
+fn backups_run_by_hand_or_cron_are_recorded_and_written_for_node_exporter() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(&env, &r.url(), "@every 6h", "");
+    let c = cfg.to_str().unwrap();
+    env.ok(&["--config", c, "redis", "backup", "cache"]);
+    // The same source, its server gone: a failed run, recorded too.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&r.url(), &format!("redis://:hunter2@127.0.0.1:{closed}")),
+    )
+    .unwrap();
+    let out = env.run(&["--config", c, "redis", "backup", "cache"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let j = jobs(&env, &cfg);
+    assert_eq!(outcomes(&j), ["success", "failed"], "{j:?}");
+    for rec in &j {
+        assert_eq!(rec["job"], "redis.cache.backup");
+        assert_eq!(rec["trigger"], "manual");
+    }
+    assert!(j[0]["snapshot"].is_string() && j[0]["bytes_read"].as_u64().unwrap() > 16_000_000);
+    assert_eq!(j[1]["error_class"], "transient");
+    assert!(
+        !j[1].to_string().contains("hunter2"),
+        "a password in the history: {}",
+        j[1]
+    );
+    // A backup without a config source (an ad-hoc URL) is not a job.
+    env.ok(&["redis", "backup", "--redis-url", &r.url()]);
+    assert_eq!(jobs(&env, &cfg).len(), 2);
+
+    // The textfile for node_exporter: written whole, in the text format
+    // Prometheus reads (promtool checks it), with the runs above.
+    let prom = env.path("textfile/lifeboat.prom");
+    std::fs::create_dir_all(prom.parent().unwrap()).unwrap();
+    env.ok(&[
+        "--config",
+        c,
+        "metrics",
+        "--textfile",
+        prom.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let series = "{source=\"cache\",kind=\"redis\",type=\"backup\"}";
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{series} ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("lifeboat_backup_last_success_timestamp_seconds") > 1.7e9);
+    assert!(
+        value("lifeboat_backup_last_failure_timestamp_seconds")
+            > value("lifeboat_backup_last_success_timestamp_seconds")
+    );
+    assert_eq!(value("lifeboat_backup_failures_total"), 1.0);
+    assert!(
+        text.contains("lifeboat_repository_up{repository=\"default\"} 1"),
+        "{text}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(prom.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "only the file itself: {leftovers:?}");
+    let check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&prom).unwrap())
+        .output()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
+    assert!(
+        check.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // status says the source is not healthy: its last run failed.
+    let st = env.json(&["--config", c, "status"]);
+    assert_eq!(st["sources"][0]["health"], "amber", "{st}");
+    assert!(!st.to_string().contains("hunter2"));
+}
