@@ -92,6 +92,12 @@ pub(crate) fn print_prune(r: &PruneReport) {
             amount(&r.unindexed_packs)
         );
     }
+    if r.leftovers_removed.count > 0 {
+        outln!(
+            "  temporary files of interrupted writes, {would}removed: {} (over an hour old)",
+            amount(&r.leftovers_removed)
+        );
+    }
     outln!("  unused left in kept packs: {}", size(r.unused_left));
     if r.indexes_superseded.count > 0 {
         outln!(

@@ -209,8 +209,25 @@ pub struct PruneReport {
     pub indexes_deleted: Amount,
     /// Finished or stale session records removed.
     pub sessions_removed: u64,
+    /// Temporary files of interrupted writes (a killed backup or wal-push)
+    /// older than [`LEFTOVER_AGE`] removed (found, in a dry run).
+    pub leftovers_removed: Amount,
     /// Every mark found or made, and what became of it.
     pub marks: Vec<MarkOutcome>,
+}
+
+/// How old a temporary file of an interrupted write must be before prune
+/// removes it: no write in progress takes that long to rename its file.
+pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Repository {
+    /// Removes what interrupted writes left, once old enough.
+    fn remove_old_leftovers(&self, report: &mut PruneReport) -> Result<()> {
+        for l in self.remove_leftovers(LEFTOVER_AGE)? {
+            report.leftovers_removed.add(l.size);
+        }
+        Ok(())
+    }
 }
 
 impl PruneReport {
@@ -441,10 +458,16 @@ impl Repository {
         }
 
         if opts.dry_run {
+            for l in self.leftovers()? {
+                if l.age_s.is_some_and(|a| a >= LEFTOVER_AGE.as_secs()) {
+                    report.leftovers_removed.add(l.size);
+                }
+            }
             return Ok(report);
         }
         if remove.is_empty() && unindexed.is_empty() {
             self.remove_old_sessions(now, opts, &mut report)?;
+            self.remove_old_leftovers(&mut report)?;
             if let Some(s) = session {
                 s.finish()?;
             }
@@ -487,6 +510,7 @@ impl Repository {
         let outcome = self.finish_mark(&mark, my_id.as_ref(), now, opts, &mut report, progress)?;
         report.marks.push(outcome);
         self.remove_old_sessions(now, opts, &mut report)?;
+        self.remove_old_leftovers(&mut report)?;
         if let Some(s) = session {
             s.finish()?;
         }

@@ -363,3 +363,42 @@ fn a_running_backup_holds_its_wal_until_it_ends() {
     assert_eq!(seen, vec![hold.first.clone()]);
     assert!(repo.wal_holds("wal:7").unwrap().is_empty(), "it ended");
 }
+
+#[test]
+fn prune_removes_what_interrupted_writes_left_once_it_is_an_hour_old() {
+    let s = Scratch::new();
+    let repo = s.init();
+    stream(&repo, "a", &noise(7, 1 << 20));
+    // A killed backup's half-written pack, two hours old, and a write in
+    // progress right now.
+    let old = s.repo_dir().join("packs/ab.tmp-killed");
+    fs::create_dir_all(old.parent().unwrap()).unwrap();
+    fs::write(&old, vec![7u8; 4096]).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+    let fresh = s.repo_dir().join("index/cd.tmp-running");
+    fs::write(&fresh, b"in progress").unwrap();
+    let dry = repo
+        .prune(
+            &PruneOptions {
+                dry_run: true,
+                ..PruneOptions::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(dry.leftovers_removed.count, 1);
+    assert!(old.exists(), "a dry run removes nothing");
+    let r = prune(&repo);
+    assert_eq!(
+        (r.leftovers_removed.count, r.leftovers_removed.bytes),
+        (1, 4096)
+    );
+    assert!(!old.exists());
+    assert!(fresh.exists(), "a write in progress is left alone");
+    assert_clean(&repo);
+}
