@@ -1,0 +1,4 @@
+//! lifeboat-agent's integration tests: one binary, a module per subject.
+
+mod notify;
+mod promtool;

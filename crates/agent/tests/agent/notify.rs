@@ -1,0 +1,1 @@
+//! Notifications: see notify.rs in the crate.
