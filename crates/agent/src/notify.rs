@@ -141,23 +141,23 @@ impl Target {
                         (Some(_), Some(_)) => {
                             return Err(bad("give url or url_file, not both".into()))
                         }
-                        (None, None) => {
-                            return Err(bad(
-                                "a webhook needs url (or url_file: a file whose first line is the URL)"
-                                    .into(),
-                            ))
-                        }
+                        (None, None) => return Err(bad(
+                            "a webhook needs url (or url_file: a file whose first line is the URL)"
+                                .into(),
+                        )),
                     };
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
                         // The URL itself is not repeated: it may hold a token.
-                        return Err(bad("the webhook URL must start with http:// or https://".into()));
+                        return Err(bad(
+                            "the webhook URL must start with http:// or https://".into()
+                        ));
                     }
                     TargetKind::Webhook { url, format }
                 }
                 "command" => {
                     if n.url.is_some() || n.url_file.is_some() || n.format.is_some() {
                         return Err(bad(
-                            "url, url_file and format are for kind = \"webhook\"".into(),
+                            "url, url_file and format are for kind = \"webhook\"".into()
                         ));
                     }
                     let argv = n.command.clone().unwrap_or_default();
@@ -405,9 +405,7 @@ impl Shared {
                     Err(format!("the receiver answered HTTP {status}"))
                 }
             }
-            TargetKind::Command { argv } => {
-                run_command(argv, alert, ext, t.timeout).await
-            }
+            TargetKind::Command { argv } => run_command(argv, alert, ext, t.timeout).await,
         }
     }
 
@@ -423,11 +421,7 @@ impl Shared {
                     return;
                 }
                 Err(e) if n == attempts => {
-                    self.failed(
-                        &t.name,
-                        d.alert.name,
-                        format!("{e} ({attempts} attempts)"),
-                    );
+                    self.failed(&t.name, d.alert.name, format!("{e} ({attempts} attempts)"));
                     return;
                 }
                 Err(e) => {
@@ -483,7 +477,11 @@ async fn run_command(
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     let last: String = last.chars().take(300).collect();
     Err(format!("{} exited with {}: {last}", argv[0], out.status))
 }
@@ -642,8 +640,14 @@ mod tests {
                 .map(|a| (a.labels["source"].clone(), a.state().as_str()))
                 .collect()
         };
-        assert_eq!(states(r.due(at(0), &[a.clone()])), [("main".into(), "firing")]);
-        assert!(r.due(at(1), &[a.clone()]).is_empty(), "de-duplicated");
+        assert_eq!(
+            states(r.due(at(0), std::slice::from_ref(&a))),
+            [("main".into(), "firing")]
+        );
+        assert!(
+            r.due(at(1), std::slice::from_ref(&a)).is_empty(),
+            "de-duplicated"
+        );
         assert_eq!(
             states(r.due(at(2), &[a.clone(), b.clone()])),
             [("cache".into(), "firing")]
@@ -654,15 +658,18 @@ mod tests {
             [("main".into(), "firing")],
             "repeated after 4 h"
         );
-        let out = r.due(at(241), &[b.clone()]);
+        let out = r.due(at(241), std::slice::from_ref(&b));
         assert_eq!(states(out.clone()), [("main".into(), "resolved")]);
         assert_eq!(out[0].ends_at, Some(at(241)));
         assert_eq!(
-            states(r.due(at(242), &[b.clone()])),
+            states(r.due(at(242), std::slice::from_ref(&b))),
             [("cache".into(), "firing")],
             "each alert repeats on its own clock"
         );
-        assert!(r.due(at(243), &[b.clone()]).is_empty(), "resolved once");
+        assert!(
+            r.due(at(243), std::slice::from_ref(&b)).is_empty(),
+            "resolved once"
+        );
         assert_eq!(states(r.due(at(252), &[])), [("cache".into(), "resolved")]);
         assert!(r.due(at(253), &[]).is_empty());
     }
@@ -687,7 +694,10 @@ mod tests {
         assert_eq!(t[1].name, "pager");
         assert_eq!(t[1].timeout, Duration::from_secs(30));
         assert!(!t[1].send_resolved);
-        assert!(!format!("{t:?}").contains("s3cret"), "the URL is never shown");
+        assert!(
+            !format!("{t:?}").contains("s3cret"),
+            "the URL is never shown"
+        );
         for (text, says) in [
             ("[[notify]]\nkind = \"sms\"\n", "kind = \"sms\""),
             ("[[notify]]\nkind = \"webhook\"\n", "needs url"),

@@ -202,9 +202,9 @@ pub fn prom_duration(d: Duration) -> String {
     let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     if s == 0 {
         "0m".into()
-    } else if s % 3600 == 0 {
+    } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -634,7 +634,8 @@ impl Evaluator {
                 }
             }
         }
-        events.sort_by(|a, b| (a.alert.name, &a.alert.labels).cmp(&(b.alert.name, &b.alert.labels)));
+        events
+            .sort_by(|a, b| (a.alert.name, &a.alert.labels).cmp(&(b.alert.name, &b.alert.labels)));
         events
     }
 
@@ -690,7 +691,10 @@ mod tests {
         assert_eq!(s.size_change, 0.5);
         let rules = prometheus_rules(&s);
         assert!(rules.contains("> 0.5"), "{rules}");
-        assert!(rules.contains(r#"up{job=\"backup-agents\"} == 0"#), "{rules}");
+        assert!(
+            rules.contains(r#"up{job=\"backup-agents\"} == 0"#),
+            "{rules}"
+        );
     }
 
     #[test]

@@ -58,7 +58,10 @@ struct Receiver {
 
 async fn receiver(fail_first: usize) -> Receiver {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook?token=s3cret", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/hook?token=s3cret",
+        listener.local_addr().unwrap()
+    );
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let requests = Arc::new(AtomicUsize::new(0));
     let (b, r) = (bodies.clone(), requests.clone());
@@ -151,7 +154,10 @@ fn count(n: &Notifier, target: &str, outcome: &str) -> u64 {
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -159,7 +165,10 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_gets_alertmanagers_payload_after_retries() {
     let rx = receiver(2).await;
-    let n = start(vec![webhook("ops", &rx.url, Format::Alertmanager)], quick(5));
+    let n = start(
+        vec![webhook("ops", &rx.url, Format::Alertmanager)],
+        quick(5),
+    );
     assert_eq!(n.send(t0(), &failed_backup(t0())), 1);
     wait_for("delivery", || count(&n, "ops", "delivered") == 1).await;
     assert_eq!(rx.requests.load(Ordering::SeqCst), 3, "two 500s, then 200");
@@ -199,7 +208,10 @@ async fn a_slack_webhook_gets_a_readable_message() {
         ),
         "{text}"
     );
-    assert!(text.contains("lifeboat jobs --source main --failed"), "{text}");
+    assert!(
+        text.contains("lifeboat jobs --source main --failed"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +232,11 @@ async fn sent_once_repeated_after_repeat_interval_resolved_once() {
     assert_eq!(n.send(at(1), &firing), 0, "de-duplicated");
     assert_eq!(n.send(at(239), &firing), 0);
     assert_eq!(n.send(at(240), &firing), 2, "repeated after 4 h");
-    assert_eq!(n.send(at(241), &[]), 1, "resolved, to send_resolved targets");
+    assert_eq!(
+        n.send(at(241), &[]),
+        1,
+        "resolved, to send_resolved targets"
+    );
     assert_eq!(n.send(at(242), &[]), 0, "resolved once");
     wait_for("deliveries", || {
         count(&n, "all", "delivered") == 3 && count(&n, "firing-only", "delivered") == 2
@@ -266,7 +282,11 @@ async fn a_command_gets_the_alert_on_stdin_and_in_its_environment() {
             ),
             target(
                 "broken",
-                vec!["sh".into(), "-c".into(), "echo pager refused >&2; exit 3".into()],
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo pager refused >&2; exit 3".into(),
+                ],
             ),
         ],
         quick(2),
@@ -303,7 +323,10 @@ async fn a_command_gets_the_alert_on_stdin_and_in_its_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_never_answers_blocks_nothing_and_is_counted_failed() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook?token=s3cret", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/hook?token=s3cret",
+        listener.local_addr().unwrap()
+    );
     let held = Arc::new(Mutex::new(Vec::new()));
     let h = held.clone();
     tokio::spawn(async move {
@@ -319,7 +342,10 @@ async fn a_receiver_that_never_answers_blocks_nothing_and_is_counted_failed() {
     assert_eq!(count(&n, "silent", "failed"), 0);
     wait_for("the failure", || count(&n, "silent", "failed") == 1).await;
     assert_eq!(count(&n, "silent", "delivered"), 0);
-    wait_for("both attempts to have reached it", || held.lock().unwrap().len() == 2).await;
+    wait_for("both attempts to have reached it", || {
+        held.lock().unwrap().len() == 2
+    })
+    .await;
     let e = n.last_error("silent").unwrap();
     assert!(e.contains("no answer within 300ms"), "{e}");
     assert!(!e.contains("s3cret") && !e.contains("127.0.0.1"), "{e}");

@@ -145,7 +145,11 @@ fn scenarios() -> Vec<Scenario> {
             name: "a failed run fires at once; the next good run resolves it",
             settings: d(),
             series: vec![
-                Series::new(m::BACKUP_LAST_SUCCESS, MAIN_FULL, &[(1000.0, 10), (3000.0, 10)]),
+                Series::new(
+                    m::BACKUP_LAST_SUCCESS,
+                    MAIN_FULL,
+                    &[(1000.0, 10), (3000.0, 10)],
+                ),
                 Series::new(m::BACKUP_LAST_FAILURE, MAIN_FULL, &[(0.0, 5), (2000.0, 15)]),
                 Series::new(m::BACKUP_LAST_SUCCESS, CACHE, &[(500.0, 20)]),
                 Series::new(m::BACKUP_LAST_FAILURE, CACHE, &[(0.0, 20)]),
@@ -215,7 +219,11 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "replication lag over 1h for 5m",
             settings: d(),
-            series: vec![Series::new(m::REPLICATION_LAG, DR, &[(100.0, 5), (4000.0, 15)])],
+            series: vec![Series::new(
+                m::REPLICATION_LAG,
+                DR,
+                &[(100.0, 5), (4000.0, 15)],
+            )],
             checks: vec![
                 (9, vec![]),
                 (10, vec![fires(rules::REPLICATION_LAG, DR, 4000.0)]),
@@ -227,7 +235,11 @@ fn scenarios() -> Vec<Scenario> {
                 replication_lag: std::time::Duration::from_secs(7200),
                 ..d()
             },
-            series: vec![Series::new(m::REPLICATION_LAG, DR, &[(100.0, 5), (4000.0, 15)])],
+            series: vec![Series::new(
+                m::REPLICATION_LAG,
+                DR,
+                &[(100.0, 5), (4000.0, 15)],
+            )],
             checks: vec![(12, vec![])],
         },
         Scenario {
@@ -264,12 +276,20 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "the WAL archive older than 1h",
             settings: d(),
-            series: vec![Series::new(m::WAL_NEWEST, &[("source", "main")], &[(600.0, 80)])],
+            series: vec![Series::new(
+                m::WAL_NEWEST,
+                &[("source", "main")],
+                &[(600.0, 80)],
+            )],
             checks: vec![
                 (70, vec![]),
                 (
                     71,
-                    vec![fires(rules::WAL_ARCHIVE_STALE, &[("source", "main")], 3660.0)],
+                    vec![fires(
+                        rules::WAL_ARCHIVE_STALE,
+                        &[("source", "main")],
+                        3660.0,
+                    )],
                 ),
             ],
         },
@@ -277,7 +297,10 @@ fn scenarios() -> Vec<Scenario> {
             name: "the agent not scraped for 5m (Prometheus only)",
             settings: d(),
             series: vec![Series::new("up", AGENT, &[(1.0, 5), (0.0, 10)])],
-            checks: vec![(9, vec![]), (10, vec![fires(rules::AGENT_DOWN, AGENT, 0.0)])],
+            checks: vec![
+                (9, vec![]),
+                (10, vec![fires(rules::AGENT_DOWN, AGENT, 0.0)]),
+            ],
         },
         Scenario {
             name: "prometheus_job = backup-agents: another job's up is not ours",
@@ -304,7 +327,10 @@ fn expected(s: &AlertSettings, f: &Firing) -> (BTreeMap<String, String>, BTreeMa
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let annotations = BTreeMap::from([
-        ("summary".to_string(), rules::render(rule.summary, &labels, f.value)),
+        (
+            "summary".to_string(),
+            rules::render(rule.summary, &labels, f.value),
+        ),
         (
             "description".to_string(),
             rules::render(rule.description, &labels, f.value),
@@ -331,12 +357,18 @@ fn promtool_checks_the_rule_file_with_default_and_other_thresholds() {
         prometheus_job: Some("backup-agents".into()),
     })
     .unwrap();
-    for (file, settings) in [("default.yml", AlertSettings::default()), ("other.yml", other)] {
+    for (file, settings) in [
+        ("default.yml", AlertSettings::default()),
+        ("other.yml", other),
+    ] {
         let text = rules::prometheus_rules(&settings);
         std::fs::write(dir.path().join(file), &text).unwrap();
         run_promtool(&["check", "rules", file], dir.path());
         for name in all_alert_names(&settings) {
-            assert!(text.contains(&format!("alert: {name}\n")), "{name} in\n{text}");
+            assert!(
+                text.contains(&format!("alert: {name}\n")),
+                "{name} in\n{text}"
+            );
         }
     }
 }
@@ -346,8 +378,11 @@ fn promtool_test_rules_fires_each_alert_as_the_scenarios_say() {
     let dir = tempfile::tempdir().unwrap();
     for (i, sc) in scenarios().iter().enumerate() {
         let rules_file = format!("rules-{i}.yml");
-        std::fs::write(dir.path().join(&rules_file), rules::prometheus_rules(&sc.settings))
-            .unwrap();
+        std::fs::write(
+            dir.path().join(&rules_file),
+            rules::prometheus_rules(&sc.settings),
+        )
+        .unwrap();
         let mut tests = Vec::new();
         for (minute, firing) in &sc.checks {
             // Every rule at every check: those not listed must not fire.
