@@ -172,6 +172,16 @@ pub(crate) enum Command {
     /// Print the Prometheus metrics (or write them for node_exporter's
     /// textfile collector)
     Metrics(agent::MetricsArgs),
+    /// The strategy's alerts (docs/alerts.md)
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AlertsCommand {
+    /// Print Prometheus alerting rules for every alert of the strategy,
+    /// thresholds from [alerts]: lifeboat alerts rules > lifeboat-rules.yml
+    Rules,
 }
 
 #[derive(Subcommand, Debug)]
@@ -386,6 +396,14 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
         Command::Jobs(args) => agent::jobs(&ctx, &args),
         Command::Status => agent::status(&ctx),
         Command::Metrics(args) => agent::metrics(&ctx, &args),
+        Command::Alerts(AlertsCommand::Rules) => {
+            use lifeboat_agent::rules::{prometheus_rules, AlertSettings};
+            let settings = AlertSettings::from_config(&ctx.session.file.alerts)?;
+            for line in prometheus_rules(&settings).lines() {
+                outln!("{line}");
+            }
+            Ok(())
+        }
         Command::Demo { .. } | Command::Agent => Ok(()),
     }
     .map(|()| 0)
