@@ -19,6 +19,23 @@
 //! counts the failure (`lifeboat_notifications_total`). A webhook's URL may
 //! hold a token: it is never logged, shown or counted, only the target's
 //! name.
+//!
+//! Wiring, after each refresh of the samples:
+//!
+//! ```ignore
+//! let settings = AlertSettings::from_config(&cfg.alerts)?;
+//! let mut evaluator = Evaluator::new(&settings);
+//! let notifier = Notifier::start(
+//!     Target::from_config(&cfg.notify)?,
+//!     NotifierSettings { repeat_interval: settings.repeat_interval, ..Default::default() },
+//!     runtime.handle(),
+//! )?;
+//! // each refresh:
+//! evaluator.evaluate(&knowledge.samples(version), now);
+//! notifier.send(now, &evaluator.firing_alerts());
+//! knowledge.alerts = evaluator.firing();
+//! knowledge.notifications = notifier.counts();
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
