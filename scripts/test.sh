@@ -8,13 +8,13 @@
 # nothing. Left out: the lifeboat binary's integration tests (tests/e2e: the
 # binary against Garage, PostgreSQL and Redis), lifeboat-testkit's (it starts
 # servers), and by name the tests below that start Garage or run this
-# machine's pg_dump.
+# machine's pg_dump or promtool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--fast" ]; then
   shift
-  left_out=(garage s3_wrong_credentials client_programs_older_than_the_server)
+  left_out=(garage s3_wrong_credentials client_programs_older_than_the_server promtool_)
   if cargo nextest --version >/dev/null 2>&1; then
     names=$(IFS='|'; echo "${left_out[*]}")
     exec cargo nextest run --workspace --no-fail-fast \
@@ -47,6 +47,13 @@ fi
 if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
   echo "redis-server not found; installing it (once)…" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
+fi
+
+# promtool (Debian's prometheus package): the alerting rules are checked and
+# unit-tested with it (crates/agent/tests/agent/promtool.rs).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "promtool not found; installing Debian's prometheus package (once)…" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >&2
 fi
 
 # PostgreSQL 12-14 server programs for the tests of older versions (from the

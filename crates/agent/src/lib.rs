@@ -9,6 +9,8 @@
 //! - [`state`]: what is known (history, repository, WAL) and its two views:
 //! - [`sample`]: the metric catalogue and [`sample::Sample`]s, encoded by
 //!   [`metrics`] for Prometheus;
+//! - [`rules`]: the strategy's alerts, as Prometheus rules and as the
+//!   agent's own evaluator; [`notify`]: their notifications;
 //! - [`status`]: "are we protected?" per source (`lifeboat status --json`,
 //!   `GET /api/status`, the status page).
 //!
@@ -17,8 +19,10 @@
 pub mod agent;
 pub mod cron;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 mod redact;
+pub mod rules;
 pub mod runner;
 pub mod sample;
 pub mod state;

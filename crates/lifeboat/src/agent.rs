@@ -411,3 +411,13 @@ pub(crate) fn record_manual(ctx: &Ctx, job: &ManualJob, started: Timestamp, resu
         );
     }
 }
+
+/// `lifeboat alerts rules`: the strategy's alerts as a Prometheus rule file.
+pub(crate) fn alert_rules(ctx: &Ctx) -> Result<()> {
+    use lifeboat_agent::rules::{prometheus_rules, AlertSettings};
+    let settings = AlertSettings::from_config(&ctx.session.file.alerts)?;
+    for line in prometheus_rules(&settings).lines() {
+        outln!("{line}");
+    }
+    Ok(())
+}

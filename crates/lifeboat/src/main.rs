@@ -172,6 +172,16 @@ pub(crate) enum Command {
     /// Print the Prometheus metrics (or write them for node_exporter's
     /// textfile collector)
     Metrics(agent::MetricsArgs),
+    /// The strategy's alerts (docs/alerts.md)
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AlertsCommand {
+    /// Print Prometheus alerting rules for every alert of the strategy,
+    /// thresholds from [alerts]: lifeboat alerts rules > lifeboat-rules.yml
+    Rules,
 }
 
 #[derive(Subcommand, Debug)]
@@ -400,6 +410,7 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         Command::Jobs(args) => agent::jobs(ctx, &args),
         Command::Status => agent::status(ctx),
         Command::Metrics(args) => agent::metrics(ctx, &args),
+        Command::Alerts(AlertsCommand::Rules) => agent::alert_rules(ctx),
         Command::Demo { .. } | Command::Agent => Ok(()),
     }
     .map(|()| 0)
