@@ -111,8 +111,23 @@ pub fn run(
     serve: impl FnOnce(Arc<Shared>, watch::Receiver<bool>) -> Result<(), Error>,
     ready: impl FnOnce(),
 ) -> Result<(), Error> {
+    let alert_settings = crate::rules::AlertSettings::from_config(&session.file.alerts)?;
+    let targets = crate::notify::Target::from_config(&session.file.notify)?;
     let session = Arc::new(session);
     let handle = session.handle().clone();
+    let notifier = crate::notify::Notifier::start(
+        targets,
+        crate::notify::NotifierSettings {
+            repeat_interval: alert_settings.repeat_interval,
+            external_url: format!("http://{}/", plan.settings.listen),
+            ..Default::default()
+        },
+        &handle,
+    )?;
+    let alerts = Alerts {
+        evaluator: crate::rules::Evaluator::new(&alert_settings),
+        notifier,
+    };
     let now = Timestamp::now();
     let mut knowledge = Knowledge::new(plan.clone(), lifeboat_ops::hostname());
     knowledge.count_since = Some(now);
@@ -133,6 +148,7 @@ pub fn run(
         opts,
         stop_tx,
         ready,
+        alerts,
     ));
     drop(stop_rx);
     result
@@ -265,6 +281,28 @@ fn random_below(max: Duration) -> Duration {
     Duration::from_nanos(u64::from_le_bytes(b) % max.as_nanos().max(1) as u64)
 }
 
+/// The agent's own alerting: the rules evaluated over its samples, and
+/// the notifications of what fires and resolves.
+struct Alerts {
+    evaluator: crate::rules::Evaluator,
+    notifier: crate::notify::Notifier,
+}
+
+impl Alerts {
+    /// Evaluates the rules over what is known now, notifies, and records
+    /// the firing alerts and notification counts for metrics and status.
+    fn evaluate(&mut self, shared: &Shared) {
+        let now = Timestamp::now();
+        let samples = lock(&shared.knowledge).samples(&shared.version);
+        self.evaluator.evaluate(&samples, now);
+        self.notifier.send(now, &self.evaluator.firing_alerts());
+        let mut k = lock(&shared.knowledge);
+        k.alerts = self.evaluator.firing();
+        k.notifications = self.notifier.counts();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn main_loop(
     session: Arc<Session>,
     shared: Arc<Shared>,
@@ -272,6 +310,7 @@ async fn main_loop(
     opts: AgentOptions,
     stop_tx: watch::Sender<bool>,
     ready: impl FnOnce(),
+    mut alerts: Alerts,
 ) -> Result<(), Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let sig = |k| signal(k).map_err(|e| Error::io("install a signal handler", e));
@@ -333,6 +372,7 @@ async fn main_loop(
         }
     }
     publish(&shared, &slots);
+    alerts.evaluate(&shared);
     ready();
     let mut running_tasks = 0usize;
     loop {
@@ -432,6 +472,7 @@ async fn main_loop(
             next_refresh = tokio::time::Instant::now() + plan.settings.refresh;
         }
         publish(&shared, &slots);
+        alerts.evaluate(&shared);
     }
 
     // Shutting down: nothing new starts; running jobs get the grace period.

@@ -639,6 +639,26 @@ impl Evaluator {
         events
     }
 
+    /// The alerts whose conditions hold over `samples` at `now`, whatever
+    /// their `for:` — what a one-shot command (`lifeboat status`) can say
+    /// without watching over time.
+    pub fn holding(&self, samples: &[Sample], now: Timestamp) -> Vec<AlertStatus> {
+        let t = secs(now);
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            for (labels, value) in self.active(rule.name, samples, t) {
+                out.push(AlertStatus {
+                    alertname: rule.name.to_string(),
+                    severity: rule.severity.as_str().to_string(),
+                    summary: render(rule.summary, &labels, value),
+                    labels,
+                    since: now,
+                });
+            }
+        }
+        out
+    }
+
     /// The alerts firing now, by name then labels.
     pub fn firing_alerts(&self) -> Vec<Alert> {
         let mut v: Vec<Alert> = self

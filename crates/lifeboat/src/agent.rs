@@ -249,7 +249,11 @@ fn knowledge(ctx: &Ctx) -> Result<Knowledge> {
 
 /// `lifeboat status`.
 pub(crate) fn status(ctx: &Ctx) -> Result<()> {
-    let k = knowledge(ctx)?;
+    let mut k = knowledge(ctx)?;
+    // One look, not a watch: the alerts whose conditions hold now.
+    let settings = lifeboat_agent::rules::AlertSettings::from_config(&ctx.session.file.alerts)?;
+    k.alerts = lifeboat_agent::rules::Evaluator::new(&settings)
+        .holding(&k.samples(VERSION), Timestamp::now());
     let st = k.status(Timestamp::now(), VERSION);
     if ctx.json {
         print_json(&json!(st));

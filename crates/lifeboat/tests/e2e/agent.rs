@@ -788,3 +788,125 @@ fn backups_run_by_hand_or_cron_are_recorded_and_written_for_node_exporter() {
     assert_eq!(st["sources"][0]["health"], "amber", "{st}");
     assert!(!st.to_string().contains("hunter2"));
 }
+
+/// A webhook receiver on loopback: every JSON body POSTed to it.
+struct Receiver {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+fn receiver() -> Receiver {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_ok() {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    Receiver { url, bodies }
+}
+
+#[test]
+fn a_failing_backup_is_notified_and_the_next_good_run_resolves_it() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let hook = receiver();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let bad_url = format!("redis://127.0.0.1:{closed}");
+    let notify = format!(
+        "retries = 0\n\n[[notify]]\nname = \"oncall\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        hook.url
+    );
+    let cfg = config(&env, &bad_url, "@every 2s", &notify);
+    let agent = start(&env, &cfg, &[]);
+    let firing = wait_until("the failure was notified", Duration::from_secs(60), || {
+        hook.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|b| b["status"] == "firing")
+            .cloned()
+    });
+    let alert = &firing["alerts"][0];
+    assert_eq!(
+        alert["labels"]["alertname"], "LifeboatBackupFailed",
+        "{firing}"
+    );
+    assert_eq!(alert["labels"]["source"], "cache");
+    assert_eq!(firing["version"], "4");
+    // lifeboat status says so too.
+    let st = env.json(&["--config", cfg.to_str().unwrap(), "status"]);
+    assert!(
+        st["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["alertname"] == "LifeboatBackupFailed"),
+        "{st}"
+    );
+    // The server comes back (the config is fixed; the agent reloads it):
+    // the next good run resolves the alert.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&bad_url, &r.url()),
+    )
+    .unwrap();
+    let resolved = wait_until(
+        "the resolution was notified",
+        Duration::from_secs(60),
+        || {
+            hook.bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|b| b["status"] == "resolved")
+                .cloned()
+        },
+    );
+    assert_eq!(
+        resolved["alerts"][0]["labels"]["alertname"],
+        "LifeboatBackupFailed"
+    );
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    // Sent once while firing (repeat_interval is 4 h), not on every run.
+    let firings = hook
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|b| {
+            b["status"] == "firing"
+                && b["alerts"][0]["labels"]["alertname"] == "LifeboatBackupFailed"
+        })
+        .count();
+    assert_eq!(firings, 1);
+}
