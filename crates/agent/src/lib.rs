@@ -10,13 +10,17 @@
 //! - [`sample`]: the metric catalogue and [`sample::Sample`]s, encoded by
 //!   [`metrics`] for Prometheus;
 //! - [`status`]: "are we protected?" per source (`lifeboat status --json`,
-//!   `GET /api/status`, the status page).
+//!   `GET /api/status`, the status page);
+//! - [`http`]: the listener (`/metrics`, `/api/status`, `/healthz`, and the
+//!   status page of [`page`] at `/`).
 //!
 //! Library code never prints; the `lifeboat` binary owns output.
 
 pub mod agent;
 pub mod cron;
+pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod plan;
 mod redact;
 pub mod runner;
