@@ -48,7 +48,8 @@ pub const MAX_CONNECTIONS: usize = 32;
 
 /// The Content-Security-Policy of every response: no script at all,
 /// inline styles and `data:` images only.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'";
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'";
 
 /// What the listener serves; the agent implements it (for
 /// [`crate::agent::Shared`] below). Called on a blocking thread for each
@@ -360,13 +361,22 @@ mod tests {
     fn bearer_scheme_is_case_insensitive_and_the_token_exact() {
         let mut h = HeaderMap::new();
         assert!(!authorized(&h, b"t0k"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0k"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t0k"),
+        );
         assert!(authorized(&h, b"t0k"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer t0k"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer t0k"),
+        );
         assert!(authorized(&h, b"t0k"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic t0k"));
         assert!(!authorized(&h, b"t0k"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0kk"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t0kk"),
+        );
         assert!(!authorized(&h, b"t0k"));
     }
 

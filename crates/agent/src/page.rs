@@ -179,12 +179,12 @@ pre { white-space:pre-wrap; overflow-wrap:anywhere; margin:4px 0 0; font:12.5px/
 .source-alerts { margin:0 0 8px; font-size:14px; }
 .source-alerts .name { font-weight:600; }
 figure.chart { margin:6px 0 0; }
-svg.chart { display:block; width:100%; max-width:760px; height:auto; }
+svg.chart { display:block; width:100%; height:auto; }
+svg.key { vertical-align:middle; margin-right:4px; }
 svg.chart text { font:11px system-ui,"Liberation Sans",sans-serif; fill:var(--muted); }
-svg.chart text.dur { fill:#c2410c; }
+svg.chart text.dur { fill:#d9480f; }
 figcaption { font-size:13px; color:var(--muted); display:flex; gap:14px; flex-wrap:wrap; margin-top:2px; }
 .swatch { display:inline-block; width:11px; height:11px; border-radius:2px; vertical-align:-1px; margin-right:4px; }
-.swatch.line { height:3px; vertical-align:3px; border-radius:0; width:16px; }
 p.empty { color:var(--muted); background:#f6f8fa; border:1px dashed var(--line); border-radius:6px; padding:18px; text-align:center; margin:6px 0 0; }
 table { border-collapse:collapse; width:100%; background:#fff; border:1px solid var(--line); border-radius:8px; font-size:14px; }
 th, td { text-align:left; padding:7px 10px; border-bottom:1px solid #eaeef2; vertical-align:top; }
@@ -223,9 +223,9 @@ fn page(out: &mut String, s: &Status) -> fmt::Result {
         E(&headline),
         E(&s.hostname)
     )?;
-    write!(
+    writeln!(
         out,
-        "<body data-generated=\"{}\" data-hostname=\"{}\" data-version=\"{}\" data-repository-up=\"{}\">\n",
+        "<body data-generated=\"{}\" data-hostname=\"{}\" data-version=\"{}\" data-repository-up=\"{}\">",
         s.generated,
         E(&s.hostname),
         E(&s.version),
@@ -241,9 +241,9 @@ fn page(out: &mut String, s: &Status) -> fmt::Result {
         E(&headline)
     )?;
     let count = |h: Health| s.sources.iter().filter(|x| x.health == h).count();
-    write!(
+    writeln!(
         out,
-        "<p class=\"counts\">{} protected · {} at risk · {} unprotected · {} alert{} firing</p>\n",
+        "<p class=\"counts\">{} protected · {} at risk · {} unprotected · {} alert{} firing</p>",
         count(Health::Green),
         count(Health::Amber),
         count(Health::Red),
@@ -340,9 +340,9 @@ fn alert(out: &mut String, a: &AlertStatus, now: Timestamp) -> fmt::Result {
         .iter()
         .map(|(k, v)| format!("{}={}", E(k), E(v)))
         .collect();
-    write!(
+    writeln!(
         out,
-        "<br><span class=\"labels\">{}</span> <span class=\"since\">· firing for {} (since {})</span></li>\n",
+        "<br><span class=\"labels\">{}</span> <span class=\"since\">· firing for {} (since {})</span></li>",
         labels.join(" "),
         words(secs_of(now) - secs_of(a.since)),
         when(a.since)
@@ -392,9 +392,9 @@ fn source(out: &mut String, src: &SourceStatus, s: &Status) -> fmt::Result {
         E(&src.reason)
     )?;
     match &src.last_good {
-        Some(g) => write!(
+        Some(g) => writeln!(
             out,
-            "<div><dt>Last good backup</dt><dd>{} ago<small>{} · {} · took {} · {}</small></dd></div>\n",
+            "<div><dt>Last good backup</dt><dd>{} ago<small>{} · {} · took {} · {}</small></dd></div>",
             words(g.age_seconds),
             E(&g.ty),
             size(g.size_bytes),
@@ -403,15 +403,15 @@ fn source(out: &mut String, src: &SourceStatus, s: &Status) -> fmt::Result {
         )?,
         None => out.push_str("<div><dt>Last good backup</dt><dd>none yet</dd></div>\n"),
     }
-    write!(
+    writeln!(
         out,
-        "<div><dt>RPO</dt><dd>{}<small>the newest good backup must be younger</small></dd></div>\n",
+        "<div><dt>RPO</dt><dd>{}<small>the newest good backup must be younger</small></dd></div>",
         words(src.rpo_seconds as f64)
     )?;
     match src.next_run {
-        Some(t) => write!(
+        Some(t) => writeln!(
             out,
-            "<div><dt>Next run</dt><dd>{}<small>{}</small></dd></div>\n",
+            "<div><dt>Next run</dt><dd>{}<small>{}</small></dd></div>",
             until(t, s.generated),
             when(t)
         )?,
@@ -426,16 +426,16 @@ fn source(out: &mut String, src: &SourceStatus, s: &Status) -> fmt::Result {
             .map_or("archiver lag unknown".to_string(), |l| {
                 format!("archiver lag {}", words(l))
             });
-        write!(
+        writeln!(
             out,
-            "<div><dt>WAL archive: newest segment</dt><dd>{age}<small>{lag}</small></dd></div>\n"
+            "<div><dt>WAL archive: newest segment</dt><dd>{age}<small>{lag}</small></dd></div>"
         )?;
     }
     out.push_str("</dl>\n");
     if let Some(f) = &src.last_failure {
-        write!(
+        writeln!(
             out,
-            "<div class=\"failure\"><b>Last run failed</b> ({}, {}, {} ago)<pre>{}</pre></div>\n",
+            "<div class=\"failure\"><b>Last run failed</b> ({}, {}, {} ago)<pre>{}</pre></div>",
             E(&f.ty),
             when(f.time),
             words(secs_of(s.generated) - secs_of(f.time)),
@@ -491,8 +491,13 @@ fn job(out: &mut String, j: &JobStatus, now: Timestamp) -> fmt::Result {
         out.push_str("<span class=\"badge grey\">running now</span><br>");
     }
     match j.next_run {
-        Some(t) => write!(out, "{} <small class=\"none\">{}</small>", until(t, now), when(t))?,
-        None => out.push_str("—"),
+        Some(t) => write!(
+            out,
+            "{} <small class=\"none\">{}</small>",
+            until(t, now),
+            when(t)
+        )?,
+        None => out.push('—'),
     }
     out.push_str("</td><td class=\"num\">");
     match (&j.last_outcome, j.last_run) {
@@ -503,7 +508,12 @@ fn job(out: &mut String, j: &JobStatus, now: Timestamp) -> fmt::Result {
             E(o),
             words(secs_of(now) - secs_of(t))
         )?,
-        (Some(o), None) => write!(out, "<span class=\"badge {}\">{}</span>", outcome_class(o), E(o))?,
+        (Some(o), None) => write!(
+            out,
+            "<span class=\"badge {}\">{}</span>",
+            outcome_class(o),
+            E(o)
+        )?,
         _ => out.push_str("never"),
     }
     out.push_str("</td></tr>\n");
@@ -525,9 +535,9 @@ fn run(out: &mut String, r: &RunSummary) -> fmt::Result {
     if let Some(e) = &r.error {
         write!(out, "<pre class=\"err\" data-job-error>{}</pre>", E(e))?;
     }
-    write!(
+    writeln!(
         out,
-        "</td><td><span class=\"badge {}\">{}</span></td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>\n",
+        "</td><td><span class=\"badge {}\">{}</span></td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
         outcome_class(&r.outcome),
         E(&r.outcome),
         words(r.duration_seconds),
@@ -572,15 +582,19 @@ fn size_axis(max: u64) -> (f64, f64, &'static str) {
         unit += 1;
     }
     let step = nice_step(max as f64 / scale / 4.0);
-    let step = if unit == 0 { step.max(1.0).ceil() } else { step };
+    let step = if unit == 0 {
+        step.max(1.0).ceil()
+    } else {
+        step
+    };
     (step, scale, UNITS[unit])
 }
 
 /// A step of the duration axis in seconds (4 steps reach the top).
 fn duration_step(max: f64) -> f64 {
     const STEPS: [f64; 17] = [
-        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
-        7200.0, 10800.0, 21600.0, 43200.0,
+        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+        10800.0, 21600.0, 43200.0,
     ];
     let want = max / 4.0;
     STEPS
@@ -601,14 +615,14 @@ fn plain(x: f64) -> String {
 fn chart(out: &mut String, src: &SourceStatus, key: &str, now: Timestamp) -> fmt::Result {
     let points = &src.history;
     if points.is_empty() {
-        return write!(
+        return writeln!(
             out,
-            "<p class=\"empty\" data-chart-empty=\"{}\">no backups in the last {CHART_DAYS} days</p>\n",
+            "<p class=\"empty\" data-chart-empty=\"{}\">no backups in the last {CHART_DAYS} days</p>",
             E(key)
         );
     }
-    const W: f64 = 760.0;
-    const H: f64 = 230.0;
+    const W: f64 = 1000.0;
+    const H: f64 = 240.0;
     const L: f64 = 74.0;
     const R: f64 = 64.0;
     const T: f64 = 12.0;
@@ -629,9 +643,9 @@ fn chart(out: &mut String, src: &SourceStatus, key: &str, now: Timestamp) -> fmt
     let dmax = 4.0 * dstep;
     let ys = |b: u64| T + ph - (b as f64 / smax).min(1.0) * ph;
     let yd = |d: f64| T + ph - (d / dmax).clamp(0.0, 1.0) * ph;
-    write!(
+    writeln!(
         out,
-        "<figure class=\"chart\"><svg class=\"chart\" data-chart=\"{}\" data-points=\"{}\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"Backup sizes and durations of {} over the last {CHART_DAYS} days\" xmlns=\"http://www.w3.org/2000/svg\">\n",
+        "<figure class=\"chart\"><svg class=\"chart\" data-chart=\"{}\" data-points=\"{}\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"Backup sizes and durations of {} over the last {CHART_DAYS} days\" xmlns=\"http://www.w3.org/2000/svg\">",
         E(key),
         points.len(),
         E(key)
@@ -639,16 +653,20 @@ fn chart(out: &mut String, src: &SourceStatus, key: &str, now: Timestamp) -> fmt
     // Grid and the two value axes.
     for i in 0..=4 {
         let y = T + ph - ph * f64::from(i) / 4.0;
-        write!(
+        writeln!(
             out,
             "<line x1=\"{L}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{}\" stroke-width=\"1\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{} {unit}</text>\
-             <text class=\"dur\" x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+             <text class=\"dur\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
             L + pw,
             if i == 0 { "#8c959f" } else { "#eaeef2" },
             L - 6.0,
             y + 4.0,
-            plain(sstep * f64::from(i)),
+            if i == 0 {
+                "0".to_string()
+            } else {
+                format!("{} {unit}", plain(sstep * f64::from(i)))
+            },
             L + pw + 6.0,
             y + 4.0,
             if i == 0 {
@@ -668,10 +686,10 @@ fn chart(out: &mut String, src: &SourceStatus, key: &str, now: Timestamp) -> fmt
             _ if d == CHART_DAYS => "end",
             _ => "middle",
         };
-        write!(
+        writeln!(
             out,
             "<line x1=\"{xt:.1}\" x2=\"{xt:.1}\" y1=\"{T}\" y2=\"{:.1}\" stroke=\"#eaeef2\"/>\
-             <text x=\"{xt:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>\n",
+             <text x=\"{xt:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
             T + ph + 4.0,
             H - 10.0,
             if d == CHART_DAYS {
@@ -690,13 +708,15 @@ fn chart(out: &mut String, src: &SourceStatus, key: &str, now: Timestamp) -> fmt
         }
     }
     let bw = (pw / (points.len() as f64 * 1.6)).clamp(2.0, 12.0);
-    for p in points {
+    let mut by_size: Vec<_> = points.iter().collect();
+    by_size.sort_by_key(|p| std::cmp::Reverse(p.size_bytes));
+    for p in by_size {
         let xc = x(p.time).clamp(L + bw / 2.0, L + pw - bw / 2.0);
         let top = ys(p.size_bytes).min(T + ph - 1.0);
         let colour = type_colour(&p.ty, types.iter().position(|t| *t == p.ty).unwrap_or(0));
-        write!(
+        writeln!(
             out,
-            "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{} · {} · {} · took {}</title></rect>\n",
+            "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{} · {} · {} · took {}</title></rect>",
             xc - bw / 2.0,
             T + ph - top,
             E(&p.ty),
@@ -705,26 +725,31 @@ fn chart(out: &mut String, src: &SourceStatus, key: &str, now: Timestamp) -> fmt
             words(p.duration_seconds)
         )?;
     }
-    // Durations as a line.
-    let line: Vec<String> = points
-        .iter()
-        .map(|p| format!("{:.1},{:.1}", x(p.time), yd(p.duration_seconds)))
-        .collect();
-    write!(
-        out,
-        "<polyline points=\"{}\" fill=\"none\" stroke=\"#e8590c\" stroke-width=\"2\" stroke-linejoin=\"round\"/>\n",
-        line.join(" ")
-    )?;
-    if points.len() <= 120 {
-        for p in points {
-            write!(
-                out,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#e8590c\" stroke=\"#fff\" stroke-width=\"1\"><title>{} took {}</title></circle>\n",
-                x(p.time),
-                yd(p.duration_seconds),
-                E(&p.ty),
-                words(p.duration_seconds)
-            )?;
+    // Durations: a line per type (a full and an incremental take very
+    // different times), with points when they are few enough to see.
+    for (i, t) in types.iter().enumerate() {
+        let mine: Vec<_> = points.iter().filter(|p| p.ty == *t).collect();
+        let line: Vec<String> = mine
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.time), yd(p.duration_seconds)))
+            .collect();
+        writeln!(
+            out,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{DURATION}\" stroke-width=\"2\" stroke-linejoin=\"round\" stroke-dasharray=\"{}\"/>",
+            line.join(" "),
+            DASHES[i % DASHES.len()]
+        )?;
+        if mine.len() <= 40 {
+            for p in mine {
+                writeln!(
+                    out,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{DURATION}\" stroke=\"#fff\" stroke-width=\"1\"><title>{} took {}</title></circle>",
+                    x(p.time),
+                    yd(p.duration_seconds),
+                    E(&p.ty),
+                    words(p.duration_seconds)
+                )?;
+            }
         }
     }
     out.push_str("</svg>\n<figcaption>");
@@ -736,14 +761,26 @@ fn chart(out: &mut String, src: &SourceStatus, key: &str, now: Timestamp) -> fmt
             E(t)
         )?;
     }
-    write!(
+    for (i, t) in types.iter().enumerate() {
+        write!(
+            out,
+            "<span><svg class=\"key\" width=\"22\" height=\"8\" aria-hidden=\"true\"><line x1=\"1\" x2=\"21\" y1=\"4\" y2=\"4\" stroke=\"{DURATION}\" stroke-width=\"2\" stroke-dasharray=\"{}\"/></svg>{} duration (right axis)</span>",
+            DASHES[i % DASHES.len()],
+            E(t)
+        )?;
+    }
+    writeln!(
         out,
-        "<span><span class=\"swatch line\" style=\"background:#e8590c\"></span>duration (right axis)</span>\
-         <span>{} good backup{} in {CHART_DAYS} days</span></figcaption></figure>\n",
+        "<span>{} good backup{} in {CHART_DAYS} days</span></figcaption></figure>",
         points.len(),
         if points.len() == 1 { "" } else { "s" }
     )
 }
+
+/// The colour of the duration lines.
+const DURATION: &str = "#d9480f";
+/// Their dash patterns, one per backup type.
+const DASHES: [&str; 3] = ["none", "6 3", "2 3"];
 
 #[cfg(test)]
 mod tests {
