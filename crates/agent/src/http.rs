@@ -153,6 +153,42 @@ pub fn check_listen(addr: &str, token_file: Option<&Path>) -> Result<Listen, Err
     })
 }
 
+/// Binds `listen.addr` now (so that a taken port fails the agent's start,
+/// before systemd hears READY=1) and serves `content` there on `handle`'s
+/// runtime until `stop` turns true or its sender is dropped. Returns the
+/// bound address (port 0 picks a free one).
+pub fn start(
+    handle: &tokio::runtime::Handle,
+    listen: &Listen,
+    content: Arc<dyn Content>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr, Error> {
+    let bind = |e| {
+        Error::usage_because(
+            format!(
+                "[agent] listen = {}: the listener cannot be bound",
+                listen.addr
+            ),
+            e,
+        )
+    };
+    let std_listener = std::net::TcpListener::bind(listen.addr).map_err(bind)?;
+    std_listener.set_nonblocking(true).map_err(bind)?;
+    let addr = std_listener.local_addr().map_err(bind)?;
+    let listener = {
+        let _entered = handle.enter();
+        TcpListener::from_std(std_listener).map_err(bind)?
+    };
+    handle.spawn(serve(listener, listen.token.clone(), content, async move {
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    }));
+    Ok(addr)
+}
+
 /// Serves `content` on `listener` until `shutdown` completes; then stops
 /// accepting and drops the connections still open (nothing they do
 /// changes state). A failed accept (too many open files) is logged and

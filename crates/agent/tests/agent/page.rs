@@ -529,6 +529,32 @@ fn a_client_that_never_finishes_its_request_is_cut_off() {
     assert_eq!(request(server.addr, "GET", "/healthz", None).status, 200);
 }
 
+#[test]
+fn start_binds_at_once_and_stops_when_told() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listen = http::check_listen("127.0.0.1:0", None).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let addr = http::start(rt.handle(), &listen, Arc::new(Fixed(fixture())), rx).unwrap();
+    assert_ne!(addr.port(), 0);
+    assert_eq!(request(addr, "GET", "/healthz", None).status, 200);
+    // A taken port fails at once, naming the setting.
+    let taken = http::check_listen(&addr.to_string(), None).unwrap();
+    let (_tx2, rx2) = tokio::sync::watch::channel(false);
+    let e = http::start(rt.handle(), &taken, Arc::new(Fixed(fixture())), rx2).unwrap_err();
+    assert!(e.to_string().contains("[agent] listen"), "{e}");
+    // Told to stop, it stops accepting.
+    tx.send(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The repository's `target/`, where artefacts are kept.
 fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
