@@ -219,6 +219,7 @@ fn page(out: &mut String, s: &Status) -> fmt::Result {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta http-equiv=\"refresh\" content=\"60\">\n\
+         <link rel=\"icon\" href=\"data:,\">\n\
          <title>{} — lifeboat on {}</title>\n<style>{STYLE}</style>\n</head>\n",
         E(&headline),
         E(&s.hostname)
