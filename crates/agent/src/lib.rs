@@ -12,14 +12,18 @@
 //! - [`rules`]: the strategy's alerts, as Prometheus rules and as the
 //!   agent's own evaluator; [`notify`]: their notifications;
 //! - [`status`]: "are we protected?" per source (`lifeboat status --json`,
-//!   `GET /api/status`, the status page).
+//!   `GET /api/status`, the status page);
+//! - [`http`]: the listener (`/metrics`, `/api/status`, `/healthz`, and the
+//!   status page of [`page`] at `/`).
 //!
 //! Library code never prints; the `lifeboat` binary owns output.
 
 pub mod agent;
 pub mod cron;
+pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod page;
 pub mod plan;
 mod redact;
 pub mod rules;

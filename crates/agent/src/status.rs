@@ -25,6 +25,35 @@ pub struct Status {
     pub recent: Vec<RunSummary>,
 }
 
+impl Status {
+    /// This status with every message a job or an alert wrote passed
+    /// through [`crate::redact`]: the reasons, failures' errors, alerts'
+    /// summaries and labels, the job log's errors. What `GET /api/status`
+    /// and the status page show (job records are redacted when stored;
+    /// this also covers older records and messages from elsewhere).
+    pub fn redacted(&self) -> Status {
+        let mut s = self.clone();
+        for src in &mut s.sources {
+            src.reason = crate::redact(&src.reason);
+            if let Some(f) = &mut src.last_failure {
+                f.error = crate::redact(&f.error);
+            }
+        }
+        for a in &mut s.alerts {
+            a.summary = crate::redact(&a.summary);
+            for v in a.labels.values_mut() {
+                *v = crate::redact(v);
+            }
+        }
+        for r in &mut s.recent {
+            if let Some(e) = &mut r.error {
+                *e = crate::redact(e);
+            }
+        }
+        s
+    }
+}
+
 /// Green, amber or red.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -129,17 +129,23 @@ pub(crate) fn agent(ctx: Ctx, g: &Global) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let listen = lifeboat_agent::http::check_listen(
+        &plan.settings.listen,
+        plan.settings.listen_token_file.as_deref(),
+    )?;
+    crate::context::warn(&listen.warnings);
     let Ctx { session, .. } = ctx;
-    lifeboat_agent::agent::run(
-        session,
-        plan,
-        opts,
-        |_, _| Ok(()),
-        || {
-            eprintln!("lifeboat agent: running the schedule");
-            notify_ready();
-        },
-    )
+    let serve = move |shared: std::sync::Arc<lifeboat_agent::agent::Shared>,
+                      handle: &tokio::runtime::Handle,
+                      stop| {
+        let addr = lifeboat_agent::http::start(handle, &listen, shared, stop)?;
+        eprintln!("lifeboat agent: listening on http://{addr}/ (metrics, status page)");
+        Ok(())
+    };
+    lifeboat_agent::agent::run(session, plan, opts, serve, || {
+        eprintln!("lifeboat agent: running the schedule");
+        notify_ready();
+    })
 }
 
 /// The job history, oldest first.
@@ -254,7 +260,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
     let settings = lifeboat_agent::rules::AlertSettings::from_config(&ctx.session.file.alerts)?;
     k.alerts = lifeboat_agent::rules::Evaluator::new(&settings)
         .holding(&k.samples(VERSION), Timestamp::now());
-    let st = k.status(Timestamp::now(), VERSION);
+    let st = k.status(Timestamp::now(), VERSION).redacted();
     if ctx.json {
         print_json(&json!(st));
         return Ok(());

@@ -42,7 +42,7 @@ fn config(env: &Env, url: &str, schedule: &str, agent: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[redis.cache]\nredis_url = \"{url}\"\nschedule.backup = \"{schedule}\"\n\n[agent]\nrefresh = \"1s\"\nretry_backoff = \"1s\"\n{agent}\n"
+            "[redis.cache]\nredis_url = \"{url}\"\nschedule.backup = \"{schedule}\"\n\n[agent]\nlisten = \"127.0.0.1:0\"\nrefresh = \"1s\"\nretry_backoff = \"1s\"\n{agent}\n"
         ),
     )
     .unwrap();
@@ -51,6 +51,8 @@ fn config(env: &Env, url: &str, schedule: &str, agent: &str) -> PathBuf {
 
 /// A running agent and what it printed so far.
 struct Agent {
+    /// The listener's base URL (`http://127.0.0.1:PORT/`).
+    url: String,
     child: Child,
     err: std::sync::Arc<std::sync::Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -89,6 +91,7 @@ fn start_with(mut c: std::process::Command, cfg: &Path, extra: &[(&str, &str)]) 
         }
     });
     let mut agent = Agent {
+        url: String::new(),
         child,
         err,
         reader: Some(reader),
@@ -111,6 +114,15 @@ fn start_with(mut c: std::process::Command, cfg: &Path, extra: &[(&str, &str)]) 
                 .then_some(())
         },
     );
+    agent.url = agent
+        .err
+        .lock()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
     agent.err.lock().unwrap().clear();
     agent
 }
@@ -451,7 +463,7 @@ fn a_transient_failure_is_retried_and_damage_is_not() {
     let cfg = env.path("lifeboat.toml");
     std::fs::write(
         &cfg,
-        "[repository]\nschedule.verify = \"@every 2s\"\nverify_read_data_subset = \"all\"\n[agent]\nrefresh = \"1s\"\nretry_backoff = \"1s\"\nretries = 3\n",
+        "[repository]\nschedule.verify = \"@every 2s\"\nverify_read_data_subset = \"all\"\n[agent]\nlisten = \"127.0.0.1:0\"\nrefresh = \"1s\"\nretry_backoff = \"1s\"\nretries = 3\n",
     )
     .unwrap();
     let agent = start(&env, &cfg, &[]);
@@ -605,7 +617,7 @@ fn postgres_backups_run_on_schedule_and_the_wal_archive_is_watched() {
     std::fs::write(
         &cfg,
         format!(
-            "[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\nschedule.full = \"@every 4s\"\nschedule.incr = \"@every 2s\"\n[agent]\nrefresh = \"1s\"\n",
+            "[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\nschedule.full = \"@every 4s\"\nschedule.incr = \"@every 2s\"\n[agent]\nlisten = \"127.0.0.1:0\"\nrefresh = \"1s\"\n",
             pg.pgdata.display(),
             pg.conninfo("postgres")
         ),
@@ -909,4 +921,186 @@ fn a_failing_backup_is_notified_and_the_next_good_run_resolves_it() {
         })
         .count();
     assert_eq!(firings, 1);
+}
+
+/// `GET url` over plain HTTP/1.1 on loopback: (status, body).
+fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\n{auth}connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // The listener answers with a length or chunks; de-chunk if needed.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((len, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+#[test]
+fn the_running_agent_serves_metrics_and_a_status_page_chromium_reads_as_status_says() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(&env, &r.url(), "@every 3s", "");
+    let agent = start(&env, &cfg, &[]);
+    assert!(agent.url.starts_with("http://127.0.0.1:"), "{}", agent.url);
+    wait_until("two backups succeeded", Duration::from_secs(60), || {
+        (outcomes(&jobs(&env, &cfg))
+            .iter()
+            .filter(|o| *o == "success")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    // Prometheus' view: the success is there, in the text format.
+    let (code, metrics) = http_get(&format!("{}metrics", agent.url), None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("lifeboat_backup_last_success_timestamp_seconds{source=\"cache\",kind=\"redis\",type=\"backup\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lifeboat_job_running{job=\"redis.cache.backup\"}"),
+        "{metrics}"
+    );
+    // The same knowledge as `lifeboat status --json`, read now.
+    let (code, api) = http_get(&format!("{}api/status", agent.url), None);
+    assert_eq!(code, 200);
+    let api: Value = serde_json::from_str(&api).unwrap();
+    let shot = env.path("status-page.png");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/browser/check-page.mjs");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .arg(&agent.url)
+        .arg(&shot)
+        .output()
+        .expect("node (scripts/test.sh installs Chromium and playwright-core)");
+    assert!(
+        out.status.success(),
+        "check-page.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    // After the agent stopped, nothing changes: `lifeboat status` reads
+    // the same history from the repository.
+    let st = env.json(&["--config", cfg.to_str().unwrap(), "status"]);
+    assert_eq!(page["http_status"], 200);
+    assert_eq!(page["script_elements"], 0);
+    assert_eq!(
+        page["console_errors"].as_array().unwrap().len(),
+        0,
+        "{page}"
+    );
+    let src = &page["sources"][0];
+    let want = &st["sources"][0];
+    assert_eq!(src["name"], want["name"]);
+    assert_eq!(src["health"], want["health"]);
+    assert_eq!(src["health"], "green");
+    // The last good backup the page shows is one status knows; the agent
+    // may have finished another since the page was read.
+    let page_time = src["backup_time"].as_str().unwrap();
+    let history = want["history"].as_array().unwrap();
+    let shown = history
+        .iter()
+        .find(|p| p["time"].as_str() == Some(page_time))
+        .unwrap_or_else(|| {
+            panic!("the page's last backup {page_time} is not in status' history: {want}")
+        });
+    assert_eq!(src["size_bytes"], shown["size_bytes"]);
+    assert_eq!(src["backup_type"], shown["type"]);
+    assert_eq!(api["sources"][0]["name"], "cache");
+    assert!(src["chart"]["points"].as_u64().unwrap() >= 2, "{src}");
+    assert!(page["log"].as_array().unwrap().len() >= 2);
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("test-artefacts");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::copy(&shot, keep.join("agent-status-page.png")).unwrap();
+    println!(
+        "agent status page screenshot: {}",
+        keep.join("agent-status-page.png").display()
+    );
+}
+
+#[test]
+fn a_listener_off_loopback_needs_a_token_and_checks_it() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let cfg = config(&env, &r.url(), "@every 1h", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:0", "0.0.0.0:0");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = env
+        .cmd()
+        .args(["--config", cfg.to_str().unwrap(), "agent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("listen_token_file"),
+        "{}",
+        stderr(&out)
+    );
+    let token_file = env.path("token");
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[agent]\n",
+            &format!(
+                "[agent]\nlisten_token_file = \"{}\"\n",
+                token_file.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let agent = start(&env, &cfg, &[]);
+    let port = agent.url.rsplit(':').next().unwrap().trim_end_matches('/');
+    let base = format!("http://127.0.0.1:{port}/");
+    assert_eq!(http_get(&format!("{base}metrics"), None).0, 401);
+    assert_eq!(http_get(&format!("{base}metrics"), Some("wrong")).0, 401);
+    let (code, page) = http_get(&base, Some("s3cret-token-0123456789"));
+    assert_eq!(code, 200);
+    assert!(page.contains("cache"));
+    assert!(!page.contains("s3cret-token"), "the token is never shown");
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
 }
