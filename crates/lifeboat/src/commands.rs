@@ -431,11 +431,19 @@ pub(crate) fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
+pub(crate) fn verify(ctx: &Ctx, read_data: bool, subset: Option<&str>) -> Result<()> {
+    let subset = match subset {
+        Some(s) => Some(
+            s.parse::<lifeboat_repo::DataSubset>()
+                .map_err(|e| lifeboat_ops::Error::usage(e.to_string()))?,
+        ),
+        None => read_data.then_some(lifeboat_repo::DataSubset::All),
+    };
+    let read_data = subset.is_some();
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let started = std::time::Instant::now();
-    let report = repo.verify(read_data, &progress)?;
+    let report = repo.verify_data(subset, &progress)?;
     let ms = started.elapsed().as_millis() as u64;
     if ctx.json {
         let mut v = json!(report);
@@ -452,7 +460,14 @@ pub(crate) fn verify(ctx: &Ctx, read_data: bool) -> Result<()> {
             report.packs,
             if read_data {
                 format!(
-                    ", {} chunk(s), {} patched piece(s), {} WAL/history file(s), {} read in {} ({})",
+                    "; read {} of {} pack(s){}: {} chunk(s), {} patched piece(s), {} WAL/history file(s), {} read in {} ({})",
+                    report.packs_read,
+                    report.packs,
+                    report
+                        .read_data_subset
+                        .as_deref()
+                        .map(|s| format!(" (subset {s})"))
+                        .unwrap_or_default(),
                     report.chunks_checked,
                     report.pieces_rebuilt,
                     report.named_checked,

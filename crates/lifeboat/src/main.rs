@@ -127,8 +127,13 @@ pub(crate) enum Command {
     /// Check the repository; with --read-data, decrypt and hash-check every chunk
     Verify {
         /// Download and check every pack and chunk, not only the indexes and snapshots
-        #[arg(long)]
+        #[arg(long, conflicts_with = "read_data_subset")]
         read_data: bool,
+        /// Read and check only part of the data, as restic: `n/t` (group n of
+        /// t groups by object id: 1/7..7/7 in turn read everything once), a
+        /// random `x%`, or `all`
+        #[arg(long, value_name = "SUBSET")]
+        read_data_subset: Option<String>,
     },
     /// Repair what can be rebuilt: the index from the packs, and leftovers
     /// of interrupted writes
@@ -396,7 +401,10 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         Command::Redis(cmd) => redis::run(ctx, cmd),
         Command::Snapshots => c::snapshots(ctx),
         Command::Ls { snapshot } => c::ls(ctx, &snapshot),
-        Command::Verify { read_data } => c::verify(ctx, read_data),
+        Command::Verify {
+            read_data,
+            read_data_subset,
+        } => c::verify(ctx, read_data, read_data_subset.as_deref()),
         Command::Repair(cmd) => c::repair(ctx, cmd),
         Command::Prune(args) => maintenance::prune(ctx, &args),
         Command::Stats => maintenance::stats(ctx),

@@ -71,7 +71,7 @@ pub use snapshot::{
 };
 pub use stats::{RepoStats, SnapshotStats};
 pub use summary::SnapshotSummary;
-pub use verify::{BrokenSnapshot, Damage, VerifyReport};
+pub use verify::{BrokenSnapshot, Damage, DataSubset, VerifyReport};
 pub use writer::{WriteStats, Writer};
 
 pub use lifeboat_chunker::ChunkerConfig;

@@ -49,6 +49,12 @@ pub struct VerifyReport {
     pub marked_packs: usize,
     /// Chunks decrypted and hash-checked (`--read-data`).
     pub chunks_checked: u64,
+    /// Packs downloaded and checked (all of them with `--read-data`, a
+    /// part with `--read-data-subset`).
+    pub packs_read: usize,
+    /// The subset read, when not every pack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_data_subset: Option<String>,
     /// Bytes downloaded to check data.
     pub bytes_read: u64,
     /// Named objects (WAL segments, history files) decrypted and
@@ -67,6 +73,87 @@ pub struct VerifyReport {
     /// Temporary files of writes that never finished (not damage: nothing
     /// reads them; `repair leftovers` removes them).
     pub leftovers: crate::repair::LeftoverSummary,
+}
+
+/// Which packs (and WAL objects) `verify` reads and checks, as restic's
+/// `--read-data-subset`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataSubset {
+    /// Every pack.
+    All,
+    /// Group `n` (from 1) of `of` groups made by the objects' ids: reading
+    /// the groups 1..=of in turn reads every object once.
+    Part {
+        /// The group, from 1.
+        n: u32,
+        /// Groups in all.
+        of: u32,
+    },
+    /// A random share of the objects, in percent (0 < p ≤ 100).
+    Percent(f64),
+}
+
+impl std::str::FromStr for DataSubset {
+    type Err = RepoError;
+
+    fn from_str(s: &str) -> Result<DataSubset> {
+        let bad = || {
+            RepoError::Invalid(format!(
+                "--read-data-subset {s:?}: give n/t (group n of t, 1 <= n <= t: 2/7), a percentage (10%) or all"
+            ))
+        };
+        let t = s.trim();
+        if t == "all" {
+            return Ok(DataSubset::All);
+        }
+        if let Some(p) = t.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            return if p > 0.0 && p <= 100.0 {
+                Ok(DataSubset::Percent(p))
+            } else {
+                Err(bad())
+            };
+        }
+        let (n, of) = t.split_once('/').ok_or_else(bad)?;
+        let (n, of): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            of.trim().parse().map_err(|_| bad())?,
+        );
+        if n == 0 || of == 0 || n > of {
+            return Err(bad());
+        }
+        Ok(DataSubset::Part { n, of })
+    }
+}
+
+impl std::fmt::Display for DataSubset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSubset::All => f.write_str("all"),
+            DataSubset::Part { n, of } => write!(f, "{n}/{of}"),
+            DataSubset::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl DataSubset {
+    /// Whether the object whose id starts with `id` is in the subset;
+    /// `salt` varies the random share from run to run.
+    fn contains(&self, id: &[u8], salt: u64) -> bool {
+        let mut b = [0u8; 8];
+        let k = id.len().min(8);
+        b[..k].copy_from_slice(&id[..k]);
+        let v = u64::from_be_bytes(b);
+        match *self {
+            DataSubset::All => true,
+            DataSubset::Part { n, of } => v % u64::from(of) == u64::from(n - 1),
+            DataSubset::Percent(p) => {
+                // A keyed mix of the id: uniform, and another share each run.
+                let mixed = (v ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                ((mixed >> 11) as f64 / (1u64 << 53) as f64) < p / 100.0
+            }
+        }
+    }
 }
 
 fn broken(id: SnapshotId, damaged: usize, missing: usize) -> BrokenSnapshot {
@@ -205,6 +292,22 @@ impl Repository {
     /// checks its name against its contents, and decrypts and hash-checks every
     /// chunk. Returns a report; only failures to run at all are errors.
     pub fn verify(&self, read_data: bool, progress: &dyn Progress) -> Result<VerifyReport> {
+        self.verify_data(read_data.then_some(DataSubset::All), progress)
+    }
+
+    /// [`Repository::verify`], reading the data of `subset`'s packs and WAL
+    /// objects only (`None`: structure only).
+    pub fn verify_data(
+        &self,
+        subset: Option<DataSubset>,
+        progress: &dyn Progress,
+    ) -> Result<VerifyReport> {
+        let read_data = subset.is_some();
+        let salt = {
+            let mut b = [0u8; 8];
+            lifeboat_crypto::fill_random(&mut b)?;
+            u64::from_le_bytes(b)
+        };
         let mut report = VerifyReport {
             leftovers: self.leftover_summary()?,
             ..VerifyReport::default()
@@ -236,8 +339,17 @@ impl Repository {
 
         let structurally_bad: HashSet<PackId> = bad_packs.keys().copied().collect();
         let mut bad_chunks: HashSet<ChunkId> = HashSet::new();
-        if read_data {
-            let checks = self.read_packs(&packs, &sizes, &bad_packs, progress)?;
+        if let Some(subset) = subset {
+            let chosen: Vec<IndexedPack> = packs
+                .iter()
+                .filter(|p| subset.contains(&p.pack.0, salt))
+                .cloned()
+                .collect();
+            report.packs_read = chosen.len();
+            if subset != DataSubset::All {
+                report.read_data_subset = Some(subset.to_string());
+            }
+            let checks = self.read_packs(&chosen, &sizes, &bad_packs, progress)?;
             // A pack gone between the listing and its reading is damage only
             // if it should still be there: not when a prune deletes it (a
             // mark lists it now, or no index object lists it any more).
@@ -277,8 +389,8 @@ impl Repository {
             });
         }
 
-        if read_data {
-            self.check_named(&mut report, progress)?;
+        if let Some(subset) = subset {
+            self.check_named(subset, salt, &mut report, progress)?;
         }
 
         let SnapshotChecks { patched, unlisted } =
@@ -605,10 +717,21 @@ impl Repository {
     /// Downloads every named object (the WAL archive) and checks that it
     /// decrypts and that its content matches the hash stored with it: a
     /// damaged segment would stop point-in-time recovery at that point.
-    fn check_named(&self, report: &mut VerifyReport, progress: &dyn Progress) -> Result<()> {
-        let objects = self
+    fn check_named(
+        &self,
+        subset: DataSubset,
+        salt: u64,
+        report: &mut VerifyReport,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut objects = self
             .inner
             .block(self.inner.storage.list(FileType::Named.prefix()))?;
+        objects.retain(|o| {
+            let name = o.key.rsplit('/').next().unwrap_or("");
+            let id = hex::decode(name.get(..16).unwrap_or("")).unwrap_or_default();
+            subset.contains(&id, salt)
+        });
         progress.start("verify WAL", Some(objects.iter().map(|o| o.size).sum()));
         let found = readers().try_map(&objects, |o| -> Result<_> {
             let problem = match self.inner.block(self.inner.storage.get(&o.key)) {
@@ -726,5 +849,57 @@ impl Repository {
             bytes: size,
             missing: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataSubset;
+    use proptest::prelude::*;
+
+    #[test]
+    fn subsets_parse_as_restic_writes_them() {
+        assert_eq!(
+            "2/7".parse::<DataSubset>().unwrap(),
+            DataSubset::Part { n: 2, of: 7 }
+        );
+        assert_eq!(
+            "10%".parse::<DataSubset>().unwrap(),
+            DataSubset::Percent(10.0)
+        );
+        assert_eq!("all".parse::<DataSubset>().unwrap(), DataSubset::All);
+        for bad in ["0/3", "4/3", "1/0", "150%", "0%", "abc", "1/x"] {
+            let e = bad.parse::<DataSubset>().unwrap_err().to_string();
+            assert!(e.contains("n/t"), "{bad}: {e}");
+        }
+        assert_eq!(DataSubset::Part { n: 2, of: 7 }.to_string(), "2/7");
+    }
+
+    proptest! {
+        #[test]
+        fn the_groups_of_a_partition_cover_every_object_once(
+            ids in prop::collection::vec(any::<[u8; 32]>(), 1..200), of in 1u32..12, salt in any::<u64>(),
+        ) {
+            for id in &ids {
+                let groups = (1..=of)
+                    .filter(|n| DataSubset::Part { n: *n, of }.contains(id, salt))
+                    .count();
+                prop_assert_eq!(groups, 1);
+            }
+            prop_assert!(ids.iter().all(|id| DataSubset::All.contains(id, salt)));
+            prop_assert!(ids.iter().all(|id| DataSubset::Percent(100.0).contains(id, salt)));
+        }
+    }
+
+    #[test]
+    fn a_percentage_reads_about_that_share() {
+        let ids: Vec<[u8; 32]> = (0..4000u32)
+            .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+            .collect();
+        let n = ids
+            .iter()
+            .filter(|id| DataSubset::Percent(10.0).contains(&id[..], 42))
+            .count();
+        assert!((250..550).contains(&n), "{n} of 4000 for 10%");
     }
 }

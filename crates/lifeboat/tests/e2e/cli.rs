@@ -581,3 +581,48 @@ fn a_backup_can_be_recorded_under_another_time() {
     assert!(stderr(&out).contains("\"yesterday\""), "{}", stderr(&out));
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn verify_reads_a_subset_of_the_packs_and_finds_damage_in_the_group_that_holds_it() {
+    let env = Env::new(Backend::Local);
+    env.init(&["--pack-size", "1MiB"]);
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    for i in 0..8 {
+        fs::write(data.join(format!("f{i}")), random_bytes(700_000, i)).unwrap();
+    }
+    env.ok(&["files", "backup", data.to_str().unwrap()]);
+    let packs = files_below(&Path::new(&env.repo).join("packs"));
+    assert!(packs.len() >= 4, "{packs:?}");
+    // The groups of 1/3..3/3 together read every pack once.
+    let read: usize = (1..=3)
+        .map(|n| {
+            let v = env.json(&["verify", "--read-data-subset", &format!("{n}/3")]);
+            assert_eq!(v["clean"], true, "{v}");
+            assert_eq!(v["read_data_subset"], format!("{n}/3"));
+            v["packs_read"].as_u64().unwrap() as usize
+        })
+        .sum();
+    assert_eq!(read, packs.len());
+    // Damage one pack: the group that holds it finds it (exit 3), another
+    // group reads clean.
+    let victim = &packs[0];
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    let group = u64::from_str_radix(&name[..16], 16).unwrap() % 3 + 1;
+    let mut b = fs::read(victim).unwrap();
+    for x in b.iter_mut().step_by(16) {
+        *x ^= 1;
+    }
+    fs::write(victim, b).unwrap();
+    let out = env.run(&["verify", "--read-data-subset", &format!("{group}/3")]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let other = group % 3 + 1;
+    let out = env.run(&["verify", "--read-data-subset", &format!("{other}/3")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&format!("(subset {other}/3)")), "{text}");
+    // A subset that means nothing is refused.
+    let out = env.run(&["verify", "--read-data-subset", "4/3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("n/t"), "{}", stderr(&out));
+}
