@@ -49,11 +49,16 @@ if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; 
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
 fi
 
-# promtool (Debian's prometheus package): the alerting rules are checked and
-# unit-tested with it (crates/agent/tests/agent/promtool.rs).
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "promtool not found; installing Debian's prometheus package (once)…" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >&2
+# Prometheus (with promtool) and Alertmanager, Debian's: the alerting rules
+# are checked and unit-tested with promtool (crates/agent/tests/agent/
+# promtool.rs), and a real Prometheus scrapes a running agent and sends its
+# alerts through a real Alertmanager (crates/lifeboat/tests/e2e/agent.rs).
+# Installed without their services starting (policy-rc.d says no).
+if ! command -v promtool >/dev/null 2>&1 || [ ! -x /usr/bin/prometheus-alertmanager ]; then
+  echo "Prometheus or Alertmanager not found; installing Debian's packages (once)…" >&2
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >&2
+  rm -f /usr/sbin/policy-rc.d
 fi
 
 # PostgreSQL 12-14 server programs for the tests of older versions (from the

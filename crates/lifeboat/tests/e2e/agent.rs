@@ -1104,3 +1104,168 @@ fn a_listener_off_loopback_needs_a_token_and_checks_it() {
     let (status, err) = stop(agent, Duration::from_secs(60));
     assert!(status.success(), "{err}");
 }
+
+/// A server process of the test, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Debian's `program`, or a failure saying what installs it.
+fn debian_program(program: &str, package: &str) -> String {
+    let path = format!("/usr/bin/{program}");
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing: Debian's {package} package has it (scripts/test.sh installs it)"
+    );
+    path
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_alertmanager_delivers_the_strategy_s_alerts() {
+    let prometheus = debian_program("prometheus", "prometheus");
+    let alertmanager = debian_program("prometheus-alertmanager", "prometheus-alertmanager");
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let (_d, r) = redis();
+    let hook = receiver();
+    let bad_url = format!("redis://127.0.0.1:{}", free_port());
+    let cfg = config(&env, &bad_url, "@every 2s", "retries = 0");
+    let c = cfg.to_str().unwrap();
+    // The rules Prometheus evaluates are the ones lifeboat writes.
+    let rules = env.path("lifeboat-rules.yml");
+    std::fs::write(&rules, env.ok(&["--config", c, "alerts", "rules"])).unwrap();
+    let agent = start(&env, &cfg, &[]);
+    let agent_addr = agent
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+
+    let am_port = free_port();
+    let am_dir = env.path("alertmanager");
+    std::fs::create_dir_all(&am_dir).unwrap();
+    std::fs::write(
+        am_dir.join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: hook\n  group_by: [alertname, source]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}\n        send_resolved: true\n",
+            hook.url
+        ),
+    )
+    .unwrap();
+    let _am = Server(
+        std::process::Command::new(&alertmanager)
+            .arg(format!(
+                "--config.file={}",
+                am_dir.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", am_dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(am_dir.join("log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let p_dir = env.path("prometheus");
+    std::fs::create_dir_all(&p_dir).unwrap();
+    std::fs::write(
+        p_dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [{}]\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\nscrape_configs:\n  - job_name: lifeboat\n    static_configs:\n      - targets: ['{agent_addr}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let _prom = Server(
+        std::process::Command::new(&prometheus)
+            .arg(format!(
+                "--config.file={}",
+                p_dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                p_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+            .arg("--rules.alert.resend-delay=1s")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(p_dir.join("log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = |name: &str| std::fs::read_to_string(env.path(name)).unwrap_or_default();
+    let from_alertmanager = |status: &str| {
+        hook.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|b| {
+                b["status"] == status
+                    && b["receiver"] == "hook"
+                    && b["alerts"].as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|x| x["labels"]["alertname"] == "LifeboatBackupFailed")
+                    })
+            })
+            .cloned()
+    };
+    let firing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "Alertmanager delivered the failure",
+            Duration::from_secs(120),
+            || from_alertmanager("firing"),
+        )
+    }))
+    .unwrap_or_else(|_| {
+        panic!(
+            "no alert arrived; prometheus log:\n{}\nalertmanager log:\n{}",
+            log("prometheus/log"),
+            log("alertmanager/log")
+        )
+    });
+    let a = firing["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["labels"]["alertname"] == "LifeboatBackupFailed")
+        .unwrap()
+        .clone();
+    assert_eq!(a["labels"]["source"], "cache", "{a}");
+    assert_eq!(a["labels"]["job"], "lifeboat", "{a}");
+    assert_eq!(a["labels"]["severity"], "critical", "{a}");
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("cache"),
+        "{a}"
+    );
+    // The server is back: the next good run resolves it.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&bad_url, &r.url()),
+    )
+    .unwrap();
+    wait_until(
+        "Alertmanager delivered the resolution",
+        Duration::from_secs(120),
+        || from_alertmanager("resolved"),
+    );
+    let (status, err) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+}
