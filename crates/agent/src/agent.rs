@@ -701,3 +701,19 @@ fn record_of(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_below_its_bound_and_spreads() {
+        assert_eq!(random_below(Duration::ZERO), Duration::ZERO);
+        let max = Duration::from_secs(60);
+        let draws: Vec<Duration> = (0..2000).map(|_| random_below(max)).collect();
+        assert!(draws.iter().all(|d| *d < max));
+        // Spread over the range, not bunched at one end.
+        let early = draws.iter().filter(|d| **d < max / 2).count();
+        assert!((800..1200).contains(&early), "{early} of 2000 in the first half");
+    }
+}
