@@ -714,6 +714,9 @@ mod tests {
         assert!(draws.iter().all(|d| *d < max));
         // Spread over the range, not bunched at one end.
         let early = draws.iter().filter(|d| **d < max / 2).count();
-        assert!((800..1200).contains(&early), "{early} of 2000 in the first half");
+        assert!(
+            (800..1200).contains(&early),
+            "{early} of 2000 in the first half"
+        );
     }
 }

@@ -71,6 +71,9 @@ fn help_never_shows_a_secret() {
     ];
     let mut all = vec![Vec::new()];
     all.extend(commands);
+    // Hidden commands are not listed by --help; their own --help must hide
+    // secrets too.
+    all.push(vec!["pg".into(), "wal-expire".into()]);
     for c in &all {
         let mut cmd = env.cmd();
         for (k, v) in &vars {
@@ -395,6 +398,12 @@ fn leftovers_of_killed_writes_are_reported_and_removed() {
             .set_modified(old)
             .unwrap();
     }
+    // Their age is reported: two hours.
+    let v = env.json(&["verify"]);
+    let oldest = v["leftovers"]["oldest_s"].as_u64().unwrap();
+    assert!((7200..7300).contains(&oldest), "{v}");
+    let text = env.ok(&["verify"]);
+    assert!(text.contains("the oldest 2h old"), "{text}");
     let dry = env.json(&["repair", "leftovers", "--dry-run"]);
     assert_eq!(
         dry["leftovers"].as_array().unwrap().len(),
@@ -625,4 +634,75 @@ fn verify_reads_a_subset_of_the_packs_and_finds_damage_in_the_group_that_holds_i
     let out = env.run(&["verify", "--read-data-subset", "4/3"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("n/t"), "{}", stderr(&out));
+}
+
+/// Secrets given in a way that is too weak are named: a short passphrase
+/// added as a key slot gets a warning, key material under 32 bytes (from
+/// the environment or a command) is refused with its length.
+#[test]
+fn weak_secrets_are_named_wherever_they_come_from() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let out = env
+        .cmd()
+        .env("LIFEBOAT_NEW_PASSWORD", "short1")
+        .args(["repo", "key", "add", "--kdf-memory", "8MiB"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("only 6 bytes long"),
+        "{}",
+        stderr(&out)
+    );
+    for (var, value) in [
+        ("LIFEBOAT_KEY", "too-short-key".to_string()),
+        ("LIFEBOAT_KEY_COMMAND", "echo too-short-key".to_string()),
+    ] {
+        let out = env
+            .cmd()
+            .env_remove("LIFEBOAT_PASSWORD")
+            .env(var, &value)
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("at least 32 bytes"),
+            "{var}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !stderr(&out).contains("too-short-key"),
+            "the secret is shown"
+        );
+    }
+}
+
+/// A wrong password on a repository whose key slots predate slot
+/// checksums (written by an older release) says that damage cannot be told
+/// from a wrong secret there, and what to do.
+#[test]
+fn a_wrong_password_on_old_key_slots_says_damage_cannot_be_told_apart() {
+    let env = Env::new(Backend::Local);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1");
+    let copy = Path::new(&env.repo);
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&fixture)
+        .arg(copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = env
+        .cmd()
+        .env("LIFEBOAT_PASSWORD", "not the fixture passphrase")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("wrong password or key"), "{e}");
+    assert!(e.contains("cannot be told from a wrong secret"), "{e}");
+    assert!(e.contains("repo key add"), "{e}");
 }

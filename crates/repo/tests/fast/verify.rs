@@ -258,3 +258,38 @@ fn repair_index_removes_only_what_it_has_replaced() {
     assert_eq!(r.indexes_kept_damaged.len(), 1, "{r:?}");
     assert!(indexes[0].exists());
 }
+
+/// `repair index --read-data` indexes only blobs that decrypt and
+/// hash-check: a damaged one is left out and counted, so verify then names
+/// the snapshot that needs it instead of an index pointing at bad data.
+#[test]
+fn repair_index_with_read_data_leaves_out_a_damaged_blob() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let src = s.dir("src");
+    fs::write(src.join("data"), noise(3, 600_000)).unwrap();
+    let out = backup_files(&repo, &[&src]).unwrap();
+    let chunks = out.snapshot.stats.chunks;
+    assert!(chunks > 1, "{chunks} chunk(s)");
+    for f in s.repo_files("index") {
+        fs::remove_file(f).unwrap();
+    }
+    // A byte just after the 10-byte header: inside blob 0.
+    let packs = s.repo_files("packs");
+    let mut bytes = fs::read(&packs[0]).unwrap();
+    bytes[20] ^= 1;
+    fs::write(&packs[0], &bytes).unwrap();
+    let repaired = repo.repair_index(true, &NoProgress).unwrap();
+    assert_eq!(repaired.bad_chunks.len(), 1, "{repaired:?}");
+    assert_eq!(repaired.bad_chunks[0].1, 1, "{repaired:?}");
+    let indexed_before: u64 = out.snapshot.stats.chunks_new;
+    assert_eq!(repaired.chunks_indexed, indexed_before - 1, "{repaired:?}");
+    let report = repo.verify(false, &NoProgress).unwrap();
+    assert_eq!(report.broken_snapshots.len(), 1, "{report:?}");
+    assert!(
+        report.broken_snapshots[0]
+            .reason
+            .contains("1 chunk(s) in no index"),
+        "{report:?}"
+    );
+}
