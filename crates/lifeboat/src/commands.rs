@@ -431,6 +431,27 @@ pub(crate) fn ls(ctx: &Ctx, spec: &str) -> Result<()> {
     Ok(())
 }
 
+/// A damaged WAL object is stored under a keyed hash that says nothing to
+/// an operator: name it by its segment (or history file), as far as the
+/// archive's timelines say which names it should hold. Best effort.
+fn name_damaged_wal(repo: &lifeboat_repo::Repository, report: &mut lifeboat_repo::VerifyReport) {
+    if !report
+        .damaged
+        .iter()
+        .any(|d| d.object.starts_with("named/"))
+    {
+        return;
+    }
+    let Ok(names) = lifeboat_postgres::inspect::wal_names_by_key(repo) else {
+        return;
+    };
+    for d in report.damaged.iter_mut() {
+        if let Some(name) = names.get(&d.object) {
+            d.problem = format!("WAL file {name}: {}", d.problem);
+        }
+    }
+}
+
 pub(crate) fn verify(ctx: &Ctx, read_data: bool, subset: Option<&str>) -> Result<()> {
     let subset = match subset {
         Some(s) => Some(
@@ -443,7 +464,8 @@ pub(crate) fn verify(ctx: &Ctx, read_data: bool, subset: Option<&str>) -> Result
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let started = std::time::Instant::now();
-    let report = repo.verify_data(subset, &progress)?;
+    let mut report = repo.verify_data(subset, &progress)?;
+    name_damaged_wal(&repo, &mut report);
     let ms = started.elapsed().as_millis() as u64;
     if ctx.json {
         let mut v = json!(report);

@@ -895,3 +895,53 @@ pub fn archiver_state(rt: &Handle, conninfo: &str) -> Result<ArchiverState> {
         failed_count: col(1).parse().unwrap_or(0),
     })
 }
+
+/// The WAL file name of every named object the archive of each cluster
+/// with a backup may hold, by storage key: every segment of each timeline
+/// up to the last one found on it (gaps included), history files and
+/// origin records. Lets `verify` name a
+/// damaged WAL object by its segment (`00000001000000000000002A`) rather
+/// than by its keyed hash, which says nothing.
+pub fn wal_names_by_key(repo: &Repository) -> Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    let list = backups(repo)?;
+    let keys = repo.list_named()?;
+    let mut systems: Vec<String> = Vec::new();
+    for b in &list {
+        let id = BackupMeta::of(b)?.system_identifier.to_string();
+        if !systems.contains(&id) {
+            systems.push(id);
+        }
+    }
+    for system in systems {
+        let ns = namespace(&system);
+        let size = of_system(&list, &system)?
+            .first()
+            .map(|(_, m)| m.wal_segment_size.max(1 << 20))
+            .unwrap_or(16 << 20);
+        let info = archive_info_with(repo, &system, &list, None, &keys)?;
+        for t in &info.timelines {
+            for name in [
+                format!("{:08X}.history", t.timeline),
+                crate::timelines::origin_name(t.timeline),
+            ] {
+                out.insert(repo.named_key(&ns, &name), name);
+            }
+            let (Some(first), Some(last)) = (
+                t.first.as_deref().and_then(|n| Segment::parse(n, size)),
+                t.last.as_deref().and_then(|n| Segment::parse(n, size)),
+            ) else {
+                continue;
+            };
+            // From the timeline's beginning: segments older than the
+            // oldest backup stay until WAL expiry removes them.
+            let mut seg = Segment { number: 0, ..first };
+            while seg.number <= last.number {
+                let name = seg.name();
+                out.insert(repo.named_key(&ns, &name), name);
+                seg = seg.next();
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1912,6 +1912,12 @@ fn verify_read_data_finds_a_damaged_wal_segment() {
         text.contains(&key) && text.contains("point-in-time recovery"),
         "verify must name the damaged WAL object:\n{text}"
     );
+    // By its segment name too: the largest object is a full segment of
+    // timeline 1.
+    assert!(
+        text.contains("WAL file 00000001"),
+        "verify must give the damaged segment's name:\n{text}"
+    );
 
     // Fetching a damaged segment names it by its segment name, not only by
     // the hash it is stored under, and stops recovery (126).
