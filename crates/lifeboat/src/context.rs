@@ -54,6 +54,7 @@ pub(crate) fn settings(g: &Global) -> Settings {
             password_file: g.password_file.clone(),
             password_command: g.password_command.clone(),
         },
+        max_blocking_threads: None,
     }
 }
 

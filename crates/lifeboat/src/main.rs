@@ -369,8 +369,13 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
         })?;
         return Ok(0);
     }
+    let mut settings = context::settings(&cli.global);
+    if let Command::Agent = cli.command {
+        // Runs for months: few blocking threads, so few malloc arenas.
+        settings.max_blocking_threads = Some(4);
+    }
     let ctx = context::Ctx {
-        session: lifeboat_ops::Session::new(context::settings(&cli.global))?,
+        session: lifeboat_ops::Session::new(settings)?,
         json: cli.global.json,
         quiet: cli.global.quiet,
         made: Default::default(),

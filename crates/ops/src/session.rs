@@ -25,6 +25,11 @@ pub struct Settings {
     pub s3_region: Option<String>,
     /// The secret.
     pub secrets: SecretSettings,
+    /// Threads the runtime keeps for blocking work (local file I/O) at
+    /// most; `None`: tokio's default (512). A long-running process (the
+    /// agent) keeps it small: every thread that ever ran may keep a malloc
+    /// arena of its own, and memory that only grows.
+    pub max_blocking_threads: Option<usize>,
 }
 
 /// A repository opened, and what the operator should be warned of.
@@ -49,9 +54,12 @@ impl Session {
     /// Reads the config file and starts the runtime.
     pub fn new(settings: Settings) -> Result<Self> {
         let file = config::load(settings.config.as_deref())?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2).enable_all();
+        if let Some(n) = settings.max_blocking_threads {
+            builder.max_blocking_threads(n.max(1));
+        }
+        let rt = builder
             .build()
             .map_err(|e| Error::io("start the async runtime", e))?;
         Ok(Session { settings, file, rt })
