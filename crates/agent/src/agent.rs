@@ -606,7 +606,7 @@ fn fire(ctx: &RunCtx, slot: &mut Slot, trigger: &str, due: Option<Timestamp>, pl
                     program: opts.program.clone(),
                     args,
                     env: vec![("LIFEBOAT_AGENT_JOB".into(), spec.id.clone())],
-                    timeout: settings.job_timeout,
+                    timeout: spec.timeout,
                 };
                 tracing::info!(job = %spec.id, attempt, "starting");
                 let result = runner::run(&req, cancel.clone()).await;

@@ -79,6 +79,8 @@ pub struct JobSpec {
     pub kind: JobKind,
     /// When.
     pub schedule: Schedule,
+    /// How long one run may take: `[agent.timeouts]`, else `job_timeout`.
+    pub timeout: Duration,
 }
 
 impl JobSpec {
@@ -275,6 +277,7 @@ impl Plan {
                         job_type: ty.into(),
                         kind,
                         schedule: schedule(cfg, &format!("[postgres.{name}] schedule.{ty}"), text)?,
+                        timeout: settings.job_timeout,
                     });
                 }
             }
@@ -300,6 +303,7 @@ impl Plan {
                     job_type: "backup".into(),
                     kind: JobKind::RedisBackup,
                     schedule: schedule(cfg, &format!("[redis.{name}] schedule.backup"), text)?,
+                    timeout: settings.job_timeout,
                 });
             }
             sources.push(SourcePlan {
@@ -324,6 +328,7 @@ impl Plan {
                 job_type: "forget".into(),
                 kind: JobKind::Forget,
                 schedule: schedule(cfg, "[repository] schedule.forget", text)?,
+                timeout: settings.job_timeout,
             });
         }
         if let Some(text) = &r.schedule.verify {
@@ -342,7 +347,31 @@ impl Plan {
                 job_type: "verify".into(),
                 kind: JobKind::Verify { subset },
                 schedule: schedule(cfg, "[repository] schedule.verify", text)?,
+                timeout: settings.job_timeout,
             });
+        }
+        for (id, t) in &a.timeouts {
+            let d = duration(
+                cfg,
+                &format!("[agent.timeouts] {id:?}"),
+                Some(t),
+                settings.job_timeout,
+            )?;
+            match jobs.iter_mut().find(|j| &j.id == id) {
+                Some(j) if !d.is_zero() => j.timeout = d,
+                Some(_) => {
+                    return Err(Error::usage(format!(
+                        "[agent.timeouts] {id:?} must be more than 0"
+                    )))
+                }
+                None => {
+                    let known: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+                    return Err(Error::usage(format!(
+                        "[agent.timeouts] names {id:?}, which is not a scheduled job; the jobs are: {}",
+                        known.join(", ")
+                    )));
+                }
+            }
         }
         Ok(Plan {
             settings,
@@ -400,6 +429,21 @@ verify_read_data_subset = "1/4"
         assert_eq!(p.sources[1].rpo, Duration::from_secs(7 * 3600));
         assert!(p.settings.catch_up);
         assert_eq!(p.settings.listen, "127.0.0.1:9847");
+        assert!(p.jobs.iter().all(|j| j.timeout == p.settings.job_timeout));
+    }
+
+    #[test]
+    fn a_job_may_have_its_own_timeout() {
+        let text = "[postgres.main]\nschedule.full = \"0 2 * * *\"\nschedule.incr = \"0 */4 * * *\"\n[agent]\njob_timeout = \"2h\"\n[agent.timeouts]\n\"postgres.main.full\" = \"10h\"\n";
+        let p = Plan::from_config(&cfg(text)).unwrap();
+        assert_eq!(p.jobs[0].timeout, Duration::from_secs(10 * 3600));
+        assert_eq!(p.jobs[1].timeout, Duration::from_secs(2 * 3600));
+        let e = Plan::from_config(&cfg(
+            &text.replace("postgres.main.full\" =", "postgres.other.full\" =")
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("not a scheduled job"), "{e}");
+        assert!(e.to_string().contains("postgres.main.full"), "{e}");
     }
 
     #[test]

@@ -125,6 +125,10 @@ pub struct AgentSection {
     pub max_parallel: Option<usize>,
     /// How long one run may take before it is cancelled (`6h` default).
     pub job_timeout: Option<String>,
+    /// `[agent.timeouts]`: a job's own limit, by job id
+    /// (`"postgres.main.full" = "10h"`), over `job_timeout`.
+    #[serde(default)]
+    pub timeouts: std::collections::BTreeMap<String, String>,
     /// Retries of a run that failed in a way that may be transient (an
     /// unreachable store), default 3; none for damage or a wrong setting.
     pub retries: Option<u32>,
