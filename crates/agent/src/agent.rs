@@ -161,7 +161,7 @@ pub fn run(
 /// Opens the repository if it is not open, reads the job records it does
 /// not know yet, stores the ones kept back, and — every `figures` call —
 /// the repository's figures. Blocking: run it off the async threads.
-fn refresh(session: &Session, shared: &Shared, figures: bool) {
+fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptions) {
     let repo = {
         let mut r = lock(&shared.repo);
         if r.is_none() {
@@ -214,8 +214,16 @@ fn refresh(session: &Session, shared: &Shared, figures: bool) {
             let f = repo_figures(&repo)?;
             lock(&shared.knowledge).repo = Some(f);
             let plan = lock(&shared.knowledge).plan.clone();
-            let wal = crate::wal::figures(&repo, session.handle(), &plan);
-            lock(&shared.knowledge).wal = wal;
+            if plan.sources.iter().any(|s| s.kind == "postgres") {
+                let newest = pg_info(child)
+                    .map(|v| crate::wal::newest_by_system(&v))
+                    .unwrap_or_default();
+                let wal = crate::wal::figures_with(session.handle(), &plan, |src| {
+                    let system = crate::wal::system_of(src.pgdata.as_deref()?)?;
+                    newest.get(&system).copied()
+                });
+                lock(&shared.knowledge).wal = wal;
+            }
             if let Err(e) = repo.trim_jobs(cutoff) {
                 tracing::warn!(error = %e, "old job records could not be trimmed");
             }
@@ -235,6 +243,36 @@ fn refresh(session: &Session, shared: &Shared, figures: bool) {
         }
     };
     lock(&shared.knowledge).repository_up = Some(up);
+}
+
+/// `lifeboat pg info --json`, run as a child (see [`crate::wal::newest_by_system`]).
+fn pg_info(child: &AgentOptions) -> Option<serde_json::Value> {
+    let mut args = child.global_args.clone();
+    args.extend([
+        "--json".into(),
+        "--quiet".into(),
+        "pg".into(),
+        "info".into(),
+    ]);
+    let out = std::process::Command::new(&child.program)
+        .args(&args)
+        .env("LIFEBOAT_AGENT_JOB", "pg-info")
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).ok(),
+        Ok(o) => {
+            tracing::warn!(
+                error = %crate::redact(String::from_utf8_lossy(&o.stderr).trim()),
+                "pg info failed: the WAL archive's newest segment is not known"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "pg info could not start");
+            None
+        }
+    }
 }
 
 /// Objects and bytes per type, snapshots, and the key epoch's age.
@@ -325,7 +363,8 @@ async fn main_loop(
     // What the repository holds first: the history decides catch-up.
     {
         let (s, sh) = (session.clone(), shared.clone());
-        let _ = tokio::task::spawn_blocking(move || refresh(&s, &sh, true)).await;
+        let o = opts.clone();
+        let _ = tokio::task::spawn_blocking(move || refresh(&s, &sh, true, &o)).await;
     }
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
@@ -468,10 +507,10 @@ async fn main_loop(
             && refreshing.as_ref().is_none_or(|h| h.is_finished())
         {
             refreshes += 1;
-            let (s, sh) = (session.clone(), shared.clone());
+            let (s, sh, o) = (session.clone(), shared.clone(), opts.clone());
             let figures = refreshes.is_multiple_of(10);
             refreshing = Some(tokio::task::spawn_blocking(move || {
-                refresh(&s, &sh, figures)
+                refresh(&s, &sh, figures, &o)
             }));
             next_refresh = tokio::time::Instant::now() + plan.settings.refresh;
         }
@@ -512,10 +551,10 @@ async fn main_loop(
         let _ = h.await;
     }
     // Records kept back while the store was down: one last try.
-    let (s, sh) = (session.clone(), shared.clone());
+    let (s, sh, o) = (session.clone(), shared.clone(), opts.clone());
     let _ = tokio::task::spawn_blocking(move || {
         if !lock(&sh.unsaved).is_empty() {
-            refresh(&s, &sh, false)
+            refresh(&s, &sh, false, &o)
         }
     })
     .await;

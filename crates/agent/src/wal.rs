@@ -7,28 +7,71 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use lifeboat_repo::Repository;
 
-use crate::plan::Plan;
+use crate::plan::{Plan, SourcePlan};
 use crate::state::WalFigures;
 
-/// The WAL figures of every PostgreSQL source of `plan`; what cannot be
-/// read (a server down, a data directory not readable here) is left out
-/// and logged.
+/// The WAL figures of every PostgreSQL source of `plan`, reading the
+/// archive in this process (a one-shot command); what cannot be read (a
+/// server down, a data directory not readable here) is left out and
+/// logged.
 pub fn figures(
     repo: &Repository,
     rt: &tokio::runtime::Handle,
     plan: &Plan,
 ) -> BTreeMap<String, WalFigures> {
-    let mut out = BTreeMap::new();
-    for src in plan.sources.iter().filter(|s| s.kind == "postgres") {
-        let mut f = WalFigures::default();
-        if let Some(pgdata) = &src.pgdata {
-            match lifeboat_postgres::inspect::newest_archived(repo, pgdata) {
-                Ok(t) => f.newest = t.and_then(|t| t.parse::<Timestamp>().ok()),
-                Err(e) => {
-                    tracing::warn!(source = %src.name, error = %lifeboat_repo::report(&e), "the WAL archive could not be read")
-                }
+    figures_with(rt, plan, |src| {
+        let pgdata = src.pgdata.as_ref()?;
+        match lifeboat_postgres::inspect::newest_archived(repo, pgdata) {
+            Ok(t) => t.and_then(|t| t.parse::<Timestamp>().ok()),
+            Err(e) => {
+                tracing::warn!(source = %src.name, error = %lifeboat_repo::report(&e), "the WAL archive could not be read");
+                None
             }
         }
+    })
+}
+
+/// When the newest WAL segment of each cluster reached the repository, by
+/// system identifier, from the JSON of `lifeboat pg info` (the agent runs
+/// it as a child: reading every base backup's snapshot is a burst of memory
+/// a process that runs for months should not keep).
+pub fn newest_by_system(pg_info: &serde_json::Value) -> BTreeMap<String, Timestamp> {
+    let mut out = BTreeMap::new();
+    for a in pg_info["archives"].as_array().into_iter().flatten() {
+        let Some(system) = a["system_identifier"].as_str() else {
+            continue;
+        };
+        let newest = a["timelines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["last_stored"].as_str()?.parse::<Timestamp>().ok())
+            .max();
+        if let Some(t) = newest {
+            out.insert(system.to_string(), t);
+        }
+    }
+    out
+}
+
+/// The system identifier of the cluster in `pgdata` (from pg_control).
+pub fn system_of(pgdata: &std::path::Path) -> Option<String> {
+    lifeboat_postgres::archive::system_identifier(pgdata).ok()
+}
+
+/// The WAL figures of every PostgreSQL source of `plan`: the newest
+/// segment's time from `newest`, the archiver's state asked of the server.
+pub fn figures_with(
+    rt: &tokio::runtime::Handle,
+    plan: &Plan,
+    newest: impl Fn(&SourcePlan) -> Option<Timestamp>,
+) -> BTreeMap<String, WalFigures> {
+    let mut out = BTreeMap::new();
+    for src in plan.sources.iter().filter(|s| s.kind == "postgres") {
+        let mut f = WalFigures {
+            newest: newest(src),
+            ..WalFigures::default()
+        };
         if let Some(url) = &src.pg_url {
             match lifeboat_postgres::inspect::archiver_state(rt, url) {
                 Ok(a) => {
@@ -43,4 +86,20 @@ pub fn figures(
         out.insert(src.name.clone(), f);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_newest_segment_per_cluster_comes_from_pg_info() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"archives":[{"system_identifier":"77","timelines":[
+                {"timeline":1,"last_stored":"2026-11-28T10:00:00Z"},
+                {"timeline":2,"last_stored":"2026-11-28T11:00:00Z"},
+                {"timeline":3,"last_stored":null}]}]}"#,
+        )
+        .unwrap();
+        let m = super::newest_by_system(&v);
+        assert_eq!(m["77"].to_string(), "2026-11-28T11:00:00Z");
+    }
 }

@@ -651,6 +651,20 @@ fn postgres_backups_run_on_schedule_and_the_wal_archive_is_watched() {
                 .then_some(())
         },
     );
+    // The running agent watches the archive too (every tenth refresh reads
+    // it through a `pg info` child).
+    wait_until(
+        "the agent exports the WAL archive's newest segment",
+        Duration::from_secs(60),
+        || {
+            let (_, m) = http_get(&format!("{}metrics", agent.url), None);
+            m.lines()
+                .any(|l| {
+                    l.starts_with("lifeboat_wal_archive_newest_timestamp_seconds{source=\"main\"}")
+                })
+                .then_some(())
+        },
+    );
     let (status, err) = stop(agent, Duration::from_secs(120));
     assert!(status.success(), "{err}");
     let j = jobs();
