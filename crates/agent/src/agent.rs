@@ -56,6 +56,12 @@ pub struct Shared {
     repo: Mutex<Option<Arc<Repository>>>,
     /// Records not stored yet (the store was down).
     unsaved: Mutex<Vec<JobRecord>>,
+    /// A private copy of the last config file that loaded, which children
+    /// are given: a broken edit of the file keeps the schedule *and* the
+    /// settings the runs use, until it is fixed.
+    config_copy: Mutex<Option<PathBuf>>,
+    /// Keys of job records that could not be read: not fetched again.
+    unreadable: Mutex<std::collections::BTreeSet<String>>,
     /// lifeboat's version.
     pub version: String,
 }
@@ -89,10 +95,44 @@ struct Done {
     job: String,
 }
 
-/// Loads the config file again and checks its plan.
-fn reload(path: Option<&std::path::Path>) -> Result<Plan, Error> {
+/// Loads the config file again and checks its plan; with the file's text.
+fn reload(path: Option<&std::path::Path>) -> Result<(Plan, Option<String>), Error> {
     let cfg = lifeboat_ops::config::load(path)?;
-    Plan::from_config(&cfg)
+    Ok((Plan::from_config(&cfg)?, cfg.origin.map(|(_, t)| t)))
+}
+
+/// Writes `text` (a config that loaded) to a new private file in `dir` and
+/// makes it the one children get.
+fn keep_copy(shared: &Shared, dir: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let written = tempfile::Builder::new()
+        .prefix("config-")
+        .suffix(".toml")
+        .tempfile_in(dir)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.into_temp_path().keep().map_err(|e| e.error)
+        });
+    match written {
+        Ok(path) => *lock(&shared.config_copy) = Some(path),
+        Err(e) => {
+            tracing::warn!(error = %e, "the config copy for jobs could not be written; they read the file itself")
+        }
+    }
+}
+
+/// The global arguments of a child: the agent's, with the config file
+/// replaced by the copy of the last one that loaded.
+fn child_global_args(shared: &Shared, opts: &AgentOptions) -> Vec<OsString> {
+    let mut args = opts.global_args.clone();
+    if let Some(copy) = lock(&shared.config_copy).clone() {
+        if let Some(i) = args.iter().position(|a| a == "--config") {
+            if let Some(v) = args.get_mut(i + 1) {
+                *v = copy.into_os_string();
+            }
+        }
+    }
+    args
 }
 
 fn mtime(path: Option<&std::path::Path>) -> Option<SystemTime> {
@@ -137,8 +177,18 @@ pub fn run(
         knowledge: Mutex::new(knowledge),
         repo: Mutex::new(None),
         unsaved: Mutex::new(Vec::new()),
+        config_copy: Mutex::new(None),
+        unreadable: Mutex::new(Default::default()),
         version: opts.version.clone(),
     });
+    // Where the copies of the config file go (private, removed at exit).
+    let copies = tempfile::Builder::new()
+        .prefix("lifeboat-agent-")
+        .tempdir()
+        .map_err(|e| Error::io("create the agent's private directory", e))?;
+    if let Some((_, text)) = &session.file.origin {
+        keep_copy(&shared, copies.path(), text);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     // The listener stays up until the agent exits (the grace period
     // included): its own stop.
@@ -152,6 +202,7 @@ pub fn run(
         stop_tx,
         ready,
         alerts,
+        copies.path().to_path_buf(),
     ));
     drop(stop_rx);
     let _ = listener_tx.send(true);
@@ -200,8 +251,17 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
             .iter()
             .map(|r| r.key())
             .collect();
-        let new: Vec<String> = keys.into_iter().filter(|k| !known.contains(k)).collect();
+        let new: Vec<String> = {
+            let unreadable = lock(&shared.unreadable);
+            keys.into_iter()
+                .filter(|k| !known.contains(k) && !unreadable.contains(k))
+                .collect()
+        };
         let records = repo.read_jobs(&new)?;
+        // What did not read (damaged, warned about once) is not fetched
+        // again at every refresh.
+        let read: std::collections::BTreeSet<String> = records.iter().map(|r| r.key()).collect();
+        lock(&shared.unreadable).extend(new.into_iter().filter(|k| !read.contains(k)));
         let cutoff = Timestamp::now()
             .checked_sub(jiff::SignedDuration::try_from(keep).unwrap_or(jiff::SignedDuration::MAX))
             .unwrap_or(Timestamp::MIN);
@@ -215,12 +275,19 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
             lock(&shared.knowledge).repo = Some(f);
             let plan = lock(&shared.knowledge).plan.clone();
             if plan.sources.iter().any(|s| s.kind == "postgres") {
-                let newest = pg_info(child)
-                    .map(|v| crate::wal::newest_by_system(&v))
-                    .unwrap_or_default();
+                let newest = pg_info(shared, child, session.handle())
+                    .map(|v| crate::wal::newest_by_system(&v));
                 let wal = crate::wal::figures_with(session.handle(), &plan, |src| {
                     let system = crate::wal::system_of(src.pgdata.as_deref()?)?;
-                    newest.get(&system).copied()
+                    // Known and empty: nothing ever archived (time 0, so the
+                    // stale-archive alert fires); unknown: no figure.
+                    let newest = newest.as_ref()?;
+                    Some(
+                        newest
+                            .get(&system)
+                            .copied()
+                            .unwrap_or(Timestamp::UNIX_EPOCH),
+                    )
                 });
                 lock(&shared.knowledge).wal = wal;
             }
@@ -245,34 +312,39 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
     lock(&shared.knowledge).repository_up = Some(up);
 }
 
+/// How long the `pg info` child of a refresh may take.
+const PG_INFO_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// `lifeboat pg info --json`, run as a child (see [`crate::wal::newest_by_system`]).
-fn pg_info(child: &AgentOptions) -> Option<serde_json::Value> {
-    let mut args = child.global_args.clone();
+fn pg_info(
+    shared: &Shared,
+    child: &AgentOptions,
+    rt: &tokio::runtime::Handle,
+) -> Option<serde_json::Value> {
+    let mut args = child_global_args(shared, child);
     args.extend([
         "--json".into(),
         "--quiet".into(),
         "pg".into(),
         "info".into(),
     ]);
-    let out = std::process::Command::new(&child.program)
-        .args(&args)
-        .env("LIFEBOAT_AGENT_JOB", "pg-info")
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).ok(),
-        Ok(o) => {
-            tracing::warn!(
-                error = %crate::redact(String::from_utf8_lossy(&o.stderr).trim()),
-                "pg info failed: the WAL archive's newest segment is not known"
-            );
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "pg info could not start");
-            None
-        }
+    // Bounded: a stalled store must not stall every later refresh.
+    let req = RunRequest {
+        program: child.program.clone(),
+        args,
+        env: vec![("LIFEBOAT_AGENT_JOB".into(), "pg-info".into())],
+        timeout: PG_INFO_TIMEOUT,
+    };
+    let (_never, cancel) = watch::channel(false);
+    let result = rt.block_on(runner::run(&req, cancel));
+    if result.succeeded() {
+        return result.report;
     }
+    tracing::warn!(
+        error = %crate::redact(&result.error_message().unwrap_or_default()),
+        "pg info failed: the WAL archive's newest segment is not known"
+    );
+    None
 }
 
 /// Objects and bytes per type, snapshots, and the key epoch's age.
@@ -353,6 +425,7 @@ async fn main_loop(
     stop_tx: watch::Sender<bool>,
     ready: impl FnOnce(),
     mut alerts: Alerts,
+    copies: PathBuf,
 ) -> Result<(), Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let sig = |k| signal(k).map_err(|e| Error::io("install a signal handler", e));
@@ -445,8 +518,11 @@ async fn main_loop(
         }
         if reload_now {
             match reload(opts.config_path.as_deref()) {
-                Ok(new) => {
+                Ok((new, text)) => {
                     tracing::info!(jobs = new.jobs.len(), "config reloaded");
+                    if let Some(text) = text {
+                        keep_copy(&shared, &copies, &text);
+                    }
                     let now = Timestamp::now();
                     let tz = new.settings.timezone.clone();
                     let mut next_slots = BTreeMap::new();
@@ -470,8 +546,14 @@ async fn main_loop(
                             },
                         );
                     }
-                    // A job removed while it runs finishes; it is simply
-                    // not scheduled again.
+                    // A job removed while it runs finishes (and is waited
+                    // for at shutdown); it is not scheduled again. Added
+                    // back meanwhile, it is still busy: never run twice.
+                    for (id, old) in std::mem::take(&mut slots) {
+                        if old.busy && !next_slots.contains_key(&id) {
+                            next_slots.insert(id, Slot { next: None, ..old });
+                        }
+                    }
                     slots = next_slots;
                     let mut k = lock(&shared.knowledge);
                     k.plan = new.clone();
@@ -630,17 +712,21 @@ fn fire(ctx: &RunCtx, slot: &mut Slot, trigger: &str, due: Option<Timestamp>, pl
                     _ = stopping.changed() => return,
                 }
             }
-            let runs = lock(&shared.knowledge)
+            // Verify's rotation goes on from the part its last good run read.
+            let last_part = lock(&shared.knowledge)
                 .records
                 .iter()
-                .filter(|r| r.job == spec.id && r.outcome != JobOutcome::Skipped)
-                .count() as u64;
+                .rev()
+                .find(|r| r.job == spec.id && r.outcome == JobOutcome::Success)
+                .and_then(|r| r.subset.clone());
+            let job_args = spec.args(last_part.as_deref());
+            let subset = JobSpec::subset_of(&job_args);
             let mut attempt = 1u32;
             let mut trigger = trigger.clone();
             loop {
-                let mut args = opts.global_args.clone();
+                let mut args = child_global_args(&shared, &opts);
                 args.extend(["--json".into(), "--quiet".into()]);
-                args.extend(spec.args(runs).into_iter().map(OsString::from));
+                args.extend(job_args.iter().map(OsString::from));
                 let req = RunRequest {
                     program: opts.program.clone(),
                     args,
@@ -649,7 +735,8 @@ fn fire(ctx: &RunCtx, slot: &mut Slot, trigger: &str, due: Option<Timestamp>, pl
                 };
                 tracing::info!(job = %spec.id, attempt, "starting");
                 let result = runner::run(&req, cancel.clone()).await;
-                let record = record_of(&spec, &result, &trigger, attempt, due);
+                let mut record = record_of(&spec, &result, &trigger, attempt, due);
+                record.subset = subset.clone();
                 let transient = record.error_class.as_deref() == Some("transient")
                     && matches!(
                         result.end,
@@ -709,6 +796,7 @@ fn record_of(
             bytes_stored: None,
             size_bytes: None,
             snapshot: None,
+            subset: None,
         });
     r.source_kind = spec.source_kind.clone();
     r.source = spec.source.clone();

@@ -85,8 +85,10 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// The `lifeboat` arguments that run it (after the global ones).
-    /// `run` counts the job's runs, for verify's rotating subset.
-    pub fn args(&self, run: u64) -> Vec<String> {
+    /// `last_part` is the data subset the job's last good run read
+    /// (`3/7`), which verify's rotation goes on from: kept in the job
+    /// records, so it never stalls however the history is trimmed.
+    pub fn args(&self, last_part: Option<&str>) -> Vec<String> {
         let src = self.source.clone().unwrap_or_default();
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         match &self.kind {
@@ -103,12 +105,23 @@ impl JobSpec {
             JobKind::Verify { subset } => match subset.as_deref() {
                 None => v(&["verify"]),
                 Some("all") => v(&["verify", "--read-data"]),
-                Some(s) => match rotate(s, run) {
+                Some(s) => match rotate(s, last_part) {
                     Some(part) => v(&["verify", "--read-data-subset", &part]),
                     None => v(&["verify", "--read-data-subset", s]),
                 },
             },
         }
+    }
+
+    /// The data subset the run with these arguments reads (`--read-data-subset`
+    /// or `all`), recorded in its job record.
+    pub fn subset_of(args: &[String]) -> Option<String> {
+        if args.iter().any(|a| a == "--read-data") {
+            return Some("all".into());
+        }
+        args.iter()
+            .position(|a| a == "--read-data-subset")
+            .and_then(|i| args.get(i + 1).cloned())
     }
 
     /// True for the jobs that make a backup of a source.
@@ -120,17 +133,21 @@ impl JobSpec {
     }
 }
 
-/// `n/t` as a different part for each run: the run's `(run mod t) + 1`
-/// part of `t` when `n` is `*` or the subset is written `1/t` — so that
-/// `verify_read_data_subset = "1/7"` on a daily verify reads every pack once
-/// a week. Other forms stay as written.
-fn rotate(subset: &str, run: u64) -> Option<String> {
+/// `n/t` as a different part for each run: the part after `last` (of the
+/// same `t`), from 1, when `n` is `*` or the subset is written `1/t` — so
+/// that `verify_read_data_subset = "1/7"` on a daily verify reads every
+/// pack once a week. Other forms stay as written.
+fn rotate(subset: &str, last: Option<&str>) -> Option<String> {
     let (n, t) = subset.split_once('/')?;
     let t: u64 = t.trim().parse().ok()?;
     if t == 0 || !(n.trim() == "1" || n.trim() == "*") {
         return None;
     }
-    Some(format!("{}/{t}", run % t + 1))
+    let previous = last
+        .and_then(|l| l.split_once('/'))
+        .filter(|(_, lt)| lt.trim().parse::<u64>().ok() == Some(t))
+        .and_then(|(k, _)| k.trim().parse::<u64>().ok());
+    Some(format!("{}/{t}", previous.map_or(1, |k| k % t + 1)))
 }
 
 /// A configured source: its RPO and, for PostgreSQL, where the agent
@@ -418,12 +435,19 @@ verify_read_data_subset = "1/4"
             ]
         );
         assert_eq!(
-            p.jobs[0].args(0),
+            p.jobs[0].args(None),
             ["pg", "backup", "main", "--type", "full"]
         );
-        assert_eq!(p.jobs[2].args(0), ["redis", "backup", "cache"]);
-        assert_eq!(p.jobs[3].args(0), ["forget", "--prune"]);
-        let parts: Vec<String> = (0..5).map(|r| p.jobs[4].args(r)[2].clone()).collect();
+        assert_eq!(p.jobs[2].args(None), ["redis", "backup", "cache"]);
+        assert_eq!(p.jobs[3].args(None), ["forget", "--prune"]);
+        let mut last: Option<String> = None;
+        let parts: Vec<String> = (0..5)
+            .map(|_| {
+                let a = p.jobs[4].args(last.as_deref());
+                last = JobSpec::subset_of(&a);
+                a[2].clone()
+            })
+            .collect();
         assert_eq!(parts, ["1/4", "2/4", "3/4", "4/4", "1/4"]);
         assert_eq!(p.sources[0].rpo, DEFAULT_RPO);
         assert_eq!(p.sources[1].rpo, Duration::from_secs(7 * 3600));

@@ -25,7 +25,14 @@ pub fn redact(text: &str) -> String {
         rest = &tail[end..];
     }
     out.push_str(rest);
-    // conninfo: password=VALUE or password='VALUE'
+    // conninfo: password=VALUE, password = VALUE or password='VALUE'
+    // (libpq allows spaces around `=`).
+    let mut out = out;
+    for spaced in ["password =", "password= ", "password = "] {
+        while let Some(i) = out.to_ascii_lowercase().find(spaced) {
+            out.replace_range(i..i + spaced.len(), "password=");
+        }
+    }
     let mut result = String::with_capacity(out.len());
     let mut s = out.as_str();
     while let Some(i) = s.to_ascii_lowercase().find("password=") {
@@ -63,6 +70,11 @@ mod tests {
             "host=db password=*** user=x"
         );
         assert_eq!(redact("user=x PASSWORD=hunter2"), "user=x PASSWORD=***");
+        assert_eq!(
+            redact("host=db password = s3cret user=x"),
+            "host=db password=*** user=x"
+        );
+        assert_eq!(redact("password ='a b' x"), "password=*** x");
         assert_eq!(redact("http://host:9000/path"), "http://host:9000/path");
         assert_eq!(redact("no secrets here"), "no secrets here");
     }

@@ -211,6 +211,8 @@ pub async fn run(req: &RunRequest, mut cancel: watch::Receiver<bool>) -> RunResu
     let out = out_task.await.unwrap_or_default();
     let err = err_task.await.unwrap_or_default();
     let end = match (stopped, status) {
+        // It finished in the moment it was being stopped: it did its job.
+        (Some(_), Ok(st)) if st.success() => RunEnd::Exited(0),
         (Some(s), _) => s,
         (None, Ok(st)) => {
             use std::os::unix::process::ExitStatusExt;

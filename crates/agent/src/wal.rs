@@ -22,7 +22,11 @@ pub fn figures(
     figures_with(rt, plan, |src| {
         let pgdata = src.pgdata.as_ref()?;
         match lifeboat_postgres::inspect::newest_archived(repo, pgdata) {
-            Ok(t) => t.and_then(|t| t.parse::<Timestamp>().ok()),
+            // Nothing ever archived: time 0, so the stale-archive alert fires.
+            Ok(t) => Some(
+                t.and_then(|t| t.parse::<Timestamp>().ok())
+                    .unwrap_or(Timestamp::UNIX_EPOCH),
+            ),
             Err(e) => {
                 tracing::warn!(source = %src.name, error = %lifeboat_repo::report(&e), "the WAL archive could not be read");
                 None

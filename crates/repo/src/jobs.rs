@@ -45,12 +45,12 @@ impl JobOutcome {
         }
     }
 
-    /// True for the outcomes that count as a failed attempt (not skipped).
+    /// True for the outcomes that count as a failed run: failed, or past
+    /// its timeout. Not skipped, and not cancelled (the agent stopping: a
+    /// `systemctl restart` during a long backup must not page anyone; a
+    /// backup missing because of it still ages into "too old").
     pub fn is_failure(self) -> bool {
-        matches!(
-            self,
-            JobOutcome::Failed | JobOutcome::Cancelled | JobOutcome::Timeout
-        )
+        matches!(self, JobOutcome::Failed | JobOutcome::Timeout)
     }
 }
 
@@ -106,6 +106,10 @@ pub struct JobRecord {
     /// The snapshot it made (hex).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// For verify: the part of the data it read (`3/7`, `10%`, `all`); the
+    /// next scheduled verify goes on from it.
+    #[serde(default)]
+    pub subset: Option<String>,
 }
 
 impl JobRecord {
@@ -132,6 +136,7 @@ impl JobRecord {
             bytes_stored: None,
             size_bytes: None,
             snapshot: None,
+            subset: None,
         })
     }
 
@@ -252,5 +257,6 @@ mod tests {
         assert_eq!(r.duration_seconds(), 300.0);
         assert_eq!(r.snapshot, None);
         assert!(r.outcome.is_failure());
+        assert!(!JobOutcome::Cancelled.is_failure());
     }
 }

@@ -592,14 +592,25 @@ fn a_bad_config_is_refused_at_start_with_its_line_and_a_reload_keeps_the_schedul
     std::fs::write(&cfg, "[redis.cache\nbroken").unwrap();
     agent.signal(rustix::process::Signal::HUP);
     let n = jobs(&env, &cfg).len();
-    wait_until(
+    let later = wait_until(
         "runs go on under the old schedule",
         Duration::from_secs(60),
-        || (jobs(&env, &cfg).len() >= n + 2).then_some(()),
+        || {
+            let j = jobs(&env, &cfg);
+            (j.len() >= n + 2).then(|| j[n..].to_vec())
+        },
     );
     let (status, err) = stop(agent, Duration::from_secs(60));
     assert!(status.success(), "{err}");
     assert!(err.contains("does not load"), "{err}");
+    // And they work: the runs get the last config that loaded, not the
+    // broken file.
+    let ran: Vec<&Value> = later.iter().filter(|r| r["outcome"] != "skipped").collect();
+    assert!(!ran.is_empty(), "{later:?}");
+    assert!(
+        ran.iter().all(|r| r["outcome"] == "success"),
+        "runs after a broken edit failed: {ran:?}"
+    );
 }
 
 #[test]
