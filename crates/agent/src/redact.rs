@@ -27,7 +27,6 @@ pub fn redact(text: &str) -> String {
     out.push_str(rest);
     // conninfo: password=VALUE, password = VALUE or password='VALUE'
     // (libpq allows spaces around `=`).
-    let mut out = out;
     for spaced in ["password =", "password= ", "password = "] {
         while let Some(i) = out.to_ascii_lowercase().find(spaced) {
             out.replace_range(i..i + spaced.len(), "password=");
