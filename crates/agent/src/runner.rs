@@ -138,8 +138,13 @@ impl RunResult {
 pub async fn run(req: &RunRequest, mut cancel: watch::Receiver<bool>) -> RunResult {
     let started = Timestamp::now();
     let mut cmd = tokio::process::Command::new(&req.program);
-    cmd.args(&req.args)
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
+    cmd.args(&req.args);
+    // The agent's own malloc arena limit is not its children's.
+    if std::env::var_os("LIFEBOAT_AGENT_ARENAS").is_some() {
+        cmd.env_remove("MALLOC_ARENA_MAX")
+            .env_remove("LIFEBOAT_AGENT_ARENAS");
+    }
+    cmd.envs(req.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -102,8 +102,35 @@ fn notify_ready() {
     let _ = sock.send_to(b"READY=1\nSTATUS=running the schedule\n", &path);
 }
 
+/// Set by the agent when it limited malloc arenas for itself: its children
+/// (backups with parallel workers) get glibc's default back.
+pub(crate) const ARENAS_SET: &str = "LIFEBOAT_AGENT_ARENAS";
+
+/// A process that runs for months with threads that come and go keeps, with
+/// glibc's default of up to 8 malloc arenas per core, memory it freed long
+/// ago: the agent runs with two (`MALLOC_ARENA_MAX=2`, set by re-executing
+/// itself at start unless the variable is set already). Its live heap is
+/// flat; this keeps its RSS flat too (docs/benchmarks.md, "Agent soak").
+fn limit_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    if !cfg!(target_env = "gnu") || std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    // exec returns only when it failed: then run as we are.
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MALLOC_ARENA_MAX", "2")
+        .env(ARENAS_SET, "1")
+        .exec();
+    tracing::warn!(error = %err, "could not limit malloc arenas; running with the default");
+}
+
 /// `lifeboat agent`.
 pub(crate) fn agent(ctx: Ctx, g: &Global) -> Result<()> {
+    limit_malloc_arenas();
     let plan = plan(&ctx)?;
     if plan.jobs.is_empty() {
         return Err(Error::usage(

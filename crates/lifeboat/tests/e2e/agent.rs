@@ -201,6 +201,14 @@ fn the_agent_runs_the_schedule_and_records_every_run() {
     let (_d, r) = redis();
     let cfg = config(&env, &r.url(), "@every 2s", "");
     let agent = start(&env, &cfg, &[]);
+    // It limits its malloc arenas (a flat RSS over months).
+    let environ = std::fs::read(format!("/proc/{}/environ", agent.child.id())).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"MALLOC_ARENA_MAX=2"),
+        "the agent runs without MALLOC_ARENA_MAX=2"
+    );
     let done = wait_until(
         "two scheduled backups succeeded",
         Duration::from_secs(60),
