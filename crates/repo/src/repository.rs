@@ -907,11 +907,16 @@ impl Repository {
         Ok(out)
     }
 
-    /// Every snapshot, oldest first; fails on the first damaged one.
+    /// Every snapshot, oldest first; fails on the first damaged one. One
+    /// deleted since the listing (`forget` running meanwhile) is left out:
+    /// a backup choosing its parent, or a listing, must not fail on it.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         self.read_snapshots()?
             .into_iter()
-            .map(|(id, s)| s.map(|snapshot| SnapshotEntry { id, snapshot }))
+            .filter_map(|(id, s)| match s {
+                Err(RepoError::Storage(e)) if e.is_not_found() => None,
+                s => Some(s.map(|snapshot| SnapshotEntry { id, snapshot })),
+            })
             .collect()
     }
 

@@ -206,3 +206,29 @@ fn a_pack_that_cannot_be_read_fails_verify_instead_of_a_partial_report() {
     let report = repo.verify(true, &NoProgress).unwrap();
     assert!(report.is_clean(), "{report:?}");
 }
+
+/// A snapshot deleted between the listing and its read (a `forget` running
+/// meanwhile) is left out of `snapshots()`: a backup choosing its parent
+/// then does not fail (found by `prune::backups_verifies_and_prunes_at_once_lose_nothing`).
+#[test]
+fn a_snapshot_forgotten_while_it_is_listed_is_left_out() {
+    let s = Scratch::new();
+    let f = Faulty::new(&s);
+    let repo = s.init_on(f.bare.clone());
+    let src = some_files(&s);
+    let first = backup_files(&repo, &[&src]).unwrap();
+    backup_files(&repo, &[&src]).unwrap();
+    // Listed, then gone when read.
+    f.fail(
+        Op::Get,
+        &format!("snapshots/{}", first.id.to_hex()),
+        ErrorKind::NotFound,
+        None,
+    );
+    let list = repo.snapshots().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_ne!(list[0].id, first.id);
+    let third =
+        backup_files(&repo, &[&src]).expect("a backup does not fail on a forgotten snapshot");
+    assert!(third.snapshot.parent.is_some());
+}
