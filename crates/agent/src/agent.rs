@@ -327,6 +327,10 @@ fn pg_info(
         "--quiet".into(),
         "pg".into(),
         "info".into(),
+        // Only the archives: a full `pg info` of a repository with many
+        // backups is megabytes of JSON, which parsed here would raise the
+        // agent's memory to a new high-water mark.
+        "--archives-only".into(),
     ]);
     // Bounded: a stalled store must not stall every later refresh.
     let req = RunRequest {

@@ -25,6 +25,10 @@ pub(crate) struct PgInfoArgs {
     /// (snapshot ids or prefixes; repeatable; default: all)
     #[arg(long, value_name = "ID", requires = "pitr_window")]
     keep: Vec<String>,
+    /// Only the archive per cluster (the agent's watch of the newest WAL
+    /// segment): no backups, no WAL expiry plan
+    #[arg(long, hide = true, conflicts_with = "pitr_window")]
+    archives_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -701,6 +705,10 @@ fn wal_expire(ctx: &Ctx, args: &PgInfoArgs, dry_run: bool) -> Result<()> {
 fn info(ctx: &Ctx, args: &PgInfoArgs) -> Result<()> {
     let repo = ctx.open()?;
     let mut info = pg::inspect::info(&repo)?;
+    if args.archives_only {
+        print_json(&json!({ "archives": info.archives }));
+        return Ok(());
+    }
     // What WAL expiry would do: with --pitr-window as asked, else what the
     // retention policies would do now (a `forget --dry-run`).
     let mut windows: Vec<String> = Vec::new();
