@@ -651,17 +651,6 @@ impl Repository {
         progress: &dyn Progress,
     ) -> (Result<()>, Vec<bool>) {
         let mut complete = vec![false; nodes.len()];
-        let (index, tasks) = match self.plan_reads(nodes) {
-            Ok(p) => p,
-            Err(e) => return (Err(e), complete),
-        };
-        // Pieces still to write per file (holes need no writing).
-        let remaining: Vec<AtomicU32> = nodes
-            .iter()
-            .map(
-                |n| AtomicU32::new(n.content.iter().filter(|c| c.chunk().is_some()).count() as u32),
-            )
-            .collect();
         let sizes: Vec<u64> = nodes.iter().map(|n| n.size).collect();
         let direct = DirectMode::new(!opts.page_cache);
         let dests = crate::sink::Dests {
@@ -669,18 +658,49 @@ impl Repository {
             targets,
             sizes: &sizes,
         };
-        let (result, failed) = self.run_reads(tasks, &index, &dests, &direct, &remaining, progress);
-        for (k, c) in complete.iter_mut().enumerate() {
-            *c = remaining[k].load(Ordering::Relaxed) == 0 && !failed.contains(&k);
+        // A prune running beside the restore may repack chunks and delete
+        // the packs the loaded index named: the files not yet complete are
+        // then read again with the index as it is now (three tries; a pack
+        // that is really missing fails each of them and is reported).
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (index, tasks) = match self.plan_reads(nodes, &complete) {
+                Ok(p) => p,
+                Err(e) => return (Err(e), complete),
+            };
+            // Pieces still to write per file (holes need no writing).
+            let remaining: Vec<AtomicU32> = nodes
+                .iter()
+                .zip(&complete)
+                .map(|(n, &done)| {
+                    let pieces = n.content.iter().filter(|c| c.chunk().is_some()).count();
+                    AtomicU32::new(if done { 0 } else { pieces as u32 })
+                })
+                .collect();
+            let (result, failed) =
+                self.run_reads(tasks, &index, &dests, &direct, &remaining, progress);
+            for (k, c) in complete.iter_mut().enumerate() {
+                *c = *c || (remaining[k].load(Ordering::Relaxed) == 0 && !failed.contains(&k));
+            }
+            match result {
+                Err(e) if tries < 3 && is_missing_pack(&e) => {
+                    tracing::info!(error = %e, "a pack is gone (a prune beside this restore?): reading the rest again with the index as it is now");
+                }
+                result => return (result, complete),
+            }
         }
-        (result, complete)
     }
 
-    fn plan_reads(&self, nodes: &[&Node]) -> Result<(Index, Vec<ReadTask>)> {
+    /// The reads that write `nodes` but those already `complete`.
+    fn plan_reads(&self, nodes: &[&Node], complete: &[bool]) -> Result<(Index, Vec<ReadTask>)> {
         let index = self.load_index()?;
         let mut by_chunk: HashMap<ChunkId, (Location, Vec<Dest>)> = HashMap::new();
         let mut patches: HashMap<ChunkId, Location> = HashMap::new();
         for (i, n) in nodes.iter().enumerate() {
+            if complete[i] {
+                continue;
+            }
             let mut offset = 0u64;
             for c in &n.content {
                 let (base, patch) = match (c.chunk(), c.patch()) {
@@ -979,28 +999,25 @@ impl Repository {
         out: &mut dyn Write,
         progress: &dyn Progress,
     ) -> Result<u64> {
-        let index = self.load_index()?;
+        let mut index = self.load_index()?;
         progress.start("restore", Some(node.size));
         let mut written = 0u64;
+        // A prune beside the restore may delete a pack the index named
+        // (repacking its chunks): a piece is then read again with the index
+        // as it is now, twice at most.
+        let mut reloads = 0;
         // Fetch a few chunks at once, write them in order.
         for batch in node.content.chunks(8) {
-            let fetched: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
-                let handles: Vec<_> = batch
+            let mut fetched = self.read_pieces(&index, batch);
+            while reloads < 2
+                && fetched
                     .iter()
-                    .map(|c| {
-                        let index = &index;
-                        s.spawn(move || self.read_piece(index, c))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(RepoError::Failed("a reader thread panicked".into()))
-                        })
-                    })
-                    .collect()
-            });
+                    .any(|r| r.as_ref().is_err_and(is_missing_pack))
+            {
+                reloads += 1;
+                index = self.load_index()?;
+                fetched = self.read_pieces(&index, batch);
+            }
             for data in fetched {
                 let data = data?;
                 out.write_all(&data)
@@ -1013,6 +1030,26 @@ impl Repository {
             .map_err(|e| RepoError::io("write", Path::new("standard output"), e))?;
         progress.finish();
         Ok(written)
+    }
+}
+
+impl Repository {
+    /// Reads `batch`'s pieces at once, one thread each.
+    fn read_pieces(&self, index: &Index, batch: &[ContentRef]) -> Vec<Result<Vec<u8>>> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|c| s.spawn(move || self.read_piece(index, c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(RepoError::Failed("a reader thread panicked".into()))
+                    })
+                })
+                .collect()
+        })
     }
 }
 
@@ -1030,15 +1067,23 @@ struct WorkerBuffers {
     patch_bytes: Vec<u8>,
 }
 
+/// Why a pack the index names is damage when the store does not have it.
+const MISSING_PACK: &str =
+    "missing: an index lists it but the store does not have it; run `lifeboat verify`";
+
+/// Whether `e` is a pack the index named that the store does not have: damage,
+/// or a prune that deleted it since the index was loaded.
+pub(crate) fn is_missing_pack(e: &RepoError) -> bool {
+    matches!(e, RepoError::Corrupt { reason, .. } if reason == MISSING_PACK)
+}
+
 /// A storage error reading a pack, as damage when the pack is missing or
 /// shorter than the index says (the index lists it: it was stored whole).
 fn pack_error(key: &str, e: lifeboat_storage::StorageError) -> RepoError {
     if e.is_not_found() {
         RepoError::Corrupt {
             key: key.to_string(),
-            reason:
-                "missing: an index lists it but the store does not have it; run `lifeboat verify`"
-                    .into(),
+            reason: MISSING_PACK.into(),
         }
     } else if e.kind == lifeboat_storage::ErrorKind::Truncated {
         RepoError::Corrupt {

@@ -399,6 +399,15 @@ impl Repository {
             self.second_look(&snapshots, unlisted, &indexed.keys, &mut index, &mut report)?;
         }
         if read_data {
+            // A subset reads its share of the patched pieces too (by the
+            // whole piece's id): the groups 1..=t in turn rebuild each once.
+            let patched = match subset {
+                Some(subset) => patched
+                    .into_iter()
+                    .filter(|(whole, _)| subset.contains(whole.as_bytes(), salt))
+                    .collect(),
+                None => patched,
+            };
             self.check_patched(&index, &bad_chunks, patched, &mut report, progress)?;
         }
         Ok(report)
@@ -680,23 +689,13 @@ impl Repository {
             })
             .map(|(whole, (p, snaps))| (whole, p, snaps))
             .collect();
+        report.pieces_rebuilt += todo.len() as u64;
         progress.start("verify patched pieces", Some(todo.len() as u64));
-        let found = readers().try_map(&todo, |(whole, p, snaps)| {
-            let r = self.rebuild(index, whole, p);
-            progress.advance(1);
-            match r {
-                Ok(_) => Ok(None),
-                Err(e @ RepoError::Corrupt { .. }) => {
-                    Ok(Some((*whole, e.to_string(), snaps.clone())))
-                }
-                Err(e) => Err(e),
-            }
-        });
+        let failed = self.rebuild_pieces(index, todo, progress);
         progress.finish();
-        let found = found?;
-        report.pieces_rebuilt += found.len() as u64;
+        let failed = self.look_again_at_pieces(failed?)?;
         let mut broken: BTreeMap<SnapshotId, usize> = BTreeMap::new();
-        for (whole, problem, snaps) in found.into_iter().flatten() {
+        for (whole, _, snaps, problem) in failed {
             report.damaged.push(Damage {
                 object: format!("chunk {}", whole.short()),
                 problem,
@@ -712,6 +711,69 @@ impl Repository {
             });
         }
         Ok(())
+    }
+
+    /// Rebuilds each piece with `index`; returns those that failed (damage
+    /// or a pack not found), with why.
+    fn rebuild_pieces(
+        &self,
+        index: &Index,
+        todo: Vec<(ChunkId, Patch, Vec<SnapshotId>)>,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(ChunkId, Patch, Vec<SnapshotId>, String)>> {
+        let found = readers().try_map(&todo, |(whole, p, _)| {
+            let r = self.rebuild(index, whole, p);
+            progress.advance(1);
+            match r {
+                Ok(_) => Ok(None),
+                Err(e @ RepoError::Corrupt { .. }) => Ok(Some(e.to_string())),
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(todo
+            .into_iter()
+            .zip(found)
+            .filter_map(|((whole, p, snaps), problem)| problem.map(|why| (whole, p, snaps, why)))
+            .collect())
+    }
+
+    /// Pieces that failed to rebuild are looked at again with the index as
+    /// it is now: a prune may have repacked their base or patch (and
+    /// deleted the pack this pass's index named) or forgotten every
+    /// snapshot using them since the index was read. Only a piece that
+    /// still fails, for a snapshot still stored, is damage. A prune may run
+    /// again meanwhile: three looks at most.
+    fn look_again_at_pieces(
+        &self,
+        mut failed: Vec<(ChunkId, Patch, Vec<SnapshotId>, String)>,
+    ) -> Result<Vec<(ChunkId, Patch, Vec<SnapshotId>, String)>> {
+        for _ in 0..3 {
+            if failed.is_empty() {
+                break;
+            }
+            let mut stored: HashMap<SnapshotId, bool> = HashMap::new();
+            for (_, _, snaps, _) in &mut failed {
+                for id in snaps.iter() {
+                    if !stored.contains_key(id) {
+                        let key = ObjectKey::Snapshot(*id).to_string();
+                        let there = self.inner.block(self.inner.storage.stat(&key))?.is_some();
+                        stored.insert(*id, there);
+                    }
+                }
+                snaps.retain(|id| stored[id]);
+            }
+            failed.retain(|(_, _, snaps, _)| !snaps.is_empty());
+            if failed.is_empty() {
+                break;
+            }
+            let index = self.load_index()?;
+            let todo = failed
+                .into_iter()
+                .map(|(whole, p, snaps, _)| (whole, p, snaps))
+                .collect();
+            failed = self.rebuild_pieces(&index, todo, &crate::progress::NoProgress)?;
+        }
+        Ok(failed)
     }
 
     /// Downloads every named object (the WAL archive) and checks that it

@@ -32,6 +32,20 @@ pub enum FaultAction {
     Fail(ErrorKind),
     /// The call waits this long, then proceeds.
     Delay(Duration),
+    /// The call runs this first (blocking), then proceeds: something that
+    /// happens beside the caller at that very moment (another process's
+    /// prune).
+    Run(Hook),
+}
+
+/// A function a [`FaultAction::Run`] calls.
+#[derive(Clone)]
+pub struct Hook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// Hits calls of `op` whose key starts with `key_prefix`: lets `skip` of them
@@ -121,6 +135,10 @@ impl FaultStorage {
             None => Ok(()),
             Some(FaultAction::Delay(d)) => {
                 tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Some(FaultAction::Run(hook)) => {
+                (hook.0)();
                 Ok(())
             }
             Some(FaultAction::Fail(kind)) => Err(StorageError::new(

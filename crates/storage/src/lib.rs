@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 pub use lifeboat_types::{Classify, ErrorClass};
 
-pub use fault::{FaultAction, FaultRule, FaultStorage, Op};
+pub use fault::{FaultAction, FaultRule, FaultStorage, Hook, Op};
 pub use layers::{LimitStorage, RetryPolicy, RetryStorage};
 pub use local::LocalStorage;
 pub use s3::{S3Options, S3Storage};

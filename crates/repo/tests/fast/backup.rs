@@ -96,7 +96,7 @@ fn file_vanishing_mid_backup_is_named_and_needs_allow_partial() {
 
 /// A source cut into 16-page chunks of 8 KiB pages, as PostgreSQL's relation
 /// files are.
-struct Paged;
+pub(super) struct Paged;
 
 impl lifeboat_repo::TreePolicy for Paged {
     fn chunker(
@@ -113,10 +113,10 @@ impl lifeboat_repo::TreePolicy for Paged {
     }
 }
 
-const PAGE: usize = 8192;
+pub(super) const PAGE: usize = 8192;
 
 /// Overwrites page `i` of `data` with bytes no other page has.
-fn scribble(data: &mut [u8], i: usize, salt: u8) {
+pub(super) fn scribble(data: &mut [u8], i: usize, salt: u8) {
     for (k, b) in data[i * PAGE..(i + 1) * PAGE].iter_mut().enumerate() {
         *b = (k as u8).wrapping_mul(13).wrapping_add(salt) ^ (i as u8);
     }

@@ -402,3 +402,214 @@ fn prune_removes_what_interrupted_writes_left_once_it_is_an_hour_old() {
     assert!(fresh.exists(), "a write in progress is left alone");
     assert_clean(&repo);
 }
+
+/// Two snapshots of a paged file (PostgreSQL's relation files): the
+/// second has two patched pieces over the first's chunks, and the first
+/// also holds a file only it has (its pack is repacked once it goes).
+/// Returns the snapshots and the second's file content.
+fn patched_pair(
+    s: &Scratch,
+    repo: &Repository,
+) -> (
+    lifeboat_repo::BackupOutcome,
+    lifeboat_repo::BackupOutcome,
+    Vec<u8>,
+) {
+    use super::backup::{scribble, Paged, PAGE};
+    use lifeboat_repo::{TreeBackupOptions, TreeRoot};
+    let src = s.dir("src");
+    let mut data: Vec<u8> = (0..64 * PAGE)
+        .map(|i| ((i * 2654435761usize) >> 13) as u8)
+        .collect();
+    fs::write(src.join("rel"), &data).unwrap();
+    fs::write(src.join("junk"), noise(7, 300_000)).unwrap();
+    let opts = TreeBackupOptions {
+        roots: vec![TreeRoot {
+            path: src.clone(),
+            prefix: Some(String::new()),
+        }],
+        source_kind: "paged".into(),
+        source_name: "paged".into(),
+        hostname: "test".into(),
+        ..Default::default()
+    };
+    let first = repo
+        .backup_tree(&opts, &Paged, &NoProgress, |_| Ok(()))
+        .unwrap();
+    scribble(&mut data, 3, 1);
+    scribble(&mut data, 40, 2);
+    fs::write(src.join("rel"), &data).unwrap();
+    fs::remove_file(src.join("junk")).unwrap();
+    let second = repo
+        .backup_tree(&opts, &Paged, &NoProgress, |_| Ok(()))
+        .unwrap();
+    let patched = second
+        .snapshot
+        .nodes
+        .iter()
+        .flat_map(|n| &n.content)
+        .filter(|c| c.patch().is_some())
+        .count();
+    assert_eq!(patched, 2, "two changed pages: two patched pieces");
+    (first, second, data)
+}
+
+/// What another process's prune reported.
+type Pruned = Arc<std::sync::Mutex<Option<lifeboat_repo::Result<lifeboat_repo::PruneReport>>>>;
+
+/// Makes the next call of `op` on a key under `prefix` through `faults`
+/// wait for a prune (`max_unused` 0 %, no delete delay) by another handle
+/// on the repository, as if another process ran it at that very moment.
+fn prune_when(
+    s: &Scratch,
+    faults: &lifeboat_storage::FaultStorage,
+    op: lifeboat_storage::Op,
+    prefix: &str,
+) -> Pruned {
+    use lifeboat_storage::{FaultAction, FaultRule, Hook};
+    let other = s.open_on(s.local());
+    let pruned: Pruned = Arc::new(std::sync::Mutex::new(None));
+    let hook = {
+        let pruned = pruned.clone();
+        Hook(Arc::new(move || {
+            // Outside the runtime's workers, as every Repository call must be.
+            let r = std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    other.prune(
+                        &PruneOptions {
+                            max_unused: MaxUnused::Fraction(0.0),
+                            ..PruneOptions::default()
+                        },
+                        &NoProgress,
+                    )
+                })
+                .join()
+                .unwrap()
+            });
+            *pruned.lock().unwrap() = Some(r);
+        }))
+    };
+    faults.add(FaultRule {
+        op,
+        key_prefix: prefix.into(),
+        skip: 0,
+        times: Some(1),
+        action: FaultAction::Run(hook),
+    });
+    pruned
+}
+
+/// The prune that ran, checked to have repacked and deleted packs.
+fn ran(pruned: &Pruned) -> lifeboat_repo::PruneReport {
+    let r = pruned
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the prune ran")
+        .unwrap();
+    assert!(
+        r.packs_deleted.count > 0 && r.repacked_packs.count > 0,
+        "the prune repacked or deleted no pack: {r:?}"
+    );
+    r
+}
+
+/// A verify that read the index before a prune repacked the bases of
+/// patched pieces (and deleted the packs its index named) rebuilds those
+/// pieces from where they are now: no false damage. Found by the agent
+/// soak, where a scheduled `verify --read-data-subset` beside `forget
+/// --prune` reported thousands of damaged chunks of PostgreSQL page
+/// patches. The prune runs when verify lists the WAL archive: after it read
+/// the index and the packs, before it rebuilds the patched pieces.
+#[test]
+fn a_verify_beside_a_prune_that_moves_patched_pieces_reports_no_damage() {
+    use lifeboat_repo::DataSubset;
+    use lifeboat_storage::{FaultStorage, Op};
+
+    let s = Scratch::new();
+    let faults = Arc::new(FaultStorage::new(s.local()));
+    let repo = s.init_on(faults.clone());
+    let (first, second, data) = patched_pair(&s, &repo);
+
+    // Each group of a subset rebuilds its share of the pieces; together,
+    // every piece once.
+    let whole = repo.verify(true, &NoProgress).unwrap();
+    assert!(whole.is_clean(), "{whole:?}");
+    let shares: u64 = (1..=3)
+        .map(|n| {
+            let r = repo
+                .verify_data(Some(DataSubset::Part { n, of: 3 }), &NoProgress)
+                .unwrap();
+            assert!(r.is_clean(), "{r:?}");
+            r.pieces_rebuilt
+        })
+        .sum();
+    assert_eq!(shares, whole.pieces_rebuilt);
+    assert_eq!(whole.pieces_rebuilt, 2);
+
+    forget(&s, &repo, first.id);
+    let pruned = prune_when(&s, &faults, Op::List, "named/");
+    let report = repo.verify(true, &NoProgress).unwrap();
+    ran(&pruned);
+    assert!(report.is_clean(), "a verify beside a prune: {report:?}");
+    assert_eq!(report.pieces_rebuilt, 2, "{report:?}");
+    // Nothing was lost: the kept snapshot restores byte for byte.
+    let target = s.dir("restored");
+    repo.restore(
+        &second.snapshot,
+        &lifeboat_repo::RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(fs::read(target.join("rel")).unwrap() == data);
+    assert_clean(&repo);
+}
+
+/// A restore that loaded the index before a prune repacked its chunks (and
+/// deleted the packs the index named) reads them from where they are now:
+/// files and streams restore byte for byte, where before a restore beside a
+/// prune failed as if the repository were damaged (exit 3).
+#[test]
+fn a_restore_beside_a_prune_that_moves_its_chunks_succeeds() {
+    use lifeboat_storage::{FaultStorage, Op};
+
+    let s = Scratch::new();
+    let faults = Arc::new(FaultStorage::new(s.local()));
+    let repo = s.init_on(faults.clone());
+    let (first, second, data) = patched_pair(&s, &repo);
+    forget(&s, &repo, first.id);
+    let pruned = prune_when(&s, &faults, Op::Get, "packs/");
+    let target = s.dir("restored");
+    repo.restore(
+        &second.snapshot,
+        &lifeboat_repo::RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .expect("a restore beside a prune");
+    ran(&pruned);
+    assert!(fs::read(target.join("rel")).unwrap() == data);
+    assert!(!target.join("junk").exists());
+
+    // A stream whose pack also holds what only a forgotten snapshot used.
+    let kept: Vec<u8> = noise(11, 700_000);
+    let mut d = repo
+        .stream_snapshot(&SnapshotOptions::named("test", "dump", "host", &[]))
+        .unwrap();
+    d.add_stream("data", &kept[..], &NoProgress).unwrap();
+    d.add_stream("other", &noise(12, 200_000)[..], &NoProgress)
+        .unwrap();
+    let old = d.commit().unwrap();
+    let new = stream(&repo, "dump", &kept);
+    forget(&s, &repo, old.id);
+    let pruned = prune_when(&s, &faults, Op::Get, "packs/");
+    let out = restored_stream(&repo, &new.snapshot);
+    ran(&pruned);
+    assert!(out == kept, "the stream restored beside a prune differs");
+    assert_clean(&repo);
+}
