@@ -175,6 +175,10 @@ fn readers() -> Pool {
     Pool::new(cores().max(2))
 }
 
+/// A patched piece that did not rebuild: its id, base and patch, the
+/// snapshots using it, and why.
+type FailedPiece = (ChunkId, Patch, Vec<SnapshotId>, String);
+
 /// The result of reading one pack.
 struct PackCheck {
     pack: PackId,
@@ -720,7 +724,7 @@ impl Repository {
         index: &Index,
         todo: Vec<(ChunkId, Patch, Vec<SnapshotId>)>,
         progress: &dyn Progress,
-    ) -> Result<Vec<(ChunkId, Patch, Vec<SnapshotId>, String)>> {
+    ) -> Result<Vec<FailedPiece>> {
         let found = readers().try_map(&todo, |(whole, p, _)| {
             let r = self.rebuild(index, whole, p);
             progress.advance(1);
@@ -745,8 +749,8 @@ impl Repository {
     /// again meanwhile: three looks at most.
     fn look_again_at_pieces(
         &self,
-        mut failed: Vec<(ChunkId, Patch, Vec<SnapshotId>, String)>,
-    ) -> Result<Vec<(ChunkId, Patch, Vec<SnapshotId>, String)>> {
+        mut failed: Vec<FailedPiece>,
+    ) -> Result<Vec<FailedPiece>> {
         for _ in 0..3 {
             if failed.is_empty() {
                 break;
