@@ -246,15 +246,11 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
         let had_failures = !failed.is_empty();
         lock(&shared.unsaved).extend(failed);
         let keys = repo.job_keys()?;
-        let known: std::collections::BTreeSet<String> = lock(&shared.knowledge)
-            .records
-            .iter()
-            .map(|r| r.key())
-            .collect();
         let new: Vec<String> = {
+            let knowledge = lock(&shared.knowledge);
             let unreadable = lock(&shared.unreadable);
             keys.into_iter()
-                .filter(|k| !known.contains(k) && !unreadable.contains(k))
+                .filter(|k| knowledge.wants(k) && !unreadable.contains(k))
                 .collect()
         };
         let records = repo.read_jobs(&new)?;
@@ -452,12 +448,7 @@ async fn main_loop(
     for spec in &plan.jobs {
         let tz = &plan.settings.timezone;
         if plan.settings.catch_up {
-            let last_run = lock(&shared.knowledge)
-                .records
-                .iter()
-                .filter(|r| r.job == spec.id && r.outcome != JobOutcome::Skipped)
-                .map(|r| r.started)
-                .max();
+            let last_run = lock(&shared.knowledge).last_started(&spec.id);
             if let (Some(due), Some(ran)) = (spec.schedule.last_at_or_before(now, tz), last_run) {
                 if ran < due {
                     catch_up.push((spec.id.clone(), due));
@@ -717,12 +708,7 @@ fn fire(ctx: &RunCtx, slot: &mut Slot, trigger: &str, due: Option<Timestamp>, pl
                 }
             }
             // Verify's rotation goes on from the part its last good run read.
-            let last_part = lock(&shared.knowledge)
-                .records
-                .iter()
-                .rev()
-                .find(|r| r.job == spec.id && r.outcome == JobOutcome::Success)
-                .and_then(|r| r.subset.clone());
+            let last_part = lock(&shared.knowledge).last_subset(&spec.id);
             let job_args = spec.args(last_part.as_deref());
             let subset = JobSpec::subset_of(&job_args);
             let mut attempt = 1u32;

@@ -41,13 +41,93 @@ pub struct WalFigures {
     pub archiver_failed: Option<u64>,
 }
 
+/// Records kept whole in memory, newest first out: the status' recent log
+/// and what a rule or page shows of single runs. Everything else is kept as
+/// per-job and per-series aggregates, so the agent's memory stays flat
+/// however often its jobs run.
+pub const WINDOW: usize = 200;
+/// Points of each source's chart, at most: older points are thinned out.
+pub const CHART_POINTS: usize = 500;
+/// How far back the keys of records already read are remembered: a record
+/// stored later than this after its run started is not seen by a running
+/// agent (`lifeboat jobs` still lists it).
+pub const SEEN_HOURS: i64 = 36;
+
+/// What is kept of one job's runs.
+#[derive(Clone, Debug, Default)]
+struct JobAgg {
+    /// Runs counted (ended at or after `count_since`), by outcome, but
+    /// skipped ones.
+    runs: BTreeMap<&'static str, u64>,
+    /// Skipped runs counted.
+    skipped: u64,
+    /// The newest run (by start) that was not skipped.
+    last_ran: Option<Summary>,
+    /// The newest successful run (by start).
+    last_success: Option<Summary>,
+}
+
+/// What is kept of one backup series' runs.
+#[derive(Clone, Debug, Default)]
+struct SeriesAgg {
+    /// The two newest successful runs (by end), newest first.
+    ok: Vec<JobRecord>,
+    /// The newest failed run (by end).
+    failed: Option<JobRecord>,
+    /// Failed runs counted.
+    failures: u64,
+}
+
+/// A run in brief.
+#[derive(Clone, Debug)]
+struct Summary {
+    started: Timestamp,
+    finished: Timestamp,
+    outcome: JobOutcome,
+    subset: Option<String>,
+}
+
+/// Keeps `r` in `slot` when it is newer (by start, then id).
+fn newer(slot: &mut Option<Summary>, r: &JobRecord) {
+    if slot.as_ref().is_none_or(|s| r.started >= s.started) {
+        *slot = Some(Summary {
+            started: r.started,
+            finished: r.finished,
+            outcome: r.outcome,
+            subset: r.subset.clone(),
+        });
+    }
+}
+
+/// One point of a source's chart.
+#[derive(Clone, Debug)]
+struct ChartPoint {
+    ty: String,
+    finished: Timestamp,
+    started: Timestamp,
+    size_bytes: u64,
+    stored_bytes: u64,
+    snapshot: Option<String>,
+}
+
 /// Everything known, at one moment.
 #[derive(Clone, Debug)]
 pub struct Knowledge {
     /// The plan (sources and jobs).
     pub plan: Plan,
-    /// Job records, oldest first (by start).
-    pub records: Vec<JobRecord>,
+    /// The newest [`WINDOW`] job records, oldest first (by start).
+    records: Vec<JobRecord>,
+    /// Per job.
+    jobs: BTreeMap<String, JobAgg>,
+    /// Per backup series.
+    series: BTreeMap<Series, SeriesAgg>,
+    /// Successful runs per source (kind, name), for the charts.
+    charts: BTreeMap<(String, String), Vec<ChartPoint>>,
+    /// Keys of the records taken in, by when their runs started; those
+    /// started before `seen_floor` are forgotten.
+    seen: BTreeSet<String>,
+    /// Records of runs started before this are not taken in again.
+    seen_floor: Option<Timestamp>,
     /// Counters count records that ended at or after this (the agent's
     /// start); `None`: every record (`lifeboat metrics --textfile`).
     pub count_since: Option<Timestamp>,
@@ -95,6 +175,11 @@ impl Knowledge {
         Knowledge {
             plan,
             records: Vec::new(),
+            jobs: BTreeMap::new(),
+            series: BTreeMap::new(),
+            charts: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            seen_floor: None,
             count_since: None,
             repository_up: None,
             repo: None,
@@ -109,21 +194,107 @@ impl Knowledge {
         }
     }
 
-    /// Adds records not known yet (by id), keeping the order.
-    pub fn add_records(&mut self, new: impl IntoIterator<Item = JobRecord>) {
-        let known: BTreeSet<String> = self.records.iter().map(|r| r.id.clone()).collect();
-        let before = self.records.len();
-        self.records
-            .extend(new.into_iter().filter(|r| !known.contains(&r.id)));
-        if self.records.len() != before {
-            self.records
-                .sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
+    /// Whether the record stored under `key` is still to be taken in: not
+    /// taken in yet, and not older than what is remembered.
+    pub fn wants(&self, key: &str) -> bool {
+        if self.seen.contains(key) {
+            return false;
+        }
+        match (self.seen_floor, lifeboat_repo::started_of_key(key)) {
+            (Some(floor), Some(started)) => started >= floor,
+            _ => true,
         }
     }
 
-    /// Forgets records that started before `cutoff` (the history kept).
+    /// Adds records not taken in yet (by key): each counts once.
+    pub fn add_records(&mut self, new: impl IntoIterator<Item = JobRecord>) {
+        let before = self.records.len();
+        for r in new {
+            let key = r.key();
+            if !self.wants(&key) {
+                continue;
+            }
+            self.seen.insert(key);
+            self.take_in(&r);
+            self.records.push(r);
+        }
+        if self.records.len() != before {
+            self.records
+                .sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
+            let extra = self.records.len().saturating_sub(WINDOW);
+            self.records.drain(..extra);
+        }
+    }
+
+    /// Adds `r` to the aggregates.
+    fn take_in(&mut self, r: &JobRecord) {
+        let counted = self.counted(r);
+        let job = self.jobs.entry(r.job.clone()).or_default();
+        if r.outcome == JobOutcome::Skipped {
+            job.skipped += u64::from(counted);
+            return;
+        }
+        if counted {
+            *job.runs.entry(r.outcome.as_str()).or_default() += 1;
+        }
+        newer(&mut job.last_ran, r);
+        if r.outcome == JobOutcome::Success {
+            newer(&mut job.last_success, r);
+        }
+        let Some(series) = series_of(r) else {
+            return;
+        };
+        let agg = self.series.entry(series.clone()).or_default();
+        if r.outcome == JobOutcome::Success {
+            agg.ok.push(r.clone());
+            agg.ok.sort_by_key(|r| std::cmp::Reverse(r.finished));
+            agg.ok.truncate(2);
+            let chart = self.charts.entry((series.0, series.1)).or_default();
+            let at = chart.partition_point(|p| p.finished <= r.finished);
+            chart.insert(
+                at,
+                ChartPoint {
+                    ty: r.job_type.clone(),
+                    finished: r.finished,
+                    started: r.started,
+                    size_bytes: r.size_bytes.unwrap_or(0),
+                    stored_bytes: r.bytes_stored.unwrap_or(0),
+                    snapshot: r.snapshot.clone(),
+                },
+            );
+            if chart.len() > CHART_POINTS {
+                thin(chart);
+            }
+        } else if r.outcome.is_failure() {
+            agg.failures += u64::from(counted);
+            if agg.failed.as_ref().is_none_or(|f| r.finished >= f.finished) {
+                agg.failed = Some(r.clone());
+            }
+        }
+    }
+
+    /// Forgets chart points of runs that started before `cutoff` (the
+    /// history kept), and the keys of records of runs started over
+    /// [`SEEN_HOURS`] ago (those are not taken in again).
     pub fn trim(&mut self, cutoff: Timestamp) {
-        self.records.retain(|r| r.started >= cutoff);
+        for chart in self.charts.values_mut() {
+            chart.retain(|p| p.started >= cutoff);
+        }
+        let floor = Timestamp::now() - jiff::SignedDuration::from_hours(SEEN_HOURS);
+        let floor = floor.max(cutoff);
+        self.seen
+            .retain(|k| lifeboat_repo::started_of_key(k).is_none_or(|t| t >= floor));
+        self.seen_floor = Some(floor);
+    }
+
+    /// When `job` last started a run that was not skipped.
+    pub fn last_started(&self, job: &str) -> Option<Timestamp> {
+        Some(self.jobs.get(job)?.last_ran.as_ref()?.started)
+    }
+
+    /// The verify subset the last successful run of `job` read.
+    pub fn last_subset(&self, job: &str) -> Option<String> {
+        self.jobs.get(job)?.last_success.as_ref()?.subset.clone()
     }
 
     /// Every backup series: the scheduled ones and those in the history.
@@ -141,25 +312,8 @@ impl Knowledge {
                 ))
             })
             .collect();
-        s.extend(
-            self.records
-                .iter()
-                .filter(|r| r.outcome != JobOutcome::Skipped)
-                .filter_map(series_of),
-        );
+        s.extend(self.series.keys().cloned());
         s
-    }
-
-    fn last<'a>(
-        &'a self,
-        series: &Series,
-        pred: impl Fn(&JobRecord) -> bool + 'a,
-    ) -> impl Iterator<Item = &'a JobRecord> + 'a {
-        let series = series.clone();
-        self.records
-            .iter()
-            .rev()
-            .filter(move |r| series_of(r).as_ref() == Some(&series) && pred(r))
     }
 
     fn counted(&self, r: &JobRecord) -> bool {
@@ -176,13 +330,11 @@ impl Knowledge {
                 value,
             })
         };
+        let none = SeriesAgg::default();
         for s in self.series() {
             let labels = series_labels(&s.1, &s.0, &s.2);
-            let ok: Vec<&JobRecord> = self
-                .last(&s, |r| r.outcome == JobOutcome::Success)
-                .take(2)
-                .collect();
-            let failed = self.last(&s, |r| r.outcome.is_failure()).next();
+            let agg = self.series.get(&s).unwrap_or(&none);
+            let ok = &agg.ok;
             push(
                 m::BACKUP_LAST_SUCCESS,
                 labels.clone(),
@@ -191,16 +343,9 @@ impl Knowledge {
             push(
                 m::BACKUP_LAST_FAILURE,
                 labels.clone(),
-                failed.map_or(0.0, |r| secs(r.finished)),
+                agg.failed.as_ref().map_or(0.0, |r| secs(r.finished)),
             );
-            let failures = self
-                .records
-                .iter()
-                .filter(|r| {
-                    series_of(r).as_ref() == Some(&s) && r.outcome.is_failure() && self.counted(r)
-                })
-                .count();
-            push(m::BACKUP_FAILURES, labels.clone(), failures as f64);
+            push(m::BACKUP_FAILURES, labels.clone(), agg.failures as f64);
             if let Some(r) = ok.first() {
                 push(m::BACKUP_DURATION, labels.clone(), r.duration_seconds());
                 if let Some(b) = r.bytes_read {
@@ -235,29 +380,22 @@ impl Knowledge {
             );
         }
         let mut jobs: BTreeSet<String> = self.plan.jobs.iter().map(|j| j.id.clone()).collect();
-        jobs.extend(self.records.iter().map(|r| r.job.clone()));
+        jobs.extend(self.jobs.keys().cloned());
+        let no_job = JobAgg::default();
         for job in &jobs {
-            let mine = || self.records.iter().filter(move |r| &r.job == job);
-            let mut by_outcome: BTreeMap<&str, u64> = BTreeMap::new();
+            let agg = self.jobs.get(job).unwrap_or(&no_job);
             for o in ["success", "failed", "cancelled", "timeout"] {
-                by_outcome.insert(o, 0);
-            }
-            let mut skipped = 0u64;
-            for r in mine().filter(|r| self.counted(r)) {
-                if r.outcome == JobOutcome::Skipped {
-                    skipped += 1;
-                } else {
-                    *by_outcome.entry(r.outcome.as_str()).or_default() += 1;
-                }
-            }
-            for (o, n) in by_outcome {
                 push(
                     m::JOB_RUNS,
                     vec![("job", job.clone()), ("outcome", o.to_string())],
-                    n as f64,
+                    agg.runs.get(o).copied().unwrap_or(0) as f64,
                 );
             }
-            push(m::JOB_SKIPPED, vec![("job", job.clone())], skipped as f64);
+            push(
+                m::JOB_SKIPPED,
+                vec![("job", job.clone())],
+                agg.skipped as f64,
+            );
             if self.agent_start.is_some() {
                 push(
                     m::JOB_RUNNING,
@@ -268,19 +406,15 @@ impl Knowledge {
             if let Some(t) = self.next_run.get(job) {
                 push(m::JOB_NEXT_RUN, vec![("job", job.clone())], secs(*t));
             }
-            let ran = mine().filter(|r| r.outcome != JobOutcome::Skipped);
             push(
                 m::JOB_LAST_RUN,
                 vec![("job", job.clone())],
-                ran.map(|r| secs(r.finished)).fold(0.0, f64::max),
+                agg.last_ran.as_ref().map_or(0.0, |r| secs(r.finished)),
             );
             push(
                 m::JOB_LAST_SUCCESS,
                 vec![("job", job.clone())],
-                mine()
-                    .filter(|r| r.outcome == JobOutcome::Success)
-                    .map(|r| secs(r.finished))
-                    .fold(0.0, f64::max),
+                agg.last_success.as_ref().map_or(0.0, |r| secs(r.finished)),
             );
         }
         for (source, w) in &self.wal {
@@ -362,21 +496,18 @@ impl Knowledge {
         };
         let mut sources = Vec::new();
         for src in &self.plan.sources {
-            let mine = |r: &&JobRecord| {
-                r.source_kind.as_deref() == Some(src.kind.as_str())
-                    && r.source.as_deref() == Some(src.name.as_str())
+            let mine = || {
+                self.series
+                    .iter()
+                    .filter(|((kind, name, _), _)| kind == &src.kind && name == &src.name)
+                    .map(|(_, agg)| agg)
             };
-            let good = self
-                .records
-                .iter()
-                .filter(mine)
-                .filter(|r| r.outcome == JobOutcome::Success);
-            let last_good = good.clone().max_by_key(|r| r.finished).map(point);
-            let last_fail = self
-                .records
-                .iter()
-                .filter(mine)
-                .filter(|r| r.outcome.is_failure())
+            let last_good = mine()
+                .filter_map(|a| a.ok.first())
+                .max_by_key(|r| r.finished)
+                .map(point);
+            let last_fail = mine()
+                .filter_map(|a| a.failed.as_ref())
                 .max_by_key(|r| r.finished)
                 .filter(|f| last_good.as_ref().is_none_or(|g| f.finished > g.time));
             let rpo = src.rpo.as_secs_f64();
@@ -425,11 +556,28 @@ impl Knowledge {
                 .filter_map(|j| self.next_run.get(&j.id).copied())
                 .min();
             let wal = self.wal.get(&src.name).filter(|_| src.kind == "postgres");
-            let mut history: Vec<BackupPoint> = good
-                .filter(|r| r.finished >= chart_from)
-                .map(point)
-                .collect();
-            history.sort_by_key(|p| p.time);
+            let history: Vec<BackupPoint> = self
+                .charts
+                .get(&(src.kind.clone(), src.name.clone()))
+                .map(|c| {
+                    c.iter()
+                        .filter(|p| p.finished >= chart_from)
+                        .map(|p| BackupPoint {
+                            ty: p.ty.clone(),
+                            time: p.finished,
+                            age_seconds: now.duration_since(p.finished).as_secs_f64().max(0.0),
+                            size_bytes: p.size_bytes,
+                            stored_bytes: p.stored_bytes,
+                            duration_seconds: p
+                                .finished
+                                .duration_since(p.started)
+                                .as_secs_f64()
+                                .max(0.0),
+                            snapshot: p.snapshot.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             sources.push(SourceStatus {
                 kind: src.kind.clone(),
                 name: src.name.clone(),
@@ -455,11 +603,7 @@ impl Knowledge {
             .jobs
             .iter()
             .map(|j| {
-                let last = self
-                    .records
-                    .iter()
-                    .rev()
-                    .find(|r| r.job == j.id && r.outcome != JobOutcome::Skipped);
+                let last = self.jobs.get(&j.id).and_then(|a| a.last_ran.as_ref());
                 JobStatus {
                     job: j.id.clone(),
                     schedule: j.schedule.to_string(),
@@ -495,6 +639,20 @@ impl Knowledge {
             alerts: self.alerts.clone(),
             recent,
         }
+    }
+}
+
+/// Keeps `chart` [`CHART_POINTS`] long: the point whose going leaves the
+/// smallest gap between its neighbours goes, so years of frequent backups
+/// are drawn by points spread evenly over them; the oldest and the newest
+/// stay.
+fn thin(chart: &mut Vec<ChartPoint>) {
+    while chart.len() > CHART_POINTS.max(2) {
+        let ms = |i: usize| chart[i].finished.as_millisecond();
+        let Some(i) = (1..chart.len() - 1).min_by_key(|&i| ms(i + 1) - ms(i - 1)) else {
+            return;
+        };
+        chart.remove(i);
     }
 }
 
@@ -672,6 +830,85 @@ rpo = "7h"
         assert!(st.sources[0].reason.contains("store unreachable"));
         assert_eq!(st.sources[1].health, Health::Red);
         assert_eq!(st.sources[1].reason, "no backup yet");
+    }
+
+    /// A year of runs every ten minutes: what is kept stays bounded (the
+    /// window, the chart), the counters count every run once (a record
+    /// read again is not counted again), and the chart still spans them.
+    #[test]
+    fn memory_stays_bounded_however_many_runs() {
+        let now = Timestamp::now().as_second();
+        let mut k = Knowledge::new(plan(), "h".into());
+        k.count_since = Some(Timestamp::from_second(now - 400 * 86400).unwrap());
+        let runs: Vec<JobRecord> = (0..52_560i64)
+            .map(|i| {
+                let outcome = if i % 100 == 0 {
+                    JobOutcome::Failed
+                } else {
+                    JobOutcome::Success
+                };
+                let end = now - 365 * 86400 + i * 600;
+                rec(
+                    "redis.cache.backup",
+                    "redis",
+                    "cache",
+                    "backup",
+                    end,
+                    outcome,
+                    50 + i as u64,
+                )
+            })
+            .collect();
+        for chunk in runs.chunks(1000) {
+            k.add_records(chunk.iter().cloned());
+        }
+        // Read again (another refresh listing them): not counted twice.
+        k.add_records(runs[runs.len() - 500..].iter().cloned());
+        assert!(k.records.len() <= WINDOW);
+        let chart = &k.charts[&("redis".to_string(), "cache".to_string())];
+        assert!(chart.len() <= CHART_POINTS, "{}", chart.len());
+        assert!(
+            chart.first().unwrap().finished < Timestamp::from_second(now - 300 * 86400).unwrap()
+        );
+        let s = k.samples("v");
+        let runs_of = |o: &str| {
+            s.iter()
+                .find(|x| {
+                    x.name == m::JOB_RUNS
+                        && x.label("job") == Some("redis.cache.backup")
+                        && x.label("outcome") == Some(o)
+                })
+                .map(|x| x.value)
+        };
+        assert_eq!(runs_of("success"), Some(52_560.0 - 526.0));
+        assert_eq!(runs_of("failed"), Some(526.0));
+        assert_eq!(
+            value(&s, m::BACKUP_FAILURES, ("source", "cache")),
+            Some(526.0)
+        );
+        let last = runs.last().unwrap();
+        assert_eq!(
+            value(&s, m::BACKUP_LAST_SUCCESS, ("source", "cache")),
+            Some(secs(last.finished))
+        );
+        let change = value(&s, m::BACKUP_SIZE_CHANGE, ("source", "cache")).unwrap();
+        assert!(change > 0.0 && change < 0.001, "{change}");
+        let st = k.status(Timestamp::from_second(now).unwrap(), "v");
+        assert_eq!(st.recent.len(), RECENT_RUNS);
+        // The chart of the last 90 days reaches back most of them.
+        let history = &st.sources[1].history;
+        assert!(history.len() > 10, "{}", history.len());
+        assert!(history[0].age_seconds > 60.0 * 86400.0, "{:?}", history[0]);
+        assert!(history[0].age_seconds <= 90.0 * 86400.0, "{:?}", history[0]);
+        // Keys of runs long ago are forgotten and not taken in again.
+        k.trim(Timestamp::from_second(now - 400 * 86400).unwrap());
+        assert!(k.seen.len() <= 36 * 6 + 1, "{}", k.seen.len());
+        assert!(!k.wants(&runs[0].key()));
+        k.add_records([runs[0].clone()]);
+        assert_eq!(
+            value(&k.samples("v"), m::BACKUP_FAILURES, ("source", "cache")),
+            Some(526.0)
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub use backup::{
 pub use error::{RepoError, Result};
 pub use holds::{Hold, HOLD_VERSION};
 pub use index::{Index, Location};
-pub use jobs::{JobOutcome, JobRecord, JOB_VERSION};
+pub use jobs::{started_of_key, JobOutcome, JobRecord, JOB_VERSION};
 pub use keys::{FileType, ObjectKey};
 pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};

@@ -747,10 +747,7 @@ impl Repository {
     /// snapshot using them since the index was read. Only a piece that
     /// still fails, for a snapshot still stored, is damage. A prune may run
     /// again meanwhile: three looks at most.
-    fn look_again_at_pieces(
-        &self,
-        mut failed: Vec<FailedPiece>,
-    ) -> Result<Vec<FailedPiece>> {
+    fn look_again_at_pieces(&self, mut failed: Vec<FailedPiece>) -> Result<Vec<FailedPiece>> {
         for _ in 0..3 {
             if failed.is_empty() {
                 break;
