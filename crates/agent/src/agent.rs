@@ -765,29 +765,10 @@ fn record_of(
     attempt: u32,
     due: Option<Timestamp>,
 ) -> JobRecord {
-    let mut r =
-        JobRecord::new(&spec.id, &spec.job_type, result.started).unwrap_or_else(|_| JobRecord {
-            version: lifeboat_repo::JOB_VERSION,
-            id: format!("{:x}", result.started.as_nanosecond()),
-            job: spec.id.clone(),
-            source_kind: None,
-            source: None,
-            job_type: spec.job_type.clone(),
-            trigger: String::new(),
-            attempt,
-            hostname: lifeboat_ops::hostname(),
-            scheduled: None,
-            started: result.started,
-            finished: result.finished,
-            outcome: JobOutcome::Failed,
-            error_class: None,
-            error: None,
-            bytes_read: None,
-            bytes_stored: None,
-            size_bytes: None,
-            snapshot: None,
-            subset: None,
-        });
+    let mut r = JobRecord::new(&spec.id, &spec.job_type, result.started).unwrap_or_else(|_| {
+        let id = format!("{:032x}", result.started.as_nanosecond());
+        JobRecord::with_id(&spec.id, &spec.job_type, result.started, id)
+    });
     r.source_kind = spec.source_kind.clone();
     r.source = spec.source.clone();
     r.trigger = trigger.to_string();

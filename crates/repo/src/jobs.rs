@@ -116,9 +116,14 @@ impl JobRecord {
     /// A record of a run of `job` that started at `started`, with a new id;
     /// the caller fills in the rest.
     pub fn new(job: &str, job_type: &str, started: Timestamp) -> Result<JobRecord> {
-        Ok(JobRecord {
+        Ok(JobRecord::with_id(job, job_type, started, random_id()?))
+    }
+
+    /// [`JobRecord::new`] with the id given (when no random one can be had).
+    pub fn with_id(job: &str, job_type: &str, started: Timestamp, id: String) -> JobRecord {
+        JobRecord {
             version: JOB_VERSION,
-            id: random_id()?,
+            id,
             job: job.to_string(),
             source_kind: None,
             source: None,
@@ -137,7 +142,7 @@ impl JobRecord {
             size_bytes: None,
             snapshot: None,
             subset: None,
-        })
+        }
     }
 
     /// How long it ran, in seconds.

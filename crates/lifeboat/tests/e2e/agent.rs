@@ -64,6 +64,21 @@ fn start(env: &Env, cfg: &Path, extra: &[(&str, &str)]) -> Agent {
     start_with(env.cmd(), cfg, extra)
 }
 
+/// [`start`] with every backup held before its snapshot is stored until
+/// the file returned is written.
+fn start_held(env: &Env, cfg: &Path) -> (Agent, PathBuf) {
+    let release = env.path("release");
+    let agent = start(
+        env,
+        cfg,
+        &[
+            ("LIFEBOAT_FAILPOINTS", "before-snapshot-stored=pause"),
+            ("LIFEBOAT_FAILPOINT_RELEASE", release.to_str().unwrap()),
+        ],
+    );
+    (agent, release)
+}
+
 /// [`start`] with a command that already names the repository and key.
 fn start_with(mut c: std::process::Command, cfg: &Path, extra: &[(&str, &str)]) -> Agent {
     c.arg("--config")
@@ -269,15 +284,7 @@ fn a_run_still_going_when_due_is_skipped_never_doubled() {
     env.init(&[]);
     let (_d, r) = redis();
     let cfg = config(&env, &r.url(), "@every 1s", "");
-    let release = env.path("release");
-    let agent = start(
-        &env,
-        &cfg,
-        &[
-            ("LIFEBOAT_FAILPOINTS", "before-snapshot-stored=pause"),
-            ("LIFEBOAT_FAILPOINT_RELEASE", release.to_str().unwrap()),
-        ],
-    );
+    let (agent, release) = start_held(&env, &cfg);
     // The first run waits before its snapshot; the next fire times find it
     // still going.
     wait_until("two runs were skipped", Duration::from_secs(60), || {
@@ -333,15 +340,7 @@ fn a_run_past_its_timeout_is_stopped_and_the_next_reuses_its_packs() {
         "@every 2s",
         "job_timeout = \"3s\"\nretries = 0",
     );
-    let release = env.path("release");
-    let agent = start(
-        &env,
-        &cfg,
-        &[
-            ("LIFEBOAT_FAILPOINTS", "before-snapshot-stored=pause"),
-            ("LIFEBOAT_FAILPOINT_RELEASE", release.to_str().unwrap()),
-        ],
-    );
+    let (agent, release) = start_held(&env, &cfg);
     let timed_out = wait_until("a run timed out", Duration::from_secs(60), || {
         jobs(&env, &cfg)
             .into_iter()
@@ -384,15 +383,7 @@ fn sigterm_lets_a_running_job_finish_within_grace_then_cancels_it() {
     env.init(&[]);
     let (_d, r) = redis();
     let cfg = config(&env, &r.url(), "@every 1s", "grace = \"2s\"");
-    let release = env.path("release");
-    let agent = start(
-        &env,
-        &cfg,
-        &[
-            ("LIFEBOAT_FAILPOINTS", "before-snapshot-stored=pause"),
-            ("LIFEBOAT_FAILPOINT_RELEASE", release.to_str().unwrap()),
-        ],
-    );
+    let (agent, release) = start_held(&env, &cfg);
     // A run is held; the next fire time records a skip, so the run is
     // surely going.
     wait_until("a run is going", Duration::from_secs(60), || {

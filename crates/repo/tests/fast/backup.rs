@@ -115,6 +115,20 @@ impl lifeboat_repo::TreePolicy for Paged {
 
 pub(super) const PAGE: usize = 8192;
 
+/// A backup of the directory `src` as a [`Paged`] source.
+pub(super) fn paged_options(src: &Path) -> lifeboat_repo::TreeBackupOptions {
+    lifeboat_repo::TreeBackupOptions {
+        roots: vec![lifeboat_repo::TreeRoot {
+            path: src.to_path_buf(),
+            prefix: Some(String::new()),
+        }],
+        source_kind: "paged".into(),
+        source_name: "paged".into(),
+        hostname: "test".into(),
+        ..Default::default()
+    }
+}
+
 /// Overwrites page `i` of `data` with bytes no other page has.
 pub(super) fn scribble(data: &mut [u8], i: usize, salt: u8) {
     for (k, b) in data[i * PAGE..(i + 1) * PAGE].iter_mut().enumerate() {
@@ -135,16 +149,7 @@ fn changed_pages_are_stored_as_patches_and_restore_byte_identical() {
     let mut data: Vec<u8> = (0..133 * PAGE)
         .map(|i| ((i * 2654435761usize) >> 13) as u8)
         .collect();
-    let opts = lifeboat_repo::TreeBackupOptions {
-        roots: vec![lifeboat_repo::TreeRoot {
-            path: src.clone(),
-            prefix: Some(String::new()),
-        }],
-        source_kind: "paged".into(),
-        source_name: "paged".into(),
-        hostname: "test".into(),
-        ..Default::default()
-    };
+    let opts = paged_options(&src);
     let backup = |data: &[u8]| {
         fs::write(&file, data).unwrap();
         repo.backup_tree(&opts, &Paged, &lifeboat_repo::NoProgress, |_| Ok(()))

@@ -415,24 +415,14 @@ fn patched_pair(
     lifeboat_repo::BackupOutcome,
     Vec<u8>,
 ) {
-    use super::backup::{scribble, Paged, PAGE};
-    use lifeboat_repo::{TreeBackupOptions, TreeRoot};
+    use super::backup::{paged_options, scribble, Paged, PAGE};
     let src = s.dir("src");
     let mut data: Vec<u8> = (0..64 * PAGE)
         .map(|i| ((i * 2654435761usize) >> 13) as u8)
         .collect();
     fs::write(src.join("rel"), &data).unwrap();
     fs::write(src.join("junk"), noise(7, 300_000)).unwrap();
-    let opts = TreeBackupOptions {
-        roots: vec![TreeRoot {
-            path: src.clone(),
-            prefix: Some(String::new()),
-        }],
-        source_kind: "paged".into(),
-        source_name: "paged".into(),
-        hostname: "test".into(),
-        ..Default::default()
-    };
+    let opts = paged_options(&src);
     let first = repo
         .backup_tree(&opts, &Paged, &NoProgress, |_| Ok(()))
         .unwrap();
