@@ -653,6 +653,7 @@ impl Evaluator {
                     summary: render(rule.summary, &labels, value),
                     labels,
                     since: now,
+                    firing: false,
                 });
             }
         }
@@ -686,6 +687,7 @@ impl Evaluator {
                     .filter(|(k, _)| k != "alertname" && k != "severity")
                     .collect(),
                 since: a.starts_at,
+                firing: true,
             })
             .collect()
     }

@@ -157,8 +157,12 @@ pub struct AlertStatus {
     pub labels: std::collections::BTreeMap<String, String>,
     /// One sentence for a person.
     pub summary: String,
-    /// Since when it fires.
+    /// Since when it fires (holding: when it was looked at).
     pub since: Timestamp,
+    /// True when it fires (its condition held for its `for:`, as the
+    /// agent watched); false when its condition holds at one look
+    /// (`lifeboat status`, which does not watch over time).
+    pub firing: bool,
 }
 
 /// One run of the job log.

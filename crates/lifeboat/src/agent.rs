@@ -323,7 +323,10 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
         );
     }
     for a in &st.alerts {
-        outln!("firing: {} — {}", a.alertname, a.summary);
+        // One look cannot tell how long a condition has held: the agent
+        // fires the alert once it held for the rule's `for:`.
+        let state = if a.firing { "firing" } else { "holds now" };
+        outln!("{state}: {} — {}", a.alertname, a.summary);
     }
     Ok(())
 }

@@ -339,6 +339,7 @@ fn fixture() -> Status {
                 labels: labels(&[("source", EVIL), ("kind", "postgres"), ("type", "full")]),
                 summary: format!("the full backup of postgres/{EVIL} failed: {evil_error}"),
                 since: now - m(5),
+                firing: true,
             },
             AlertStatus {
                 alertname: "LifeboatBackupTooOld".into(),
@@ -346,6 +347,7 @@ fn fixture() -> Status {
                 labels: labels(&[("source", "etc"), ("kind", "files")]),
                 summary: "the newest good backup of files/etc is 3 d 1 h old (over 25 h)".into(),
                 since: now - h(48),
+                firing: true,
             },
         ],
         recent: vec![
