@@ -2251,6 +2251,9 @@ fn a_trial_restore_archiving_here_is_never_followed_by_accident() {
         "{err}"
     );
     assert!(err.contains("--target-timeline 1"), "{err}");
+    // The branch point is named as `pg info` shows it.
+    let branch = tl2["history"]["branch_lsn"].as_str().unwrap();
+    assert!(err.contains(branch), "the refusal names {branch}: {err}");
     assert!(
         !dir.path().join("data/global").exists(),
         "nothing was restored"
