@@ -23,7 +23,9 @@
 //! gap (jiff's "compatible" disambiguation, as RFC 5545 does): a daily
 //! `30 2 * * *` in Europe/Paris runs at 03:30 on the last Sunday of March. A
 //! wall time that occurs twice (fall back) fires once, at its first
-//! occurrence.
+//! occurrence, for a fixed-time job; a wildcard job (minute or hour
+//! starting with `*`: `*/15 * * * *`, `0 * * * *`) fires in both passes of
+//! the repeated hour, as Vixie cron and cronie do.
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +33,11 @@ use std::str::FromStr;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
+
+/// Hours of wall time looked at before (or after) a moment for a wildcard
+/// job's fire times in a fold's second pass (folds are at most an hour or
+/// two).
+const FOLD_LOOKBACK: i64 = 3;
 
 /// Years searched for the next (or last) fire time before giving up.
 const SEARCH_YEARS: i16 = 8;
@@ -62,6 +69,9 @@ struct Fields {
     weekdays: u8,
     days_star: bool,
     weekdays_star: bool,
+    /// A "wildcard job" in Vixie cron's words (minute or hour starts with
+    /// `*`): in a fall-back fold it fires in both passes of the hour.
+    wildcard: bool,
 }
 
 /// A schedule that does not parse; the message says which field and what
@@ -261,6 +271,7 @@ impl FromStr for Schedule {
             weekdays,
             days_star: parts[2].starts_with('*'),
             weekdays_star: parts[4].starts_with('*'),
+            wildcard: parts[0].starts_with('*') || parts[1].starts_with('*'),
         };
         // A date that never comes (`0 0 30 2 *`) is a mistake, not a plan.
         if fields.weekdays_star && !fields.days_star {
@@ -386,13 +397,16 @@ fn next_hour(t: DateTime) -> Option<DateTime> {
     t.with().minute(0).build().ok()?.checked_add(1.hour()).ok()
 }
 
-/// The instant of wall time `t` in `tz` (gaps shifted forward, folds at
-/// their first occurrence).
-fn instant(t: DateTime, tz: &TimeZone) -> Option<Timestamp> {
-    tz.to_ambiguous_zoned(t)
-        .compatible()
-        .ok()
-        .map(|z| z.timestamp())
+/// The instants of wall time `t` in `tz`: a gap's shifted forward; a
+/// fold's first occurrence, and its second too when `both`.
+fn instants(t: DateTime, tz: &TimeZone, both: bool) -> Vec<Timestamp> {
+    let a = tz.to_ambiguous_timestamp(t);
+    let fold = matches!(a.offset(), jiff::tz::AmbiguousOffset::Fold { .. });
+    let mut v: Vec<Timestamp> = a.compatible().ok().into_iter().collect();
+    if both && fold {
+        v.extend(a.later().ok());
+    }
+    v
 }
 
 fn minute_floor(t: DateTime) -> DateTime {
@@ -411,14 +425,29 @@ impl Schedule {
             Kind::Cron(f) => {
                 let wall = after.to_zoned(tz.clone()).datetime();
                 let limit = wall.date().checked_add(SEARCH_YEARS.years()).ok()?;
-                let mut t = minute_floor(wall).checked_add(1.minute()).ok()?;
+                // A wildcard job may fire again in a fold's second pass, at
+                // a wall time before `after`'s: look from a little before.
+                let mut t = if f.wildcard {
+                    minute_floor(wall).checked_sub(FOLD_LOOKBACK.hours()).ok()?
+                } else {
+                    minute_floor(wall).checked_add(1.minute()).ok()?
+                };
+                let mut best: Option<Timestamp> = None;
                 loop {
-                    let w = f.next_wall(t, limit)?;
-                    match instant(w, tz) {
-                        Some(i) if i > after => return Some(i),
-                        // A fold's second pass of a wall time already fired.
-                        _ => t = w.checked_add(1.minute()).ok()?,
+                    let Some(w) = f.next_wall(t, limit) else {
+                        return best;
+                    };
+                    let found = instants(w, tz, f.wildcard);
+                    // Later wall times start no earlier: done.
+                    if let (Some(b), Some(first)) = (best, found.first()) {
+                        if *first > b {
+                            return best;
+                        }
                     }
+                    for i in found.into_iter().filter(|i| *i > after) {
+                        best = Some(best.map_or(i, |b| b.min(i)));
+                    }
+                    t = w.checked_add(1.minute()).ok()?;
                 }
             }
         }
@@ -436,13 +465,26 @@ impl Schedule {
             Kind::Cron(f) => {
                 let wall = at.to_zoned(tz.clone()).datetime();
                 let limit = wall.date().checked_sub(SEARCH_YEARS.years()).ok()?;
-                let mut t = minute_floor(wall);
+                let mut t = if f.wildcard {
+                    minute_floor(wall).checked_add(FOLD_LOOKBACK.hours()).ok()?
+                } else {
+                    minute_floor(wall)
+                };
+                let mut best: Option<Timestamp> = None;
                 loop {
-                    let w = f.prev_wall(t, limit)?;
-                    match instant(w, tz) {
-                        Some(i) if i <= at => return Some(i),
-                        _ => t = w.checked_sub(1.minute()).ok()?,
+                    let Some(w) = f.prev_wall(t, limit) else {
+                        return best;
+                    };
+                    let found = instants(w, tz, f.wildcard);
+                    if let (Some(b), Some(last)) = (best, found.last()) {
+                        if *last < b {
+                            return best;
+                        }
                     }
+                    for i in found.into_iter().filter(|i| *i <= at) {
+                        best = Some(best.map_or(i, |b| b.max(i)));
+                    }
+                    t = w.checked_sub(1.minute()).ok()?;
                 }
             }
         }
@@ -610,6 +652,41 @@ mod tests {
         let t2 = s.next_after(t, &paris).unwrap();
         assert_eq!(t2, utc("2026-10-26T01:30:00Z"), "not the second 02:30");
         assert_eq!(s.last_at_or_before(t2, &paris), Some(t2));
+        // A wildcard job fires in both passes of the repeated hour, as
+        // Vixie cron does: 02:00 and 02:30 CEST, then 02:00 and 02:30 CET.
+        let w: Schedule = "*/30 * * * *".parse().unwrap();
+        let mut t = utc("2026-10-24T23:45:00Z");
+        let mut fired = Vec::new();
+        for _ in 0..6 {
+            t = w.next_after(t, &paris).unwrap();
+            fired.push(t);
+        }
+        let want: Vec<Timestamp> = [
+            "2026-10-25T00:00:00Z",
+            "2026-10-25T00:30:00Z",
+            "2026-10-25T01:00:00Z",
+            "2026-10-25T01:30:00Z",
+            "2026-10-25T02:00:00Z",
+            "2026-10-25T02:30:00Z",
+        ]
+        .iter()
+        .map(|x| utc(x))
+        .collect();
+        assert_eq!(fired, want);
+        // ... and the latest fire time before a moment of the second pass
+        // is in the second pass.
+        assert_eq!(
+            w.last_at_or_before(utc("2026-10-25T01:10:00Z"), &paris),
+            Some(utc("2026-10-25T01:00:00Z"))
+        );
+        // The hourly wildcard with a fixed minute: both 02:15s.
+        let h: Schedule = "15 * * * *".parse().unwrap();
+        let a = h.next_after(utc("2026-10-25T00:00:00Z"), &paris).unwrap();
+        let b = h.next_after(a, &paris).unwrap();
+        assert_eq!(
+            (a, b),
+            (utc("2026-10-25T00:15:00Z"), utc("2026-10-25T01:15:00Z"))
+        );
     }
 
     fn brute_next(s: &Schedule, after: Timestamp) -> Option<Timestamp> {
