@@ -405,7 +405,7 @@ fn prune_removes_what_interrupted_writes_left_once_it_is_an_hour_old() {
 
 /// Two snapshots of a paged file (PostgreSQL's relation files): the
 /// second has two patched pieces over the first's chunks, and the first
-/// also holds a file only it has (its pack is repacked once it goes).
+/// also holds a tail only it has (its pack is repacked once it goes).
 /// Returns the snapshots and the second's file content.
 fn patched_pair(
     s: &Scratch,
@@ -420,8 +420,12 @@ fn patched_pair(
     let mut data: Vec<u8> = (0..64 * PAGE)
         .map(|i| ((i * 2654435761usize) >> 13) as u8)
         .collect();
-    fs::write(src.join("rel"), &data).unwrap();
-    fs::write(src.join("junk"), noise(7, 300_000)).unwrap();
+    // The first version is longer: its tail, which only the first
+    // snapshot holds, sits in the same pack (one file, one pack under the
+    // pack size), so that pack is repacked once the first snapshot goes.
+    let mut longer = data.clone();
+    longer.extend(noise(7, 40 * PAGE));
+    fs::write(src.join("rel"), &longer).unwrap();
     let opts = paged_options(&src);
     let first = repo
         .backup_tree(&opts, &Paged, &NoProgress, |_| Ok(()))
@@ -429,7 +433,6 @@ fn patched_pair(
     scribble(&mut data, 3, 1);
     scribble(&mut data, 40, 2);
     fs::write(src.join("rel"), &data).unwrap();
-    fs::remove_file(src.join("junk")).unwrap();
     let second = repo
         .backup_tree(&opts, &Paged, &NoProgress, |_| Ok(()))
         .unwrap();
@@ -584,17 +587,15 @@ fn a_restore_beside_a_prune_that_moves_its_chunks_succeeds() {
     .expect("a restore beside a prune");
     ran(&pruned);
     assert!(fs::read(target.join("rel")).unwrap() == data);
-    assert!(!target.join("junk").exists());
 
-    // A stream whose pack also holds what only a forgotten snapshot used.
+    // A stream whose pack also holds what only a forgotten snapshot used:
+    // one stream (one pack, under the pack size) of the kept data and then
+    // more; the next snapshot's stream is the kept data alone, so it uses
+    // all but the tail of that pack's chunks.
     let kept: Vec<u8> = noise(11, 700_000);
-    let mut d = repo
-        .stream_snapshot(&SnapshotOptions::named("test", "dump", "host", &[]))
-        .unwrap();
-    d.add_stream("data", &kept[..], &NoProgress).unwrap();
-    d.add_stream("other", &noise(12, 200_000)[..], &NoProgress)
-        .unwrap();
-    let old = d.commit().unwrap();
+    let mut longer = kept.clone();
+    longer.extend(noise(12, 200_000));
+    let old = stream(&repo, "dump", &longer);
     let new = stream(&repo, "dump", &kept);
     forget(&s, &repo, old.id);
     let pruned = prune_when(&s, &faults, Op::Get, "packs/");
