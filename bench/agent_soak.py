@@ -205,7 +205,7 @@ Schedules: pg incr every 10 s, full every 2 min, dump every 45 s; Redis every 10
                          "## Agent soak: memory and descriptors over a long run (issue #15)\n\n"
                          "`bench/agent_soak.py`. Each job runs as a child process, so what stays is the "
                          "agent's own state: what it keeps of the job history (bounded: aggregates, the "
-                         "newest 200 records, 500 chart points per source, the keys read in the last "
+                         "newest 100 records, 240 chart points per source, the keys read in the last "
                          "36 h), the schedule and the listener. RSS counts the binary's code pages too, "
                          "shared with the page cache: they grow as code paths run for the first time, "
                          "up to the code the agent runs; the private (anonymous) memory is what a leak "

@@ -377,7 +377,7 @@ fn save(shared: &Shared, record: JobRecord) {
     if !stored {
         lock(&shared.unsaved).push(record.clone());
     }
-    lock(&shared.knowledge).add_records([record]);
+    lock(&shared.knowledge).add_own(record);
 }
 
 fn ts(t: Timestamp) -> tokio::time::Instant {

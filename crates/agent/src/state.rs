@@ -45,12 +45,14 @@ pub struct WalFigures {
 /// and what a rule or page shows of single runs. Everything else is kept as
 /// per-job and per-series aggregates, so the agent's memory stays flat
 /// however often its jobs run.
-pub const WINDOW: usize = 200;
+pub const WINDOW: usize = 100;
 /// Points of each source's chart, at most: older points are thinned out.
-pub const CHART_POINTS: usize = 500;
-/// How far back the keys of records already read are remembered: a record
-/// stored later than this after its run started is not seen by a running
-/// agent (`lifeboat jobs` still lists it).
+pub const CHART_POINTS: usize = 240;
+/// How far back the keys of records already read are remembered, at
+/// least: a record stored later than this (or than the longest a run may
+/// take with its retries, when that is longer) after its run started is not
+/// taken in by a running agent (`lifeboat jobs` still lists it). The
+/// agent's own records are always taken in.
 pub const SEEN_HOURS: i64 = 36;
 
 /// What is kept of one job's runs.
@@ -61,10 +63,14 @@ struct JobAgg {
     runs: BTreeMap<&'static str, u64>,
     /// Skipped runs counted.
     skipped: u64,
-    /// The newest run (by start) that was not skipped.
+    /// The newest run (by start, then id) that was not skipped.
     last_ran: Option<Summary>,
-    /// The newest successful run (by start).
+    /// The newest successful run (by start, then id).
     last_success: Option<Summary>,
+    /// The latest end of a run that was not skipped.
+    last_end: Option<Timestamp>,
+    /// The latest end of a successful run.
+    last_success_end: Option<Timestamp>,
 }
 
 /// What is kept of one backup series' runs.
@@ -82,6 +88,7 @@ struct SeriesAgg {
 #[derive(Clone, Debug)]
 struct Summary {
     started: Timestamp,
+    id: String,
     finished: Timestamp,
     outcome: JobOutcome,
     subset: Option<String>,
@@ -89,9 +96,13 @@ struct Summary {
 
 /// Keeps `r` in `slot` when it is newer (by start, then id).
 fn newer(slot: &mut Option<Summary>, r: &JobRecord) {
-    if slot.as_ref().is_none_or(|s| r.started >= s.started) {
+    if slot
+        .as_ref()
+        .is_none_or(|s| (r.started, r.id.as_str()) >= (s.started, s.id.as_str()))
+    {
         *slot = Some(Summary {
             started: r.started,
+            id: r.id.clone(),
             finished: r.finished,
             outcome: r.outcome,
             subset: r.subset.clone(),
@@ -123,9 +134,9 @@ pub struct Knowledge {
     series: BTreeMap<Series, SeriesAgg>,
     /// Successful runs per source (kind, name), for the charts.
     charts: BTreeMap<(String, String), Vec<ChartPoint>>,
-    /// Keys of the records taken in, by when their runs started; those
-    /// started before `seen_floor` are forgotten.
-    seen: BTreeSet<String>,
+    /// The records taken in, as (start in ms, hash of the key): small,
+    /// and those started before `seen_floor` are forgotten.
+    seen: BTreeSet<(i64, u64)>,
     /// Records of runs started before this are not taken in again.
     seen_floor: Option<Timestamp>,
     /// Counters count records that ended at or after this (the agent's
@@ -197,7 +208,7 @@ impl Knowledge {
     /// Whether the record stored under `key` is still to be taken in: not
     /// taken in yet, and not older than what is remembered.
     pub fn wants(&self, key: &str) -> bool {
-        if self.seen.contains(key) {
+        if self.seen.contains(&seen_key(key)) {
             return false;
         }
         match (self.seen_floor, lifeboat_repo::started_of_key(key)) {
@@ -206,23 +217,35 @@ impl Knowledge {
         }
     }
 
+    /// Adds the agent's own record of a run it just ended, however long
+    /// ago the run started (once).
+    pub fn add_own(&mut self, r: JobRecord) {
+        if self.seen.insert(seen_key(&r.key())) {
+            self.take_in(&r);
+            self.keep(r);
+        }
+    }
+
+    /// Keeps `r` in the window of the newest records.
+    fn keep(&mut self, r: JobRecord) {
+        let at = self
+            .records
+            .partition_point(|x| (x.started, &x.id) <= (r.started, &r.id));
+        self.records.insert(at, r);
+        let extra = self.records.len().saturating_sub(WINDOW);
+        self.records.drain(..extra);
+    }
+
     /// Adds records not taken in yet (by key): each counts once.
     pub fn add_records(&mut self, new: impl IntoIterator<Item = JobRecord>) {
-        let before = self.records.len();
         for r in new {
             let key = r.key();
             if !self.wants(&key) {
                 continue;
             }
-            self.seen.insert(key);
+            self.seen.insert(seen_key(&key));
             self.take_in(&r);
-            self.records.push(r);
-        }
-        if self.records.len() != before {
-            self.records
-                .sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
-            let extra = self.records.len().saturating_sub(WINDOW);
-            self.records.drain(..extra);
+            self.keep(r);
         }
     }
 
@@ -238,8 +261,10 @@ impl Knowledge {
             *job.runs.entry(r.outcome.as_str()).or_default() += 1;
         }
         newer(&mut job.last_ran, r);
+        job.last_end = job.last_end.max(Some(r.finished));
         if r.outcome == JobOutcome::Success {
             newer(&mut job.last_success, r);
+            job.last_success_end = job.last_success_end.max(Some(r.finished));
         }
         let Some(series) = series_of(r) else {
             return;
@@ -273,18 +298,48 @@ impl Knowledge {
         }
     }
 
-    /// Forgets chart points of runs that started before `cutoff` (the
-    /// history kept), and the keys of records of runs started over
-    /// [`SEEN_HOURS`] ago (those are not taken in again).
+    /// Forgets chart points older than the chart shows or than `cutoff`
+    /// (the history kept), and the keys of records of runs started longer
+    /// ago than [`Knowledge::lookback`] (those are not taken in again; the
+    /// floor never moves back, so nothing forgotten counts twice).
     pub fn trim(&mut self, cutoff: Timestamp) {
+        let now = Timestamp::now();
+        let chart_from = (now - jiff::SignedDuration::from_hours(24 * CHART_DAYS)).max(cutoff);
         for chart in self.charts.values_mut() {
-            chart.retain(|p| p.started >= cutoff);
+            chart.retain(|p| p.finished >= chart_from);
         }
-        let floor = Timestamp::now() - jiff::SignedDuration::from_hours(SEEN_HOURS);
-        let floor = floor.max(cutoff);
-        self.seen
-            .retain(|k| lifeboat_repo::started_of_key(k).is_none_or(|t| t >= floor));
+        let floor = now
+            .checked_sub(self.lookback())
+            .unwrap_or(Timestamp::MIN)
+            .max(cutoff)
+            .max(self.seen_floor.unwrap_or(Timestamp::MIN));
+        let ms = floor.as_millisecond();
+        self.seen.retain(|(start, _)| *start >= ms);
         self.seen_floor = Some(floor);
+    }
+
+    /// How far back records are still taken in: [`SEEN_HOURS`], or the
+    /// longest a run of the plan may take with its retries and their
+    /// backoff, and an hour more, when that is longer.
+    fn lookback(&self) -> jiff::SignedDuration {
+        let s = &self.plan.settings;
+        let longest = self
+            .plan
+            .jobs
+            .iter()
+            .map(|j| j.timeout)
+            .max()
+            .unwrap_or(s.job_timeout);
+        let attempts = s.retries.saturating_add(1);
+        let backoff = s
+            .retry_backoff
+            .saturating_mul(2u32.saturating_pow(s.retries.min(16)));
+        let run = longest
+            .saturating_mul(attempts)
+            .saturating_add(backoff)
+            .saturating_add(std::time::Duration::from_secs(3600));
+        let floor = jiff::SignedDuration::from_hours(SEEN_HOURS);
+        jiff::SignedDuration::try_from(run).map_or(floor, |r| r.max(floor))
     }
 
     /// When `job` last started a run that was not skipped.
@@ -409,12 +464,12 @@ impl Knowledge {
             push(
                 m::JOB_LAST_RUN,
                 vec![("job", job.clone())],
-                agg.last_ran.as_ref().map_or(0.0, |r| secs(r.finished)),
+                agg.last_end.map_or(0.0, secs),
             );
             push(
                 m::JOB_LAST_SUCCESS,
                 vec![("job", job.clone())],
-                agg.last_success.as_ref().map_or(0.0, |r| secs(r.finished)),
+                agg.last_success_end.map_or(0.0, secs),
             );
         }
         for (source, w) in &self.wal {
@@ -640,6 +695,16 @@ impl Knowledge {
             recent,
         }
     }
+}
+
+/// The form a record's key is remembered in: when its run started (ms),
+/// and a hash of the key.
+fn seen_key(key: &str) -> (i64, u64) {
+    use std::hash::{Hash, Hasher};
+    let start = lifeboat_repo::started_of_key(key).map_or(i64::MAX, |t| t.as_millisecond());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (start, h.finish())
 }
 
 /// Keeps `chart` [`CHART_POINTS`] long: the point whose going leaves the
@@ -909,6 +974,60 @@ rpo = "7h"
             value(&k.samples("v"), m::BACKUP_FAILURES, ("source", "cache")),
             Some(526.0)
         );
+    }
+
+    /// A run that started long ago (a two-day verify) is taken in when
+    /// the agent records it; a record read again after the floor moved is
+    /// not counted twice; the floor never moves back; the last run's end
+    /// is the latest end, whatever order the records come in.
+    #[test]
+    fn own_records_count_once_however_old_their_start() {
+        let now = Timestamp::now().as_second();
+        let mut k = Knowledge::new(plan(), "h".into());
+        k.count_since = Some(Timestamp::from_second(now - 10 * 86400).unwrap());
+        k.trim(Timestamp::from_second(now - 400 * 86400).unwrap());
+        let floor = k.seen_floor.unwrap();
+        let mut long = rec(
+            "redis.cache.backup",
+            "redis",
+            "cache",
+            "backup",
+            now,
+            JobOutcome::Success,
+            5,
+        );
+        long.started = Timestamp::from_second(now - 3 * 86400).unwrap();
+        long.subset = Some("2/7".into());
+        assert!(!k.wants(&long.key()), "older than the floor");
+        k.add_own(long.clone());
+        k.add_own(long.clone());
+        k.add_records([long.clone()]);
+        assert_eq!(k.last_subset("redis.cache.backup").as_deref(), Some("2/7"));
+        let s = k.samples("v");
+        assert_eq!(
+            value(&s, m::JOB_RUNS, ("job", "redis.cache.backup")),
+            Some(1.0)
+        );
+        // A shorter run that started later but ended earlier: the last
+        // run's end stays the latest end.
+        let short = rec(
+            "redis.cache.backup",
+            "redis",
+            "cache",
+            "backup",
+            now - 3600,
+            JobOutcome::Success,
+            5,
+        );
+        k.add_own(short);
+        let s = k.samples("v");
+        assert_eq!(
+            value(&s, m::JOB_LAST_SUCCESS, ("job", "redis.cache.backup")),
+            Some(now as f64)
+        );
+        // A smaller cutoff does not move the floor back.
+        k.trim(Timestamp::from_second(now - 800 * 86400).unwrap());
+        assert!(k.seen_floor.unwrap() >= floor);
     }
 
     #[test]
