@@ -26,7 +26,7 @@ mkdir -p "$ROOT"
 rm -rf "$ROOT/build" "$ROOT/stamp"
 mvn_args=(-B -q -Dstyle.color=never -f "$MODULE/pom.xml" "-Dmaven.repo.local=$ROOT/m2" "-Dlauncher.out=$ROOT/build" compile)
 start=$(date +%s)
-if [ -d "$ROOT/m2" ] && mvn -o "${mvn_args[@]}" >&2 2>/dev/null; then
+if [ -d "$ROOT/m2" ] && mvn -o "${mvn_args[@]}" >/dev/null 2>&1; then
   :
 else
   echo "building the OpenSearch ${VERSION} test node into ${ROOT} (once per machine: ~70 MB of jars from Maven Central)…" >&2
