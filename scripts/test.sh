@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property and end-to-end tests against real
 # servers. Installs what it needs when missing (Garage, the S3 server the tests
-# start; cargo-nextest when it can). Usage: scripts/test.sh [extra test args]
+# start; Java, Maven and the OpenSearch test node; cargo-nextest when it can).
+# Usage: scripts/test.sh [extra test args]
 #
 # scripts/test.sh --fast [extra test args]: the fast tier, every test that
 # needs neither a server nor PostgreSQL or Redis installed; it installs
 # nothing. Left out: the lifeboat binary's integration tests (tests/e2e: the
 # binary against Garage, PostgreSQL and Redis), lifeboat-testkit's (it starts
 # servers), and by name the tests below that start Garage, run this
-# machine's pg_dump or promtool, or drive Chromium.
+# machine's pg_dump or promtool, drive Chromium, or start OpenSearch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--fast" ]; then
   shift
-  left_out=(garage s3_wrong_credentials client_programs_older_than_the_server promtool_ chromium)
+  left_out=(garage s3_wrong_credentials client_programs_older_than_the_server promtool_ chromium opensearch)
   if cargo nextest --version >/dev/null 2>&1; then
     names=$(IFS='|'; echo "${left_out[*]}")
     exec cargo nextest run --workspace --no-fail-fast \
@@ -71,6 +72,21 @@ export LIFEBOAT_TEST_OLD_PG="${LIFEBOAT_TEST_OLD_PG:-$(scripts/install-old-postg
 # Chromium (Debian's) and playwright-core (npm, cached): the status page's
 # browser test drives the page headless (scripts/browser/check-page.mjs).
 export LIFEBOAT_PLAYWRIGHT_DIR="${LIFEBOAT_PLAYWRIGHT_DIR:-$(scripts/install-playwright.sh | tail -n 1)}"
+
+# Java 17+ (JDK: the launcher is compiled) and Maven, Debian's; then the tests'
+# OpenSearch node (testkit/opensearch: a real OpenSearch 2.19.6, embedded, its
+# jars from Maven Central — ~10-20 s once — built into the cache; rebuilt only
+# when its sources change). lifeboat-scenarios' LocalOpenSearch runs it.
+java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1 || true)
+if ! command -v javac >/dev/null 2>&1 || [ "${java_major:-0}" -lt 17 ]; then
+  echo "Java 17 (JDK) not found; installing Debian's (once)…" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >&2
+fi
+if ! command -v mvn >/dev/null 2>&1; then
+  echo "Maven not found; installing Debian's (once)…" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >&2
+fi
+export LIFEBOAT_OPENSEARCH_HOME="${LIFEBOAT_OPENSEARCH_HOME:-$(scripts/install-opensearch.sh | tail -n 1)}"
 
 # setpriv (util-linux) lets tests run a step as an unprivileged user when root.
 if [ "$(id -u)" = 0 ] && ! command -v setpriv >/dev/null 2>&1; then

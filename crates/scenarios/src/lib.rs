@@ -5,7 +5,8 @@
 //! - [`pitr`]: the strategy's PostgreSQL promise — an incident, a
 //!   point-in-time restore, rows compared, RTO and RPO measured;
 //! - [`files`]: the files promise — backup, change, verify, restore, compare;
-//! - [`sandbox`]: throwaway servers — a PostgreSQL cluster, a redis-server.
+//! - [`sandbox`]: throwaway servers — a PostgreSQL cluster, a redis-server,
+//!   an OpenSearch node.
 //!
 //! Scenarios narrate through a callback and never print.
 #![deny(missing_docs)]

@@ -1,6 +1,7 @@
 //! Throwaway servers on loopback and in temporary directories: what a
 //! scenario, a test or a drill restores into and checks.
 
+pub mod opensearch;
 pub mod pg;
 pub mod redis;
 

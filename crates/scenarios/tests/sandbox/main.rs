@@ -1,0 +1,3 @@
+//! lifeboat-scenarios' integration tests: the sandboxes start real servers.
+
+mod opensearch;
