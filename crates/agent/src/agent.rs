@@ -62,6 +62,8 @@ pub struct Shared {
     config_copy: Mutex<Option<PathBuf>>,
     /// Keys of job records that could not be read: not fetched again.
     unreadable: Mutex<std::collections::BTreeSet<String>>,
+    /// When old job records were last trimmed.
+    trimmed: Mutex<Option<std::time::Instant>>,
     /// lifeboat's version.
     pub version: String,
 }
@@ -179,6 +181,7 @@ pub fn run(
         unsaved: Mutex::new(Vec::new()),
         config_copy: Mutex::new(None),
         unreadable: Mutex::new(Default::default()),
+        trimmed: Mutex::new(None),
         version: opts.version.clone(),
     });
     // Where the copies of the config file go (private, removed at exit).
@@ -245,7 +248,14 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
         }
         let had_failures = !failed.is_empty();
         lock(&shared.unsaved).extend(failed);
-        let keys = repo.job_keys()?;
+        // Once the history is read, only the stretch still taken in is
+        // listed: a listing of months of keys at every refresh would grow
+        // with the history kept.
+        let floor = lock(&shared.knowledge).seen_floor();
+        let keys = match floor {
+            Some(floor) => repo.job_keys_since(floor)?,
+            None => repo.job_keys()?,
+        };
         let new: Vec<String> = {
             let knowledge = lock(&shared.knowledge);
             let unreadable = lock(&shared.unreadable);
@@ -287,8 +297,14 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
                 });
                 lock(&shared.knowledge).wal = wal;
             }
-            if let Err(e) = repo.trim_jobs(cutoff) {
-                tracing::warn!(error = %e, "old job records could not be trimmed");
+            // Trimming lists every key: once an hour is enough.
+            let due = lock(&shared.trimmed)
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(3600));
+            if due {
+                match repo.trim_jobs(cutoff) {
+                    Ok(_) => *lock(&shared.trimmed) = Some(std::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "old job records could not be trimmed"),
+                }
             }
         }
         if had_failures {

@@ -217,6 +217,12 @@ impl Knowledge {
         }
     }
 
+    /// Records of runs started before this are not taken in again (`None`
+    /// until the first trim: everything is).
+    pub fn seen_floor(&self) -> Option<Timestamp> {
+        self.seen_floor
+    }
+
     /// Adds the agent's own record of a run it just ended, however long
     /// ago the run started (once).
     pub fn add_own(&mut self, r: JobRecord) {

@@ -192,6 +192,36 @@ impl Repository {
         Ok(keys)
     }
 
+    /// The keys of the records of runs started at or after `from` (and a
+    /// few hours of a later clock), sorted. Keys sort by start time, so
+    /// only the stretch asked for is listed — by key prefix, one listing
+    /// per 10⁷ ms (2.8 h) — not a history of months; a stretch longer than
+    /// a week is listed whole.
+    pub fn job_keys_since(&self, from: Timestamp) -> Result<Vec<String>> {
+        const BLOCK: i64 = 10_000_000;
+        let first = from.as_millisecond().max(0) / BLOCK;
+        let last = Timestamp::now().as_millisecond().max(0) / BLOCK + 1;
+        if last - first > 60 {
+            let mut keys = self.job_keys()?;
+            keys.retain(|k| started_of_key(k).is_some_and(|t| t >= from));
+            return Ok(keys);
+        }
+        let mut keys: Vec<String> = Vec::new();
+        for block in first..=last {
+            // Start times are 14 digits of ms: the first 7 name the block.
+            let prefix = format!("{}{block:07}", FileType::Job.prefix());
+            keys.extend(
+                self.inner
+                    .block(self.inner.storage.list(&prefix))?
+                    .into_iter()
+                    .map(|o| o.key)
+                    .filter(|k| started_of_key(k).is_some_and(|t| t >= from)),
+            );
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     /// The records stored under `keys`, in that order; one removed since
     /// the listing is left out, one that does not decode is skipped with a
     /// warning (a history is not worth failing a status page over).

@@ -128,3 +128,33 @@ fn forget_bench_generate() {
 fn jiff_minutes(m: i64) -> lifeboat_repo::retention::Span {
     lifeboat_repo::retention::Span::new().minutes(m)
 }
+
+/// The agent lists only the stretch of job records it still takes in:
+/// `job_keys_since` gives exactly the records of runs started from then on
+/// (block by block over a day and a half, or over weeks whole), and
+/// `trim_jobs` deletes exactly those before its cutoff.
+#[test]
+fn job_keys_since_lists_only_the_stretch_asked_for() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let now = Timestamp::now().as_second();
+    let hours = [24 * 40, 24 * 10, 50, 37, 35, 20, 3, 0];
+    let mut keys = Vec::new();
+    for h in hours {
+        let started = Timestamp::from_second(now - h * 3600).unwrap();
+        let r = lifeboat_repo::JobRecord::new("redis.cache.backup", "backup", started).unwrap();
+        keys.push(repo.record_job(&r).unwrap());
+    }
+    let since = |h: i64| {
+        repo.job_keys_since(Timestamp::from_second(now - h * 3600).unwrap())
+            .unwrap()
+    };
+    // 36 h: the runs 35, 20, 3 and 0 hours ago.
+    assert_eq!(since(36), keys[4..].to_vec());
+    // 11 days (listed whole, then filtered): all but the oldest.
+    assert_eq!(since(24 * 11), keys[1..].to_vec());
+    assert_eq!(repo.job_keys().unwrap(), keys);
+    let cutoff = Timestamp::from_second(now - 48 * 3600).unwrap();
+    assert_eq!(repo.trim_jobs(cutoff).unwrap(), 3);
+    assert_eq!(repo.job_keys().unwrap(), keys[3..].to_vec());
+}
