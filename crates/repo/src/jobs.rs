@@ -182,14 +182,19 @@ impl Repository {
 
     /// The keys of every job record, oldest first.
     pub fn job_keys(&self) -> Result<Vec<String>> {
-        let mut keys: Vec<String> = self
-            .inner
-            .block(self.inner.storage.list(FileType::Job.prefix()))?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let mut keys = self.job_keys_under(FileType::Job.prefix())?;
         keys.sort();
         Ok(keys)
+    }
+
+    /// The keys of the records under `prefix`, as listed.
+    fn job_keys_under(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .inner
+            .block(self.inner.storage.list(prefix))?
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
     }
 
     /// The keys of the records of runs started at or after `from` (and a
@@ -211,10 +216,8 @@ impl Repository {
             // Start times are 14 digits of ms: the first 7 name the block.
             let prefix = format!("{}{block:07}", FileType::Job.prefix());
             keys.extend(
-                self.inner
-                    .block(self.inner.storage.list(&prefix))?
+                self.job_keys_under(&prefix)?
                     .into_iter()
-                    .map(|o| o.key)
                     .filter(|k| started_of_key(k).is_some_and(|t| t >= from)),
             );
         }

@@ -447,6 +447,20 @@ fn patched_pair(
     (first, second, data)
 }
 
+/// Restores `snap` into a new directory `restored`; returns it.
+fn restored_tree(
+    s: &Scratch,
+    repo: &Repository,
+    snap: &lifeboat_repo::Snapshot,
+) -> lifeboat_repo::Result<PathBuf> {
+    let target = s.dir("restored");
+    let opts = lifeboat_repo::RestoreOptions {
+        target: target.clone(),
+        ..Default::default()
+    };
+    repo.restore(snap, &opts, &NoProgress).map(|_| target)
+}
+
 /// What another process's prune reported.
 type Pruned = Arc<std::sync::Mutex<Option<lifeboat_repo::Result<lifeboat_repo::PruneReport>>>>;
 
@@ -547,16 +561,7 @@ fn a_verify_beside_a_prune_that_moves_patched_pieces_reports_no_damage() {
     assert!(report.is_clean(), "a verify beside a prune: {report:?}");
     assert_eq!(report.pieces_rebuilt, 2, "{report:?}");
     // Nothing was lost: the kept snapshot restores byte for byte.
-    let target = s.dir("restored");
-    repo.restore(
-        &second.snapshot,
-        &lifeboat_repo::RestoreOptions {
-            target: target.clone(),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let target = restored_tree(&s, &repo, &second.snapshot).unwrap();
     assert!(fs::read(target.join("rel")).unwrap() == data);
     assert_clean(&repo);
 }
@@ -575,16 +580,7 @@ fn a_restore_beside_a_prune_that_moves_its_chunks_succeeds() {
     let (first, second, data) = patched_pair(&s, &repo);
     forget(&s, &repo, first.id);
     let pruned = prune_when(&s, &faults, Op::Get, "packs/");
-    let target = s.dir("restored");
-    repo.restore(
-        &second.snapshot,
-        &lifeboat_repo::RestoreOptions {
-            target: target.clone(),
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .expect("a restore beside a prune");
+    let target = restored_tree(&s, &repo, &second.snapshot).expect("a restore beside a prune");
     ran(&pruned);
     assert!(fs::read(target.join("rel")).unwrap() == data);
 
