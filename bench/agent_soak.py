@@ -58,6 +58,24 @@ def proc_status(pid):
     return mib, fds
 
 
+def find_process(cmd, wait=30.0):
+    """The pid of the process running exactly `cmd` (waits for it to start)."""
+    want = ("\0".join(cmd) + "\0").encode()
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if f.read() == want:
+                        return int(name)
+            except OSError:
+                continue
+        time.sleep(0.2)
+    raise pg_bench.BenchError(f"no process runs {' '.join(cmd)}")
+
+
 def sample(minute, mem, fds):
     return {"minute": round(minute, 2), "rss_mib": round(mem.get("VmRSS", 0), 2),
             "anon_mib": round(mem.get("RssAnon", 0), 2), "file_mib": round(mem.get("RssFile", 0), 2),
@@ -71,7 +89,11 @@ def main():
     ap.add_argument("--work", default=os.path.join(ROOT, "bench-work-soak"))
     ap.add_argument("--bindir", default=None)
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--wrap", default="", help="a profiler to run the agent under, e.g. 'heaptrack -o FILE' "
+                    "(the samples are then of the profiled agent; not for --write-docs)")
     a = ap.parse_args()
+    if a.wrap and a.write_docs:
+        ap.error("--wrap measures a profiled agent: its figures do not go into the docs")
 
     work = a.work
     shutil.rmtree(work, ignore_errors=True)
@@ -142,11 +164,12 @@ refresh = "5s"
     wt = threading.Thread(target=writer, daemon=True)
     wt.start()
     log = open(os.path.join(work, "agent.log"), "w")
-    agent = subprocess.Popen(as_owner([LIFEBOAT, "--config", cfg, "agent"]), env=env,
+    agent_cmd = [LIFEBOAT, "--config", cfg, "agent"]
+    agent = subprocess.Popen(as_owner(a.wrap.split() + agent_cmd), env=env,
                              stdout=log, stderr=subprocess.STDOUT)
     # The agent runs under setpriv: its own pid is the child's (setpriv
-    # execs).
-    pid = agent.pid
+    # execs). Under a profiler it is a descendant: found by its command line.
+    pid = agent.pid if not a.wrap else find_process(agent_cmd)
     samples = []
     t0 = time.time()
     end = t0 + a.minutes * 60
@@ -164,7 +187,7 @@ refresh = "5s"
         mem, fds = proc_status(pid)
         samples.append(sample((time.time() - t0) / 60, mem, fds))
     finally:
-        agent.send_signal(signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
         try:
             agent.wait(timeout=600)
         except subprocess.TimeoutExpired:

@@ -55,6 +55,8 @@ pub enum JobKind {
     PgDump,
     /// `redis backup`.
     RedisBackup,
+    /// `es backup`.
+    EsBackup,
     /// `forget --prune`.
     Forget,
     /// `verify`, with a data subset per run.
@@ -101,6 +103,7 @@ impl JobSpec {
             ]),
             JobKind::PgDump => v(&["pg", "dump", &src]),
             JobKind::RedisBackup => v(&["redis", "backup", &src]),
+            JobKind::EsBackup => v(&["es", "backup", &src]),
             JobKind::Forget => v(&["forget", "--prune"]),
             JobKind::Verify { subset } => match subset.as_deref() {
                 None => v(&["verify"]),
@@ -128,7 +131,7 @@ impl JobSpec {
     pub fn is_backup(&self) -> bool {
         matches!(
             self.kind,
-            JobKind::PgBackup { .. } | JobKind::PgDump | JobKind::RedisBackup
+            JobKind::PgBackup { .. } | JobKind::PgDump | JobKind::RedisBackup | JobKind::EsBackup
         )
     }
 }
@@ -336,6 +339,35 @@ impl Plan {
                 pg_url: None,
             });
         }
+        for (name, src) in &cfg.elasticsearch {
+            if let Some(text) = &src.schedule.backup {
+                jobs.push(JobSpec {
+                    id: format!("elasticsearch.{name}.backup"),
+                    source_kind: Some("elasticsearch".into()),
+                    source: Some(name.clone()),
+                    job_type: "backup".into(),
+                    kind: JobKind::EsBackup,
+                    schedule: schedule(
+                        cfg,
+                        &format!("[elasticsearch.{name}] schedule.backup"),
+                        text,
+                    )?,
+                    timeout: settings.job_timeout,
+                });
+            }
+            sources.push(SourcePlan {
+                kind: "elasticsearch".into(),
+                name: name.clone(),
+                rpo: duration(
+                    cfg,
+                    &format!("[elasticsearch.{name}] rpo"),
+                    src.rpo.as_deref(),
+                    default_rpo,
+                )?,
+                pgdata: None,
+                pg_url: None,
+            });
+        }
         let r = &cfg.repository;
         if let Some(text) = &r.schedule.forget {
             jobs.push(JobSpec {
@@ -417,6 +449,9 @@ schedule.incr = "0 */4 * * *"
 [redis.cache]
 schedule.backup = "0 */6 * * *"
 rpo = "7h"
+[elasticsearch.logs]
+url = "http://127.0.0.1:9200"
+schedule.backup = "0 1 * * *"
 [repository]
 schedule.forget = "0 5 * * *"
 schedule.verify = "0 6 * * 0"
@@ -430,20 +465,26 @@ verify_read_data_subset = "1/4"
                 "postgres.main.full",
                 "postgres.main.incr",
                 "redis.cache.backup",
+                "elasticsearch.logs.backup",
                 "repository.forget",
                 "repository.verify"
             ]
         );
+        assert_eq!(p.jobs[3].args(None), ["es", "backup", "logs"]);
+        assert!(p
+            .sources
+            .iter()
+            .any(|s| s.kind == "elasticsearch" && s.name == "logs"));
         assert_eq!(
             p.jobs[0].args(None),
             ["pg", "backup", "main", "--type", "full"]
         );
         assert_eq!(p.jobs[2].args(None), ["redis", "backup", "cache"]);
-        assert_eq!(p.jobs[3].args(None), ["forget", "--prune"]);
+        assert_eq!(p.jobs[4].args(None), ["forget", "--prune"]);
         let mut last: Option<String> = None;
         let parts: Vec<String> = (0..5)
             .map(|_| {
-                let a = p.jobs[4].args(last.as_deref());
+                let a = p.jobs[5].args(last.as_deref());
                 last = JobSpec::subset_of(&a);
                 a[2].clone()
             })
@@ -506,6 +547,7 @@ mod example_tests {
                 "postgres.main.incr 0 */4 * * *",
                 "postgres.main.dump 30 3 * * *",
                 "redis.cache.backup 0 */6 * * *",
+                "elasticsearch.search.backup 0 1 * * *",
                 "repository.forget 0 5 * * *",
                 "repository.verify 0 6 * * 0",
             ]

@@ -134,7 +134,7 @@ pub(crate) fn agent(ctx: Ctx, g: &Global) -> Result<()> {
     let plan = plan(&ctx)?;
     if plan.jobs.is_empty() {
         return Err(Error::usage(
-            "the config file schedules nothing: add schedule.full / schedule.incr / schedule.dump to a [postgres.NAME], schedule.backup to a [redis.NAME], or schedule.forget / schedule.verify to [repository] (see examples/strategy.toml)",
+            "the config file schedules nothing: add schedule.full / schedule.incr / schedule.dump to a [postgres.NAME], schedule.backup to a [redis.NAME] or [elasticsearch.NAME], or schedule.forget / schedule.verify to [repository] (see examples/strategy.toml)",
         ));
     }
     // The repository must at least be named; reaching it can wait.

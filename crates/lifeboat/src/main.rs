@@ -10,6 +10,7 @@ mod agent;
 mod commands;
 mod context;
 mod demo;
+mod es;
 mod maintenance;
 mod pg;
 mod redis;
@@ -93,6 +94,10 @@ pub(crate) enum Command {
     /// Redis: RDB backups over the replication protocol, checked restores
     #[command(subcommand)]
     Redis(redis::RedisCommand),
+    /// Elasticsearch/OpenSearch: snapshots through the cluster's API,
+    /// stored encrypted or orchestrated, restores with counts checked
+    #[command(subcommand)]
+    Es(es::EsCommand),
     /// List snapshots
     Snapshots,
     /// List the items of a snapshot
@@ -404,6 +409,7 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         Command::Files(FilesCommand::Backup(args)) => c::backup(ctx, &args),
         Command::Files(FilesCommand::Restore(args)) => c::restore(ctx, &args),
         Command::Redis(cmd) => redis::run(ctx, cmd),
+        Command::Es(cmd) => es::run(ctx, cmd),
         Command::Snapshots => c::snapshots(ctx),
         Command::Ls { snapshot } => c::ls(ctx, &snapshot),
         Command::Verify {

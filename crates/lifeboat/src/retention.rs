@@ -143,6 +143,18 @@ pub(crate) fn forget(ctx: &Ctx, args: &ForgetArgs) -> Result<()> {
     if ctx.json {
         print_json(&v);
     }
+    if !report.remote_failed.is_empty() {
+        return Err(Error::Failed(format!(
+            "{} orchestrate snapshot(s) kept because the cluster did not delete its copy: {}; fix the cause and run forget again",
+            report.remote_failed.len(),
+            report
+                .remote_failed
+                .iter()
+                .map(|f| format!("{} ({}): {}", f.snapshot, f.id.short(), f.error))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
     Ok(())
 }
 

@@ -34,6 +34,9 @@ pub struct FileConfig {
     /// Redis sources by name: `[redis.cache]`.
     #[serde(default)]
     pub redis: std::collections::BTreeMap<String, RedisSource>,
+    /// Elasticsearch/OpenSearch sources by name: `[elasticsearch.logs]`.
+    #[serde(default)]
+    pub elasticsearch: std::collections::BTreeMap<String, EsSource>,
     /// `[retention]`: the time zone of retention buckets and per-kind
     /// default policies.
     #[serde(default)]
@@ -105,6 +108,14 @@ pub struct PgSchedules {
 #[serde(deny_unknown_fields)]
 pub struct RedisSchedules {
     /// Backups.
+    pub backup: Option<ScheduleText>,
+}
+
+/// `[elasticsearch.NAME] schedule.*`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EsSchedules {
+    /// Snapshots.
     pub backup: Option<ScheduleText>,
 }
 
@@ -218,6 +229,9 @@ pub struct RetentionSection {
     /// `[retention.redis]`: of Redis backups, in place of the built-in
     /// default.
     pub redis: Option<RetentionRules>,
+    /// `[retention.elasticsearch]`: of Elasticsearch/OpenSearch snapshots,
+    /// in place of the built-in default.
+    pub elasticsearch: Option<RetentionRules>,
 }
 
 /// A retention policy as the config file writes it: restic's `keep_*`
@@ -352,6 +366,49 @@ pub struct RedisSource {
     pub rpo: Option<String>,
 }
 
+/// An Elasticsearch/OpenSearch source named in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EsSource {
+    /// `http(s)://host:port` of a node.
+    pub url: Option<String>,
+    /// The user (basic auth); its password comes from `password_file` or
+    /// `LIFEBOAT_ES_PASSWORD`.
+    pub username: Option<String>,
+    /// A file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// A file whose first line is an API key, encoded as the
+    /// create-API-key call returns it (`encoded`).
+    pub api_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) of the cluster's HTTPS certificate.
+    pub ca_file: Option<PathBuf>,
+    /// `ingest` (default) or `orchestrate`.
+    pub mode: Option<String>,
+    /// The snapshot repository in the cluster (`lifeboat-NAME` default):
+    /// ingest registers it at the staging directory; orchestrate uses the
+    /// cluster's own.
+    pub repository: Option<String>,
+    /// Ingest: a directory in `path.repo` of every node, as seen from here.
+    pub staging_dir: Option<PathBuf>,
+    /// Ingest: the same directory as the nodes see it, when it differs.
+    pub staging_location: Option<String>,
+    /// Index patterns (every open index when absent).
+    #[serde(default)]
+    pub indices: Vec<String>,
+    /// Whether snapshots take the cluster's global state.
+    #[serde(default)]
+    pub include_global_state: bool,
+    /// `[elasticsearch.NAME.retention]`: the policy of its snapshots.
+    pub retention: Option<RetentionRules>,
+    /// `schedule.backup`: when the agent snapshots it.
+    #[serde(default)]
+    pub schedule: EsSchedules,
+    /// The recovery point objective (`24h` for this kind when absent).
+    pub rpo: Option<String>,
+    /// The recovery time objective a restore reports against (`4h`).
+    pub rto: Option<String>,
+}
+
 /// A PostgreSQL source named in the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -391,6 +448,18 @@ impl PgSource {
 }
 
 impl FileConfig {
+    /// The Elasticsearch/OpenSearch source `name`, or a usage error listing
+    /// the ones there are.
+    pub fn es_source(&self, name: &str) -> Result<&EsSource> {
+        source(
+            &self.elasticsearch,
+            name,
+            "Elasticsearch/OpenSearch",
+            "elasticsearch",
+            "url",
+        )
+    }
+
     /// The Redis source `name`, or a usage error listing the ones there are.
     pub fn redis_source(&self, name: &str) -> Result<&RedisSource> {
         source(&self.redis, name, "Redis", "redis", "redis_url")

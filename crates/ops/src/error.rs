@@ -3,6 +3,7 @@
 //! [`Classify::class`]. The CLI maps the class to an exit code in one place;
 //! the agent decides on it whether to retry.
 
+use lifeboat_elastic::ElasticError;
 use lifeboat_postgres::PgError;
 use lifeboat_redis::RedisError;
 use lifeboat_repo::{Classify, ErrorClass, RepoError};
@@ -23,6 +24,9 @@ pub enum Error {
     /// A Redis operation failed.
     #[error(transparent)]
     Redis(#[from] RedisError),
+    /// An Elasticsearch/OpenSearch operation failed.
+    #[error(transparent)]
+    Elastic(#[from] ElasticError),
     /// A setting, argument or file given is wrong; the message says which
     /// and what to do.
     #[error("{message}")]
@@ -86,6 +90,7 @@ impl Error {
             Error::Repo(e) => e.class(),
             Error::Pg(e) => e.class(),
             Error::Redis(e) => e.class(),
+            Error::Elastic(e) => e.class(),
             Error::Usage { .. } => ErrorClass::Usage,
             Error::DamageFound(_) => ErrorClass::Damage,
             Error::CheckFailed(_) | Error::Io { .. } | Error::Failed(_) => ErrorClass::Failure,

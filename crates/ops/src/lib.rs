@@ -9,7 +9,8 @@
 //!   precedence (also for the `restore_command` of a restored server);
 //! - [`Session`]: settings settled once, the runtime, the repository opened,
 //!   with warnings returned rather than printed;
-//! - [`pg`], [`redis`]: a source's settings, a restored server started;
+//! - [`pg`], [`redis`], [`elastic`]: a source's settings, a restored server
+//!   started;
 //! - [`maintenance`]: prune's settings;
 //! - [`retention`]: `forget`, each series' policy applied;
 //! - [`Error`]: every failure, with its [`ErrorClass`].
@@ -18,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod elastic;
 mod error;
 pub mod fmt;
 pub mod maintenance;

@@ -137,6 +137,22 @@ pub struct ForgetReport {
     pub held_since_plan: Vec<SnapshotId>,
     /// WAL expiry per PostgreSQL cluster whose base backups were in scope.
     pub wal: Vec<WalExpiry>,
+    /// Orchestrate-mode Elasticsearch/OpenSearch snapshots whose copy in
+    /// the cluster could not be deleted: their records are kept (the next
+    /// forget tries again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_failed: Vec<RemoteFailure>,
+}
+
+/// A snapshot kept because its cluster's copy could not be deleted.
+#[derive(Clone, Debug, Serialize)]
+pub struct RemoteFailure {
+    /// The lifeboat snapshot.
+    pub id: SnapshotId,
+    /// The snapshot's name in the cluster.
+    pub snapshot: String,
+    /// Why it could not be deleted.
+    pub error: String,
 }
 
 /// The WAL expiry of one cluster: the window, the plan, and (unless a dry
@@ -271,6 +287,10 @@ fn policy_for(
     let source = match kind {
         "postgres" | "pg_dump" => cfg.postgres.get(name).and_then(|s| s.retention.as_ref()),
         "redis" => cfg.redis.get(name).and_then(|s| s.retention.as_ref()),
+        "elasticsearch" => cfg
+            .elasticsearch
+            .get(name)
+            .and_then(|s| s.retention.as_ref()),
         _ => None,
     };
     let section = match kind {
@@ -279,12 +299,19 @@ fn policy_for(
         "postgres" => cfg.retention.postgres.as_ref(),
         "pg_dump" => cfg.retention.pg_dump.as_ref(),
         "redis" => cfg.retention.redis.as_ref(),
+        "elasticsearch" => cfg.retention.elasticsearch.as_ref(),
         _ => None,
     };
     for (r, what) in [
         (
             cfg.redis.get(name).and_then(|s| s.retention.as_ref()),
             format!("[redis.{name}.retention]"),
+        ),
+        (
+            cfg.elasticsearch
+                .get(name)
+                .and_then(|s| s.retention.as_ref()),
+            format!("[elasticsearch.{name}.retention]"),
         ),
         (section, format!("[retention.{kind}]")),
     ] {
@@ -295,7 +322,10 @@ fn policy_for(
         }
     }
     let (base, from) = if let Some(r) = source {
-        let section = if kind == "redis" { "redis" } else { "postgres" };
+        let section = match kind {
+            "redis" | "elasticsearch" => kind,
+            _ => "postgres",
+        };
         (
             r.policy(&format!("[{section}.{name}.retention]"))?,
             PolicyFrom::Source,
@@ -376,6 +406,7 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
             .map(|(_, _, n)| n.as_str())
             .chain(cfg.postgres.keys().map(String::as_str))
             .chain(cfg.redis.keys().map(String::as_str))
+            .chain(cfg.elasticsearch.keys().map(String::as_str))
             .collect();
         for s in &opts.sources {
             if !known.contains(s.as_str()) {
@@ -462,6 +493,7 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
         forgotten,
         held_since_plan: Vec::new(),
         wal: Vec::new(),
+        remote_failed: Vec::new(),
     };
     if opts.dry_run {
         let doomed: HashSet<SnapshotId> = report
@@ -511,11 +543,66 @@ pub fn forget(repo: &Repository, cfg: &FileConfig, opts: &ForgetOptions) -> Resu
         &tz,
         now,
     )?;
+    delete_in_clusters(repo, cfg, &mut report, &mut doomed)?;
     repo.delete_snapshots(&doomed)?;
     for w in &mut report.wal {
         w.deleted = Some(expire::expire_wal(repo, &w.plan, None)?);
     }
     Ok(report)
+}
+
+/// Orchestrate-mode Elasticsearch/OpenSearch snapshots about to be
+/// forgotten: their copy in the cluster goes first, through its delete API
+/// (the cluster's own repository holds their data). One that cannot be
+/// deleted keeps its record, so the next forget tries again.
+fn delete_in_clusters(
+    repo: &Repository,
+    cfg: &FileConfig,
+    report: &mut ForgetReport,
+    doomed: &mut Vec<SnapshotId>,
+) -> Result<()> {
+    let es: HashSet<SnapshotId> = report
+        .series
+        .iter()
+        .filter(|s| s.kind == lifeboat_elastic::SOURCE_KIND)
+        .flat_map(|s| s.snapshots.iter().filter(|e| !e.keep).map(|e| e.id))
+        .filter(|id| doomed.contains(id))
+        .collect();
+    if es.is_empty() {
+        return Ok(());
+    }
+    for entry in repo.snapshots()?.into_iter().filter(|e| es.contains(&e.id)) {
+        let meta = lifeboat_elastic::EsMeta::of(&entry)?;
+        if meta.mode != lifeboat_elastic::Mode::Orchestrate {
+            continue;
+        }
+        let flags = crate::elastic::EsFlags {
+            source: Some(entry.snapshot.source_name.clone()),
+            ..Default::default()
+        };
+        let deleted = crate::elastic::settings(cfg, &flags).and_then(|s| {
+            lifeboat_elastic::delete_remote(&s.connection, &meta).map_err(Error::from)
+        });
+        if let Err(e) = deleted {
+            doomed.retain(|d| *d != entry.id);
+            for s in &mut report.series {
+                for x in s.snapshots.iter_mut().filter(|x| x.id == entry.id) {
+                    x.keep = true;
+                    x.reasons.push(format!(
+                        "its snapshot in the cluster could not be deleted: {e}"
+                    ));
+                }
+            }
+            report.kept += 1;
+            report.forgotten -= 1;
+            report.remote_failed.push(RemoteFailure {
+                id: entry.id,
+                snapshot: meta.snapshot.clone(),
+                error: e.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ macro_rules! on_every_backend {
 mod agent;
 mod cli;
 mod dump;
+mod elastic;
 mod harness;
 mod pg;
 mod prune;

@@ -1,0 +1,471 @@
+//! `es backup`: a snapshot taken through the cluster's snapshot API, counted
+//! only when the cluster reports `SUCCESS` with every shard and every asked
+//! index, then either ingested (the staging `fs` repository's files stored
+//! in the lifeboat repository) or recorded (orchestrate).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lifeboat_repo::{
+    BackupOutcome, PlainFiles, Progress, Repository, SnapshotOptions, Timestamp, TreeBackupOptions,
+    TreeRoot,
+};
+use serde_json::json;
+
+use crate::client::{Client, Connection};
+use crate::cluster::{self, CreateRequest, IndexFacts, SnapshotInfo};
+use crate::error::{ElasticError, Result};
+use crate::meta::{EsMeta, IndexRecord, Mode};
+use crate::names;
+
+/// The snapshot source kind of Elasticsearch/OpenSearch backups.
+pub const SOURCE_KIND: &str = "elasticsearch";
+/// Where the staging repository's files are in an ingest snapshot.
+pub const REPOSITORY_ITEM: &str = "repository";
+/// The item of an orchestrate snapshot: the cluster's description of its
+/// snapshot, as JSON.
+pub const SNAPSHOT_ITEM: &str = "snapshot.json";
+/// The staging repository's directory under a source's staging directory.
+pub const STAGING_REPOSITORY_DIR: &str = "snapshots";
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct EsBackupOptions {
+    /// How to reach the cluster.
+    pub connection: Connection,
+    /// The source's name in the snapshot and in the cluster's snapshot
+    /// names.
+    pub source_name: String,
+    /// Host name recorded.
+    pub hostname: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Ingest or orchestrate.
+    pub mode: Mode,
+    /// Index patterns (`logs-*`, `-logs-old`); every open index when empty.
+    pub indices: Vec<String>,
+    /// Whether to take the cluster's global state.
+    pub include_global_state: bool,
+    /// The snapshot repository in the cluster: ingest registers it (an
+    /// `fs` repository at the staging location); orchestrate uses the one
+    /// the cluster owns.
+    pub repository: String,
+    /// Ingest: the staging directory as seen from here; the repository is
+    /// its `snapshots` directory.
+    pub staging_dir: Option<PathBuf>,
+    /// Ingest: the staging directory as the nodes see it (default: the
+    /// same path).
+    pub staging_location: Option<String>,
+    /// How long the snapshot may take.
+    pub timeout: Duration,
+    /// Record the snapshot under this time instead of now.
+    pub time: Option<Timestamp>,
+}
+
+impl EsBackupOptions {
+    /// Options for the cluster at `url` with the defaults: ingest, every
+    /// open index, no global state, a day's timeout.
+    pub fn new(url: &str, repository: &str) -> Self {
+        EsBackupOptions {
+            connection: Connection::new(url),
+            source_name: String::new(),
+            hostname: String::new(),
+            tags: Vec::new(),
+            mode: Mode::Ingest,
+            indices: Vec::new(),
+            include_global_state: false,
+            repository: repository.to_string(),
+            staging_dir: None,
+            staging_location: None,
+            timeout: Duration::from_secs(24 * 3600),
+            time: None,
+        }
+    }
+}
+
+/// What a backup did, beside the lifeboat snapshot.
+#[derive(Clone, Debug)]
+pub struct EsBackupOutcome {
+    /// The lifeboat snapshot.
+    pub outcome: BackupOutcome,
+    /// What it records.
+    pub meta: EsMeta,
+    /// Snapshots deleted from the staging repository once this one
+    /// succeeded (ingest).
+    pub trimmed: Vec<String>,
+}
+
+/// The staging repository's location as the nodes see it.
+pub fn staging_location(dir: &Path, location: Option<&str>) -> String {
+    match location {
+        Some(l) => format!("{}/{STAGING_REPOSITORY_DIR}", l.trim_end_matches('/')),
+        None => dir.join(STAGING_REPOSITORY_DIR).display().to_string(),
+    }
+}
+
+/// Backs up one cluster; see the module documentation.
+pub fn backup(
+    repo: &Repository,
+    opts: &EsBackupOptions,
+    progress: &dyn Progress,
+) -> Result<EsBackupOutcome> {
+    let c = Client::new(&opts.connection)?;
+    let info = cluster::info(&c)?;
+    let chosen = choose_indices(&c, &opts.indices)?;
+    cluster::require_not_red(&c)?;
+    // Another snapshot in the same repository would race the trim and the
+    // ingest; elsewhere the cluster runs snapshots side by side (7.10+ and
+    // OpenSearch; older ones refuse, and that refusal is named too).
+    let running: Vec<String> = cluster::running_snapshots(&c)?
+        .into_iter()
+        .filter(|r| {
+            r.split_once('/')
+                .is_some_and(|(repo, _)| repo == opts.repository)
+        })
+        .collect();
+    if !running.is_empty() {
+        return Err(ElasticError::NotReady(format!(
+            "a snapshot is already running in repository {} of the cluster at {} ({}): wait for it to finish (GET _snapshot/_status) and back up again",
+            opts.repository,
+            c.target(),
+            running.join(", ")
+        )));
+    }
+    let names: Vec<String> = chosen.iter().map(|i| i.index.clone()).collect();
+    let staging = match opts.mode {
+        Mode::Ingest => {
+            let dir = opts.staging_dir.as_deref().ok_or_else(|| {
+                ElasticError::Refused(
+                    "ingest mode needs a staging directory (the source's staging_dir, or --staging-dir): a directory in path.repo of every node that lifeboat reads too".into(),
+                )
+            })?;
+            let location = staging_location(dir, opts.staging_location.as_deref());
+            match cluster::repository(&c, &opts.repository)? {
+                None => cluster::register_fs(&c, &opts.repository, &location, false)?,
+                Some(v) => {
+                    let typ = v["type"].as_str().unwrap_or_default();
+                    let loc = v["settings"]["location"].as_str().unwrap_or_default();
+                    if typ != "fs" || loc.trim_end_matches('/') != location {
+                        return Err(ElasticError::Refused(format!(
+                            "the cluster already has a snapshot repository {:?} of type {typ} at {loc:?}, not the staging repository lifeboat expects (fs at {location}): name another with the source's repository (or --repository), or switch the source to mode = \"orchestrate\"",
+                            opts.repository
+                        )));
+                    }
+                }
+            }
+            Some(dir.join(STAGING_REPOSITORY_DIR))
+        }
+        Mode::Orchestrate => {
+            if cluster::repository(&c, &opts.repository)?.is_none() {
+                return Err(ElasticError::Refused(format!(
+                    "the cluster at {} has no snapshot repository {:?}: orchestrate mode uses one the cluster owns (register it with PUT _snapshot/{}), or use ingest mode",
+                    c.target(),
+                    opts.repository,
+                    opts.repository
+                )));
+            }
+            None
+        }
+    };
+    cluster::verify_repository(&c, &opts.repository)?;
+
+    let before = cluster::doc_counts(&c, &names)?;
+    let at = opts.time.unwrap_or_else(Timestamp::now);
+    let source_name = if opts.source_name.is_empty() {
+        info.cluster_name.clone()
+    } else {
+        opts.source_name.clone()
+    };
+    let name = free_name(
+        &c,
+        &opts.repository,
+        &names::snapshot_name(&source_name, at),
+    )?;
+    cluster::create(
+        &c,
+        &opts.repository,
+        &name,
+        &CreateRequest {
+            indices: names.clone(),
+            include_global_state: opts.include_global_state,
+            metadata: json!({"taken_by": "lifeboat", "source": source_name}),
+        },
+    )?;
+    progress.start("snapshot", None);
+    let mut last_total = 0;
+    let taken = cluster::wait_for(
+        &c,
+        &opts.repository,
+        &name,
+        opts.timeout,
+        &mut |done, total| {
+            if total != last_total {
+                progress.set_total(total);
+                last_total = total;
+            }
+            let _ = done;
+        },
+    );
+    progress.finish();
+    let taken = taken?;
+    if let Err(e) = check(&taken, &names) {
+        // Not recorded, so not kept: the cluster deletes what only it used.
+        let cleanup = cluster::delete_snapshot(&c, &opts.repository, &name);
+        return Err(match (e, cleanup) {
+            (ElasticError::SnapshotFailed { snapshot, reason }, Ok(())) => {
+                ElasticError::SnapshotFailed {
+                    snapshot,
+                    reason: format!(
+                        "{reason}; it was deleted from repository {}",
+                        opts.repository
+                    ),
+                }
+            }
+            (e, _) => e,
+        });
+    }
+    let after = cluster::doc_counts(&c, &names)?;
+    let meta = EsMeta {
+        mode: opts.mode,
+        cluster: info,
+        repository: opts.repository.clone(),
+        snapshot: name.clone(),
+        snapshot_uuid: taken.uuid.clone(),
+        state: taken.state.clone(),
+        start_ms: taken.start_ms,
+        end_ms: taken.end_ms,
+        shards: taken.shards_total,
+        include_global_state: opts.include_global_state,
+        patterns: opts.indices.clone(),
+        indices: chosen
+            .iter()
+            .map(|f| {
+                (
+                    f.index.clone(),
+                    IndexRecord {
+                        docs: before.get(&f.index).copied().unwrap_or(f.docs),
+                        docs_after: after.get(&f.index).copied().unwrap_or(f.docs),
+                        primaries: f.primaries,
+                        replicas: f.replicas,
+                        store_bytes: f.store_bytes,
+                        uuid: f.uuid.clone(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let mut trimmed = Vec::new();
+    let outcome = match staging {
+        Some(dir) => {
+            // The staging repository keeps only the newest snapshot: the
+            // next one is incremental against it, and what this one holds
+            // is exactly what is stored. Deleted through the cluster, never
+            // by removing files.
+            for old in cluster::snapshots(&c, &opts.repository)? {
+                if old.snapshot != name && old.snapshot.starts_with(names::PREFIX) {
+                    cluster::delete_snapshot(&c, &opts.repository, &old.snapshot)?;
+                    trimmed.push(old.snapshot);
+                }
+            }
+            if !dir.is_dir() {
+                return Err(ElasticError::Refused(format!(
+                    "the staging repository {} is not here, though the cluster wrote snapshot {name} into it: lifeboat must see the nodes' staging directory (a shared mount; staging_location gives the path as the nodes see it when it differs)",
+                    dir.display()
+                )));
+            }
+            ingest(repo, opts, &source_name, &dir, at, &meta, progress)?
+        }
+        None => record(repo, opts, &source_name, at, &meta, &taken)?,
+    };
+    Ok(EsBackupOutcome {
+        outcome,
+        meta,
+        trimmed,
+    })
+}
+
+/// The indices to back up: those the patterns select (every open index when
+/// none), each present and open.
+fn choose_indices(c: &Client, patterns: &[String]) -> Result<Vec<IndexFacts>> {
+    let parts: Vec<String> = patterns
+        .iter()
+        .flat_map(|p| p.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let all = cluster::cat_indices(c, "*")?;
+    let all_names: Vec<String> = all.iter().map(|i| i.index.clone()).collect();
+    for p in parts.iter().filter(|p| !p.starts_with('-')) {
+        if names::select(&all_names, std::slice::from_ref(p)).is_empty() {
+            return Err(ElasticError::Refused(format!(
+                "--index {p} matches no index in the cluster at {} (it has: {}); check the pattern",
+                c.target(),
+                summary(&all_names)
+            )));
+        }
+    }
+    let chosen_names = names::select(&all_names, &parts);
+    let chosen: Vec<IndexFacts> = all
+        .into_iter()
+        .filter(|i| chosen_names.contains(&i.index))
+        .collect();
+    let closed: Vec<&str> = chosen
+        .iter()
+        .filter(|i| i.status == "close")
+        .map(|i| i.index.as_str())
+        .collect();
+    if !closed.is_empty() {
+        return Err(ElasticError::NotReady(format!(
+            "index {} is closed, and a snapshot cannot read a closed index: open it (POST {}/_open) or leave it out (--index with -{})",
+            closed.join(", "),
+            closed.join(","),
+            closed[0]
+        )));
+    }
+    if chosen.is_empty() {
+        return Err(ElasticError::Refused(format!(
+            "the cluster at {} has no open index to back up{}",
+            c.target(),
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" that {} selects", parts.join(","))
+            }
+        )));
+    }
+    Ok(chosen)
+}
+
+fn summary(names: &[String]) -> String {
+    if names.is_empty() {
+        return "no index".into();
+    }
+    let mut s = names
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 10 {
+        s.push_str(&format!(" and {} more", names.len() - 10));
+    }
+    s
+}
+
+/// A snapshot counts only when it succeeded with every shard and holds
+/// every asked index.
+fn check(taken: &SnapshotInfo, asked: &[String]) -> Result<()> {
+    let fail = |reason: String| {
+        Err(ElasticError::SnapshotFailed {
+            snapshot: taken.snapshot.clone(),
+            reason,
+        })
+    };
+    if taken.state != "SUCCESS" {
+        let mut why = format!("the cluster reports it {}", taken.state);
+        if let Some(r) = &taken.reason {
+            why.push_str(&format!(" ({r})"));
+        }
+        if !taken.failures.is_empty() {
+            why.push_str(&format!(", shard failures: {}", taken.failures.join("; ")));
+        }
+        return fail(why);
+    }
+    if taken.shards_failed > 0 {
+        return fail(format!(
+            "{} of {} shards failed: {}",
+            taken.shards_failed,
+            taken.shards_total,
+            taken.failures.join("; ")
+        ));
+    }
+    let missing: Vec<&String> = asked
+        .iter()
+        .filter(|i| !taken.indices.contains(i))
+        .collect();
+    if !missing.is_empty() {
+        return fail(format!(
+            "it lacks asked indices: {}",
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// `name`, or `name-2`, `name-3` … when the repository holds it already.
+fn free_name(c: &Client, repo: &str, name: &str) -> Result<String> {
+    let mut candidate = name.to_string();
+    for n in 2..100 {
+        if cluster::snapshot(c, repo, &candidate)?.is_none() {
+            return Ok(candidate);
+        }
+        candidate = format!("{name}-{n}");
+    }
+    Ok(candidate)
+}
+
+fn ingest(
+    repo: &Repository,
+    opts: &EsBackupOptions,
+    source_name: &str,
+    dir: &Path,
+    at: Timestamp,
+    meta: &EsMeta,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let entries = meta.entries()?;
+    let tree = TreeBackupOptions {
+        roots: vec![TreeRoot {
+            path: dir.to_path_buf(),
+            prefix: Some(REPOSITORY_ITEM.into()),
+        }],
+        source_kind: SOURCE_KIND.into(),
+        source_name: source_name.to_string(),
+        paths: vec![source_name.to_string()],
+        tags: opts.tags.clone(),
+        allow_partial: false,
+        force_read: false,
+        hostname: opts.hostname.clone(),
+        time: Some(at),
+        metadata: BTreeMap::new(),
+        wal_hold: None,
+    };
+    // The cluster's blobs are immutable and uniquely named (only the
+    // root's index-N and index.latest change, and they are read again):
+    // files unchanged since the parent are taken from it unread.
+    Ok(repo.backup_tree(&tree, &PlainFiles, progress, |draft| {
+        for (k, v) in entries {
+            draft.set_metadata(&k, v);
+        }
+        Ok(())
+    })?)
+}
+
+fn record(
+    repo: &Repository,
+    opts: &EsBackupOptions,
+    source_name: &str,
+    at: Timestamp,
+    meta: &EsMeta,
+    taken: &SnapshotInfo,
+) -> Result<BackupOutcome> {
+    let mut draft = repo.stream_snapshot(&SnapshotOptions {
+        time: Some(at),
+        ..SnapshotOptions::named(SOURCE_KIND, source_name, &opts.hostname, &opts.tags)
+    })?;
+    let text = serde_json::to_vec_pretty(taken).unwrap_or_default();
+    draft.add_stream(
+        SNAPSHOT_ITEM,
+        std::io::Cursor::new(text),
+        &lifeboat_repo::NoProgress,
+    )?;
+    for (k, v) in meta.entries()? {
+        draft.set_metadata(&k, v);
+    }
+    Ok(draft.commit()?)
+}

@@ -1,0 +1,358 @@
+//! `es restore`: a recorded snapshot restored through the cluster's restore
+//! API. In ingest mode the repository files it needs are first written into
+//! a staging directory registered read-only; in orchestrate mode the
+//! cluster's own repository holds them. The restore counts only when the
+//! restored indices are at least yellow and hold the documents recorded.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lifeboat_repo::{Progress, Repository, RestoreOptions, SnapshotEntry};
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::backup::REPOSITORY_ITEM;
+use crate::client::{reason_of, Client, Connection};
+use crate::cluster::{self, enc};
+use crate::error::{ElasticError, Result};
+use crate::meta::{EsMeta, Mode};
+use crate::names::{self, Rename};
+
+/// What to restore and where.
+#[derive(Clone, Debug)]
+pub struct EsRestoreOptions {
+    /// How to reach the cluster restored into.
+    pub connection: Connection,
+    /// Index patterns over the snapshot's indices; every one when empty.
+    pub indices: Vec<String>,
+    /// `rename_pattern` and `rename_replacement`.
+    pub rename: Option<(String, String)>,
+    /// Restore the cluster's global state too.
+    pub include_global_state: bool,
+    /// Close existing indices of the restored names and restore over them
+    /// (their documents are replaced).
+    pub replace: bool,
+    /// Ingest: the staging directory as seen from here (the files are
+    /// written under it, in a directory of their own).
+    pub staging_dir: Option<PathBuf>,
+    /// Ingest: the staging directory as the nodes see it.
+    pub staging_location: Option<String>,
+    /// How long the restored indices may take to become yellow.
+    pub timeout: Duration,
+}
+
+impl EsRestoreOptions {
+    /// Options for the cluster at `url`: every index, no rename, a 4 h
+    /// timeout.
+    pub fn new(url: &str) -> Self {
+        EsRestoreOptions {
+            connection: Connection::new(url),
+            indices: Vec::new(),
+            rename: None,
+            include_global_state: false,
+            replace: false,
+            staging_dir: None,
+            staging_location: None,
+            timeout: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+/// One restored index.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoredIndex {
+    /// Its name in the snapshot.
+    pub from: String,
+    /// Its name now.
+    pub index: String,
+    /// Documents counted after the restore.
+    pub docs: u64,
+    /// Documents recorded at backup time ("N" or "between N and M").
+    pub expected: String,
+    /// Its health once restored.
+    pub health: String,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Serialize)]
+pub struct EsRestoreReport {
+    /// The snapshot's name in the cluster.
+    pub snapshot: String,
+    /// The indices restored.
+    pub indices: Vec<RestoredIndex>,
+    /// Indices closed first (`replace`).
+    pub closed: Vec<String>,
+    /// Bytes of repository files written to the staging directory (ingest).
+    pub staged_bytes: u64,
+    /// Time to restore, from the start to the counts checked (the RTO).
+    pub duration_ms: u64,
+}
+
+/// Restores one snapshot; see the module documentation.
+pub fn restore(
+    repo: &Repository,
+    entry: &SnapshotEntry,
+    opts: &EsRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<EsRestoreReport> {
+    let started = Instant::now();
+    let meta = EsMeta::of(entry)?;
+    let c = Client::new(&opts.connection)?;
+    cluster::info(&c)?;
+    let recorded: Vec<String> = meta.indices.keys().cloned().collect();
+    let chosen = names::select(&recorded, &opts.indices);
+    if chosen.is_empty() {
+        return Err(ElasticError::Refused(format!(
+            "--index {} selects none of the snapshot's indices ({})",
+            opts.indices.join(","),
+            recorded.join(", ")
+        )));
+    }
+    let rename = match &opts.rename {
+        Some((p, r)) => Some(Rename::new(p, r)?),
+        None => None,
+    };
+    let targets: Vec<(String, String)> = chosen
+        .iter()
+        .map(|i| {
+            let to = rename.as_ref().map_or_else(|| i.clone(), |r| r.apply(i));
+            (i.clone(), to)
+        })
+        .collect();
+    let existing = cluster::cat_indices(&c, "*")?;
+    let clashing: Vec<&cluster::IndexFacts> = existing
+        .iter()
+        .filter(|e| targets.iter().any(|(_, to)| *to == e.index))
+        .collect();
+    if !clashing.is_empty() && !opts.replace {
+        return Err(ElasticError::Refused(format!(
+            "the cluster at {} already has {} {}: restore under other names (--rename-pattern '(.+)' --rename-replacement 'restored-$1'), or pass --replace to close and restore over them (their documents are replaced)",
+            c.target(),
+            if clashing.len() == 1 { "index" } else { "indices" },
+            clashing
+                .iter()
+                .map(|e| format!("{} ({})", e.index, if e.status == "close" { "closed" } else { "open" }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+
+    let mut staged_bytes = 0;
+    let mut guard = Staged {
+        client: &c,
+        repository: None,
+        dir: None,
+    };
+    let repository = match meta.mode {
+        Mode::Ingest => {
+            let base = opts.staging_dir.as_deref().ok_or_else(|| {
+                ElasticError::Refused(
+                    "restoring an ingest snapshot needs a staging directory (the source's staging_dir, or --staging-dir): a directory in path.repo of every node that lifeboat writes too".into(),
+                )
+            })?;
+            let short = entry.id.to_string().chars().take(8).collect::<String>();
+            let leaf = format!("restore-{short}-{}", std::process::id());
+            let dir = base.join(&leaf);
+            if dir.exists() {
+                return Err(ElasticError::Refused(format!(
+                    "{} exists already: another restore is using it, or one was killed; remove it once no restore runs",
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ElasticError::io("create the staging directory", &dir, e))?;
+            guard.dir = Some(dir.clone());
+            let stats = repo.restore(
+                &entry.snapshot,
+                &RestoreOptions {
+                    target: dir.clone(),
+                    include: vec![REPOSITORY_ITEM.into()],
+                    ..RestoreOptions::default()
+                },
+                progress,
+            )?;
+            staged_bytes = stats.bytes;
+            // The nodes read it at the same place under their view of the
+            // staging directory.
+            let location = match opts.staging_location.as_deref() {
+                Some(l) => format!("{}/{leaf}/{REPOSITORY_ITEM}", l.trim_end_matches('/')),
+                None => dir.join(REPOSITORY_ITEM).display().to_string(),
+            };
+            let name = format!("{}-restore-{short}", meta.repository);
+            cluster::register_fs(&c, &name, &location, true)?;
+            guard.repository = Some(name.clone());
+            name
+        }
+        Mode::Orchestrate => meta.repository.clone(),
+    };
+    if cluster::snapshot(&c, &repository, &meta.snapshot)?.is_none() {
+        return Err(ElasticError::Refused(format!(
+            "repository {repository} of the cluster at {} does not hold snapshot {}{}",
+            c.target(),
+            meta.snapshot,
+            if meta.mode == Mode::Orchestrate {
+                " (orchestrate mode: the cluster's own repository holds the data; was it deleted there, or is this another cluster?)"
+            } else {
+                " although lifeboat wrote its files: check the cluster's log"
+            }
+        )));
+    }
+    let mut closed = Vec::new();
+    if !clashing.is_empty() {
+        let open: Vec<String> = clashing
+            .iter()
+            .filter(|e| e.status != "close")
+            .map(|e| e.index.clone())
+            .collect();
+        if !open.is_empty() {
+            c.ok(
+                Method::POST,
+                &format!("{}/_close", enc(&open.join(","))),
+                None,
+                "close the indices restored over (--replace)",
+            )?;
+            closed = open;
+        }
+    }
+    let mut body = json!({
+        "indices": chosen.join(","),
+        "ignore_unavailable": false,
+        "include_global_state": opts.include_global_state,
+        "include_aliases": true,
+    });
+    if let Some((p, r)) = &opts.rename {
+        body["rename_pattern"] = Value::from(p.as_str());
+        body["rename_replacement"] = Value::from(r.as_str());
+    }
+    let a = c.call(
+        Method::POST,
+        &format!(
+            "_snapshot/{}/{}/_restore",
+            enc(&repository),
+            enc(&meta.snapshot)
+        ),
+        Some(&body),
+        "start the restore",
+    )?;
+    if !(200..300).contains(&a.status) {
+        return Err(ElasticError::Api {
+            target: c.target().to_string(),
+            what: format!("restore snapshot {}", meta.snapshot),
+            status: a.status,
+            reason: reason_of(&a.body),
+        });
+    }
+    progress.start("recover", None);
+    let names: Vec<String> = targets.iter().map(|(_, to)| to.clone()).collect();
+    let waited = wait_yellow(&c, &names, opts.timeout);
+    progress.finish();
+    let healths = waited?;
+    let counts = cluster::doc_counts(&c, &names)?;
+    let mut indices = Vec::new();
+    for (from, to) in &targets {
+        let rec = &meta.indices[from];
+        let n = counts.get(to).copied().unwrap_or(0);
+        if !rec.agrees(n) {
+            return Err(ElasticError::CountMismatch {
+                index: to.clone(),
+                recorded: rec.expected(),
+                restored: n,
+            });
+        }
+        indices.push(RestoredIndex {
+            from: from.clone(),
+            index: to.clone(),
+            docs: n,
+            expected: rec.expected(),
+            health: healths.get(to).cloned().unwrap_or_default(),
+        });
+    }
+    let cleanup = guard.finish();
+    cleanup?;
+    Ok(EsRestoreReport {
+        snapshot: meta.snapshot,
+        indices,
+        closed,
+        staged_bytes,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Waits until every index of `names` is yellow or green; their health.
+fn wait_yellow(
+    c: &Client,
+    names: &[String],
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let start = Instant::now();
+    loop {
+        let a = c.call(
+            Method::GET,
+            &format!(
+                "_cluster/health/{}?level=indices&wait_for_status=yellow&timeout=5s",
+                enc(&names.join(","))
+            ),
+            None,
+            "report the restored indices' health",
+        )?;
+        let healths: std::collections::BTreeMap<String, String> = names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    a.body["indices"][n]["status"]
+                        .as_str()
+                        .unwrap_or("missing")
+                        .to_string(),
+                )
+            })
+            .collect();
+        if healths.values().all(|h| h == "yellow" || h == "green") {
+            return Ok(healths);
+        }
+        if start.elapsed() > timeout {
+            let bad: Vec<String> = healths
+                .iter()
+                .filter(|(_, h)| *h != "yellow" && *h != "green")
+                .map(|(n, h)| format!("{n} {h}"))
+                .collect();
+            return Err(ElasticError::NotReady(format!(
+                "the restored indices did not become yellow within {} s ({}): the restore runs on in the cluster; see GET _cat/recovery and GET _cluster/allocation/explain",
+                timeout.as_secs(),
+                bad.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What a restore put in place for the cluster to read, removed again
+/// whatever happens: the read-only repository's registration first, then
+/// its files.
+struct Staged<'a> {
+    client: &'a Client,
+    repository: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+impl Staged<'_> {
+    fn finish(&mut self) -> Result<()> {
+        if let Some(name) = self.repository.take() {
+            cluster::unregister(self.client, &name)?;
+        }
+        if let Some(dir) = self.dir.take() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| ElasticError::io("remove the staging directory", &dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::warn!("could not clean up after the restore: {e}");
+        }
+    }
+}

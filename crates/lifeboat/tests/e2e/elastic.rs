@@ -1,0 +1,483 @@
+//! Elasticsearch/OpenSearch end to end: a real OpenSearch 2.19 node
+//! (testkit/opensearch, started on a free loopback port with its own data
+//! and `path.repo`), snapshotted through `lifeboat es backup` and restored
+//! with `lifeboat es restore`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use lifeboat_scenarios::sandbox::opensearch::{LocalOpenSearch, Response};
+
+use crate::harness::{stderr, Backend, Env};
+
+fn node() -> LocalOpenSearch {
+    LocalOpenSearch::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ok(node: &LocalOpenSearch, method: &str, path: &str, body: Option<&str>) -> Response {
+    let r = node
+        .request(method, path, body)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        (200..300).contains(&r.status),
+        "{method} {path} answered {}: {}\nnode log:\n{}",
+        r.status,
+        r.body,
+        node.log_tail(20)
+    );
+    r
+}
+
+fn count(node: &LocalOpenSearch, index: &str) -> u64 {
+    ok(node, "POST", &format!("/{index}/_refresh"), None);
+    let r = ok(node, "GET", &format!("/{index}/_count"), None);
+    r.body["count"].as_u64().unwrap()
+}
+
+/// `n` documents with ids `first..first+n` into `index`.
+fn index_docs(node: &LocalOpenSearch, index: &str, first: usize, n: usize) {
+    let mut bulk = String::new();
+    for i in first..first + n {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"{i}\"}}}}\n"
+        ));
+        bulk.push_str(&format!(
+            "{{\"n\":{i},\"title\":\"document {i} of {index}\",\"body\":\"{}\",\"tag\":\"t{}\"}}\n",
+            "lorem ipsum dolor sit amet ".repeat(1 + i % 5),
+            i % 11
+        ));
+    }
+    let r = ok(node, "POST", "/_bulk?refresh=true", Some(&bulk));
+    assert_eq!(r.body["errors"], false, "bulk errors: {}", r.body);
+}
+
+/// A repository, a node and a config naming it as source `logs` (ingest,
+/// staging under the node's path.repo).
+struct EsEnv {
+    env: Env,
+    node: LocalOpenSearch,
+    cfg: PathBuf,
+    staging: PathBuf,
+}
+
+impl EsEnv {
+    fn new(extra: &str) -> EsEnv {
+        let env = Env::new(Backend::Local);
+        env.init(&[]);
+        let node = node();
+        let staging = node.repo_dir().join("lifeboat-logs");
+        let cfg = env.path("lifeboat.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[elasticsearch.logs]\nurl = \"{}\"\nstaging_dir = \"{}\"\n{extra}",
+                node.url(),
+                staging.display()
+            ),
+        )
+        .unwrap();
+        EsEnv {
+            env,
+            node,
+            cfg,
+            staging,
+        }
+    }
+
+    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec!["--config", self.cfg.to_str().unwrap()];
+        a.extend_from_slice(rest);
+        a
+    }
+
+    fn json(&self, rest: &[&str]) -> serde_json::Value {
+        self.env.json(&self.args(rest))
+    }
+
+    fn fails(&self, rest: &[&str], code: i32, needle: &str) -> String {
+        let out = self.env.run(&self.args(rest));
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "lifeboat {rest:?} should exit {code}: {err}\nnode log:\n{}",
+            self.node.log_tail(10)
+        );
+        assert!(
+            err.contains(needle),
+            "lifeboat {rest:?}: {needle:?} not in: {err}"
+        );
+        err
+    }
+
+    /// The source's own retention table: the newest snapshot only.
+    fn keep_last_one(&self) {
+        let text = std::fs::read_to_string(&self.cfg).unwrap();
+        std::fs::write(
+            &self.cfg,
+            format!("{text}[elasticsearch.logs.retention]\nkeep_last = 1\n"),
+        )
+        .unwrap();
+    }
+
+    fn es_snapshots(&self) -> usize {
+        self.env.json(&["snapshots"]).as_array().unwrap().len()
+    }
+
+    /// The cluster's snapshots in a repository, by name.
+    fn cluster_snapshots(&self, repo: &str) -> Vec<String> {
+        let r = ok(&self.node, "GET", &format!("/_snapshot/{repo}/_all"), None);
+        r.body["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["snapshot"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn counts(node: &LocalOpenSearch, names: &[&str]) -> BTreeMap<String, u64> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), count(node, n)))
+        .collect()
+}
+
+/// Ingest mode, the whole way: two backups (the second incremental in the
+/// cluster and deduplicated in the repository, the staging repository
+/// trimmed to the newest snapshot through the API), a restore of a deleted
+/// index with its counts checked, a restore under new names beside the
+/// originals, a refusal to restore over an open index and `--replace`, and
+/// the staging registrations gone afterwards.
+#[test]
+fn ingest_backup_and_restore_with_counts_renames_and_replace() {
+    let e = EsEnv::new("indices = [\"books\", \"logs-*\"]\n");
+    index_docs(&e.node, "books", 0, 3000);
+    index_docs(&e.node, "logs-1", 0, 1500);
+    index_docs(&e.node, "logs-2", 0, 800);
+    index_docs(&e.node, "other", 0, 10);
+
+    let first = e.json(&["es", "backup", "logs"]);
+    assert_eq!(first["state"], "SUCCESS", "{first}");
+    assert_eq!(first["mode"], "ingest");
+    let name1 = first["es_snapshot"].as_str().unwrap().to_string();
+    assert!(name1.starts_with("lifeboat-logs-"), "{name1}");
+    let recorded: Vec<&str> = first["indices"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        recorded,
+        ["books", "logs-1", "logs-2"],
+        "other is not asked"
+    );
+    assert_eq!(first["indices"]["books"]["docs"], 3000);
+    assert_eq!(first["cluster"]["distribution"], "opensearch");
+    assert!(e.staging.join("snapshots/index.latest").is_file());
+
+    // A day's change: new documents, some updated.
+    index_docs(&e.node, "books", 2900, 300);
+    index_docs(&e.node, "logs-2", 800, 100);
+    let second = e.json(&["es", "backup", "logs", "--tag", "daily"]);
+    let name2 = second["es_snapshot"].as_str().unwrap().to_string();
+    assert_ne!(name1, name2);
+    assert_eq!(second["trimmed"], serde_json::json!([name1]));
+    assert_eq!(e.cluster_snapshots("lifeboat-logs"), [name2.as_str()]);
+    let st = &second["stats"];
+    assert!(
+        st["bytes_read"].as_u64().unwrap() < st["bytes_total"].as_u64().unwrap(),
+        "the second backup re-read every unchanged blob: {st}"
+    );
+    assert_eq!(second["indices"]["books"]["docs"], 3200);
+    assert_eq!(e.es_snapshots(), 2);
+
+    // The index is lost; the restore brings it back as recorded.
+    let before = counts(&e.node, &["books", "logs-1", "logs-2"]);
+    ok(&e.node, "DELETE", "/books", None);
+    let r = e.json(&[
+        "es", "restore", "latest", "--source", "logs", "--index", "books",
+    ]);
+    assert_eq!(r["indices"][0]["index"], "books", "{r}");
+    assert_eq!(r["indices"][0]["docs"], 3200);
+    assert_eq!(r["within_rto"], true);
+    assert_eq!(counts(&e.node, &["books", "logs-1", "logs-2"]), before);
+
+    // Beside the originals under new names, from the first backup.
+    let first_id = first["snapshot"].as_str().unwrap();
+    let r = e.json(&[
+        "es",
+        "restore",
+        first_id,
+        "--source",
+        "logs",
+        "--index",
+        "logs-*",
+        "--rename-pattern",
+        "logs-(.+)",
+        "--rename-replacement",
+        "restored-logs-$1",
+    ]);
+    let restored: Vec<&str> = r["indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["index"].as_str().unwrap())
+        .collect();
+    assert_eq!(restored, ["restored-logs-1", "restored-logs-2"]);
+    assert_eq!(
+        count(&e.node, "restored-logs-2"),
+        800,
+        "as in the first backup"
+    );
+    assert_eq!(count(&e.node, "logs-2"), 900, "the original is untouched");
+
+    // Over an open index: refused, unless --replace.
+    let err = e.fails(
+        &[
+            "es", "restore", first_id, "--source", "logs", "--index", "books",
+        ],
+        2,
+        "already has index books (open)",
+    );
+    assert!(err.contains("--replace"), "{err}");
+    assert_eq!(count(&e.node, "books"), 3200, "nothing changed");
+    let r = e.json(&[
+        "es",
+        "restore",
+        first_id,
+        "--source",
+        "logs",
+        "--index",
+        "books",
+        "--replace",
+    ]);
+    assert_eq!(r["closed"], serde_json::json!(["books"]));
+    assert_eq!(
+        count(&e.node, "books"),
+        3000,
+        "books as in the first backup"
+    );
+
+    // Nothing staged is left: one repository registered (the staging one),
+    // no restore directory.
+    let repos = ok(&e.node, "GET", "/_snapshot", None);
+    let names: Vec<&String> = repos.body.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["lifeboat-logs"], "{}", repos.body);
+    let left: Vec<String> = std::fs::read_dir(&e.staging)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["snapshots"]);
+
+    // The repository proves what it holds.
+    e.env.ok(&["verify", "--read-data"]);
+}
+
+/// Each way a backup must not count names its cause, exits non-zero and
+/// records nothing: an unreachable node, a closed index, a red index, a
+/// snapshot already running, a staging repository that fails the cluster's
+/// check, an index pattern that matches nothing, a staging path outside
+/// path.repo.
+#[test]
+fn backups_that_cannot_count_are_refused_by_name_and_record_nothing() {
+    let e = EsEnv::new("");
+    index_docs(&e.node, "books", 0, 200);
+    e.json(&["es", "backup", "logs"]);
+    assert_eq!(e.es_snapshots(), 1);
+
+    e.fails(
+        &["es", "backup", "logs", "--es-url", "http://127.0.0.1:1"],
+        1,
+        "cannot reach the cluster at http://127.0.0.1:1",
+    );
+    e.fails(
+        &["es", "backup", "logs", "--index", "nothing-*"],
+        2,
+        "--index nothing-* matches no index",
+    );
+
+    ok(&e.node, "PUT", "/closed-one", None);
+    ok(&e.node, "POST", "/closed-one/_close", None);
+    ok(
+        &e.node,
+        "GET",
+        "/_cluster/health?wait_for_status=yellow&timeout=30s",
+        None,
+    );
+    e.fails(&["es", "backup", "logs"], 1, "index closed-one is closed");
+    ok(&e.node, "DELETE", "/closed-one", None);
+
+    // A primary that can never be assigned: the cluster is red.
+    ok(
+        &e.node,
+        "PUT",
+        "/red-one?wait_for_active_shards=0",
+        Some(
+            r#"{"settings":{"index.routing.allocation.require._name":"no-such-node","number_of_replicas":0}}"#,
+        ),
+    );
+    e.fails(&["es", "backup", "logs"], 1, "is red (red: red-one)");
+    ok(&e.node, "DELETE", "/red-one", None);
+
+    // A snapshot someone else runs in the same repository, slowed to a
+    // crawl (the registration throttled, at the same place).
+    index_docs(&e.node, "big", 0, 20000);
+    let throttled = serde_json::json!({"type": "fs", "settings": {
+        "location": e.staging.join("snapshots"), "max_snapshot_bytes_per_sec": "20kb"}});
+    ok(
+        &e.node,
+        "PUT",
+        "/_snapshot/lifeboat-logs",
+        Some(&throttled.to_string()),
+    );
+    ok(
+        &e.node,
+        "PUT",
+        "/_snapshot/lifeboat-logs/someone-else",
+        Some(r#"{"indices":"big"}"#),
+    );
+    e.fails(
+        &["es", "backup", "logs"],
+        1,
+        "a snapshot is already running in repository lifeboat-logs",
+    );
+    ok(
+        &e.node,
+        "DELETE",
+        "/_snapshot/lifeboat-logs/someone-else",
+        None,
+    );
+    let plain =
+        serde_json::json!({"type": "fs", "settings": {"location": e.staging.join("snapshots")}});
+    ok(
+        &e.node,
+        "PUT",
+        "/_snapshot/lifeboat-logs",
+        Some(&plain.to_string()),
+    );
+
+    // The staging repository breaks under the cluster: its directory
+    // becomes a file.
+    let repo_dir = e.staging.join("snapshots");
+    let aside = e.staging.join("aside");
+    std::fs::rename(&repo_dir, &aside).unwrap();
+    std::fs::write(&repo_dir, b"not a directory").unwrap();
+    e.fails(
+        &["es", "backup", "logs"],
+        1,
+        "fails the cluster's check (_verify)",
+    );
+    std::fs::remove_file(&repo_dir).unwrap();
+    std::fs::rename(&aside, &repo_dir).unwrap();
+
+    // A staging directory outside path.repo.
+    let outside = e.env.path("outside");
+    e.fails(
+        &[
+            "es",
+            "backup",
+            "--es-url",
+            &e.node.url(),
+            "--staging-dir",
+            outside.to_str().unwrap(),
+            "--repository",
+            "elsewhere",
+        ],
+        1,
+        "path.repo",
+    );
+
+    assert_eq!(e.es_snapshots(), 1, "no failed attempt was recorded");
+    // And the way back: the next backup counts again.
+    e.json(&["es", "backup", "logs"]);
+    assert_eq!(e.es_snapshots(), 2);
+}
+
+/// Orchestrate mode: the cluster keeps the data in a repository it owns;
+/// lifeboat records, restores from it, and `forget` deletes the cluster's
+/// copy through the API before the record. The strategy's default policy
+/// applies to the kind.
+#[test]
+fn orchestrate_mode_records_restores_and_forgets_through_the_api() {
+    let e = EsEnv::new("mode = \"orchestrate\"\nrepository = \"owned\"\n");
+    let owned = e.node.repo_dir().join("owned");
+    ok(
+        &e.node,
+        "PUT",
+        "/_snapshot/owned",
+        Some(&serde_json::json!({"type": "fs", "settings": {"location": owned}}).to_string()),
+    );
+    index_docs(&e.node, "books", 0, 500);
+    let old = e.json(&["es", "backup", "logs", "--time", "2026-01-10T02:00:00Z"]);
+    assert_eq!(old["mode"], "orchestrate");
+    index_docs(&e.node, "books", 500, 100);
+    let new = e.json(&["es", "backup", "logs"]);
+    let (old_name, new_name) = (
+        old["es_snapshot"].as_str().unwrap().to_string(),
+        new["es_snapshot"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(
+        e.cluster_snapshots("owned"),
+        [old_name.clone(), new_name.clone()]
+    );
+
+    ok(&e.node, "DELETE", "/books", None);
+    let r = e.json(&["es", "restore", "latest", "--source", "logs"]);
+    assert_eq!(r["indices"][0]["docs"], 600, "{r}");
+    assert_eq!(count(&e.node, "books"), 600);
+
+    // The default policy of the kind: 90 days and 84 monthlies. The January
+    // snapshot is the month's only one: kept as monthly.
+    let plan = e.json(&["forget", "--dry-run"]);
+    let series = &plan["series"][0];
+    assert_eq!(series["kind"], "elasticsearch");
+    assert_eq!(series["policy_from"], "default");
+    assert!(
+        series["policy"].as_str().unwrap().contains("90d"),
+        "{series}"
+    );
+    assert_eq!(plan["forgotten"], 0, "{plan}");
+
+    // Keep only the newest: the cluster's copy of the other goes first.
+    e.keep_last_one();
+    let done = e.json(&["forget"]);
+    assert_eq!(done["forgotten"], 1, "{done}");
+    assert_eq!(e.cluster_snapshots("owned"), [new_name]);
+    assert_eq!(e.es_snapshots(), 1);
+}
+
+/// A forget whose cluster cannot delete its copy keeps the record, says
+/// why and exits 1, so nothing is lost track of.
+#[test]
+fn forget_keeps_an_orchestrate_record_whose_cluster_copy_cannot_go() {
+    let e = EsEnv::new("mode = \"orchestrate\"\nrepository = \"owned\"\n");
+    let owned = e.node.repo_dir().join("owned");
+    ok(
+        &e.node,
+        "PUT",
+        "/_snapshot/owned",
+        Some(&serde_json::json!({"type": "fs", "settings": {"location": owned}}).to_string()),
+    );
+    index_docs(&e.node, "books", 0, 50);
+    e.json(&["es", "backup", "logs"]);
+    e.json(&["es", "backup", "logs"]);
+    e.keep_last_one();
+    // The cluster is gone from where the config says it is.
+    let out = e
+        .env
+        .cmd()
+        .env("LIFEBOAT_ES_URL", "http://127.0.0.1:1")
+        .args(e.args(&["forget"]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("kept because the cluster did not delete its copy"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(e.es_snapshots(), 2, "the record stays");
+    assert_eq!(e.cluster_snapshots("owned").len(), 2);
+}
