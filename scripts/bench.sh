@@ -13,6 +13,9 @@
 #   scripts/bench.sh soak [args]  the agent's memory and descriptors over fast schedules
 #                               against PostgreSQL and Redis (bench/agent_soak.py; e.g.
 #                               --minutes 30 --write-docs)
+#   scripts/bench.sh es [args]    Elasticsearch/OpenSearch: lifeboat ingest vs the native
+#                               fs snapshot on a real OpenSearch node (bench/es_bench.py;
+#                               e.g. --docs 200000 --write-docs)
 # Installs the peers from Debian's packages when missing, builds lifeboat in
 # release mode and passes the remaining arguments to the Python harness.
 set -euo pipefail
@@ -23,10 +26,15 @@ if [ "${1:-}" = dump ]; then mode=dump; shift; fi
 if [ "${1:-}" = restore ]; then mode=restore; shift; fi
 if [ "${1:-}" = prune ]; then mode=prune; shift; fi
 if [ "${1:-}" = soak ]; then mode=soak; shift; fi
+if [ "${1:-}" = es ]; then mode=es; shift; fi
 missing=()
 if [ "$mode" = dump ] || [ "$mode" = soak ]; then
   need=(redis-server redis-cli zstd gzip /usr/bin/time setpriv)
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
+elif [ "$mode" = es ]; then
+  # The OpenSearch node of the tests (testkit/opensearch, built by
+  # scripts/install-opensearch.sh on first use) needs Java 17 and Maven.
+  need=(curl java mvn)
 elif [ "$mode" = pg ]; then
   need=(pgbackrest zstd /usr/bin/time setpriv)
   # PostgreSQL's server binaries are not on PATH in Debian.
@@ -48,6 +56,8 @@ if [ ${#missing[@]} -gt 0 ]; then
       /usr/bin/time) pkgs+=(time);;
       setpriv) pkgs+=(util-linux);;
       redis-cli) pkgs+=(redis-tools);;
+      java) pkgs+=(openjdk-17-jdk-headless);;
+      mvn) pkgs+=(maven);;
       *) pkgs+=("$t");;
     esac
   done
@@ -62,6 +72,9 @@ if [ "$mode" = dump ]; then
 fi
 if [ "$mode" = soak ]; then
   exec python3 bench/agent_soak.py "$@"
+fi
+if [ "$mode" = es ]; then
+  exec python3 bench/es_bench.py "$@"
 fi
 if [ "$mode" = restore ]; then
   exec python3 bench/restore_bench.py "$@"

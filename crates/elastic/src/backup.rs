@@ -192,8 +192,9 @@ pub fn backup(
             metadata: json!({"taken_by": "lifeboat", "source": source_name}),
         },
     )?;
-    progress.start("snapshot", None);
-    let mut last_total = 0;
+    // Progress in shards: the cluster reports shards done, not bytes.
+    progress.start("snapshot (shards)", None);
+    let (mut last_total, mut last_done) = (0, 0);
     let taken = cluster::wait_for(
         &c,
         &opts.repository,
@@ -204,7 +205,10 @@ pub fn backup(
                 progress.set_total(total);
                 last_total = total;
             }
-            let _ = done;
+            if done > last_done {
+                progress.advance(done - last_done);
+                last_done = done;
+            }
         },
     );
     progress.finish();

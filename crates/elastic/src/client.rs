@@ -363,6 +363,49 @@ mod tests {
         assert!(e.to_string().contains("http(s)://host:port"), "{e}");
     }
 
+    /// The test node runs without the security plugin, so the answer a
+    /// secured cluster gives to a wrong password is played by a loopback
+    /// socket: the status line and body Elasticsearch sends.
+    #[test]
+    fn a_refused_password_is_named_as_such() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let body = r#"{"error":{"type":"security_exception","reason":"unable to authenticate user [lifeboat]"},"status":401}"#;
+            write!(
+                s,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"security\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            request
+        });
+        let mut conn = Connection::new(&format!("http://127.0.0.1:{port}"));
+        conn.auth = Auth::Basic {
+            user: "lifeboat".into(),
+            password: "wrong".into(),
+        };
+        let err = Client::new(&conn)
+            .unwrap()
+            .get("", "say who it is")
+            .err()
+            .unwrap();
+        let request = server.join().unwrap();
+        assert!(
+            request.contains("authorization: Basic ") || request.contains("Authorization: Basic "),
+            "{request}"
+        );
+        assert_eq!(err.class(), lifeboat_repo::ErrorClass::Usage);
+        let msg = err.to_string();
+        assert!(msg.contains("refused the credentials (HTTP 401)"), "{msg}");
+        assert!(!msg.contains("wrong"), "the password leaked: {msg}");
+    }
+
     #[test]
     fn reasons_name_the_type_and_the_cause() {
         let body: Value = serde_json::json!({"error": {"type": "repository_verification_exception",
