@@ -399,6 +399,9 @@ pub(crate) fn manual_job(command: &crate::Command) -> Option<ManualJob> {
         crate::Command::Redis(crate::redis::RedisCommand::Backup(a)) => {
             ("redis", a.source.clone()?, "backup")
         }
+        crate::Command::Es(crate::es::EsCommand::Backup(a)) => {
+            ("elasticsearch", a.source.clone()?, "backup")
+        }
         _ => return None,
     };
     Some(ManualJob {

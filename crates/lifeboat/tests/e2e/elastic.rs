@@ -271,6 +271,23 @@ fn ingest_backup_and_restore_with_counts_renames_and_replace() {
         .collect();
     assert_eq!(left, ["snapshots"]);
 
+    // Both backups are in the job history; the source is protected, and
+    // its last success is exported under the fixed metric name.
+    let jobs = e.json(&["jobs", "--source", "logs"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 2, "{jobs}");
+    assert_eq!(jobs[0]["job"], "elasticsearch.logs.backup", "{jobs}");
+    let st = e.json(&["status"]);
+    let src = &st["sources"][0];
+    assert_eq!(src["kind"], "elasticsearch", "{st}");
+    assert_eq!(src["health"], "green", "{st}");
+    let metrics = e.env.ok(&e.args(&["metrics"]));
+    assert!(
+        metrics.contains(
+            "lifeboat_backup_last_success_timestamp_seconds{source=\"logs\",kind=\"elasticsearch\",type=\"backup\"}"
+        ),
+        "{metrics}"
+    );
+
     // The repository proves what it holds.
     e.env.ok(&["verify", "--read-data"]);
 }
