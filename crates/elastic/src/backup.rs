@@ -43,7 +43,8 @@ pub struct EsBackupOptions {
     pub tags: Vec<String>,
     /// Ingest or orchestrate.
     pub mode: Mode,
-    /// Index patterns (`logs-*`, `-logs-old`); every open index when empty.
+    /// Index patterns (`logs-*`, `-logs-old`); every open index when empty
+    /// (the dot-prefixed system and plugin indices left out).
     pub indices: Vec<String>,
     /// Whether to take the cluster's global state.
     pub include_global_state: bool,
@@ -309,7 +310,19 @@ fn choose_indices(c: &Client, patterns: &[String]) -> Result<Vec<IndexFacts>> {
             )));
         }
     }
-    let chosen_names = names::select(&all_names, &parts);
+    // With no pattern, every open index but the dot-prefixed ones (system
+    // and plugin indices: `.kibana`, `.opendistro_security`, … which a
+    // snapshot without the global state must leave out, as the cluster's
+    // own default does); a pattern may still name them.
+    let chosen_names = if parts.is_empty() {
+        all_names
+            .iter()
+            .filter(|n| !n.starts_with('.'))
+            .cloned()
+            .collect()
+    } else {
+        names::select(&all_names, &parts)
+    };
     let chosen: Vec<IndexFacts> = all
         .into_iter()
         .filter(|i| chosen_names.contains(&i.index))
@@ -472,4 +485,43 @@ fn record(
         draft.set_metadata(&k, v);
     }
     Ok(draft.commit()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(state: &str, failed: u64, indices: &[&str]) -> SnapshotInfo {
+        SnapshotInfo {
+            snapshot: "lifeboat-logs-2026.11.28-01.00.00".into(),
+            state: state.into(),
+            indices: indices.iter().map(|s| s.to_string()).collect(),
+            shards_total: 4,
+            shards_failed: failed,
+            failures: if failed > 0 {
+                vec!["logs-1[2]: IndexShardSnapshotFailedException".into()]
+            } else {
+                vec![]
+            },
+            ..SnapshotInfo::default()
+        }
+    }
+
+    /// What the cluster reports decides alone whether a snapshot counts:
+    /// PARTIAL, a failed shard or a missing index never do, each named.
+    #[test]
+    fn only_a_whole_success_counts() {
+        let asked = vec!["logs-1".to_string(), "logs-2".to_string()];
+        assert!(check(&taken("SUCCESS", 0, &["logs-1", "logs-2"]), &asked).is_ok());
+        let e = check(&taken("PARTIAL", 1, &["logs-1", "logs-2"]), &asked).unwrap_err();
+        assert!(e.to_string().contains("reports it PARTIAL"), "{e}");
+        assert!(e.to_string().contains("logs-1[2]"), "{e}");
+        let e = check(&taken("SUCCESS", 1, &["logs-1", "logs-2"]), &asked).unwrap_err();
+        assert!(e.to_string().contains("1 of 4 shards failed"), "{e}");
+        let e = check(&taken("SUCCESS", 0, &["logs-1"]), &asked).unwrap_err();
+        assert!(e.to_string().contains("lacks asked indices: logs-2"), "{e}");
+        let e = check(&taken("FAILED", 0, &[]), &asked).unwrap_err();
+        assert_eq!(e.class(), lifeboat_repo::ErrorClass::Failure);
+        assert!(e.to_string().contains("nothing was recorded"), "{e}");
+    }
 }

@@ -236,11 +236,19 @@ pub fn restore(
         "start the restore",
     )?;
     if !(200..300).contains(&a.status) {
+        let mut reason = reason_of(&a.body);
+        if !closed.is_empty() {
+            reason = format!(
+                "{reason}; {} were closed for the restore and stay closed: open them with POST {}/_open",
+                closed.join(", "),
+                closed.join(",")
+            );
+        }
         return Err(ElasticError::Api {
             target: c.target().to_string(),
             what: format!("restore snapshot {}", meta.snapshot),
             status: a.status,
-            reason: reason_of(&a.body),
+            reason,
         });
     }
     progress.start("recover", None);

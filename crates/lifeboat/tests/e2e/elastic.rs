@@ -301,7 +301,14 @@ fn ingest_backup_and_restore_with_counts_renames_and_replace() {
 fn backups_that_cannot_count_are_refused_by_name_and_record_nothing() {
     let e = EsEnv::new("");
     index_docs(&e.node, "books", 0, 200);
-    e.json(&["es", "backup", "logs"]);
+    index_docs(&e.node, ".plugin-state", 0, 3);
+    let first = e.json(&["es", "backup", "logs"]);
+    let indices: Vec<&String> = first["indices"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        indices,
+        ["books"],
+        "dot-prefixed indices are left out by default"
+    );
     assert_eq!(e.es_snapshots(), 1);
 
     e.fails(
