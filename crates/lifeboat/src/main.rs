@@ -16,11 +16,6 @@ mod pg;
 mod redis;
 mod retention;
 
-/// mimalloc: see the dependency's note in Cargo.toml (the agent's memory
-/// stays flat over days; glibc's arenas fragment).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
