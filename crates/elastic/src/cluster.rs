@@ -477,10 +477,11 @@ pub fn wait_for(
                 }
             }
             None => {
+                let reason = format!("it vanished from repository {repo} while it ran");
                 return Err(ElasticError::SnapshotFailed {
                     snapshot: name.to_string(),
-                    reason: format!("it vanished from repository {repo} while it ran (deleted by someone else?)"),
-                })
+                    reason: format!("{reason} (deleted by someone else?)"),
+                });
             }
         }
         if start.elapsed() > timeout {
