@@ -11,6 +11,14 @@ descriptors are sampled every --sample seconds; the goal: RSS growth under
 5 % after the first 5 minutes, no descriptor growth.
 
     scripts/bench.sh soak [--minutes 30] [--write-docs]
+
+A heap profile of the agent over the same run: build with the `dhat-heap`
+feature (`cargo build --release -p lifeboat --features dhat-heap`), then run
+this script directly (scripts/bench.sh rebuilds without it); the agent
+writes $TMPDIR/lifeboat-dhat-heap-<pid>.json when it stops (dhat-rs's
+format: the live bytes per allocation site at the heap's peak and at the
+end). heaptrack does not work here: the job children inherit its preload
+and end the trace.
 """
 
 import argparse

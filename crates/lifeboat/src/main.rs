@@ -19,6 +19,12 @@ mod retention;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Heap profiling of the agent (feature `dhat-heap`, never in a normal
+/// build): see the feature's note in Cargo.toml.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lifeboat_ops::{Error, ErrorClass};
 
@@ -478,6 +484,15 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     fetching = matches!(cli.command, Command::Pg(pg::PgCommand::WalFetch { .. }));
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = matches!(cli.command, Command::Agent).then(|| {
+        dhat::Profiler::builder()
+            .file_name(std::env::temp_dir().join(format!(
+                "lifeboat-dhat-heap-{}.json",
+                std::process::id()
+            )))
+            .build()
+    });
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
