@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lifeboat_repo::{
-    BackupOutcome, PlainFiles, Progress, Repository, SnapshotOptions, Timestamp, TreeBackupOptions,
-    TreeRoot,
+    BackupOutcome, Progress, Repository, SnapshotOptions, Timestamp, TreeBackupOptions, TreeRoot,
 };
 use serde_json::json;
 
@@ -113,6 +112,13 @@ pub fn backup(
 ) -> Result<EsBackupOutcome> {
     let c = Client::new(&opts.connection)?;
     let info = cluster::info(&c)?;
+    // One backup at a time per staging directory (an agent's run and a
+    // cron's, or two sources sharing it): the trim of one must not take
+    // files another is reading. Held until the snapshot is recorded.
+    let _lock = match (opts.mode, opts.staging_dir.as_deref()) {
+        (Mode::Ingest, Some(dir)) => Some(lock_staging(dir)?),
+        _ => None,
+    };
     let chosen = choose_indices(&c, &opts.indices)?;
     cluster::require_not_red(&c)?;
     // Another snapshot in the same repository would race the trim and the
@@ -267,8 +273,10 @@ pub fn backup(
             // next one is incremental against it, and what this one holds
             // is exactly what is stored. Deleted through the cluster, never
             // by removing files.
+            // This source's older snapshots only (`lifeboat-<source>-…`).
+            let own = names::source_prefix(&source_name);
             for old in cluster::snapshots(&c, &opts.repository)? {
-                if old.snapshot != name && old.snapshot.starts_with(names::PREFIX) {
+                if old.snapshot != name && old.snapshot.starts_with(&own) {
                     cluster::delete_snapshot(&c, &opts.repository, &old.snapshot)?;
                     trimmed.push(old.snapshot);
                 }
@@ -288,6 +296,28 @@ pub fn backup(
         meta,
         trimmed,
     })
+}
+
+/// Takes the staging directory's lock file, or says who holds it.
+fn lock_staging(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".lifeboat-backup.lock");
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ElasticError::io("create the staging directory", dir, e))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ElasticError::io("open the staging lock", &path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ElasticError::NotReady(format!(
+            "another es backup is using the staging directory {} (it holds {}): wait for it to finish; two sources must not share a staging_dir",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(ElasticError::io("lock", &path, e)),
+    }
 }
 
 /// The indices to back up: those the patterns select (every open index when
@@ -455,12 +485,31 @@ fn ingest(
     // The cluster's blobs are immutable and uniquely named (only the
     // root's index-N and index.latest change, and they are read again):
     // files unchanged since the parent are taken from it unread.
-    Ok(repo.backup_tree(&tree, &PlainFiles, progress, |draft| {
+    Ok(repo.backup_tree(&tree, &StagingFiles, progress, |draft| {
         for (k, v) in entries {
             draft.set_metadata(&k, v);
         }
         Ok(())
     })?)
+}
+
+/// The staging repository's files: every one, as written. One that
+/// vanishes between the walk and its read was a blob of a trimmed snapshot
+/// the cluster removed late (the newest snapshot's are never removed), so
+/// it is left out rather than failing the backup.
+struct StagingFiles;
+
+impl lifeboat_repo::TreePolicy for StagingFiles {
+    fn filter(&self, name: &str, _meta: &std::fs::Metadata) -> lifeboat_repo::Filter {
+        if name.ends_with(".lifeboat-backup.lock") {
+            lifeboat_repo::Filter::Skip
+        } else {
+            lifeboat_repo::Filter::Keep
+        }
+    }
+    fn vanished_is_fine(&self) -> bool {
+        true
+    }
 }
 
 fn record(

@@ -41,7 +41,7 @@ impl std::fmt::Debug for Auth {
 }
 
 /// How to reach a cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Connection {
     /// `http(s)://[user:password@]host:port[/prefix]`.
     pub url: String,
@@ -53,6 +53,18 @@ pub struct Connection {
     pub ca_file: Option<PathBuf>,
     /// How long one call may take.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password a URL may hold.
+        f.debug_struct("Connection")
+            .field("url", &redact(&self.url))
+            .field("auth", &self.auth)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Connection {
@@ -172,7 +184,14 @@ impl Client {
         Ok(match &self.auth {
             Auth::None => rb,
             Auth::Basic { user, password } => rb.basic_auth(user, Some(password)),
-            Auth::ApiKey(key) => rb.header("Authorization", format!("ApiKey {key}")),
+            Auth::ApiKey(key) => {
+                let mut value = reqwest::header::HeaderValue::from_str(&format!("ApiKey {key}"))
+                    .map_err(|_| ElasticError::Refused(
+                        "the API key holds characters a header cannot: give the encoded key the create-API-key call returns".into(),
+                    ))?;
+                value.set_sensitive(true);
+                rb.header(reqwest::header::AUTHORIZATION, value)
+            }
         })
     }
 
@@ -211,6 +230,11 @@ impl Client {
         match status {
             StatusCode::UNAUTHORIZED => Err(ElasticError::Auth {
                 target: self.target.clone(),
+                who: match &self.auth {
+                    Auth::None => "no credentials (none were given)".into(),
+                    Auth::Basic { user, .. } => format!("user {user:?}"),
+                    Auth::ApiKey(_) => "an API key".into(),
+                },
             }),
             StatusCode::FORBIDDEN => Err(ElasticError::Forbidden {
                 target: self.target.clone(),
@@ -402,7 +426,10 @@ mod tests {
         );
         assert_eq!(err.class(), lifeboat_repo::ErrorClass::Usage);
         let msg = err.to_string();
-        assert!(msg.contains("refused the credentials (HTTP 401)"), "{msg}");
+        assert!(
+            msg.contains("refused the credentials of user \"lifeboat\" (HTTP 401)"),
+            "{msg}"
+        );
         assert!(!msg.contains("wrong"), "the password leaked: {msg}");
     }
 

@@ -170,23 +170,41 @@ pub fn cat_indices(c: &Client, patterns: &str) -> Result<Vec<IndexFacts>> {
 
 /// Makes what was indexed visible to counts (`POST <indices>/_refresh`).
 pub fn refresh(c: &Client, indices: &[String]) -> Result<()> {
-    if indices.is_empty() {
-        return Ok(());
+    for chunk in chunks(indices) {
+        c.ok(
+            Method::POST,
+            &format!("{}/_refresh", enc(&chunk.join(","))),
+            None,
+            "refresh the indices before counting their documents",
+        )?;
     }
-    c.ok(
-        Method::POST,
-        &format!("{}/_refresh", enc(&indices.join(","))),
-        None,
-        "refresh the indices before counting their documents",
-    )?;
     Ok(())
+}
+
+/// `names` in groups short enough for one request line (the cluster's
+/// `http.max_initial_line_length` is 4 KB by default).
+pub fn chunks(names: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut len) = (0, 0);
+    for (i, n) in names.iter().enumerate() {
+        if i > start && len + n.len() + 1 > 2000 {
+            out.push(&names[start..i]);
+            start = i;
+            len = 0;
+        }
+        len += n.len() * 3 + 1;
+    }
+    if start < names.len() {
+        out.push(&names[start..]);
+    }
+    out
 }
 
 /// Documents per index of `indices`, after a refresh.
 pub fn doc_counts(c: &Client, indices: &[String]) -> Result<BTreeMap<String, u64>> {
     refresh(c, indices)?;
     let mut out = BTreeMap::new();
-    for chunk in indices.chunks(50) {
+    for chunk in chunks(indices) {
         for f in cat_indices(c, &chunk.join(","))? {
             out.insert(f.index, f.docs);
         }
@@ -457,8 +475,21 @@ pub fn wait_for(
 ) -> Result<SnapshotInfo> {
     let start = Instant::now();
     let mut progress_at = start;
+    let mut misses = 0;
     loop {
-        match snapshot(c, repo, name)? {
+        // A node restarting or a dropped connection must not abandon a
+        // snapshot that may run for hours: a few missed looks are retried.
+        let looked = match snapshot(c, repo, name) {
+            Err(e) if e.class() == lifeboat_repo::ErrorClass::Transient && misses < 30 => {
+                misses += 1;
+                tracing::warn!("following snapshot {name}: {e}; trying again");
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
+            }
+            other => other?,
+        };
+        misses = 0;
+        match looked {
             Some(s) if s.state != "IN_PROGRESS" && !s.state.is_empty() => return Ok(s),
             Some(_) => {
                 // The shard counts, about once a second.
@@ -514,10 +545,9 @@ pub fn delete_snapshot(c: &Client, repo: &str, name: &str) -> Result<()> {
         None,
         "delete a snapshot",
     )?;
-    if (200..300).contains(&a.status)
-        || a.status == 404
-        || error_type(&a.body) == "snapshot_missing_exception"
-    {
+    // Gone already is fine; a repository that is not there is not (the
+    // copy may be in a repository this cluster does not know).
+    if (200..300).contains(&a.status) || error_type(&a.body) == "snapshot_missing_exception" {
         return Ok(());
     }
     Err(c.api_error(&format!("delete snapshot {name} of {repo}"), &a))

@@ -26,13 +26,15 @@ pub enum ElasticError {
         reason: String,
     },
     /// The cluster refused the credentials.
-    #[error("the cluster at {target} refused the credentials (HTTP 401): check the user and password (password_file, LIFEBOAT_ES_PASSWORD) or the API key (api_key_file, LIFEBOAT_ES_API_KEY)")]
+    #[error("the cluster at {target} refused the credentials of {who} (HTTP 401): check the user and password (username, password_file; LIFEBOAT_ES_USER, LIFEBOAT_ES_PASSWORD) or the API key (api_key_file, LIFEBOAT_ES_API_KEY)")]
     Auth {
         /// The URL, without credentials.
         target: String,
+        /// Who was tried: `user "elastic"`, `an API key`, `no credentials`.
+        who: String,
     },
     /// The user lacks a privilege.
-    #[error("the cluster at {target} refused to {what} (HTTP 403: {reason}): the user needs the cluster privileges manage_snapshot and monitor, and read and manage on the indices backed up (Elasticsearch: the snapshot_user role covers backups)")]
+    #[error("the cluster at {target} refused to {what} (HTTP 403: {reason}): the user needs the cluster privileges manage_snapshot and monitor, and on the indices monitor, read and maintenance (for the refresh before counting; restores also need manage)")]
     Forbidden {
         /// The URL, without credentials.
         target: String,

@@ -46,5 +46,19 @@ pub fn delete_remote(conn: &Connection, meta: &EsMeta) -> Result<()> {
         return Ok(());
     }
     let c = client::Client::new(conn)?;
+    // Only the cluster that took it: another one answering "no such
+    // snapshot" would let the record go while the copy stays.
+    let info = cluster::info(&c)?;
+    if !meta.cluster.cluster_uuid.is_empty() && info.cluster_uuid != meta.cluster.cluster_uuid {
+        return Err(ElasticError::Refused(format!(
+            "{} is cluster {} ({}), not {} ({}) that took snapshot {}: point the source's url at that cluster",
+            c.target(),
+            info.cluster_name,
+            info.cluster_uuid,
+            meta.cluster.cluster_name,
+            meta.cluster.cluster_uuid,
+            meta.snapshot
+        )));
+    }
     cluster::delete_snapshot(&c, &meta.repository, &meta.snapshot)
 }

@@ -25,6 +25,13 @@ pub fn snapshot_name(source: &str, at: Timestamp) -> String {
     format!("{PREFIX}{src}-{}", at.strftime("%Y.%m.%d-%H.%M.%S"))
 }
 
+/// The prefix of the snapshots of source `source`: `lifeboat-<source>-`.
+pub fn source_prefix(source: &str) -> String {
+    let at: Timestamp = Timestamp::UNIX_EPOCH;
+    let full = snapshot_name(source, at);
+    full[..full.len() - "1970.01.01-00.00.00".len()].to_string()
+}
+
 /// Whether `name` matches the cluster-style pattern `pattern` (`*` for any
 /// run of characters; no other wildcard).
 pub fn glob(pattern: &str, name: &str) -> bool {
@@ -154,6 +161,9 @@ mod tests {
             "lifeboat-a-b-c-2026.11.28-02.00.05"
         );
         assert_eq!(snapshot_name("", t), "lifeboat-source-2026.11.28-02.00.05");
+        assert_eq!(source_prefix("Logs Prod"), "lifeboat-logs-prod-");
+        assert!(snapshot_name("logs", t).starts_with(&source_prefix("logs")));
+        assert!(!snapshot_name("logs-2", t).starts_with(&source_prefix("logs-2x")));
     }
 
     #[test]

@@ -205,14 +205,14 @@ pub fn restore(
             .filter(|e| e.status != "close")
             .map(|e| e.index.clone())
             .collect();
-        if !open.is_empty() {
+        for chunk in cluster::chunks(&open) {
             c.ok(
                 Method::POST,
-                &format!("{}/_close", enc(&open.join(","))),
+                &format!("{}/_close", enc(&chunk.join(","))),
                 None,
                 "close the indices restored over (--replace)",
             )?;
-            closed = open;
+            closed.extend(chunk.iter().cloned());
         }
     }
     let mut body = json!({
@@ -237,12 +237,28 @@ pub fn restore(
     )?;
     if !(200..300).contains(&a.status) {
         let mut reason = reason_of(&a.body);
-        if !closed.is_empty() {
-            reason = format!(
-                "{reason}; {} were closed for the restore and stay closed: open them with POST {}/_open",
-                closed.join(", "),
-                closed.join(",")
+        // What --replace closed is opened again: a refused restore must
+        // not leave the indices it was to replace out of service.
+        let mut still_closed = Vec::new();
+        for chunk in cluster::chunks(&closed) {
+            let reopened = c.call(
+                Method::POST,
+                &format!("{}/_open", enc(&chunk.join(","))),
+                None,
+                "open again the indices closed for the restore",
             );
+            if !matches!(reopened, Ok(ref r) if (200..300).contains(&r.status)) {
+                still_closed.extend(chunk.iter().cloned());
+            }
+        }
+        if !still_closed.is_empty() {
+            reason = format!(
+                "{reason}; {} were closed for the restore and could not be opened again: open them with POST {}/_open",
+                still_closed.join(", "),
+                still_closed.join(",")
+            );
+        } else if !closed.is_empty() {
+            reason = format!("{reason}; {} were opened again", closed.join(", "));
         }
         return Err(ElasticError::Api {
             target: c.target().to_string(),
@@ -262,11 +278,19 @@ pub fn restore(
         let rec = &meta.indices[from];
         let n = counts.get(to).copied().unwrap_or(0);
         if !rec.agrees(n) {
-            return Err(ElasticError::CountMismatch {
-                index: to.clone(),
-                recorded: rec.expected(),
-                restored: n,
-            });
+            // Damage only when nothing was written during the snapshot:
+            // otherwise deletes and updates then may explain it.
+            if rec.docs == rec.docs_after {
+                return Err(ElasticError::CountMismatch {
+                    index: to.clone(),
+                    recorded: rec.expected(),
+                    restored: n,
+                });
+            }
+            return Err(ElasticError::NotReady(format!(
+                "restored index {to} holds {n} documents, outside the {} counted around the snapshot; the index was written to while the snapshot ran, so this may be deletes or updates of that time rather than damage: compare it with the source, and run `lifeboat verify --read-data`",
+                rec.expected()
+            )));
         }
         indices.push(RestoredIndex {
             from: from.clone(),
@@ -295,27 +319,27 @@ fn wait_yellow(
 ) -> Result<std::collections::BTreeMap<String, String>> {
     let start = Instant::now();
     loop {
-        let a = c.call(
-            Method::GET,
-            &format!(
-                "_cluster/health/{}?level=indices&wait_for_status=yellow&timeout=5s",
-                enc(&names.join(","))
-            ),
-            None,
-            "report the restored indices' health",
-        )?;
-        let healths: std::collections::BTreeMap<String, String> = names
-            .iter()
-            .map(|n| {
-                (
+        let mut healths = std::collections::BTreeMap::new();
+        for chunk in cluster::chunks(names) {
+            let a = c.call(
+                Method::GET,
+                &format!(
+                    "_cluster/health/{}?level=indices&wait_for_status=yellow&timeout=5s",
+                    enc(&chunk.join(","))
+                ),
+                None,
+                "report the restored indices' health",
+            )?;
+            for n in chunk {
+                healths.insert(
                     n.clone(),
                     a.body["indices"][n]["status"]
                         .as_str()
                         .unwrap_or("missing")
                         .to_string(),
-                )
-            })
-            .collect();
+                );
+            }
+        }
         if healths.values().all(|h| h == "yellow" || h == "green") {
             return Ok(healths);
         }

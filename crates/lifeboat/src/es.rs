@@ -215,13 +215,34 @@ fn restore(ctx: &Ctx, args: &EsRestoreArgs) -> Result<()> {
     )?;
     let repo = ctx.open()?;
     let progress = ctx.progress();
-    let snapshot = repo
-        .find_snapshot_of(&args.snapshot, es::SOURCE_KIND)?
-        .ok_or_else(|| {
-            Error::usage(
-                "the repository holds no Elasticsearch/OpenSearch snapshot yet; take one with `lifeboat es backup`",
-            )
-        })?;
+    // `latest` of the source asked for, when one is: never another
+    // cluster's data restored (with --replace, over this one's).
+    let snapshot = match (&args.snapshot[..], &args.source) {
+        ("latest", Some(src)) => repo
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|s| s.snapshot.source_kind == es::SOURCE_KIND && &s.snapshot.source_name == src)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "the repository holds no Elasticsearch/OpenSearch snapshot of source {src:?} yet; take one with `lifeboat es backup {src}`"
+                ))
+            })?,
+        _ => repo
+            .find_snapshot_of(&args.snapshot, es::SOURCE_KIND)?
+            .ok_or_else(|| {
+                Error::usage(
+                    "the repository holds no Elasticsearch/OpenSearch snapshot yet; take one with `lifeboat es backup`",
+                )
+            })?,
+    };
+    if snapshot.snapshot.source_kind != es::SOURCE_KIND {
+        return Err(Error::usage(format!(
+            "snapshot {} is a {} backup, not an Elasticsearch/OpenSearch one",
+            snapshot.id.short(),
+            snapshot.snapshot.source_kind
+        )));
+    }
     let mut opts = es::EsRestoreOptions::new(&s.connection.url);
     opts.connection = s.connection.clone();
     opts.indices = args.indices.clone();

@@ -487,10 +487,10 @@ fn main() -> ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = matches!(cli.command, Command::Agent).then(|| {
         dhat::Profiler::builder()
-            .file_name(std::env::temp_dir().join(format!(
-                "lifeboat-dhat-heap-{}.json",
-                std::process::id()
-            )))
+            .file_name(
+                std::env::temp_dir()
+                    .join(format!("lifeboat-dhat-heap-{}.json", std::process::id())),
+            )
             .build()
     });
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
