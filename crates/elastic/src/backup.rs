@@ -119,7 +119,8 @@ pub fn backup(
         (Mode::Ingest, Some(dir)) => Some(lock_staging(dir)?),
         _ => None,
     };
-    let chosen = choose_indices(&c, &opts.indices)?;
+    let selection = choose_indices(&c, &opts.indices)?;
+    let chosen = &selection.indices;
     cluster::require_not_red(&c)?;
     // Another snapshot in the same repository would race the trim and the
     // ingest; elsewhere the cluster runs snapshots side by side (7.10+ and
@@ -194,7 +195,7 @@ pub fn backup(
         &opts.repository,
         &name,
         &CreateRequest {
-            indices: names.clone(),
+            indices: selection.request.clone(),
             include_global_state: opts.include_global_state,
             metadata: json!({"taken_by": "lifeboat", "source": source_name}),
         },
@@ -265,6 +266,7 @@ pub fn backup(
                 )
             })
             .collect(),
+        data_streams: selection.data_streams.clone(),
     };
     let mut trimmed = Vec::new();
     let outcome = match staging {
@@ -320,31 +322,54 @@ fn lock_staging(dir: &Path) -> Result<std::fs::File> {
     }
 }
 
-/// The indices to back up: those the patterns select (every open index when
-/// none), each present and open.
-fn choose_indices(c: &Client, patterns: &[String]) -> Result<Vec<IndexFacts>> {
+/// What a backup takes: indices and data streams.
+struct Selection {
+    /// Every concrete index: the chosen ones and the chosen data streams'
+    /// backing indices.
+    indices: Vec<IndexFacts>,
+    /// The chosen data streams and their backing indices.
+    data_streams: BTreeMap<String, Vec<String>>,
+    /// The names the snapshot is asked for: indices and data streams.
+    request: Vec<String>,
+}
+
+/// The indices and data streams to back up: those the patterns select
+/// (every open index and data stream when none, the dot-prefixed system
+/// and plugin indices left out), each present and open.
+fn choose_indices(c: &Client, patterns: &[String]) -> Result<Selection> {
     let parts: Vec<String> = patterns
         .iter()
         .flat_map(|p| p.split(','))
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect();
+    // `_cat/indices/*` leaves hidden indices out, data streams' backing
+    // indices (`.ds-…`) among them: data streams are listed on their own.
     let all = cluster::cat_indices(c, "*")?;
-    let all_names: Vec<String> = all.iter().map(|i| i.index.clone()).collect();
+    let streams = cluster::data_streams(c)?;
+    let backing: std::collections::BTreeSet<&String> = streams.values().flatten().collect();
+    let mut all_names: Vec<String> = all
+        .iter()
+        .map(|i| i.index.clone())
+        .filter(|n| !backing.contains(n))
+        .collect();
+    all_names.extend(streams.keys().cloned());
+    all_names.sort();
     for p in parts.iter().filter(|p| !p.starts_with('-')) {
         if names::select(&all_names, std::slice::from_ref(p)).is_empty() {
             return Err(ElasticError::Refused(format!(
-                "--index {p} matches no index in the cluster at {} (it has: {}); check the pattern",
+                "--index {p} matches no index or data stream in the cluster at {} (it has: {}); check the pattern",
                 c.target(),
                 summary(&all_names)
             )));
         }
     }
-    // With no pattern, every open index but the dot-prefixed ones (system
-    // and plugin indices: `.kibana`, `.opendistro_security`, … which a
-    // snapshot without the global state must leave out, as the cluster's
-    // own default does); a pattern may still name them.
-    let chosen_names = if parts.is_empty() {
+    // With no pattern, every open index and data stream but the
+    // dot-prefixed ones (system and plugin indices: `.kibana`,
+    // `.opendistro_security`, … which a snapshot without the global state
+    // leaves out, as the cluster's own default does); a pattern may still
+    // name them.
+    let request: Vec<String> = if parts.is_empty() {
         all_names
             .iter()
             .filter(|n| !n.starts_with('.'))
@@ -353,11 +378,20 @@ fn choose_indices(c: &Client, patterns: &[String]) -> Result<Vec<IndexFacts>> {
     } else {
         names::select(&all_names, &parts)
     };
-    let chosen: Vec<IndexFacts> = all
+    let data_streams: BTreeMap<String, Vec<String>> = streams
         .into_iter()
-        .filter(|i| chosen_names.contains(&i.index))
+        .filter(|(n, _)| request.contains(n))
         .collect();
-    let closed: Vec<&str> = chosen
+    let mut indices: Vec<IndexFacts> = all
+        .into_iter()
+        .filter(|i| request.contains(&i.index))
+        .collect();
+    let wanted_backing: Vec<String> = data_streams.values().flatten().cloned().collect();
+    for chunk in cluster::chunks(&wanted_backing) {
+        indices.extend(cluster::cat_indices(c, &chunk.join(","))?);
+    }
+    indices.sort_by(|a, b| a.index.cmp(&b.index));
+    let closed: Vec<&str> = indices
         .iter()
         .filter(|i| i.status == "close")
         .map(|i| i.index.as_str())
@@ -370,9 +404,9 @@ fn choose_indices(c: &Client, patterns: &[String]) -> Result<Vec<IndexFacts>> {
             closed[0]
         )));
     }
-    if chosen.is_empty() {
+    if request.is_empty() {
         return Err(ElasticError::Refused(format!(
-            "the cluster at {} has no open index to back up{}",
+            "the cluster at {} has no open index or data stream to back up{}",
             c.target(),
             if parts.is_empty() {
                 String::new()
@@ -381,7 +415,11 @@ fn choose_indices(c: &Client, patterns: &[String]) -> Result<Vec<IndexFacts>> {
             }
         )));
     }
-    Ok(chosen)
+    Ok(Selection {
+        indices,
+        data_streams,
+        request,
+    })
 }
 
 fn summary(names: &[String]) -> String {

@@ -168,6 +168,39 @@ pub fn cat_indices(c: &Client, patterns: &str) -> Result<Vec<IndexFacts>> {
     Ok(out)
 }
 
+/// The data streams (`GET _data_stream`): name → backing indices, oldest
+/// first. Empty on a cluster without any (or one older than data streams:
+/// Elasticsearch before 7.9).
+pub fn data_streams(c: &Client) -> Result<BTreeMap<String, Vec<String>>> {
+    let a = c.call(Method::GET, "_data_stream", None, "list its data streams")?;
+    if matches!(a.status, 400 | 404 | 405) {
+        return Ok(BTreeMap::new());
+    }
+    if !(200..300).contains(&a.status) {
+        return Err(c.api_error("list its data streams", &a));
+    }
+    Ok(a.body["data_streams"]
+        .as_array()
+        .map(|streams| {
+            streams
+                .iter()
+                .filter_map(|d| {
+                    let name = d["name"].as_str()?.to_string();
+                    let backing = d["indices"]
+                        .as_array()
+                        .map(|ix| {
+                            ix.iter()
+                                .filter_map(|i| i["index_name"].as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Some((name, backing))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Makes what was indexed visible to counts (`POST <indices>/_refresh`).
 pub fn refresh(c: &Client, indices: &[String]) -> Result<()> {
     for chunk in chunks(indices) {

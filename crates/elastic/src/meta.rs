@@ -121,8 +121,12 @@ pub struct EsMeta {
     /// The index patterns asked for (empty: every open index).
     #[serde(default)]
     pub patterns: Vec<String>,
-    /// Each index it holds, by name.
+    /// Each index it holds, by name (the backing indices of its data
+    /// streams included).
     pub indices: BTreeMap<String, IndexRecord>,
+    /// Its data streams: name → backing indices (each in `indices`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data_streams: BTreeMap<String, Vec<String>>,
 }
 
 impl EsMeta {
@@ -145,6 +149,41 @@ impl EsMeta {
     /// Documents in all indices, as counted before the snapshot.
     pub fn docs(&self) -> u64 {
         self.indices.values().map(|i| i.docs).sum()
+    }
+
+    /// What a restore selects from, by name: the indices that back no
+    /// data stream, and the data streams.
+    pub fn restorable(&self) -> Vec<String> {
+        let backing: std::collections::BTreeSet<&String> =
+            self.data_streams.values().flatten().collect();
+        let mut out: Vec<String> = self
+            .indices
+            .keys()
+            .filter(|i| !backing.contains(i))
+            .cloned()
+            .collect();
+        out.extend(self.data_streams.keys().cloned());
+        out.sort();
+        out
+    }
+
+    /// The record of `name` (an index, or a data stream as the sum of its
+    /// backing indices).
+    pub fn record_of(&self, name: &str) -> Option<IndexRecord> {
+        if let Some(r) = self.indices.get(name) {
+            return Some(r.clone());
+        }
+        let backing = self.data_streams.get(name)?;
+        let mut sum = IndexRecord::default();
+        for b in backing {
+            let r = self.indices.get(b)?;
+            sum.docs += r.docs;
+            sum.docs_after += r.docs_after;
+            sum.primaries += r.primaries;
+            sum.store_bytes += r.store_bytes;
+            sum.replicas = r.replicas;
+        }
+        Some(sum)
     }
 }
 
@@ -183,6 +222,7 @@ mod tests {
                 },
             )]
             .into(),
+            data_streams: BTreeMap::new(),
         }
     }
 

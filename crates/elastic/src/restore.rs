@@ -100,11 +100,12 @@ pub fn restore(
     let meta = EsMeta::of(entry)?;
     let c = Client::new(&opts.connection)?;
     cluster::info(&c)?;
-    let recorded: Vec<String> = meta.indices.keys().cloned().collect();
+    // Indices and data streams, by the names the snapshot was asked for.
+    let recorded = meta.restorable();
     let chosen = names::select(&recorded, &opts.indices);
     if chosen.is_empty() {
         return Err(ElasticError::Refused(format!(
-            "--index {} selects none of the snapshot's indices ({})",
+            "--index {} selects none of the snapshot's indices and data streams ({})",
             opts.indices.join(","),
             recorded.join(", ")
         )));
@@ -120,6 +121,22 @@ pub fn restore(
             (i.clone(), to)
         })
         .collect();
+    // A data stream is never restored over: the cluster refuses it, and
+    // closing its write index is not a thing.
+    let streams_now = cluster::data_streams(&c)?;
+    let stream_clash: Vec<&String> = targets
+        .iter()
+        .filter(|(from, to)| meta.data_streams.contains_key(from) && streams_now.contains_key(to))
+        .map(|(_, to)| to)
+        .collect();
+    if !stream_clash.is_empty() {
+        return Err(ElasticError::Refused(format!(
+            "the cluster at {} already has data stream {}: restore it under another name (--rename-pattern '(.+)' --rename-replacement 'restored-$1'), or delete it first (DELETE _data_stream/{}) if its documents are to go",
+            c.target(),
+            stream_clash.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            stream_clash[0]
+        )));
+    }
     let existing = cluster::cat_indices(&c, "*")?;
     let clashing: Vec<&cluster::IndexFacts> = existing
         .iter()
@@ -268,15 +285,45 @@ pub fn restore(
         });
     }
     progress.start("recover", None);
-    let names: Vec<String> = targets.iter().map(|(_, to)| to.clone()).collect();
+    // The concrete indices now: a restored data stream's backing indices
+    // are found under its (renamed) name.
+    let streams_after = if meta.data_streams.is_empty() {
+        Default::default()
+    } else {
+        cluster::data_streams(&c)?
+    };
+    let concrete_of = |from: &String, to: &String| -> Vec<String> {
+        if meta.data_streams.contains_key(from) {
+            streams_after.get(to).cloned().unwrap_or_default()
+        } else {
+            vec![to.clone()]
+        }
+    };
+    let names: Vec<String> = targets
+        .iter()
+        .flat_map(|(from, to)| concrete_of(from, to))
+        .collect();
     let waited = wait_yellow(&c, &names, opts.timeout);
     progress.finish();
     let healths = waited?;
     let counts = cluster::doc_counts(&c, &names)?;
     let mut indices = Vec::new();
     for (from, to) in &targets {
-        let rec = &meta.indices[from];
-        let n = counts.get(to).copied().unwrap_or(0);
+        let Some(rec) = meta.record_of(from) else {
+            continue;
+        };
+        let parts = concrete_of(from, to);
+        let n: u64 = parts.iter().filter_map(|p| counts.get(p)).sum();
+        let health = parts
+            .iter()
+            .filter_map(|p| healths.get(p))
+            .max_by_key(|h| match h.as_str() {
+                "green" => 0,
+                "yellow" => 1,
+                _ => 2,
+            })
+            .cloned()
+            .unwrap_or_default();
         if !rec.agrees(n) {
             // Damage only when nothing was written during the snapshot:
             // otherwise deletes and updates then may explain it.
@@ -297,7 +344,7 @@ pub fn restore(
             index: to.clone(),
             docs: n,
             expected: rec.expected(),
-            health: healths.get(to).cloned().unwrap_or_default(),
+            health,
         });
     }
     let cleanup = guard.finish();

@@ -176,6 +176,7 @@ fn backup(ctx: &Ctx, args: &EsBackupArgs) -> Result<()> {
             "state": m.state,
             "shards": m.shards,
             "indices": m.indices,
+            "data_streams": m.data_streams,
             "trimmed": done.trimmed,
             "stats": st,
         }));

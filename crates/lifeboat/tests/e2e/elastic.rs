@@ -567,3 +567,73 @@ fn a_200k_document_dataset_is_restored_whole() {
         searched.body
     );
 }
+
+/// Data streams are backed up by default with their backing indices (which
+/// are hidden, and dot-prefixed), and a lost data stream is restored whole,
+/// its rolled-over generations included.
+#[test]
+fn data_streams_are_backed_up_and_restored_whole() {
+    let e = EsEnv::new("");
+    index_docs(&e.node, "books", 0, 100);
+    ok(
+        &e.node,
+        "PUT",
+        "/_index_template/app-logs",
+        Some(
+            r#"{"index_patterns":["app-logs*"],"data_stream":{},"priority":100,"template":{"settings":{"number_of_replicas":0}}}"#,
+        ),
+    );
+    let events = |first: usize, n: usize| {
+        let mut bulk = String::new();
+        for i in first..first + n {
+            bulk.push_str("{\"create\":{\"_index\":\"app-logs\"}}\n");
+            bulk.push_str(&format!(
+                "{{\"@timestamp\":\"2026-11-28T10:{:02}:{:02}Z\",\"n\":{i},\"msg\":\"event {i}\"}}\n",
+                (i / 60) % 60,
+                i % 60
+            ));
+        }
+        let r = ok(&e.node, "POST", "/_bulk?refresh=true", Some(&bulk));
+        assert_eq!(r.body["errors"], false, "bulk errors: {}", r.body);
+    };
+    events(0, 700);
+    ok(&e.node, "POST", "/app-logs/_rollover", None);
+    events(700, 300);
+    assert_eq!(count(&e.node, "app-logs"), 1000);
+
+    let b = e.json(&["es", "backup", "logs"]);
+    let backing = b["data_streams"]["app-logs"].as_array().unwrap().clone();
+    assert_eq!(backing.len(), 2, "two generations: {b}");
+    let total: u64 = backing
+        .iter()
+        .map(|ix| b["indices"][ix.as_str().unwrap()]["docs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1000, "{b}");
+    assert_eq!(b["indices"]["books"]["docs"], 100);
+
+    // Restoring over a live data stream is refused by name.
+    e.fails(
+        &[
+            "es", "restore", "latest", "--source", "logs", "--index", "app-logs",
+        ],
+        2,
+        "already has data stream app-logs",
+    );
+    ok(&e.node, "DELETE", "/_data_stream/app-logs", None);
+    let r = e.json(&[
+        "es", "restore", "latest", "--source", "logs", "--index", "app-logs",
+    ]);
+    assert_eq!(r["indices"][0]["index"], "app-logs", "{r}");
+    assert_eq!(r["indices"][0]["docs"], 1000, "{r}");
+    assert_eq!(count(&e.node, "app-logs"), 1000);
+    let streams = ok(&e.node, "GET", "/_data_stream/app-logs", None);
+    assert_eq!(
+        streams.body["data_streams"][0]["indices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{}",
+        streams.body
+    );
+}
