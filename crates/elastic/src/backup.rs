@@ -291,7 +291,16 @@ pub fn backup(
             }
             ingest(repo, opts, &source_name, &dir, at, &meta, progress)?
         }
-        None => record(repo, opts, &source_name, at, &meta, &taken)?,
+        None => match record(repo, opts, &source_name, at, &meta, &taken) {
+            Ok(o) => o,
+            Err(e) => {
+                // Not recorded, so nothing would ever retain or delete it.
+                if let Err(d) = cluster::delete_snapshot(&c, &opts.repository, &name) {
+                    tracing::warn!("snapshot {name} could not be recorded nor deleted: {d}");
+                }
+                return Err(e);
+            }
+        },
     };
     Ok(EsBackupOutcome {
         outcome,

@@ -169,6 +169,7 @@ pub fn restore(
                 )
             })?;
             let short = entry.id.to_string().chars().take(8).collect::<String>();
+            sweep_killed_restores(&c, base, &meta.repository);
             let leaf = format!("restore-{short}-{}", std::process::id());
             let dir = base.join(&leaf);
             if dir.exists() {
@@ -196,7 +197,7 @@ pub fn restore(
                 Some(l) => format!("{}/{leaf}/{REPOSITORY_ITEM}", l.trim_end_matches('/')),
                 None => dir.join(REPOSITORY_ITEM).display().to_string(),
             };
-            let name = format!("{}-restore-{short}", meta.repository);
+            let name = format!("{}-{leaf}", meta.repository);
             cluster::register_fs(&c, &name, &location, true)?;
             guard.repository = Some(name.clone());
             name
@@ -358,6 +359,72 @@ pub fn restore(
     })
 }
 
+/// What restores killed before they cleaned up left: `restore-<id>-<pid>`
+/// directories whose process is gone, and their read-only registrations.
+fn sweep_killed_restores(c: &Client, base: &std::path::Path, repository: &str) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let leaf = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = leaf
+            .strip_prefix("restore-")
+            .and_then(|r| r.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let name = format!("{repository}-{leaf}");
+        if cluster::unregister(c, &name).is_ok() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::warn!(
+                    "removed {}, left by a restore that was killed",
+                    e.path().display()
+                ),
+                Err(err) => tracing::warn!(
+                    "cannot remove {}, left by a killed restore: {err}",
+                    e.path().display()
+                ),
+            }
+        }
+    }
+}
+
+/// A restore whose shards the cluster gave up on: the primaries of
+/// `names` left unassigned because their restore failed.
+fn restore_failed(c: &Client, names: &[String]) -> Option<String> {
+    let mut failed = Vec::new();
+    for chunk in cluster::chunks(names) {
+        let a = c
+            .call(
+                Method::GET,
+                &format!(
+                    "_cat/shards/{}?format=json&h=index,shard,prirep,state,unassigned.reason",
+                    enc(&chunk.join(","))
+                ),
+                None,
+                "list the restored shards",
+            )
+            .ok()?;
+        for s in a.body.as_array()? {
+            if s["prirep"] == "p"
+                && s["state"] == "UNASSIGNED"
+                && s["unassigned.reason"].as_str() == Some("RESTORE_FAILED")
+            {
+                failed.push(format!(
+                    "{}[{}]",
+                    s["index"].as_str().unwrap_or("?"),
+                    s["shard"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    (!failed.is_empty()).then(|| failed.join(", "))
+}
+
 /// Waits until every index of `names` is yellow or green; their health.
 fn wait_yellow(
     c: &Client,
@@ -389,6 +456,15 @@ fn wait_yellow(
         }
         if healths.values().all(|h| h == "yellow" || h == "green") {
             return Ok(healths);
+        }
+        // A shard whose restore failed stays red: say so now, not after
+        // the whole timeout.
+        if healths.values().any(|h| h == "red") {
+            if let Some(shards) = restore_failed(c, names) {
+                return Err(ElasticError::NotReady(format!(
+                    "the cluster could not restore shard(s) {shards} (RESTORE_FAILED): see GET _cluster/allocation/explain for why; the indices stay red until they are deleted or restored again"
+                )));
+            }
         }
         if start.elapsed() > timeout {
             let bad: Vec<String> = healths

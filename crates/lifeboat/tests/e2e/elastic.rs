@@ -193,6 +193,19 @@ fn ingest_backup_and_restore_with_counts_renames_and_replace() {
     assert_eq!(second["indices"]["books"]["docs"], 3200);
     assert_eq!(e.es_snapshots(), 2);
 
+    // What a restore killed midway left (its directory, its read-only
+    // registration) is swept by the next one.
+    let killed = e.staging.join("restore-deadbeef-4194399");
+    std::fs::create_dir_all(killed.join("repository")).unwrap();
+    let left_behind = serde_json::json!({"type": "fs", "settings": {
+        "location": killed.join("repository"), "readonly": true}});
+    ok(
+        &e.node,
+        "PUT",
+        "/_snapshot/lifeboat-logs-restore-deadbeef-4194399",
+        Some(&left_behind.to_string()),
+    );
+
     // The index is lost; the restore brings it back as recorded.
     let before = counts(&e.node, &["books", "logs-1", "logs-2"]);
     ok(&e.node, "DELETE", "/books", None);
