@@ -238,19 +238,52 @@ pub async fn run(req: &RunRequest, mut cancel: watch::Receiver<bool>) -> RunResu
     }
 }
 
-/// The last line of `out` that is a JSON object.
+/// What the agent reads of a child's report: these keys only. The rest of
+/// a report (a forget's every snapshot, a verify's every pack) is skipped
+/// as it is parsed, never built: those grow with the repository, and the
+/// agent's memory must not.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Brief {
+    #[serde(default)]
+    snapshot: Option<serde_json::Value>,
+    #[serde(default)]
+    stats: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+    #[serde(default)]
+    archives: Option<serde_json::Value>,
+}
+
+impl Brief {
+    fn into_value(self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in [
+            ("snapshot", self.snapshot),
+            ("stats", self.stats),
+            ("error", self.error),
+            ("archives", self.archives),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v);
+            }
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+/// The last JSON object of `out` (the whole output when it is one, else
+/// its last line that is one), as [`Brief`] keeps it.
 fn last_json(out: &[u8]) -> Option<serde_json::Value> {
     let text = String::from_utf8_lossy(out);
     // A report may span lines (pretty-printed): try the whole output first.
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) {
-        if v.is_object() {
-            return Some(v);
-        }
+    if let Ok(b) = serde_json::from_str::<Brief>(text.trim()) {
+        return Some(b.into_value());
     }
     text.lines()
         .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-        .find(|v| v.is_object())
+        .filter_map(|l| serde_json::from_str::<Brief>(l.trim()).ok())
+        .map(Brief::into_value)
+        .next()
 }
 
 fn signal_group(pid: Option<u32>, sig: rustix::process::Signal) {
@@ -272,6 +305,25 @@ mod tests {
             env: vec![],
             timeout,
         }
+    }
+
+    /// Only what the agent reads of a report is kept: a forget's list of
+    /// every snapshot is skipped as it is parsed.
+    #[test]
+    fn a_report_is_kept_brief() {
+        let series: Vec<serde_json::Value> = (0..500)
+            .map(|i| serde_json::json!({"id": format!("{i:064}"), "keep": false, "reasons": ["x"]}))
+            .collect();
+        let report = serde_json::json!({"snapshot": "ab", "stats": {"bytes_read": 7},
+            "series": series, "kept": 3});
+        let text = serde_json::to_string_pretty(&report).unwrap();
+        let v = last_json(format!("{text}\n").as_bytes()).unwrap();
+        assert_eq!(v["snapshot"], "ab");
+        assert_eq!(v["stats"]["bytes_read"], 7);
+        assert!(v.get("series").is_none() && v.get("kept").is_none(), "{v}");
+        let v = last_json(b"one line\n{\"error\":{\"class\":\"transient\"}}\n").unwrap();
+        assert_eq!(v["error"]["class"], "transient");
+        assert!(last_json(b"no json here\n").is_none());
     }
 
     #[tokio::test]
