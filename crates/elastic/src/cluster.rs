@@ -600,3 +600,28 @@ pub fn enc(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Long lists of index names go in pieces that each fit a request
+        /// line, in order, none lost.
+        #[test]
+        fn chunks_fit_a_request_line_and_lose_nothing(
+            names in proptest::collection::vec("[a-z0-9.%-]{1,60}", 0..400)
+        ) {
+            let names: Vec<String> = names;
+            let parts = chunks(&names);
+            let joined: Vec<String> = parts.iter().flat_map(|c| c.iter().cloned()).collect();
+            prop_assert_eq!(&joined, &names);
+            for c in &parts {
+                prop_assert!(!c.is_empty());
+                let line = enc(&c.join(","));
+                prop_assert!(line.len() <= 3000 || c.len() == 1, "{} bytes", line.len());
+            }
+        }
+    }
+}
