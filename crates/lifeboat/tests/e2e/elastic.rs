@@ -650,3 +650,36 @@ fn data_streams_are_backed_up_and_restored_whole() {
         streams.body
     );
 }
+
+/// Ingest-mode retention through the same forget and prune as every
+/// source: the forgotten snapshots' data goes, the kept one still restores
+/// whole and the repository verifies.
+#[test]
+fn ingest_snapshots_forgotten_and_pruned_leave_the_kept_one_restorable() {
+    let e = EsEnv::new("");
+    index_docs(&e.node, "books", 0, 2000);
+    e.json(&["es", "backup", "logs"]);
+    index_docs(&e.node, "books", 2000, 500);
+    e.json(&["es", "backup", "logs"]);
+    index_docs(&e.node, "books", 1000, 2000);
+    let newest = e.json(&["es", "backup", "logs"]);
+    assert_eq!(newest["indices"]["books"]["docs"], 3000);
+    assert_eq!(e.es_snapshots(), 3);
+
+    e.keep_last_one();
+    let done = e.json(&["forget", "--prune"]);
+    assert_eq!(done["forgotten"], 2, "{done}");
+    // The forgotten snapshots' blobs are no longer used: prune finds them.
+    let p = &done["prune"];
+    assert!(
+        p["chunks_used"].as_u64().unwrap() < p["chunks"].as_u64().unwrap(),
+        "prune found nothing unused: {p}"
+    );
+    assert_eq!(e.es_snapshots(), 1);
+
+    ok(&e.node, "DELETE", "/books", None);
+    let r = e.json(&["es", "restore", "latest", "--source", "logs"]);
+    assert_eq!(r["indices"][0]["docs"], 3000, "{r}");
+    assert_eq!(count(&e.node, "books"), 3000);
+    e.env.ok(&["verify", "--read-data"]);
+}
