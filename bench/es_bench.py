@@ -7,7 +7,9 @@ One real OpenSearch 2.19.6 node (scripts/opensearch.sh) holds --docs
 documents (default 200 000) in three indices. Seven daily rounds: between
 them --change (default 5 %) of the documents are rewritten; each round takes
 a native snapshot into the `native` fs repository and a `lifeboat es
-backup` (ingest, into a local repository), in alternating order. Then the
+backup` (ingest, into a local repository), in alternating order, after
+the indices are flushed and no merge runs (a merge ending between the two
+would be paid by whichever runs second). Then the
 indices are deleted and restored --rounds times each way: the native
 restore from `native` (until yellow, counts read), and `lifeboat es
 restore` (the files staged, restored, counts compared).
@@ -97,6 +99,22 @@ def bulk(node, index, ids, version):
             raise SystemExit(f"bulk errors in {index}")
 
 
+def settle(node, timeout=300):
+    """Flushes every index and waits until no merge runs, so that the day's
+    two snapshots copy the same segments: a merge ending between them would
+    be paid by whichever runs second."""
+    node.call("POST", "/_flush")
+    deadline = time.time() + timeout
+    quiet = 0
+    while time.time() < deadline:
+        stats = node.call("GET", "/_nodes/stats/indices/merge")
+        running = sum(n["indices"]["merges"]["current"] for n in stats["nodes"].values())
+        quiet = quiet + 1 if running == 0 else 0
+        if quiet >= 3:
+            return
+        time.sleep(0.2)
+
+
 def du(path):
     total = 0
     for d, _, files in os.walk(path):
@@ -170,6 +188,8 @@ def main():
                     ids = rng.sample(range(sizes[name]), int(sizes[name] * a.change))
                     bulk(node, name, ids, day)
                 node.call("POST", "/_refresh")
+            settle(node)
+
             def native():
                 t = time.perf_counter()
                 r = node.call("PUT", f"/_snapshot/native/day-{day}?wait_for_completion=true",
@@ -231,7 +251,8 @@ def main():
         f"Run {stamp}: `scripts/bench.sh es --docs {a.docs} --rounds {a.rounds}"
         f"{' --write-docs' if a.write_docs else ''}` on this machine (2 cores), one OpenSearch 2.19.6 node "
         f"(scripts/opensearch.sh, 1 GiB heap), {a.docs} documents in 3 indices (6 primary shards), "
-        f"{a.days} daily snapshots with {a.change:.0%} of the documents rewritten between them.",
+        f"{a.days} daily snapshots with {a.change:.0%} of the documents rewritten between them; before each "
+        f"day's pair the indices are flushed and merges awaited, so both snapshots copy the same segments.",
         "",
         "| | native fs snapshot | lifeboat es backup (ingest) | ratio | goal |",
         "|---|---|---|---|---|",
