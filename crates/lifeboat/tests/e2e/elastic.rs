@@ -84,6 +84,20 @@ impl EsEnv {
         }
     }
 
+    /// Source `logs` in orchestrate mode, with `owned`, an fs repository
+    /// the cluster owns.
+    fn orchestrated() -> EsEnv {
+        let e = EsEnv::new("mode = \"orchestrate\"\nrepository = \"owned\"\n");
+        let owned = e.node.repo_dir().join("owned");
+        ok(
+            &e.node,
+            "PUT",
+            "/_snapshot/owned",
+            Some(&serde_json::json!({"type": "fs", "settings": {"location": owned}}).to_string()),
+        );
+        e
+    }
+
     fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
         let mut a = vec!["--config", self.cfg.to_str().unwrap()];
         a.extend_from_slice(rest);
@@ -439,14 +453,7 @@ fn backups_that_cannot_count_are_refused_by_name_and_record_nothing() {
 /// applies to the kind.
 #[test]
 fn orchestrate_mode_records_restores_and_forgets_through_the_api() {
-    let e = EsEnv::new("mode = \"orchestrate\"\nrepository = \"owned\"\n");
-    let owned = e.node.repo_dir().join("owned");
-    ok(
-        &e.node,
-        "PUT",
-        "/_snapshot/owned",
-        Some(&serde_json::json!({"type": "fs", "settings": {"location": owned}}).to_string()),
-    );
+    let e = EsEnv::orchestrated();
     index_docs(&e.node, "books", 0, 500);
     let old = e.json(&["es", "backup", "logs", "--time", "2026-01-10T02:00:00Z"]);
     assert_eq!(old["mode"], "orchestrate");
@@ -490,14 +497,7 @@ fn orchestrate_mode_records_restores_and_forgets_through_the_api() {
 /// why and exits 1, so nothing is lost track of.
 #[test]
 fn forget_keeps_an_orchestrate_record_whose_cluster_copy_cannot_go() {
-    let e = EsEnv::new("mode = \"orchestrate\"\nrepository = \"owned\"\n");
-    let owned = e.node.repo_dir().join("owned");
-    ok(
-        &e.node,
-        "PUT",
-        "/_snapshot/owned",
-        Some(&serde_json::json!({"type": "fs", "settings": {"location": owned}}).to_string()),
-    );
+    let e = EsEnv::orchestrated();
     index_docs(&e.node, "books", 0, 50);
     e.json(&["es", "backup", "logs"]);
     e.json(&["es", "backup", "logs"]);
