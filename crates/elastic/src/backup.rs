@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use lifeboat_repo::{
-    BackupOutcome, Progress, Repository, SnapshotOptions, Timestamp, TreeBackupOptions, TreeRoot,
+    BackupOutcome, Progress, RepoError, Repository, SnapshotOptions, Timestamp, TreeBackupOptions,
+    TreeRoot,
 };
 use serde_json::json;
 
@@ -110,22 +112,84 @@ pub fn backup(
     opts: &EsBackupOptions,
     progress: &dyn Progress,
 ) -> Result<EsBackupOutcome> {
+    let mut clock = Clock::start();
     let c = Client::new(&opts.connection)?;
-    let info = cluster::info(&c)?;
     // One backup at a time per staging directory (an agent's run and a
     // cron's, or two sources sharing it): the trim of one must not take
-    // files another is reading. Held until the snapshot is recorded.
-    let _lock = match (opts.mode, opts.staging_dir.as_deref()) {
-        (Mode::Ingest, Some(dir)) => Some(lock_staging(dir)?),
+    // files another is reading. Held until the snapshot is recorded. The
+    // first backup creates the directory, but only once the cluster has
+    // answered: nothing is written for a cluster that is not there.
+    let staging_dir = match opts.mode {
+        Mode::Ingest => opts.staging_dir.as_deref(),
+        Mode::Orchestrate => None,
+    };
+    let mut lock = match staging_dir {
+        Some(dir) if dir.is_dir() => Some(lock_staging(dir)?),
         _ => None,
     };
-    let selection = choose_indices(&c, &opts.indices)?;
-    let chosen = &selection.indices;
-    cluster::require_not_red(&c)?;
+    let known = match (&lock, staging_dir) {
+        (None, Some(dir)) => {
+            let info = cluster::info(&c)?;
+            lock = Some(lock_staging(dir)?);
+            Some(info)
+        }
+        _ => None,
+    };
+    let _lock = lock;
+    let at = opts.time.unwrap_or_else(Timestamp::now);
+    // The checks ask the cluster independent questions: asked at once,
+    // they cost the slowest one's time rather than the sum (a daily
+    // incremental snapshot takes about a second), and their answers are
+    // then read in a fixed order, so the first cause named is the same
+    // whichever came back first.
+    let (who, listed, red, running, staging) = std::thread::scope(|s| {
+        let who = s.spawn(|| {
+            let info = match known {
+                Some(i) => i,
+                None => cluster::info(&c)?,
+            };
+            let source_name = if opts.source_name.is_empty() {
+                info.cluster_name.clone()
+            } else {
+                opts.source_name.clone()
+            };
+            // Its answer is read after the repository's checks: a
+            // repository the cluster cannot use fails this look too, and
+            // its check names the cause.
+            let name = free_name(
+                &c,
+                &opts.repository,
+                &names::snapshot_name(&source_name, at),
+            );
+            Ok::<_, ElasticError>((info, source_name, name))
+        });
+        let all = s.spawn(|| cluster::cat_indices(&c, "*"));
+        let streams = s.spawn(|| cluster::data_streams(&c));
+        // The documents are counted after the snapshot (off its path: the
+        // refresh that counting needs can take a tenth of a second); what
+        // is read before is the indices' write counts, which need none.
+        // Unchanged after, nothing was written while the snapshot ran, and
+        // the count after is exactly what the snapshot holds.
+        let ops = s.spawn(|| cluster::write_ops(&c, &["*".to_string()]));
+        let red = s.spawn(|| cluster::require_not_red(&c));
+        let running = s.spawn(|| cluster::running_snapshots(&c));
+        let staging = s.spawn(|| prepare_repository(&c, opts));
+        (
+            joined(who),
+            (joined(all), joined(streams), joined(ops)),
+            joined(red),
+            joined(running),
+            joined(staging),
+        )
+    });
+    let (info, source_name, name) = who?;
+    let (all, streams, ops) = listed;
+    let selection = choose_indices(&c, &opts.indices, all?, streams?)?;
+    red?;
     // Another snapshot in the same repository would race the trim and the
     // ingest; elsewhere the cluster runs snapshots side by side (7.10+ and
     // OpenSearch; older ones refuse, and that refusal is named too).
-    let running: Vec<String> = cluster::running_snapshots(&c)?
+    let running: Vec<String> = running?
         .into_iter()
         .filter(|r| {
             r.split_once('/')
@@ -140,57 +204,33 @@ pub fn backup(
             running.join(", ")
         )));
     }
+    let staging = staging?;
+    let name = name?;
+    // Data streams' backing indices are hidden: not in `*`. Without the
+    // write counts the record holds a range of counts, not one number.
+    let mut before = ops.unwrap_or_else(|e| {
+        tracing::warn!(
+            "the write counts could not be read ({e}); the counts are recorded as a range"
+        );
+        BTreeMap::new()
+    });
+    let hidden: Vec<String> = selection
+        .indices
+        .iter()
+        .filter(|i| !before.contains_key(&i.index))
+        .map(|i| i.index.clone())
+        .collect();
+    if !hidden.is_empty() {
+        before.extend(cluster::write_ops(&c, &hidden).unwrap_or_default());
+    }
+    let chosen = &selection.indices;
     let names: Vec<String> = chosen.iter().map(|i| i.index.clone()).collect();
-    let staging = match opts.mode {
-        Mode::Ingest => {
-            let dir = opts.staging_dir.as_deref().ok_or_else(|| {
-                ElasticError::Refused(
-                    "ingest mode needs a staging directory (the source's staging_dir, or --staging-dir): a directory in path.repo of every node that lifeboat reads too".into(),
-                )
-            })?;
-            let location = staging_location(dir, opts.staging_location.as_deref());
-            match cluster::repository(&c, &opts.repository)? {
-                None => cluster::register_fs(&c, &opts.repository, &location, false)?,
-                Some(v) => {
-                    let typ = v["type"].as_str().unwrap_or_default();
-                    let loc = v["settings"]["location"].as_str().unwrap_or_default();
-                    if typ != "fs" || loc.trim_end_matches('/') != location {
-                        return Err(ElasticError::Refused(format!(
-                            "the cluster already has a snapshot repository {:?} of type {typ} at {loc:?}, not the staging repository lifeboat expects (fs at {location}): name another with the source's repository (or --repository), or switch the source to mode = \"orchestrate\"",
-                            opts.repository
-                        )));
-                    }
-                }
-            }
-            Some(dir.join(STAGING_REPOSITORY_DIR))
-        }
-        Mode::Orchestrate => {
-            if cluster::repository(&c, &opts.repository)?.is_none() {
-                return Err(ElasticError::Refused(format!(
-                    "the cluster at {} has no snapshot repository {:?}: orchestrate mode uses one the cluster owns (register it with PUT _snapshot/{}), or use ingest mode",
-                    c.target(),
-                    opts.repository,
-                    opts.repository
-                )));
-            }
-            None
-        }
-    };
-    cluster::verify_repository(&c, &opts.repository)?;
+    clock.lap("checks");
 
-    let before = cluster::doc_counts(&c, &names)?;
-    let at = opts.time.unwrap_or_else(Timestamp::now);
-    let source_name = if opts.source_name.is_empty() {
-        info.cluster_name.clone()
-    } else {
-        opts.source_name.clone()
-    };
-    let name = free_name(
-        &c,
-        &opts.repository,
-        &names::snapshot_name(&source_name, at),
-    )?;
-    cluster::create(
+    // Progress in shards: the cluster reports shards done, not bytes.
+    progress.start("snapshot (shards)", None);
+    let (mut last_total, mut last_done) = (0, 0);
+    let taken = cluster::take(
         &c,
         &opts.repository,
         &name,
@@ -199,14 +239,6 @@ pub fn backup(
             include_global_state: opts.include_global_state,
             metadata: json!({"taken_by": "lifeboat", "source": source_name}),
         },
-    )?;
-    // Progress in shards: the cluster reports shards done, not bytes.
-    progress.start("snapshot (shards)", None);
-    let (mut last_total, mut last_done) = (0, 0);
-    let taken = cluster::wait_for(
-        &c,
-        &opts.repository,
-        &name,
         opts.timeout,
         &mut |done, total| {
             if total != last_total {
@@ -221,6 +253,7 @@ pub fn backup(
     );
     progress.finish();
     let taken = taken?;
+    clock.lap("snapshot");
     if let Err(e) = check(&taken, &names) {
         // Not recorded, so not kept: the cluster deletes what only it used.
         let cleanup = cluster::delete_snapshot(&c, &opts.repository, &name);
@@ -237,10 +270,9 @@ pub fn backup(
             (e, _) => e,
         });
     }
-    let after = cluster::doc_counts(&c, &names)?;
-    let meta = EsMeta {
+    let meta_of = |after: &Counted| EsMeta {
         mode: opts.mode,
-        cluster: info,
+        cluster: info.clone(),
         repository: opts.repository.clone(),
         snapshot: name.clone(),
         snapshot_uuid: taken.uuid.clone(),
@@ -256,8 +288,8 @@ pub fn backup(
                 (
                     f.index.clone(),
                     IndexRecord {
-                        docs: before.get(&f.index).copied().unwrap_or(f.docs),
-                        docs_after: after.get(&f.index).copied().unwrap_or(f.docs),
+                        docs: after.before(f, &before),
+                        docs_after: after.docs.get(&f.index).copied().unwrap_or(f.docs),
                         primaries: f.primaries,
                         replicas: f.replicas,
                         store_bytes: f.store_bytes,
@@ -268,45 +300,161 @@ pub fn backup(
             .collect(),
         data_streams: selection.data_streams.clone(),
     };
-    let mut trimmed = Vec::new();
-    let outcome = match staging {
+    let (outcome, meta, trimmed) = match staging {
         Some(dir) => {
-            // The staging repository keeps only the newest snapshot: the
-            // next one is incremental against it, and what this one holds
-            // is exactly what is stored. Deleted through the cluster, never
-            // by removing files.
-            // This source's older snapshots only (`lifeboat-<source>-…`).
-            let own = names::source_prefix(&source_name);
-            for old in cluster::snapshots(&c, &opts.repository)? {
-                if old.snapshot != name && old.snapshot.starts_with(&own) {
-                    cluster::delete_snapshot(&c, &opts.repository, &old.snapshot)?;
-                    trimmed.push(old.snapshot);
-                }
-            }
             if !dir.is_dir() {
                 return Err(ElasticError::Refused(format!(
                     "the staging repository {} is not here, though the cluster wrote snapshot {name} into it: lifeboat must see the nodes' staging directory (a shared mount; staging_location gives the path as the nodes see it when it differs)",
                     dir.display()
                 )));
             }
-            ingest(repo, opts, &source_name, &dir, at, &meta, progress)?
+            let done = ingest(
+                repo,
+                opts,
+                &Staged {
+                    client: &c,
+                    source_name: &source_name,
+                    snapshot: &name,
+                    dir: &dir,
+                    names: &names,
+                    at,
+                },
+                &meta_of,
+                progress,
+            )?;
+            clock.lap("counts, trim and ingest");
+            done
         }
-        None => match record(repo, opts, &source_name, at, &meta, &taken) {
-            Ok(o) => o,
-            Err(e) => {
-                // Not recorded, so nothing would ever retain or delete it.
-                if let Err(d) = cluster::delete_snapshot(&c, &opts.repository, &name) {
-                    tracing::warn!("snapshot {name} could not be recorded nor deleted: {d}");
+        None => {
+            let meta = meta_of(&Counted::take(&c, &names)?);
+            match record(repo, opts, &source_name, at, &meta, &taken) {
+                Ok(o) => (o, meta, Vec::new()),
+                Err(e) => {
+                    // Not recorded, so nothing would ever retain or delete it.
+                    if let Err(d) = cluster::delete_snapshot(&c, &opts.repository, &name) {
+                        tracing::warn!("snapshot {name} could not be recorded nor deleted: {d}");
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
-        },
+        }
     };
     Ok(EsBackupOutcome {
         outcome,
         meta,
         trimmed,
     })
+}
+
+/// The indices as counted after the snapshot: documents (after a refresh)
+/// and then write counts.
+struct Counted {
+    docs: BTreeMap<String, u64>,
+    ops: BTreeMap<String, u64>,
+}
+
+impl Counted {
+    fn take(c: &Client, names: &[String]) -> Result<Counted> {
+        let docs = cluster::doc_counts(c, names)?;
+        let ops = cluster::write_ops(c, names).unwrap_or_default();
+        Ok(Counted { docs, ops })
+    }
+
+    /// The documents of `index` just before the snapshot: the count after,
+    /// when no write came in between (its write count unchanged since
+    /// `ops_before`); else what the listing before showed (without a
+    /// refresh, so perhaps short of the last writes).
+    fn before(&self, index: &IndexFacts, ops_before: &BTreeMap<String, u64>) -> u64 {
+        let unchanged = matches!(
+            (ops_before.get(&index.index), self.ops.get(&index.index)),
+            (Some(a), Some(b)) if a == b
+        );
+        match self.docs.get(&index.index) {
+            Some(&after) if unchanged => after,
+            _ => index.docs,
+        }
+    }
+}
+
+/// A checking thread's answer; its panic goes on in the caller.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// The snapshot repository a backup writes to, ready and verified by the
+/// cluster: ingest registers the staging `fs` repository (or finds it
+/// registered where expected) and returns its directory; orchestrate needs
+/// the one the cluster owns.
+fn prepare_repository(c: &Client, opts: &EsBackupOptions) -> Result<Option<PathBuf>> {
+    let staging = match opts.mode {
+        Mode::Ingest => {
+            let dir = opts.staging_dir.as_deref().ok_or_else(|| {
+                ElasticError::Refused(
+                    "ingest mode needs a staging directory (the source's staging_dir, or --staging-dir): a directory in path.repo of every node that lifeboat reads too".into(),
+                )
+            })?;
+            let location = staging_location(dir, opts.staging_location.as_deref());
+            match cluster::repository(c, &opts.repository)? {
+                None => cluster::register_fs(c, &opts.repository, &location, false)?,
+                Some(v) => {
+                    let typ = v["type"].as_str().unwrap_or_default();
+                    let loc = v["settings"]["location"].as_str().unwrap_or_default();
+                    if typ != "fs" || loc.trim_end_matches('/') != location {
+                        return Err(ElasticError::Refused(format!(
+                            "the cluster already has a snapshot repository {:?} of type {typ} at {loc:?}, not the staging repository lifeboat expects (fs at {location}): name another with the source's repository (or --repository), or switch the source to mode = \"orchestrate\"",
+                            opts.repository
+                        )));
+                    }
+                }
+            }
+            Some(dir.join(STAGING_REPOSITORY_DIR))
+        }
+        Mode::Orchestrate => {
+            if cluster::repository(c, &opts.repository)?.is_none() {
+                return Err(ElasticError::Refused(format!(
+                    "the cluster at {} has no snapshot repository {:?}: orchestrate mode uses one the cluster owns (register it with PUT _snapshot/{}), or use ingest mode",
+                    c.target(),
+                    opts.repository,
+                    opts.repository
+                )));
+            }
+            None
+        }
+    };
+    cluster::verify_repository(c, &opts.repository)?;
+    Ok(staging)
+}
+
+/// Debug timings of a backup's phases (`LIFEBOAT_LOG=debug`).
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn start() -> Self {
+        Clock(std::time::Instant::now())
+    }
+    fn lap(&mut self, phase: &str) {
+        tracing::debug!(
+            "es backup: {phase} took {} ms",
+            self.0.elapsed().as_millis()
+        );
+        self.0 = std::time::Instant::now();
+    }
+}
+
+/// Deletes this source's older snapshots (`lifeboat-<source>-…`) from the
+/// staging repository, so that it keeps only the newest: the next one is
+/// incremental against it, and what the staging repository holds is what
+/// is stored. Deleted through the cluster, never by removing files.
+fn trim(c: &Client, repository: &str, source_name: &str, newest: &str) -> Result<Vec<String>> {
+    let own = names::source_prefix(source_name);
+    let mut trimmed = Vec::new();
+    for old in cluster::snapshots(c, repository)? {
+        if old.snapshot != newest && old.snapshot.starts_with(&own) {
+            cluster::delete_snapshot(c, repository, &old.snapshot)?;
+            trimmed.push(old.snapshot);
+        }
+    }
+    Ok(trimmed)
 }
 
 /// Takes the staging directory's lock file, or says who holds it.
@@ -345,17 +493,21 @@ struct Selection {
 /// The indices and data streams to back up: those the patterns select
 /// (every open index and data stream when none, the dot-prefixed system
 /// and plugin indices left out), each present and open.
-fn choose_indices(c: &Client, patterns: &[String]) -> Result<Selection> {
+/// `all` is `_cat/indices/*`, which leaves hidden indices out, data
+/// streams' backing indices (`.ds-…`) among them: data streams are listed
+/// on their own (`streams`).
+fn choose_indices(
+    c: &Client,
+    patterns: &[String],
+    all: Vec<IndexFacts>,
+    streams: BTreeMap<String, Vec<String>>,
+) -> Result<Selection> {
     let parts: Vec<String> = patterns
         .iter()
         .flat_map(|p| p.split(','))
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect();
-    // `_cat/indices/*` leaves hidden indices out, data streams' backing
-    // indices (`.ds-…`) among them: data streams are listed on their own.
-    let all = cluster::cat_indices(c, "*")?;
-    let streams = cluster::data_streams(c)?;
     let backing: std::collections::BTreeSet<&String> = streams.values().flatten().collect();
     let mut all_names: Vec<String> = all
         .iter()
@@ -503,48 +655,106 @@ fn free_name(c: &Client, repo: &str, name: &str) -> Result<String> {
     Ok(candidate)
 }
 
+/// What an ingest stores: the staging directory the cluster wrote `snapshot`
+/// into, the indices to count again.
+struct Staged<'a> {
+    client: &'a Client,
+    source_name: &'a str,
+    snapshot: &'a str,
+    dir: &'a Path,
+    names: &'a [String],
+    at: Timestamp,
+}
+
+/// Stores the staging repository's files, with three things at once: the
+/// document counts after the snapshot are taken, the cluster deletes the
+/// older snapshots from the staging repository (its own time, about a
+/// tenth of a second, is otherwise added to every backup), and the files
+/// the new snapshot wrote are read. Once the deletion is done, the
+/// directory is walked again and that is what is recorded (see
+/// [`lifeboat_repo::TreePolicy::settle`]): only this snapshot's files,
+/// every one of them unchanged by the deletion, which never touches the
+/// newest snapshot's blobs. Returns what was stored, the record, and the
+/// snapshots deleted.
 fn ingest(
     repo: &Repository,
     opts: &EsBackupOptions,
-    source_name: &str,
-    dir: &Path,
-    at: Timestamp,
-    meta: &EsMeta,
+    staged: &Staged<'_>,
+    meta_of: &(dyn Fn(&Counted) -> EsMeta + Sync),
     progress: &dyn Progress,
-) -> Result<BackupOutcome> {
-    let entries = meta.entries()?;
+) -> Result<(BackupOutcome, EsMeta, Vec<String>)> {
     let tree = TreeBackupOptions {
         roots: vec![TreeRoot {
-            path: dir.to_path_buf(),
+            path: staged.dir.to_path_buf(),
             prefix: Some(REPOSITORY_ITEM.into()),
         }],
         source_kind: SOURCE_KIND.into(),
-        source_name: source_name.to_string(),
-        paths: vec![source_name.to_string()],
+        source_name: staged.source_name.to_string(),
+        paths: vec![staged.source_name.to_string()],
         tags: opts.tags.clone(),
         allow_partial: false,
         force_read: false,
         hostname: opts.hostname.clone(),
-        time: Some(at),
+        time: Some(staged.at),
         metadata: BTreeMap::new(),
         wal_hold: None,
     };
-    // The cluster's blobs are immutable and uniquely named (only the
-    // root's index-N and index.latest change, and they are read again):
-    // files unchanged since the parent are taken from it unread.
-    Ok(repo.backup_tree(&tree, &StagingFiles, progress, |draft| {
-        for (k, v) in entries {
-            draft.set_metadata(&k, v);
-        }
-        Ok(())
-    })?)
+    let c = staged.client;
+    std::thread::scope(|s| {
+        let after = s.spawn(|| Counted::take(c, staged.names));
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || {
+            let _ = tx.send(trim(
+                c,
+                &opts.repository,
+                staged.source_name,
+                staged.snapshot,
+            ));
+        });
+        let policy = StagingFiles {
+            trim: Mutex::new(Some(rx)),
+            trimmed: Mutex::new(Vec::new()),
+        };
+        let mut meta = None;
+        // The cluster's blobs are immutable and uniquely named (only the
+        // root's index-N and index.latest change, and they are read
+        // again): files unchanged since the parent are taken from it
+        // unread.
+        let stored = repo.backup_tree(&tree, &policy, progress, |draft| {
+            let after = joined(after).map_err(|e| RepoError::Source(Box::new(e)))?;
+            let m = meta_of(&after);
+            for (k, v) in m.entries().map_err(|e| RepoError::Source(Box::new(e)))? {
+                draft.set_metadata(&k, v);
+            }
+            meta = Some(m);
+            Ok(())
+        });
+        let stored = stored.map_err(ElasticError::from_repo)?;
+        let trimmed = std::mem::take(&mut *lock(&policy.trimmed));
+        let meta = meta.ok_or_else(|| {
+            ElasticError::Repo(RepoError::Failed(
+                "the backup was saved without its record".into(),
+            ))
+        })?;
+        Ok((stored, meta, trimmed))
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The staging repository's files: every one, as written. One that
 /// vanishes between the walk and its read was a blob of a trimmed snapshot
-/// the cluster removed late (the newest snapshot's are never removed), so
-/// it is left out rather than failing the backup.
-struct StagingFiles;
+/// the cluster removed (the newest snapshot's are never removed), so it is
+/// left out rather than failing the backup. The trim runs while the files
+/// are read; [`StagingFiles::settle`] waits for it.
+struct StagingFiles {
+    /// The trim's answer, once.
+    trim: Mutex<Option<std::sync::mpsc::Receiver<Result<Vec<String>>>>>,
+    /// The snapshots it deleted.
+    trimmed: Mutex<Vec<String>>,
+}
 
 impl lifeboat_repo::TreePolicy for StagingFiles {
     fn filter(&self, name: &str, _meta: &std::fs::Metadata) -> lifeboat_repo::Filter {
@@ -556,6 +766,22 @@ impl lifeboat_repo::TreePolicy for StagingFiles {
     }
     fn vanished_is_fine(&self) -> bool {
         true
+    }
+    fn settle(&self) -> lifeboat_repo::Result<bool> {
+        let Some(rx) = lock(&self.trim).take() else {
+            return Ok(false);
+        };
+        match rx.recv() {
+            Ok(Ok(deleted)) => {
+                let changed = !deleted.is_empty();
+                *lock(&self.trimmed) = deleted;
+                Ok(changed)
+            }
+            Ok(Err(e)) => Err(RepoError::Source(Box::new(e))),
+            Err(_) => Err(RepoError::Failed(
+                "the staging repository's trim stopped without an answer".into(),
+            )),
+        }
     }
 }
 
@@ -601,6 +827,32 @@ mod tests {
             },
             ..SnapshotInfo::default()
         }
+    }
+
+    /// The count before a snapshot is the exact count after it when the
+    /// index took no write in between, and the unrefreshed listing's
+    /// otherwise (the restore then checks a range, not one number).
+    #[test]
+    fn the_count_before_is_exact_only_when_nothing_was_written() {
+        let facts = |name: &str, docs: u64| IndexFacts {
+            index: name.into(),
+            docs,
+            ..IndexFacts::default()
+        };
+        let map = |v: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        let after = Counted {
+            docs: map(&[("quiet", 120), ("busy", 130)]),
+            ops: map(&[("quiet", 7), ("busy", 12)]),
+        };
+        let ops_before = map(&[("quiet", 7), ("busy", 9)]);
+        // Listed as 100 before the refresh; nothing written since.
+        assert_eq!(after.before(&facts("quiet", 100), &ops_before), 120);
+        // Written to meanwhile: the listing's count, short of the writes.
+        assert_eq!(after.before(&facts("busy", 100), &ops_before), 100);
+        // Not counted at all: the listing's.
+        assert_eq!(after.before(&facts("new", 5), &ops_before), 5);
     }
 
     /// What the cluster reports decides alone whether a snapshot counts:

@@ -94,7 +94,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// A client of one cluster.
+/// A client of one cluster; clones share the connection pool, and calls may
+/// run from several threads at once.
+#[derive(Clone)]
 pub struct Client {
     http: Http,
     base: Url,
@@ -205,27 +207,72 @@ impl Client {
         body: Option<&Value>,
         what: &str,
     ) -> Result<Answer> {
+        self.call_within(method, path, body, what, None)
+    }
+
+    /// [`Client::call`] with its own time limit instead of the connection's
+    /// (a call the cluster answers only when its work is done).
+    pub fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Answer> {
+        match self.exchange(method, path, body, timeout)? {
+            Ok((status, bytes)) => self.answer(status, &bytes, what),
+            Err(e) => Err(ElasticError::Unreachable {
+                target: self.target.clone(),
+                reason: format!("asking it to {what}: {}", describe(&e)),
+            }),
+        }
+    }
+
+    /// One request and its whole answer, or the transport's error.
+    fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<std::result::Result<(StatusCode, Vec<u8>), reqwest::Error>> {
         let mut rb = self.request(method.clone(), path)?;
+        if let Some(t) = timeout {
+            rb = rb.timeout(t);
+        }
         if let Some(b) = body {
             rb = rb
                 .header("Content-Type", "application/json")
                 .body(serde_json::to_vec(b).unwrap_or_default());
         }
-        tracing::debug!(%method, path, "elastic call");
-        let resp = rb.send().map_err(|e| ElasticError::Unreachable {
-            target: self.target.clone(),
-            reason: describe(&e),
-        })?;
-        let status = resp.status();
-        let bytes = resp.bytes().map_err(|e| ElasticError::Unreachable {
-            target: self.target.clone(),
-            reason: format!("the answer to \"{what}\" was cut short: {}", describe(&e)),
-        })?;
+        let sent = std::time::Instant::now();
+        let got = rb.send().and_then(|resp| {
+            let status = resp.status();
+            resp.bytes().map(|b| (status, b.to_vec()))
+        });
+        match &got {
+            Ok((status, _)) => tracing::debug!(
+                "elastic call {method} /{path}: {}, took {} ms",
+                status.as_u16(),
+                sent.elapsed().as_millis()
+            ),
+            Err(e) => tracing::debug!(
+                "elastic call {method} /{path}: no answer after {} ms ({e})",
+                sent.elapsed().as_millis()
+            ),
+        }
+        Ok(got)
+    }
+
+    /// An answer as [`Client::call`] returns it: 401 and 403 are errors
+    /// naming the credentials or the privilege.
+    fn answer(&self, status: StatusCode, bytes: &[u8], what: &str) -> Result<Answer> {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
         };
         match status {
             StatusCode::UNAUTHORIZED => Err(ElasticError::Auth {

@@ -245,6 +245,31 @@ pub fn doc_counts(c: &Client, indices: &[String]) -> Result<BTreeMap<String, u64
     Ok(out)
 }
 
+/// The write operations (documents indexed and deleted, on the primaries)
+/// each of `indices` has taken since its shards started: unchanged between
+/// two readings, nothing was written in between. Needs no refresh.
+pub fn write_ops(c: &Client, indices: &[String]) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for chunk in chunks(indices) {
+        let v = c.get(
+            &format!(
+                "{}/_stats/indexing?level=indices&filter_path=indices.*.primaries.indexing.index_total,indices.*.primaries.indexing.delete_total",
+                enc(&chunk.join(","))
+            ),
+            "report the indices' write counts",
+        )?;
+        if let Some(m) = v["indices"].as_object() {
+            for (name, st) in m {
+                let ix = &st["primaries"]["indexing"];
+                let ops = ix["index_total"].as_u64().unwrap_or(0)
+                    + ix["delete_total"].as_u64().unwrap_or(0);
+                out.insert(name.clone(), ops);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A snapshot repository's registration (`GET _snapshot/<name>`), if any.
 pub fn repository(c: &Client, name: &str) -> Result<Option<Value>> {
     let a = c.call(
@@ -464,6 +489,82 @@ pub struct CreateRequest {
 
 /// Starts a snapshot; it runs on in the cluster ([`wait_for`] follows it).
 pub fn create(c: &Client, repo: &str, name: &str, req: &CreateRequest) -> Result<()> {
+    start_snapshot(c, repo, name, req, None).map(|_| ())
+}
+
+/// Takes a snapshot and follows it to its end. The cluster is asked to
+/// answer when the snapshot ends (`wait_for_completion=true`), so the
+/// backup goes on the moment it does, with no polling pause added to it;
+/// meanwhile `tick` gets the shards done about once a second. Should that
+/// long call be cut (a proxy's idle timeout, a node restarting) after the
+/// cluster took the snapshot in hand, the snapshot is followed by looking
+/// at it ([`wait_for`]) until `timeout`.
+pub fn take(
+    c: &Client,
+    repo: &str,
+    name: &str,
+    req: &CreateRequest,
+    timeout: Duration,
+    tick: &mut dyn FnMut(u64, u64),
+) -> Result<SnapshotInfo> {
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = {
+        let (c, repo, name, req) = (c.clone(), repo.to_string(), name.to_string(), req.clone());
+        std::thread::Builder::new()
+            .name("es-snapshot".into())
+            .spawn(move || {
+                let _ = tx.send(start_snapshot(&c, &repo, &name, &req, Some(timeout)));
+            })
+    };
+    if spawned.is_err() {
+        create(c, repo, name, req)?;
+        return follow(c, repo, name, start, timeout, tick);
+    }
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Ok(Some(info))) => return Ok(info),
+            // Accepted, but the answer did not describe it: look at it.
+            Ok(Ok(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(Err(e)) if e.class() == lifeboat_repo::ErrorClass::Transient => {
+                // Cut short: did the cluster take the snapshot in hand?
+                match snapshot(c, repo, name) {
+                    Ok(Some(_)) => {
+                        tracing::warn!(
+                            "the call taking snapshot {name} was cut short ({e}); following it"
+                        );
+                        break;
+                    }
+                    _ => return Err(e),
+                }
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(v) = c.get(
+                    &format!("_snapshot/{}/{}/_status", enc(repo), enc(name)),
+                    "report the snapshot's progress",
+                ) {
+                    let st = &v["snapshots"][0]["shards_stats"];
+                    tick(
+                        st["done"].as_u64().unwrap_or(0),
+                        st["total"].as_u64().unwrap_or(0),
+                    );
+                }
+            }
+        }
+    }
+    follow(c, repo, name, start, timeout, tick)
+}
+
+/// `PUT _snapshot/<repo>/<name>`; with `wait`, the cluster answers when the
+/// snapshot ends (or `wait` passes), with its description.
+fn start_snapshot(
+    c: &Client,
+    repo: &str,
+    name: &str,
+    req: &CreateRequest,
+    wait: Option<Duration>,
+) -> Result<Option<SnapshotInfo>> {
     let body = json!({
         "indices": req.indices.join(","),
         "ignore_unavailable": false,
@@ -471,14 +572,21 @@ pub fn create(c: &Client, repo: &str, name: &str, req: &CreateRequest) -> Result
         "partial": false,
         "metadata": req.metadata,
     });
-    let a = c.call(
-        Method::PUT,
-        &format!("_snapshot/{}/{}", enc(repo), enc(name)),
-        Some(&body),
-        "start the snapshot",
-    )?;
+    let path = match wait {
+        Some(_) => format!(
+            "_snapshot/{}/{}?wait_for_completion=true",
+            enc(repo),
+            enc(name)
+        ),
+        None => format!("_snapshot/{}/{}", enc(repo), enc(name)),
+    };
+    let a = c.call_within(Method::PUT, &path, Some(&body), "take the snapshot", wait)?;
     if (200..300).contains(&a.status) {
-        return Ok(());
+        let described = &a.body["snapshot"];
+        return Ok(match described["state"].as_str() {
+            Some(state) if state != "IN_PROGRESS" => Some(SnapshotInfo::of(described)),
+            _ => None,
+        });
     }
     let typ = error_type(&a.body);
     let reason = reason_of(&a.body);
@@ -506,7 +614,18 @@ pub fn wait_for(
     timeout: Duration,
     tick: &mut dyn FnMut(u64, u64),
 ) -> Result<SnapshotInfo> {
-    let start = Instant::now();
+    follow(c, repo, name, Instant::now(), timeout, tick)
+}
+
+/// [`wait_for`] with the time counted from `start`.
+fn follow(
+    c: &Client,
+    repo: &str,
+    name: &str,
+    start: Instant,
+    timeout: Duration,
+    tick: &mut dyn FnMut(u64, u64),
+) -> Result<SnapshotInfo> {
     let mut progress_at = start;
     let mut misses = 0;
     loop {

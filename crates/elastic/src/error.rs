@@ -125,6 +125,20 @@ impl ElasticError {
     }
 }
 
+impl ElasticError {
+    /// A repository's error, or the error of this crate's own step that it
+    /// carried back ([`RepoError::Source`]).
+    pub fn from_repo(e: RepoError) -> ElasticError {
+        match e {
+            RepoError::Source(b) => match b.downcast::<ElasticError>() {
+                Ok(e) => *e,
+                Err(b) => ElasticError::Repo(RepoError::Source(b)),
+            },
+            e => ElasticError::Repo(e),
+        }
+    }
+}
+
 impl Classify for ElasticError {
     fn class(&self) -> ErrorClass {
         ElasticError::class(self)

@@ -660,10 +660,14 @@ fn ingest_snapshots_forgotten_and_pruned_leave_the_kept_one_restorable() {
     index_docs(&e.node, "books", 0, 2000);
     e.json(&["es", "backup", "logs"]);
     index_docs(&e.node, "books", 2000, 500);
-    e.json(&["es", "backup", "logs"]);
+    let second = e.json(&["es", "backup", "logs"]);
     index_docs(&e.node, "books", 1000, 2000);
     let newest = e.json(&["es", "backup", "logs"]);
     assert_eq!(newest["indices"]["books"]["docs"], 3000);
+    assert_eq!(
+        newest["trimmed"],
+        serde_json::json!([second["es_snapshot"]])
+    );
     assert_eq!(e.es_snapshots(), 3);
 
     e.keep_last_one();

@@ -54,6 +54,19 @@ pub trait TreePolicy: Sync {
     fn vanished_is_fine(&self) -> bool {
         false
     }
+    /// Waits until the source has stopped changing the tree, and says
+    /// whether it changed it meanwhile. Called once the files the walk found
+    /// new or changed have been read, so that a source still at work on its
+    /// tree (a cluster deleting an old snapshot from its repository while
+    /// the backup reads the new one's files) costs no time of its own. When
+    /// it returns `true` the tree is walked again and that walk is what the
+    /// snapshot records: a file whose size, times and inode are as the
+    /// first walk saw them keeps what was read, any other is read now (or
+    /// reused from the parent), one gone is left out. An error stops the
+    /// backup.
+    fn settle(&self) -> crate::error::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The reason given for an item that disappeared while the backup ran.

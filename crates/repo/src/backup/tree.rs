@@ -167,6 +167,35 @@ impl Repository {
             }
         };
         tree.record_reads(&plan.jobs, read, progress);
+        // The source may have changed the tree while it was read: then the
+        // tree as it is now is what is recorded.
+        let settled = policy.settle().and_then(|changed| {
+            if !changed {
+                return Ok(());
+            }
+            let again = walk(&opts.roots, policy)?;
+            let plan = tree.rewalk(
+                again.nodes,
+                again.skipped,
+                parent.as_ref(),
+                &parent_nodes,
+                policy,
+                &index,
+            );
+            progress.set_total(tree.bytes_read + plan.to_read);
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                to_read = plan.to_read,
+                "walked again"
+            );
+            let read = reader.read_all(&plan.jobs, &tree.nodes, &again.sources, &parent_nodes)?;
+            tree.record_reads(&plan.jobs, read, progress);
+            Ok(())
+        });
+        if let Err(e) = settled {
+            drop(writer);
+            return Err(e);
+        }
         let mut metadata = opts.metadata.clone();
         let parent_id = parent.as_ref().map(|p| p.id);
         let finished = tree.finish(
@@ -220,12 +249,29 @@ impl Tree {
         policy: &dyn TreePolicy,
         index: &crate::index::Index,
     ) -> ReadPlan {
+        let files: Vec<usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.kind == NodeKind::File)
+            .map(|(i, _)| i)
+            .collect();
+        self.reuse_unchanged_of(&files, parent, parent_nodes, policy, index)
+    }
+
+    /// [`Tree::reuse_unchanged`] for the files at `positions`.
+    fn reuse_unchanged_of(
+        &mut self,
+        positions: &[usize],
+        parent: Option<&SnapshotEntry>,
+        parent_nodes: &HashMap<&str, &Node>,
+        policy: &dyn TreePolicy,
+        index: &crate::index::Index,
+    ) -> ReadPlan {
         let mut jobs = Vec::new();
         let mut to_read = 0u64;
-        for (i, node) in self.nodes.iter_mut().enumerate() {
-            if node.kind != NodeKind::File {
-                continue;
-            }
+        for &i in positions {
+            let node = &mut self.nodes[i];
             self.bytes_total += node.size;
             match (parent_nodes.get(node.path.as_str()), parent) {
                 (Some(old), Some(p))
@@ -246,6 +292,43 @@ impl Tree {
             }
         }
         ReadPlan { jobs, to_read }
+    }
+
+    /// Takes a second walk's items in place of the first's: each file
+    /// unchanged (size, times, inode) since the first walk keeps what it was
+    /// given then, read or reused; the others are reused from the parent
+    /// when unchanged since it, else left to read. The first walk's skipped
+    /// items give way to the second's.
+    fn rewalk(
+        &mut self,
+        nodes: Vec<Node>,
+        skipped: Vec<Skipped>,
+        parent: Option<&SnapshotEntry>,
+        parent_nodes: &HashMap<&str, &Node>,
+        policy: &dyn TreePolicy,
+        index: &crate::index::Index,
+    ) -> ReadPlan {
+        let first: HashMap<String, Node> = std::mem::replace(&mut self.nodes, nodes)
+            .into_iter()
+            .filter(|n| n.kind == NodeKind::File)
+            .map(|n| (n.path.clone(), n))
+            .collect();
+        self.skipped = skipped;
+        self.bytes_total = 0;
+        let mut left = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if node.kind != NodeKind::File {
+                continue;
+            }
+            match first.get(&node.path) {
+                Some(seen) if unchanged(seen, node) => {
+                    self.bytes_total += node.size;
+                    node.content = seen.content.clone();
+                }
+                _ => left.push(i),
+            }
+        }
+        self.reuse_unchanged_of(&left, parent, parent_nodes, policy, index)
     }
 
     /// Records what reading the files `jobs` gave: each file's content and

@@ -175,6 +175,12 @@ pub(super) fn walk(roots: &[TreeRoot], policy: &dyn TreePolicy) -> Result<Walk> 
                             }
                         }
                     }
+                    // Removed since it was seen: as for a file.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && policy.vanished_is_fine() => {
+                        if !p.is_empty() {
+                            w.nodes.pop();
+                        }
+                    }
                     // The directory itself is kept; its contents are what is lost.
                     Err(e) => w.skipped.push(Skipped {
                         path: p,

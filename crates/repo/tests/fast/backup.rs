@@ -594,3 +594,114 @@ fn a_file_vanishing_from_a_live_database_is_left_out_quietly() {
         .unwrap_err();
     assert!(matches!(err, RepoError::Incomplete { .. }), "{err}");
 }
+
+/// A source that changes its tree once the new files are read (a cluster
+/// deleting its previous snapshot while the backup reads the new one's
+/// blobs): `settle` makes the change and reports it, or fails.
+/// The change a [`Settling`] source makes.
+type Change = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+struct Settling(Mutex<Option<Change>>);
+
+impl lifeboat_repo::TreePolicy for Settling {
+    fn vanished_is_fine(&self) -> bool {
+        true
+    }
+    fn settle(&self) -> lifeboat_repo::Result<bool> {
+        match self.0.lock().unwrap().take() {
+            Some(change) => change()
+                .map(|()| true)
+                .map_err(|e| RepoError::Source(e.into())),
+            None => Ok(false),
+        }
+    }
+}
+
+/// What is recorded is the tree once the source has settled: files it
+/// removed meanwhile are gone, files it added or replaced are read, and the
+/// files read before it changed anything are not read twice.
+#[test]
+fn a_tree_changed_while_it_is_read_is_recorded_as_it_is_once_settled() {
+    let s = Scratch::new();
+    let repo = default_repo(&s);
+    let src = s.dir.path().join("staging");
+    fs::create_dir_all(src.join("indices/a/0")).unwrap();
+    fs::create_dir_all(src.join("indices/gone/0")).unwrap();
+    let blob = noise(7, 3 << 20);
+    fs::write(src.join("indices/a/0/__new"), &blob).unwrap();
+    fs::write(src.join("indices/a/0/__old"), noise(8, 1 << 20)).unwrap();
+    fs::write(src.join("indices/gone/0/__x"), b"only the old snapshot's").unwrap();
+    fs::write(src.join("index-1"), b"generation one").unwrap();
+    fs::write(src.join("index.latest"), b"1").unwrap();
+    let opts = lifeboat_repo::TreeBackupOptions {
+        roots: vec![lifeboat_repo::TreeRoot {
+            path: src.clone(),
+            prefix: Some("repository".into()),
+        }],
+        source_kind: "settling".into(),
+        source_name: "settling".into(),
+        hostname: "test".into(),
+        ..Default::default()
+    };
+    let dir = src.clone();
+    let policy = Settling(Mutex::new(Some(Box::new(move || {
+        fs::remove_file(dir.join("indices/a/0/__old")).unwrap();
+        fs::remove_dir_all(dir.join("indices/gone")).unwrap();
+        fs::write(dir.join("index-2"), b"generation two").unwrap();
+        fs::remove_file(dir.join("index-1")).unwrap();
+        // Replaced as a cluster writes it: a new file renamed over it.
+        fs::write(dir.join("index.latest.tmp"), b"2").unwrap();
+        fs::rename(dir.join("index.latest.tmp"), dir.join("index.latest")).unwrap();
+        Ok(())
+    }))));
+    let out = repo
+        .backup_tree(&opts, &policy, &NoProgress, |_| Ok(()))
+        .unwrap();
+    let paths: Vec<&str> = out
+        .snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.kind == lifeboat_repo::NodeKind::File)
+        .map(|n| n.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "repository/index-2",
+            "repository/index.latest",
+            "repository/indices/a/0/__new"
+        ]
+    );
+    let dirs: Vec<&str> = out
+        .snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.kind == lifeboat_repo::NodeKind::Dir)
+        .map(|n| n.path.as_str())
+        .collect();
+    assert!(!dirs.iter().any(|d| d.contains("gone")), "{dirs:?}");
+    let st = &out.snapshot.stats;
+    assert!(
+        st.bytes_read < 2 * blob.len() as u64,
+        "the blob read before the change was read again: {st:?}"
+    );
+    let target = s.path().join("restored");
+    restore_into(&repo, &out.snapshot, &target, Default::default(), &[]).unwrap();
+    let r = target.join("repository");
+    assert!(fs::read(r.join("indices/a/0/__new")).unwrap() == blob);
+    assert_eq!(fs::read(r.join("index.latest")).unwrap(), b"2");
+    assert_eq!(fs::read(r.join("index-2")).unwrap(), b"generation two");
+    assert!(!r.join("index-1").exists() && !r.join("indices/gone").exists());
+
+    // A source that fails to settle fails the backup, which writes nothing.
+    let before = repo.snapshots().unwrap().len();
+    let failing = Settling(Mutex::new(Some(Box::new(|| {
+        Err("the cluster refused the deletion".to_string())
+    }))));
+    fs::write(src.join("indices/a/0/__newer"), b"another day").unwrap();
+    let err = repo
+        .backup_tree(&opts, &failing, &NoProgress, |_| Ok(()))
+        .unwrap_err();
+    assert!(err.to_string().contains("refused the deletion"), "{err}");
+    assert_eq!(repo.snapshots().unwrap().len(), before);
+}
