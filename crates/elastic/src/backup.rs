@@ -317,6 +317,7 @@ pub fn backup(
                     snapshot: &name,
                     dir: &dir,
                     names: &names,
+                    uuid: &taken.uuid,
                     at,
                 },
                 &meta_of,
@@ -326,9 +327,12 @@ pub fn backup(
             done
         }
         None => {
-            let meta = meta_of(&Counted::take(&c, &names)?);
-            match record(repo, opts, &source_name, at, &meta, &taken) {
-                Ok(o) => (o, meta, Vec::new()),
+            let recorded = Counted::take(&c, &names).and_then(|counted| {
+                let meta = meta_of(&counted);
+                record(repo, opts, &source_name, at, &meta, &taken).map(|o| (o, meta))
+            });
+            match recorded {
+                Ok((o, meta)) => (o, meta, Vec::new()),
                 Err(e) => {
                     // Not recorded, so nothing would ever retain or delete it.
                     if let Err(d) = cluster::delete_snapshot(&c, &opts.repository, &name) {
@@ -663,6 +667,8 @@ struct Staged<'a> {
     snapshot: &'a str,
     dir: &'a Path,
     names: &'a [String],
+    /// The snapshot's UUID in the cluster.
+    uuid: &'a str,
     at: Timestamp,
 }
 
@@ -721,6 +727,7 @@ fn ingest(
         // again): files unchanged since the parent are taken from it
         // unread.
         let stored = repo.backup_tree(&tree, &policy, progress, |draft| {
+            whole(draft.nodes(), staged.uuid).map_err(|e| RepoError::Source(Box::new(e)))?;
             let after = joined(after).map_err(|e| RepoError::Source(Box::new(e)))?;
             let m = meta_of(&after);
             for (k, v) in m.entries().map_err(|e| RepoError::Source(Box::new(e)))? {
@@ -738,6 +745,39 @@ fn ingest(
         })?;
         Ok((stored, meta, trimmed))
     })
+}
+
+/// Refuses to record a staging repository read without what restoring the
+/// snapshot needs first: a root generation (`index-N`) and the snapshot's
+/// own description (`snap-<uuid>.dat`). Their absence means lifeboat did
+/// not see what the nodes wrote (a shared mount showing a listing it
+/// cached).
+fn whole(nodes: &[lifeboat_repo::Node], uuid: &str) -> Result<()> {
+    let root = format!("{REPOSITORY_ITEM}/");
+    let file = |n: &&lifeboat_repo::Node| {
+        n.kind == lifeboat_repo::NodeKind::File && n.path.starts_with(&root)
+    };
+    let generation = nodes.iter().filter(file).any(|n| {
+        n.path[root.len()..]
+            .strip_prefix("index-")
+            .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+    });
+    let described = uuid.is_empty()
+        || nodes
+            .iter()
+            .filter(file)
+            .any(|n| n.path[root.len()..] == format!("snap-{uuid}.dat"));
+    if generation && described {
+        return Ok(());
+    }
+    Err(ElasticError::NotReady(format!(
+        "the staging repository as read here lacks {}: lifeboat does not see what the nodes wrote. On a shared mount, mount it on this host with attribute caching off (NFS: actimeo=0), then back up again",
+        if generation {
+            format!("snap-{uuid}.dat, the snapshot's description")
+        } else {
+            "its root generation file (index-N)".to_string()
+        }
+    )))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -766,6 +806,15 @@ impl lifeboat_repo::TreePolicy for StagingFiles {
     }
     fn vanished_is_fine(&self) -> bool {
         true
+    }
+    /// The data blobs (`__…`) and each snapshot's own files
+    /// (`snap-<uuid>.dat`, `meta-<uuid>.dat`) are written once under a
+    /// unique name; the generations (`index-N`, `index.latest`, the
+    /// shards' `index-…`) are what a deletion writes, and are read again.
+    fn immutable(&self, name: &str) -> bool {
+        let file = name.rsplit('/').next().unwrap_or(name);
+        file.starts_with("__")
+            || ((file.starts_with("snap-") || file.starts_with("meta-")) && file.ends_with(".dat"))
     }
     fn settle(&self) -> lifeboat_repo::Result<bool> {
         let Some(rx) = lock(&self.trim).take() else {
@@ -826,6 +875,73 @@ mod tests {
                 vec![]
             },
             ..SnapshotInfo::default()
+        }
+    }
+
+    fn node(path: &str) -> lifeboat_repo::Node {
+        lifeboat_repo::Node {
+            path: path.into(),
+            kind: lifeboat_repo::NodeKind::File,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            size: 0,
+            target: None,
+            rdev: 0,
+            content: Vec::new(),
+        }
+    }
+
+    /// A staging repository read without its root generation or the
+    /// snapshot's description is not recorded, and the message says why.
+    #[test]
+    fn a_staging_repository_read_without_its_root_is_refused() {
+        let ok = [
+            node("repository/index-12"),
+            node("repository/index.latest"),
+            node("repository/snap-abc.dat"),
+            node("repository/indices/x/0/__blob"),
+        ];
+        assert!(whole(&ok, "abc").is_ok());
+        let e = whole(&ok[1..], "abc").unwrap_err();
+        assert!(e.to_string().contains("root generation file"), "{e}");
+        let e = whole(&ok, "other").unwrap_err();
+        assert!(e.to_string().contains("snap-other.dat"), "{e}");
+        // `index-` alone, or a shard's generation, is not the root's.
+        let shard_only = [
+            node("repository/indices/x/0/index-3"),
+            node("repository/snap-abc.dat"),
+        ];
+        assert!(whole(&shard_only, "abc").is_err());
+    }
+
+    /// Blobs and each snapshot's own files are written once; the
+    /// generations a deletion rewrites are read again after it.
+    #[test]
+    fn only_uniquely_named_blobs_count_as_immutable() {
+        use lifeboat_repo::TreePolicy;
+        let p = StagingFiles {
+            trim: Mutex::new(None),
+            trimmed: Mutex::new(Vec::new()),
+        };
+        for name in [
+            "repository/indices/x/0/__Ab3",
+            "repository/snap-abc.dat",
+            "repository/indices/x/0/snap-abc.dat",
+            "repository/meta-abc.dat",
+        ] {
+            assert!(p.immutable(name), "{name}");
+        }
+        for name in [
+            "repository/index-12",
+            "repository/index.latest",
+            "repository/indices/x/0/index-Zq1",
+            "repository/snap-abc.tmp",
+        ] {
+            assert!(!p.immutable(name), "{name}");
         }
     }
 

@@ -260,10 +260,14 @@ pub fn write_ops(c: &Client, indices: &[String]) -> Result<BTreeMap<String, u64>
         )?;
         if let Some(m) = v["indices"].as_object() {
             for (name, st) in m {
+                // An index without both counters is left out: its count is
+                // then recorded as a range.
                 let ix = &st["primaries"]["indexing"];
-                let ops = ix["index_total"].as_u64().unwrap_or(0)
-                    + ix["delete_total"].as_u64().unwrap_or(0);
-                out.insert(name.clone(), ops);
+                if let (Some(i), Some(d)) =
+                    (ix["index_total"].as_u64(), ix["delete_total"].as_u64())
+                {
+                    out.insert(name.clone(), i + d);
+                }
             }
         }
     }
@@ -525,20 +529,36 @@ pub fn take(
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Ok(Some(info))) => return Ok(info),
             // Accepted, but the answer did not describe it: look at it.
-            Ok(Ok(None)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            Ok(Err(e)) if e.class() == lifeboat_repo::ErrorClass::Transient => {
-                // Cut short: did the cluster take the snapshot in hand?
-                match snapshot(c, repo, name) {
-                    Ok(Some(_)) => {
-                        tracing::warn!(
-                            "the call taking snapshot {name} was cut short ({e}); following it"
-                        );
-                        break;
-                    }
-                    _ => return Err(e),
+            Ok(Ok(None)) => break,
+            // Refused before it started, for a cause named already.
+            Ok(Err(
+                e @ (ElasticError::NotReady(_)
+                | ElasticError::Auth { .. }
+                | ElasticError::Forbidden { .. }
+                | ElasticError::BadUrl { .. }),
+            )) => return Err(e),
+            // The call ended without the snapshot's end (cut, timed out, or
+            // an error while it ran): did the cluster take it in hand? Then
+            // it is followed to its end, and a failure is checked (and
+            // deleted) like any other.
+            Ok(Err(e)) => match snapshot(c, repo, name) {
+                Ok(Some(_)) => {
+                    tracing::warn!(
+                        "the call taking snapshot {name} ended without its result ({e}); following it"
+                    );
+                    break;
                 }
-            }
-            Ok(Err(e)) => return Err(e),
+                _ => return Err(e),
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match snapshot(c, repo, name) {
+                Ok(Some(_)) => break,
+                _ => {
+                    return Err(ElasticError::SnapshotFailed {
+                        snapshot: name.to_string(),
+                        reason: "the call that starts it stopped without an answer".into(),
+                    })
+                }
+            },
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if let Ok(v) = c.get(
                     &format!("_snapshot/{}/{}/_status", enc(repo), enc(name)),

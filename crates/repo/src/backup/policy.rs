@@ -67,6 +67,15 @@ pub trait TreePolicy: Sync {
     fn settle(&self) -> crate::error::Result<bool> {
         Ok(false)
     }
+    /// Whether the file at `name` never changes once written (a cluster's
+    /// uniquely named blob): after [`TreePolicy::settle`], such a file that
+    /// looks unchanged keeps what was read of it; any other is read again,
+    /// however unchanged it looks (a file deleted and rewritten within the
+    /// same second, on an inode used again, looks the same; a shared mount
+    /// may show attributes it cached).
+    fn immutable(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// The reason given for an item that disappeared while the backup ran.

@@ -69,6 +69,11 @@ impl TreeDraft<'_> {
         self.metadata.insert(key.to_string(), value);
     }
 
+    /// The items the snapshot will hold, as they stand.
+    pub fn nodes(&self) -> &[Node] {
+        self.nodes
+    }
+
     /// The parent snapshot whose unchanged files were reused, if any.
     pub fn parent(&self) -> Option<SnapshotId> {
         self.parent
@@ -294,10 +299,11 @@ impl Tree {
         ReadPlan { jobs, to_read }
     }
 
-    /// Takes a second walk's items in place of the first's: each file
-    /// unchanged (size, times, inode) since the first walk keeps what it was
-    /// given then, read or reused; the others are reused from the parent
-    /// when unchanged since it, else left to read. The first walk's skipped
+    /// Takes a second walk's items in place of the first's: each file the
+    /// policy calls immutable and unchanged (size, times, inode) since the
+    /// first walk keeps what it was given then, read or reused; the others
+    /// are reused from the parent when unchanged since it, else left to
+    /// read. The first walk's skipped
     /// items give way to the second's.
     fn rewalk(
         &mut self,
@@ -321,7 +327,7 @@ impl Tree {
                 continue;
             }
             match first.get(&node.path) {
-                Some(seen) if unchanged(seen, node) => {
+                Some(seen) if unchanged(seen, node) && policy.immutable(&node.path) => {
                     self.bytes_total += node.size;
                     node.content = seen.content.clone();
                 }

@@ -607,6 +607,9 @@ impl lifeboat_repo::TreePolicy for Settling {
     fn vanished_is_fine(&self) -> bool {
         true
     }
+    fn immutable(&self, name: &str) -> bool {
+        name.rsplit('/').next().is_some_and(|f| f.starts_with("__"))
+    }
     fn settle(&self) -> lifeboat_repo::Result<bool> {
         match self.0.lock().unwrap().take() {
             Some(change) => change()
@@ -632,6 +635,9 @@ fn a_tree_changed_while_it_is_read_is_recorded_as_it_is_once_settled() {
     fs::write(src.join("indices/a/0/__old"), noise(8, 1 << 20)).unwrap();
     fs::write(src.join("indices/gone/0/__x"), b"only the old snapshot's").unwrap();
     fs::write(src.join("index-1"), b"generation one").unwrap();
+    // Not immutable: read again after the change however unchanged it looks.
+    let notes = noise(9, 1 << 20);
+    fs::write(src.join("notes"), &notes).unwrap();
     fs::write(src.join("index.latest"), b"1").unwrap();
     let opts = lifeboat_repo::TreeBackupOptions {
         roots: vec![lifeboat_repo::TreeRoot {
@@ -669,7 +675,8 @@ fn a_tree_changed_while_it_is_read_is_recorded_as_it_is_once_settled() {
         [
             "repository/index-2",
             "repository/index.latest",
-            "repository/indices/a/0/__new"
+            "repository/indices/a/0/__new",
+            "repository/notes"
         ]
     );
     let dirs: Vec<&str> = out
@@ -681,8 +688,15 @@ fn a_tree_changed_while_it_is_read_is_recorded_as_it_is_once_settled() {
         .collect();
     assert!(!dirs.iter().any(|d| d.contains("gone")), "{dirs:?}");
     let st = &out.snapshot.stats;
+    // First every file (3 + 1 + 1 MiB and a few bytes), then the notes
+    // again and the small root files: not the blob.
+    let first_pass = (blob.len() + (1 << 20) + notes.len()) as u64;
     assert!(
-        st.bytes_read < 2 * blob.len() as u64,
+        st.bytes_read >= first_pass + notes.len() as u64,
+        "a file not immutable was not read again after the change: {st:?}"
+    );
+    assert!(
+        st.bytes_read < first_pass + notes.len() as u64 + 4096,
         "the blob read before the change was read again: {st:?}"
     );
     let target = s.path().join("restored");
