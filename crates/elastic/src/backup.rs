@@ -227,126 +227,153 @@ pub fn backup(
     let names: Vec<String> = chosen.iter().map(|i| i.index.clone()).collect();
     clock.lap("checks");
 
-    // Progress in shards: the cluster reports shards done, not bytes.
-    progress.start("snapshot (shards)", None);
-    let (mut last_total, mut last_done) = (0, 0);
-    let taken = cluster::take(
-        &c,
-        &opts.repository,
-        &name,
-        &CreateRequest {
-            indices: selection.request.clone(),
-            include_global_state: opts.include_global_state,
-            metadata: json!({"taken_by": "lifeboat", "source": source_name}),
-        },
-        opts.timeout,
-        &mut |done, total| {
-            if total != last_total {
-                progress.set_total(total);
-                last_total = total;
-            }
-            if done > last_done {
-                progress.advance(done - last_done);
-                last_done = done;
-            }
-        },
-    );
-    progress.finish();
-    let taken = taken?;
-    clock.lap("snapshot");
-    if let Err(e) = check(&taken, &names) {
-        // Not recorded, so not kept: the cluster deletes what only it used.
-        let cleanup = cluster::delete_snapshot(&c, &opts.repository, &name);
-        return Err(match (e, cleanup) {
-            (ElasticError::SnapshotFailed { snapshot, reason }, Ok(())) => {
-                ElasticError::SnapshotFailed {
-                    snapshot,
-                    reason: format!(
-                        "{reason}; it was deleted from repository {}",
-                        opts.repository
-                    ),
-                }
-            }
-            (e, _) => e,
-        });
-    }
-    let meta_of = |after: &Counted| EsMeta {
-        mode: opts.mode,
-        cluster: info.clone(),
-        repository: opts.repository.clone(),
-        snapshot: name.clone(),
-        snapshot_uuid: taken.uuid.clone(),
-        state: taken.state.clone(),
-        start_ms: taken.start_ms,
-        end_ms: taken.end_ms,
-        shards: taken.shards_total,
-        include_global_state: opts.include_global_state,
-        patterns: opts.indices.clone(),
-        indices: chosen
-            .iter()
-            .map(|f| {
-                (
-                    f.index.clone(),
-                    IndexRecord {
-                        docs: after.before(f, &before),
-                        docs_after: after.docs.get(&f.index).copied().unwrap_or(f.docs),
-                        primaries: f.primaries,
-                        replicas: f.replicas,
-                        store_bytes: f.store_bytes,
-                        uuid: f.uuid.clone(),
-                    },
-                )
-            })
-            .collect(),
-        data_streams: selection.data_streams.clone(),
-    };
-    let (outcome, meta, trimmed) = match staging {
-        Some(dir) => {
-            if !dir.is_dir() {
-                return Err(ElasticError::Refused(format!(
-                    "the staging repository {} is not here, though the cluster wrote snapshot {name} into it: lifeboat must see the nodes' staging directory (a shared mount; staging_location gives the path as the nodes see it when it differs)",
-                    dir.display()
-                )));
-            }
-            let done = ingest(
-                repo,
-                opts,
-                &Staged {
-                    client: &c,
-                    source_name: &source_name,
-                    snapshot: &name,
-                    dir: &dir,
-                    names: &names,
-                    uuid: &taken.uuid,
-                    at,
-                },
-                &meta_of,
-                progress,
-            )?;
-            clock.lap("counts, trim and ingest");
-            done
-        }
-        None => {
-            let recorded = Counted::take(&c, &names).and_then(|counted| {
-                let meta = meta_of(&counted);
-                record(repo, opts, &source_name, at, &meta, &taken).map(|o| (o, meta))
+    // The staging repository keeps only the newest snapshot: the older ones
+    // are deleted through the cluster as soon as the new one runs. The
+    // cluster queues that deletion behind the snapshot and carries it out as
+    // the snapshot ends, at almost no cost of its own; the ingest waits for
+    // it (see `trim_during`).
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (trim_tx, trim_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        if staging.is_some() {
+            let (c, repository, source_name, name) = (&c, &opts.repository, &source_name, &name);
+            let timeout = opts.timeout;
+            s.spawn(move || {
+                let done_rx = done_rx;
+                let _ = trim_tx.send(trim_during(
+                    c,
+                    repository,
+                    source_name,
+                    name,
+                    &done_rx,
+                    timeout,
+                ));
             });
-            match recorded {
-                Ok((o, meta)) => (o, meta, Vec::new()),
-                Err(e) => {
-                    // Not recorded, so nothing would ever retain or delete it.
-                    if let Err(d) = cluster::delete_snapshot(&c, &opts.repository, &name) {
-                        tracing::warn!("snapshot {name} could not be recorded nor deleted: {d}");
+        }
+        // Progress in shards: the cluster reports shards done, not bytes.
+        progress.start("snapshot (shards)", None);
+        let (mut last_total, mut last_done) = (0, 0);
+        let taken = cluster::take(
+            &c,
+            &opts.repository,
+            &name,
+            &CreateRequest {
+                indices: selection.request.clone(),
+                include_global_state: opts.include_global_state,
+                metadata: json!({"taken_by": "lifeboat", "source": source_name}),
+            },
+            opts.timeout,
+            &mut |done, total| {
+                if total != last_total {
+                    progress.set_total(total);
+                    last_total = total;
+                }
+                if done > last_done {
+                    progress.advance(done - last_done);
+                    last_done = done;
+                }
+            },
+        );
+        progress.finish();
+        drop(done_tx);
+        let taken = taken?;
+        clock.lap("snapshot");
+        if let Err(e) = check(&taken, &names) {
+            // Not recorded, so not kept: the cluster deletes what only it used.
+            let cleanup = cluster::delete_snapshot(&c, &opts.repository, &name);
+            return Err(match (e, cleanup) {
+                (ElasticError::SnapshotFailed { snapshot, reason }, Ok(())) => {
+                    ElasticError::SnapshotFailed {
+                        snapshot,
+                        reason: format!(
+                            "{reason}; it was deleted from repository {}",
+                            opts.repository
+                        ),
                     }
-                    return Err(e);
+                }
+                (e, _) => e,
+            });
+        }
+        let meta_of = |after: &Counted| EsMeta {
+            mode: opts.mode,
+            cluster: info.clone(),
+            repository: opts.repository.clone(),
+            snapshot: name.clone(),
+            snapshot_uuid: taken.uuid.clone(),
+            state: taken.state.clone(),
+            start_ms: taken.start_ms,
+            end_ms: taken.end_ms,
+            shards: taken.shards_total,
+            include_global_state: opts.include_global_state,
+            patterns: opts.indices.clone(),
+            indices: chosen
+                .iter()
+                .map(|f| {
+                    (
+                        f.index.clone(),
+                        IndexRecord {
+                            docs: after.before(f, &before),
+                            docs_after: after.docs.get(&f.index).copied().unwrap_or(f.docs),
+                            primaries: f.primaries,
+                            replicas: f.replicas,
+                            store_bytes: f.store_bytes,
+                            uuid: f.uuid.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            data_streams: selection.data_streams.clone(),
+        };
+        let (outcome, meta, trimmed) = match staging {
+            Some(dir) => {
+                if !dir.is_dir() {
+                    return Err(ElasticError::Refused(format!(
+                        "the staging repository {} is not here, though the cluster wrote snapshot {name} into it: lifeboat must see the nodes' staging directory (a shared mount; staging_location gives the path as the nodes see it when it differs)",
+                        dir.display()
+                    )));
+                }
+                let done = ingest(
+                    repo,
+                    opts,
+                    &Staged {
+                        client: &c,
+                        source_name: &source_name,
+                        dir: &dir,
+                        names: &names,
+                        uuid: &taken.uuid,
+                        at,
+                    },
+                    trim_rx,
+                    &meta_of,
+                    progress,
+                )?;
+                clock.lap("counts, trim and ingest");
+                done
+            }
+            None => {
+                let recorded = Counted::take(&c, &names).and_then(|counted| {
+                    let meta = meta_of(&counted);
+                    record(repo, opts, &source_name, at, &meta, &taken).map(|o| (o, meta))
+                });
+                match recorded {
+                    Ok((o, meta)) => (o, meta, Vec::new()),
+                    Err(e) => {
+                        // Not recorded, so nothing would ever retain or delete it.
+                        if let Err(d) = cluster::delete_snapshot(&c, &opts.repository, &name) {
+                            tracing::warn!(
+                                "snapshot {name} could not be recorded nor deleted: {d}"
+                            );
+                        }
+                        return Err(e);
+                    }
                 }
             }
-        }
-    };
-    Ok(EsBackupOutcome {
-        outcome,
-        meta,
-        trimmed,
+        };
+        Ok(EsBackupOutcome {
+            outcome,
+            meta,
+            trimmed,
+        })
     })
 }
 
@@ -446,19 +473,55 @@ impl Clock {
 }
 
 /// Deletes this source's older snapshots (`lifeboat-<source>-…`) from the
-/// staging repository, so that it keeps only the newest: the next one is
+/// staging repository, so that it keeps only `newest`: the next snapshot is
 /// incremental against it, and what the staging repository holds is what
-/// is stored. Deleted through the cluster, never by removing files.
-fn trim(c: &Client, repository: &str, source_name: &str, newest: &str) -> Result<Vec<String>> {
+/// is stored. Deleted through the cluster, never by removing files, and
+/// asked for as soon as the cluster has `newest` in hand: the cluster
+/// queues the deletion behind it and carries it out as it ends (one update
+/// of the repository instead of two), so the deletion costs the backup
+/// almost nothing. Nothing is deleted when `newest` never started (`done`
+/// ends first and the cluster does not have it). A cluster that refuses a
+/// deletion while a snapshot runs (before 7.8), or a call cut while it
+/// waits, gets the deletions again once the snapshot is over. Should
+/// `newest` fail after all, the next snapshot copies everything.
+fn trim_during(
+    c: &Client,
+    repository: &str,
+    source_name: &str,
+    newest: &str,
+    done: &std::sync::mpsc::Receiver<()>,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let started = loop {
+        if let Ok(Some(_)) = cluster::snapshot(c, repository, newest) {
+            break true;
+        }
+        match done.recv_timeout(Duration::from_millis(25)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            _ => break matches!(cluster::snapshot(c, repository, newest), Ok(Some(_))),
+        }
+    };
+    if !started {
+        return Ok(Vec::new());
+    }
     let own = names::source_prefix(source_name);
-    let mut trimmed = Vec::new();
-    for old in cluster::snapshots(c, repository)? {
-        if old.snapshot != newest && old.snapshot.starts_with(&own) {
-            cluster::delete_snapshot(c, repository, &old.snapshot)?;
-            trimmed.push(old.snapshot);
+    let older: Vec<String> = cluster::snapshots(c, repository)?
+        .into_iter()
+        .map(|s| s.snapshot)
+        .filter(|s| s != newest && s.starts_with(&own))
+        .collect();
+    let wait = timeout.saturating_add(Duration::from_secs(600));
+    for old in &older {
+        if let Err(e) = cluster::delete_snapshot_within(c, repository, old, Some(wait)) {
+            tracing::debug!("deleting {old} while {newest} runs: {e}; again once it ends");
+            let _ = done.recv();
+            for old in &older {
+                cluster::delete_snapshot(c, repository, old)?;
+            }
+            break;
         }
     }
-    Ok(trimmed)
+    Ok(older)
 }
 
 /// Takes the staging directory's lock file, or says who holds it.
@@ -664,7 +727,6 @@ fn free_name(c: &Client, repo: &str, name: &str) -> Result<String> {
 struct Staged<'a> {
     client: &'a Client,
     source_name: &'a str,
-    snapshot: &'a str,
     dir: &'a Path,
     names: &'a [String],
     /// The snapshot's UUID in the cluster.
@@ -686,6 +748,7 @@ fn ingest(
     repo: &Repository,
     opts: &EsBackupOptions,
     staged: &Staged<'_>,
+    trimming: std::sync::mpsc::Receiver<Result<Vec<String>>>,
     meta_of: &(dyn Fn(&Counted) -> EsMeta + Sync),
     progress: &dyn Progress,
 ) -> Result<(BackupOutcome, EsMeta, Vec<String>)> {
@@ -708,17 +771,8 @@ fn ingest(
     let c = staged.client;
     std::thread::scope(|s| {
         let after = s.spawn(|| Counted::take(c, staged.names));
-        let (tx, rx) = std::sync::mpsc::channel();
-        s.spawn(move || {
-            let _ = tx.send(trim(
-                c,
-                &opts.repository,
-                staged.source_name,
-                staged.snapshot,
-            ));
-        });
         let policy = StagingFiles {
-            trim: Mutex::new(Some(rx)),
+            trim: Mutex::new(Some(trimming)),
             trimmed: Mutex::new(Vec::new()),
         };
         let mut meta = None;
