@@ -237,17 +237,9 @@ pub fn backup(
     std::thread::scope(|s| {
         if staging.is_some() {
             let (c, repository, source_name, name) = (&c, &opts.repository, &source_name, &name);
-            let timeout = opts.timeout;
             s.spawn(move || {
                 let done_rx = done_rx;
-                let _ = trim_tx.send(trim_during(
-                    c,
-                    repository,
-                    source_name,
-                    name,
-                    &done_rx,
-                    timeout,
-                ));
+                let _ = trim_tx.send(trim_during(c, repository, source_name, name, &done_rx));
             });
         }
         // Progress in shards: the cluster reports shards done, not bytes.
@@ -477,20 +469,21 @@ impl Clock {
 /// incremental against it, and what the staging repository holds is what
 /// is stored. Deleted through the cluster, never by removing files, and
 /// asked for as soon as the cluster has `newest` in hand: the cluster
-/// queues the deletion behind it and carries it out as it ends (one update
-/// of the repository instead of two), so the deletion costs the backup
-/// almost nothing. Nothing is deleted when `newest` never started (`done`
-/// ends first and the cluster does not have it). A cluster that refuses a
-/// deletion while a snapshot runs (before 7.8), or a call cut while it
-/// waits, gets the deletions again once the snapshot is over. Should
-/// `newest` fail after all, the next snapshot copies everything.
+/// queues the deletion behind it and carries it out right as it ends, with
+/// no round trip of lifeboat's in between, so the deletion costs the
+/// backup almost nothing. Nothing is deleted when `newest` never started
+/// (`done` ends first and the cluster does not have it). A cluster that
+/// refuses a deletion while a snapshot runs (before 7.8), a call that times
+/// out while it waits (a snapshot longer than the connection's timeout; the
+/// cluster keeps the queued deletion) or a listing that fails gets the
+/// deletions again once the snapshot is over. Should `newest` fail, time
+/// out, or not be ingested after all, the next snapshot copies everything.
 fn trim_during(
     c: &Client,
     repository: &str,
     source_name: &str,
     newest: &str,
     done: &std::sync::mpsc::Receiver<()>,
-    timeout: Duration,
 ) -> Result<Vec<String>> {
     let started = loop {
         if let Ok(Some(_)) = cluster::snapshot(c, repository, newest) {
@@ -505,23 +498,36 @@ fn trim_during(
         return Ok(Vec::new());
     }
     let own = names::source_prefix(source_name);
-    let older: Vec<String> = cluster::snapshots(c, repository)?
-        .into_iter()
-        .map(|s| s.snapshot)
-        .filter(|s| s != newest && s.starts_with(&own))
-        .collect();
-    let wait = timeout.saturating_add(Duration::from_secs(600));
-    for old in &older {
-        if let Err(e) = cluster::delete_snapshot_within(c, repository, old, Some(wait)) {
-            tracing::debug!("deleting {old} while {newest} runs: {e}; again once it ends");
-            let _ = done.recv();
+    let older_of = |list: Vec<cluster::SnapshotInfo>| -> Vec<String> {
+        list.into_iter()
+            .map(|s| s.snapshot)
+            .filter(|s| s != newest && s.starts_with(&own))
+            .collect()
+    };
+    let early = cluster::snapshots(c, repository)
+        .map(older_of)
+        .and_then(|older| {
             for old in &older {
                 cluster::delete_snapshot(c, repository, old)?;
             }
-            break;
+            Ok(older)
+        });
+    match early {
+        Ok(older) => Ok(older),
+        Err(e) => {
+            if e.class() == lifeboat_repo::ErrorClass::Transient {
+                tracing::debug!("trimming while {newest} runs: {e}; again once it ends");
+            } else {
+                tracing::warn!("trimming while {newest} runs: {e}; again once it ends");
+            }
+            let _ = done.recv();
+            let older = older_of(cluster::snapshots(c, repository)?);
+            for old in &older {
+                cluster::delete_snapshot(c, repository, old)?;
+            }
+            Ok(older)
         }
     }
-    Ok(older)
 }
 
 /// Takes the staging directory's lock file, or says who holds it.
@@ -722,8 +728,8 @@ fn free_name(c: &Client, repo: &str, name: &str) -> Result<String> {
     Ok(candidate)
 }
 
-/// What an ingest stores: the staging directory the cluster wrote `snapshot`
-/// into, the indices to count again.
+/// What an ingest stores: the staging directory the cluster wrote the
+/// snapshot `uuid` into, the indices to count again.
 struct Staged<'a> {
     client: &'a Client,
     source_name: &'a str,

@@ -711,23 +711,11 @@ fn follow(
 /// Deletes a snapshot through the cluster (the only safe way: the cluster
 /// removes the files only it referenced). A snapshot already gone is fine.
 pub fn delete_snapshot(c: &Client, repo: &str, name: &str) -> Result<()> {
-    delete_snapshot_within(c, repo, name, None)
-}
-
-/// [`delete_snapshot`] with its own time limit (a deletion the cluster
-/// queues behind a running snapshot answers when that snapshot ends).
-pub fn delete_snapshot_within(
-    c: &Client,
-    repo: &str,
-    name: &str,
-    timeout: Option<Duration>,
-) -> Result<()> {
-    let a = c.call_within(
+    let a = c.call(
         Method::DELETE,
         &format!("_snapshot/{}/{}", enc(repo), enc(name)),
         None,
         "delete a snapshot",
-        timeout,
     )?;
     // Gone already is fine; a repository that is not there is not (the
     // copy may be in a repository this cluster does not know).
