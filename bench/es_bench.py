@@ -12,7 +12,8 @@ the indices are flushed and no merge runs (a merge ending between the two
 would be paid by whichever runs second). Then the
 indices are deleted and restored --rounds times each way: the native
 restore from `native` (until yellow, counts read), and `lifeboat es
-restore` (the files staged, restored, counts compared).
+restore` (the files staged, restored, counts compared); the native restore
+is followed by `sync`, as lifeboat's staged files are written durably.
 
 Goals: lifeboat's time per snapshot <= 1.3x the native snapshot's, its
 repository <= 1.0x the native repository's size after the seventh, restore
@@ -222,6 +223,9 @@ def main():
                 node.call("POST", f"/_snapshot/native/day-{a.days}/_restore?wait_for_completion=true",
                           {"indices": ",".join(names)})
                 got = wait_yellow_and_count(node, names)
+                # lifeboat's restore writes the staged files durably; the
+                # native one gets the same flush to disk.
+                os.sync()
                 native_r.append(time.perf_counter() - t)
                 if got != before:
                     raise SystemExit(f"native restore counts {got} != {before}")
@@ -284,7 +288,7 @@ def main():
                          "encrypted, deduplicated); its restore includes writing the snapshot's files into "
                          "the staging directory before the cluster's restore, and the document counts "
                          "compared after it. The native restore is timed until the indices are yellow and "
-                         "counted.")
+                         "counted, then `sync`.")
 
 
 if __name__ == "__main__":

@@ -491,8 +491,8 @@ pub struct CreateRequest {
     pub metadata: Value,
 }
 
-/// Starts a snapshot; it runs on in the cluster ([`wait_for`] follows it).
-pub fn create(c: &Client, repo: &str, name: &str, req: &CreateRequest) -> Result<()> {
+/// Starts a snapshot; it runs on in the cluster ([`follow`] follows it).
+fn create(c: &Client, repo: &str, name: &str, req: &CreateRequest) -> Result<()> {
     start_snapshot(c, repo, name, req, None).map(|_| ())
 }
 
@@ -502,7 +502,7 @@ pub fn create(c: &Client, repo: &str, name: &str, req: &CreateRequest) -> Result
 /// meanwhile `tick` gets the shards done about once a second. Should that
 /// long call be cut (a proxy's idle timeout, a node restarting) after the
 /// cluster took the snapshot in hand, the snapshot is followed by looking
-/// at it ([`wait_for`]) until `timeout`.
+/// at it ([`follow`]) until `timeout`.
 pub fn take(
     c: &Client,
     repo: &str,
@@ -560,16 +560,7 @@ pub fn take(
                 }
             },
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(v) = c.get(
-                    &format!("_snapshot/{}/{}/_status", enc(repo), enc(name)),
-                    "report the snapshot's progress",
-                ) {
-                    let st = &v["snapshots"][0]["shards_stats"];
-                    tick(
-                        st["done"].as_u64().unwrap_or(0),
-                        st["total"].as_u64().unwrap_or(0),
-                    );
-                }
+                report_progress(c, repo, name, tick);
             }
         }
     }
@@ -625,19 +616,24 @@ fn start_snapshot(
     Err(c.api_error(&format!("start snapshot {name} in {repo}"), &a))
 }
 
-/// Follows a snapshot until it is no longer `IN_PROGRESS` (or `timeout`
-/// passes), calling `tick` with its done/total shards as it goes.
-pub fn wait_for(
-    c: &Client,
-    repo: &str,
-    name: &str,
-    timeout: Duration,
-    tick: &mut dyn FnMut(u64, u64),
-) -> Result<SnapshotInfo> {
-    follow(c, repo, name, Instant::now(), timeout, tick)
+/// Gives `tick` a running snapshot's done and total shards, when the
+/// cluster says.
+fn report_progress(c: &Client, repo: &str, name: &str, tick: &mut dyn FnMut(u64, u64)) {
+    if let Ok(v) = c.get(
+        &format!("_snapshot/{}/{}/_status", enc(repo), enc(name)),
+        "report the snapshot's progress",
+    ) {
+        let st = &v["snapshots"][0]["shards_stats"];
+        tick(
+            st["done"].as_u64().unwrap_or(0),
+            st["total"].as_u64().unwrap_or(0),
+        );
+    }
 }
 
-/// [`wait_for`] with the time counted from `start`.
+/// Follows a snapshot until it is no longer `IN_PROGRESS` (or `timeout`
+/// passes since `start`), calling `tick` with its done/total shards about
+/// once a second.
 fn follow(
     c: &Client,
     repo: &str,
@@ -667,16 +663,7 @@ fn follow(
                 // The shard counts, about once a second.
                 if progress_at.elapsed() >= Duration::from_secs(1) {
                     progress_at = Instant::now();
-                    if let Ok(v) = c.get(
-                        &format!("_snapshot/{}/{}/_status", enc(repo), enc(name)),
-                        "report the snapshot's progress",
-                    ) {
-                        let st = &v["snapshots"][0]["shards_stats"];
-                        tick(
-                            st["done"].as_u64().unwrap_or(0),
-                            st["total"].as_u64().unwrap_or(0),
-                        );
-                    }
+                    report_progress(c, repo, name, tick);
                 }
             }
             None => {
