@@ -14,6 +14,7 @@ mod es;
 mod maintenance;
 mod pg;
 mod redis;
+mod replicate;
 mod retention;
 
 use std::path::PathBuf;
@@ -135,6 +136,10 @@ pub(crate) enum Command {
         #[arg(long, hide = true, value_name = "DIR")]
         workdir: Option<PathBuf>,
     },
+    /// Bring the replicas of the config file ([[replica]]) up to date: key
+    /// slots and keyring, packs, index, WAL, snapshots last, every object
+    /// checked; deletions only after each replica's delete_delay
+    Replicate(replicate::ReplicateArgs),
     /// Check the repository; with --read-data, decrypt and hash-check every chunk
     Verify {
         /// Download and check every pack and chunk, not only the indexes and snapshots
@@ -424,6 +429,7 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         } => c::verify(ctx, read_data, read_data_subset.as_deref()),
         Command::Repair(cmd) => c::repair(ctx, cmd),
         Command::Prune(args) => maintenance::prune(ctx, &args),
+        Command::Replicate(args) => replicate::run(ctx, &args),
         Command::Stats => maintenance::stats(ctx),
         Command::Forget(args) => retention::forget(ctx, &args),
         Command::Hold {

@@ -54,6 +54,9 @@ pub struct FileConfig {
     /// `[[notify]]`: where the agent sends alerts.
     #[serde(default)]
     pub notify: Vec<NotifySection>,
+    /// `[[replica]]`: copies of the repository in other stores (regions).
+    #[serde(default)]
+    pub replica: Vec<ReplicaSection>,
     /// The file this was read from and its text (for messages that name a
     /// line); none for an empty configuration.
     #[serde(skip)]
@@ -499,8 +502,129 @@ fn source<'a, T>(
     })
 }
 
-/// `[s3]`: how to reach an S3 repository.
+/// One `[[replica]]`: a copy of the repository in another store, kept up
+/// to date by `lifeboat replicate`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaSection {
+    /// Its name, in commands (`--replica NAME`), metrics and messages.
+    pub name: String,
+    /// Where it lives: a path, `file://PATH` or `s3://BUCKET[/PREFIX]`.
+    pub repo: String,
+    /// How long an object deleted from the primary (by forget or prune)
+    /// stays in the replica (`7d` when absent).
+    pub delete_delay: Option<String>,
+    /// The most bytes a second `replicate` stores into it (`50MiB`); no
+    /// cap when absent.
+    pub bandwidth_limit: Option<String>,
+    /// `[replica.s3]`: how to reach it; a key left out is taken from `[s3]`.
+    #[serde(default)]
+    pub s3: S3Section,
+}
+
+/// The delete delay of a replica when its config gives none.
+pub const DEFAULT_REPLICA_DELETE_DELAY: Duration = Duration::from_secs(7 * 86_400);
+
+impl FileConfig {
+    /// The replicas `only` names (every replica when empty), each checked:
+    /// a name given that the config lacks, two replicas of one name, or a
+    /// replica at the primary's own location is a usage error.
+    pub fn replicas(&self, only: &[String], primary: Option<&str>) -> Result<Vec<&ReplicaSection>> {
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.replica {
+            if r.name.trim().is_empty() {
+                return Err(Error::usage(format!(
+                    "a [[replica]] in the config file has no name (replica at {})",
+                    r.repo
+                )));
+            }
+            if !seen.insert(r.name.as_str()) {
+                return Err(Error::usage(format!(
+                    "two [[replica]] sections are named {:?}: give each its own name",
+                    r.name
+                )));
+            }
+            if primary.is_some_and(|p| same_location(p, &r.repo)) {
+                return Err(Error::usage(format!(
+                    "replica {:?} is the repository itself ({}): a replica must live elsewhere, another bucket or region",
+                    r.name, r.repo
+                )));
+            }
+        }
+        for name in only {
+            if !self.replica.iter().any(|r| &r.name == name) {
+                let known: Vec<&str> = self.replica.iter().map(|r| r.name.as_str()).collect();
+                return Err(Error::usage(format!(
+                    "no replica {name:?} in the config file ({}); add a [[replica]] section with name = {name:?} and repo = URL",
+                    if known.is_empty() {
+                        "it names none".to_string()
+                    } else {
+                        format!("it names: {}", known.join(", "))
+                    }
+                )));
+            }
+        }
+        Ok(self
+            .replica
+            .iter()
+            .filter(|r| only.is_empty() || only.contains(&r.name))
+            .collect())
+    }
+}
+
+/// True when two repository URLs name the same place (trailing slashes
+/// and `file://` aside).
+fn same_location(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.strip_prefix("file://")
+            .unwrap_or(s)
+            .trim_end_matches('/')
+            .to_string()
+    };
+    norm(a) == norm(b)
+}
+
+impl ReplicaSection {
+    /// Its delete delay.
+    pub fn delete_delay(&self) -> Result<Duration> {
+        match &self.delete_delay {
+            None => Ok(DEFAULT_REPLICA_DELETE_DELAY),
+            Some(d) => humantime::parse_duration(d).map_err(|e| {
+                Error::usage(format!(
+                    "replica {:?}: delete_delay = {d:?} is not a duration ({e}); give one such as 7d or 36h",
+                    self.name
+                ))
+            }),
+        }
+    }
+
+    /// Its bandwidth cap in bytes a second.
+    pub fn bandwidth(&self) -> Result<Option<u64>> {
+        self.bandwidth_limit
+            .as_deref()
+            .map(|b| {
+                parse_rate(b).map_err(|e| {
+                    Error::usage(format!("replica {:?}: bandwidth_limit: {e}", self.name))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// A bandwidth such as `50MiB` or `10M` (a second), in bytes a second.
+pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s");
+    match t.parse::<lifeboat_repo::ByteSize>() {
+        Ok(b) if b.0 > 0 => Ok(b.0),
+        Ok(_) => Err(format!(
+            "{s:?} is zero: give a rate such as 50MiB (a second)"
+        )),
+        Err(e) => Err(format!("{s:?}: {e}; give a rate such as 50MiB (a second)")),
+    }
+}
+
+/// `[s3]`: how to reach an S3 repository.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Section {
     /// The endpoint URL.
@@ -512,8 +636,7 @@ pub struct S3Section {
     /// The secret access key.
     pub secret_access_key: Option<String>,
     /// Virtual-host-style addressing.
-    #[serde(default)]
-    pub virtual_host_style: bool,
+    pub virtual_host_style: Option<bool>,
 }
 
 /// `[storage]`: limits and retries of storage calls.

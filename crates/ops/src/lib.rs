@@ -25,6 +25,7 @@ pub mod fmt;
 pub mod maintenance;
 pub mod pg;
 pub mod redis;
+pub mod replicate;
 pub mod retention;
 pub mod secrets;
 mod session;

@@ -97,26 +97,54 @@ impl Session {
     pub fn storage(&self) -> Result<DynStorage> {
         let url = self.repo_url()?;
         let s3 = &self.file.s3;
-        let options = StorageOptions {
-            s3: S3Options {
-                endpoint: self
-                    .settings
-                    .s3_endpoint
-                    .clone()
-                    .or_else(|| s3.endpoint.clone()),
-                region: self
-                    .settings
-                    .s3_region
-                    .clone()
-                    .or_else(|| s3.region.clone()),
-                access_key_id: s3.access_key_id.clone(),
-                secret_access_key: s3.secret_access_key.clone(),
-                virtual_host_style: s3.virtual_host_style,
-            },
+        let options = self.storage_options(S3Options {
+            endpoint: self
+                .settings
+                .s3_endpoint
+                .clone()
+                .or_else(|| s3.endpoint.clone()),
+            region: self
+                .settings
+                .s3_region
+                .clone()
+                .or_else(|| s3.region.clone()),
+            access_key_id: s3.access_key_id.clone(),
+            secret_access_key: s3.secret_access_key.clone(),
+            virtual_host_style: s3.virtual_host_style.unwrap_or(false),
+        });
+        Ok(lifeboat_storage::open(&url, &options)?)
+    }
+
+    /// The store of a replica, with its own `[replica.s3]` settings (a key
+    /// it leaves out is taken from `[s3]`) and the `[storage]` limits.
+    pub fn replica_storage(&self, replica: &config::ReplicaSection) -> Result<DynStorage> {
+        let (own, s3) = (&replica.s3, &self.file.s3);
+        let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+        let options = self.storage_options(S3Options {
+            endpoint: pick(&own.endpoint, &s3.endpoint),
+            region: pick(&own.region, &s3.region),
+            access_key_id: pick(&own.access_key_id, &s3.access_key_id),
+            secret_access_key: pick(&own.secret_access_key, &s3.secret_access_key),
+            virtual_host_style: own
+                .virtual_host_style
+                .or(s3.virtual_host_style)
+                .unwrap_or(false),
+        });
+        lifeboat_storage::open(&replica.repo, &options).map_err(|e| {
+            Error::usage(format!(
+                "replica {:?}: {}",
+                replica.name,
+                lifeboat_repo::report(&e)
+            ))
+        })
+    }
+
+    fn storage_options(&self, s3: S3Options) -> StorageOptions {
+        StorageOptions {
+            s3,
             retry: self.file.storage.retry_policy(),
             max_concurrency: self.file.storage.max_concurrency.unwrap_or(0),
-        };
-        Ok(lifeboat_storage::open(&url, &options)?)
+        }
     }
 
     /// Every credential given, key material first, with warnings.

@@ -867,6 +867,31 @@ pub fn newest_archived(repo: &Repository, pgdata: &std::path::Path) -> Result<Op
         .max())
 }
 
+/// The newest WAL segment of each cluster with a backup, in a store whose
+/// named objects are `keys` (a replica's listing, or the repository's own):
+/// by system identifier, the last segment found on each timeline walked,
+/// the highest first; `None` when none is there.
+pub fn newest_segments(
+    repo: &Repository,
+    keys: &HashSet<String>,
+) -> Result<Vec<(String, Option<String>)>> {
+    let list = backups(repo)?;
+    let mut systems: Vec<String> = Vec::new();
+    for b in &list {
+        let id = BackupMeta::of(b)?.system_identifier.to_string();
+        if !systems.contains(&id) {
+            systems.push(id);
+        }
+    }
+    let mut out = Vec::new();
+    for system in systems {
+        let info = archive_info_with(repo, &system, &list, None, keys)?;
+        let newest = info.timelines.iter().filter_map(|t| t.last.clone()).max();
+        out.push((system, newest));
+    }
+    Ok(out)
+}
+
 /// What PostgreSQL's archiver says of itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArchiverState {

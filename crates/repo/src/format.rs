@@ -39,6 +39,8 @@ pub const MAGIC_MARK: &[u8; 4] = b"LBMK";
 pub const MAGIC_HOLD: &[u8; 4] = b"LBHD";
 /// Magic of a job record.
 pub const MAGIC_JOB: &[u8; 4] = b"LBJB";
+/// Magic of a replica's record of deletions seen on its primary.
+pub const MAGIC_DELETION: &[u8; 4] = b"LBDL";
 
 /// The format version this build writes and reads, for every object kind
 /// but the config.
@@ -67,6 +69,7 @@ fn kind_name(magic: &[u8; 4]) -> &'static str {
         MAGIC_MARK => "prune mark",
         MAGIC_HOLD => "hold",
         MAGIC_JOB => "job record",
+        MAGIC_DELETION => "deletion record",
         _ => "object",
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use lifeboat_types::{IndexId, PackId, SnapshotId};
 
 /// A kind of object, and the prefix all of its kind share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FileType {
     /// `config`: the repository's settings.
     Config,
@@ -35,6 +35,13 @@ pub enum FileType {
     Hold,
     /// `jobs/<start ms>-<id>`: the record of one run of a job (history).
     Job,
+    /// `deletions/<observed ms>-<id>`: in a replica only, objects seen
+    /// gone from the primary, deleted from the replica once the replica's
+    /// delete delay has passed.
+    Deletion,
+    /// `canary/<host>`: a few random bytes each host writes and reads back
+    /// to tell that the store answers (`lifeboat_repository_up`).
+    Canary,
 }
 
 impl FileType {
@@ -52,6 +59,8 @@ impl FileType {
             FileType::Mark => "marks/",
             FileType::Hold => "holds/",
             FileType::Job => "jobs/",
+            FileType::Deletion => "deletions/",
+            FileType::Canary => "canary/",
         }
     }
 }
@@ -81,6 +90,11 @@ pub enum ObjectKey<'a> {
     Hold(SnapshotId),
     /// A job record, by its name (`<start ms>-<id>`).
     Job(&'a str),
+    /// A replica's record of deletions seen on the primary, by its name
+    /// (`<observed ms>-<id>`).
+    Deletion(&'a str),
+    /// A host's canary, by its host name.
+    Canary(&'a str),
 }
 
 impl ObjectKey<'_> {
@@ -98,6 +112,8 @@ impl ObjectKey<'_> {
             ObjectKey::Mark(_) => FileType::Mark,
             ObjectKey::Hold(_) => FileType::Hold,
             ObjectKey::Job(_) => FileType::Job,
+            ObjectKey::Deletion(_) => FileType::Deletion,
+            ObjectKey::Canary(_) => FileType::Canary,
         }
     }
 }
@@ -111,7 +127,9 @@ impl fmt::Display for ObjectKey<'_> {
             | ObjectKey::Named(id)
             | ObjectKey::Session(id)
             | ObjectKey::Mark(id)
-            | ObjectKey::Job(id) => write!(f, "{prefix}{id}"),
+            | ObjectKey::Job(id)
+            | ObjectKey::Deletion(id)
+            | ObjectKey::Canary(id) => write!(f, "{prefix}{id}"),
             ObjectKey::Pack(id) => {
                 // Fanned out by the first byte: no directory of a local
                 // repository grows past a few thousand entries.
@@ -153,6 +171,7 @@ mod tests {
         assert_eq!(ObjectKey::Session("01").to_string(), "sessions/01");
         assert_eq!(ObjectKey::Mark("02").to_string(), "marks/02");
         assert_eq!(ObjectKey::Job("03-ab").to_string(), "jobs/03-ab");
+        assert_eq!(ObjectKey::Deletion("04-cd").to_string(), "deletions/04-cd");
         assert_eq!(
             ObjectKey::Hold(SnapshotId(id)).to_string(),
             format!("holds/{hex}")

@@ -36,6 +36,7 @@ mod parallel;
 mod progress;
 mod prune;
 mod repair;
+mod replicate;
 mod repository;
 mod restore;
 pub mod retention;
@@ -60,6 +61,9 @@ pub use named::PutNamed;
 pub use progress::{NoProgress, Progress};
 pub use prune::{Amount, Mark, MarkOutcome, MaxUnused, PruneOptions, PruneReport};
 pub use repair::{Leftover, LeftoverSummary, RepairIndexReport};
+pub use replicate::{
+    DamagedObject, DeletionReport, KindAmount, ReplicaStatus, ReplicateOptions, ReplicateReport,
+};
 pub use repository::{
     default_cache_dir, Credential, InitOptions, RepoConfig, Repository, INDEX_CACHE_MIN_CHUNKS,
 };

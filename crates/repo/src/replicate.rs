@@ -1,0 +1,994 @@
+//! Replicas: a second, complete copy of the repository in another store
+//! (another region), kept up to date by copying objects, never by
+//! re-encrypting them — the same keys open both (restic's `copy` and
+//! pgBackRest's multi-repo, with objects copied as they are).
+//!
+//! What a run does (docs/format.md, "Replicas"):
+//!
+//! 1. **The target is this repository's replica or empty.** Its `config`
+//!    must open with this repository's master key and name the same
+//!    repository id; an empty location becomes a replica.
+//! 2. **Listings, the primary's newest-last**: snapshots first, then holds,
+//!    index objects, packs, named objects, key slots — the reverse of the
+//!    order they are written in, so every chunk a listed snapshot uses is in
+//!    an index object and a pack listed after it.
+//! 3. **Copies, in an order that leaves the replica consistent at every
+//!    moment**: key slots, keyring, config (what opens the rest), packs,
+//!    index objects, named objects (WAL), snapshots, holds. Nothing is
+//!    stored before what it references; a run killed anywhere leaves a
+//!    replica that opens and verifies, and the next run copies what is left.
+//!    Every object read from the primary is checked before it is stored: a
+//!    pack's, index object's or snapshot's name is the BLAKE3 hash of its
+//!    bytes; a named object, hold, key slot, keyring and config decrypt and
+//!    parse with this repository's keys. An object that fails the check is
+//!    read again (a transfer may have cut it); one that fails three times
+//!    is damage on the primary: it is not copied, and the run reports it.
+//! 4. **Deletions wait** (`delete_delay`): an object the replica has and
+//!    the primary no longer has is recorded (`deletions/<ms>-<id>`, in the
+//!    replica) with the time it was first seen gone, and deleted from the
+//!    replica only once the delay has passed and it is still gone —
+//!    snapshots first, packs last. A primary emptied by mistake or by an
+//!    attacker leaves the replica restorable for that long.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use lifeboat_storage::{DynStorage, ObjectInfo};
+use lifeboat_types::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RepoError, Result};
+use crate::format::{self, MAGIC_CONFIG, MAGIC_DELETION, MAGIC_HOLD, MAGIC_KEYRING};
+use crate::holds::Hold;
+use crate::keys::{FileType, ObjectKey};
+use crate::parallel::{lock, Pool};
+use crate::progress::Progress;
+use crate::repository::{decode_slot, RepoConfig, Repository};
+use crate::sessions::{hostname, random_id, seal_document};
+
+/// The deletion record's version.
+const DELETION_VERSION: u32 = 1;
+
+/// Reads of an object that fails its check before it counts as damaged.
+const READS: usize = 3;
+
+/// The kinds a replica holds, listed on the primary in this order.
+const LISTED: [FileType; 6] = [
+    FileType::Snapshot,
+    FileType::Hold,
+    FileType::Index,
+    FileType::Pack,
+    FileType::Named,
+    FileType::KeySlot,
+];
+
+/// The kinds copied by [`copy_phase`], in the order they are stored (key
+/// slots, keyring and config are copied before these).
+const COPIED: [FileType; 5] = [
+    FileType::Pack,
+    FileType::Index,
+    FileType::Named,
+    FileType::Snapshot,
+    FileType::Hold,
+];
+
+/// The order deletions are applied in: what references first.
+const DELETED: [FileType; 6] = [
+    FileType::Snapshot,
+    FileType::Hold,
+    FileType::KeySlot,
+    FileType::Index,
+    FileType::Named,
+    FileType::Pack,
+];
+
+/// How a run copies.
+#[derive(Clone, Debug)]
+pub struct ReplicateOptions {
+    /// How long an object gone from the primary stays in the replica.
+    pub delete_delay: Duration,
+    /// Copies in flight at most.
+    pub workers: usize,
+    /// Bytes per second stored into the replica at most (`None`: no cap).
+    pub bandwidth: Option<u64>,
+}
+
+impl Default for ReplicateOptions {
+    fn default() -> Self {
+        ReplicateOptions {
+            delete_delay: Duration::from_secs(7 * 86_400),
+            workers: 8,
+            bandwidth: None,
+        }
+    }
+}
+
+/// Objects and bytes of one kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindAmount {
+    /// The kind, as its prefix names it (`packs`, `index`, `snapshots`,
+    /// `named`, `holds`, `keys`, `keyring`, `config`).
+    pub kind: String,
+    /// Objects.
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// An object of the primary that failed its check on every read, and was
+/// not copied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DamagedObject {
+    /// Its key.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplicateReport {
+    /// The replica's location.
+    pub replica: String,
+    /// The replica was empty: this run made it.
+    pub created: bool,
+    /// What was copied, per kind (kinds with nothing copied left out).
+    pub copied: Vec<KindAmount>,
+    /// Objects the replica already had.
+    pub present: u64,
+    /// Objects the replica had with other bytes (damaged there, or cut),
+    /// stored again.
+    pub replaced: u64,
+    /// Objects of the primary that are damaged, not copied.
+    pub damaged: Vec<DamagedObject>,
+    /// Deletions seen and applied.
+    pub deletions: DeletionReport,
+}
+
+impl ReplicateReport {
+    /// Objects and bytes copied, all kinds.
+    pub fn total_copied(&self) -> (u64, u64) {
+        self.copied
+            .iter()
+            .fold((0, 0), |(o, b), k| (o + k.objects, b + k.bytes))
+    }
+}
+
+/// Objects gone from the primary: how many the replica still keeps, and
+/// what the run deleted.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DeletionReport {
+    /// Objects first seen gone by this run.
+    pub newly_seen: u64,
+    /// Objects deleted from the replica by this run (their delay passed).
+    pub deleted: Vec<KindAmount>,
+    /// Objects gone from the primary that the replica keeps until their
+    /// delay passes.
+    pub pending: u64,
+    /// Of those, the snapshots.
+    pub pending_snapshots: u64,
+    /// When the next of them is due.
+    pub next_due: Option<Timestamp>,
+}
+
+/// How far a replica is behind its primary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplicaStatus {
+    /// The replica's location.
+    pub replica: String,
+    /// The replica has a config (it was made).
+    pub exists: bool,
+    /// What the primary has that the replica lacks (or has with other
+    /// bytes), per kind.
+    pub missing: Vec<KindAmount>,
+    /// When the oldest of those was stored on the primary.
+    pub oldest_missing: Option<Timestamp>,
+    /// The age of the oldest object the replica lacks, in seconds (0: up
+    /// to date).
+    pub lag_seconds: f64,
+    /// Snapshots on the primary and on the replica.
+    pub snapshots: (u64, u64),
+    /// Deletions the replica keeps back.
+    pub deletions: DeletionReport,
+}
+
+/// A replica's record of objects first seen gone from the primary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DeletionRecord {
+    version: u32,
+    id: String,
+    /// When the objects were first seen gone.
+    observed: Timestamp,
+    hostname: String,
+    /// Their keys.
+    keys: Vec<String>,
+}
+
+/// One side's objects, by kind, by key.
+#[derive(Default)]
+struct Listing {
+    by_kind: HashMap<FileType, HashMap<String, ObjectInfo>>,
+}
+
+impl Listing {
+    fn of(&self, ft: FileType) -> impl Iterator<Item = &ObjectInfo> {
+        self.by_kind.get(&ft).into_iter().flat_map(|m| m.values())
+    }
+
+    fn get(&self, ft: FileType, key: &str) -> Option<&ObjectInfo> {
+        self.by_kind.get(&ft).and_then(|m| m.get(key))
+    }
+
+    fn contains(&self, ft: FileType, key: &str) -> bool {
+        self.get(ft, key).is_some()
+    }
+}
+
+/// The kind's name in reports: its prefix without the slash.
+fn kind_name(ft: FileType) -> String {
+    ft.prefix().trim_end_matches('/').to_string()
+}
+
+fn add(amounts: &mut BTreeMap<FileType, (u64, u64)>, ft: FileType, bytes: u64) {
+    let e = amounts.entry(ft).or_default();
+    e.0 += 1;
+    e.1 += bytes;
+}
+
+fn amounts(order: &[FileType], m: &BTreeMap<FileType, (u64, u64)>) -> Vec<KindAmount> {
+    order
+        .iter()
+        .filter_map(|ft| {
+            m.get(ft).map(|(o, b)| KindAmount {
+                kind: kind_name(*ft),
+                objects: *o,
+                bytes: *b,
+            })
+        })
+        .collect()
+}
+
+/// Spaces stores out so that, on average, no more than `rate` bytes a
+/// second go to the replica (a token bucket without a burst).
+struct Throttle {
+    rate: Option<u64>,
+    next: Mutex<Instant>,
+}
+
+impl Throttle {
+    fn new(rate: Option<u64>) -> Throttle {
+        Throttle {
+            rate: rate.filter(|r| *r > 0),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Reserves the time to send `bytes` at `now`: returns when they may
+    /// be sent (the end of what was reserved before, or now).
+    fn reserve(&self, bytes: u64, now: Instant) -> Instant {
+        let Some(rate) = self.rate else { return now };
+        let mut next = lock(&self.next);
+        let start = (*next).max(now);
+        *next = start + Duration::from_secs_f64(bytes as f64 / rate as f64);
+        start
+    }
+
+    /// Waits until `bytes` may be sent.
+    fn take(&self, bytes: u64) {
+        let start = self.reserve(bytes, Instant::now());
+        let now = Instant::now();
+        if start > now {
+            std::thread::sleep(start - now);
+        }
+    }
+}
+
+/// What a copy worker did with one object.
+enum Copied {
+    Stored { bytes: u64, replaced: bool },
+    Damaged(DamagedObject),
+}
+
+/// True when `key`'s last part is the BLAKE3 hash of `bytes` (packs, index
+/// objects, snapshots).
+fn hash_matches(key: &str, bytes: &[u8]) -> bool {
+    key.rsplit('/').next() == Some(blake3::hash(bytes).to_hex().as_str())
+}
+
+impl Repository {
+    /// Brings the replica in `target` up to date (module docs).
+    pub fn replicate(
+        &self,
+        target: &DynStorage,
+        opts: &ReplicateOptions,
+        progress: &dyn Progress,
+    ) -> Result<ReplicateReport> {
+        let mut report = ReplicateReport {
+            replica: target.location(),
+            ..ReplicateReport::default()
+        };
+        report.created = !self.check_replica(target)?;
+        let primary = self.list_side(&self.inner.storage)?;
+        let replica = self.list_side(target)?;
+        let throttle = Throttle::new(opts.bandwidth);
+        let mut copied: BTreeMap<FileType, (u64, u64)> = BTreeMap::new();
+
+        // What opens the rest, first: key slots, the keyring, the config.
+        let slots: Vec<(String, u64)> = primary
+            .of(FileType::KeySlot)
+            .filter(|o| replica.get(FileType::KeySlot, &o.key).map(|r| r.size) != Some(o.size))
+            .map(|o| (o.key.clone(), o.size))
+            .collect();
+        report.present += primary.of(FileType::KeySlot).count() as u64 - slots.len() as u64;
+        self.copy_phase(
+            target,
+            FileType::KeySlot,
+            &slots,
+            &replica,
+            opts,
+            &throttle,
+            &mut report,
+            &mut copied,
+            progress,
+        )?;
+        for ft in [FileType::Keyring, FileType::Config] {
+            match self.copy_single(target, ft)? {
+                Some(bytes) => add(&mut copied, ft, bytes),
+                None => report.present += 1,
+            }
+        }
+        lifeboat_types::failpoint!("replicate-after-keys");
+
+        // Then the data, the index, the WAL, and the snapshots last.
+        for ft in COPIED {
+            let todo: Vec<(String, u64)> = primary
+                .of(ft)
+                .filter(|o| {
+                    let there = replica.get(ft, &o.key).map(|r| r.size);
+                    // Holds are replaced in place: compared by content below.
+                    ft == FileType::Hold || there != Some(o.size)
+                })
+                .map(|o| (o.key.clone(), o.size))
+                .collect();
+            let todo = if ft == FileType::Hold {
+                self.changed_holds(target, todo, &replica)?
+            } else {
+                todo
+            };
+            report.present += primary.of(ft).count() as u64 - todo.len() as u64;
+            if !report.damaged.is_empty() && ft == FileType::Snapshot {
+                // Snapshots are still copied: the replica is then what the
+                // primary is, less the objects damaged there.
+                tracing::warn!(
+                    damaged = report.damaged.len(),
+                    "objects damaged on the primary were not copied"
+                );
+            }
+            self.copy_phase(
+                target,
+                ft,
+                &todo,
+                &replica,
+                opts,
+                &throttle,
+                &mut report,
+                &mut copied,
+                progress,
+            )?;
+            lifeboat_types::failpoint!("replicate-after-kind");
+        }
+        let mut order = vec![FileType::KeySlot, FileType::Keyring, FileType::Config];
+        order.extend(COPIED);
+        report.copied = amounts(&order, &copied);
+
+        report.deletions = self.apply_deletions(target, &primary, &replica, opts, progress)?;
+        Ok(report)
+    }
+
+    /// Copies to `target` the named objects (WAL) of the primary that are
+    /// not in `known` (the replica's named objects, kept up to date here):
+    /// what `replicate --follow` does between full runs, so a segment
+    /// reaches the replica seconds after `wal-push` stored it. Returns the
+    /// objects and bytes copied, and the damaged ones skipped.
+    pub fn replicate_named(
+        &self,
+        target: &DynStorage,
+        known: &mut HashSet<String>,
+        opts: &ReplicateOptions,
+    ) -> Result<(u64, u64, Vec<DamagedObject>)> {
+        let listed = self
+            .inner
+            .block(self.inner.storage.list(FileType::Named.prefix()))?;
+        let todo: Vec<(String, u64)> = listed
+            .into_iter()
+            .filter(|o| !known.contains(&o.key))
+            .map(|o| (o.key, o.size))
+            .collect();
+        let mut report = ReplicateReport::default();
+        let mut copied = BTreeMap::new();
+        self.copy_phase(
+            target,
+            FileType::Named,
+            &todo,
+            &Listing::default(),
+            opts,
+            &Throttle::new(opts.bandwidth),
+            &mut report,
+            &mut copied,
+            &crate::progress::NoProgress,
+        )?;
+        let damaged: HashSet<&str> = report.damaged.iter().map(|d| d.key.as_str()).collect();
+        known.extend(
+            todo.iter()
+                .filter(|(k, _)| !damaged.contains(k.as_str()))
+                .map(|(k, _)| k.clone()),
+        );
+        let (objects, bytes) = copied.get(&FileType::Named).copied().unwrap_or_default();
+        Ok((objects, bytes, report.damaged))
+    }
+
+    /// The keys of the named objects in `target`, for
+    /// [`Repository::replicate_named`].
+    pub fn replica_named_keys(&self, target: &DynStorage) -> Result<HashSet<String>> {
+        Ok(self
+            .inner
+            .block(target.list(FileType::Named.prefix()))?
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
+    /// How far the replica in `target` is behind, from listings of both
+    /// sides (and the replica's deletion records); `delete_delay` dates
+    /// the pending deletions.
+    pub fn replica_status(
+        &self,
+        target: &DynStorage,
+        delete_delay: Duration,
+    ) -> Result<ReplicaStatus> {
+        let exists = self.check_replica(target)?;
+        let primary = self.list_side(&self.inner.storage)?;
+        let replica = self.list_side(target)?;
+        let mut missing: BTreeMap<FileType, (u64, u64)> = BTreeMap::new();
+        let mut oldest: Option<SystemTime> = None;
+        for ft in LISTED {
+            for o in primary.of(ft) {
+                if replica.get(ft, &o.key).map(|r| r.size) != Some(o.size) {
+                    add(&mut missing, ft, o.size);
+                    if let Some(m) = o.modified {
+                        oldest = Some(oldest.map_or(m, |x| x.min(m)));
+                    }
+                }
+            }
+        }
+        let now = SystemTime::now();
+        let lag = oldest
+            .map(|t| now.duration_since(t).unwrap_or_default().as_secs_f64())
+            .unwrap_or(0.0);
+        let records = if exists {
+            self.deletion_records(target)?
+        } else {
+            Vec::new()
+        };
+        let gone = gone_from_primary(&primary, &replica);
+        let recorded: HashSet<&str> = records
+            .iter()
+            .flat_map(|(_, r)| r.keys.iter().map(String::as_str))
+            .collect();
+        let mut deletions = pending_of(&records, &gone, delete_delay);
+        deletions.newly_seen = gone
+            .iter()
+            .filter(|(_, k)| !recorded.contains(k.as_str()))
+            .count() as u64;
+        Ok(ReplicaStatus {
+            replica: target.location(),
+            exists,
+            missing: amounts(&LISTED, &missing),
+            oldest_missing: oldest.and_then(|t| Timestamp::try_from(t).ok()),
+            lag_seconds: lag,
+            snapshots: (
+                primary.of(FileType::Snapshot).count() as u64,
+                replica.of(FileType::Snapshot).count() as u64,
+            ),
+            deletions,
+        })
+    }
+
+    /// True when `target` holds this repository's replica, false when it
+    /// is empty (or holds only the first key slots and keyring a killed
+    /// first run copied); anything else is refused.
+    fn check_replica(&self, target: &DynStorage) -> Result<bool> {
+        let config = FileType::Config.prefix();
+        let location = target.location();
+        match self.inner.block(target.get(config)) {
+            Ok(bytes) => {
+                let cfg = format::open_object(config, MAGIC_CONFIG, &bytes, self.master_key(), None)
+                    .map_err(|_| RepoError::Invalid(format!(
+                        "{location} holds another repository (its config does not open with this repository's key): a replica must be this repository's copy or an empty location"
+                    )))?;
+                let cfg: RepoConfig =
+                    serde_json::from_slice(&cfg).map_err(|e| RepoError::Corrupt {
+                        key: format!("{location}/{config}"),
+                        reason: e.to_string(),
+                    })?;
+                if cfg.id != self.inner.config.id {
+                    return Err(RepoError::Invalid(format!(
+                        "{location} holds another repository (id {}, this one is {}): a replica must be this repository's copy or an empty location",
+                        cfg.id, self.inner.config.id
+                    )));
+                }
+                Ok(true)
+            }
+            Err(e) if e.is_not_found() => {
+                let all = self.inner.block(target.list(""))?;
+                let foreign: Vec<&ObjectInfo> = all
+                    .iter()
+                    .filter(|o| {
+                        !(o.key.starts_with(FileType::KeySlot.prefix())
+                            || o.key == FileType::Keyring.prefix()
+                            || o.key.starts_with(FileType::Canary.prefix()))
+                    })
+                    .collect();
+                if let Some(first) = foreign.first() {
+                    return Err(RepoError::Invalid(format!(
+                        "{location} is not empty ({} objects, such as {}) and holds no repository: a replica must be this repository's copy or an empty location",
+                        foreign.len(),
+                        first.key
+                    )));
+                }
+                // Key slots and a keyring alone: a first run killed before
+                // the config; they must be this repository's.
+                for o in all
+                    .iter()
+                    .filter(|o| !o.key.starts_with(FileType::Canary.prefix()))
+                {
+                    let theirs = self.inner.block(target.get(&o.key))?;
+                    match self.inner.block(self.inner.storage.get(&o.key)) {
+                        Ok(ours) if o.key.starts_with(FileType::KeySlot.prefix()) && ours == theirs => {}
+                        Ok(_) if o.key == FileType::Keyring.prefix() => {
+                            self.open_keyring(&o.key, &theirs).map_err(|_| {
+                                RepoError::Invalid(format!(
+                                    "{location} holds another repository's keyring: a replica must be this repository's copy or an empty location"
+                                ))
+                            })?;
+                        }
+                        _ => {
+                            return Err(RepoError::Invalid(format!(
+                                "{location} holds a key slot this repository does not have ({}): a replica must be this repository's copy or an empty location",
+                                o.key
+                            )))
+                        }
+                    }
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lists every kind a replica holds, snapshots first.
+    fn list_side(&self, storage: &DynStorage) -> Result<Listing> {
+        let mut out = Listing::default();
+        for ft in LISTED {
+            let listed = self.inner.block(storage.list(ft.prefix()))?;
+            out.by_kind
+                .insert(ft, listed.into_iter().map(|o| (o.key.clone(), o)).collect());
+        }
+        Ok(out)
+    }
+
+    fn open_keyring(&self, key: &str, bytes: &[u8]) -> Result<lifeboat_crypto::Keyring> {
+        let ring = format::open_object(key, MAGIC_KEYRING, bytes, self.master_key(), None)?;
+        lifeboat_crypto::Keyring::from_bytes(&ring).map_err(|e| RepoError::Corrupt {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Checks an object read from the primary, by its kind.
+    fn check_copy(&self, ft: FileType, key: &str, bytes: &[u8]) -> Result<()> {
+        let corrupt = |reason: &str| RepoError::Corrupt {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        match ft {
+            FileType::Pack | FileType::Index | FileType::Snapshot => {
+                if hash_matches(key, bytes) {
+                    Ok(())
+                } else {
+                    Err(corrupt(
+                        "its BLAKE3 hash is not its name: the bytes changed after it was written",
+                    ))
+                }
+            }
+            FileType::Named => self.check_named_object(key, bytes),
+            FileType::KeySlot => decode_slot(key, bytes).map(|_| ()),
+            FileType::Hold => self
+                .decode_document::<Hold>(key, MAGIC_HOLD, bytes)
+                .map(|_| ()),
+            FileType::Keyring => self.open_keyring(key, bytes).map(|_| ()),
+            FileType::Config => {
+                let json = format::open_object(key, MAGIC_CONFIG, bytes, self.master_key(), None)?;
+                let cfg: RepoConfig =
+                    serde_json::from_slice(&json).map_err(|e| corrupt(&e.to_string()))?;
+                if cfg.id == self.inner.config.id {
+                    Ok(())
+                } else {
+                    Err(corrupt("it names another repository"))
+                }
+            }
+            _ => Err(corrupt("not a kind a replica holds")),
+        }
+    }
+
+    /// Reads `key` from the primary until it passes its check, at most
+    /// [`READS`] times; `Ok(Err(..))` is damage.
+    fn read_checked(
+        &self,
+        ft: FileType,
+        key: &str,
+    ) -> Result<std::result::Result<Bytes, DamagedObject>> {
+        let mut last = String::new();
+        for _ in 0..READS {
+            let bytes = self.inner.block(self.inner.storage.get(key))?;
+            match self.check_copy(ft, key, &bytes) {
+                Ok(()) => return Ok(Ok(bytes)),
+                Err(RepoError::Corrupt { reason, .. }) => last = reason,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Err(DamagedObject {
+            key: key.to_string(),
+            reason: last,
+        }))
+    }
+
+    /// Copies `todo` (keys and sizes of kind `ft`) in parallel; the first
+    /// error stops the phase.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_phase(
+        &self,
+        target: &DynStorage,
+        ft: FileType,
+        todo: &[(String, u64)],
+        replica: &Listing,
+        opts: &ReplicateOptions,
+        throttle: &Throttle,
+        report: &mut ReplicateReport,
+        copied: &mut BTreeMap<FileType, (u64, u64)>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let total: u64 = todo.iter().map(|(_, s)| s).sum();
+        progress.start(&format!("replicate: {}", kind_name(ft)), Some(total));
+        let done = Pool::new(opts.workers).try_map(todo, |(key, _)| -> Result<Copied> {
+            let bytes = match self.read_checked(ft, key) {
+                Ok(Ok(b)) => b,
+                Ok(Err(damaged)) => return Ok(Copied::Damaged(damaged)),
+                // Gone since the listing (a prune, a forget): nothing to copy.
+                Err(RepoError::Storage(e)) if e.is_not_found() => {
+                    return Ok(Copied::Stored {
+                        bytes: 0,
+                        replaced: false,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            let len = bytes.len() as u64;
+            throttle.take(len);
+            self.inner.block(target.put(key, bytes))?;
+            progress.advance(len);
+            Ok(Copied::Stored {
+                bytes: len,
+                replaced: replica.contains(ft, key),
+            })
+        });
+        progress.finish();
+        for c in done? {
+            match c {
+                Copied::Stored { bytes: 0, .. } => {}
+                Copied::Stored { bytes, replaced } => {
+                    add(copied, ft, bytes);
+                    if replaced {
+                        report.replaced += 1;
+                    }
+                }
+                Copied::Damaged(d) => report.damaged.push(d),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the keyring or the config when the replica's differs, and
+    /// returns the bytes copied. The replica's keyring is replaced only by
+    /// one holding every epoch it has (a keyring that lost an epoch would
+    /// make the replica's data unreadable), and its config never by an
+    /// older envelope version.
+    fn copy_single(&self, target: &DynStorage, ft: FileType) -> Result<Option<u64>> {
+        let key = ft.prefix();
+        let ours = self.inner.block(self.inner.storage.get(key))?;
+        let theirs = match self.inner.block(target.get(key)) {
+            Ok(b) => Some(b),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        if theirs.as_ref() == Some(&ours) {
+            return Ok(None);
+        }
+        self.check_copy(ft, key, &ours)?;
+        if let Some(theirs) = &theirs {
+            match ft {
+                FileType::Keyring => {
+                    let mine = self.open_keyring(key, &ours)?;
+                    let replica = self.open_keyring(key, theirs).map_err(|e| {
+                        RepoError::Invalid(format!(
+                            "the replica's keyring does not open with this repository's key ({}); it is not replaced, to keep what the replica stores readable",
+                            lifeboat_types::error::report(&e)
+                        ))
+                    })?;
+                    if let Some(lost) = replica
+                        .epochs()
+                        .iter()
+                        .find(|e| mine.epoch(e.number).is_none())
+                    {
+                        return Err(RepoError::Invalid(format!(
+                            "the primary's keyring lacks key epoch {} that the replica's has: replacing it would make the replica's data sealed with that epoch unreadable; find out why the primary's keyring lost it before replicating",
+                            lost.number
+                        )));
+                    }
+                }
+                FileType::Config
+                    if format::header_version(theirs) > format::header_version(&ours) =>
+                {
+                    return Ok(None);
+                }
+                _ => {}
+            }
+        }
+        let len = ours.len() as u64;
+        self.inner.block(target.put(key, ours))?;
+        Ok(Some(len))
+    }
+
+    /// Of the primary's holds `todo`, those the replica lacks or has with
+    /// other bytes.
+    fn changed_holds(
+        &self,
+        target: &DynStorage,
+        todo: Vec<(String, u64)>,
+        replica: &Listing,
+    ) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for (key, size) in todo {
+            if replica.contains(FileType::Hold, &key) {
+                let ours = self.inner.block(self.inner.storage.get(&key));
+                let theirs = self.inner.block(target.get(&key));
+                if let (Ok(a), Ok(b)) = (&ours, &theirs) {
+                    if a == b {
+                        continue;
+                    }
+                }
+            }
+            out.push((key, size));
+        }
+        Ok(out)
+    }
+
+    /// The replica's deletion records, each with its key.
+    fn deletion_records(&self, target: &DynStorage) -> Result<Vec<(String, DeletionRecord)>> {
+        let listed = self.inner.block(target.list(FileType::Deletion.prefix()))?;
+        let mut out = Vec::new();
+        for o in listed {
+            let bytes = match self.inner.block(target.get(&o.key)) {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let rec: DeletionRecord = self.decode_document(&o.key, MAGIC_DELETION, &bytes)?;
+            if rec.version > DELETION_VERSION {
+                return Err(RepoError::UnknownVersion {
+                    key: o.key,
+                    what: "deletion record",
+                    found: u16::try_from(rec.version).unwrap_or(u16::MAX),
+                    supported: DELETION_VERSION as u16,
+                });
+            }
+            out.push((o.key, rec));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Records what is newly gone from the primary, and deletes from the
+    /// replica what has been gone for the delete delay.
+    fn apply_deletions(
+        &self,
+        target: &DynStorage,
+        primary: &Listing,
+        replica: &Listing,
+        opts: &ReplicateOptions,
+        progress: &dyn Progress,
+    ) -> Result<DeletionReport> {
+        let gone = gone_from_primary(primary, replica);
+        let records = self.deletion_records(target)?;
+        let recorded: HashSet<&str> = records
+            .iter()
+            .flat_map(|(_, r)| r.keys.iter().map(String::as_str))
+            .collect();
+        let new: Vec<String> = gone
+            .iter()
+            .filter(|(_, k)| !recorded.contains(k.as_str()))
+            .map(|(_, k)| k.clone())
+            .collect();
+        let mut report = DeletionReport {
+            newly_seen: new.len() as u64,
+            ..DeletionReport::default()
+        };
+        let mut records = records;
+        if !new.is_empty() {
+            let now = Timestamp::now();
+            let rec = DeletionRecord {
+                version: DELETION_VERSION,
+                id: random_id()?,
+                observed: now,
+                hostname: hostname(),
+                keys: new,
+            };
+            let name = format!("{:014}-{}", now.as_millisecond().max(0), rec.id);
+            let key = ObjectKey::Deletion(&name).to_string();
+            let obj = seal_document(&self.inner, MAGIC_DELETION, &rec)?;
+            self.inner.block(target.put(&key, Bytes::from(obj)))?;
+            records.push((key, rec));
+        }
+        lifeboat_types::failpoint!("replicate-after-deletion-record");
+
+        // Due: recorded at least the delay ago, and still gone.
+        let now = Timestamp::now();
+        let gone_keys: HashMap<&str, FileType> =
+            gone.iter().map(|(ft, k)| (k.as_str(), *ft)).collect();
+        let mut due: Vec<(FileType, String, u64)> = Vec::new();
+        let mut finished: Vec<String> = Vec::new();
+        for (key, rec) in &records {
+            if !is_due(rec.observed, opts.delete_delay, now) {
+                continue;
+            }
+            for k in &rec.keys {
+                if let Some(ft) = gone_keys.get(k.as_str()) {
+                    let size = replica.get(*ft, k).map_or(0, |o| o.size);
+                    due.push((*ft, k.clone(), size));
+                }
+            }
+            finished.push(key.clone());
+        }
+        let mut deleted: BTreeMap<FileType, (u64, u64)> = BTreeMap::new();
+        if !due.is_empty() {
+            progress.start("replicate: deleting what the primary deleted", None);
+        }
+        for ft in DELETED {
+            let keys: Vec<&(FileType, String, u64)> = due.iter().filter(|d| d.0 == ft).collect();
+            Pool::new(opts.workers).try_map(&keys, |(_, k, _)| -> Result<()> {
+                Ok(self.inner.block(target.delete(k))?)
+            })?;
+            for (_, _, size) in keys {
+                add(&mut deleted, ft, *size);
+            }
+            lifeboat_types::failpoint!("replicate-after-deleting-kind");
+        }
+        if !due.is_empty() {
+            progress.finish();
+        }
+        for key in &finished {
+            self.inner.block(target.delete(key))?;
+        }
+        report.deleted = amounts(&DELETED, &deleted);
+        let left: Vec<(String, DeletionRecord)> = records
+            .into_iter()
+            .filter(|(k, _)| !finished.contains(k))
+            .collect();
+        let pending = pending_of(&left, &gone, opts.delete_delay);
+        report.pending = pending.pending;
+        report.pending_snapshots = pending.pending_snapshots;
+        report.next_due = pending.next_due;
+        Ok(report)
+    }
+}
+
+/// True when a deletion seen at `observed` may be applied at `now`.
+fn is_due(observed: Timestamp, delay: Duration, now: Timestamp) -> bool {
+    let delay = jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX);
+    observed.checked_add(delay).is_ok_and(|due| due <= now)
+}
+
+/// What the replica has and the primary no longer has, with its kind.
+fn gone_from_primary(primary: &Listing, replica: &Listing) -> Vec<(FileType, String)> {
+    let mut out = Vec::new();
+    for ft in DELETED {
+        for o in replica.of(ft) {
+            if !primary.contains(ft, &o.key) {
+                out.push((ft, o.key.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The deletions `records` hold back: objects still gone, and when the
+/// next is due.
+fn pending_of(
+    records: &[(String, DeletionRecord)],
+    gone: &[(FileType, String)],
+    delay: Duration,
+) -> DeletionReport {
+    let kinds: HashMap<&str, FileType> = gone.iter().map(|(ft, k)| (k.as_str(), *ft)).collect();
+    let mut out = DeletionReport::default();
+    let delay = jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX);
+    for (_, rec) in records {
+        let mut any = false;
+        for k in &rec.keys {
+            if let Some(ft) = kinds.get(k.as_str()) {
+                any = true;
+                out.pending += 1;
+                if *ft == FileType::Snapshot {
+                    out.pending_snapshots += 1;
+                }
+            }
+        }
+        if any {
+            let due = rec.observed.checked_add(delay).ok();
+            out.next_due = match (out.next_due, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_is_due_once_the_delay_has_passed() {
+        let seen: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let day = Duration::from_secs(86_400);
+        assert!(!is_due(seen, day, "2026-01-01T23:59:59Z".parse().unwrap()));
+        assert!(is_due(seen, day, "2026-01-02T00:00:00Z".parse().unwrap()));
+        assert!(is_due(seen, Duration::ZERO, seen));
+        // A delay too long to add never comes due.
+        assert!(!is_due(
+            seen,
+            Duration::MAX,
+            "2100-01-01T00:00:00Z".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_name_is_the_hash_of_its_bytes() {
+        let bytes = b"pack bytes";
+        let hex = blake3::hash(bytes).to_hex();
+        assert!(hash_matches(&format!("packs/{}/{hex}", &hex[..2]), bytes));
+        assert!(hash_matches(&format!("snapshots/{hex}"), bytes));
+        assert!(!hash_matches(&format!("snapshots/{hex}"), b"other bytes"));
+    }
+
+    #[test]
+    fn the_throttle_spaces_stores_by_the_rate() {
+        let t = Throttle::new(Some(1_000_000));
+        let now = Instant::now();
+        // At 1 MB/s, 100 kB take a tenth of a second: the first goes at
+        // once, the next two after the ones before.
+        assert_eq!(t.reserve(100_000, now), now);
+        assert_eq!(t.reserve(100_000, now), now + Duration::from_millis(100));
+        assert_eq!(t.reserve(100_000, now), now + Duration::from_millis(200));
+        // After an idle while, no credit is kept: it goes when asked.
+        let later = now + Duration::from_secs(10);
+        assert_eq!(t.reserve(1, later), later);
+        let free = Throttle::new(None);
+        assert_eq!(free.reserve(u64::MAX, now), now);
+    }
+}
