@@ -11,6 +11,8 @@
 //! - `verify`: what `verify` finds and what `repair index` rebuilds.
 //! - `faults`: transient storage failures retried, permanent ones named.
 //! - `prune`: what no snapshot uses goes; the races with running backups.
+//! - `replicate`: replicas on local disk — restores from them, runs stopped
+//!   at every store, damage not copied, deletions after the delay.
 //! - `retention`: summaries, holds and deletes as `forget` uses them; the
 //!   `forget` benchmark's generator.
 
@@ -20,6 +22,7 @@ mod backup;
 mod faults;
 mod index_cache;
 mod prune;
+mod replicate;
 mod restore;
 mod retention;
 mod verify;
