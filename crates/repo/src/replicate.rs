@@ -339,7 +339,6 @@ impl Repository {
                 None => report.present += 1,
             }
         }
-        lifeboat_types::failpoint!("replicate-after-keys");
 
         // Then the data, the index, the WAL, and the snapshots last.
         for ft in COPIED {
@@ -377,7 +376,6 @@ impl Repository {
                 &mut copied,
                 progress,
             )?;
-            lifeboat_types::failpoint!("replicate-after-kind");
         }
         let mut order = vec![FileType::KeySlot, FileType::Keyring, FileType::Config];
         order.extend(COPIED);
@@ -844,7 +842,6 @@ impl Repository {
             self.inner.block(target.put(&key, Bytes::from(obj)))?;
             records.push((key, rec));
         }
-        lifeboat_types::failpoint!("replicate-after-deletion-record");
 
         // Due: recorded at least the delay ago, and still gone.
         let now = Timestamp::now();
@@ -876,7 +873,6 @@ impl Repository {
             for (_, _, size) in keys {
                 add(&mut deleted, ft, *size);
             }
-            lifeboat_types::failpoint!("replicate-after-deleting-kind");
         }
         if !due.is_empty() {
             progress.finish();

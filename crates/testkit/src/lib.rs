@@ -9,10 +9,14 @@
 //!   port, sockets in its temporary directory), run as the `postgres` user
 //!   when the tests run as root.
 //!
+//! - [`netfault::FaultyLink`]: a TCP proxy that resets, cuts and stalls
+//!   connections by a seeded plan: the network between two regions.
+//!
 //! Tests fail (they do not skip) when a server binary is missing: the test
 //! script installs it (`scripts/install-garage.sh`).
 #![deny(missing_docs)]
 
 pub mod garage;
+pub mod netfault;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -36,6 +36,7 @@ mod harness;
 mod pg;
 mod prune;
 mod redis;
+mod replicate;
 mod restore;
 mod retention;
 mod scenarios;

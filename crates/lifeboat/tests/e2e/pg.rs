@@ -109,7 +109,7 @@ fn stderr(o: &Output) -> String {
 
 /// Forces a WAL switch and waits until the archiver has stored the segment
 /// that held everything written so far.
-fn archive_now(pg: &LocalServer) {
+pub(crate) fn archive_now(pg: &LocalServer) {
     sandbox::archive_now(pg, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -397,7 +397,7 @@ fn a_flipped_byte_in_a_relation_file_is_named_by_file_and_block() {
 }
 
 /// Inserts users `from..=to` in one transaction and returns its xid.
-fn insert_users(pg: &PgCluster, from: i64, to: i64) -> String {
+pub(crate) fn insert_users(pg: &PgCluster, from: i64, to: i64) -> String {
     pg.psql(
         "postgres",
         &format!(
@@ -408,7 +408,7 @@ fn insert_users(pg: &PgCluster, from: i64, to: i64) -> String {
     .unwrap()
 }
 
-fn users_table(pg: &PgCluster) {
+pub(crate) fn users_table(pg: &PgCluster) {
     pg.psql(
         "postgres",
         "create table users (id bigint primary key, email text unique, profile jsonb); \
@@ -467,7 +467,7 @@ fn restore_and_start_with(
     (server, report)
 }
 
-fn ids_of(server: &LocalServer) -> Vec<i64> {
+pub(crate) fn ids_of(server: &LocalServer) -> Vec<i64> {
     server
         .psql("postgres", "select id from users order by id")
         .unwrap()
@@ -2088,7 +2088,7 @@ fn wal_fetch_works_ahead_with_64_mib_segments() {
 }
 
 /// The time now as the server sees it, in UTC, as `--target-time` takes it.
-fn server_now(pg: &PgCluster) -> String {
+pub(crate) fn server_now(pg: &PgCluster) -> String {
     pg.psql(
         "postgres",
         "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",

@@ -13,7 +13,7 @@ use lifeboat_scenarios::sandbox::redis::LocalRedis;
 
 use crate::pg::PgEnv;
 
-fn server(extra: &[&str]) -> (tempfile::TempDir, LocalRedis) {
+pub(crate) fn server(extra: &[&str]) -> (tempfile::TempDir, LocalRedis) {
     let dir = tempfile::tempdir().unwrap();
     let s = LocalRedis::start(dir.path(), extra, Duration::from_secs(30)).unwrap();
     (dir, s)
@@ -31,7 +31,7 @@ fn ok(c: &mut Conn, args: &[&str]) -> Reply {
 }
 
 /// Keys of every type, some with TTLs, in three databases.
-fn fill(url: &str) {
+pub(crate) fn fill(url: &str) {
     let mut c = conn(url);
     for db in ["0", "1", "5"] {
         ok(&mut c, &["SELECT", db]);
@@ -97,12 +97,12 @@ fn fill(url: &str) {
 }
 
 /// (database, key) → (type, value, has a TTL).
-type Contents = BTreeMap<(u32, Vec<u8>), (String, Vec<Vec<u8>>, bool)>;
+pub(crate) type Contents = BTreeMap<(u32, Vec<u8>), (String, Vec<Vec<u8>>, bool)>;
 
 /// Every key of every database with its type, its value (members of sets
 /// and fields of hashes sorted: their order is the hash table's, which
 /// differs between processes) and whether it has a TTL.
-fn contents(url: &str) -> Contents {
+pub(crate) fn contents(url: &str) -> Contents {
     let mut c = conn(url);
     let mut out = BTreeMap::new();
     let flat = |r: Reply| -> Vec<Vec<u8>> {

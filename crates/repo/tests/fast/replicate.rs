@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifeboat_repo::{
-    Overwrite, PruneOptions, RepoError, ReplicateOptions, ReplicateReport, SnapshotId,
+    Overwrite, PruneOptions, ReplicateOptions, ReplicateReport, RepoError, SnapshotId,
 };
 use lifeboat_storage::{ErrorKind, FaultAction, FaultRule, FaultStorage, Op};
 
@@ -74,7 +74,15 @@ fn a_replica_opens_with_the_same_key_and_restores_byte_for_byte() {
     let kinds: Vec<&str> = first.copied.iter().map(|k| k.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["keys", "keyring", "config", "packs", "index", "snapshots", "holds"]
+        [
+            "keys",
+            "keyring",
+            "config",
+            "packs",
+            "index",
+            "snapshots",
+            "holds"
+        ]
     );
     assert_replica_restores(&s, &src, "restored");
     let replica = s.open_on(target.clone());
@@ -246,7 +254,9 @@ fn deletions_reach_the_replica_only_after_the_delay() {
     assert!(s.repo_files("packs").is_empty(), "the primary is empty");
 
     let week = Duration::from_secs(7 * 86_400);
-    let r = repo.replicate(&target, &options(week), &NoProgress).unwrap();
+    let r = repo
+        .replicate(&target, &options(week), &NoProgress)
+        .unwrap();
     assert!(r.deletions.deleted.is_empty(), "{r:?}");
     assert!(r.deletions.newly_seen > 0);
     assert_eq!(r.deletions.pending_snapshots, 2, "{r:?}");
@@ -258,7 +268,9 @@ fn deletions_reach_the_replica_only_after_the_delay() {
     );
     assert_replica_restores(&s, &src, "while-the-delay-runs");
     // A second run records nothing twice.
-    let again = repo.replicate(&target, &options(week), &NoProgress).unwrap();
+    let again = repo
+        .replicate(&target, &options(week), &NoProgress)
+        .unwrap();
     assert_eq!(again.deletions.newly_seen, 0);
     assert_eq!(again.deletions.pending, r.deletions.pending);
 

@@ -1,0 +1,463 @@
+//! Replicas end to end: two real Garage servers as two regions. Back up
+//! and archive WAL to the first, `replicate` to the second, lose the first
+//! for good, and restore from the second with only its URL, its
+//! credentials and the key — PostgreSQL to a point in time, Redis, files.
+//! `replicate` killed at random points leaves a replica that verifies; a
+//! faulty network between the regions is survived with retries.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_testkit::garage::Garage;
+use lifeboat_testkit::netfault::{FaultPlan, FaultyLink};
+use lifeboat_testkit::postgres::{give_to_owner, LocalServer, PgCluster};
+
+use crate::harness::succeeded;
+
+/// Two regions: a Garage each, a key, and two config files: `primary.toml`
+/// (the repository in the first region, its replica `dr` in the second)
+/// and `dr.toml` (what an operator writes once the first region is gone:
+/// the replica as the repository).
+pub struct Regions {
+    pub dir: tempfile::TempDir,
+    pub primary: Garage,
+    /// The second region's server, running for as long as the test.
+    _dr: Garage,
+    pub exe: PathBuf,
+    pub config: PathBuf,
+    pub dr_config: PathBuf,
+    /// The faulty network between the regions, when the test has one.
+    pub link: Option<FaultyLink>,
+}
+
+fn s3_section(g: &Garage, endpoint: &str) -> String {
+    format!(
+        "endpoint = \"{endpoint}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        g.region, g.access_key_id, g.secret_access_key
+    )
+}
+
+impl Regions {
+    /// Two Garages and the config files; the replica's deletions wait
+    /// `delete_delay`; with `faults`, the replica is reached through a
+    /// faulty link.
+    pub fn new(delete_delay: &str, faults: Option<FaultPlan>) -> Regions {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = Garage::start().expect("start the first region's Garage");
+        let dr = Garage::start().expect("start the second region's Garage");
+        let link = faults.map(|plan| {
+            let upstream = dr
+                .endpoint
+                .trim_start_matches("http://")
+                .parse()
+                .expect("Garage's address");
+            FaultyLink::start(upstream, plan).expect("start the faulty link")
+        });
+        let key = dir.path().join("key");
+        fs::write(&key, "0123456789abcdef0123456789abcdef-replica-tests\n").unwrap();
+        // archive_command runs as the postgres user: a copy of the binary
+        // beside the config files, all of it readable by that user.
+        let exe = dir.path().join("lifeboat");
+        fs::copy(env!("CARGO_BIN_EXE_lifeboat"), &exe).unwrap();
+        let replica_endpoint = link.as_ref().map_or(dr.endpoint.clone(), |l| l.url());
+        let config = dir.path().join("primary.toml");
+        fs::write(
+            &config,
+            format!(
+                "repo = \"s3://{}/prod\"\nkey_file = \"{}\"\n\n[s3]\n{}\n[storage]\ntimeout_secs = 3\nmax_attempts = 10\n\n[[replica]]\nname = \"dr\"\nrepo = \"s3://{}/prod\"\ndelete_delay = \"{delete_delay}\"\n\n[replica.s3]\n{}",
+                primary.bucket,
+                key.display(),
+                s3_section(&primary, &primary.endpoint),
+                dr.bucket,
+                s3_section(&dr, &replica_endpoint),
+            ),
+        )
+        .unwrap();
+        let dr_config = dir.path().join("dr.toml");
+        fs::write(
+            &dr_config,
+            format!(
+                "repo = \"s3://{}/prod\"\nkey_file = \"{}\"\n\n[s3]\n{}",
+                dr.bucket,
+                key.display(),
+                s3_section(&dr, &dr.endpoint),
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        give_to_owner(dir.path()).unwrap();
+        let r = Regions {
+            dir,
+            primary,
+            _dr: dr,
+            exe,
+            config,
+            dr_config,
+            link,
+        };
+        r.ok(&["repo", "init"]);
+        r
+    }
+
+    fn with(&self, config: &Path) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// lifeboat on the primary (its config names the replica).
+    pub fn cmd(&self) -> Command {
+        self.with(&self.config)
+    }
+
+    /// lifeboat on the replica, as the repository.
+    pub fn dr_cmd(&self) -> Command {
+        self.with(&self.dr_config)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        succeeded(args, self.cmd().args(args).output().unwrap())
+    }
+
+    pub fn dr_ok(&self, args: &[&str]) -> String {
+        succeeded(args, self.dr_cmd().args(args).output().unwrap())
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn dr_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.dr_ok(&a)).unwrap()
+    }
+
+    /// `replicate --json`, asserted to succeed with nothing damaged; the
+    /// report of the replica.
+    pub fn replicate(&self) -> serde_json::Value {
+        let v = self.json(&["replicate"]);
+        let r = v["replicas"][0].clone();
+        assert_eq!(r["damaged"], serde_json::json!([]), "{v}");
+        r
+    }
+
+    /// `verify --read-data` on the replica, asserted clean.
+    pub fn dr_verify(&self) {
+        let v = self.dr_json(&["verify", "--read-data"]);
+        assert_eq!(v["damaged"], serde_json::json!([]), "{v}");
+        assert_eq!(v["broken_snapshots"], serde_json::json!([]), "{v}");
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The first region is lost for good after a backup, some writes and a
+/// replicate; PostgreSQL is restored to a point in time from the replica,
+/// WAL fetched from it, with only the replica's URL, credentials and the
+/// key (`dr.toml`): every row committed before the target, none after.
+/// These are the commands of docs/runbooks/region-loss.md.
+#[test]
+fn a_lost_region_restores_postgres_to_a_point_in_time_from_the_replica() {
+    let mut r = Regions::new("7d", None);
+    let archive = format!(
+        "archive_mode = on\narchive_command = '{} --config {} pg wal-push %p'\narchive_timeout = 0\n",
+        r.exe.display(),
+        r.config.display()
+    );
+    let mut pg = PgCluster::start(&archive).unwrap();
+    crate::pg::users_table(&pg);
+    let url = pg.conninfo("postgres");
+    r.ok(&[
+        "pg",
+        "backup",
+        "--pgdata",
+        pg.pgdata.to_str().unwrap(),
+        "--pg-url",
+        &url,
+    ]);
+    crate::pg::insert_users(&pg, 1001, 1100);
+    let target = crate::pg::server_now(&pg);
+    crate::pg::insert_users(&pg, 1101, 1200);
+    crate::pg::archive_now(&pg);
+
+    let report = r.replicate();
+    assert_eq!(report["created"], true, "{report}");
+    let status = r.json(&["replicate", "--status"]);
+    let s = &status["replicas"][0];
+    assert_eq!(s["up"], true, "{status}");
+    assert_eq!(s["lag_seconds"], 0.0, "{status}");
+    assert_eq!(s["missing"], serde_json::json!([]), "{status}");
+    let wal = &s["wal"][0];
+    assert!(wal["primary"].is_string(), "{status}");
+    assert_eq!(wal["primary"], wal["replica"], "{status}");
+
+    // The first region is gone.
+    r.primary.stop();
+    pg.stop().unwrap();
+    let down = r.cmd().args(["snapshots"]).output().unwrap();
+    assert_eq!(down.status.code(), Some(1), "{}", stderr(&down));
+
+    // Restore from the second region.
+    r.dr_verify();
+    let restore = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(restore.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    give_to_owner(restore.path()).unwrap();
+    let pgdata = restore.path().join("data");
+    let v = r.dr_json(&[
+        "pg",
+        "restore",
+        "--start",
+        "--start-timeout",
+        "120",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-time",
+        &target,
+        "--target-action",
+        "promote",
+    ]);
+    assert_eq!(v["recovery"]["state"], "promoted", "{v}");
+    let mut server = LocalServer::running_in(None, &pgdata).unwrap();
+    let ids = crate::pg::ids_of(&server);
+    assert_eq!(
+        (ids.len(), ids.last().copied()),
+        (1100, Some(1100)),
+        "rows up to the target and none after; log:\n{}",
+        server.log()
+    );
+    server.stop().unwrap();
+}
+
+/// Files and Redis the same way: backed up to the first region,
+/// replicated, the first region lost, restored from the second byte for
+/// byte (files) and key for key (Redis).
+#[test]
+fn a_lost_region_restores_files_and_redis_from_the_replica() {
+    let mut r = Regions::new("7d", None);
+    let src = r.dir.path().join("data");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..4u8 {
+        let bytes: Vec<u8> = (0..700_000u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761) >> (i + 3)) as u8)
+            .collect();
+        fs::write(src.join(format!("sub/f{i}")), bytes).unwrap();
+    }
+    let files = r.json(&["files", "backup", src.to_str().unwrap()]);
+    let (_redis_dir, redis) = crate::redis::server(&[]);
+    crate::redis::fill(&redis.url());
+    let want = crate::redis::contents(&redis.url());
+    let rb = r.json(&["redis", "backup", "--redis-url", &redis.url()]);
+    r.replicate();
+
+    r.primary.stop();
+    r.dr_verify();
+    let target = r.dir.path().join("restored");
+    r.dr_ok(&[
+        "files",
+        "restore",
+        files["snapshot"].as_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    for i in 0..4u8 {
+        let name = format!("sub/f{i}");
+        let got = fs::read(target.join(src.strip_prefix("/").unwrap()).join(&name)).unwrap();
+        assert!(got == fs::read(src.join(&name)).unwrap(), "{name} differs");
+    }
+    let rdir = tempfile::tempdir().unwrap();
+    let v = r.dr_json(&[
+        "redis",
+        "restore",
+        rb["snapshot"].as_str().unwrap(),
+        "--target-dir",
+        rdir.path().to_str().unwrap(),
+        "--verify",
+    ]);
+    assert!(
+        v["verified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row[1] == row[2]),
+        "{v}"
+    );
+    let restored = lifeboat_scenarios::sandbox::redis::LocalRedis::start(
+        rdir.path(),
+        &[],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(
+        crate::redis::contents(&restored.url()) == want,
+        "the restored keys are the source's"
+    );
+}
+
+/// xorshift64 for the kill points (the seed is printed to replay a run).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 >> 24
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// `replicate` killed (SIGKILL) at random points, 32 times, while the
+/// primary gains backups and loses some to forget + prune (deletions
+/// reach the replica at once: delete_delay 0s): after every kill the
+/// replica is either not made yet or a repository that verifies; a last
+/// run makes it whole.
+#[test]
+fn replicate_killed_at_random_points_leaves_a_replica_that_verifies() {
+    let r = Regions::new("0s", None);
+    let src = r.dir.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill points seeded with {seed}");
+    let mut rng = Rng(seed);
+    let mut made = false;
+    let mut kills_mid_run = 0;
+    for trial in 0..32u64 {
+        if trial % 2 == 0 {
+            // A new file of 1.5 MB and a backup of the whole directory.
+            let mut noise = Rng(seed ^ (trial + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let bytes: Vec<u8> = (0..1_500_000u64).map(|_| noise.next() as u8).collect();
+            fs::write(src.join(format!("f{trial}")), bytes).unwrap();
+            r.ok(&["files", "backup", src.to_str().unwrap()]);
+        }
+        if trial % 8 == 7 {
+            r.ok(&["forget", "--keep-last", "2", "--prune"]);
+        }
+        let mut child = r
+            .cmd()
+            .args(["replicate", "--bandwidth-limit", "1MiB", "--parallel", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let after = Duration::from_millis(rng.below(1200));
+        let deadline = Instant::now() + after;
+        let mut finished = false;
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !finished {
+            child.kill().unwrap();
+            kills_mid_run += 1;
+        }
+        let _ = child.wait();
+        let out = r.dr_cmd().args(["--json", "verify"]).output().unwrap();
+        if out.status.code() == Some(2) && stderr(&out).contains("no lifeboat repository") {
+            assert!(
+                !made,
+                "trial {trial}: the replica vanished: {}",
+                stderr(&out)
+            );
+            continue;
+        }
+        made = true;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("trial {trial} (seed {seed}): {}", stderr(&out)));
+        assert!(
+            out.status.success() && v["damaged"] == serde_json::json!([]),
+            "trial {trial} (seed {seed}), killed after {after:?}: the replica does not verify: {v}\n{}",
+            stderr(&out)
+        );
+    }
+    eprintln!("{kills_mid_run} of 32 kills landed mid-run");
+    assert!(
+        kills_mid_run >= 10,
+        "only {kills_mid_run} kills landed mid-run"
+    );
+    r.replicate();
+    r.dr_verify();
+    let ours = r.json(&["snapshots"]);
+    let theirs = r.dr_json(&["snapshots"]);
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        let mut x: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        x.sort();
+        x
+    };
+    assert_eq!(ids(&ours), ids(&theirs));
+}
+
+/// Between the regions, a network that resets a fifth of the connections,
+/// cuts a tenth part way and stalls a few past the storage timeout:
+/// `replicate` gets everything across with retries, and the replica,
+/// read directly, verifies every byte.
+#[test]
+fn a_faulty_network_between_the_regions_is_survived_with_retries() {
+    let r = Regions::new(
+        "7d",
+        Some(FaultPlan {
+            reset_percent: 20,
+            cut_percent: 10,
+            stall_percent: 5,
+            stall: Duration::from_secs(5),
+            max_stalls: 2,
+            seed: 0x5eed,
+        }),
+    );
+    let src = r.dir.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3u64 {
+        let bytes: Vec<u8> = (0..1_500_000u64)
+            .map(|j| ((j + i * 7).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 29) as u8)
+            .collect();
+        fs::write(src.join(format!("f{i}")), bytes).unwrap();
+    }
+    r.ok(&["files", "backup", src.to_str().unwrap()]);
+    r.replicate();
+    let link = r.link.as_ref().unwrap();
+    let c = link.counts();
+    assert!(
+        c.resets > 0 && c.cuts > 0,
+        "the link did fault ({c:?}), or the test proves nothing"
+    );
+    r.dr_verify();
+    let ours = r.json(&["snapshots"]);
+    let theirs = r.dr_json(&["snapshots"]);
+    assert_eq!(ours.as_array().unwrap().len(), 1);
+    assert_eq!(ours[0]["id"], theirs[0]["id"]);
+    // The status through the same link answers too.
+    let status = r.json(&["replicate", "--status"]);
+    assert_eq!(
+        status["replicas"][0]["missing"],
+        serde_json::json!([]),
+        "{status}"
+    );
+}
