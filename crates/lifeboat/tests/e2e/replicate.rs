@@ -23,8 +23,7 @@ use crate::harness::succeeded;
 pub struct Regions {
     pub dir: tempfile::TempDir,
     pub primary: Garage,
-    /// The second region's server, running for as long as the test.
-    _dr: Garage,
+    pub dr: Garage,
     pub exe: PathBuf,
     pub config: PathBuf,
     pub dr_config: PathBuf,
@@ -92,7 +91,7 @@ impl Regions {
         let r = Regions {
             dir,
             primary,
-            _dr: dr,
+            dr,
             exe,
             config,
             dr_config,
@@ -158,6 +157,125 @@ impl Regions {
         assert_eq!(v["damaged"], serde_json::json!([]), "{v}");
         assert_eq!(v["broken_snapshots"], serde_json::json!([]), "{v}");
     }
+}
+
+/// The newest WAL segment of the first cluster on (primary, replica), as
+/// `replicate --status --json` says.
+fn wal_ends(r: &Regions) -> (Option<String>, Option<String>) {
+    let v = r.json(&["replicate", "--status"]);
+    let w = &v["replicas"][0]["wal"][0];
+    let s = |x: &serde_json::Value| x.as_str().map(String::from);
+    (s(&w["primary"]), s(&w["replica"]))
+}
+
+/// Waits until the replica holds the primary's newest WAL segment, which
+/// must be at least `segment`; fails after a minute naming both.
+fn wait_shipped(r: &Regions, segment: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (primary, replica) = wal_ends(r);
+        if primary.as_deref() >= Some(segment) && primary == replica {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "WAL {segment} did not reach the replica: newest {primary:?} on the primary, {replica:?} on the replica"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `replicate --follow` ships each new WAL segment to the replica without
+/// a full pass; while the second region is down, `wal-push` (the archiver)
+/// goes on unharmed and the follower reports the failure and tries again;
+/// once the region is back, it catches up.
+#[test]
+fn follow_ships_new_wal_and_wal_push_never_waits_on_the_replica() {
+    let mut r = Regions::new("7d", None);
+    let archive = format!(
+        "archive_mode = on\narchive_command = '{} --config {} pg wal-push %p'\narchive_timeout = 0\n",
+        r.exe.display(),
+        r.config.display()
+    );
+    let pg = PgCluster::start(&archive).unwrap();
+    crate::pg::users_table(&pg);
+    let url = pg.conninfo("postgres");
+    r.ok(&[
+        "pg",
+        "backup",
+        "--pgdata",
+        pg.pgdata.to_str().unwrap(),
+        "--pg-url",
+        &url,
+    ]);
+    // A whole pass every hour: WAL can only come by the follower's
+    // quick look.
+    let mut follower = r
+        .cmd()
+        .args([
+            "--json",
+            "replicate",
+            "--follow",
+            "--interval",
+            "300ms",
+            "--full-every",
+            "1h",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, events) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let first = events.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(first["event"], "pass", "{first}");
+
+    crate::pg::insert_users(&pg, 1001, 1100);
+    let segment =
+        lifeboat_scenarios::sandbox::pg::archive_now(&pg, Duration::from_secs(60)).unwrap();
+    wait_shipped(&r, &segment);
+    let shipped = events
+        .try_iter()
+        .find(|e| e["event"] == "wal")
+        .expect("the segment came by a WAL event");
+    assert!(shipped["objects"].as_u64().unwrap() >= 1, "{shipped}");
+
+    // The second region goes down: archiving does not notice.
+    r.dr.stop();
+    crate::pg::insert_users(&pg, 1101, 1200);
+    let during =
+        lifeboat_scenarios::sandbox::pg::archive_now(&pg, Duration::from_secs(60)).unwrap();
+    let failure = loop {
+        let e = events.recv_timeout(Duration::from_secs(120)).unwrap();
+        if e["event"] == "error" {
+            break e;
+        }
+    };
+    assert_eq!(failure["error"]["class"], "transient", "{failure}");
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "the follower keeps going"
+    );
+
+    // Back: the follower catches up.
+    r.dr.restart().unwrap();
+    wait_shipped(&r, &during);
+    follower.kill().unwrap();
+    let _ = follower.wait();
+    r.dr_verify();
 }
 
 fn stderr(o: &Output) -> String {
