@@ -64,6 +64,8 @@ pub struct Shared {
     unreadable: Mutex<std::collections::BTreeSet<String>>,
     /// When old job records were last trimmed.
     trimmed: Mutex<Option<std::time::Instant>>,
+    /// When the replicas' lag was last measured.
+    replicas_checked: Mutex<Option<std::time::Instant>>,
     /// lifeboat's version.
     pub version: String,
 }
@@ -182,6 +184,7 @@ pub fn run(
         config_copy: Mutex::new(None),
         unreadable: Mutex::new(Default::default()),
         trimmed: Mutex::new(None),
+        replicas_checked: Mutex::new(None),
         version: opts.version.clone(),
     });
     // Where the copies of the config file go (private, removed at exit).
@@ -315,13 +318,161 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
         Ok(())
     })();
     let up = match read {
-        Ok(()) => true,
+        Ok(()) => match lifeboat_ops::replicate::canary(session.handle(), repo.storage()) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %lifeboat_repo::report(&e), "the repository did not take the canary write and read");
+                false
+            }
+        },
         Err(e) => {
             tracing::warn!(error = %lifeboat_repo::report(&e), "the repository did not answer");
             false
         }
     };
     lock(&shared.knowledge).repository_up = Some(up);
+    replica_figures(shared, child, session.handle());
+}
+
+/// The first wait before a follower that ended is started again (doubled
+/// after each quick end, up to [`FOLLOW_BACKOFF_MAX`]).
+const FOLLOW_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between follower starts.
+const FOLLOW_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Keeps `lifeboat replicate --follow` running while the plan asks for it
+/// (`[repository] replicate_follow`): started again when it ends, after a
+/// wait that grows while it keeps ending quickly; stopped (SIGTERM, then
+/// SIGKILL) when the agent stops or the config turns it off. Its output
+/// goes nowhere but the end of its standard error, logged when it ends.
+async fn follower(shared: Arc<Shared>, opts: AgentOptions, stopping: watch::Receiver<bool>) {
+    let mut backoff = FOLLOW_BACKOFF;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let wanted = lock(&shared.knowledge).plan.follow;
+        if !wanted {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
+        let mut args = child_global_args(&shared, &opts);
+        args.extend(["--quiet".into(), "replicate".into(), "--follow".into()]);
+        let req = RunRequest {
+            program: opts.program.clone(),
+            args,
+            env: vec![("LIFEBOAT_AGENT_JOB".into(), "replicate-follow".into())],
+            timeout: Duration::from_secs(100 * 365 * 86_400),
+            keep_stdout: false,
+        };
+        // Cancelled when the agent stops or the plan no longer follows.
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let watcher = {
+            let (shared, mut stopping) = (shared.clone(), stopping.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stopping.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                    if *stopping.borrow() || !lock(&shared.knowledge).plan.follow {
+                        let _ = cancel_tx.send(true);
+                        return;
+                    }
+                }
+            })
+        };
+        tracing::info!("starting replicate --follow");
+        let started = std::time::Instant::now();
+        let result = runner::run(&req, cancel_rx).await;
+        watcher.abort();
+        if *stopping.borrow() {
+            return;
+        }
+        if result.end != RunEnd::Cancelled {
+            tracing::warn!(
+                end = ?result.end,
+                stderr = %crate::redact(result.stderr.trim()),
+                "replicate --follow ended; it is started again in {backoff:?}"
+            );
+            let mut stop = stopping.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        backoff = if started.elapsed() > FOLLOW_BACKOFF_MAX * 2 {
+            FOLLOW_BACKOFF
+        } else {
+            (backoff * 2).min(FOLLOW_BACKOFF_MAX)
+        };
+    }
+}
+
+/// How long the `replicate --status` child of a refresh may take.
+const REPLICA_STATUS_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Every `replica_refresh`, each replica's lag and health from `lifeboat
+/// replicate --status --json`, run as a child (it lists both sides).
+fn replica_figures(shared: &Shared, child: &AgentOptions, rt: &tokio::runtime::Handle) {
+    let (names, every) = {
+        let k = lock(&shared.knowledge);
+        (k.plan.replicas.clone(), k.plan.settings.replica_refresh)
+    };
+    if names.is_empty() {
+        lock(&shared.knowledge).replicas.clear();
+        return;
+    }
+    let due = lock(&shared.replicas_checked).is_none_or(|t| t.elapsed() >= every);
+    if !due {
+        return;
+    }
+    *lock(&shared.replicas_checked) = Some(std::time::Instant::now());
+    let mut args = child_global_args(shared, child);
+    args.extend([
+        "--json".into(),
+        "--quiet".into(),
+        "replicate".into(),
+        "--status".into(),
+    ]);
+    let req = RunRequest {
+        program: child.program.clone(),
+        args,
+        env: vec![("LIFEBOAT_AGENT_JOB".into(), "replicate-status".into())],
+        timeout: REPLICA_STATUS_TIMEOUT,
+        keep_stdout: true,
+    };
+    let (_never, cancel) = watch::channel(false);
+    let result = rt.block_on(runner::run(&req, cancel));
+    let listed = result
+        .report
+        .as_ref()
+        .and_then(|r| r["replicas"].as_array().cloned());
+    let Some(listed) = listed else {
+        tracing::warn!(
+            error = %crate::redact(&result.error_message().unwrap_or_default()),
+            "replicate --status failed: the replicas' lag is not known"
+        );
+        return;
+    };
+    let mut figures = std::collections::BTreeMap::new();
+    for r in listed {
+        let Some(name) = r["name"].as_str() else {
+            continue;
+        };
+        let up = r["up"].as_bool().unwrap_or(false);
+        if !up {
+            tracing::warn!(replica = name, error = %crate::redact(r["error"]["message"].as_str().unwrap_or("")), "the replica did not answer");
+        }
+        figures.insert(
+            name.to_string(),
+            crate::state::ReplicaFigures {
+                up,
+                lag_seconds: r["lag_seconds"].as_f64(),
+            },
+        );
+    }
+    lock(&shared.knowledge).replicas = figures;
 }
 
 /// How long the `pg info` child of a refresh may take.
@@ -350,6 +501,7 @@ fn pg_info(
         args,
         env: vec![("LIFEBOAT_AGENT_JOB".into(), "pg-info".into())],
         timeout: PG_INFO_TIMEOUT,
+        keep_stdout: true,
     };
     let (_never, cancel) = watch::channel(false);
     let result = rt.block_on(runner::run(&req, cancel));
@@ -492,6 +644,7 @@ async fn main_loop(
         stopping: stop_tx.subscribe(),
         done: done_tx.clone(),
     };
+    let follow_task = tokio::spawn(follower(shared.clone(), opts.clone(), stop_tx.subscribe()));
     for (job, due) in catch_up {
         if let Some(slot) = slots.get_mut(&job) {
             tracing::info!(%job, due = %due, "a run was missed while the agent was down: running it now");
@@ -640,6 +793,7 @@ async fn main_loop(
         }
     }
     publish(&shared, &slots);
+    let _ = follow_task.await;
     if let Some(h) = refreshing {
         let _ = h.await;
     }
@@ -738,6 +892,7 @@ fn fire(ctx: &RunCtx, slot: &mut Slot, trigger: &str, due: Option<Timestamp>, pl
                     args,
                     env: vec![("LIFEBOAT_AGENT_JOB".into(), spec.id.clone())],
                     timeout: spec.timeout,
+                    keep_stdout: true,
                 };
                 tracing::info!(job = %spec.id, attempt, "starting");
                 let result = runner::run(&req, cancel.clone()).await;

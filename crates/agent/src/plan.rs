@@ -39,6 +39,8 @@ pub struct AgentSettings {
     pub history: Duration,
     /// How often the agent refreshes what it reads for metrics.
     pub refresh: Duration,
+    /// How often it measures the replicas' lag.
+    pub replica_refresh: Duration,
     /// The time zone schedules are read in.
     pub timezone: TimeZone,
 }
@@ -64,6 +66,8 @@ pub enum JobKind {
         /// `1/7`, `10%`, `all`, or none (structure only).
         subset: Option<String>,
     },
+    /// `replicate`: a whole pass over every replica.
+    Replicate,
 }
 
 /// One scheduled job.
@@ -105,6 +109,7 @@ impl JobSpec {
             JobKind::RedisBackup => v(&["redis", "backup", &src]),
             JobKind::EsBackup => v(&["es", "backup", &src]),
             JobKind::Forget => v(&["forget", "--prune"]),
+            JobKind::Replicate => v(&["replicate"]),
             JobKind::Verify { subset } => match subset.as_deref() {
                 None => v(&["verify"]),
                 Some("all") => v(&["verify", "--read-data"]),
@@ -190,6 +195,10 @@ pub struct Plan {
     pub jobs: Vec<JobSpec>,
     /// Every configured source.
     pub sources: Vec<SourcePlan>,
+    /// The names of the configured replicas.
+    pub replicas: Vec<String>,
+    /// Whether the agent keeps `replicate --follow` running.
+    pub follow: bool,
 }
 
 /// A duration setting: `25h`, `90m`, `7d`.
@@ -267,6 +276,13 @@ impl Plan {
                 "refresh",
                 a.refresh.as_deref(),
                 Duration::from_secs(60),
+            )?
+            .max(Duration::from_secs(1)),
+            replica_refresh: duration(
+                cfg,
+                "replica_refresh",
+                a.replica_refresh.as_deref(),
+                Duration::from_secs(600),
             )?
             .max(Duration::from_secs(1)),
             timezone,
@@ -380,6 +396,23 @@ impl Plan {
                 timeout: settings.job_timeout,
             });
         }
+        if let Some(text) = &r.schedule.replicate {
+            if cfg.replica.is_empty() {
+                return Err(Error::usage(format!(
+                    "[repository] schedule.replicate is set ({}), but the config file names no [[replica]]",
+                    cfg.place(text.span())
+                )));
+            }
+            jobs.push(JobSpec {
+                id: "repository.replicate".into(),
+                source_kind: None,
+                source: None,
+                job_type: "replicate".into(),
+                kind: JobKind::Replicate,
+                schedule: schedule(cfg, "[repository] schedule.replicate", text)?,
+                timeout: settings.job_timeout,
+            });
+        }
         if let Some(text) = &r.schedule.verify {
             let subset = r.verify_read_data_subset.clone();
             if let Some(s) = subset.as_deref() {
@@ -422,10 +455,23 @@ impl Plan {
                 }
             }
         }
+        let replicas = cfg
+            .replicas(&[], cfg.repo.as_deref())?
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let follow = cfg.repository.replicate_follow.unwrap_or(false);
+        if follow && cfg.replica.is_empty() {
+            return Err(Error::usage(
+                "[repository] replicate_follow = true, but the config file names no [[replica]]",
+            ));
+        }
         Ok(Plan {
             settings,
             jobs,
             sources,
+            replicas,
+            follow,
         })
     }
 }

@@ -245,7 +245,7 @@ pub fn rules(s: &AlertSettings) -> Vec<Rule> {
         Rule {
             name: REPLICATION_LAG,
             severity: Severity::Critical,
-            expr: format!("{} > {}", m::REPLICATION_LAG, num(s.replication_lag)),
+            expr: format!("{} > {}", m::REPLICA_LAG, num(s.replication_lag)),
             for_: REPLICATION_LAG_FOR,
             summary: "Replica {{ $labels.replica }} of repository {{ $labels.repository }} lags",
             description: "Replica {{ $labels.replica }} of repository {{ $labels.repository }} is {{ $value | humanizeDuration }} behind its primary.",
@@ -554,7 +554,7 @@ impl Evaluator {
                 .filter(|x| x.value.abs() > s.size_change)
                 .map(|x| (labels_of(x), x.value.abs()))
                 .collect(),
-            REPLICATION_LAG => of(m::REPLICATION_LAG)
+            REPLICATION_LAG => of(m::REPLICA_LAG)
                 .filter(|x| x.value > s.replication_lag.as_secs_f64())
                 .map(|x| (labels_of(x), x.value))
                 .collect(),

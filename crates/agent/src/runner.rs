@@ -37,6 +37,10 @@ pub struct RunRequest {
     pub env: Vec<(String, String)>,
     /// How long it may take.
     pub timeout: Duration,
+    /// Read its standard output for the report (else it goes nowhere: a
+    /// child that runs for months, `replicate --follow`, must not fill the
+    /// agent's memory with it).
+    pub keep_stdout: bool,
 }
 
 /// How a run ended.
@@ -146,7 +150,11 @@ pub async fn run(req: &RunRequest, mut cancel: watch::Receiver<bool>) -> RunResu
     }
     cmd.envs(req.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(if req.keep_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
@@ -252,6 +260,8 @@ struct Brief {
     error: Option<serde_json::Value>,
     #[serde(default)]
     archives: Option<serde_json::Value>,
+    #[serde(default)]
+    replicas: Option<serde_json::Value>,
 }
 
 impl Brief {
@@ -262,6 +272,7 @@ impl Brief {
             ("stats", self.stats),
             ("error", self.error),
             ("archives", self.archives),
+            ("replicas", self.replicas),
         ] {
             if let Some(v) = v {
                 m.insert(k.to_string(), v);
@@ -275,9 +286,22 @@ impl Brief {
 /// its last line that is one), as [`Brief`] keeps it.
 fn last_json(out: &[u8]) -> Option<serde_json::Value> {
     let text = String::from_utf8_lossy(out);
-    // A report may span lines (pretty-printed): try the whole output first.
-    if let Ok(b) = serde_json::from_str::<Brief>(text.trim()) {
-        return Some(b.into_value());
+    // A report may span lines (pretty-printed), and a failing command
+    // prints `{"error": …}` after the report it printed: the output read as
+    // a sequence of JSON values, their kept keys merged (later ones win).
+    let values: Result<Vec<Brief>, _> = serde_json::Deserializer::from_str(text.trim())
+        .into_iter::<Brief>()
+        .collect();
+    if let Ok(values) = values {
+        let mut merged = serde_json::Map::new();
+        for v in values {
+            if let serde_json::Value::Object(m) = v.into_value() {
+                merged.extend(m);
+            }
+        }
+        if !merged.is_empty() || !text.trim().is_empty() {
+            return Some(serde_json::Value::Object(merged));
+        }
     }
     text.lines()
         .rev()
@@ -304,6 +328,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: vec![],
             timeout,
+            keep_stdout: true,
         }
     }
 
@@ -323,6 +348,13 @@ mod tests {
         assert!(v.get("series").is_none() && v.get("kept").is_none(), "{v}");
         let v = last_json(b"one line\n{\"error\":{\"class\":\"transient\"}}\n").unwrap();
         assert_eq!(v["error"]["class"], "transient");
+        // A report and the error after it: both kept.
+        let v = last_json(
+            b"{\n  \"replicas\": [{\"name\": \"dr\", \"up\": false}]\n}\n{\"error\":{\"class\":\"transient\"}}\n",
+        )
+        .unwrap();
+        assert_eq!(v["replicas"][0]["up"], false, "{v}");
+        assert_eq!(v["error"]["class"], "transient", "{v}");
         assert!(last_json(b"no json here\n").is_none());
     }
 

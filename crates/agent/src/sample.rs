@@ -118,7 +118,7 @@ metrics! {
     WAL_ARCHIVER_FAILED = "lifeboat_wal_archiver_failed_count", Gauge, ["source"],
         "pg_stat_archiver.failed_count: archive_command failures since the statistics were reset.";
     REPOSITORY_UP = "lifeboat_repository_up", Gauge, ["repository"],
-        "1 when the repository answered the last check, 0 when it did not.";
+        "1 when the repository took a small write and read it back (a canary) at the last check, 0 when it did not; one series per replica too (repository=<replica name>).";
     REPOSITORY_OBJECTS = "lifeboat_repository_objects", Gauge, ["repository", "type"],
         "Objects in the repository by type (packs, index, snapshots, wal, ...).";
     REPOSITORY_BYTES = "lifeboat_repository_bytes", Gauge, ["repository", "type"],
@@ -127,8 +127,8 @@ metrics! {
         "Snapshots in the repository.";
     KEY_EPOCH_AGE = "lifeboat_key_epoch_age_seconds", Gauge, ["repository"],
         "Age of the repository's current data-key epoch.";
-    REPLICATION_LAG = "lifeboat_replication_lag_seconds", Gauge, ["repository", "replica"],
-        "How far a replica repository is behind its primary (exported once replicas exist).";
+    REPLICA_LAG = "lifeboat_replica_lag_seconds", Gauge, ["repository", "replica"],
+        "How far a replica is behind its primary: the age of the oldest object of the primary it lacks (0: up to date), from `replicate --status`.";
     DRILL_LAST_SUCCESS = "lifeboat_drill_last_success_timestamp_seconds", Gauge, ["source"],
         "When the last successful restore drill of the source ended (exported once drills exist).";
     NOTIFICATIONS = "lifeboat_notifications_total", Counter, ["target", "outcome"],

@@ -41,6 +41,15 @@ pub struct WalFigures {
     pub archiver_failed: Option<u64>,
 }
 
+/// One replica's figures, from `replicate --status`.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaFigures {
+    /// Its store took a canary write and read it back.
+    pub up: bool,
+    /// The age of the oldest object of the primary it lacks, when known.
+    pub lag_seconds: Option<f64>,
+}
+
 /// Records kept whole in memory, newest first out: the status' recent log
 /// and what a rule or page shows of single runs. Everything else is kept as
 /// per-job and per-series aggregates, so the agent's memory stays flat
@@ -148,6 +157,8 @@ pub struct Knowledge {
     pub repo: Option<RepoFigures>,
     /// WAL figures by PostgreSQL source name.
     pub wal: BTreeMap<String, WalFigures>,
+    /// Replica figures by replica name.
+    pub replicas: BTreeMap<String, ReplicaFigures>,
     /// Jobs running now (agent only).
     pub running: BTreeSet<String>,
     /// When each job is next due (agent only, or computed from the plan).
@@ -195,6 +206,7 @@ impl Knowledge {
             repository_up: None,
             repo: None,
             wal: BTreeMap::new(),
+            replicas: BTreeMap::new(),
             running: BTreeSet::new(),
             next_run: BTreeMap::new(),
             notifications: BTreeMap::new(),
@@ -496,6 +508,23 @@ impl Knowledge {
         let repo = || vec![("repository", "default".to_string())];
         if let Some(up) = self.repository_up {
             push(m::REPOSITORY_UP, repo(), f64::from(u8::from(up)));
+        }
+        for (name, r) in &self.replicas {
+            push(
+                m::REPOSITORY_UP,
+                vec![("repository", name.clone())],
+                f64::from(u8::from(r.up)),
+            );
+            if let Some(lag) = r.lag_seconds {
+                push(
+                    m::REPLICA_LAG,
+                    vec![
+                        ("repository", "default".to_string()),
+                        ("replica", name.clone()),
+                    ],
+                    lag,
+                );
+            }
         }
         if let Some(f) = &self.repo {
             for (ty, (n, bytes)) in &f.objects {

@@ -132,9 +132,9 @@ fn limit_malloc_arenas() {
 pub(crate) fn agent(ctx: Ctx, g: &Global) -> Result<()> {
     limit_malloc_arenas();
     let plan = plan(&ctx)?;
-    if plan.jobs.is_empty() {
+    if plan.jobs.is_empty() && !plan.follow {
         return Err(Error::usage(
-            "the config file schedules nothing: add schedule.full / schedule.incr / schedule.dump to a [postgres.NAME], schedule.backup to a [redis.NAME] or [elasticsearch.NAME], or schedule.forget / schedule.verify to [repository] (see examples/strategy.toml)",
+            "the config file schedules nothing: add schedule.full / schedule.incr / schedule.dump to a [postgres.NAME], schedule.backup to a [redis.NAME] or [elasticsearch.NAME], or schedule.forget / schedule.verify / schedule.replicate (or replicate_follow = true) to [repository] (see examples/strategy.toml)",
         ));
     }
     // The repository must at least be named; reaching it can wait.

@@ -82,6 +82,10 @@ pub struct RepositorySection {
     /// seventh, a different one each run; `10%`; `all`); none when absent
     /// (structure only).
     pub verify_read_data_subset: Option<String>,
+    /// The agent keeps `lifeboat replicate --follow` running (new WAL and
+    /// snapshots reach the replicas within seconds), restarted when it
+    /// ends; default false.
+    pub replicate_follow: Option<bool>,
 }
 
 /// `[repository] schedule.*`.
@@ -92,6 +96,8 @@ pub struct RepositorySchedules {
     pub forget: Option<ScheduleText>,
     /// `verify`.
     pub verify: Option<ScheduleText>,
+    /// `replicate`: a whole pass over every `[[replica]]`.
+    pub replicate: Option<ScheduleText>,
 }
 
 /// `[postgres.NAME] schedule.*`.
@@ -159,6 +165,9 @@ pub struct AgentSection {
     /// How often the agent refreshes what it reads from the repository and
     /// the servers for metrics (`60s` default).
     pub refresh: Option<String>,
+    /// How often the agent measures each replica's lag (`10m` default):
+    /// it lists both sides, which costs requests on S3.
+    pub replica_refresh: Option<String>,
 }
 
 /// `[alerts]`: the strategy's thresholds; every key optional.

@@ -219,11 +219,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "replication lag over 1h for 5m",
             settings: d(),
-            series: vec![Series::new(
-                m::REPLICATION_LAG,
-                DR,
-                &[(100.0, 5), (4000.0, 15)],
-            )],
+            series: vec![Series::new(m::REPLICA_LAG, DR, &[(100.0, 5), (4000.0, 15)])],
             checks: vec![
                 (9, vec![]),
                 (10, vec![fires(rules::REPLICATION_LAG, DR, 4000.0)]),
@@ -235,11 +231,7 @@ fn scenarios() -> Vec<Scenario> {
                 replication_lag: std::time::Duration::from_secs(7200),
                 ..d()
             },
-            series: vec![Series::new(
-                m::REPLICATION_LAG,
-                DR,
-                &[(100.0, 5), (4000.0, 15)],
-            )],
+            series: vec![Series::new(m::REPLICA_LAG, DR, &[(100.0, 5), (4000.0, 15)])],
             checks: vec![(12, vec![])],
         },
         Scenario {

@@ -1296,3 +1296,107 @@ fn prometheus_scrapes_the_agent_and_alertmanager_delivers_the_strategy_s_alerts(
     let (status, err) = stop(agent, Duration::from_secs(60));
     assert!(status.success(), "{err}");
 }
+
+/// The value of the sample `series` (`name{labels}`) in `metrics`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// The agent with a replica in a second region (a real Garage): it keeps
+/// `replicate --follow` running, so a new backup reaches the replica
+/// without a command; it runs the scheduled whole pass and records it;
+/// and it exports the replica's lag and health — 0 lag and up, then down
+/// (`lifeboat_repository_up{repository="dr"} 0`) once the region stops.
+#[test]
+fn the_agent_keeps_replicas_current_and_exports_their_lag_and_health() {
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let mut dr = lifeboat_testkit::garage::Garage::start().expect("start Garage");
+    let cfg = env.path("lifeboat.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[replica]]\nname = \"dr\"\nrepo = \"s3://{}/prod\"\n\n[replica.s3]\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\n[storage]\ntimeout_secs = 2\nmax_attempts = 2\n\n[repository]\nreplicate_follow = true\nschedule.replicate = \"@every 4s\"\n\n[agent]\nlisten = \"127.0.0.1:0\"\nrefresh = \"1s\"\nreplica_refresh = \"1s\"\nretries = 0\n",
+            dr.bucket, dr.endpoint, dr.region, dr.access_key_id, dr.secret_access_key
+        ),
+    )
+    .unwrap();
+    let agent = start(&env, &cfg, &[]);
+
+    // A backup made by hand reaches the replica through the follower.
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), random_bytes(300_000, 17)).unwrap();
+    let made = env.json(&["files", "backup", data.to_str().unwrap()]);
+    let id = made["snapshot"].as_str().unwrap().to_string();
+    let replica = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.env("LIFEBOAT_REPO", format!("s3://{}/prod", dr.bucket))
+            .env("LIFEBOAT_S3_ENDPOINT", &dr.endpoint)
+            .env("AWS_REGION", &dr.region)
+            .env("AWS_ACCESS_KEY_ID", &dr.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &dr.secret_access_key)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    wait_until(
+        "the backup reaches the replica",
+        Duration::from_secs(60),
+        || {
+            let out = replica(&["--json", "snapshots"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&id)
+                .then_some(())
+        },
+    );
+    let out = replica(&["verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Lag and health, as Prometheus reads them.
+    let metrics = wait_until("the replica's figures", Duration::from_secs(60), || {
+        let (_, m) = http_get(&format!("{}metrics", agent.url), None);
+        (sample(
+            &m,
+            "lifeboat_replica_lag_seconds{repository=\"default\",replica=\"dr\"}",
+        ) == Some(0.0)
+            && sample(&m, "lifeboat_repository_up{repository=\"dr\"}") == Some(1.0))
+        .then_some(m)
+    });
+    assert_eq!(
+        sample(&metrics, "lifeboat_repository_up{repository=\"default\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The scheduled whole pass is a job like the others.
+    wait_until("a recorded replicate run", Duration::from_secs(60), || {
+        jobs(&env, &cfg)
+            .iter()
+            .any(|r| r["job"] == "repository.replicate" && r["outcome"] == "success")
+            .then_some(())
+    });
+
+    // The second region goes down: its health says so.
+    dr.stop();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, m) = http_get(&format!("{}metrics", agent.url), None);
+        if sample(&m, "lifeboat_repository_up{repository=\"dr\"}") == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica is not reported down:\n{}\nagent: {}",
+            m.lines()
+                .filter(|l| l.contains("repository_up") || l.contains("replica_lag"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            agent.err.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (status, _) = stop(agent, Duration::from_secs(60));
+    assert!(status.success(), "{status}");
+}
