@@ -282,13 +282,67 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The first region is lost for good after a backup, some writes and a
-/// replicate; PostgreSQL is restored to a point in time from the replica,
-/// WAL fetched from it, with only the replica's URL, credentials and the
-/// key (`dr.toml`): every row committed before the target, none after.
-/// These are the commands of docs/runbooks/region-loss.md.
+/// The commands of `docs/runbooks/region-loss.md`: every line of its `sh`
+/// blocks that runs `lifeboat`, split into words, comments dropped, the
+/// runbook's paths and `$VARIABLES` replaced by `vars`.
+fn runbook_commands(vars: &[(&str, String)]) -> Vec<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/runbooks/region-loss.md");
+    let text = fs::read_to_string(&path).unwrap();
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        if !in_sh || !line.starts_with("lifeboat ") {
+            continue;
+        }
+        let mut words = Vec::new();
+        let mut word = String::new();
+        let mut quoted = false;
+        let mut any = false;
+        for c in line.chars() {
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    any = true;
+                }
+                '#' if !quoted && word.is_empty() => break,
+                c if c.is_whitespace() && !quoted => {
+                    if any || !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                        any = false;
+                    }
+                }
+                c => word.push(c),
+            }
+        }
+        if any || !word.is_empty() {
+            words.push(word);
+        }
+        let words = words
+            .into_iter()
+            .skip(1)
+            .map(|w| {
+                vars.iter()
+                    .fold(w, |w, (name, value)| w.replace(name, value))
+            })
+            .collect();
+        out.push(words);
+    }
+    out
+}
+
+/// The first region is lost for good after backups of PostgreSQL, Redis
+/// and files, some more writes and a replicate. The runbook's commands,
+/// word for word, restore everything from the second region with only the
+/// replica's URL, its credentials and the key (`dr.toml`): PostgreSQL to a
+/// point in time, WAL fetched from the replica — every row committed
+/// before the target and none after; Redis key for key; files byte for
+/// byte.
 #[test]
-fn a_lost_region_restores_postgres_to_a_point_in_time_from_the_replica() {
+fn the_region_loss_runbook_restores_everything_from_the_replica() {
     let mut r = Regions::new("7d", None);
     let archive = format!(
         "archive_mode = on\narchive_command = '{} --config {} pg wal-push %p'\narchive_timeout = 0\n",
@@ -306,8 +360,21 @@ fn a_lost_region_restores_postgres_to_a_point_in_time_from_the_replica() {
         "--pg-url",
         &url,
     ]);
+    let src = r.dir.path().join("data");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..4u8 {
+        let bytes: Vec<u8> = (0..700_000u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761) >> (i + 3)) as u8)
+            .collect();
+        fs::write(src.join(format!("sub/f{i}")), bytes).unwrap();
+    }
+    let files = r.json(&["files", "backup", src.to_str().unwrap()]);
+    let (_redis_dir, redis) = crate::redis::server(&[]);
+    crate::redis::fill(&redis.url());
+    let want = crate::redis::contents(&redis.url());
+    let rb = r.json(&["redis", "backup", "--redis-url", &redis.url()]);
     crate::pg::insert_users(&pg, 1001, 1100);
-    let target = crate::pg::server_now(&pg);
+    let target_time = crate::pg::server_now(&pg);
     crate::pg::insert_users(&pg, 1101, 1200);
     crate::pg::archive_now(&pg);
 
@@ -328,28 +395,50 @@ fn a_lost_region_restores_postgres_to_a_point_in_time_from_the_replica() {
     let down = r.cmd().args(["snapshots"]).output().unwrap();
     assert_eq!(down.status.code(), Some(1), "{}", stderr(&down));
 
-    // Restore from the second region.
-    r.dr_verify();
+    // The runbook, from the second region.
     let restore = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(restore.path(), fs::Permissions::from_mode(0o755)).unwrap();
     give_to_owner(restore.path()).unwrap();
     let pgdata = restore.path().join("data");
-    let v = r.dr_json(&[
-        "pg",
-        "restore",
-        "--start",
-        "--start-timeout",
-        "120",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--target-time",
-        &target,
-        "--target-action",
-        "promote",
+    let target = r.dir.path().join("restored");
+    let rdir = tempfile::tempdir().unwrap();
+    let commands = runbook_commands(&[
+        ("/etc/lifeboat/dr.toml", r.dr_config.display().to_string()),
+        ("$PGDATA", pgdata.display().to_string()),
+        ("$TARGET_TIME", target_time.clone()),
+        (
+            "$REDIS_SNAPSHOT",
+            rb["snapshot"].as_str().unwrap().to_string(),
+        ),
+        ("$REDIS_DIR", rdir.path().display().to_string()),
+        (
+            "$FILES_SNAPSHOT",
+            files["snapshot"].as_str().unwrap().to_string(),
+        ),
+        ("$TARGET_DIR", target.display().to_string()),
     ]);
-    assert_eq!(v["recovery"]["state"], "promoted", "{v}");
+    assert!(commands.len() >= 6, "{commands:?}");
+    for c in &commands {
+        assert!(!c.iter().any(|w| w.contains('$')), "a variable left: {c:?}");
+        let out = Command::new(&r.exe)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", r.dir.path())
+            .args(c)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        succeeded(&c.iter().map(String::as_str).collect::<Vec<_>>(), out);
+    }
+
     let mut server = LocalServer::running_in(None, &pgdata).unwrap();
+    assert_eq!(
+        server
+            .psql("postgres", "select pg_is_in_recovery()")
+            .unwrap(),
+        "f"
+    );
     let ids = crate::pg::ids_of(&server);
     assert_eq!(
         (ids.len(), ids.last().copied()),
@@ -358,61 +447,11 @@ fn a_lost_region_restores_postgres_to_a_point_in_time_from_the_replica() {
         server.log()
     );
     server.stop().unwrap();
-}
-
-/// Files and Redis the same way: backed up to the first region,
-/// replicated, the first region lost, restored from the second byte for
-/// byte (files) and key for key (Redis).
-#[test]
-fn a_lost_region_restores_files_and_redis_from_the_replica() {
-    let mut r = Regions::new("7d", None);
-    let src = r.dir.path().join("data");
-    fs::create_dir_all(src.join("sub")).unwrap();
-    for i in 0..4u8 {
-        let bytes: Vec<u8> = (0..700_000u32)
-            .map(|j| (j.wrapping_mul(2_654_435_761) >> (i + 3)) as u8)
-            .collect();
-        fs::write(src.join(format!("sub/f{i}")), bytes).unwrap();
-    }
-    let files = r.json(&["files", "backup", src.to_str().unwrap()]);
-    let (_redis_dir, redis) = crate::redis::server(&[]);
-    crate::redis::fill(&redis.url());
-    let want = crate::redis::contents(&redis.url());
-    let rb = r.json(&["redis", "backup", "--redis-url", &redis.url()]);
-    r.replicate();
-
-    r.primary.stop();
-    r.dr_verify();
-    let target = r.dir.path().join("restored");
-    r.dr_ok(&[
-        "files",
-        "restore",
-        files["snapshot"].as_str().unwrap(),
-        "--target",
-        target.to_str().unwrap(),
-    ]);
     for i in 0..4u8 {
         let name = format!("sub/f{i}");
         let got = fs::read(target.join(src.strip_prefix("/").unwrap()).join(&name)).unwrap();
         assert!(got == fs::read(src.join(&name)).unwrap(), "{name} differs");
     }
-    let rdir = tempfile::tempdir().unwrap();
-    let v = r.dr_json(&[
-        "redis",
-        "restore",
-        rb["snapshot"].as_str().unwrap(),
-        "--target-dir",
-        rdir.path().to_str().unwrap(),
-        "--verify",
-    ]);
-    assert!(
-        v["verified"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|row| row[1] == row[2]),
-        "{v}"
-    );
     let restored = lifeboat_scenarios::sandbox::redis::LocalRedis::start(
         rdir.path(),
         &[],
