@@ -595,9 +595,12 @@ mod example_tests {
                 "redis.cache.backup 0 */6 * * *",
                 "elasticsearch.search.backup 0 1 * * *",
                 "repository.forget 0 5 * * *",
+                "repository.replicate 15 * * * *",
                 "repository.verify 0 6 * * 0",
             ]
         );
+        assert_eq!(p.replicas, ["dr-us-west"]);
+        assert!(p.follow);
         assert_eq!(p.sources[0].rpo, Duration::from_secs(25 * 3600));
         assert_eq!(p.sources[1].rpo, Duration::from_secs(7 * 3600));
     }

@@ -728,3 +728,58 @@ impl StorageSection {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn replicas_are_checked_and_named_in_every_refusal() {
+        let c = cfg(
+            "repo = \"s3://b/prod\"\n[[replica]]\nname = \"dr\"\nrepo = \"s3://dr/prod\"\ndelete_delay = \"36h\"\nbandwidth_limit = \"50MiB\"\n[replica.s3]\nregion = \"eu-west-1\"\n",
+        );
+        let all = c.replicas(&[], c.repo.as_deref()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            all[0].delete_delay().unwrap(),
+            Duration::from_secs(36 * 3600)
+        );
+        assert_eq!(all[0].bandwidth().unwrap(), Some(50 << 20));
+        let e = c.replicas(&["eu".into()], None).unwrap_err().to_string();
+        assert!(
+            e.contains("no replica \"eu\"") && e.contains("it names: dr"),
+            "{e}"
+        );
+
+        let same = cfg("repo = \"/srv/r\"\n[[replica]]\nname = \"x\"\nrepo = \"file:///srv/r/\"\n");
+        let e = same
+            .replicas(&[], same.repo.as_deref())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the repository itself"), "{e}");
+        let twice = cfg(
+            "[[replica]]\nname = \"a\"\nrepo = \"/x\"\n[[replica]]\nname = \"a\"\nrepo = \"/y\"\n",
+        );
+        let e = twice.replicas(&[], None).unwrap_err().to_string();
+        assert!(
+            e.contains("two [[replica]] sections are named \"a\""),
+            "{e}"
+        );
+        let bad = cfg("[[replica]]\nname = \"a\"\nrepo = \"/x\"\ndelete_delay = \"a week\"\n");
+        let e = bad.replica[0].delete_delay().unwrap_err().to_string();
+        assert!(e.contains("delete_delay") && e.contains("7d"), "{e}");
+        assert_eq!(
+            cfg("[[replica]]\nname = \"a\"\nrepo = \"/x\"\n").replica[0]
+                .delete_delay()
+                .unwrap(),
+            DEFAULT_REPLICA_DELETE_DELAY
+        );
+        assert!(parse_rate("0").is_err());
+        assert_eq!(parse_rate("10MiB/s"), Ok(10 << 20));
+    }
+}
