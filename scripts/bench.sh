@@ -13,6 +13,9 @@
 #   scripts/bench.sh soak [args]  the agent's memory and descriptors over fast schedules
 #                               against PostgreSQL and Redis (bench/agent_soak.py; e.g.
 #                               --minutes 30 --write-docs)
+#   scripts/bench.sh replicate [args]  replicate between two Garage servers vs
+#                               rclone sync and restic copy (bench/replicate_bench.py;
+#                               e.g. --size-mib 1024 --rounds 3 --write-docs)
 #   scripts/bench.sh es [args]    Elasticsearch/OpenSearch: lifeboat ingest vs the native
 #                               fs snapshot on a real OpenSearch node (bench/es_bench.py;
 #                               e.g. --docs 200000 --write-docs)
@@ -27,6 +30,7 @@ if [ "${1:-}" = restore ]; then mode=restore; shift; fi
 if [ "${1:-}" = prune ]; then mode=prune; shift; fi
 if [ "${1:-}" = soak ]; then mode=soak; shift; fi
 if [ "${1:-}" = es ]; then mode=es; shift; fi
+if [ "${1:-}" = replicate ]; then mode=replicate; shift; fi
 missing=()
 if [ "$mode" = dump ] || [ "$mode" = soak ]; then
   need=(redis-server redis-cli zstd gzip /usr/bin/time setpriv)
@@ -42,6 +46,9 @@ elif [ "$mode" = pg ]; then
      && ! { command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; }; then
     missing+=(postgresql)
   fi
+elif [ "$mode" = replicate ]; then
+  need=(restic rclone /usr/bin/time)
+  scripts/install-garage.sh >/dev/null
 elif [ "$mode" = restore ] || [ "$mode" = prune ]; then
   need=(restic /usr/bin/time)
 else
@@ -75,6 +82,9 @@ if [ "$mode" = soak ]; then
 fi
 if [ "$mode" = es ]; then
   exec python3 bench/es_bench.py "$@"
+fi
+if [ "$mode" = replicate ]; then
+  exec python3 bench/replicate_bench.py "$@"
 fi
 if [ "$mode" = restore ]; then
   exec python3 bench/restore_bench.py "$@"
