@@ -47,15 +47,16 @@ def free_port():
 class Garage:
     """A single-node Garage with one bucket and one key, as testkit starts it."""
 
-    def __init__(self, work, name):
+    def __init__(self, work, name, key=None):
         self.dir = os.path.join(work, name)
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
         self.s3_port, rpc, admin = free_port(), free_port(), free_port()
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.bucket = f"bench-{name}"
-        self.key_id = "GK" + os.urandom(12).hex()
-        self.secret = os.urandom(32).hex()
+        # restic copy reads both repositories with the same AWS_* keys: the
+        # second server is given the first one's key.
+        self.key_id, self.secret = key or ("GK" + os.urandom(12).hex(), os.urandom(32).hex())
         self.config = os.path.join(self.dir, "garage.toml")
         with open(self.config, "w") as f:
             f.write(f"""metadata_dir = "{self.dir}/meta"
@@ -153,15 +154,20 @@ def main():
                          for _ in range(900_000)]
                 f.write(b" ".join(words)[: 4 << 20])
 
-    src, dst = Garage(a.work, "primary"), Garage(a.work, "dr")
+    src = Garage(a.work, "primary")
+    dst = Garage(a.work, "dr", key=(src.key_id, src.secret))
     try:
         cfg = os.path.join(a.work, "lifeboat.toml")
         with open(cfg, "w") as f:
             f.write(f'repo = "s3://{src.bucket}/lifeboat"\n\n[s3]\n{s3_toml(src)}\n'
                     f'[[replica]]\nname = "dr"\nrepo = "s3://{dst.bucket}/lifeboat"\ndelete_delay = "0s"\n'
                     f'[replica.s3]\n{s3_toml(dst)}')
-        lenv = dict(os.environ, LIFEBOAT_CONFIG=cfg, LIFEBOAT_PASSWORD=PASSWORD)
-        renv = dict(os.environ, RESTIC_PASSWORD=PASSWORD, RESTIC_FROM_PASSWORD=PASSWORD,
+        base = dict(os.environ)
+        # rclone's AWS SDK refuses a custom CA bundle with its own HTTP
+        # transport; nothing here speaks TLS (loopback, plain HTTP).
+        base.pop("AWS_CA_BUNDLE", None)
+        lenv = dict(base, LIFEBOAT_CONFIG=cfg, LIFEBOAT_PASSWORD=PASSWORD)
+        renv = dict(base, RESTIC_PASSWORD=PASSWORD, RESTIC_FROM_PASSWORD=PASSWORD,
                     AWS_ACCESS_KEY_ID=src.key_id, AWS_SECRET_ACCESS_KEY=src.secret, AWS_DEFAULT_REGION="garage")
         renv.update(src.rclone_env("a"))
         renv.update(dst.rclone_env("b"))
@@ -187,9 +193,10 @@ def main():
             purge("lifeboat")
             secs, rss, _ = run([LIFEBOAT, "--quiet", "replicate", "--parallel", str(a.parallel)], env=lenv)
             v0 = time.perf_counter()
-            venv = dict(lenv, LIFEBOAT_CONFIG="", LIFEBOAT_REPO=f"s3://{dst.bucket}/lifeboat",
+            venv = dict(lenv, LIFEBOAT_REPO=f"s3://{dst.bucket}/lifeboat",
                         LIFEBOAT_S3_ENDPOINT=dst.endpoint, AWS_ACCESS_KEY_ID=dst.key_id,
                         AWS_SECRET_ACCESS_KEY=dst.secret, AWS_REGION="garage")
+            venv.pop("LIFEBOAT_CONFIG")
             p = subprocess.run([LIFEBOAT, "--quiet", "verify"], env=venv, capture_output=True, text=True)
             if p.returncode != 0:
                 raise RuntimeError(f"the replica does not verify: {p.stdout}{p.stderr}")

@@ -140,6 +140,9 @@ pub(crate) enum Command {
     /// slots and keyring, packs, index, WAL, snapshots last, every object
     /// checked; deletions only after each replica's delete_delay
     Replicate(replicate::ReplicateArgs),
+    /// Ask the store to restore the cold objects (Glacier, Deep Archive) a
+    /// snapshot needs, or say how many are ready (--status)
+    Thaw(replicate::ThawArgs),
     /// Check the repository; with --read-data, decrypt and hash-check every chunk
     Verify {
         /// Download and check every pack and chunk, not only the indexes and snapshots
@@ -430,6 +433,7 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         Command::Repair(cmd) => c::repair(ctx, cmd),
         Command::Prune(args) => maintenance::prune(ctx, &args),
         Command::Replicate(args) => replicate::run(ctx, &args),
+        Command::Thaw(args) => replicate::thaw(ctx, &args),
         Command::Stats => maintenance::stats(ctx),
         Command::Forget(args) => retention::forget(ctx, &args),
         Command::Hold {

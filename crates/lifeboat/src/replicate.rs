@@ -127,7 +127,8 @@ fn once(
         .map(|t| {
             let started = Instant::now();
             let progress = ctx.progress();
-            ops::replicate(repo, t, &progress).map(|r| (r, started.elapsed().as_millis() as u64))
+            ops::replicate(&ctx.session, repo, t, &progress)
+                .map(|r| (r, started.elapsed().as_millis() as u64))
         })
         .collect()
 }
@@ -395,5 +396,83 @@ fn failed(ctx: &Ctx, name: &str, e: Error) -> Result<()> {
         &json!({"error": {"class": e.class().as_str(), "message": message}}),
         || eprintln!("replica {name}: {message} (trying again)"),
     );
+    Ok(())
+}
+
+/// `lifeboat thaw`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ThawArgs {
+    /// Snapshot id, unique prefix or `latest`
+    snapshot: String,
+    /// Retrieval tier: bulk (cheapest, slowest), standard, expedited
+    /// (fastest, dearest; not for DEEP_ARCHIVE)
+    #[arg(long, default_value = "standard", value_name = "TIER")]
+    tier: String,
+    /// How many days the restored copies stay readable
+    #[arg(long, default_value_t = 7, value_name = "N")]
+    days: u32,
+    /// Say how many of the snapshot's objects are ready instead of asking
+    #[arg(long)]
+    status: bool,
+}
+
+pub(crate) fn thaw(ctx: &Ctx, args: &ThawArgs) -> Result<()> {
+    let tier: lifeboat_storage::ThawTier = args.tier.parse().map_err(Error::usage)?;
+    if args.days == 0 {
+        return Err(Error::usage("--days must be at least 1"));
+    }
+    let repo = ctx.open()?;
+    let r = ops::thaw(
+        &ctx.session,
+        &repo,
+        &args.snapshot,
+        tier,
+        args.days,
+        args.status,
+    )?;
+    if ctx.json {
+        print_json(&json!(r));
+        return Ok(());
+    }
+    let classes = r
+        .classes
+        .iter()
+        .map(|(c, n)| format!("{n} in {c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let short = &r.snapshot[..8.min(r.snapshot.len())];
+    if r.ready == r.objects {
+        outln!(
+            "snapshot {short}: all {} object(s) it needs are ready to read{}; restore it now",
+            r.objects,
+            if classes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({classes})")
+            }
+        );
+    } else if args.status {
+        outln!(
+            "snapshot {short}: {} of {} object(s) ready, {} thawing, {} frozen ({classes}){}",
+            r.ready,
+            r.objects,
+            r.thawing,
+            r.frozen,
+            if r.frozen > 0 {
+                format!("; `lifeboat thaw {short}` asks for the frozen ones")
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        outln!(
+            "snapshot {short}: restore asked for {} object(s) at the {} tier for {} day(s); {} of {} ready ({classes}). `lifeboat thaw {short} --status` says when all are",
+            r.requested,
+            args.tier,
+            args.days,
+            r.ready,
+            r.objects
+        );
+    }
     Ok(())
 }

@@ -529,6 +529,18 @@ pub struct ReplicaSection {
     /// `[replica.s3]`: how to reach it; a key left out is taken from `[s3]`.
     #[serde(default)]
     pub s3: S3Section,
+    /// The S3 storage class its data (packs, and the WAL of archived base
+    /// backups) is written in: `STANDARD_IA`, `GLACIER_IR`, `GLACIER`,
+    /// `DEEP_ARCHIVE`…; index, snapshots and key slots stay in the
+    /// bucket's default, which reads at once.
+    pub storage_class: Option<String>,
+    /// An archive replica takes only the snapshots kept by these rules of
+    /// their series' retention policy (`["monthly", "yearly"]`); every
+    /// snapshot when absent.
+    pub archive_keep: Option<Vec<String>>,
+    /// An archive replica takes a snapshot only once it is this old
+    /// (`90d`).
+    pub archive_older_than: Option<String>,
 }
 
 /// The delete delay of a replica when its config gives none.

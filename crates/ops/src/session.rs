@@ -111,6 +111,7 @@ impl Session {
             access_key_id: s3.access_key_id.clone(),
             secret_access_key: s3.secret_access_key.clone(),
             virtual_host_style: s3.virtual_host_style.unwrap_or(false),
+            storage_class: None,
         });
         Ok(lifeboat_storage::open(&url, &options)?)
     }
@@ -129,6 +130,7 @@ impl Session {
                 .virtual_host_style
                 .or(s3.virtual_host_style)
                 .unwrap_or(false),
+            storage_class: replica.storage_class.clone(),
         });
         lifeboat_storage::open(&replica.repo, &options).map_err(|e| {
             Error::usage(format!(

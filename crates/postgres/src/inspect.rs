@@ -867,6 +867,24 @@ pub fn newest_archived(repo: &Repository, pgdata: &std::path::Path) -> Result<Op
         .max())
 }
 
+/// The storage keys of the named objects a base backup needs to restore
+/// to its end: its WAL segments from the first to the last, and the
+/// history file of its timeline (after the first). An archive replica
+/// takes them with the backup; `thaw` restores them with its packs.
+pub fn backup_wal_keys(repo: &Repository, b: &SnapshotEntry) -> Result<Vec<String>> {
+    let m = BackupMeta::of(b)?;
+    let size = m.wal_segment_size.max(1 << 20);
+    let (first, stop, _) = backup_wal(b, &m, size)?;
+    let ns = namespace(&m.system_identifier.to_string());
+    let mut out: Vec<String> = (first.number..=stop.number)
+        .map(|number| repo.named_key(&ns, &Segment { number, ..first }.name()))
+        .collect();
+    if first.timeline > 1 {
+        out.push(repo.named_key(&ns, &format!("{:08X}.history", first.timeline)));
+    }
+    Ok(out)
+}
+
 /// The newest WAL segment of each cluster with a backup, in a store whose
 /// named objects are `keys` (a replica's listing, or the repository's own):
 /// by system identifier, the last segment found on each timeline walked,

@@ -62,7 +62,8 @@ pub use progress::{NoProgress, Progress};
 pub use prune::{Amount, Mark, MarkOutcome, MaxUnused, PruneOptions, PruneReport};
 pub use repair::{Leftover, LeftoverSummary, RepairIndexReport};
 pub use replicate::{
-    DamagedObject, DeletionReport, KindAmount, ReplicaStatus, ReplicateOptions, ReplicateReport,
+    ArchiveSelection, DamagedObject, DeletionReport, KindAmount, ReplicaStatus, ReplicateOptions,
+    ReplicateReport,
 };
 pub use repository::{
     default_cache_dir, Credential, InitOptions, RepoConfig, Repository, INDEX_CACHE_MIN_CHUNKS,

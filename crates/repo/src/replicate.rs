@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use lifeboat_storage::{DynStorage, ObjectInfo};
-use lifeboat_types::Timestamp;
+use lifeboat_types::{SnapshotId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
@@ -50,6 +50,9 @@ use crate::sessions::{hostname, random_id, seal_document};
 
 /// The deletion record's version.
 const DELETION_VERSION: u32 = 1;
+
+/// Packs per index object an archive replica writes.
+const ARCHIVE_PACKS_PER_INDEX: usize = 64;
 
 /// Reads of an object that fails its check before it counts as damaged.
 const READS: usize = 3;
@@ -74,6 +77,16 @@ const COPIED: [FileType; 5] = [
     FileType::Hold,
 ];
 
+/// What an archive replica deletes when the primary did (after the delay):
+/// its packs and index objects are its own, collected once its snapshots
+/// go ([`Repository::archive_gc`]).
+const ARCHIVE_DELETED: [FileType; 4] = [
+    FileType::Snapshot,
+    FileType::Hold,
+    FileType::KeySlot,
+    FileType::Named,
+];
+
 /// The order deletions are applied in: what references first.
 const DELETED: [FileType; 6] = [
     FileType::Snapshot,
@@ -93,6 +106,9 @@ pub struct ReplicateOptions {
     pub workers: usize,
     /// Bytes per second stored into the replica at most (`None`: no cap).
     pub bandwidth: Option<u64>,
+    /// An archive replica: only the snapshots selected, and what they
+    /// need (`None`: every object, a full replica).
+    pub archive: Option<ArchiveSelection>,
 }
 
 impl Default for ReplicateOptions {
@@ -101,8 +117,20 @@ impl Default for ReplicateOptions {
             delete_delay: Duration::from_secs(7 * 86_400),
             workers: 8,
             bandwidth: None,
+            archive: None,
         }
     }
+}
+
+/// What an archive replica takes: the snapshots a rule selected, the packs
+/// holding their chunks (whole), index objects of its own for those packs,
+/// and the named objects listed (the WAL an archived base backup needs).
+#[derive(Clone, Debug, Default)]
+pub struct ArchiveSelection {
+    /// The snapshots to take.
+    pub snapshots: HashSet<SnapshotId>,
+    /// The named objects to take, by storage key.
+    pub named: HashSet<String>,
 }
 
 /// Objects and bytes of one kind.
@@ -340,6 +368,33 @@ impl Repository {
             }
         }
 
+        if let Some(sel) = &opts.archive {
+            self.archive_data(
+                target,
+                sel,
+                &primary,
+                &replica,
+                opts,
+                &throttle,
+                &mut report,
+                &mut copied,
+                progress,
+            )?;
+            let mut order = vec![FileType::KeySlot, FileType::Keyring, FileType::Config];
+            order.extend(COPIED);
+            report.copied = amounts(&order, &copied);
+            report.deletions =
+                self.apply_deletions(target, &primary, &replica, opts, &ARCHIVE_DELETED, progress)?;
+            if report
+                .deletions
+                .deleted
+                .iter()
+                .any(|k| k.kind == kind_name(FileType::Snapshot))
+            {
+                self.archive_gc(target)?;
+            }
+            return Ok(report);
+        }
         // Then the data, the index, the WAL, and the snapshots last.
         for ft in COPIED {
             let todo: Vec<(String, u64)> = primary
@@ -381,7 +436,8 @@ impl Repository {
         order.extend(COPIED);
         report.copied = amounts(&order, &copied);
 
-        report.deletions = self.apply_deletions(target, &primary, &replica, opts, progress)?;
+        report.deletions =
+            self.apply_deletions(target, &primary, &replica, opts, &DELETED, progress)?;
         Ok(report)
     }
 
@@ -427,6 +483,26 @@ impl Repository {
         Ok((objects, bytes, report.damaged))
     }
 
+    /// The storage keys of the packs holding the chunks of `snapshot` (what
+    /// a restore of it reads, and what `thaw` asks the store to restore).
+    pub fn snapshot_pack_keys(&self, snapshot: &crate::Snapshot) -> Result<Vec<String>> {
+        let index = self.load_index()?;
+        let mut packs: HashSet<u32> = HashSet::new();
+        for chunk in snapshot.chunks() {
+            let loc = index.get(&chunk).ok_or_else(|| RepoError::Corrupt {
+                key: format!("chunk {}", chunk.short()),
+                reason: "no index object lists it: run `lifeboat verify`".into(),
+            })?;
+            packs.insert(loc.pack);
+        }
+        let mut keys: Vec<String> = packs
+            .into_iter()
+            .map(|p| ObjectKey::Pack(index.pack(p).0).to_string())
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     /// The keys of the named objects in `target`, for
     /// [`Repository::replicate_named`].
     pub fn replica_named_keys(&self, target: &DynStorage) -> Result<HashSet<String>> {
@@ -445,14 +521,30 @@ impl Repository {
         &self,
         target: &DynStorage,
         delete_delay: Duration,
+        archive: Option<&ArchiveSelection>,
     ) -> Result<ReplicaStatus> {
         let exists = self.check_replica(target)?;
         let primary = self.list_side(&self.inner.storage)?;
         let replica = self.list_side(target)?;
         let mut missing: BTreeMap<FileType, (u64, u64)> = BTreeMap::new();
         let mut oldest: Option<SystemTime> = None;
+        // An archive replica lacks only what it selects (its packs and
+        // index objects are its own: the snapshots stand for them).
+        let wanted = |ft: FileType, key: &str| match archive {
+            None => true,
+            Some(sel) => match ft {
+                FileType::Snapshot => key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|h| h.parse::<SnapshotId>().ok())
+                    .is_some_and(|id| sel.snapshots.contains(&id)),
+                FileType::Named => sel.named.contains(key),
+                FileType::KeySlot => true,
+                _ => false,
+            },
+        };
         for ft in LISTED {
-            for o in primary.of(ft) {
+            for o in primary.of(ft).filter(|o| wanted(ft, &o.key)) {
                 if replica.get(ft, &o.key).map(|r| r.size) != Some(o.size) {
                     add(&mut missing, ft, o.size);
                     if let Some(m) = o.modified {
@@ -470,7 +562,12 @@ impl Repository {
         } else {
             Vec::new()
         };
-        let gone = gone_from_primary(&primary, &replica);
+        let kinds: &[FileType] = if archive.is_some() {
+            &ARCHIVE_DELETED
+        } else {
+            &DELETED
+        };
+        let gone = gone_from_primary(&primary, &replica, kinds);
         let recorded: HashSet<&str> = records
             .iter()
             .flat_map(|(_, r)| r.keys.iter().map(String::as_str))
@@ -678,7 +775,12 @@ impl Repository {
             };
             let len = bytes.len() as u64;
             throttle.take(len);
-            self.inner.block(target.put(key, bytes))?;
+            if matches!(ft, FileType::Pack | FileType::Named) {
+                // Data: in the replica's storage class, when it has one.
+                self.inner.block(target.put_cold(key, bytes))?;
+            } else {
+                self.inner.block(target.put(key, bytes))?;
+            }
             progress.advance(len);
             Ok(Copied::Stored {
                 bytes: len,
@@ -776,6 +878,215 @@ impl Repository {
         Ok(out)
     }
 
+    /// An archive replica's data: the selected snapshots the replica lacks,
+    /// the packs holding their chunks that its own index does not list
+    /// (copied whole, in its storage class), an index object of its own
+    /// for them, the named objects selected, then the snapshots and their
+    /// holds.
+    #[allow(clippy::too_many_arguments)]
+    fn archive_data(
+        &self,
+        target: &DynStorage,
+        sel: &ArchiveSelection,
+        primary: &Listing,
+        replica: &Listing,
+        opts: &ReplicateOptions,
+        throttle: &Throttle,
+        report: &mut ReplicateReport,
+        copied: &mut BTreeMap<FileType, (u64, u64)>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let wanted: Vec<SnapshotId> = primary
+            .of(FileType::Snapshot)
+            .filter_map(|o| o.key.rsplit('/').next()?.parse().ok())
+            .filter(|id| sel.snapshots.contains(id))
+            .collect();
+        let missing: Vec<SnapshotId> = wanted
+            .iter()
+            .filter(|id| {
+                let key = ObjectKey::Snapshot(**id).to_string();
+                replica.get(FileType::Snapshot, &key).map(|r| r.size)
+                    != primary.get(FileType::Snapshot, &key).map(|p| p.size)
+            })
+            .copied()
+            .collect();
+        report.present += (wanted.len() - missing.len()) as u64;
+        if !missing.is_empty() {
+            // The packs their chunks are in, by the primary's index; those
+            // the replica's own index does not list yet are copied.
+            let index = self.load_index()?;
+            let mut needed: HashSet<u32> = HashSet::new();
+            self.for_each_snapshot(&missing, |_, key, snap, _| {
+                for chunk in snap.chunks() {
+                    match index.get(&chunk) {
+                        Some(loc) => {
+                            needed.insert(loc.pack);
+                        }
+                        None => {
+                            return Err(RepoError::Corrupt {
+                                key,
+                                reason: format!(
+                                    "it uses chunk {} that no index object of the primary lists: run `lifeboat verify` on the primary",
+                                    chunk.short()
+                                ),
+                            })
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            let view = self.view(target.clone());
+            let indexed: HashSet<lifeboat_types::PackId> =
+                view.load_index()?.packs().iter().map(|(p, _)| *p).collect();
+            let todo: Vec<(String, u64)> = needed
+                .iter()
+                .map(|pos| index.pack(*pos).0)
+                .filter(|p| !indexed.contains(p))
+                .map(|p| {
+                    let key = ObjectKey::Pack(p).to_string();
+                    let size = primary.get(FileType::Pack, &key).map_or(0, |o| o.size);
+                    (key, size)
+                })
+                .collect();
+            let damaged_before = report.damaged.len();
+            self.copy_phase(
+                target,
+                FileType::Pack,
+                &todo,
+                replica,
+                opts,
+                throttle,
+                report,
+                copied,
+                progress,
+            )?;
+            // Index objects of its own for the packs copied (a damaged one
+            // was not: its chunks stay unindexed, and the snapshots using
+            // them are not taken).
+            let damaged: HashSet<&str> = report.damaged[damaged_before..]
+                .iter()
+                .map(|d| d.key.as_str())
+                .collect();
+            let copied_packs: HashSet<u32> = needed
+                .iter()
+                .copied()
+                .filter(|pos| {
+                    let (p, _) = index.pack(*pos);
+                    !indexed.contains(&p)
+                        && !damaged.contains(ObjectKey::Pack(p).to_string().as_str())
+                })
+                .collect();
+            let mut entries: BTreeMap<u32, Vec<format::BlobEntry>> = BTreeMap::new();
+            for e in index.iter() {
+                let (id, loc) = e?;
+                if copied_packs.contains(&loc.pack) {
+                    entries
+                        .entry(loc.pack)
+                        .or_default()
+                        .push(format::BlobEntry {
+                            id,
+                            offset: loc.offset,
+                            len: loc.len,
+                            raw_len: loc.raw_len,
+                        });
+                }
+            }
+            let packs: Vec<format::IndexedPack> = entries
+                .into_iter()
+                .map(|(pos, mut entries)| {
+                    entries.sort_by_key(|e| e.offset);
+                    let (pack, epoch) = index.pack(pos);
+                    format::IndexedPack {
+                        pack,
+                        epoch,
+                        entries,
+                    }
+                })
+                .collect();
+            for group in packs.chunks(ARCHIVE_PACKS_PER_INDEX) {
+                let size = crate::writer::write_index(&view.inner, group)?;
+                add(copied, FileType::Index, size);
+            }
+            if !damaged.is_empty() {
+                // A snapshot using a damaged pack is not taken: the replica
+                // keeps only what restores.
+                return Ok(());
+            }
+        }
+        let named: Vec<(String, u64)> = primary
+            .of(FileType::Named)
+            .filter(|o| sel.named.contains(&o.key))
+            .filter(|o| replica.get(FileType::Named, &o.key).map(|r| r.size) != Some(o.size))
+            .map(|o| (o.key.clone(), o.size))
+            .collect();
+        self.copy_phase(
+            target,
+            FileType::Named,
+            &named,
+            replica,
+            opts,
+            throttle,
+            report,
+            copied,
+            progress,
+        )?;
+        let snaps: Vec<(String, u64)> = missing
+            .iter()
+            .map(|id| {
+                let key = ObjectKey::Snapshot(*id).to_string();
+                let size = primary.get(FileType::Snapshot, &key).map_or(0, |o| o.size);
+                (key, size)
+            })
+            .collect();
+        self.copy_phase(
+            target,
+            FileType::Snapshot,
+            &snaps,
+            replica,
+            opts,
+            throttle,
+            report,
+            copied,
+            progress,
+        )?;
+        let holds: Vec<(String, u64)> = wanted
+            .iter()
+            .filter_map(|id| {
+                let key = ObjectKey::Hold(*id).to_string();
+                primary.get(FileType::Hold, &key).map(|o| (key, o.size))
+            })
+            .collect();
+        let holds = self.changed_holds(target, holds, replica)?;
+        self.copy_phase(
+            target,
+            FileType::Hold,
+            &holds,
+            replica,
+            opts,
+            throttle,
+            report,
+            copied,
+            progress,
+        )
+    }
+
+    /// After an archive replica deleted snapshots: a prune of the replica
+    /// that deletes the packs no snapshot there uses any more and rewrites
+    /// its index objects — never a repack, which would read (thaw) cold
+    /// packs.
+    fn archive_gc(&self, target: &DynStorage) -> Result<()> {
+        let view = self.view(target.clone());
+        view.prune(
+            &crate::PruneOptions {
+                max_unused: crate::MaxUnused::Unlimited,
+                delete_delay: Duration::ZERO,
+                ..crate::PruneOptions::default()
+            },
+            &crate::progress::NoProgress,
+        )?;
+        Ok(())
+    }
+
     /// The replica's deletion records, each with its key.
     fn deletion_records(&self, target: &DynStorage) -> Result<Vec<(String, DeletionRecord)>> {
         let listed = self.inner.block(target.list(FileType::Deletion.prefix()))?;
@@ -809,9 +1120,10 @@ impl Repository {
         primary: &Listing,
         replica: &Listing,
         opts: &ReplicateOptions,
+        kinds: &[FileType],
         progress: &dyn Progress,
     ) -> Result<DeletionReport> {
-        let gone = gone_from_primary(primary, replica);
+        let gone = gone_from_primary(primary, replica, kinds);
         let records = self.deletion_records(target)?;
         let recorded: HashSet<&str> = records
             .iter()
@@ -865,7 +1177,7 @@ impl Repository {
         if !due.is_empty() {
             progress.start("replicate: deleting what the primary deleted", None);
         }
-        for ft in DELETED {
+        for &ft in kinds {
             let keys: Vec<&(FileType, String, u64)> = due.iter().filter(|d| d.0 == ft).collect();
             Pool::new(opts.workers).try_map(&keys, |(_, k, _)| -> Result<()> {
                 Ok(self.inner.block(target.delete(k))?)
@@ -880,7 +1192,7 @@ impl Repository {
         for key in &finished {
             self.inner.block(target.delete(key))?;
         }
-        report.deleted = amounts(&DELETED, &deleted);
+        report.deleted = amounts(kinds, &deleted);
         let left: Vec<(String, DeletionRecord)> = records
             .into_iter()
             .filter(|(k, _)| !finished.contains(k))
@@ -899,10 +1211,15 @@ fn is_due(observed: Timestamp, delay: Duration, now: Timestamp) -> bool {
     observed.checked_add(delay).is_ok_and(|due| due <= now)
 }
 
-/// What the replica has and the primary no longer has, with its kind.
-fn gone_from_primary(primary: &Listing, replica: &Listing) -> Vec<(FileType, String)> {
+/// What the replica has and the primary no longer has, of `kinds`, with
+/// its kind.
+fn gone_from_primary(
+    primary: &Listing,
+    replica: &Listing,
+    kinds: &[FileType],
+) -> Vec<(FileType, String)> {
     let mut out = Vec::new();
-    for ft in DELETED {
+    for &ft in kinds {
         for o in replica.of(ft) {
             if !primary.contains(ft, &o.key) {
                 out.push((ft, o.key.clone()));

@@ -437,6 +437,27 @@ impl Repository {
         Ok(())
     }
 
+    /// The same repository (keys, config) over another store: a replica,
+    /// which holds the same objects. No index cache (it would be keyed by
+    /// the same repository id as the primary's).
+    pub(crate) fn view(&self, storage: DynStorage) -> Repository {
+        Repository {
+            inner: Arc::new(Inner {
+                storage,
+                rt: self.inner.rt.clone(),
+                keyring: self.inner.keyring.clone(),
+                config: self.inner.config.clone(),
+            }),
+            master: self.master.clone(),
+            slot_id: self.slot_id.clone(),
+            damaged_slots: Vec::new(),
+            index_cache: IndexCacheConfig {
+                dir: None,
+                min_chunks: INDEX_CACHE_MIN_CHUNKS,
+            },
+        }
+    }
+
     /// The repository's settings.
     pub fn config(&self) -> &RepoConfig {
         &self.inner.config

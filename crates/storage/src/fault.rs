@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{DynStorage, ErrorKind, ObjectInfo, Storage, StorageError};
+use crate::{ColdState, DynStorage, ErrorKind, ObjectInfo, Storage, StorageError, ThawTier};
 
 /// A storage operation, for choosing which calls a [`FaultRule`] hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,5 +197,17 @@ impl Storage for FaultStorage {
     async fn delete_leftover(&self, key: &str) -> Result<(), StorageError> {
         self.check(Op::Delete, key, "delete").await?;
         self.inner.delete_leftover(key).await
+    }
+    async fn put_cold(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.check(Op::Put, key, "put").await?;
+        self.inner.put_cold(key, data).await
+    }
+    async fn thaw(&self, key: &str, days: u32, tier: ThawTier) -> Result<ColdState, StorageError> {
+        self.check(Op::Stat, key, "thaw").await?;
+        self.inner.thaw(key, days, tier).await
+    }
+    async fn cold_state(&self, key: &str) -> Result<ColdState, StorageError> {
+        self.check(Op::Stat, key, "stat").await?;
+        self.inner.cold_state(key).await
     }
 }

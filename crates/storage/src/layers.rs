@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::{DynStorage, ErrorKind, ObjectInfo, Storage, StorageError};
+use crate::{ColdState, DynStorage, ErrorKind, ObjectInfo, Storage, StorageError, ThawTier};
 
 /// When and how often a failed call is tried again.
 #[derive(Clone, Debug)]
@@ -145,6 +145,17 @@ impl Storage for RetryStorage {
         self.run("delete", key, || self.inner.delete_leftover(key))
             .await
     }
+    async fn put_cold(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.run("put", key, || self.inner.put_cold(key, data.clone()))
+            .await
+    }
+    async fn thaw(&self, key: &str, days: u32, tier: ThawTier) -> Result<ColdState, StorageError> {
+        self.run("thaw", key, || self.inner.thaw(key, days, tier))
+            .await
+    }
+    async fn cold_state(&self, key: &str) -> Result<ColdState, StorageError> {
+        self.run("stat", key, || self.inner.cold_state(key)).await
+    }
 }
 
 /// Bounds the number of calls in flight to the wrapped store.
@@ -214,5 +225,17 @@ impl Storage for LimitStorage {
     async fn delete_leftover(&self, key: &str) -> Result<(), StorageError> {
         let _p = self.permit().await;
         self.inner.delete_leftover(key).await
+    }
+    async fn put_cold(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        let _p = self.permit().await;
+        self.inner.put_cold(key, data).await
+    }
+    async fn thaw(&self, key: &str, days: u32, tier: ThawTier) -> Result<ColdState, StorageError> {
+        let _p = self.permit().await;
+        self.inner.thaw(key, days, tier).await
+    }
+    async fn cold_state(&self, key: &str) -> Result<ColdState, StorageError> {
+        let _p = self.permit().await;
+        self.inner.cold_state(key).await
     }
 }

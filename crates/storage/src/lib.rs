@@ -19,6 +19,8 @@
 //! [`open`] turns a repository URL into a ready, layered storage.
 #![deny(missing_docs)]
 
+#[cfg(feature = "testing")]
+mod cold;
 pub mod direct;
 pub mod durable;
 mod fault;
@@ -34,6 +36,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 pub use lifeboat_types::{Classify, ErrorClass};
 
+#[cfg(feature = "testing")]
+pub use cold::ColdSimStorage;
 pub use fault::{FaultAction, FaultRule, FaultStorage, Hook, Op};
 pub use layers::{LimitStorage, RetryPolicy, RetryStorage};
 pub use local::LocalStorage;
@@ -56,6 +60,10 @@ pub enum ErrorKind {
     /// The store is named or configured wrongly (an unknown URL scheme, no
     /// credentials, a file where a directory should be): fix the settings.
     Config,
+    /// The object is in a cold storage class (S3 Glacier Flexible Retrieval,
+    /// Deep Archive) and has not been restored: it cannot be read until it
+    /// is thawed ([`Storage::thaw`]).
+    Frozen,
 }
 
 /// A failed storage call, naming the operation, the object and the store.
@@ -103,7 +111,10 @@ impl StorageError {
     pub fn class(&self) -> ErrorClass {
         match self.kind {
             ErrorKind::Transient => ErrorClass::Transient,
-            ErrorKind::PermissionDenied | ErrorKind::Config => ErrorClass::Usage,
+            // Something to do before it reads: thaw it.
+            ErrorKind::PermissionDenied | ErrorKind::Config | ErrorKind::Frozen => {
+                ErrorClass::Usage
+            }
             ErrorKind::Truncated => ErrorClass::Damage,
             ErrorKind::NotFound | ErrorKind::Permanent => ErrorClass::Failure,
         }
@@ -181,6 +192,27 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// Stores `data` as [`Storage::put`] does, in the store's cold storage
+    /// class when it has one ([`S3Options::storage_class`]): an archive
+    /// replica's data. Stores without classes put it as any other object.
+    async fn put_cold(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.put(key, data).await
+    }
+
+    /// Asks the store to make the cold object `key` readable for `days`
+    /// (S3 RestoreObject) at `tier`; returns its state after the request.
+    /// Stores without cold classes have nothing to do.
+    async fn thaw(&self, key: &str, days: u32, tier: ThawTier) -> Result<ColdState, StorageError> {
+        let _ = (key, days, tier);
+        Ok(ColdState::Hot)
+    }
+
+    /// Whether the object `key` can be read now (a HEAD on S3).
+    async fn cold_state(&self, key: &str) -> Result<ColdState, StorageError> {
+        let _ = key;
+        Ok(ColdState::Hot)
+    }
+
     /// Removes one leftover [`Storage::list_leftovers`] found; refuses keys
     /// that are not leftovers.
     async fn delete_leftover(&self, key: &str) -> Result<(), StorageError> {
@@ -196,6 +228,107 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// A shared storage handle.
 pub type DynStorage = Arc<dyn Storage>;
+
+/// What a read of an object in cold storage says.
+pub(crate) const FROZEN_MESSAGE: &str = "the object is in cold storage (Glacier or Deep Archive) and not restored: run `lifeboat thaw SNAPSHOT` for the snapshot you read, and read again once `lifeboat thaw SNAPSHOT --status` says every object is ready";
+
+/// Whether an object can be read now, as far as cold storage goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ColdState {
+    /// Not in a cold class (or a class that reads at once: STANDARD_IA,
+    /// GLACIER_IR): readable.
+    Hot,
+    /// In a cold class, not restored: not readable.
+    Frozen {
+        /// The storage class.
+        class: String,
+    },
+    /// A restore was asked for and is under way.
+    Thawing {
+        /// The storage class.
+        class: String,
+    },
+    /// Restored: readable until `expiry` (the store's words, when it says).
+    Thawed {
+        /// The storage class.
+        class: String,
+        /// When the restored copy goes away.
+        expiry: Option<String>,
+    },
+}
+
+impl ColdState {
+    /// True when a read succeeds now.
+    pub fn is_readable(&self) -> bool {
+        matches!(self, ColdState::Hot | ColdState::Thawed { .. })
+    }
+
+    /// `hot`, `frozen`, `thawing`, `thawed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ColdState::Hot => "hot",
+            ColdState::Frozen { .. } => "frozen",
+            ColdState::Thawing { .. } => "thawing",
+            ColdState::Thawed { .. } => "thawed",
+        }
+    }
+}
+
+/// How fast (and at what price) a cold object is restored: S3's retrieval
+/// tiers (Glacier Flexible Retrieval: minutes with expedited, 3–5 hours
+/// standard, 5–12 hours bulk; Deep Archive: 12 hours standard, 48 hours
+/// bulk, no expedited).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThawTier {
+    /// Cheapest, slowest.
+    Bulk,
+    /// The default.
+    Standard,
+    /// Fastest, dearest (not for Deep Archive).
+    Expedited,
+}
+
+impl ThawTier {
+    /// The tier as S3 spells it.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            ThawTier::Bulk => "Bulk",
+            ThawTier::Standard => "Standard",
+            ThawTier::Expedited => "Expedited",
+        }
+    }
+}
+
+impl std::str::FromStr for ThawTier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "bulk" => Ok(ThawTier::Bulk),
+            "standard" => Ok(ThawTier::Standard),
+            "expedited" => Ok(ThawTier::Expedited),
+            _ => Err(format!(
+                "{s:?} is not a retrieval tier: use bulk, standard or expedited"
+            )),
+        }
+    }
+}
+
+/// The storage classes a replica may write its data in, as S3 names them.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+];
+
+/// True for the classes whose objects must be restored before a read.
+pub fn class_needs_thaw(class: &str) -> bool {
+    matches!(class, "GLACIER" | "DEEP_ARCHIVE")
+}
 
 /// How to reach and treat a store; the defaults suit a local repository.
 #[derive(Clone, Debug, Default)]
@@ -243,6 +376,22 @@ pub fn open(url: &str, options: &StorageOptions) -> Result<DynStorage, StorageEr
             ));
         }
         Arc::new(LocalStorage::new(path))
+    };
+    #[cfg(feature = "testing")]
+    let inner: DynStorage = match std::env::var_os("LIFEBOAT_COLD_SIMULATION") {
+        Some(journal) if !journal.is_empty() => {
+            let secs = std::env::var("LIFEBOAT_COLD_SIMULATION_THAW")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2);
+            Arc::new(ColdSimStorage::new(
+                inner,
+                options.s3.storage_class.clone(),
+                journal.into(),
+                std::time::Duration::from_secs(secs),
+            ))
+        }
+        _ => inner,
     };
     let default_limit = if url.starts_with("s3://") { 8 } else { 32 };
     let limit = if options.max_concurrency == 0 {

@@ -501,6 +501,7 @@ fn garage_storage(g: &Garage, prefix: &str) -> DynStorage {
         access_key_id: Some(g.access_key_id.clone()),
         secret_access_key: Some(g.secret_access_key.clone()),
         virtual_host_style: false,
+        storage_class: None,
     };
     Arc::new(S3Storage::new(&g.bucket, prefix, &opts).unwrap())
 }
@@ -532,6 +533,7 @@ fn s3_wrong_credentials_are_named() {
             access_key_id: Some(g.access_key_id.clone()),
             secret_access_key: Some("0".repeat(64)),
             virtual_host_style: false,
+            storage_class: None,
         };
         let s = S3Storage::new(&g.bucket, "x", &opts).unwrap();
         let err = s.put("config", Bytes::from_static(b"x")).await.unwrap_err();
@@ -550,6 +552,7 @@ fn unreachable_s3_endpoint_fails_after_retries_with_a_clear_message() {
             access_key_id: Some("GK000".into()),
             secret_access_key: Some("secret".into()),
             virtual_host_style: false,
+            storage_class: None,
         };
         let inner: DynStorage = Arc::new(S3Storage::new("bucket", "", &opts).unwrap());
         let s = RetryStorage::new(inner, fast_retry());

@@ -150,6 +150,7 @@ impl Env {
                     access_key_id: Some(g.access_key_id.clone()),
                     secret_access_key: Some(g.secret_access_key.clone()),
                     virtual_host_style: false,
+                    storage_class: None,
                 };
                 Arc::new(S3Storage::new(&g.bucket, &self.prefix, &opts).expect("s3 storage"))
             }

@@ -28,6 +28,7 @@ fn options(delay: Duration) -> ReplicateOptions {
         delete_delay: delay,
         workers: 4,
         bandwidth: None,
+        archive: None,
     }
 }
 
@@ -110,7 +111,7 @@ fn a_replica_opens_with_the_same_key_and_restores_byte_for_byte() {
     assert_replica_restores(&s, &src, "after-rotation");
 
     let status = repo
-        .replica_status(&target, Duration::from_secs(86_400))
+        .replica_status(&target, Duration::from_secs(86_400), None)
         .unwrap();
     assert!(status.exists);
     assert!(status.missing.is_empty(), "{status:?}");
@@ -319,4 +320,109 @@ fn a_keyring_that_lost_an_epoch_does_not_replace_the_replicas() {
         replica_ring,
         "the replica's keyring is kept"
     );
+}
+
+/// An archive replica in a cold class (through the cold-storage stand-in):
+/// it takes only the snapshot selected, the packs holding its chunks and
+/// index objects of its own, and verifies; a restore from it meets frozen
+/// packs and says to thaw; once the snapshot's packs are thawed it
+/// restores byte for byte; when the primary forgets the snapshot, the
+/// archive deletes it after the delay and collects its packs.
+#[test]
+fn an_archive_replica_takes_the_selected_snapshot_cold_and_restores_once_thawed() {
+    use lifeboat_repo::ArchiveSelection;
+    use lifeboat_storage::{ColdSimStorage, ThawTier};
+
+    let s = Scratch::new();
+    let repo = s.init();
+    let src = s.dir("src");
+    fs::write(src.join("a"), noise(1, 900_000)).unwrap();
+    let first = backup_files(&repo, &[&src]).unwrap();
+    // Kept for the archive: this state of the files.
+    let kept_tree = s.dir("kept");
+    fs::write(kept_tree.join("a"), noise(1, 900_000)).unwrap();
+    fs::write(src.join("b"), noise(2, 900_000)).unwrap();
+    let second = backup_files(&repo, &[&src]).unwrap();
+
+    let journal = s.path().join("cold-journal");
+    let cold = |thaw_after: Duration| -> DynStorage {
+        Arc::new(ColdSimStorage::new(
+            replica_store(&s),
+            Some("DEEP_ARCHIVE".into()),
+            journal.clone(),
+            thaw_after,
+        ))
+    };
+    let target = cold(Duration::from_secs(3600));
+    let mut opts = options(Duration::ZERO);
+    opts.archive = Some(ArchiveSelection {
+        snapshots: [first.id].into_iter().collect(),
+        named: Default::default(),
+    });
+    let r = repo.replicate(&target, &opts, &NoProgress).unwrap();
+    assert!(r.damaged.is_empty(), "{r:?}");
+    let archive = s.open_on(target.clone());
+    let ids: Vec<SnapshotId> = archive.snapshots().unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, [first.id], "only the selected snapshot");
+    let primary_packs = s.repo_files("packs").len();
+    let archive_packs = files_below(&replica_dir(&s).join("packs")).len();
+    assert!(
+        archive_packs < primary_packs,
+        "{archive_packs} packs in the archive, {primary_packs} in the primary"
+    );
+    let report = archive.verify(false, &NoProgress).unwrap();
+    assert!(report.is_clean(), "the archive verifies: {report:?}");
+
+    // Frozen: the restore says what to do, with the usage class (exit 2).
+    let snap = archive.find_snapshot(&first.id.to_hex()).unwrap();
+    let err = restore_into(
+        &archive,
+        &snap.snapshot,
+        &s.path().join("early"),
+        Overwrite::Refuse,
+        &[],
+    )
+    .unwrap_err();
+    let text = lifeboat_repo::report(&err);
+    assert!(
+        text.contains("cold storage") && text.contains("lifeboat thaw"),
+        "{text}"
+    );
+    assert_eq!(
+        lifeboat_repo::Classify::class(&err),
+        lifeboat_repo::ErrorClass::Usage,
+        "{text}"
+    );
+
+    // Thawed (here at once), it restores byte for byte.
+    let keys = archive.snapshot_pack_keys(&snap.snapshot).unwrap();
+    assert_eq!(keys.len(), archive_packs);
+    let thawed = cold(Duration::ZERO);
+    for k in &keys {
+        let st = s.rt.block_on(thawed.thaw(k, 1, ThawTier::Bulk)).unwrap();
+        assert!(st.is_readable(), "{k}: {st:?}");
+    }
+    let archive = s.open_on(thawed.clone());
+    let out = s.path().join("restored");
+    restore_into(&archive, &snap.snapshot, &out, Overwrite::Refuse, &[]).unwrap();
+    assert!(
+        fs::read(restored(&out, &src).join("a")).unwrap() == fs::read(kept_tree.join("a")).unwrap()
+    );
+    assert!(
+        !restored(&out, &src).join("b").exists(),
+        "the first snapshot's files only"
+    );
+
+    // Forgotten on the primary: gone from the archive, packs collected.
+    repo.delete_snapshots(&[first.id]).unwrap();
+    let _ = second;
+    let r = repo.replicate(&thawed, &opts, &NoProgress).unwrap();
+    assert_eq!(r.deletions.deleted[0].kind, "snapshots", "{r:?}");
+    let archive = s.open_on(thawed);
+    assert!(archive.snapshots().unwrap().is_empty());
+    assert!(
+        files_below(&replica_dir(&s).join("packs")).is_empty(),
+        "the archive's packs were collected"
+    );
+    assert!(archive.verify(false, &NoProgress).unwrap().is_clean());
 }
