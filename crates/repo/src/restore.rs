@@ -389,6 +389,7 @@ impl Repository {
                 opts.include
             )));
         }
+        self.refuse_frozen(&nodes)?;
 
         // 1. Place every item. Relocated directories no item goes to are
         // neither made nor checked.
@@ -968,6 +969,48 @@ impl Repository {
             return Err(mismatch(whole, &p.pages));
         }
         Ok(data)
+    }
+
+    /// In a store whose objects may be in a cold class: the pack of the
+    /// first chunk to restore must be readable, or the restore stops
+    /// before it creates anything (with the store's "thaw it first"),
+    /// rather than leave a half-made target behind. One HEAD: an archive's
+    /// packs are all thawed together (`thaw`).
+    fn refuse_frozen(&self, nodes: &[&Node]) -> Result<()> {
+        if !self.inner.storage.may_be_cold() {
+            return Ok(());
+        }
+        let Some(first) = nodes
+            .iter()
+            .flat_map(|n| n.content.iter())
+            .find_map(|c| c.stored().next())
+        else {
+            return Ok(());
+        };
+        let index = self.load_index()?;
+        let Some(loc) = index.get(&first) else {
+            return Ok(());
+        };
+        let key = crate::keys::ObjectKey::Pack(index.pack(loc.pack).0).to_string();
+        let state = self.inner.block(self.inner.storage.cold_state(&key))?;
+        if state.is_readable() {
+            return Ok(());
+        }
+        Err(lifeboat_storage::StorageError::new(
+            lifeboat_storage::ErrorKind::Frozen,
+            "get",
+            &key,
+            &self.location(),
+            format!(
+                "the object is in cold storage ({}) and not readable yet: run `lifeboat thaw SNAPSHOT` for this snapshot, and restore once `lifeboat thaw SNAPSHOT --status` says every object is ready",
+                match &state {
+                    lifeboat_storage::ColdState::Thawing { class } => format!("{class}, restore under way"),
+                    lifeboat_storage::ColdState::Frozen { class } => class.clone(),
+                    _ => String::new(),
+                }
+            ),
+        )
+        .into())
     }
 
     /// Writes the content of a snapshot's single stream (or single file) to `out`.

@@ -144,6 +144,9 @@ impl Storage for ColdSimStorage {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn may_be_cold(&self) -> bool {
+        true
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.inner.put(key, data).await?;
         if !self.state(key).eq(&ColdState::Hot) {

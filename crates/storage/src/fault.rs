@@ -157,6 +157,9 @@ impl Storage for FaultStorage {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn may_be_cold(&self) -> bool {
+        self.inner.may_be_cold()
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.check(Op::Put, key, "put").await?;
         self.inner.put(key, data).await

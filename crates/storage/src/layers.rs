@@ -99,6 +99,9 @@ impl Storage for RetryStorage {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn may_be_cold(&self) -> bool {
+        self.inner.may_be_cold()
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.run("put", key, || self.inner.put(key, data.clone()))
             .await
@@ -184,6 +187,9 @@ impl LimitStorage {
 impl Storage for LimitStorage {
     fn location(&self) -> String {
         self.inner.location()
+    }
+    fn may_be_cold(&self) -> bool {
+        self.inner.may_be_cold()
     }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         let _p = self.permit().await;

@@ -192,6 +192,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// True when objects of this store may be in a cold class (an S3
+    /// bucket: a lifecycle rule may have moved them), so a reader checks
+    /// before it starts writing what it reads somewhere.
+    fn may_be_cold(&self) -> bool {
+        false
+    }
+
     /// Stores `data` as [`Storage::put`] does, in the store's cold storage
     /// class when it has one ([`S3Options::storage_class`]): an archive
     /// replica's data. Stores without classes put it as any other object.

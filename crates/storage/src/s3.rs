@@ -321,6 +321,10 @@ impl Storage for S3Storage {
         self.location.clone()
     }
 
+    fn may_be_cold(&self) -> bool {
+        true
+    }
+
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.op
             .write(key, data)

@@ -618,3 +618,191 @@ fn a_faulty_network_between_the_regions_is_survived_with_retries() {
         "{status}"
     );
 }
+
+/// The cold tier: an archive replica in the second region takes the
+/// snapshots the retention policy keeps as monthly and that are over 90
+/// days old, their data in DEEP_ARCHIVE (through the cold-storage stand-in:
+/// Garage has no storage classes), their index and snapshots readable at
+/// once. A restore from it meets frozen packs and says to thaw; `thaw
+/// --status` counts them; `thaw` asks for them; once ready, the restore
+/// gives the files back byte for byte.
+#[test]
+fn an_archive_replica_keeps_old_monthlies_cold_and_restores_them_once_thawed() {
+    let r = Regions::new("0s", None);
+    let key = r.dir.path().join("key");
+    let s3 = |g: &Garage| s3_section(g, &g.endpoint);
+    fs::write(
+        &r.config,
+        format!(
+            "repo = \"s3://{}/prod\"\nkey_file = \"{}\"\n\n[s3]\n{}\n[retention.files]\nkeep_monthly = 3\n\n[[replica]]\nname = \"archive\"\nrepo = \"s3://{}/archive\"\nstorage_class = \"DEEP_ARCHIVE\"\narchive_keep = [\"monthly\"]\narchive_older_than = \"90d\"\ndelete_delay = \"0s\"\n\n[replica.s3]\n{}",
+            r.primary.bucket,
+            key.display(),
+            s3(&r.primary),
+            r.dr.bucket,
+            s3(&r.dr),
+        ),
+    )
+    .unwrap();
+    let archive_cfg = r.dir.path().join("archive.toml");
+    fs::write(
+        &archive_cfg,
+        format!(
+            "repo = \"s3://{}/archive\"\nkey_file = \"{}\"\n\n[s3]\n{}",
+            r.dr.bucket,
+            key.display(),
+            s3(&r.dr)
+        ),
+    )
+    .unwrap();
+    let journal = r.dir.path().join("cold-journal");
+    let run = |config: &Path, thaw_secs: &str, args: &[&str]| -> Output {
+        r.with(config)
+            .env("LIFEBOAT_COLD_SIMULATION", &journal)
+            .env("LIFEBOAT_COLD_SIMULATION_THAW", thaw_secs)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json = |config: &Path, thaw_secs: &str, args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = run(config, thaw_secs, &a);
+        serde_json::from_str(&succeeded(&a, out)).unwrap()
+    };
+
+    // Four backups: two the same day 200 days ago (the later one is that
+    // month's), one 150 days ago, one yesterday (too young to archive).
+    // keep_monthly = 3 over three months: no extra oldest one is kept (as
+    // restic keeps it while a rule's count is not reached).
+    let day = |days_ago: i64| {
+        let d = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(24 * days_ago))
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        d.at(12, 0, 0, 0)
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+    };
+    let src = r.dir.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    let mut ids = Vec::new();
+    let mut contents = Vec::new();
+    for (i, t) in [
+        day(200),
+        day(200) + jiff::SignedDuration::from_mins(1),
+        day(150),
+        day(1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes: Vec<u8> = (0..600_000u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761).rotate_left(i as u32 + 3) >> 7) as u8)
+            .collect();
+        fs::write(src.join(format!("f{i}")), &bytes).unwrap();
+        contents.push(bytes);
+        let v = json(
+            &r.config,
+            "0",
+            &[
+                "files",
+                "backup",
+                src.to_str().unwrap(),
+                "--time",
+                &t.to_string(),
+            ],
+        );
+        ids.push(v["snapshot"].as_str().unwrap().to_string());
+    }
+
+    let v = json(&r.config, "0", &["replicate"]);
+    assert_eq!(v["replicas"][0]["damaged"], serde_json::json!([]), "{v}");
+    let listed = json(&archive_cfg, "0", &["snapshots"]);
+    let mut archived: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    archived.sort();
+    let mut want = vec![ids[1].clone(), ids[2].clone()];
+    want.sort();
+    assert_eq!(
+        archived,
+        want,
+        "the old monthlies only (of {ids:?}): {}",
+        json(&r.config, "0", &["forget", "--dry-run"])
+    );
+    let status = json(&r.config, "0", &["replicate", "--status"]);
+    assert_eq!(
+        status["replicas"][0]["missing"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    let out = run(&archive_cfg, "0", &["verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Frozen: the restore says what to do, exit 2.
+    let target = r.dir.path().join("restored");
+    let snap = ids[2].as_str();
+    let out = run(
+        &archive_cfg,
+        "3600",
+        &[
+            "files",
+            "restore",
+            snap,
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cold storage") && stderr(&out).contains("lifeboat thaw"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !target.exists(),
+        "nothing made before the frozen pack was met"
+    );
+    let st = json(&archive_cfg, "3600", &["thaw", snap, "--status"]);
+    assert!(st["frozen"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(st["ready"], 0, "{st}");
+    assert_eq!(st["classes"]["DEEP_ARCHIVE"], st["objects"], "{st}");
+    let asked = json(
+        &archive_cfg,
+        "3600",
+        &["thaw", snap, "--tier", "bulk", "--days", "3"],
+    );
+    assert_eq!(asked["requested"], st["frozen"], "{asked}");
+    let st = json(&archive_cfg, "3600", &["thaw", snap, "--status"]);
+    assert_eq!(st["thawing"], st["objects"], "{st}");
+    // The restores done (here: a thaw that takes no time).
+    let st = json(&archive_cfg, "0", &["thaw", snap, "--status"]);
+    assert_eq!(st["ready"], st["objects"], "{st}");
+    succeeded(
+        &["files", "restore"],
+        run(
+            &archive_cfg,
+            "0",
+            &[
+                "files",
+                "restore",
+                snap,
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        ),
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    for (i, want) in contents.iter().enumerate().take(3) {
+        assert!(
+            fs::read(restored.join(format!("f{i}"))).unwrap() == *want,
+            "f{i} differs"
+        );
+    }
+    assert!(!restored.join("f3").exists(), "the snapshot's files only");
+}

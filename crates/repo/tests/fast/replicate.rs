@@ -393,6 +393,7 @@ fn an_archive_replica_takes_the_selected_snapshot_cold_and_restores_once_thawed(
         lifeboat_repo::ErrorClass::Usage,
         "{text}"
     );
+    assert!(!s.path().join("early").exists(), "nothing made");
 
     // Thawed (here at once), it restores byte for byte.
     let keys = archive.snapshot_pack_keys(&snap.snapshot).unwrap();
