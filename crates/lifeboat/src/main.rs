@@ -143,6 +143,10 @@ pub(crate) enum Command {
     /// Ask the store to restore the cold objects (Glacier, Deep Archive) a
     /// snapshot needs, or say how many are ready (--status)
     Thaw(replicate::ThawArgs),
+    /// What the backups cost: bytes per repository and storage class, a
+    /// monthly figure from a price table, a full restore's cost per tier,
+    /// and what plain compressed dumps of every backup kept would cost
+    Cost,
     /// Check the repository; with --read-data, decrypt and hash-check every chunk
     Verify {
         /// Download and check every pack and chunk, not only the indexes and snapshots
@@ -434,6 +438,7 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         Command::Prune(args) => maintenance::prune(ctx, &args),
         Command::Replicate(args) => replicate::run(ctx, &args),
         Command::Thaw(args) => replicate::thaw(ctx, &args),
+        Command::Cost => replicate::cost(ctx),
         Command::Stats => maintenance::stats(ctx),
         Command::Forget(args) => retention::forget(ctx, &args),
         Command::Hold {

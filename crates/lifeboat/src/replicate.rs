@@ -476,3 +476,72 @@ pub(crate) fn thaw(ctx: &Ctx, args: &ThawArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `lifeboat cost`.
+pub(crate) fn cost(ctx: &Ctx) -> Result<()> {
+    let repo = ctx.open()?;
+    let r = lifeboat_ops::cost::cost(&ctx.session, &repo)?;
+    if ctx.json {
+        print_json(&json!(r));
+        return Ok(());
+    }
+    let usd = |x: f64| {
+        let (sign, x) = if x < 0.0 { ("-", -x) } else { ("", x) };
+        if x >= 100.0 {
+            format!("{sign}${x:.0}")
+        } else if x >= 1.0 {
+            format!("{sign}${x:.2}")
+        } else {
+            format!("{sign}${x:.4}")
+        }
+    };
+    outln!("prices: {}", r.prices_source);
+    for repo in &r.repositories {
+        let what = if repo.name == "default" {
+            "repository".to_string()
+        } else {
+            format!("replica {}", repo.name)
+        };
+        outln!(
+            "{what} ({}): {} in {} object(s), {}/month",
+            repo.location,
+            size(repo.bytes),
+            repo.objects,
+            usd(repo.monthly)
+        );
+        for c in &repo.classes {
+            outln!(
+                "  {:<20} {:>10}  {:>8} object(s)  {}/month",
+                c.class,
+                size(c.bytes),
+                c.objects,
+                usd(c.monthly)
+            );
+        }
+        let restores = repo
+            .full_restore
+            .iter()
+            .map(|x| {
+                if x.tier == "none" {
+                    usd(x.total)
+                } else {
+                    format!("{} ({} tier)", usd(x.total), x.tier)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        outln!("  a full restore (every object read once): {restores}");
+    }
+    outln!("all repositories: {}/month", usd(r.monthly_total));
+    let b = &r.baseline;
+    outln!(
+        "a plain compressed dump of each of the {} backups kept (the strategy's pg_dump | gzip) would store {} ({}/month); the repository stores {}: {:.1}x less, {}/month saved",
+        b.backups,
+        size(b.compressed_bytes),
+        usd(b.monthly),
+        size(b.lifeboat_bytes),
+        b.ratio,
+        usd(b.monthly_saving)
+    );
+    Ok(())
+}

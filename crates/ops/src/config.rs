@@ -57,6 +57,9 @@ pub struct FileConfig {
     /// `[[replica]]`: copies of the repository in other stores (regions).
     #[serde(default)]
     pub replica: Vec<ReplicaSection>,
+    /// `[cost]`: the price table of `lifeboat cost`.
+    #[serde(default)]
+    pub cost: crate::cost::CostSection,
     /// The file this was read from and its text (for messages that name a
     /// line); none for an empty configuration.
     #[serde(skip)]
@@ -792,6 +795,12 @@ mod tests {
             DEFAULT_REPLICA_DELETE_DELAY
         );
         assert!(parse_rate("0").is_err());
+        let priced = cfg(
+            "[cost]\nprices_source = \"contract 2026\"\ntransfer_out_gb = 0.05\n[cost.price.GLACIER]\nstorage_gb_month = 0.002\nput_per_1000 = 0.02\nget_per_1000 = 0.0004\nthaw_gb = { bulk = 0.0 }\nthaw_per_1000 = { bulk = 0.02 }\n",
+        );
+        assert_eq!(priced.cost.price["GLACIER"].storage_gb_month, 0.002);
+        assert_eq!(priced.cost.transfer_out_gb, Some(0.05));
+        assert!(toml::from_str::<FileConfig>("[cost.price.GLACIER]\nstorage = 1\n").is_err());
         assert_eq!(parse_rate("10MiB/s"), Ok(10 << 20));
     }
 }

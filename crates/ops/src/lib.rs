@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod cost;
 pub mod elastic;
 mod error;
 pub mod fmt;

@@ -744,6 +744,33 @@ fn an_archive_replica_keeps_old_monthlies_cold_and_restores_them_once_thawed() {
     let out = run(&archive_cfg, "0", &["verify"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // What it costs: the archive's data in DEEP_ARCHIVE, the rest in
+    // STANDARD; a full restore from it priced per tier; the plain dumps of
+    // the four backups would store more than the repository does.
+    let c = json(&r.config, "0", &["cost"]);
+    let repos = c["repositories"].as_array().unwrap();
+    assert_eq!(repos.len(), 2, "{c}");
+    assert_eq!(repos[0]["name"], "default");
+    assert_eq!(repos[0]["classes"][0]["class"], "STANDARD", "{c}");
+    let archive = &repos[1];
+    let classes: Vec<&str> = archive["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["DEEP_ARCHIVE", "STANDARD"], "{c}");
+    let tiers: Vec<&str> = archive["full_restore"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["tier"].as_str().unwrap())
+        .collect();
+    assert_eq!(tiers, ["bulk", "standard"], "{c}");
+    assert!(c["monthly_total"].as_f64().unwrap() > 0.0, "{c}");
+    assert_eq!(c["baseline"]["backups"], 4, "{c}");
+    assert!(c["baseline"]["ratio"].as_f64().unwrap() > 1.5, "{c}");
+
     // Frozen: the restore says what to do, exit 2.
     let target = r.dir.path().join("restored");
     let snap = ids[2].as_str();
