@@ -66,6 +66,8 @@ pub struct Shared {
     trimmed: Mutex<Option<std::time::Instant>>,
     /// When the replicas' lag was last measured.
     replicas_checked: Mutex<Option<std::time::Instant>>,
+    /// When the cost was last measured.
+    cost_checked: Mutex<Option<std::time::Instant>>,
     /// lifeboat's version.
     pub version: String,
 }
@@ -185,6 +187,7 @@ pub fn run(
         unreadable: Mutex::new(Default::default()),
         trimmed: Mutex::new(None),
         replicas_checked: Mutex::new(None),
+        cost_checked: Mutex::new(None),
         version: opts.version.clone(),
     });
     // Where the copies of the config file go (private, removed at exit).
@@ -332,6 +335,58 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
     };
     lock(&shared.knowledge).repository_up = Some(up);
     replica_figures(shared, child, session.handle());
+    if up {
+        cost_figures(shared, child, session.handle());
+    }
+}
+
+/// Every `cost_refresh`, what the backups cost, from `lifeboat cost
+/// --json` run as a child (it reads every snapshot), for the status page.
+fn cost_figures(shared: &Shared, child: &AgentOptions, rt: &tokio::runtime::Handle) {
+    let every = lock(&shared.knowledge).plan.settings.cost_refresh;
+    if !lock(&shared.cost_checked).is_none_or(|t| t.elapsed() >= every) {
+        return;
+    }
+    *lock(&shared.cost_checked) = Some(std::time::Instant::now());
+    let mut args = child_global_args(shared, child);
+    args.extend(["--json".into(), "--quiet".into(), "cost".into()]);
+    let req = RunRequest {
+        program: child.program.clone(),
+        args,
+        env: vec![("LIFEBOAT_AGENT_JOB".into(), "cost".into())],
+        timeout: REPLICA_STATUS_TIMEOUT,
+        keep_stdout: true,
+    };
+    let (_never, cancel) = watch::channel(false);
+    let result = rt.block_on(runner::run(&req, cancel));
+    let ok = result.succeeded();
+    let Some(r) = result.report.clone().filter(|_| ok) else {
+        tracing::warn!(
+            error = %crate::redact(&result.error_message().unwrap_or_default()),
+            "lifeboat cost failed: the status page shows no cost"
+        );
+        return;
+    };
+    let view = crate::status::CostView {
+        prices_source: r["prices_source"].as_str().unwrap_or_default().to_string(),
+        repositories: r["repositories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                (
+                    x["name"].as_str().unwrap_or_default().to_string(),
+                    x["monthly"].as_f64().unwrap_or(0.0),
+                    x["bytes"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect(),
+        monthly_total: r["monthly_total"].as_f64().unwrap_or(0.0),
+        baseline_monthly: r["baseline"]["monthly"].as_f64().unwrap_or(0.0),
+        baseline_ratio: r["baseline"]["ratio"].as_f64().unwrap_or(0.0),
+        measured: Timestamp::now(),
+    };
+    lock(&shared.knowledge).cost = Some(view);
 }
 
 /// The first wait before a follower that ended is started again (doubled

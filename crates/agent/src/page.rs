@@ -196,6 +196,44 @@ code { font:12.5px ui-monospace,"DejaVu Sans Mono",monospace; }
 footer { color:var(--muted); font-size:13px; margin-top:24px; }
 "#;
 
+/// Dollars as people read them: cents for small sums.
+fn dollars(x: f64) -> String {
+    if x >= 100.0 {
+        format!("${x:.0}")
+    } else if x >= 0.01 {
+        format!("${x:.2}")
+    } else {
+        format!("${x:.4}")
+    }
+}
+
+/// Bytes as people read them.
+fn bytes_text(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// A duration ago, as people read it.
+fn ago(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=86_399 => format!("{:.1} h", s as f64 / 3600.0),
+        _ => format!("{:.1} d", s as f64 / 86_400.0),
+    }
+}
+
 fn page(out: &mut String, s: &Status) -> fmt::Result {
     let attention = s
         .sources
@@ -285,6 +323,57 @@ fn page(out: &mut String, s: &Status) -> fmt::Result {
         source(out, src, s)?;
     }
     out.push_str("</section>\n");
+
+    // Replicas and cost.
+    if !s.replicas.is_empty() {
+        out.push_str("<section class=\"replicas\">\n<h2>Replicas</h2>\n<table>\n<thead><tr><th>Replica</th><th>Store</th><th>Behind by</th></tr></thead>\n<tbody>\n");
+        for r in &s.replicas {
+            let (state, text) = match r.up {
+                Some(true) => ("up", "answers"),
+                Some(false) => ("down", "<span class=\"down\">unreachable</span>"),
+                None => ("unknown", "<span class=\"none\">not measured yet</span>"),
+            };
+            let lag = match r.lag_seconds {
+                Some(l) if l < 1.0 => "up to date".to_string(),
+                Some(l) => ago(l),
+                None => "—".to_string(),
+            };
+            writeln!(
+                out,
+                "<tr data-replica=\"{}\" data-state=\"{state}\" data-lag-seconds=\"{}\"><td>{}</td><td>{text}</td><td>{}</td></tr>",
+                E(&r.name),
+                r.lag_seconds.map(|l| format!("{l:.0}")).unwrap_or_default(),
+                E(&r.name),
+                E(&lag)
+            )?;
+        }
+        out.push_str("</tbody>\n</table>\n</section>\n");
+    }
+    if let Some(c) = &s.cost {
+        writeln!(
+            out,
+            "<section class=\"cost\" data-cost-monthly=\"{:.6}\">\n<h2>Cost <small class=\"none\">measured {}</small></h2>\n<table>\n<thead><tr><th>Repository</th><th>Stored</th><th>Per month</th></tr></thead>\n<tbody>",
+            c.monthly_total,
+            when(c.measured)
+        )?;
+        for (name, monthly, bytes) in &c.repositories {
+            writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                E(name),
+                E(&bytes_text(*bytes)),
+                dollars(*monthly)
+            )?;
+        }
+        writeln!(
+            out,
+            "</tbody>\n</table>\n<p>All repositories: <strong>{}</strong> a month. Plain compressed dumps of every backup kept would cost {} a month: the repository stores {:.1}× less.</p>\n<p class=\"none\">{}</p>\n</section>",
+            dollars(c.monthly_total),
+            dollars(c.baseline_monthly),
+            c.baseline_ratio,
+            E(&c.prices_source)
+        )?;
+    }
 
     // The schedule.
     if !s.jobs.is_empty() {
@@ -827,7 +916,38 @@ mod tests {
             jobs: vec![],
             alerts: vec![],
             recent: vec![],
+            replicas: vec![crate::status::ReplicaView {
+                name: "dr <eu>".into(),
+                up: Some(false),
+                lag_seconds: Some(4000.0),
+            }],
+            cost: Some(crate::status::CostView {
+                prices_source: "list <prices>".into(),
+                repositories: vec![("default".into(), 1.25, 3 << 30)],
+                monthly_total: 1.25,
+                baseline_monthly: 9.5,
+                baseline_ratio: 7.6,
+                measured: "2026-01-01T00:00:00Z".parse().unwrap(),
+            }),
         }
+    }
+
+    #[test]
+    fn replicas_and_cost_are_shown_escaped() {
+        let html = render(&status());
+        assert!(
+            html.contains(
+                "data-replica=\"dr &lt;eu&gt;\" data-state=\"down\" data-lag-seconds=\"4000\""
+            ),
+            "{html}"
+        );
+        assert!(html.contains("1.1 h"), "{html}");
+        assert!(html.contains("data-cost-monthly=\"1.250000\""), "{html}");
+        assert!(
+            html.contains("$1.25") && html.contains("$9.50") && html.contains("7.6×"),
+            "{html}"
+        );
+        assert!(html.contains("list &lt;prices&gt;"), "{html}");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct AgentSettings {
     pub refresh: Duration,
     /// How often it measures the replicas' lag.
     pub replica_refresh: Duration,
+    /// How often it measures what the backups cost.
+    pub cost_refresh: Duration,
     /// The time zone schedules are read in.
     pub timezone: TimeZone,
 }
@@ -283,6 +285,13 @@ impl Plan {
                 "replica_refresh",
                 a.replica_refresh.as_deref(),
                 Duration::from_secs(600),
+            )?
+            .max(Duration::from_secs(1)),
+            cost_refresh: duration(
+                cfg,
+                "cost_refresh",
+                a.cost_refresh.as_deref(),
+                Duration::from_secs(6 * 3600),
             )?
             .max(Duration::from_secs(1)),
             timezone,

@@ -262,6 +262,14 @@ struct Brief {
     archives: Option<serde_json::Value>,
     #[serde(default)]
     replicas: Option<serde_json::Value>,
+    #[serde(default)]
+    repositories: Option<serde_json::Value>,
+    #[serde(default)]
+    monthly_total: Option<serde_json::Value>,
+    #[serde(default)]
+    baseline: Option<serde_json::Value>,
+    #[serde(default)]
+    prices_source: Option<serde_json::Value>,
 }
 
 impl Brief {
@@ -273,6 +281,10 @@ impl Brief {
             ("error", self.error),
             ("archives", self.archives),
             ("replicas", self.replicas),
+            ("repositories", self.repositories),
+            ("monthly_total", self.monthly_total),
+            ("baseline", self.baseline),
+            ("prices_source", self.prices_source),
         ] {
             if let Some(v) = v {
                 m.insert(k.to_string(), v);

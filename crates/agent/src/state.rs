@@ -159,6 +159,8 @@ pub struct Knowledge {
     pub wal: BTreeMap<String, WalFigures>,
     /// Replica figures by replica name.
     pub replicas: BTreeMap<String, ReplicaFigures>,
+    /// The last cost measured.
+    pub cost: Option<crate::status::CostView>,
     /// Jobs running now (agent only).
     pub running: BTreeSet<String>,
     /// When each job is next due (agent only, or computed from the plan).
@@ -207,6 +209,7 @@ impl Knowledge {
             repo: None,
             wal: BTreeMap::new(),
             replicas: BTreeMap::new(),
+            cost: None,
             running: BTreeSet::new(),
             next_run: BTreeMap::new(),
             notifications: BTreeMap::new(),
@@ -728,6 +731,20 @@ impl Knowledge {
             jobs,
             alerts: self.alerts.clone(),
             recent,
+            replicas: self
+                .plan
+                .replicas
+                .iter()
+                .map(|name| {
+                    let f = self.replicas.get(name);
+                    crate::status::ReplicaView {
+                        name: name.clone(),
+                        up: f.map(|f| f.up),
+                        lag_seconds: f.and_then(|f| f.lag_seconds),
+                    }
+                })
+                .collect(),
+            cost: self.cost.clone(),
         }
     }
 }

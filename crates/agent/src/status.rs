@@ -23,6 +23,39 @@ pub struct Status {
     pub alerts: Vec<AlertStatus>,
     /// The most recent job runs, newest first.
     pub recent: Vec<RunSummary>,
+    /// Every replica: up or down, and how far behind.
+    pub replicas: Vec<ReplicaView>,
+    /// What the backups cost, once measured (`lifeboat cost`).
+    pub cost: Option<CostView>,
+}
+
+/// One replica as the status shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaView {
+    /// Its name.
+    pub name: String,
+    /// Its store answered the canary; `None`: not measured yet.
+    pub up: Option<bool>,
+    /// The age of the oldest object of the primary it lacks.
+    pub lag_seconds: Option<f64>,
+}
+
+/// What the backups cost, from the last `lifeboat cost --json`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CostView {
+    /// Where the prices come from.
+    pub prices_source: String,
+    /// Per repository (`default`, then replicas): dollars a month and
+    /// bytes.
+    pub repositories: Vec<(String, f64, u64)>,
+    /// Dollars a month, every repository.
+    pub monthly_total: f64,
+    /// What plain compressed dumps of every backup kept would cost a month.
+    pub baseline_monthly: f64,
+    /// How many times less the repository stores than those dumps.
+    pub baseline_ratio: f64,
+    /// When it was measured.
+    pub measured: Timestamp,
 }
 
 impl Status {

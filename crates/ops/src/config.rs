@@ -171,6 +171,9 @@ pub struct AgentSection {
     /// How often the agent measures each replica's lag (`10m` default):
     /// it lists both sides, which costs requests on S3.
     pub replica_refresh: Option<String>,
+    /// How often the agent measures what the backups cost for the status
+    /// page (`6h` default): `lifeboat cost` reads every snapshot.
+    pub cost_refresh: Option<String>,
 }
 
 /// `[alerts]`: the strategy's thresholds; every key optional.

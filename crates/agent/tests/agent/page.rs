@@ -399,6 +399,22 @@ fn fixture() -> Status {
                 hostname: "db2.example".into(),
             },
         ],
+        replicas: vec![lifeboat_agent::status::ReplicaView {
+            name: "dr-eu".into(),
+            up: Some(true),
+            lag_seconds: Some(42.0),
+        }],
+        cost: Some(lifeboat_agent::status::CostView {
+            prices_source: "AWS S3 list prices, us-east-1".into(),
+            repositories: vec![
+                ("default".into(), 4.62, 201 << 30),
+                ("dr-eu".into(), 4.62, 201 << 30),
+            ],
+            monthly_total: 9.24,
+            baseline_monthly: 61.8,
+            baseline_ratio: 13.4,
+            measured: now,
+        }),
     }
 }
 

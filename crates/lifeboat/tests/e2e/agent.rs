@@ -1318,7 +1318,7 @@ fn the_agent_keeps_replicas_current_and_exports_their_lag_and_health() {
     std::fs::write(
         &cfg,
         format!(
-            "[[replica]]\nname = \"dr\"\nrepo = \"s3://{}/prod\"\n\n[replica.s3]\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\n[storage]\ntimeout_secs = 2\nmax_attempts = 2\n\n[repository]\nreplicate_follow = true\nschedule.replicate = \"@every 4s\"\n\n[agent]\nlisten = \"127.0.0.1:0\"\nrefresh = \"1s\"\nreplica_refresh = \"1s\"\nretries = 0\n",
+            "[[replica]]\nname = \"dr\"\nrepo = \"s3://{}/prod\"\n\n[replica.s3]\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\n[storage]\ntimeout_secs = 2\nmax_attempts = 2\n\n[repository]\nreplicate_follow = true\nschedule.replicate = \"@every 4s\"\n\n[agent]\nlisten = \"127.0.0.1:0\"\nrefresh = \"1s\"\nreplica_refresh = \"1s\"\ncost_refresh = \"1s\"\nretries = 0\n",
             dr.bucket, dr.endpoint, dr.region, dr.access_key_id, dr.secret_access_key
         ),
     )
@@ -1369,6 +1369,24 @@ fn the_agent_keeps_replicas_current_and_exports_their_lag_and_health() {
         sample(&metrics, "lifeboat_repository_up{repository=\"default\"}"),
         Some(1.0),
         "{metrics}"
+    );
+    // The status page shows the replica and what it all costs.
+    let api = wait_until("the status has the cost", Duration::from_secs(60), || {
+        let (_, body) = http_get(&format!("{}api/status", agent.url), None);
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (v["cost"]["repositories"].as_array()?.len() == 2).then_some(v)
+    });
+    assert_eq!(api["replicas"][0]["name"], "dr", "{api}");
+    assert_eq!(api["replicas"][0]["up"], true, "{api}");
+    assert!(
+        api["cost"]["monthly_total"].as_f64().unwrap() > 0.0,
+        "{api}"
+    );
+    let (_, html) = http_get(&agent.url, None);
+    assert!(
+        html.contains("data-replica=\"dr\" data-state=\"up\"")
+            && html.contains("data-cost-monthly"),
+        "{html}"
     );
     // The scheduled whole pass is a job like the others.
     wait_until("a recorded replicate run", Duration::from_secs(60), || {
