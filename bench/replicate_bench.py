@@ -135,7 +135,8 @@ def main():
     ap.add_argument("--work", default=os.path.join(ROOT, "bench-work", "replicate"))
     ap.add_argument("--size-mib", type=int, default=1024, help="data backed up (files of 4 MiB)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--parallel", type=int, default=8, help="copies in flight, every tool")
+    ap.add_argument("--parallel", type=int, default=16,
+                    help="copies in flight, both: lifeboat --parallel (its default), rclone --transfers")
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
 
@@ -246,7 +247,8 @@ def main():
         f"Command: `{cmd}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"{version_of('lifeboat')}, {version_of('restic')}, "
         f"{subprocess.run(['rclone', 'version'], capture_output=True, text=True).stdout.split(chr(10))[0]}; "
-        f"medians of {a.rounds} rounds, tools alternating; {a.parallel} transfers each).",
+        f"medians of {a.rounds} rounds, tools alternating; {a.parallel} copies in flight for each: "
+        f"lifeboat --parallel {a.parallel}, rclone --transfers {a.parallel} --checkers {a.parallel}).",
         "",
         "| tool | repository copied | time | throughput | time vs lifeboat | peak RSS |",
         "|---|---|---|---|---|---|",

@@ -37,8 +37,10 @@ pub(crate) struct ReplicateArgs {
     /// over the config's bandwidth_limit
     #[arg(long, value_name = "RATE")]
     bandwidth_limit: Option<String>,
-    /// Objects copied at once into each replica
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// Objects copied at once into each replica (each read whole from the
+    /// primary, checked, then stored: twice rclone's default of 4 transfers
+    /// keeps both stores busy)
+    #[arg(long, default_value_t = 16, value_name = "N")]
     parallel: usize,
 }
 

@@ -72,7 +72,7 @@ pub fn targets<'a>(
                 storage: session.replica_storage(section)?,
                 options: ReplicateOptions {
                     delete_delay: section.delete_delay()?,
-                    workers: overrides.workers.unwrap_or(8).max(1),
+                    workers: overrides.workers.unwrap_or(16).max(1),
                     bandwidth: overrides.bandwidth.or(section.bandwidth()?),
                     archive: None,
                 },

@@ -115,7 +115,7 @@ impl Default for ReplicateOptions {
     fn default() -> Self {
         ReplicateOptions {
             delete_delay: Duration::from_secs(7 * 86_400),
-            workers: 8,
+            workers: 16,
             bandwidth: None,
             archive: None,
         }
@@ -719,17 +719,36 @@ impl Repository {
     }
 
     /// Reads `key` from the primary until it passes its check, at most
-    /// [`READS`] times; `Ok(Err(..))` is damage.
+    /// [`READS`] times; `Ok(Err(..))` is damage. The object comes as the
+    /// pieces it arrived in: a pack, index object or snapshot is hashed
+    /// piece by piece and passed on as it is, never joined.
     fn read_checked(
         &self,
         ft: FileType,
         key: &str,
-    ) -> Result<std::result::Result<Bytes, DamagedObject>> {
+    ) -> Result<std::result::Result<Vec<Bytes>, DamagedObject>> {
         let mut last = String::new();
         for _ in 0..READS {
-            let bytes = self.inner.block(self.inner.storage.get(key))?;
-            match self.check_copy(ft, key, &bytes) {
-                Ok(()) => return Ok(Ok(bytes)),
+            let parts = self.inner.block(self.inner.storage.get_parts(key))?;
+            let checked = match ft {
+                FileType::Pack | FileType::Index | FileType::Snapshot => {
+                    let mut h = blake3::Hasher::new();
+                    for p in &parts {
+                        h.update(p);
+                    }
+                    if key.rsplit('/').next() == Some(h.finalize().to_hex().as_str()) {
+                        Ok(())
+                    } else {
+                        Err(RepoError::Corrupt {
+                            key: key.to_string(),
+                            reason: "its BLAKE3 hash is not its name: the bytes changed after it was written".into(),
+                        })
+                    }
+                }
+                _ => self.check_copy(ft, key, &parts.concat()),
+            };
+            match checked {
+                Ok(()) => return Ok(Ok(parts)),
                 Err(RepoError::Corrupt { reason, .. }) => last = reason,
                 Err(e) => return Err(e),
             }
@@ -773,14 +792,11 @@ impl Repository {
                 }
                 Err(e) => return Err(e),
             };
-            let len = bytes.len() as u64;
+            let len = bytes.iter().map(|p| p.len() as u64).sum();
             throttle.take(len);
-            if matches!(ft, FileType::Pack | FileType::Named) {
-                // Data: in the replica's storage class, when it has one.
-                self.inner.block(target.put_cold(key, bytes))?;
-            } else {
-                self.inner.block(target.put(key, bytes))?;
-            }
+            // Data in the replica's storage class, when it has one.
+            let cold = matches!(ft, FileType::Pack | FileType::Named);
+            self.inner.block(target.put_parts(key, bytes, cold))?;
             progress.advance(len);
             Ok(Copied::Stored {
                 bytes: len,

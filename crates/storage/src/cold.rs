@@ -165,6 +165,10 @@ impl Storage for ColdSimStorage {
         self.readable(key)?;
         self.inner.get(key).await
     }
+    async fn get_parts(&self, key: &str) -> Result<Vec<Bytes>, StorageError> {
+        self.readable(key)?;
+        self.inner.get_parts(key).await
+    }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
         self.readable(key)?;
         self.inner.get_range(key, range).await

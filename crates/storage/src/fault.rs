@@ -213,4 +213,12 @@ impl Storage for FaultStorage {
         self.check(Op::Stat, key, "stat").await?;
         self.inner.cold_state(key).await
     }
+    async fn get_parts(&self, key: &str) -> Result<Vec<Bytes>, StorageError> {
+        self.check(Op::Get, key, "get").await?;
+        self.inner.get_parts(key).await
+    }
+    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+        self.check(Op::Put, key, "put").await?;
+        self.inner.put_parts(key, parts, cold).await
+    }
 }

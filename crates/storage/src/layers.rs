@@ -159,6 +159,13 @@ impl Storage for RetryStorage {
     async fn cold_state(&self, key: &str) -> Result<ColdState, StorageError> {
         self.run("stat", key, || self.inner.cold_state(key)).await
     }
+    async fn get_parts(&self, key: &str) -> Result<Vec<Bytes>, StorageError> {
+        self.run("get", key, || self.inner.get_parts(key)).await
+    }
+    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+        self.run("put", key, || self.inner.put_parts(key, parts.clone(), cold))
+            .await
+    }
 }
 
 /// Bounds the number of calls in flight to the wrapped store.
@@ -243,5 +250,13 @@ impl Storage for LimitStorage {
     async fn cold_state(&self, key: &str) -> Result<ColdState, StorageError> {
         let _p = self.permit().await;
         self.inner.cold_state(key).await
+    }
+    async fn get_parts(&self, key: &str) -> Result<Vec<Bytes>, StorageError> {
+        let _p = self.permit().await;
+        self.inner.get_parts(key).await
+    }
+    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+        let _p = self.permit().await;
+        self.inner.put_parts(key, parts, cold).await
     }
 }

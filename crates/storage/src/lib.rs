@@ -192,6 +192,28 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// Reads a whole object as the pieces it arrived in, not copied into
+    /// one buffer: what a copy to another store hashes and passes on. The
+    /// default reads it whole.
+    async fn get_parts(&self, key: &str) -> Result<Vec<Bytes>, StorageError> {
+        Ok(vec![self.get(key).await?])
+    }
+
+    /// Stores an object given in pieces ([`Storage::get_parts`]), in the
+    /// cold class when `cold` ([`Storage::put_cold`]). The default joins
+    /// them.
+    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+        let data = match parts.len() {
+            1 => parts.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(parts.concat()),
+        };
+        if cold {
+            self.put_cold(key, data).await
+        } else {
+            self.put(key, data).await
+        }
+    }
+
     /// True when objects of this store may be in a cold class (an S3
     /// bucket: a lifecycle rule may have moved them), so a reader checks
     /// before it starts writing what it reads somewhere.

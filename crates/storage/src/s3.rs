@@ -393,6 +393,26 @@ impl Storage for S3Storage {
             .map_err(|e| self.err("delete", key, e))
     }
 
+    async fn get_parts(&self, key: &str) -> Result<Vec<Bytes>, StorageError> {
+        self.op
+            .read(key)
+            .await
+            .map(|b| b.into_iter().collect())
+            .map_err(|e| self.err("get", key, e))
+    }
+
+    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+        let op = if cold {
+            self.cold.as_ref().unwrap_or(&self.op)
+        } else {
+            &self.op
+        };
+        op.write(key, opendal::Buffer::from(parts))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("put", key, e))
+    }
+
     async fn put_cold(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.cold
             .as_ref()

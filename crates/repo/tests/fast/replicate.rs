@@ -344,6 +344,14 @@ fn an_archive_replica_takes_the_selected_snapshot_cold_and_restores_once_thawed(
     fs::write(src.join("b"), noise(2, 900_000)).unwrap();
     let second = backup_files(&repo, &[&src]).unwrap();
 
+    // Two WAL-like named objects: the archive takes the one selected.
+    repo.put_named("wal:1", "000000010000000000000001", &noise(3, 50_000))
+        .unwrap();
+    repo.put_named("wal:1", "000000010000000000000002", &noise(4, 50_000))
+        .unwrap();
+    let wanted_wal = repo.named_key("wal:1", "000000010000000000000001");
+    let other_wal = repo.named_key("wal:1", "000000010000000000000002");
+
     let journal = s.path().join("cold-journal");
     let cold = |thaw_after: Duration| -> DynStorage {
         Arc::new(ColdSimStorage::new(
@@ -357,7 +365,7 @@ fn an_archive_replica_takes_the_selected_snapshot_cold_and_restores_once_thawed(
     let mut opts = options(Duration::ZERO);
     opts.archive = Some(ArchiveSelection {
         snapshots: [first.id].into_iter().collect(),
-        named: Default::default(),
+        named: [wanted_wal.clone()].into_iter().collect(),
     });
     let r = repo.replicate(&target, &opts, &NoProgress).unwrap();
     assert!(r.damaged.is_empty(), "{r:?}");
@@ -372,6 +380,13 @@ fn an_archive_replica_takes_the_selected_snapshot_cold_and_restores_once_thawed(
     );
     let report = archive.verify(false, &NoProgress).unwrap();
     assert!(report.is_clean(), "the archive verifies: {report:?}");
+    assert!(replica_dir(&s).join(&wanted_wal).exists());
+    assert!(!replica_dir(&s).join(&other_wal).exists(), "only the WAL selected");
+    let frozen = archive.get_named("wal:1", "000000010000000000000001");
+    assert!(
+        lifeboat_repo::report(&frozen.unwrap_err()).contains("lifeboat thaw"),
+        "the WAL is cold too"
+    );
 
     // Frozen: the restore says what to do, with the usage class (exit 2).
     let snap = archive.find_snapshot(&first.id.to_hex()).unwrap();
@@ -403,7 +418,16 @@ fn an_archive_replica_takes_the_selected_snapshot_cold_and_restores_once_thawed(
         let st = s.rt.block_on(thawed.thaw(k, 1, ThawTier::Bulk)).unwrap();
         assert!(st.is_readable(), "{k}: {st:?}");
     }
+    s.rt.block_on(thawed.thaw(&wanted_wal, 1, ThawTier::Bulk))
+        .unwrap();
     let archive = s.open_on(thawed.clone());
+    assert_eq!(
+        archive
+            .get_named("wal:1", "000000010000000000000001")
+            .unwrap()
+            .unwrap(),
+        noise(3, 50_000)
+    );
     let out = s.path().join("restored");
     restore_into(&archive, &snap.snapshot, &out, Overwrite::Refuse, &[]).unwrap();
     assert!(
