@@ -313,6 +313,82 @@ impl Throttle {
     }
 }
 
+/// Passes an object's bytes on while hashing them, and holds back the
+/// last piece until the hash is known: when it is not the object's name
+/// (or the length is wrong), the stream fails instead of ending, and the
+/// store that takes it stores nothing.
+struct Checked {
+    inner: lifeboat_storage::ByteStream,
+    hasher: blake3::Hasher,
+    seen: u64,
+    len: u64,
+    want: String,
+    bad: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The source's own failure, when the stream failed there.
+    source: std::sync::Arc<std::sync::Mutex<Option<lifeboat_storage::ErrorKind>>>,
+    done: bool,
+    key: String,
+}
+
+impl Checked {
+    fn fail(&mut self, why: &str) -> lifeboat_storage::StorageError {
+        self.done = true;
+        self.bad.store(true, std::sync::atomic::Ordering::SeqCst);
+        lifeboat_storage::StorageError::new(
+            lifeboat_storage::ErrorKind::Permanent,
+            "get",
+            &self.key,
+            "",
+            why,
+        )
+    }
+}
+
+impl futures_util::Stream for Checked {
+    type Item = std::result::Result<Bytes, lifeboat_storage::StorageError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                *lock(&self.source) = Some(e.kind);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(b))) => {
+                self.hasher.update(&b);
+                self.seen += b.len() as u64;
+                if self.seen > self.len {
+                    return Poll::Ready(Some(Err(self.fail("longer than listed"))));
+                }
+                if self.seen == self.len {
+                    let got = self.hasher.finalize().to_hex();
+                    if got.as_str() != self.want {
+                        return Poll::Ready(Some(Err(self.fail(
+                            "its BLAKE3 hash is not its name: the bytes changed after it was written",
+                        ))));
+                    }
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(None) if self.seen != self.len => {
+                Poll::Ready(Some(Err(self.fail("shorter than listed"))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
 /// What a copy worker did with one object.
 enum Copied {
     Stored { bytes: u64, replaced: bool },
@@ -718,6 +794,74 @@ impl Repository {
         }
     }
 
+    /// Copies a hash-named object (pack, index object, snapshot) from a
+    /// store that streams into one that takes streams: the download flows
+    /// into the upload, the last piece held back until the hash is checked
+    /// ([`Checked`]). `Ok(None)` when the stores do not stream (copy it
+    /// whole); a transfer that failed is tried again, three times in all.
+    fn copy_streamed(
+        &self,
+        target: &DynStorage,
+        ft: FileType,
+        key: &str,
+        len: u64,
+    ) -> Result<Option<std::result::Result<u64, DamagedObject>>> {
+        if !target.streams_puts()
+            || !matches!(ft, FileType::Pack | FileType::Index | FileType::Snapshot)
+        {
+            return Ok(None);
+        }
+        let want = key.rsplit('/').next().unwrap_or_default().to_string();
+        let mut last = String::new();
+        for attempt in 0..READS {
+            let Some(stream) = self.inner.block(self.inner.storage.get_stream(key))? else {
+                return Ok(None);
+            };
+            let bad = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let source = std::sync::Arc::new(Mutex::new(None));
+            let checked = Checked {
+                source: source.clone(),
+                inner: stream,
+                hasher: blake3::Hasher::new(),
+                seen: 0,
+                len,
+                want: want.clone(),
+                bad: bad.clone(),
+                done: false,
+                key: key.to_string(),
+            };
+            let cold = ft == FileType::Pack;
+            match self
+                .inner
+                .block(target.put_stream(key, len, Box::pin(checked), cold))
+            {
+                Ok(()) => return Ok(Some(Ok(len))),
+                Err(e) if bad.load(std::sync::atomic::Ordering::SeqCst) => {
+                    last = e.message;
+                }
+                // Gone from the primary since the listing (a prune).
+                Err(e) if *lock(&source) == Some(lifeboat_storage::ErrorKind::NotFound) => {
+                    return Err(lifeboat_storage::StorageError::new(
+                        lifeboat_storage::ErrorKind::NotFound,
+                        "get",
+                        key,
+                        &self.location(),
+                        e.message,
+                    )
+                    .into());
+                }
+                Err(e) if e.is_retryable() && attempt + 1 < READS => {
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(Err(DamagedObject {
+            key: key.to_string(),
+            reason: last,
+        })))
+    }
+
     /// Reads `key` from the primary until it passes its check, at most
     /// [`READS`] times; `Ok(Err(..))` is damage. The object comes as the
     /// pieces it arrived in: a pack, index object or snapshot is hashed
@@ -779,7 +923,26 @@ impl Repository {
         }
         let total: u64 = todo.iter().map(|(_, s)| s).sum();
         progress.start(&format!("replicate: {}", kind_name(ft)), Some(total));
-        let done = Pool::new(opts.workers).try_map(todo, |(key, _)| -> Result<Copied> {
+        let done = Pool::new(opts.workers).try_map(todo, |(key, size)| -> Result<Copied> {
+            throttle.take(*size);
+            match self.copy_streamed(target, ft, key, *size) {
+                Ok(None) => {}
+                Ok(Some(Ok(len))) => {
+                    progress.advance(len);
+                    return Ok(Copied::Stored {
+                        bytes: len,
+                        replaced: replica.contains(ft, key),
+                    });
+                }
+                Ok(Some(Err(damaged))) => return Ok(Copied::Damaged(damaged)),
+                Err(RepoError::Storage(e)) if e.is_not_found() => {
+                    return Ok(Copied::Stored {
+                        bytes: 0,
+                        replaced: false,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
             let bytes = match self.read_checked(ft, key) {
                 Ok(Ok(b)) => b,
                 Ok(Err(damaged)) => return Ok(Copied::Damaged(damaged)),
@@ -793,7 +956,6 @@ impl Repository {
                 Err(e) => return Err(e),
             };
             let len = bytes.iter().map(|p| p.len() as u64).sum();
-            throttle.take(len);
             // Data in the replica's storage class, when it has one.
             let cold = matches!(ft, FileType::Pack | FileType::Named);
             self.inner.block(target.put_parts(key, bytes, cold))?;

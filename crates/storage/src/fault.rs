@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ColdState, DynStorage, ErrorKind, ObjectInfo, Storage, StorageError, ThawTier};
+use crate::{
+    ByteStream, ColdState, DynStorage, ErrorKind, ObjectInfo, Storage, StorageError, ThawTier,
+};
 
 /// A storage operation, for choosing which calls a [`FaultRule`] hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,8 +219,30 @@ impl Storage for FaultStorage {
         self.check(Op::Get, key, "get").await?;
         self.inner.get_parts(key).await
     }
-    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+    async fn put_parts(
+        &self,
+        key: &str,
+        parts: Vec<Bytes>,
+        cold: bool,
+    ) -> Result<(), StorageError> {
         self.check(Op::Put, key, "put").await?;
         self.inner.put_parts(key, parts, cold).await
+    }
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StorageError> {
+        self.check(Op::Get, key, "get").await?;
+        self.inner.get_stream(key).await
+    }
+    fn streams_puts(&self) -> bool {
+        self.inner.streams_puts()
+    }
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        stream: ByteStream,
+        cold: bool,
+    ) -> Result<(), StorageError> {
+        self.check(Op::Put, key, "put").await?;
+        self.inner.put_stream(key, len, stream, cold).await
     }
 }

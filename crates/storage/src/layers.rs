@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::{ColdState, DynStorage, ErrorKind, ObjectInfo, Storage, StorageError, ThawTier};
+use crate::{
+    ByteStream, ColdState, DynStorage, ErrorKind, ObjectInfo, Storage, StorageError, ThawTier,
+};
 
 /// When and how often a failed call is tried again.
 #[derive(Clone, Debug)]
@@ -162,9 +164,33 @@ impl Storage for RetryStorage {
     async fn get_parts(&self, key: &str) -> Result<Vec<Bytes>, StorageError> {
         self.run("get", key, || self.inner.get_parts(key)).await
     }
-    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
-        self.run("put", key, || self.inner.put_parts(key, parts.clone(), cold))
-            .await
+    // Streams are not retried here (a stream cannot be read twice): the
+    // caller starts the copy again.
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StorageError> {
+        self.inner.get_stream(key).await
+    }
+    fn streams_puts(&self) -> bool {
+        self.inner.streams_puts()
+    }
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        stream: ByteStream,
+        cold: bool,
+    ) -> Result<(), StorageError> {
+        self.inner.put_stream(key, len, stream, cold).await
+    }
+    async fn put_parts(
+        &self,
+        key: &str,
+        parts: Vec<Bytes>,
+        cold: bool,
+    ) -> Result<(), StorageError> {
+        self.run("put", key, || {
+            self.inner.put_parts(key, parts.clone(), cold)
+        })
+        .await
     }
 }
 
@@ -255,7 +281,36 @@ impl Storage for LimitStorage {
         let _p = self.permit().await;
         self.inner.get_parts(key).await
     }
-    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StorageError> {
+        // The permit is held while the stream is read: it goes with it.
+        let permit = self.permits.clone().acquire_owned().await.ok();
+        Ok(self.inner.get_stream(key).await?.map(|s| {
+            use futures_util::StreamExt;
+            Box::pin(s.map(move |x| {
+                let _held = &permit;
+                x
+            })) as ByteStream
+        }))
+    }
+    fn streams_puts(&self) -> bool {
+        self.inner.streams_puts()
+    }
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        stream: ByteStream,
+        cold: bool,
+    ) -> Result<(), StorageError> {
+        let _p = self.permit().await;
+        self.inner.put_stream(key, len, stream, cold).await
+    }
+    async fn put_parts(
+        &self,
+        key: &str,
+        parts: Vec<Bytes>,
+        cold: bool,
+    ) -> Result<(), StorageError> {
         let _p = self.permit().await;
         self.inner.put_parts(key, parts, cold).await
     }

@@ -202,7 +202,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Stores an object given in pieces ([`Storage::get_parts`]), in the
     /// cold class when `cold` ([`Storage::put_cold`]). The default joins
     /// them.
-    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+    async fn put_parts(
+        &self,
+        key: &str,
+        parts: Vec<Bytes>,
+        cold: bool,
+    ) -> Result<(), StorageError> {
         let data = match parts.len() {
             1 => parts.into_iter().next().unwrap_or_default(),
             _ => Bytes::from(parts.concat()),
@@ -212,6 +217,40 @@ pub trait Storage: Send + Sync + fmt::Debug {
         } else {
             self.put(key, data).await
         }
+    }
+
+    /// Reads a whole object as a stream; `None` when this store does not
+    /// stream (read it with [`Storage::get_parts`]). Not retried: the
+    /// caller starts again.
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StorageError> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// True when [`Storage::put_stream`] stores.
+    fn streams_puts(&self) -> bool {
+        false
+    }
+
+    /// Stores the `len` bytes `stream` gives as `key` (in the cold class
+    /// when `cold`): the object is stored only when the stream ends after
+    /// exactly `len` bytes with no error — a stream that fails (a check
+    /// that did not pass on its last piece) leaves nothing. Not retried.
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        stream: ByteStream,
+        cold: bool,
+    ) -> Result<(), StorageError> {
+        let _ = (len, stream, cold);
+        Err(StorageError::new(
+            ErrorKind::Permanent,
+            "put",
+            key,
+            &self.location(),
+            "this store does not take streams",
+        ))
     }
 
     /// True when objects of this store may be in a cold class (an S3
@@ -257,6 +296,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// A shared storage handle.
 pub type DynStorage = Arc<dyn Storage>;
+
+/// An object's bytes as they arrive.
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, StorageError>> + Send>>;
 
 /// What a read of an object in cold storage says.
 pub(crate) const FROZEN_MESSAGE: &str = "the object is in cold storage (Glacier or Deep Archive) and not restored: run `lifeboat thaw SNAPSHOT` for the snapshot you read, and read again once `lifeboat thaw SNAPSHOT --status` says every object is ready";

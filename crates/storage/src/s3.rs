@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use opendal::{services, Operator};
 
-use crate::{class_needs_thaw, ColdState, ErrorKind, ObjectInfo, Storage, StorageError, ThawTier};
+use crate::{
+    class_needs_thaw, ByteStream, ColdState, ErrorKind, ObjectInfo, Storage, StorageError, ThawTier,
+};
 
 /// How to reach an S3-compatible store. Unset fields fall back to the usual AWS
 /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -35,6 +37,8 @@ pub struct S3Storage {
     op: Operator,
     /// The operator of cold puts, when a storage class is set.
     cold: Option<Operator>,
+    /// That storage class.
+    class: Option<String>,
     location: String,
     /// What the calls OpenDAL does not make need: RestoreObject, and the
     /// HEAD that reads the restore state.
@@ -229,6 +233,7 @@ impl S3Storage {
         Ok(S3Storage {
             op,
             cold,
+            class: options.storage_class.clone(),
             location,
             raw,
         })
@@ -401,7 +406,12 @@ impl Storage for S3Storage {
             .map_err(|e| self.err("get", key, e))
     }
 
-    async fn put_parts(&self, key: &str, parts: Vec<Bytes>, cold: bool) -> Result<(), StorageError> {
+    async fn put_parts(
+        &self,
+        key: &str,
+        parts: Vec<Bytes>,
+        cold: bool,
+    ) -> Result<(), StorageError> {
         let op = if cold {
             self.cold.as_ref().unwrap_or(&self.op)
         } else {
@@ -411,6 +421,77 @@ impl Storage for S3Storage {
             .await
             .map(|_| ())
             .map_err(|e| self.err("put", key, e))
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StorageError> {
+        use futures_util::StreamExt;
+        let reader = self
+            .op
+            .reader(key)
+            .await
+            .map_err(|e| self.err("get", key, e))?;
+        let stream = reader
+            .into_bytes_stream(..)
+            .await
+            .map_err(|e| self.err("get", key, e))?;
+        let (k, loc) = (key.to_string(), self.location.clone());
+        Ok(Some(Box::pin(stream.map(move |r| {
+            r.map_err(|e| {
+                // OpenDAL's error inside the io::Error, when it is one.
+                let kind = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<opendal::Error>())
+                    .map_or(ErrorKind::Transient, kind_of);
+                StorageError::new(kind, "get", &k, &loc, e)
+            })
+        }))))
+    }
+
+    fn streams_puts(&self) -> bool {
+        true
+    }
+
+    async fn put_stream(
+        &self,
+        key: &str,
+        len: u64,
+        stream: ByteStream,
+        cold: bool,
+    ) -> Result<(), StorageError> {
+        use futures_util::StreamExt;
+        let url = reqwest::Url::parse(&self.raw.url(key))
+            .map_err(|e| StorageError::new(ErrorKind::Config, "put", key, &self.location, e))?;
+        let mut req = reqwest::Request::new(reqwest::Method::PUT, url);
+        let h = req.headers_mut();
+        h.insert(reqwest::header::CONTENT_LENGTH, len.into());
+        if cold {
+            if let Some(class) = &self.class {
+                if let Ok(v) = reqwest::header::HeaderValue::from_str(class) {
+                    h.insert("x-amz-storage-class", v);
+                }
+            }
+        }
+        let body = stream.map(|r| r.map_err(std::io::Error::other));
+        *req.body_mut() = Some(reqwest::Body::wrap_stream(body));
+        self.raw
+            .signer
+            .sign(&mut req, &self.raw.cred)
+            .map_err(|e| StorageError::new(ErrorKind::Config, "put", key, &self.location, e))?;
+        let resp = self.raw.client.execute(req).await.map_err(|e| {
+            StorageError::new(
+                ErrorKind::Transient,
+                "put",
+                key,
+                &self.location,
+                lifeboat_types::error::report(&e),
+            )
+        })?;
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(self.raw_err("put", key, status, &body))
     }
 
     async fn put_cold(&self, key: &str, data: Bytes) -> Result<(), StorageError> {

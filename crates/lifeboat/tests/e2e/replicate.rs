@@ -833,3 +833,64 @@ fn an_archive_replica_keeps_old_monthlies_cold_and_restores_them_once_thawed() {
     }
     assert!(!restored.join("f3").exists(), "the snapshot's files only");
 }
+
+/// A pack damaged on the primary (a flipped byte, same name and size):
+/// the streamed copy holds its last piece back until the hash is checked,
+/// so the replica never stores it; `replicate` names it and exits 3, and
+/// copies everything else.
+#[test]
+fn a_pack_damaged_on_the_primary_never_reaches_the_replica() {
+    let r = Regions::new("7d", None);
+    let src = r.dir.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3u64 {
+        let bytes: Vec<u8> = (0..1_200_000u64)
+            .map(|j| ((j + i * 13).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 31) as u8)
+            .collect();
+        fs::write(src.join(format!("f{i}")), bytes).unwrap();
+    }
+    r.ok(&["files", "backup", src.to_str().unwrap()]);
+    let store = |g: &Garage, prefix: &str| -> lifeboat_storage::DynStorage {
+        std::sync::Arc::new(
+            lifeboat_storage::S3Storage::new(
+                &g.bucket,
+                prefix,
+                &lifeboat_storage::S3Options {
+                    endpoint: Some(g.endpoint.clone()),
+                    region: Some(g.region.clone()),
+                    access_key_id: Some(g.access_key_id.clone()),
+                    secret_access_key: Some(g.secret_access_key.clone()),
+                    virtual_host_style: false,
+                    storage_class: None,
+                },
+            )
+            .unwrap(),
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let primary = store(&r.primary, "prod");
+    let packs = rt.block_on(primary.list("packs/")).unwrap();
+    assert!(packs.len() >= 2, "{packs:?}");
+    let victim = packs[0].key.clone();
+    let mut bytes = rt.block_on(primary.get(&victim)).unwrap().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    rt.block_on(primary.put(&victim, bytes.into())).unwrap();
+
+    let out = r.cmd().args(["--json", "replicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let damaged = &v["replicas"][0]["damaged"];
+    assert_eq!(damaged[0]["key"], victim.as_str(), "{v}");
+    assert!(stderr(&out).contains(&victim), "{}", stderr(&out));
+    let replica = store(&r.dr, "prod");
+    assert!(
+        rt.block_on(replica.stat(&victim)).unwrap().is_none(),
+        "the damaged pack is not in the replica"
+    );
+    let copied = rt.block_on(replica.list("packs/")).unwrap();
+    assert_eq!(copied.len(), packs.len() - 1, "every other pack is");
+}

@@ -381,7 +381,10 @@ fn an_archive_replica_takes_the_selected_snapshot_cold_and_restores_once_thawed(
     let report = archive.verify(false, &NoProgress).unwrap();
     assert!(report.is_clean(), "the archive verifies: {report:?}");
     assert!(replica_dir(&s).join(&wanted_wal).exists());
-    assert!(!replica_dir(&s).join(&other_wal).exists(), "only the WAL selected");
+    assert!(
+        !replica_dir(&s).join(&other_wal).exists(),
+        "only the WAL selected"
+    );
     let frozen = archive.get_named("wal:1", "000000010000000000000001");
     assert!(
         lifeboat_repo::report(&frozen.unwrap_err()).contains("lifeboat thaw"),
