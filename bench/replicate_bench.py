@@ -218,6 +218,12 @@ def main():
                                env=renv)
             return secs, rss, sizes["restic"]
 
+        # Warm-up, not timed: the first writes into a fresh Garage bucket
+        # cost more than later ones, whichever tool makes them.
+        subprocess.run(["rclone", "copy", f"a:{src.bucket}/lifeboat", f"b:{dst.bucket}/warmup",
+                        "--transfers", str(a.parallel)], env=renv, capture_output=True)
+        purge("warmup")
+
         tools = [("lifeboat replicate", lifeboat_round), ("rclone sync", rclone_round),
                  ("restic copy", restic_round)]
         results = {name: [] for name, _ in tools}

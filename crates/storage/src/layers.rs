@@ -53,6 +53,26 @@ impl RetryStorage {
         RetryStorage { inner, policy }
     }
 
+    /// One attempt of `call`, bounded by the policy's timeout (a timeout
+    /// is transient).
+    async fn within<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        call: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        match tokio::time::timeout(self.policy.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::new(
+                ErrorKind::Transient,
+                op,
+                key,
+                &self.inner.location(),
+                format!("timed out after {:?}", self.policy.timeout),
+            )),
+        }
+    }
+
     async fn run<T, F, Fut>(
         &self,
         op: &'static str,
@@ -165,9 +185,9 @@ impl Storage for RetryStorage {
         self.run("get", key, || self.inner.get_parts(key)).await
     }
     // Streams are not retried here (a stream cannot be read twice): the
-    // caller starts the copy again.
+    // caller starts the copy again. They are bounded by the same timeout.
     async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StorageError> {
-        self.inner.get_stream(key).await
+        self.within("get", key, self.inner.get_stream(key)).await
     }
     fn streams_puts(&self) -> bool {
         self.inner.streams_puts()
@@ -179,7 +199,8 @@ impl Storage for RetryStorage {
         stream: ByteStream,
         cold: bool,
     ) -> Result<(), StorageError> {
-        self.inner.put_stream(key, len, stream, cold).await
+        self.within("put", key, self.inner.put_stream(key, len, stream, cold))
+            .await
     }
     async fn put_parts(
         &self,
@@ -303,7 +324,8 @@ impl Storage for LimitStorage {
         cold: bool,
     ) -> Result<(), StorageError> {
         let _p = self.permit().await;
-        self.inner.put_stream(key, len, stream, cold).await
+        self.within("put", key, self.inner.put_stream(key, len, stream, cold))
+            .await
     }
     async fn put_parts(
         &self,
