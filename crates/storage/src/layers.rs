@@ -324,8 +324,7 @@ impl Storage for LimitStorage {
         cold: bool,
     ) -> Result<(), StorageError> {
         let _p = self.permit().await;
-        self.within("put", key, self.inner.put_stream(key, len, stream, cold))
-            .await
+        self.inner.put_stream(key, len, stream, cold).await
     }
     async fn put_parts(
         &self,
