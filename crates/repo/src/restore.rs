@@ -992,7 +992,11 @@ impl Repository {
             return Ok(());
         };
         let key = crate::keys::ObjectKey::Pack(index.pack(loc.pack).0).to_string();
-        let state = self.inner.block(self.inner.storage.cold_state(&key))?;
+        // Only a store that says "cold" refuses here; any other answer (a
+        // missing pack: damage) is for the restore itself to report.
+        let Ok(state) = self.inner.block(self.inner.storage.cold_state(&key)) else {
+            return Ok(());
+        };
         if state.is_readable() {
             return Ok(());
         }
