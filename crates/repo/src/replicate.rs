@@ -51,6 +51,10 @@ use crate::sessions::{hostname, random_id, seal_document};
 /// The deletion record's version.
 const DELETION_VERSION: u32 = 1;
 
+/// Tries of a streamed copy that fails in a way that may pass (the store's
+/// own retries do not cover streams): about 15 s of waiting in all.
+const STREAM_TRIES: u32 = 6;
+
 /// Packs per index object an archive replica writes.
 const ARCHIVE_PACKS_PER_INDEX: usize = 64;
 
@@ -325,7 +329,7 @@ struct Checked {
     want: String,
     bad: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The source's own failure, when the stream failed there.
-    source: std::sync::Arc<std::sync::Mutex<Option<lifeboat_storage::ErrorKind>>>,
+    source: std::sync::Arc<std::sync::Mutex<Option<(lifeboat_storage::ErrorKind, String)>>>,
     done: bool,
     key: String,
 }
@@ -359,7 +363,7 @@ impl futures_util::Stream for Checked {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
-                *lock(&self.source) = Some(e.kind);
+                *lock(&self.source) = Some((e.kind, e.message.clone()));
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(b))) => {
@@ -381,6 +385,15 @@ impl futures_util::Stream for Checked {
             Poll::Ready(None) if self.seen != self.len => {
                 Poll::Ready(Some(Err(self.fail("shorter than listed"))))
             }
+            // Nothing came, and nothing was listed: the hash of nothing
+            // must still be the name.
+            Poll::Ready(None)
+                if self.len == 0 && blake3::hash(b"").to_hex().as_str() != self.want =>
+            {
+                Poll::Ready(Some(Err(self.fail(
+                    "its BLAKE3 hash is not its name: the bytes changed after it was written",
+                ))))
+            }
             Poll::Ready(None) => {
                 self.done = true;
                 Poll::Ready(None)
@@ -391,8 +404,13 @@ impl futures_util::Stream for Checked {
 
 /// What a copy worker did with one object.
 enum Copied {
-    Stored { bytes: u64, replaced: bool },
+    Stored {
+        bytes: u64,
+        replaced: bool,
+    },
     Damaged(DamagedObject),
+    /// Gone from the primary since the listing (a prune, a forget).
+    Gone(String),
 }
 
 /// True when `key`'s last part is the BLAKE3 hash of `bytes` (packs, index
@@ -414,8 +432,16 @@ impl Repository {
             ..ReplicateReport::default()
         };
         report.created = !self.check_replica(target)?;
-        let primary = self.list_side(&self.inner.storage)?;
+        // A backup session on the primary, written before its marks are
+        // listed: a prune there deletes nothing this run may still copy
+        // (what a mark it saw deletes was replaced before the mark was
+        // written, and is copied from the listings below).
+        let session = self.begin_session(crate::SessionKind::Backup)?;
+        session.set_marks_seen(self.marks()?.into_iter().map(|m| m.id).collect())?;
+        // The replica first: an object in it was on the primary when it
+        // was copied, so one the primary's later listing lacks is gone.
         let replica = self.list_side(target)?;
+        let primary = self.list_side(&self.inner.storage)?;
         let throttle = Throttle::new(opts.bandwidth);
         let mut copied: BTreeMap<FileType, (u64, u64)> = BTreeMap::new();
 
@@ -445,6 +471,10 @@ impl Repository {
         }
 
         if let Some(sel) = &opts.archive {
+            // A session on the archive too: its own prune (archive_gc)
+            // keeps the packs this run copied until their index is stored.
+            let view = self.view(target.clone());
+            let archive_session = view.begin_session(crate::SessionKind::Backup)?;
             self.archive_data(
                 target,
                 sel,
@@ -461,12 +491,14 @@ impl Repository {
             report.copied = amounts(&order, &copied);
             report.deletions =
                 self.apply_deletions(target, &primary, &replica, opts, &ARCHIVE_DELETED, progress)?;
-            if report
+            archive_session.finish()?;
+            session.finish()?;
+            let deleted_snapshots = report
                 .deletions
                 .deleted
                 .iter()
-                .any(|k| k.kind == kind_name(FileType::Snapshot))
-            {
+                .any(|k| k.kind == kind_name(FileType::Snapshot));
+            if deleted_snapshots || !view.marks()?.is_empty() {
                 self.archive_gc(target)?;
             }
             return Ok(report);
@@ -512,8 +544,21 @@ impl Repository {
         order.extend(COPIED);
         report.copied = amounts(&order, &copied);
 
+        // Damage on the primary this run: no pack or index object is
+        // deleted from the replica (the good copy it holds may be the only
+        // one of what a damaged replacement should hold).
+        let kinds: Vec<FileType> = if report.damaged.is_empty() {
+            DELETED.to_vec()
+        } else {
+            DELETED
+                .iter()
+                .copied()
+                .filter(|k| !matches!(k, FileType::Pack | FileType::Index))
+                .collect()
+        };
         report.deletions =
-            self.apply_deletions(target, &primary, &replica, opts, &DELETED, progress)?;
+            self.apply_deletions(target, &primary, &replica, opts, &kinds, progress)?;
+        session.finish()?;
         Ok(report)
     }
 
@@ -806,16 +851,25 @@ impl Repository {
         key: &str,
         len: u64,
     ) -> Result<Option<std::result::Result<u64, DamagedObject>>> {
-        if !target.streams_puts()
+        // A size the listing did not give (0): copied whole, which needs none.
+        if len == 0
+            || !target.streams_puts()
             || !matches!(ft, FileType::Pack | FileType::Index | FileType::Snapshot)
         {
             return Ok(None);
         }
         let want = key.rsplit('/').next().unwrap_or_default().to_string();
-        let mut last = String::new();
-        for attempt in 0..READS {
-            let Some(stream) = self.inner.block(self.inner.storage.get_stream(key))? else {
-                return Ok(None);
+        let (mut bad_reads, mut failures) = (0, 0);
+        loop {
+            let stream = match self.inner.block(self.inner.storage.get_stream(key)) {
+                Ok(Some(s)) => s,
+                Ok(None) => return Ok(None),
+                Err(e) if e.is_retryable() && failures + 1 < STREAM_TRIES => {
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(250 << failures));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             let bad = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let source = std::sync::Arc::new(Mutex::new(None));
@@ -831,35 +885,41 @@ impl Repository {
                 key: key.to_string(),
             };
             let cold = ft == FileType::Pack;
-            match self
+            let err = match self
                 .inner
                 .block(target.put_stream(key, len, Box::pin(checked), cold))
             {
                 Ok(()) => return Ok(Some(Ok(len))),
-                Err(e) if bad.load(std::sync::atomic::Ordering::SeqCst) => {
-                    last = e.message;
+                Err(e) => e,
+            };
+            if bad.load(std::sync::atomic::Ordering::SeqCst) {
+                // The bytes read were not the object's: read again, then
+                // call it damage.
+                bad_reads += 1;
+                if bad_reads >= READS {
+                    return Ok(Some(Err(DamagedObject {
+                        key: key.to_string(),
+                        reason: err.message,
+                    })));
                 }
-                // Gone from the primary since the listing (a prune).
-                Err(e) if *lock(&source) == Some(lifeboat_storage::ErrorKind::NotFound) => {
-                    return Err(lifeboat_storage::StorageError::new(
-                        lifeboat_storage::ErrorKind::NotFound,
-                        "get",
-                        key,
-                        &self.location(),
-                        e.message,
-                    )
-                    .into());
-                }
-                Err(e) if e.is_retryable() && attempt + 1 < READS => {
-                    std::thread::sleep(Duration::from_millis(200 << attempt));
-                }
-                Err(e) => return Err(e.into()),
+                continue;
             }
+            // The primary's own failure, as the primary said it (gone since
+            // the listing, frozen, denied): not the replica's.
+            let source_failure = lock(&source).take();
+            let err = match source_failure {
+                Some((kind, message)) => {
+                    lifeboat_storage::StorageError::new(kind, "get", key, &self.location(), message)
+                }
+                None => err,
+            };
+            if err.is_retryable() && failures + 1 < STREAM_TRIES {
+                failures += 1;
+                std::thread::sleep(Duration::from_millis(250 << failures));
+                continue;
+            }
+            return Err(err.into());
         }
-        Ok(Some(Err(DamagedObject {
-            key: key.to_string(),
-            reason: last,
-        })))
     }
 
     /// Reads `key` from the primary until it passes its check, at most
@@ -917,9 +977,10 @@ impl Repository {
         report: &mut ReplicateReport,
         copied: &mut BTreeMap<FileType, (u64, u64)>,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<HashSet<String>> {
+        let mut not_copied = HashSet::new();
         if todo.is_empty() {
-            return Ok(());
+            return Ok(not_copied);
         }
         let total: u64 = todo.iter().map(|(_, s)| s).sum();
         progress.start(&format!("replicate: {}", kind_name(ft)), Some(total));
@@ -936,10 +997,7 @@ impl Repository {
                 }
                 Ok(Some(Err(damaged))) => return Ok(Copied::Damaged(damaged)),
                 Err(RepoError::Storage(e)) if e.is_not_found() => {
-                    return Ok(Copied::Stored {
-                        bytes: 0,
-                        replaced: false,
-                    })
+                    return Ok(Copied::Gone(key.clone()))
                 }
                 Err(e) => return Err(e),
             }
@@ -948,10 +1006,7 @@ impl Repository {
                 Ok(Err(damaged)) => return Ok(Copied::Damaged(damaged)),
                 // Gone since the listing (a prune, a forget): nothing to copy.
                 Err(RepoError::Storage(e)) if e.is_not_found() => {
-                    return Ok(Copied::Stored {
-                        bytes: 0,
-                        replaced: false,
-                    })
+                    return Ok(Copied::Gone(key.clone()))
                 }
                 Err(e) => return Err(e),
             };
@@ -968,17 +1023,22 @@ impl Repository {
         progress.finish();
         for c in done? {
             match c {
-                Copied::Stored { bytes: 0, .. } => {}
                 Copied::Stored { bytes, replaced } => {
                     add(copied, ft, bytes);
                     if replaced {
                         report.replaced += 1;
                     }
                 }
-                Copied::Damaged(d) => report.damaged.push(d),
+                Copied::Damaged(d) => {
+                    not_copied.insert(d.key.clone());
+                    report.damaged.push(d);
+                }
+                Copied::Gone(key) => {
+                    not_copied.insert(key);
+                }
             }
         }
-        Ok(())
+        Ok(not_copied)
     }
 
     /// Copies the keyring or the config when the replica's differs, and
@@ -1089,16 +1149,23 @@ impl Repository {
             .copied()
             .collect();
         report.present += (wanted.len() - missing.len()) as u64;
+        // The snapshots taken this run: those whose packs all reached the
+        // archive (a pack damaged or gone on the primary keeps out only the
+        // snapshots using it).
+        let mut taken: Vec<SnapshotId> = missing.clone();
         if !missing.is_empty() {
             // The packs their chunks are in, by the primary's index; those
             // the replica's own index does not list yet are copied.
             let index = self.load_index()?;
             let mut needed: HashSet<u32> = HashSet::new();
-            self.for_each_snapshot(&missing, |_, key, snap, _| {
+            let mut uses: HashMap<SnapshotId, HashSet<u32>> = HashMap::new();
+            self.for_each_snapshot(&missing, |id, key, snap, _| {
+                let mine = uses.entry(id).or_default();
                 for chunk in snap.chunks() {
                     match index.get(&chunk) {
                         Some(loc) => {
                             needed.insert(loc.pack);
+                            mine.insert(loc.pack);
                         }
                         None => {
                             return Err(RepoError::Corrupt {
@@ -1126,8 +1193,7 @@ impl Repository {
                     (key, size)
                 })
                 .collect();
-            let damaged_before = report.damaged.len();
-            self.copy_phase(
+            let not_copied = self.copy_phase(
                 target,
                 FileType::Pack,
                 &todo,
@@ -1138,22 +1204,25 @@ impl Repository {
                 copied,
                 progress,
             )?;
-            // Index objects of its own for the packs copied (a damaged one
-            // was not: its chunks stay unindexed, and the snapshots using
-            // them are not taken).
-            let damaged: HashSet<&str> = report.damaged[damaged_before..]
-                .iter()
-                .map(|d| d.key.as_str())
-                .collect();
+            // Index objects of its own for the packs copied (one damaged or
+            // gone was not: its chunks stay unindexed, and the snapshots
+            // using them are not taken).
             let copied_packs: HashSet<u32> = needed
                 .iter()
                 .copied()
                 .filter(|pos| {
                     let (p, _) = index.pack(*pos);
                     !indexed.contains(&p)
-                        && !damaged.contains(ObjectKey::Pack(p).to_string().as_str())
+                        && !not_copied.contains(ObjectKey::Pack(p).to_string().as_str())
                 })
                 .collect();
+            taken.retain(|id| {
+                uses.get(id).is_some_and(|packs| {
+                    packs.iter().all(|pos| {
+                        indexed.contains(&index.pack(*pos).0) || copied_packs.contains(pos)
+                    })
+                })
+            });
             let mut entries: BTreeMap<u32, Vec<format::BlobEntry>> = BTreeMap::new();
             for e in index.iter() {
                 let (id, loc) = e?;
@@ -1185,11 +1254,6 @@ impl Repository {
                 let size = crate::writer::write_index(&view.inner, group)?;
                 add(copied, FileType::Index, size);
             }
-            if !damaged.is_empty() {
-                // A snapshot using a damaged pack is not taken: the replica
-                // keeps only what restores.
-                return Ok(());
-            }
         }
         let named: Vec<(String, u64)> = primary
             .of(FileType::Named)
@@ -1208,7 +1272,7 @@ impl Repository {
             copied,
             progress,
         )?;
-        let snaps: Vec<(String, u64)> = missing
+        let snaps: Vec<(String, u64)> = taken
             .iter()
             .map(|id| {
                 let key = ObjectKey::Snapshot(*id).to_string();
@@ -1245,23 +1309,32 @@ impl Repository {
             report,
             copied,
             progress,
-        )
+        )?;
+        Ok(())
     }
 
     /// After an archive replica deleted snapshots: a prune of the replica
     /// that deletes the packs no snapshot there uses any more and rewrites
     /// its index objects — never a repack, which would read (thaw) cold
     /// packs.
+    ///
+    /// It runs after this run's session on the replica has ended; another
+    /// run still copying into the archive holds its own session there,
+    /// which keeps its packs (not yet indexed) from this prune. A prune
+    /// that cannot run now (another one runs) is left to the next run: its
+    /// failure is a warning, never the run's.
     fn archive_gc(&self, target: &DynStorage) -> Result<()> {
         let view = self.view(target.clone());
-        view.prune(
+        if let Err(e) = view.prune(
             &crate::PruneOptions {
                 max_unused: crate::MaxUnused::Unlimited,
                 delete_delay: Duration::ZERO,
                 ..crate::PruneOptions::default()
             },
             &crate::progress::NoProgress,
-        )?;
+        ) {
+            tracing::warn!(replica = %target.location(), error = %lifeboat_types::error::report(&e), "the archive's unused packs were not collected this time");
+        }
         Ok(())
     }
 
