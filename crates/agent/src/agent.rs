@@ -186,8 +186,11 @@ pub fn run(
         config_copy: Mutex::new(None),
         unreadable: Mutex::new(Default::default()),
         trimmed: Mutex::new(None),
-        replicas_checked: Mutex::new(None),
-        cost_checked: Mutex::new(None),
+        // Not measured in the refresh before the agent says it is ready
+        // (a slow replica must not hold its start): the first time after
+        // one interval.
+        replicas_checked: Mutex::new(Some(std::time::Instant::now())),
+        cost_checked: Mutex::new(Some(std::time::Instant::now())),
         version: opts.version.clone(),
     });
     // Where the copies of the config file go (private, removed at exit).
@@ -420,8 +423,11 @@ async fn follower(shared: Arc<Shared>, opts: AgentOptions, stopping: watch::Rece
             timeout: Duration::from_secs(100 * 365 * 86_400),
             keep_stdout: false,
         };
-        // Cancelled when the agent stops or the plan no longer follows.
+        // Cancelled when the agent stops or the plan changes (the config
+        // reloaded: replicas, their settings, or no more following): it is
+        // started again with the new config copy.
         let (cancel_tx, cancel_rx) = watch::channel(false);
+        let plan_at_start = lock(&shared.knowledge).plan.clone();
         let watcher = {
             let (shared, mut stopping) = (shared.clone(), stopping.clone());
             tokio::spawn(async move {
@@ -430,7 +436,7 @@ async fn follower(shared: Arc<Shared>, opts: AgentOptions, stopping: watch::Rece
                         _ = stopping.changed() => {}
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     }
-                    if *stopping.borrow() || !lock(&shared.knowledge).plan.follow {
+                    if *stopping.borrow() || lock(&shared.knowledge).plan != plan_at_start {
                         let _ = cancel_tx.send(true);
                         return;
                     }
@@ -465,7 +471,7 @@ async fn follower(shared: Arc<Shared>, opts: AgentOptions, stopping: watch::Rece
 }
 
 /// How long the `replicate --status` child of a refresh may take.
-const REPLICA_STATUS_TIMEOUT: Duration = Duration::from_secs(600);
+const REPLICA_STATUS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Every `replica_refresh`, each replica's lag and health from `lifeboat
 /// replicate --status --json`, run as a child (it lists both sides).
@@ -508,6 +514,11 @@ fn replica_figures(shared: &Shared, child: &AgentOptions, rt: &tokio::runtime::H
             error = %crate::redact(&result.error_message().unwrap_or_default()),
             "replicate --status failed: the replicas' lag is not known"
         );
+        // Not known is not up: the alerts must see it.
+        lock(&shared.knowledge).replicas = names
+            .into_iter()
+            .map(|n| (n, crate::state::ReplicaFigures::default()))
+            .collect();
         return;
     };
     let mut figures = std::collections::BTreeMap::new();

@@ -212,7 +212,25 @@ pub struct Status {
 /// The status of one replica; an error when its store does not answer
 /// (a replica that cannot be reached has no lag to tell).
 pub fn status(session: &Session, repo: &Repository, target: &Target<'_>) -> Result<Status> {
-    canary(session.handle(), &target.storage)?;
+    // A store that does not answer in half a minute is down for this
+    // check (the store's own retries would wait for minutes).
+    session
+        .handle()
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                canary_async(&target.storage).await
+            })
+            .await
+        })
+        .unwrap_or_else(|_| {
+            Err(lifeboat_storage::StorageError::new(
+                lifeboat_storage::ErrorKind::Transient,
+                "put",
+                "canary",
+                &target.storage.location(),
+                "no answer within 30 s",
+            ))
+        })?;
     let selection = match archive_rule(target.section)? {
         Some((keep, age)) => Some(archive_selection(repo, session, &keep, age)?),
         None => None,
@@ -254,6 +272,12 @@ pub fn canary(
     rt: &tokio::runtime::Handle,
     storage: &DynStorage,
 ) -> std::result::Result<Duration, lifeboat_storage::StorageError> {
+    rt.block_on(canary_async(storage))
+}
+
+async fn canary_async(
+    storage: &DynStorage,
+) -> std::result::Result<Duration, lifeboat_storage::StorageError> {
     let started = Instant::now();
     let host = crate::hostname();
     let key = ObjectKey::Canary(&host).to_string();
@@ -266,8 +290,8 @@ pub fn canary(
             .unwrap_or(0)
     );
     let body = Bytes::from(nonce.into_bytes());
-    rt.block_on(storage.put(&key, body.clone()))?;
-    let back = rt.block_on(storage.get(&key))?;
+    storage.put(&key, body.clone()).await?;
+    let back = storage.get(&key).await?;
     if back != body {
         return Err(lifeboat_storage::StorageError::new(
             lifeboat_storage::ErrorKind::Permanent,

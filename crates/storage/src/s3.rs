@@ -592,21 +592,14 @@ mod tests {
         assert_eq!(kind_of(&frozen), ErrorKind::Frozen);
     }
 
-    /// A stand-in for AWS (Garage has no storage classes and no
-    /// RestoreObject): a loopback HTTP server that records each request
-    /// and answers from a script. Shows the requests `thaw` makes — a
-    /// signed HEAD, then a signed POST `?restore` with the days and tier —
-    /// and how their answers are read.
-    #[test]
-    fn thaw_heads_then_posts_a_signed_restore_request() {
+    /// A loopback HTTP server that records each request (head and body)
+    /// and answers with `answers`, one per connection, in turn.
+    fn recording_server(
+        answers: Vec<&'static str>,
+    ) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<String>>) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let answers = [
-            "HTTP/1.1 200 OK\r\nx-amz-storage-class: DEEP_ARCHIVE\r\ncontent-length: 0\r\n\r\n",
-            "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nx-amz-storage-class: DEEP_ARCHIVE\r\nx-amz-restore: ongoing-request=\"true\"\r\ncontent-length: 0\r\n\r\n",
-        ];
         let server = std::thread::spawn(move || {
             let mut seen = Vec::new();
             for answer in answers {
@@ -641,7 +634,11 @@ mod tests {
             }
             seen
         });
-        let store = S3Storage::new(
+        (addr, server)
+    }
+
+    fn archive_store(addr: std::net::SocketAddr) -> S3Storage {
+        S3Storage::new(
             "archive",
             "prod",
             &S3Options {
@@ -653,7 +650,63 @@ mod tests {
                 storage_class: Some("DEEP_ARCHIVE".into()),
             },
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The cold put of a replica's data carries the storage class; its
+    /// other objects do not.
+    #[test]
+    fn a_cold_streamed_put_names_the_storage_class() {
+        let (addr, server) = recording_server(vec![
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        ]);
+        let store = archive_store(addr);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (key, cold) in [("packs/ab/cd", true), ("index/ef", false)] {
+            let body: ByteStream = Box::pin(futures_util::stream::iter(vec![
+                Ok(Bytes::from_static(b"hello ")),
+                Ok(Bytes::from_static(b"world")),
+            ]));
+            rt.block_on(store.put_stream(key, 11, body, cold)).unwrap();
+        }
+        let seen = server.join().unwrap();
+        let (pack, index) = (&seen[0], &seen[1]);
+        assert!(
+            pack.starts_with("PUT /archive/prod/packs/ab/cd HTTP/1.1"),
+            "{pack}"
+        );
+        let lower = pack.to_ascii_lowercase();
+        assert!(
+            lower.contains("x-amz-storage-class: deep_archive"),
+            "{pack}"
+        );
+        assert!(
+            lower.contains("content-length: 11") && pack.ends_with("hello world"),
+            "{pack}"
+        );
+        assert!(
+            !index.to_ascii_lowercase().contains("x-amz-storage-class"),
+            "{index}"
+        );
+    }
+
+    /// A stand-in for AWS (Garage has no storage classes and no
+    /// RestoreObject): a loopback HTTP server that records each request
+    /// and answers from a script. Shows the requests `thaw` makes — a
+    /// signed HEAD, then a signed POST `?restore` with the days and tier —
+    /// and how their answers are read.
+    #[test]
+    fn thaw_heads_then_posts_a_signed_restore_request() {
+        let (addr, server) = recording_server(vec![
+            "HTTP/1.1 200 OK\r\nx-amz-storage-class: DEEP_ARCHIVE\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx-amz-storage-class: DEEP_ARCHIVE\r\nx-amz-restore: ongoing-request=\"true\"\r\ncontent-length: 0\r\n\r\n",
+        ]);
+        let store = archive_store(addr);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
