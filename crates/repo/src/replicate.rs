@@ -1444,10 +1444,28 @@ impl Repository {
             self.inner.block(target.delete(key))?;
         }
         report.deleted = amounts(kinds, &deleted);
-        let left: Vec<(String, DeletionRecord)> = records
-            .into_iter()
-            .filter(|(k, _)| !finished.contains(k))
-            .collect();
+        // A key back on the primary leaves its record: if it goes again, it
+        // is seen gone again, and waits the whole delay from then.
+        let mut left: Vec<(String, DeletionRecord)> = Vec::new();
+        for (key, mut rec) in records.into_iter().filter(|(k, _)| !finished.contains(k)) {
+            let before = rec.keys.len();
+            rec.keys.retain(|k| gone_keys.contains_key(k.as_str()));
+            if rec.keys.len() == before {
+                left.push((key, rec));
+                continue;
+            }
+            if !rec.keys.is_empty() {
+                // The same date, the keys still gone; stored before the old
+                // record goes (a key in two records is deleted once).
+                rec.id = random_id()?;
+                let name = format!("{:014}-{}", rec.observed.as_millisecond().max(0), rec.id);
+                let new_key = ObjectKey::Deletion(&name).to_string();
+                let obj = seal_document(&self.inner, MAGIC_DELETION, &rec)?;
+                self.inner.block(target.put(&new_key, Bytes::from(obj)))?;
+                left.push((new_key, rec));
+            }
+            self.inner.block(target.delete(&key))?;
+        }
         let pending = pending_of(&left, &gone, opts.delete_delay);
         report.pending = pending.pending;
         report.pending_snapshots = pending.pending_snapshots;

@@ -454,3 +454,44 @@ fn an_archive_replica_takes_the_selected_snapshot_cold_and_restores_once_thawed(
     );
     assert!(archive.verify(false, &NoProgress).unwrap().is_clean());
 }
+
+/// An object gone from the primary and back again leaves its deletion
+/// record; gone once more, it waits the whole delay from then, not from
+/// the first time.
+#[test]
+fn an_object_back_on_the_primary_leaves_its_deletion_record() {
+    let s = Scratch::new();
+    let repo = s.init();
+    let (_, ids) = two_backups(&s, &repo);
+    let target = replica_store(&s);
+    replicate(&repo, &target);
+    let key = s.repo_dir().join(format!("snapshots/{}", ids[0].to_hex()));
+    let bytes = fs::read(&key).unwrap();
+    let week = Duration::from_secs(7 * 86_400);
+    let records = || files_below(&replica_dir(&s).join("deletions")).len();
+
+    fs::remove_file(&key).unwrap();
+    let first = repo
+        .replicate(&target, &options(week), &NoProgress)
+        .unwrap();
+    assert_eq!(first.deletions.pending_snapshots, 1, "{first:?}");
+    assert_eq!(records(), 1);
+    let first_due = first.deletions.next_due.unwrap();
+
+    fs::write(&key, &bytes).unwrap();
+    let back = repo
+        .replicate(&target, &options(week), &NoProgress)
+        .unwrap();
+    assert_eq!(back.deletions.pending, 0, "{back:?}");
+    assert_eq!(records(), 0, "the record went with the key");
+
+    fs::remove_file(&key).unwrap();
+    let again = repo
+        .replicate(&target, &options(week), &NoProgress)
+        .unwrap();
+    assert_eq!(again.deletions.newly_seen, 1, "{again:?}");
+    assert!(
+        again.deletions.next_due.unwrap() > first_due,
+        "due a week from the second time: {again:?}"
+    );
+}
