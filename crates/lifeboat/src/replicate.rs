@@ -487,9 +487,16 @@ pub(crate) fn thaw(ctx: &Ctx, args: &ThawArgs) -> Result<()> {
 pub(crate) fn cost(ctx: &Ctx) -> Result<()> {
     let repo = ctx.open()?;
     let r = lifeboat_ops::cost::cost(&ctx.session, &repo)?;
+    // Every figure is printed; a repository that could not be measured
+    // then fails the command (the total lacks it).
+    let unmeasured = r.repositories.iter().find_map(|x| {
+        x.error
+            .as_ref()
+            .map(|e| Error::Failed(format!("replica {} could not be measured: {e}", x.name)))
+    });
     if ctx.json {
         print_json(&json!(r));
-        return Ok(());
+        return unmeasured.map_or(Ok(()), Err);
     }
     let usd = |x: f64| {
         let (sign, x) = if x < 0.0 { ("-", -x) } else { ("", x) };
@@ -508,6 +515,10 @@ pub(crate) fn cost(ctx: &Ctx) -> Result<()> {
         } else {
             format!("replica {}", repo.name)
         };
+        if let Some(e) = &repo.error {
+            outln!("{what} ({}): NOT MEASURED: {e}", repo.location);
+            continue;
+        }
         outln!(
             "{what} ({}): {} in {} object(s), {}/month",
             repo.location,
@@ -549,5 +560,5 @@ pub(crate) fn cost(ctx: &Ctx) -> Result<()> {
         b.ratio,
         usd(b.monthly_saving)
     );
-    Ok(())
+    unmeasured.map_or(Ok(()), Err)
 }

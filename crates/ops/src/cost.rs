@@ -158,6 +158,9 @@ pub struct RepoCost {
     pub monthly: f64,
     /// A full restore's cost, per tier.
     pub full_restore: Vec<RestoreCost>,
+    /// Why it could not be measured (a replica that does not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The strategy's baseline: a plain compressed full copy of every backup
@@ -320,11 +323,21 @@ pub fn cost(session: &Session, repo: &Repository) -> Result<CostReport> {
     )?);
     let primary = session.repo_url().ok();
     for r in session.file.replicas(&[], primary.as_deref())? {
-        let storage = session.replica_storage(r)?;
         let class = r.storage_class.clone().unwrap_or_else(|| "STANDARD".into());
-        report.repositories.push(repo_cost(
-            session, &r.name, &storage, &class, &prices, transfer,
-        )?);
+        // A replica that does not answer is reported as such; the others
+        // are still measured (the command then fails: the total lacks it).
+        let measured = session
+            .replica_storage(r)
+            .and_then(|storage| repo_cost(session, &r.name, &storage, &class, &prices, transfer));
+        report.repositories.push(match measured {
+            Ok(c) => c,
+            Err(e) => RepoCost {
+                name: r.name.clone(),
+                location: r.repo.clone(),
+                error: Some(lifeboat_repo::report(&e)),
+                ..RepoCost::default()
+            },
+        });
     }
     report.monthly_total = report.repositories.iter().map(|r| r.monthly).sum();
 

@@ -895,3 +895,40 @@ fn a_pack_damaged_on_the_primary_never_reaches_the_replica() {
     let copied = rt.block_on(replica.list("packs/")).unwrap();
     assert_eq!(copied.len(), packs.len() - 1, "every other pack is");
 }
+
+/// `cost` with a replica whose store does not answer: the primary is
+/// still measured and shown, the replica says why it is not, and the
+/// command fails (exit 1: its total lacks that replica).
+#[test]
+fn cost_measures_what_answers_and_names_the_replica_that_does_not() {
+    use crate::harness::{Backend, Env};
+    let env = Env::new(Backend::Local);
+    env.init(&[]);
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), vec![7u8; 200_000]).unwrap();
+    env.ok(&["files", "backup", data.to_str().unwrap()]);
+    let cfg = env.path("lifeboat.toml");
+    fs::write(
+        &cfg,
+        "[[replica]]\nname = \"dr\"\nrepo = \"s3://gone/prod\"\n[replica.s3]\nendpoint = \"http://127.0.0.1:1\"\nregion = \"x\"\naccess_key_id = \"AKIDNOTREAL\"\nsecret_access_key = \"not-a-real-secret\"\n\n[storage]\nmax_attempts = 1\ntimeout_secs = 2\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["--config", cfg.to_str().unwrap(), "--json", "cost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repositories"][0]["name"], "default", "{v}");
+    assert!(v["repositories"][0]["bytes"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["repositories"][1]["name"], "dr", "{v}");
+    assert!(v["repositories"][1]["error"].is_string(), "{v}");
+    assert!(
+        stderr(&out).contains("replica dr could not be measured"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("not-a-real-secret"));
+}
