@@ -402,6 +402,16 @@ impl futures_util::Stream for Checked {
     }
 }
 
+/// Where a run copies to and how: the same for every phase.
+struct Sink<'a> {
+    target: &'a DynStorage,
+    /// The replica's listing at the run's start.
+    replica: &'a Listing,
+    opts: &'a ReplicateOptions,
+    throttle: Throttle,
+    progress: &'a dyn Progress,
+}
+
 /// What a copy worker did with one object.
 enum Copied {
     Stored {
@@ -442,7 +452,13 @@ impl Repository {
         // was copied, so one the primary's later listing lacks is gone.
         let replica = self.list_side(target)?;
         let primary = self.list_side(&self.inner.storage)?;
-        let throttle = Throttle::new(opts.bandwidth);
+        let sink = Sink {
+            target,
+            replica: &replica,
+            opts,
+            throttle: Throttle::new(opts.bandwidth),
+            progress,
+        };
         let mut copied: BTreeMap<FileType, (u64, u64)> = BTreeMap::new();
 
         // What opens the rest, first: key slots, the keyring, the config.
@@ -452,17 +468,7 @@ impl Repository {
             .map(|o| (o.key.clone(), o.size))
             .collect();
         report.present += primary.of(FileType::KeySlot).count() as u64 - slots.len() as u64;
-        self.copy_phase(
-            target,
-            FileType::KeySlot,
-            &slots,
-            &replica,
-            opts,
-            &throttle,
-            &mut report,
-            &mut copied,
-            progress,
-        )?;
+        self.copy_phase(&sink, FileType::KeySlot, &slots, &mut report, &mut copied)?;
         for ft in [FileType::Keyring, FileType::Config] {
             match self.copy_single(target, ft)? {
                 Some(bytes) => add(&mut copied, ft, bytes),
@@ -475,17 +481,7 @@ impl Repository {
             // keeps the packs this run copied until their index is stored.
             let view = self.view(target.clone());
             let archive_session = view.begin_session(crate::SessionKind::Backup)?;
-            self.archive_data(
-                target,
-                sel,
-                &primary,
-                &replica,
-                opts,
-                &throttle,
-                &mut report,
-                &mut copied,
-                progress,
-            )?;
+            self.archive_data(&sink, sel, &primary, &mut report, &mut copied)?;
             let mut order = vec![FileType::KeySlot, FileType::Keyring, FileType::Config];
             order.extend(COPIED);
             report.copied = amounts(&order, &copied);
@@ -528,17 +524,7 @@ impl Repository {
                     "objects damaged on the primary were not copied"
                 );
             }
-            self.copy_phase(
-                target,
-                ft,
-                &todo,
-                &replica,
-                opts,
-                &throttle,
-                &mut report,
-                &mut copied,
-                progress,
-            )?;
+            self.copy_phase(&sink, ft, &todo, &mut report, &mut copied)?;
         }
         let mut order = vec![FileType::KeySlot, FileType::Keyring, FileType::Config];
         order.extend(COPIED);
@@ -583,17 +569,15 @@ impl Repository {
             .collect();
         let mut report = ReplicateReport::default();
         let mut copied = BTreeMap::new();
-        self.copy_phase(
+        let nothing = Listing::default();
+        let sink = Sink {
             target,
-            FileType::Named,
-            &todo,
-            &Listing::default(),
+            replica: &nothing,
             opts,
-            &Throttle::new(opts.bandwidth),
-            &mut report,
-            &mut copied,
-            &crate::progress::NoProgress,
-        )?;
+            throttle: Throttle::new(opts.bandwidth),
+            progress: &crate::progress::NoProgress,
+        };
+        self.copy_phase(&sink, FileType::Named, &todo, &mut report, &mut copied)?;
         let damaged: HashSet<&str> = report.damaged.iter().map(|d| d.key.as_str()).collect();
         known.extend(
             todo.iter()
@@ -965,19 +949,22 @@ impl Repository {
 
     /// Copies `todo` (keys and sizes of kind `ft`) in parallel; the first
     /// error stops the phase.
-    #[allow(clippy::too_many_arguments)]
     fn copy_phase(
         &self,
-        target: &DynStorage,
+        sink: &Sink<'_>,
         ft: FileType,
         todo: &[(String, u64)],
-        replica: &Listing,
-        opts: &ReplicateOptions,
-        throttle: &Throttle,
         report: &mut ReplicateReport,
         copied: &mut BTreeMap<FileType, (u64, u64)>,
-        progress: &dyn Progress,
     ) -> Result<HashSet<String>> {
+        let Sink {
+            target,
+            replica,
+            opts,
+            progress,
+            ..
+        } = *sink;
+        let throttle = &sink.throttle;
         let mut not_copied = HashSet::new();
         if todo.is_empty() {
             return Ok(not_copied);
@@ -1121,19 +1108,15 @@ impl Repository {
     /// (copied whole, in its storage class), an index object of its own
     /// for them, the named objects selected, then the snapshots and their
     /// holds.
-    #[allow(clippy::too_many_arguments)]
     fn archive_data(
         &self,
-        target: &DynStorage,
+        sink: &Sink<'_>,
         sel: &ArchiveSelection,
         primary: &Listing,
-        replica: &Listing,
-        opts: &ReplicateOptions,
-        throttle: &Throttle,
         report: &mut ReplicateReport,
         copied: &mut BTreeMap<FileType, (u64, u64)>,
-        progress: &dyn Progress,
     ) -> Result<()> {
+        let (target, replica) = (sink.target, sink.replica);
         let wanted: Vec<SnapshotId> = primary
             .of(FileType::Snapshot)
             .filter_map(|o| o.key.rsplit('/').next()?.parse().ok())
@@ -1193,17 +1176,7 @@ impl Repository {
                     (key, size)
                 })
                 .collect();
-            let not_copied = self.copy_phase(
-                target,
-                FileType::Pack,
-                &todo,
-                replica,
-                opts,
-                throttle,
-                report,
-                copied,
-                progress,
-            )?;
+            let not_copied = self.copy_phase(sink, FileType::Pack, &todo, report, copied)?;
             // Index objects of its own for the packs copied (one damaged or
             // gone was not: its chunks stay unindexed, and the snapshots
             // using them are not taken).
@@ -1261,17 +1234,7 @@ impl Repository {
             .filter(|o| replica.get(FileType::Named, &o.key).map(|r| r.size) != Some(o.size))
             .map(|o| (o.key.clone(), o.size))
             .collect();
-        self.copy_phase(
-            target,
-            FileType::Named,
-            &named,
-            replica,
-            opts,
-            throttle,
-            report,
-            copied,
-            progress,
-        )?;
+        self.copy_phase(sink, FileType::Named, &named, report, copied)?;
         let snaps: Vec<(String, u64)> = taken
             .iter()
             .map(|id| {
@@ -1280,17 +1243,7 @@ impl Repository {
                 (key, size)
             })
             .collect();
-        self.copy_phase(
-            target,
-            FileType::Snapshot,
-            &snaps,
-            replica,
-            opts,
-            throttle,
-            report,
-            copied,
-            progress,
-        )?;
+        self.copy_phase(sink, FileType::Snapshot, &snaps, report, copied)?;
         let holds: Vec<(String, u64)> = wanted
             .iter()
             .filter_map(|id| {
@@ -1299,17 +1252,7 @@ impl Repository {
             })
             .collect();
         let holds = self.changed_holds(target, holds, replica)?;
-        self.copy_phase(
-            target,
-            FileType::Hold,
-            &holds,
-            replica,
-            opts,
-            throttle,
-            report,
-            copied,
-            progress,
-        )?;
+        self.copy_phase(sink, FileType::Hold, &holds, report, copied)?;
         Ok(())
     }
 
