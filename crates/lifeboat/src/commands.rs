@@ -54,6 +54,7 @@ pub(crate) fn init(ctx: &Ctx, args: &crate::InitArgs) -> Result<()> {
     };
     let opened = ctx.session.init(&options, args.group_readable)?;
     warn(&opened.warnings);
+    ctx.audited(&opened.repo);
     let repo = opened.repo;
     if ctx.json {
         print_json(&json!({

@@ -18,6 +18,12 @@ pub(crate) struct Ctx {
     pub(crate) quiet: bool,
     /// What a backup command made, for its job record.
     pub(crate) made: std::cell::RefCell<Option<Made>>,
+    /// What the audit log says of this command (`None`: left out of it).
+    pub(crate) audit: Option<lifeboat_repo::AuditContext>,
+    /// The handle that writes its final record, once a repository opened.
+    pub(crate) auditor: std::cell::RefCell<Option<lifeboat_repo::Auditor>>,
+    /// Facts the command adds to its final record.
+    pub(crate) audit_detail: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
 }
 
 /// What a backup made: the figures of its job record.
@@ -74,7 +80,20 @@ impl Ctx {
     pub(crate) fn open(&self) -> Result<Repository> {
         let opened = self.session.open()?;
         warn(&opened.warnings);
+        self.audited(&opened.repo);
         Ok(opened.repo)
+    }
+
+    /// Puts the command in the audit log of `repo` (the first repository
+    /// it opens): what it reads is recorded as the reading starts, the
+    /// rest when it ends ([`crate::audit::finish`]).
+    pub(crate) fn audited(&self, repo: &Repository) {
+        let Some(context) = &self.audit else { return };
+        let mut auditor = self.auditor.borrow_mut();
+        if auditor.is_none() {
+            repo.set_audit_context(context.clone());
+            *auditor = Some(repo.auditor());
+        }
     }
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {

@@ -7,9 +7,11 @@
 #[macro_use]
 mod output;
 mod agent;
+mod audit;
 mod commands;
 mod context;
 mod demo;
+mod erasure;
 mod es;
 mod maintenance;
 mod pg;
@@ -194,6 +196,14 @@ pub(crate) enum Command {
     Agent,
     /// List the job history: every run of a scheduled job, from every host
     Jobs(agent::JobsArgs),
+    /// The audit log: every command that opened the repository — who, where,
+    /// with which key slot, the snapshots it read, wrote and deleted, and
+    /// how it ended; `audit verify` checks its hash chain
+    Audit(audit::AuditArgs),
+    /// The erasure ledger (GDPR): requests to erase a subject, re-applied
+    /// by every restore before clients see the data
+    #[command(subcommand)]
+    Erasure(erasure::ErasureCommand),
     /// Are we protected? Each source's last good backup against its RPO,
     /// next run, failures, firing alerts
     Status,
@@ -369,7 +379,7 @@ pub(crate) struct RestoreArgs {
 
 /// Runs the command; the exit code when it did not fail (`pg wal-fetch`
 /// has codes of its own).
-fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
+fn dispatch(cli: Cli, audit: Option<lifeboat_repo::AuditContext>) -> lifeboat_ops::Result<u8> {
     if let Command::Demo {
         keep,
         scale,
@@ -402,6 +412,9 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
         json: cli.global.json,
         quiet: cli.global.quiet,
         made: Default::default(),
+        audit,
+        auditor: Default::default(),
+        audit_detail: Default::default(),
     };
     if let Command::Agent = cli.command {
         return agent::agent(ctx, &cli.global).map(|()| 0);
@@ -414,6 +427,7 @@ fn dispatch(cli: Cli) -> lifeboat_ops::Result<u8> {
     if let Some(job) = manual {
         agent::record_manual(&ctx, &job, started, &result);
     }
+    audit::finish(&ctx, &result);
     result
 }
 
@@ -448,6 +462,8 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         } => retention::hold(ctx, &snapshot, &reason, until.as_deref()),
         Command::Release { snapshot } => retention::release(ctx, &snapshot),
         Command::Jobs(args) => agent::jobs(ctx, &args),
+        Command::Audit(args) => audit::run(ctx, &args),
+        Command::Erasure(cmd) => erasure::run(ctx, cmd),
         Command::Status => agent::status(ctx),
         Command::Metrics(args) => agent::metrics(ctx, &args),
         Command::Alerts(AlertsCommand::Rules) => agent::alert_rules(ctx),
@@ -487,11 +503,11 @@ fn main() -> ExitCode {
     // would end recovery early and promote a server missing data.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut fetching = args.windows(2).any(|w| w[0] == "pg" && w[1] == "wal-fetch");
-    let cli = match command()
+    let parsed = command()
         .try_get_matches_from(&args)
-        .and_then(|m| Cli::from_arg_matches(&m))
-    {
-        Ok(cli) => cli,
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, audit::context(&m, &args))));
+    let (cli, audit) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if fetching && e.use_stderr() => {
             let _ = e.print();
             return ExitCode::from(FETCH_FAILED);
@@ -514,7 +530,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let result = dispatch(cli).and_then(|code| match output::stdout_failure() {
+    let result = dispatch(cli, audit).and_then(|code| match output::stdout_failure() {
         Some(e) => Err(Error::Failed(format!("cannot write standard output: {e}"))),
         None => Ok(code),
     });

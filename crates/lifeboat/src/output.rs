@@ -149,12 +149,21 @@ pub(crate) fn print_restore_json(
     snapshot: &lifeboat_repo::SnapshotEntry,
     ms: Option<u64>,
 ) {
+    print_json(&restore_json(report, snapshot, ms));
+}
+
+/// What [`print_restore_json`] prints, for a caller that adds to it.
+pub(crate) fn restore_json(
+    report: &impl serde::Serialize,
+    snapshot: &lifeboat_repo::SnapshotEntry,
+    ms: Option<u64>,
+) -> serde_json::Value {
     let mut v = serde_json::json!(report);
     v["snapshot"] = serde_json::json!(snapshot.id.to_hex());
     if let Some(ms) = ms {
         v["duration_ms"] = serde_json::json!(ms);
     }
-    print_json(&v);
+    v
 }
 
 /// What a backup of streams (a dump, an RDB) stored, on one line:

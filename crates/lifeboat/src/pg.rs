@@ -11,7 +11,7 @@ use lifeboat_postgres::{self as pg, PgRestoreOptions, RecoveryTarget};
 use serde_json::json;
 
 use crate::context::Ctx;
-use crate::output::{print_json, print_restore_json, rate, secs, size};
+use crate::output::{print_json, rate, restore_json, secs, size};
 
 /// `pg info`'s options: a WAL expiry plan to show beside the archive.
 #[derive(Args, Debug, Clone, Default)]
@@ -188,6 +188,10 @@ pub(crate) struct PgRestoreDumpArgs {
     /// Apply the snapshot's roles and tablespaces (globals.sql, with psql) first
     #[arg(long)]
     globals: bool,
+    /// Do not re-apply the erasure ledger after the restore (the audit log
+    /// records that this was asked)
+    #[arg(long)]
+    skip_erasures: bool,
 }
 
 #[derive(Args, Debug)]
@@ -246,6 +250,10 @@ pub(crate) struct PgRestoreArgs {
     /// recovery reaches the target, and report how long restore and recovery took
     #[arg(long)]
     start: bool,
+    /// With --start: do not re-apply the erasure ledger before the server
+    /// opens to clients (the audit log records that this was asked)
+    #[arg(long)]
+    skip_erasures: bool,
     /// With --start: seconds to wait for recovery to finish
     #[arg(long, default_value_t = 3600, value_name = "SECS", requires = "start")]
     start_timeout: u64,
@@ -438,6 +446,13 @@ fn restore_dump(ctx: &Ctx, args: &PgRestoreDumpArgs) -> Result<()> {
     let repo = ctx.open()?;
     let progress = ctx.progress();
     let snapshot = pg::dump::find_dump(&repo, &args.snapshot)?;
+    // Refused before anything is restored when requests exist that the
+    // config cannot carry out.
+    let ledger = if args.skip_erasures {
+        None
+    } else {
+        lifeboat_ops::erasure::ledger(&repo, &ctx.session.file, &snapshot.snapshot.source_name)?
+    };
     let opts = pg::dump::RestoreDumpOptions {
         conninfo: args.pg_url.clone(),
         database: args.database.clone(),
@@ -449,9 +464,32 @@ fn restore_dump(ctx: &Ctx, args: &PgRestoreDumpArgs) -> Result<()> {
     };
     let started = std::time::Instant::now();
     let report = pg::dump::restore_dump(&repo, ctx.handle(), &snapshot, &opts, &progress)?;
+    drop(progress);
+    let erased = match &ledger {
+        Some(ledger) => {
+            let mut cfg = pg::session::parse_conninfo(&args.pg_url)?;
+            if args.create {
+                cfg.dbname(&report.database);
+            }
+            Some(lifeboat_ops::erasure::apply(ctx.handle(), ledger, &cfg).map_err(|e| {
+                Error::Failed(format!(
+                    "the dump was restored into database {}, but the erasure ledger of source {:?} could not be re-applied: {}. Keep clients away from it, fix erase_sql, then run `lifeboat erasure apply --source {} --pg-url URL`",
+                    report.database,
+                    ledger.source,
+                    lifeboat_repo::report(&e),
+                    ledger.source
+                ))
+            })?)
+        }
+        None => None,
+    };
     let ms = started.elapsed().as_millis() as u64;
     if ctx.json {
-        print_restore_json(&report, &snapshot, Some(ms));
+        let mut v = restore_json(&report, &snapshot, Some(ms));
+        if let Some(e) = &erased {
+            v["erased"] = json!(e);
+        }
+        print_json(&v);
     } else {
         outln!(
             "restored database {} from pg dump {}{} in {}",
@@ -466,6 +504,13 @@ fn restore_dump(ctx: &Ctx, args: &PgRestoreDumpArgs) -> Result<()> {
         );
         for n in &report.globals_notices {
             outln!("  psql: {n}");
+        }
+        if let Some(e) = &erased {
+            outln!(
+                "  erasure ledger re-applied: {} subject(s), {} row(s) erased",
+                e.subjects,
+                e.rows
+            );
         }
     }
     Ok(())
@@ -498,7 +543,7 @@ fn restore(ctx: &Ctx, args: &PgRestoreArgs) -> Result<()> {
     };
     let repo = ctx.open()?;
     let progress = ctx.progress();
-    let opts = PgRestoreOptions {
+    let mut opts = PgRestoreOptions {
         pgdata: std::path::absolute(&args.pgdata)
             .map_err(|e| Error::io(format!("make {} absolute", args.pgdata.display()), e))?,
         snapshot: args.snapshot.clone(),
@@ -525,6 +570,17 @@ fn restore(ctx: &Ctx, args: &PgRestoreArgs) -> Result<()> {
             None => pg::ArchiveMode::Off,
         },
     };
+    // The erasure ledger of the backup's source: refused before anything is
+    // restored when requests exist that the config cannot carry out.
+    let chosen = pg::choose_snapshot(&repo, &opts)?;
+    opts.snapshot = Some(chosen.id.to_hex());
+    let source = chosen.snapshot.source_name.clone();
+    drop(chosen);
+    let ledger = if args.start && !args.skip_erasures {
+        lifeboat_ops::erasure::ledger(&repo, &ctx.session.file, &source)?
+    } else {
+        None
+    };
     let report = pg::restore(&repo, &opts, &progress)?;
     drop(progress);
     let recovery = if args.start {
@@ -534,12 +590,19 @@ fn restore(ctx: &Ctx, args: &PgRestoreArgs) -> Result<()> {
             &args.target_action,
         );
         Some(lifeboat_ops::pg::start_restored(
+            ctx.handle(),
             &opts.pgdata,
             action,
             Duration::from_secs(args.start_timeout.max(1)),
+            ledger.as_ref(),
         )?)
     } else {
         None
+    };
+    let pending_subjects = if args.start || args.skip_erasures {
+        0
+    } else {
+        repo.erasure_subjects(&source)?.len()
     };
     // primary_conninfo may hold a password: shown without it.
     let shown: Vec<(String, String)> = report
@@ -559,7 +622,11 @@ fn restore(ctx: &Ctx, args: &PgRestoreArgs) -> Result<()> {
         v["settings"] = json!(shown);
         if let Some(r) = &recovery {
             v["recovery"] = json!({"state": r.state, "duration_ms": r.duration_ms,
-                "total_ms": report.stats.duration_ms + r.duration_ms});
+                "total_ms": report.stats.duration_ms + r.duration_ms,
+                "erased": r.erased, "erasure_pending": r.erasure_pending});
+        }
+        if pending_subjects > 0 {
+            v["erasure_pending_subjects"] = json!(pending_subjects);
         }
         print_json(&v);
     } else {
@@ -590,6 +657,21 @@ fn restore(ctx: &Ctx, args: &PgRestoreArgs) -> Result<()> {
                 "  start the server (pg_ctl start -D {}) to recover, or restore with --start",
                 opts.pgdata.display()
             ),
+        }
+        if let Some(e) = recovery.as_ref().and_then(|r| r.erased.as_ref()) {
+            outln!(
+                "  erasure ledger re-applied before clients could connect: {} subject(s), {} row(s) erased",
+                e.subjects,
+                e.rows
+            );
+        }
+        if let Some(p) = recovery.as_ref().and_then(|r| r.erasure_pending.as_ref()) {
+            eprintln!("warning: {p}");
+        }
+        if pending_subjects > 0 {
+            eprintln!(
+                "warning: the erasure ledger holds {pending_subjects} subject(s) of source {source:?}: restore with --start to re-apply it before clients connect, or run `lifeboat erasure apply --source {source}` before they do"
+            );
         }
     }
     Ok(())

@@ -447,6 +447,36 @@ pub struct PgSource {
     /// The recovery point objective: the age its newest good backup must
     /// stay under (`[alerts] backup_max_age` when absent).
     pub rpo: Option<String>,
+    /// The SQL that erases one subject (`$1`): one string of statements
+    /// separated by `;`, or a list. Every restore of this source re-applies
+    /// the erasure ledger with it before clients see the data.
+    pub erase_sql: Option<EraseSql>,
+    /// The database `erase_sql` runs in (default: the one of `pg_url`,
+    /// else `postgres`; a dump restore: the database restored).
+    pub erase_database: Option<String>,
+}
+
+/// `erase_sql`: one string, or a list of statements.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EraseSql {
+    /// Statements separated by `;`.
+    One(String),
+    /// One or more statements each.
+    Many(Vec<String>),
+}
+
+impl EraseSql {
+    /// The statements, split at the semicolons outside quotes.
+    pub fn statements(&self) -> Vec<String> {
+        match self {
+            EraseSql::One(s) => lifeboat_postgres::erase::split_statements(s),
+            EraseSql::Many(v) => v
+                .iter()
+                .flat_map(|s| lifeboat_postgres::erase::split_statements(s))
+                .collect(),
+        }
+    }
 }
 
 impl PgSource {

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod cost;
 pub mod elastic;
+pub mod erasure;
 mod error;
 pub mod fmt;
 pub mod maintenance;
@@ -34,6 +35,31 @@ mod session;
 pub use error::{Error, Result};
 pub use lifeboat_repo::{Classify, ErrorClass};
 pub use session::{Opened, Session, Settings};
+
+/// The OS user this process runs as (effective uid): its name from
+/// `/etc/passwd`, else `uid N`.
+pub fn os_user() -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_default();
+    if uid.is_empty() {
+        return std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    }
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
 
 /// This machine's name, as snapshots record it.
 pub fn hostname() -> String {

@@ -278,7 +278,7 @@ fn plan_wal(
 
 /// The policy of series `(kind, name)` and where it came from: flags
 /// over the source's table, else the kind's table, else the built-in.
-fn policy_for(
+pub(crate) fn policy_for(
     cfg: &FileConfig,
     kind: &str,
     name: &str,

@@ -33,6 +33,7 @@ mod backup;
 pub mod checksum;
 pub mod custom;
 pub mod dump;
+pub mod erase;
 mod error;
 pub mod expire;
 pub mod inspect;

@@ -275,6 +275,9 @@ fn write_durably(path: &Path, data: &[u8], op: &'static str) -> Result<()> {
 pub struct PgRestoreReport {
     /// The snapshot restored.
     pub snapshot: String,
+    /// The source it was taken from (its config name): whose erasure
+    /// ledger applies.
+    pub source: String,
     /// Files and bytes written.
     pub stats: RestoreStats,
     /// The recovery settings written.
@@ -395,6 +398,7 @@ pub fn restore(
     finish().map_err(incomplete)?;
     Ok(PgRestoreReport {
         snapshot: entry.id.to_hex(),
+        source: entry.snapshot.source_name.clone(),
         stats,
         settings,
     })

@@ -201,6 +201,30 @@ pub fn give_to_owner(path: &Path) -> Result<()> {
         .ok_or_else(|| server_err(format!("chown {} failed", path.display())))
 }
 
+/// Makes `dir` a directory only OS user `user` enters (mode 0700, owned by
+/// it when root): a server's private socket directory.
+pub fn private_dir_for(dir: &Path, user: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| PgError::io("set the mode of", dir, e))?;
+    if is_root() {
+        let (uid, gid) = user_ids(user)?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| PgError::io("chown", dir, e))?;
+    }
+    Ok(())
+}
+
+/// Gives file `path` to OS user `user` when root (a server reads it).
+pub fn give_file_to(path: &Path, user: &str) -> Result<()> {
+    if is_root() {
+        let (uid, gid) = user_ids(user)?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| PgError::io("chown", path, e))?;
+    }
+    Ok(())
+}
+
 /// A PostgreSQL server on a local data directory, listening on a Unix
 /// socket only. Stopped (immediately) when dropped if this value started it.
 #[derive(Debug)]
@@ -323,26 +347,50 @@ impl LocalServer {
     /// `pg_ctl start`, waiting until the server accepts connections (or, for
     /// a recovering server that shuts down at its target, until it exits).
     pub fn start(&mut self) -> Result<()> {
-        self.pg_ctl_start(true)
+        self.pg_ctl_start(true, None)
+    }
+
+    /// [`LocalServer::start`] closed to clients: no TCP listener, and the
+    /// Unix socket in `socket_dir` only (a directory only its owner can
+    /// enter) — what a restore does before it re-applies the erasure
+    /// ledger. Stop it, then start it normally to open it.
+    /// Lifeboat connects there as the superuser through `hba_file` (a
+    /// `local ... trust` file of its own in that directory): the data
+    /// directory's own `pg_hba.conf` is neither read nor changed.
+    pub fn start_private(&mut self, socket_dir: &Path, hba_file: &Path) -> Result<()> {
+        let (dir, hba) = (
+            socket_dir.display().to_string(),
+            hba_file.display().to_string(),
+        );
+        if [&dir, &hba].iter().any(|p| p.contains(['\'', '"', ' '])) {
+            return Err(PgError::Refused(format!(
+                "the private socket directory {dir} has a quote or a space in its name"
+            )));
+        }
+        let options = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{dir}' -c hba_file='{hba}'"
+        );
+        self.pg_ctl_start(true, Some(&options))
     }
 
     /// `pg_ctl start` without waiting: for a recovery that shuts the server
     /// down at its target, which `pg_ctl -w` would take for a failed start.
     /// Follow with [`LocalServer::wait_for_recovery`].
     pub fn start_no_wait(&mut self) -> Result<()> {
-        self.pg_ctl_start(false)
+        self.pg_ctl_start(false, None)
     }
 
-    fn pg_ctl_start(&mut self, wait: bool) -> Result<()> {
-        let out = process::output(
-            as_user(&self.user, &self.bindir.join("pg_ctl"))
-                .arg("-D")
-                .arg(&self.pgdata)
-                .arg("-l")
-                .arg(self.log_path())
-                .args([if wait { "-w" } else { "-W" }, "-t", "3600", "start"]),
-            "pg_ctl",
-        )?;
+    fn pg_ctl_start(&mut self, wait: bool, options: Option<&str>) -> Result<()> {
+        let mut cmd = as_user(&self.user, &self.bindir.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(&self.pgdata)
+            .arg("-l")
+            .arg(self.log_path());
+        if let Some(o) = options {
+            cmd.arg("-o").arg(o);
+        }
+        cmd.args([if wait { "-w" } else { "-W" }, "-t", "3600", "start"]);
+        let out = process::output(&mut cmd, "pg_ctl")?;
         self.running = true;
         process::checked(out, "pg_ctl start").map_err(|e| {
             server_err(format!(

@@ -217,6 +217,11 @@ impl Session {
         })
     }
 
+    /// The client, for calls that need it mutably (a transaction).
+    pub(crate) fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     /// True while the connection is open.
     pub fn is_alive(&self) -> bool {
         !self.client.is_closed() && !self.conn.is_finished()

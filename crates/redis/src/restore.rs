@@ -93,6 +93,7 @@ pub fn restore_to_url(
         std::io::pipe().map_err(|e| RedisError::Server(format!("cannot make a pipe: {e}")))?;
     let loaded: Result<()> = std::thread::scope(|s| {
         let feeder = s.spawn(move || {
+            repo.note_read(Some(snapshot.id));
             let r = repo.restore_item(node, &mut writer, progress);
             drop(writer);
             r
@@ -232,6 +233,7 @@ pub fn restore(
         let mut file =
             NewFile::create(&path, 0o666).map_err(|e| RedisError::io("create", &path, e))?;
         progress.start("restore", Some(node.size));
+        repo.note_read(Some(snapshot.id));
         let bytes = repo.restore_item(node, &mut file, progress)?;
         progress.finish();
         file.commit(Replace::No).map_err(|e| match e.kind() {
@@ -263,6 +265,7 @@ pub fn restore(
                 let p = aof_dir.join(std::ffi::OsStr::from_bytes(name));
                 let mut f =
                     NewFile::create(&p, 0o666).map_err(|e| RedisError::io("create", &p, e))?;
+                repo.note_read(Some(snapshot.id));
                 repo.restore_item(n, &mut f, progress)?;
                 f.commit(Replace::No)
                     .map_err(|e| RedisError::io("write", &p, e))?;

@@ -41,6 +41,10 @@ pub const MAGIC_HOLD: &[u8; 4] = b"LBHD";
 pub const MAGIC_JOB: &[u8; 4] = b"LBJB";
 /// Magic of a replica's record of deletions seen on its primary.
 pub const MAGIC_DELETION: &[u8; 4] = b"LBDL";
+/// Magic of an audit log record.
+pub const MAGIC_AUDIT: &[u8; 4] = b"LBAU";
+/// Magic of an erasure request.
+pub const MAGIC_ERASURE: &[u8; 4] = b"LBER";
 
 /// The format version this build writes and reads, for every object kind
 /// but the config.
@@ -70,6 +74,8 @@ fn kind_name(magic: &[u8; 4]) -> &'static str {
         MAGIC_HOLD => "hold",
         MAGIC_JOB => "job record",
         MAGIC_DELETION => "deletion record",
+        MAGIC_AUDIT => "audit record",
+        MAGIC_ERASURE => "erasure request",
         _ => "object",
     }
 }

@@ -42,6 +42,11 @@ pub enum FileType {
     /// `canary/<host>`: a few random bytes each host writes and reads back
     /// to tell that the store answers (`lifeboat_repository_up`).
     Canary,
+    /// `audit/<block>/<seq>-<ms>-<hash>[.<parent>]*`: the audit log, one
+    /// hash-chained record per command (`audit.rs`).
+    Audit,
+    /// `erasures/<ms>-<id>`: the erasure ledger, one request per subject.
+    Erasure,
 }
 
 impl FileType {
@@ -61,6 +66,8 @@ impl FileType {
             FileType::Job => "jobs/",
             FileType::Deletion => "deletions/",
             FileType::Canary => "canary/",
+            FileType::Audit => "audit/",
+            FileType::Erasure => "erasures/",
         }
     }
 }
@@ -95,6 +102,8 @@ pub enum ObjectKey<'a> {
     Deletion(&'a str),
     /// A host's canary, by its host name.
     Canary(&'a str),
+    /// An erasure request, by its name (`<requested ms>-<id>`).
+    Erasure(&'a str),
 }
 
 impl ObjectKey<'_> {
@@ -114,6 +123,7 @@ impl ObjectKey<'_> {
             ObjectKey::Job(_) => FileType::Job,
             ObjectKey::Deletion(_) => FileType::Deletion,
             ObjectKey::Canary(_) => FileType::Canary,
+            ObjectKey::Erasure(_) => FileType::Erasure,
         }
     }
 }
@@ -129,7 +139,8 @@ impl fmt::Display for ObjectKey<'_> {
             | ObjectKey::Mark(id)
             | ObjectKey::Job(id)
             | ObjectKey::Deletion(id)
-            | ObjectKey::Canary(id) => write!(f, "{prefix}{id}"),
+            | ObjectKey::Canary(id)
+            | ObjectKey::Erasure(id) => write!(f, "{prefix}{id}"),
             ObjectKey::Pack(id) => {
                 // Fanned out by the first byte: no directory of a local
                 // repository grows past a few thousand entries.

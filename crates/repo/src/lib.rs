@@ -22,7 +22,9 @@
 //! written in clear but key slots' derivation parameters and objects' framing.
 #![deny(missing_docs)]
 
+pub mod audit;
 mod backup;
+pub mod erasure;
 mod error;
 pub mod format;
 mod fsat;
@@ -48,10 +50,15 @@ mod summary;
 mod verify;
 mod writer;
 
+pub use audit::{
+    AuditContext, AuditName, AuditOutcome, AuditProblem, AuditRecord, AuditVerifyReport, Auditor,
+    AUDIT_VERSION,
+};
 pub use backup::{
     BackupOutcome, FilesBackupOptions, Filter, PlainFiles, SnapshotOptions, StreamBackupOptions,
     StreamDraft, TreeBackupOptions, TreeDraft, TreePolicy, TreeRoot,
 };
+pub use erasure::{ErasureRequest, ERASURE_VERSION};
 pub use error::{RepoError, Result};
 pub use holds::{Hold, HOLD_VERSION};
 pub use index::{Index, Location};

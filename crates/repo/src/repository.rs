@@ -119,6 +119,8 @@ pub(crate) struct Inner {
     pub(crate) rt: Handle,
     pub(crate) keyring: Keyring,
     pub(crate) config: RepoConfig,
+    /// What the command touched, for its audit record (`audit.rs`).
+    pub(crate) audit: crate::audit::SharedAudit,
 }
 
 impl Inner {
@@ -315,6 +317,7 @@ impl Repository {
                 rt,
                 keyring,
                 config,
+                audit: Default::default(),
             }),
             master,
             slot_id: slot.id,
@@ -413,6 +416,7 @@ impl Repository {
                 rt,
                 keyring,
                 config,
+                audit: Default::default(),
             }),
             master,
             slot_id,
@@ -447,6 +451,7 @@ impl Repository {
                 rt: self.inner.rt.clone(),
                 keyring: self.inner.keyring.clone(),
                 config: self.inner.config.clone(),
+                audit: Default::default(),
             }),
             master: self.master.clone(),
             slot_id: self.slot_id.clone(),
@@ -591,6 +596,7 @@ impl Repository {
             rt: self.inner.rt.clone(),
             keyring,
             config: self.inner.config.clone(),
+            audit: self.inner.audit.clone(),
         });
         Ok(number)
     }
@@ -820,6 +826,7 @@ impl Repository {
                 .storage
                 .put(&ObjectKey::Snapshot(id).to_string(), Bytes::from(obj)),
         )?;
+        self.note_written(id);
         Ok(id)
     }
 
@@ -849,6 +856,9 @@ impl Repository {
             Ok(s) if s.version > crate::snapshot::SNAPSHOT_VERSION => Err(newer(s.version)),
             Ok(mut s) => {
                 s.upgrade();
+                s.loaded_as = key
+                    .strip_prefix(FileType::Snapshot.prefix())
+                    .and_then(|id| id.parse().ok());
                 Ok(s)
             }
             Err(e) => match serde_json::from_slice::<Version>(&json) {

@@ -372,6 +372,7 @@ impl Repository {
         opts: &RestoreOptions,
         progress: &dyn Progress,
     ) -> Result<RestoreStats> {
+        self.note_read(snapshot.loaded_as);
         let started = Instant::now();
         let trim = |v: &[String]| -> Vec<String> {
             v.iter().map(|i| i.trim_matches('/').to_string()).collect()
@@ -1024,6 +1025,7 @@ impl Repository {
         out: &mut dyn Write,
         progress: &dyn Progress,
     ) -> Result<u64> {
+        self.note_read(snapshot.loaded_as);
         let items: Vec<&Node> = snapshot
             .nodes
             .iter()

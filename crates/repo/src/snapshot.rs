@@ -372,6 +372,10 @@ pub struct Snapshot {
     pub stats: BackupStats,
     /// The items, sorted by path; parents come before their children.
     pub nodes: Vec<Node>,
+    /// The id it was read under (not stored): what a restore of it puts
+    /// in the audit log. `None` for one not read from the repository.
+    #[serde(skip)]
+    pub loaded_as: Option<SnapshotId>,
 }
 
 impl Snapshot {

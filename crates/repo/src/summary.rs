@@ -107,6 +107,7 @@ impl Repository {
     /// Deletes the snapshot objects `ids` (concurrently, bounded by the
     /// storage's limit); ones already gone are not an error.
     pub fn delete_snapshots(&self, ids: &[SnapshotId]) -> Result<()> {
+        self.note_deleted(ids);
         for batch in ids.chunks(256) {
             let handles: Vec<_> = batch
                 .iter()

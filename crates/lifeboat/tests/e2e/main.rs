@@ -32,6 +32,7 @@ mod agent;
 mod cli;
 mod dump;
 mod elastic;
+mod erasure;
 mod harness;
 mod pg;
 mod prune;

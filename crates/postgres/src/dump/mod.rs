@@ -80,6 +80,9 @@ pub struct RestoreDumpOptions {
 pub struct RestoreDumpReport {
     /// The database of the snapshot restored.
     pub database: String,
+    /// The source the dump was taken from (its config name): whose erasure
+    /// ledger applies.
+    pub source: String,
     /// Bytes of dump fed to pg_restore.
     pub bytes: u64,
     /// Whether globals were applied.

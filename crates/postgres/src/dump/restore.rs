@@ -33,6 +33,7 @@ pub fn restore_dump(
 
     let mut report = RestoreDumpReport {
         database: database.clone(),
+        source: snapshot.snapshot.source_name.clone(),
         bytes: 0,
         globals: false,
         globals_notices: Vec::new(),
@@ -48,6 +49,7 @@ pub fn restore_dump(
     } else {
         // Custom format, one job: streamed from the repository into pg_restore.
         let node = dump_node(snapshot, &item)?;
+        repo.note_read(Some(snapshot.id));
         let (fed, _) = run_feeding(cmd, |pipe| Ok(repo.restore_item(node, pipe, progress)?))?;
         fed
     };
@@ -120,6 +122,7 @@ fn apply_globals(
         PgError::Refused(format!("snapshot {} holds no globals", snapshot.id.short()))
     })?;
     let mut sql = Vec::new();
+    repo.note_read(Some(snapshot.id));
     repo.restore_item(node, &mut sql, progress)?;
     let (psql, _) = client_program("psql", min)?;
     let mut cmd = client(&psql, cfg);
@@ -197,6 +200,7 @@ fn restore_through_scratch(
         let path = scratch.path().join("dump");
         let node = dump_node(snapshot, item)?;
         let mut f = std::fs::File::create(&path).map_err(|e| PgError::io("create", &path, e))?;
+        repo.note_read(Some(snapshot.id));
         let bytes = repo.restore_item(node, &mut f, progress)?;
         (path, bytes)
     };

@@ -189,6 +189,7 @@ impl StreamDraft<'_> {
             metadata: opts.metadata,
             stats: stats_of(&stats, files, 0, total, bytes_read, started),
             nodes,
+            loaded_as: None,
         };
         session.check_alive()?;
         let id = repo.save_snapshot(&snapshot)?;

@@ -442,6 +442,7 @@ impl Tree {
                 started,
             ),
             nodes,
+            loaded_as: None,
         }
     }
 }

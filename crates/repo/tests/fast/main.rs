@@ -4,6 +4,7 @@
 //! and `repair index`, and the same through injected storage faults
 //! (`FaultStorage` under `RetryStorage`).
 //!
+//! - `audit`: the audit log — records, writers at once, tampering found.
 //! - `backup`: files backups, incremental reuse, partial backups, streams,
 //!   page patches.
 //! - `restore`: byte-identical round trips, include filters, the overwrite
@@ -18,6 +19,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod backup;
 mod faults;
 mod index_cache;
