@@ -44,52 +44,16 @@
 // when Chromium really laid it out; "marks" counts bars and points with a
 // non-empty box. Numbers are the attributes read with Number().
 
-import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
-import { tmpdir, homedir } from 'node:os';
-import path from 'node:path';
+import { withPage } from './browser.mjs';
 
 const [url, shot, token] = process.argv.slice(2);
 if (!url || !shot) {
   console.error('usage: node check-page.mjs URL SCREENSHOT.png [TOKEN]');
   process.exit(2);
 }
-const dir =
-  process.env.LIFEBOAT_PLAYWRIGHT_DIR ||
-  path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'lifeboat', 'playwright');
-let chromium;
-try {
-  ({ chromium } = createRequire(path.join(dir, 'package.json'))('playwright-core'));
-} catch (e) {
-  console.error(`playwright-core not found in ${dir}: run scripts/test.sh (or scripts/install-playwright.sh) to install it`);
-  process.exit(2);
-}
-const executablePath = process.env.LIFEBOAT_CHROMIUM || '/usr/bin/chromium';
-if (!existsSync(executablePath)) {
-  console.error(`${executablePath} not found: run scripts/test.sh (or scripts/install-playwright.sh) to install Debian's chromium`);
-  process.exit(2);
-}
 
-const profile = mkdtempSync(path.join(tmpdir(), 'lifeboat-chromium-'));
-let context;
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    viewport: { width: 1280, height: 900 },
-    extraHTTPHeaders: token ? { Authorization: `Bearer ${token}` } : {},
-    timeout: 60_000,
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  const consoleErrors = [];
-  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => consoleErrors.push(String(e)));
-  const response = await page.goto(url, { waitUntil: 'load', timeout: 30_000 });
-  const figures = await page.evaluate(() => {
+await withPage(url, shot, token, (page) =>
+  page.evaluate(() => {
     const num = (el, name) => (el && el.hasAttribute(name) ? Number(el.getAttribute(name)) : null);
     const str = (el, name) => (el && el.hasAttribute(name) ? el.getAttribute(name) : null);
     const text = (el) => (el ? el.textContent.trim().replace(/\s+/g, ' ') : null);
@@ -159,20 +123,4 @@ try {
       script_elements: document.querySelectorAll('script').length,
       page_size: { width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight },
     };
-  });
-  await page.screenshot({ path: shot, fullPage: true });
-  const out = {
-    url,
-    http_status: response ? response.status() : null,
-    ...figures,
-    console_errors: consoleErrors,
-    screenshot: shot,
-  };
-  process.stdout.write(JSON.stringify(out, null, 2) + '\n');
-} catch (e) {
-  console.error(`check-page: ${e && e.stack ? e.stack : e}`);
-  process.exitCode = 1;
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
+  }));

@@ -84,6 +84,20 @@ impl Ctx {
         Ok(opened.repo)
     }
 
+    /// Opens a replica of the config file as a repository (the same keys,
+    /// its own store), printing the warnings that came with it.
+    pub(crate) fn open_replica(
+        &self,
+        replica: &lifeboat_ops::config::ReplicaSection,
+    ) -> Result<Repository> {
+        let storage = self.session.replica_storage(replica)?;
+        let (creds, warnings) = self.session.credentials()?;
+        warn(&warnings);
+        let repo = Repository::open(storage, self.handle().clone(), &creds)?;
+        self.audited(&repo);
+        Ok(repo)
+    }
+
     /// Puts the command in the audit log of `repo` (the first repository
     /// it opens): what it reads is recorded as the reading starts, the
     /// rest when it ends ([`crate::audit::finish`]).

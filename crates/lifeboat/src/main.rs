@@ -11,6 +11,7 @@ mod audit;
 mod commands;
 mod context;
 mod demo;
+mod drill;
 mod erasure;
 mod es;
 mod maintenance;
@@ -200,6 +201,13 @@ pub(crate) enum Command {
     /// with which key slot, the snapshots it read, wrote and deleted, and
     /// how it ended; `audit verify` checks its hash chain
     Audit(audit::AuditArgs),
+    /// Restore drills: each source's latest backup restored into a sandbox
+    /// on this machine and checked (pg_amcheck and row counts, key counts,
+    /// file hashes), RTO and RPO measured against the source's targets;
+    /// stored in the repository's drill history
+    Drill(drill::DrillArgs),
+    /// The drill history: every drill, from every host
+    Drills(drill::DrillsArgs),
     /// The erasure ledger (GDPR): requests to erase a subject, re-applied
     /// by every restore before clients see the data
     #[command(subcommand)]
@@ -464,6 +472,8 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         Command::Jobs(args) => agent::jobs(ctx, &args),
         Command::Audit(args) => audit::run(ctx, &args),
         Command::Erasure(cmd) => erasure::run(ctx, cmd),
+        Command::Drill(args) => drill::run(ctx, &args),
+        Command::Drills(args) => drill::list(ctx, &args),
         Command::Status => agent::status(ctx),
         Command::Metrics(args) => agent::metrics(ctx, &args),
         Command::Alerts(AlertsCommand::Rules) => agent::alert_rules(ctx),

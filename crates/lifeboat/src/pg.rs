@@ -54,6 +54,10 @@ pub(crate) enum PgCommand {
         /// The data directory (default: the working directory)
         #[arg(long, value_name = "DIR")]
         pgdata: Option<PathBuf>,
+        /// Fetch from this replica of the config file ([[replica]] name)
+        /// instead of the repository (a drill of a region loss)
+        #[arg(long, value_name = "NAME")]
+        replica: Option<String>,
     },
     /// Restore a base backup into a data directory, set up to recover to a target
     Restore(PgRestoreArgs),
@@ -275,11 +279,28 @@ pub(crate) fn run(ctx: &Ctx, cmd: PgCommand) -> Result<u8> {
             }
             Ok(())
         }
-        PgCommand::WalFetch { name, dest, pgdata } => {
+        PgCommand::WalFetch {
+            name,
+            dest,
+            pgdata,
+            replica,
+        } => {
             let pgdata = pgdata.unwrap_or_else(|| PathBuf::from("."));
-            let found = ctx
-                .open()
-                .and_then(|repo| Ok(pg::archive::wal_fetch(&repo, &pgdata, &name, &dest)?));
+            let repo = match &replica {
+                None => ctx.open(),
+                Some(r) => ctx
+                    .session
+                    .file
+                    .replica
+                    .iter()
+                    .find(|x| &x.name == r)
+                    .ok_or_else(|| {
+                        Error::usage(format!("no [[replica]] named {r:?} in the config file"))
+                    })
+                    .and_then(|section| ctx.open_replica(section)),
+            };
+            let found =
+                repo.and_then(|repo| Ok(pg::archive::wal_fetch(&repo, &pgdata, &name, &dest)?));
             return Ok(match found {
                 Ok(true) => 0,
                 Ok(false) => 1,

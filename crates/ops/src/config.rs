@@ -60,6 +60,9 @@ pub struct FileConfig {
     /// `[cost]`: the price table of `lifeboat cost`.
     #[serde(default)]
     pub cost: crate::cost::CostSection,
+    /// `[drill]`: where restore drills put their sandboxes.
+    #[serde(default)]
+    pub drill: DrillSection,
     /// The file this was read from and its text (for messages that name a
     /// line); none for an empty configuration.
     #[serde(skip)]
@@ -382,6 +385,8 @@ pub struct RedisSource {
     /// The recovery point objective: the age its newest good backup must
     /// stay under (`[alerts] backup_max_age` when absent).
     pub rpo: Option<String>,
+    /// The recovery time objective a drill measures against (default 30 min).
+    pub rto: Option<String>,
 }
 
 /// An Elasticsearch/OpenSearch source named in the config file.
@@ -427,6 +432,15 @@ pub struct EsSource {
     pub rto: Option<String>,
 }
 
+/// `[drill]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillSection {
+    /// The directory drills restore into (default: the system's temporary
+    /// directory); it needs room for the largest source's restore.
+    pub workdir: Option<PathBuf>,
+}
+
 /// A PostgreSQL source named in the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -447,6 +461,8 @@ pub struct PgSource {
     /// The recovery point objective: the age its newest good backup must
     /// stay under (`[alerts] backup_max_age` when absent).
     pub rpo: Option<String>,
+    /// The recovery time objective a drill measures against (default 1 h).
+    pub rto: Option<String>,
     /// The SQL that erases one subject (`$1`): one string of statements
     /// separated by `;`, or a list. Every restore of this source re-applies
     /// the erasure ledger with it before clients see the data.

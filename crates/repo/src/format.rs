@@ -45,6 +45,8 @@ pub const MAGIC_DELETION: &[u8; 4] = b"LBDL";
 pub const MAGIC_AUDIT: &[u8; 4] = b"LBAU";
 /// Magic of an erasure request.
 pub const MAGIC_ERASURE: &[u8; 4] = b"LBER";
+/// Magic of a drill record.
+pub const MAGIC_DRILL: &[u8; 4] = b"LBDR";
 
 /// The format version this build writes and reads, for every object kind
 /// but the config.
@@ -76,6 +78,7 @@ fn kind_name(magic: &[u8; 4]) -> &'static str {
         MAGIC_DELETION => "deletion record",
         MAGIC_AUDIT => "audit record",
         MAGIC_ERASURE => "erasure request",
+        MAGIC_DRILL => "drill record",
         _ => "object",
     }
 }

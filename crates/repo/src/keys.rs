@@ -47,6 +47,8 @@ pub enum FileType {
     Audit,
     /// `erasures/<ms>-<id>`: the erasure ledger, one request per subject.
     Erasure,
+    /// `drills/<start ms>-<id>`: the drill history.
+    Drill,
 }
 
 impl FileType {
@@ -68,6 +70,7 @@ impl FileType {
             FileType::Canary => "canary/",
             FileType::Audit => "audit/",
             FileType::Erasure => "erasures/",
+            FileType::Drill => "drills/",
         }
     }
 }
@@ -104,6 +107,8 @@ pub enum ObjectKey<'a> {
     Canary(&'a str),
     /// An erasure request, by its name (`<requested ms>-<id>`).
     Erasure(&'a str),
+    /// A drill record, by its name (`<start ms>-<id>`).
+    Drill(&'a str),
 }
 
 impl ObjectKey<'_> {
@@ -124,6 +129,7 @@ impl ObjectKey<'_> {
             ObjectKey::Deletion(_) => FileType::Deletion,
             ObjectKey::Canary(_) => FileType::Canary,
             ObjectKey::Erasure(_) => FileType::Erasure,
+            ObjectKey::Drill(_) => FileType::Drill,
         }
     }
 }
@@ -140,7 +146,8 @@ impl fmt::Display for ObjectKey<'_> {
             | ObjectKey::Job(id)
             | ObjectKey::Deletion(id)
             | ObjectKey::Canary(id)
-            | ObjectKey::Erasure(id) => write!(f, "{prefix}{id}"),
+            | ObjectKey::Erasure(id)
+            | ObjectKey::Drill(id) => write!(f, "{prefix}{id}"),
             ObjectKey::Pack(id) => {
                 // Fanned out by the first byte: no directory of a local
                 // repository grows past a few thousand entries.

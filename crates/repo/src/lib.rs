@@ -24,6 +24,7 @@
 
 pub mod audit;
 mod backup;
+pub mod drills;
 pub mod erasure;
 mod error;
 pub mod format;
@@ -58,6 +59,7 @@ pub use backup::{
     BackupOutcome, FilesBackupOptions, Filter, PlainFiles, SnapshotOptions, StreamBackupOptions,
     StreamDraft, TreeBackupOptions, TreeDraft, TreePolicy, TreeRoot,
 };
+pub use drills::{DrillCheck, DrillRecord, SourceDrill, DRILL_VERSION};
 pub use erasure::{ErasureRequest, ERASURE_VERSION};
 pub use error::{RepoError, Result};
 pub use holds::{Hold, HOLD_VERSION};

@@ -1049,6 +1049,41 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<u64> {
         let mut index = self.load_index()?;
+        self.copy_item(&mut index, node, out, progress)
+    }
+
+    /// The BLAKE3 hash and length of each item's content as the snapshot
+    /// holds it (every piece read and checked; the index loaded once): what
+    /// a drill compares restored files with.
+    pub fn hash_items(&self, nodes: &[&Node]) -> Result<Vec<(blake3::Hash, u64)>> {
+        struct Hashing(blake3::Hasher);
+        impl Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut index = self.load_index()?;
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let mut h = Hashing(blake3::Hasher::new());
+            let n = self.copy_item(&mut index, node, &mut h, &crate::NoProgress)?;
+            out.push((h.0.finalize(), n));
+        }
+        Ok(out)
+    }
+
+    /// [`Repository::restore_item`] with an index already loaded.
+    fn copy_item(
+        &self,
+        index: &mut Index,
+        node: &Node,
+        out: &mut dyn Write,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
         progress.start("restore", Some(node.size));
         let mut written = 0u64;
         // A prune beside the restore may delete a pack the index named
@@ -1057,15 +1092,15 @@ impl Repository {
         let mut reloads = 0;
         // Fetch a few chunks at once, write them in order.
         for batch in node.content.chunks(8) {
-            let mut fetched = self.read_pieces(&index, batch);
+            let mut fetched = self.read_pieces(index, batch);
             while reloads < 2
                 && fetched
                     .iter()
                     .any(|r| r.as_ref().is_err_and(is_missing_pack))
             {
                 reloads += 1;
-                index = self.load_index()?;
-                fetched = self.read_pieces(&index, batch);
+                *index = self.load_index()?;
+                fetched = self.read_pieces(index, batch);
             }
             for data in fetched {
                 let data = data?;

@@ -11,6 +11,7 @@
 //! Scenarios narrate through a callback and never print.
 #![deny(missing_docs)]
 
+pub mod drill;
 pub mod files;
 pub mod pitr;
 pub mod sandbox;

@@ -30,6 +30,7 @@ macro_rules! on_every_backend {
 
 mod agent;
 mod cli;
+mod drill;
 mod dump;
 mod elastic;
 mod erasure;

@@ -121,11 +121,22 @@ impl Cluster {
     /// [`Cluster::adopt`] with the server programs in `bindir` (else those
     /// that match the data directory's version).
     pub fn adopt_in(bindir: Option<&Path>, pgdata: &Path, socket_dir: &Path) -> Result<Cluster> {
+        Cluster::adopt_with(bindir, pgdata, socket_dir, "")
+    }
+
+    /// [`Cluster::adopt_in`] with `settings` appended to `postgresql.conf`
+    /// too (a drill's own `hba_file`).
+    pub fn adopt_with(
+        bindir: Option<&Path>,
+        pgdata: &Path,
+        socket_dir: &Path,
+        settings: &str,
+    ) -> Result<Cluster> {
         let port = port()?;
         append_conf(
             pgdata,
             &format!(
-                "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'",
+                "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\n{settings}",
                 socket_dir.display()
             ),
         )?;

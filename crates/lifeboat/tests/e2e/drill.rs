@@ -1,0 +1,266 @@
+//! Restore drills end to end: a PostgreSQL cluster (base backup with WAL
+//! archiving, and a dump), a redis-server and a directory, all backed up
+//! into one repository, then drilled into sandboxes on this machine; the
+//! report opened in headless Chromium.
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use lifeboat_testkit::postgres::PgCluster;
+use serde_json::Value;
+
+use crate::pg::{archive_now, PgEnv};
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON: {e}\n{text}"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn run(env: &PgEnv, config: &Path, args: &[&str]) -> Output {
+    env.bare()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(env: &PgEnv, config: &Path, args: &[&str]) -> String {
+    crate::harness::succeeded(args, run(env, config, args))
+}
+
+/// The entries of `dir` (a drill's work directory).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_drill_restores_every_source_checks_it_and_reports_what_an_auditor_reads() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    pg.psql(
+        "postgres",
+        "create table users (id bigint primary key, email text unique); \
+         insert into users select g, 'u' || g || '@example.com' from generate_series(1, 5000) g; \
+         create table orders (id bigint primary key, user_id bigint references users(id)); \
+         insert into orders select g, 1 + g % 5000 from generate_series(1, 20000) g; \
+         analyze",
+    )
+    .unwrap();
+    let (_redis_dir, redis) = crate::redis::server(&[]);
+    crate::redis::fill(&redis.url());
+    let files = env.dir.path().join("files");
+    fs::create_dir_all(files.join("sub")).unwrap();
+    fs::write(files.join("a.txt"), b"hello drill").unwrap();
+    fs::write(files.join("sub/b.bin"), vec![7u8; 300_000]).unwrap();
+
+    let config = env.dir.path().join("lifeboat.toml");
+    let workdir = env.dir.path().join("drills");
+    fs::write(
+        &config,
+        format!(
+            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\nerase_sql = \"DELETE FROM orders WHERE user_id = $1; DELETE FROM users WHERE id = $1\"\n\n[redis.cache]\nredis_url = \"{}\"\n",
+            env.repo.display(),
+            env.key.display(),
+            workdir.display(),
+            pg.pgdata.display(),
+            pg.conninfo("postgres"),
+            redis.url()
+        ),
+    )
+    .unwrap();
+    ok(&env, &config, &["pg", "backup", "main"]);
+    ok(&env, &config, &["pg", "dump", "main"]);
+    ok(&env, &config, &["redis", "backup", "cache"]);
+    ok(&env, &config, &["files", "backup", files.to_str().unwrap()]);
+    pg.psql(
+        "postgres",
+        "insert into users values (6000, 'late@example.com')",
+    )
+    .unwrap();
+    archive_now(&pg);
+    ok(
+        &env,
+        &config,
+        &["erasure", "add", "--source", "main", "--subject", "17"],
+    );
+    // A sandbox a killed drill left behind is swept first.
+    let stale = workdir.join("lifeboat-drill-999999999-stale");
+    fs::create_dir_all(stale.join("data")).unwrap();
+
+    let report_dir = env.dir.path().join("report");
+    let out = run(
+        &env,
+        &config,
+        &[
+            "--json",
+            "drill",
+            "--all",
+            "--report",
+            report_dir.to_str().unwrap(),
+        ],
+    );
+    let text = crate::harness::succeeded(&["drill", "--all"], out);
+    let record = json(&text);
+    assert_eq!(record["passed"], true, "{record:#}");
+    let sources = record["sources"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = sources
+        .iter()
+        .map(|s| (s["source"].as_str().unwrap(), s["kind"].as_str().unwrap()))
+        .collect();
+    for want in [
+        ("main", "postgres"),
+        ("main", "pg_dump"),
+        ("cache", "redis"),
+    ] {
+        assert!(kinds.contains(&want), "{want:?} in {kinds:?}");
+    }
+    assert!(kinds.iter().any(|(_, k)| *k == "files"), "{kinds:?}");
+    let check = |kind: &str, name: &str| -> Value {
+        let s = sources.iter().find(|s| s["kind"] == kind).unwrap();
+        s["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name} for {kind}: {s:#}"))
+            .clone()
+    };
+    // PostgreSQL: recovered to the newest WAL (user 6000 there), amcheck
+    // clean, the largest tables as recorded, the ledger re-applied.
+    assert_eq!(check("postgres", "pg_amcheck")["passed"], true);
+    let rows = check("postgres", "rows postgres.public.orders");
+    assert_eq!(rows["passed"], true, "{rows}");
+    assert!(
+        rows["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("19996 rows restored"),
+        "user 17's four orders erased: {rows}"
+    );
+    let users = check("postgres", "rows postgres.public.users");
+    assert!(
+        users["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("5000 rows restored"),
+        "5000 + user 6000 - user 17: {users}"
+    );
+    assert!(check("postgres", "erasure ledger")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("1 subject(s), 5 row(s)"));
+    let pgd = sources.iter().find(|s| s["kind"] == "postgres").unwrap();
+    assert!(pgd["rto_ms"].as_u64().unwrap() > 0, "{pgd}");
+    assert_eq!(pgd["rto_target_s"], 3600);
+    assert_eq!(pgd["rpo_target_s"], 300);
+    assert!(pgd["rpo_s"].as_u64().unwrap() < 300, "{pgd}");
+    assert!(pgd["version"]
+        .as_str()
+        .unwrap()
+        .starts_with(char::is_numeric));
+    // The dump, Redis and files.
+    assert_eq!(check("pg_dump", "pg_amcheck")["passed"], true);
+    assert_eq!(
+        check("pg_dump", "rows postgres.public.users")["passed"],
+        true
+    );
+    assert_eq!(check("redis", "keys db0")["passed"], true);
+    assert!(check("files", "files")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("all 2 file(s) restored identical"));
+    // Every sandbox is gone, the stale one too.
+    assert_eq!(entries(&workdir), Vec::<String>::new());
+
+    // The history, from the repository.
+    let drills = json(&ok(&env, &config, &["--json", "drills"]));
+    let list = drills["drills"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], record["id"]);
+    assert_eq!(list[0]["sources"].as_array().unwrap().len(), sources.len());
+
+    // The report: JSON, Markdown and a self-contained HTML page Chromium
+    // shows as the record says.
+    let id = record["id"].as_str().unwrap();
+    let md = fs::read_to_string(report_dir.join(format!("drill-{id}.md"))).unwrap();
+    assert!(
+        md.contains("**PASSED**") && md.contains("pg_amcheck"),
+        "{md}"
+    );
+    let html = report_dir.join(format!("drill-{id}.html"));
+    let shot = env.dir.path().join("drill-report.png");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/browser/check-report.mjs");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("file://{}", html.display()))
+        .arg(&shot)
+        .output()
+        .expect("node (scripts/test.sh installs Chromium and playwright-core)");
+    assert!(out.status.success(), "check-report.mjs: {}", stderr(&out));
+    let page = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(page["drill"], id);
+    assert_eq!(page["passed"], true);
+    assert_eq!(page["script_elements"], 0);
+    assert_eq!(
+        page["console_errors"].as_array().unwrap().len(),
+        0,
+        "{page}"
+    );
+    let shown = page["sources"].as_array().unwrap();
+    assert_eq!(shown.len(), sources.len());
+    for s in shown {
+        assert_eq!(s["visible"], true, "{s}");
+        let want = sources
+            .iter()
+            .find(|x| x["source"] == s["source"] && x["kind"] == s["kind"])
+            .unwrap();
+        assert_eq!(s["passed"], want["passed"]);
+        assert_eq!(s["rto_ms"], want["rto_ms"]);
+        assert_eq!(
+            s["checks"].as_array().unwrap().len(),
+            want["checks"].as_array().unwrap().len()
+        );
+    }
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("test-artefacts");
+    fs::create_dir_all(&keep).unwrap();
+    fs::copy(&shot, keep.join("drill-report.png")).unwrap();
+
+    // A drill that would not fit is not started, is recorded as failed,
+    // and exits 1 naming why.
+    let out = run(&env, &config, &["drill", "main", "--max-disk", "1KiB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("FAIL disk") && said.contains("--max-disk allows"),
+        "{said}"
+    );
+    assert!(
+        stderr(&out).contains("the drill failed for main"),
+        "{}",
+        stderr(&out)
+    );
+    let drills = json(&ok(&env, &config, &["--json", "drills"]));
+    let last = drills["drills"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["passed"], false, "{last}");
+    assert_eq!(entries(&workdir), Vec::<String>::new());
+    // Nothing named: a usage error.
+    let out = run(&env, &config, &["drill"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
