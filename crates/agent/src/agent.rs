@@ -288,6 +288,13 @@ fn refresh(session: &Session, shared: &Shared, figures: bool, child: &AgentOptio
         if figures {
             let f = repo_figures(&repo)?;
             lock(&shared.knowledge).repo = Some(f);
+            // A few records a month: read whole at each refresh.
+            match repo.drills() {
+                Ok(d) => lock(&shared.knowledge).drills = crate::state::drill_figures(&d),
+                Err(e) => {
+                    tracing::warn!(error = %lifeboat_repo::report(&e), "the drill history does not read")
+                }
+            }
             let plan = lock(&shared.knowledge).plan.clone();
             if plan.sources.iter().any(|s| s.kind == "postgres") {
                 let newest = pg_info(shared, child, session.handle())

@@ -70,6 +70,8 @@ pub enum JobKind {
     },
     /// `replicate`: a whole pass over every replica.
     Replicate,
+    /// `drill --all`: a restore drill of every source.
+    Drill,
 }
 
 /// One scheduled job.
@@ -112,6 +114,7 @@ impl JobSpec {
             JobKind::EsBackup => v(&["es", "backup", &src]),
             JobKind::Forget => v(&["forget", "--prune"]),
             JobKind::Replicate => v(&["replicate"]),
+            JobKind::Drill => v(&["drill", "--all", "--trigger", "schedule"]),
             JobKind::Verify { subset } => match subset.as_deref() {
                 None => v(&["verify"]),
                 Some("all") => v(&["verify", "--read-data"]),
@@ -422,6 +425,17 @@ impl Plan {
                 timeout: settings.job_timeout,
             });
         }
+        if let Some(text) = &r.schedule.drill {
+            jobs.push(JobSpec {
+                id: "repository.drill".into(),
+                source_kind: None,
+                source: None,
+                job_type: "drill".into(),
+                kind: JobKind::Drill,
+                schedule: schedule(cfg, "[repository] schedule.drill", text)?,
+                timeout: settings.job_timeout,
+            });
+        }
         if let Some(text) = &r.schedule.verify {
             let subset = r.verify_read_data_subset.clone();
             if let Some(s) = subset.as_deref() {
@@ -605,6 +619,7 @@ mod example_tests {
                 "elasticsearch.search.backup 0 1 * * *",
                 "repository.forget 0 5 * * *",
                 "repository.replicate 15 * * * *",
+                "repository.drill 0 4 1 * *",
                 "repository.verify 0 6 * * 0",
             ]
         );

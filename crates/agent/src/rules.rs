@@ -14,6 +14,8 @@
 //! | `LifeboatReplicationLag` | a replica repository behind | `replication_lag` | 5m |
 //! | `LifeboatRepositoryUnreachable` | the repository did not answer | — | `repository_unreachable_for` |
 //! | `LifeboatWalArchiveStale` | newest archived WAL segment too old | `wal_max_age` | 0m |
+//! | `LifeboatDrillStale` | last successful restore drill too old | `drill_max_age` | 0m |
+//! | `LifeboatDrillFailed` | the newest restore drill failed | — | 0m |
 //! | `LifeboatAgentDown` | Prometheus cannot scrape the agent | `prometheus_job` | 5m |
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -38,6 +40,10 @@ pub const REPLICATION_LAG: &str = "LifeboatReplicationLag";
 pub const REPOSITORY_UNREACHABLE: &str = "LifeboatRepositoryUnreachable";
 /// `LifeboatWalArchiveStale`.
 pub const WAL_ARCHIVE_STALE: &str = "LifeboatWalArchiveStale";
+/// `LifeboatDrillStale`.
+pub const DRILL_STALE: &str = "LifeboatDrillStale";
+/// `LifeboatDrillFailed`.
+pub const DRILL_FAILED: &str = "LifeboatDrillFailed";
 /// `LifeboatAgentDown` (Prometheus only).
 pub const AGENT_DOWN: &str = "LifeboatAgentDown";
 
@@ -67,6 +73,8 @@ pub struct AlertSettings {
     pub repository_unreachable_for: Duration,
     /// The age of the newest archived WAL segment that alerts.
     pub wal_max_age: Duration,
+    /// The age of a source's last successful drill that alerts.
+    pub drill_max_age: Duration,
     /// How often a notification of an alert still firing is repeated.
     pub repeat_interval: Duration,
     /// The Prometheus job name lifeboat's metrics are scraped under.
@@ -81,6 +89,7 @@ impl Default for AlertSettings {
             replication_lag: Duration::from_secs(3600),
             repository_unreachable_for: Duration::from_secs(300),
             wal_max_age: Duration::from_secs(3600),
+            drill_max_age: Duration::from_secs(35 * 86400),
             repeat_interval: Duration::from_secs(4 * 3600),
             prometheus_job: "lifeboat".into(),
         }
@@ -141,6 +150,7 @@ impl AlertSettings {
                 d.repository_unreachable_for,
             )?,
             wal_max_age: setting("wal_max_age", a.wal_max_age.as_deref(), d.wal_max_age)?,
+            drill_max_age: setting("drill_max_age", a.drill_max_age.as_deref(), d.drill_max_age)?,
             repeat_interval: setting(
                 "repeat_interval",
                 a.repeat_interval.as_deref(),
@@ -265,6 +275,22 @@ pub fn rules(s: &AlertSettings) -> Vec<Rule> {
             for_: Duration::ZERO,
             summary: "WAL archive of PostgreSQL source {{ $labels.source }} is stale",
             description: "The newest WAL segment of PostgreSQL source {{ $labels.source }} reached the repository {{ $value | humanizeDuration }} ago: point-in-time recovery cannot reach past it. Check archive_command and lifeboat pg check.",
+        },
+        Rule {
+            name: DRILL_STALE,
+            severity: Severity::Warning,
+            expr: format!("time() - {} > {}", m::DRILL_LAST_SUCCESS, num(s.drill_max_age)),
+            for_: Duration::ZERO,
+            summary: "No successful restore drill of {{ $labels.kind }} source {{ $labels.source }} lately",
+            description: "The last successful restore drill of {{ $labels.kind }} source {{ $labels.source }} ended {{ $value | humanizeDuration }} ago: nobody has proven lately that its backups restore. Run lifeboat drill {{ $labels.source }} (or schedule.drill in [repository]).",
+        },
+        Rule {
+            name: DRILL_FAILED,
+            severity: Severity::Warning,
+            expr: format!("{} == 0", m::DRILL_LAST_PASSED),
+            for_: Duration::ZERO,
+            summary: "The newest restore drill of {{ $labels.kind }} source {{ $labels.source }} failed",
+            description: "The newest restore drill of {{ $labels.kind }} source {{ $labels.source }} failed: lifeboat drills --json names the checks that did not pass; the next passing drill resolves this.",
         },
         Rule {
             name: AGENT_DOWN,
@@ -565,6 +591,14 @@ impl Evaluator {
             WAL_ARCHIVE_STALE => of(m::WAL_NEWEST)
                 .filter(|x| now - x.value > s.wal_max_age.as_secs_f64())
                 .map(|x| (labels_of(x), now - x.value))
+                .collect(),
+            DRILL_STALE => of(m::DRILL_LAST_SUCCESS)
+                .filter(|x| now - x.value > s.drill_max_age.as_secs_f64())
+                .map(|x| (labels_of(x), now - x.value))
+                .collect(),
+            DRILL_FAILED => of(m::DRILL_LAST_PASSED)
+                .filter(|x| x.value == 0.0)
+                .map(|x| (labels_of(x), x.value))
                 .collect(),
             _ => Vec::new(),
         }

@@ -129,8 +129,14 @@ metrics! {
         "Age of the repository's current data-key epoch.";
     REPLICA_LAG = "lifeboat_replica_lag_seconds", Gauge, ["repository", "replica"],
         "How far a replica is behind its primary: the age of the oldest object of the primary it lacks (0: up to date), from `replicate --status`.";
-    DRILL_LAST_SUCCESS = "lifeboat_drill_last_success_timestamp_seconds", Gauge, ["source"],
-        "When the last successful restore drill of the source ended (exported once drills exist).";
+    DRILL_LAST_SUCCESS = "lifeboat_drill_last_success_timestamp_seconds", Gauge, ["source", "kind"],
+        "When the last successful restore drill of the source ended (Unix time), from the drill history.";
+    DRILL_LAST_PASSED = "lifeboat_drill_last_passed", Gauge, ["source", "kind"],
+        "1 when the source's newest restore drill passed, 0 when it failed.";
+    DRILL_RTO = "lifeboat_drill_rto_seconds", Gauge, ["source", "kind"],
+        "The recovery time the source's newest drill measured (restore and recovery).";
+    DRILL_RPO = "lifeboat_drill_rpo_seconds", Gauge, ["source", "kind"],
+        "The data a loss at the time of the source's newest drill would have cost: the age of the newest point its restore reached.";
     NOTIFICATIONS = "lifeboat_notifications_total", Counter, ["target", "outcome"],
         "Notifications sent (delivered, failed) per [[notify]] target since the agent started.";
     ALERTS_FIRING = "lifeboat_alerts_firing", Gauge, ["alertname"],

@@ -41,6 +41,39 @@ pub struct WalFigures {
     pub archiver_failed: Option<u64>,
 }
 
+/// One source's restore drills, from the drill history.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DrillFigures {
+    /// When its last successful drill ended.
+    pub last_success: Option<Timestamp>,
+    /// Whether its newest drill passed.
+    pub last_passed: bool,
+    /// The RTO its newest drill measured, seconds.
+    pub rto_seconds: f64,
+    /// The RPO its newest drill measured, seconds.
+    pub rpo_seconds: Option<f64>,
+}
+
+/// Per (source, kind), what the drill history `records` (oldest first)
+/// says of its drills.
+pub fn drill_figures(
+    records: &[lifeboat_repo::DrillRecord],
+) -> BTreeMap<(String, String), DrillFigures> {
+    let mut out: BTreeMap<(String, String), DrillFigures> = BTreeMap::new();
+    for r in records {
+        for s in &r.sources {
+            let f = out.entry((s.source.clone(), s.kind.clone())).or_default();
+            f.last_passed = s.passed;
+            f.rto_seconds = s.rto_ms as f64 / 1000.0;
+            f.rpo_seconds = s.rpo_s.map(|x| x as f64);
+            if s.passed {
+                f.last_success = Some(r.finished);
+            }
+        }
+    }
+    out
+}
+
 /// One replica's figures, from `replicate --status`.
 #[derive(Clone, Debug, Default)]
 pub struct ReplicaFigures {
@@ -157,6 +190,8 @@ pub struct Knowledge {
     pub repo: Option<RepoFigures>,
     /// WAL figures by PostgreSQL source name.
     pub wal: BTreeMap<String, WalFigures>,
+    /// Restore drills by (source, kind).
+    pub drills: BTreeMap<(String, String), DrillFigures>,
     /// Replica figures by replica name.
     pub replicas: BTreeMap<String, ReplicaFigures>,
     /// The last cost measured.
@@ -208,6 +243,7 @@ impl Knowledge {
             repository_up: None,
             repo: None,
             wal: BTreeMap::new(),
+            drills: BTreeMap::new(),
             replicas: BTreeMap::new(),
             cost: None,
             running: BTreeSet::new(),
@@ -506,6 +542,21 @@ impl Knowledge {
                     vec![("source", source.clone())],
                     n as f64,
                 );
+            }
+        }
+        for ((source, kind), d) in &self.drills {
+            let l = || vec![("source", source.clone()), ("kind", kind.clone())];
+            if let Some(t) = d.last_success {
+                push(m::DRILL_LAST_SUCCESS, l(), secs(t));
+            }
+            push(
+                m::DRILL_LAST_PASSED,
+                l(),
+                f64::from(u8::from(d.last_passed)),
+            );
+            push(m::DRILL_RTO, l(), d.rto_seconds);
+            if let Some(rpo) = d.rpo_seconds {
+                push(m::DRILL_RPO, l(), rpo);
             }
         }
         let repo = || vec![("repository", "default".to_string())];

@@ -104,6 +104,8 @@ pub struct RepositorySchedules {
     pub verify: Option<ScheduleText>,
     /// `replicate`: a whole pass over every `[[replica]]`.
     pub replicate: Option<ScheduleText>,
+    /// `drill --all`: every source's newest backup restored and checked.
+    pub drill: Option<ScheduleText>,
 }
 
 /// `[postgres.NAME] schedule.*`.
@@ -197,6 +199,9 @@ pub struct AlertsSection {
     /// The age of the newest archived WAL segment that alerts (`1h`
     /// default).
     pub wal_max_age: Option<String>,
+    /// The age of a source's last successful restore drill that alerts
+    /// (`35d` default: the strategy drills monthly).
+    pub drill_max_age: Option<String>,
     /// How often a notification of an alert still firing is repeated (`4h`
     /// default, as Alertmanager's `repeat_interval`).
     pub repeat_interval: Option<String>,

@@ -286,6 +286,50 @@ fn scenarios() -> Vec<Scenario> {
             ],
         },
         Scenario {
+            name: "no successful drill for longer than drill_max_age = 1h",
+            settings: AlertSettings {
+                drill_max_age: std::time::Duration::from_secs(3600),
+                ..d()
+            },
+            series: vec![Series::new(
+                m::DRILL_LAST_SUCCESS,
+                &[("source", "main"), ("kind", "postgres")],
+                &[(600.0, 80)],
+            )],
+            checks: vec![
+                (70, vec![]),
+                (
+                    71,
+                    vec![fires(
+                        rules::DRILL_STALE,
+                        &[("source", "main"), ("kind", "postgres")],
+                        3660.0,
+                    )],
+                ),
+            ],
+        },
+        Scenario {
+            name: "the newest drill failed, then one passed",
+            settings: d(),
+            series: vec![Series::new(
+                m::DRILL_LAST_PASSED,
+                &[("source", "cache"), ("kind", "redis")],
+                &[(1.0, 3), (0.0, 5), (1.0, 5)],
+            )],
+            checks: vec![
+                (2, vec![]),
+                (
+                    3,
+                    vec![fires(
+                        rules::DRILL_FAILED,
+                        &[("source", "cache"), ("kind", "redis")],
+                        0.0,
+                    )],
+                ),
+                (9, vec![]),
+            ],
+        },
+        Scenario {
             name: "the agent not scraped for 5m (Prometheus only)",
             settings: d(),
             series: vec![Series::new("up", AGENT, &[(1.0, 5), (0.0, 10)])],
@@ -345,6 +389,7 @@ fn promtool_checks_the_rule_file_with_default_and_other_thresholds() {
         replication_lag: Some("90m".into()),
         repository_unreachable_for: Some("0s".into()),
         wal_max_age: Some("45s".into()),
+        drill_max_age: Some("40d".into()),
         repeat_interval: Some("1h".into()),
         prometheus_job: Some("backup-agents".into()),
     })

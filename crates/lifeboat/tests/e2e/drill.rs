@@ -242,6 +242,29 @@ fn a_drill_restores_every_source_checks_it_and_reports_what_an_auditor_reads() {
     fs::create_dir_all(&keep).unwrap();
     fs::copy(&shot, keep.join("drill-report.png")).unwrap();
 
+    // The metrics the agent exports (and `lifeboat metrics` prints) come
+    // from the drill history.
+    let metrics = ok(&env, &config, &["metrics"]);
+    let line = |name: &str| -> f64 {
+        let prefix = format!("{name}{{source=\"main\",kind=\"postgres\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(line("lifeboat_drill_last_passed"), 1.0);
+    assert_eq!(
+        line("lifeboat_drill_rto_seconds"),
+        pgd["rto_ms"].as_f64().unwrap() / 1000.0
+    );
+    let finished: lifeboat_repo::Timestamp = record["finished"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        line("lifeboat_drill_last_success_timestamp_seconds"),
+        finished.as_millisecond() as f64 / 1000.0
+    );
+
     // A drill that would not fit is not started, is recorded as failed,
     // and exits 1 naming why.
     let out = run(&env, &config, &["drill", "main", "--max-disk", "1KiB"]);
@@ -260,6 +283,17 @@ fn a_drill_restores_every_source_checks_it_and_reports_what_an_auditor_reads() {
     let last = drills["drills"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["passed"], false, "{last}");
     assert_eq!(entries(&workdir), Vec::<String>::new());
+    let status = json(&ok(&env, &config, &["--json", "status"]));
+    let alerts = status["alerts"].to_string();
+    assert!(
+        alerts.contains("LifeboatDrillFailed") && alerts.contains("\"postgres\""),
+        "{alerts}"
+    );
+    let metrics = ok(&env, &config, &["metrics"]);
+    assert!(
+        metrics.contains("lifeboat_drill_last_passed{source=\"main\",kind=\"postgres\"} 0"),
+        "{metrics}"
+    );
     // Nothing named: a usage error.
     let out = run(&env, &config, &["drill"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
