@@ -62,23 +62,34 @@ const ARCHIVE_PACKS_PER_INDEX: usize = 64;
 const READS: usize = 3;
 
 /// The kinds a replica holds, listed on the primary in this order.
-const LISTED: [FileType; 6] = [
+const LISTED: [FileType; 9] = [
     FileType::Snapshot,
     FileType::Hold,
     FileType::Index,
     FileType::Pack,
     FileType::Named,
     FileType::KeySlot,
+    FileType::Erasure,
+    FileType::Drill,
+    FileType::Audit,
 ];
 
 /// The kinds copied by [`copy_phase`], in the order they are stored (key
 /// slots, keyring and config are copied before these).
-const COPIED: [FileType; 5] = [
+///
+/// The ledgers — erasure requests, drill records, the audit log — are
+/// copied and never deleted from a replica: a restore from it must
+/// re-apply every erasure, and a log removed on the primary stays whole
+/// there.
+const COPIED: [FileType; 8] = [
     FileType::Pack,
     FileType::Index,
     FileType::Named,
     FileType::Snapshot,
     FileType::Hold,
+    FileType::Erasure,
+    FileType::Drill,
+    FileType::Audit,
 ];
 
 /// What an archive replica deletes when the primary did (after the delay):
@@ -652,6 +663,11 @@ impl Repository {
             for o in primary.of(ft).filter(|o| wanted(ft, &o.key)) {
                 if replica.get(ft, &o.key).map(|r| r.size) != Some(o.size) {
                     add(&mut missing, ft, o.size);
+                    // Every command adds an audit record: one not copied
+                    // yet is not what a lag alert is about.
+                    if ft == FileType::Audit {
+                        continue;
+                    }
                     if let Some(m) = o.modified {
                         oldest = Some(oldest.map_or(m, |x| x.min(m)));
                     }
@@ -808,6 +824,22 @@ impl Repository {
             FileType::Hold => self
                 .decode_document::<Hold>(key, MAGIC_HOLD, bytes)
                 .map(|_| ()),
+            FileType::Erasure => self
+                .decode_document::<crate::ErasureRequest>(key, format::MAGIC_ERASURE, bytes)
+                .map(|_| ()),
+            FileType::Drill => self
+                .decode_document::<crate::DrillRecord>(key, format::MAGIC_DRILL, bytes)
+                .map(|_| ()),
+            FileType::Audit => {
+                let named = crate::AuditName::parse(key).map(|n| n.hash);
+                if named.as_deref() != Some(blake3::hash(bytes).to_hex().as_str()) {
+                    return Err(corrupt(
+                        "its BLAKE3 hash is not the one its name gives: the bytes changed after it was written",
+                    ));
+                }
+                self.decode_document::<crate::AuditRecord>(key, format::MAGIC_AUDIT, bytes)
+                    .map(|_| ())
+            }
             FileType::Keyring => self.open_keyring(key, bytes).map(|_| ()),
             FileType::Config => {
                 let json = format::open_object(key, MAGIC_CONFIG, bytes, self.master_key(), None)?;

@@ -298,3 +298,90 @@ fn a_drill_restores_every_source_checks_it_and_reports_what_an_auditor_reads() {
     let out = run(&env, &config, &["drill"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// `--scenario region-loss`: the primary's store gone, every source drilled
+/// from the replica, WAL fetched from it; the record kept there.
+#[test]
+fn a_region_loss_drill_restores_from_the_replica_alone() {
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    pg.psql(
+        "postgres",
+        "create table users (id bigint primary key); \
+         insert into users select generate_series(1, 3000); analyze",
+    )
+    .unwrap();
+    let (_redis_dir, redis) = crate::redis::server(&[]);
+    crate::redis::fill(&redis.url());
+    let replica = env.dir.path().join("replica");
+    let config = env.dir.path().join("lifeboat.toml");
+    let workdir = env.dir.path().join("drills");
+    fs::write(
+        &config,
+        format!(
+            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\n\n[redis.cache]\nredis_url = \"{}\"\n\n[[replica]]\nname = \"dr\"\nrepo = \"{}\"\n",
+            env.repo.display(),
+            env.key.display(),
+            workdir.display(),
+            pg.pgdata.display(),
+            pg.conninfo("postgres"),
+            redis.url(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    ok(&env, &config, &["pg", "backup", "main"]);
+    ok(&env, &config, &["redis", "backup", "cache"]);
+    pg.psql("postgres", "insert into users values (3001)")
+        .unwrap();
+    archive_now(&pg);
+    ok(&env, &config, &["replicate"]);
+    // The restored server's restore_command runs as the postgres user, as
+    // the archive_command does: the replica is its to read too.
+    lifeboat_testkit::postgres::give_to_owner(&replica).unwrap();
+    // The region is lost: the primary's store is gone.
+    let lost = env.dir.path().join("lost-region");
+    fs::rename(&env.repo, &lost).unwrap();
+    let out = run(&env, &config, &["--json", "drill", "--all"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let record = json(&ok(
+        &env,
+        &config,
+        &["--json", "drill", "--all", "--scenario", "region-loss"],
+    ));
+    assert_eq!(record["passed"], true, "{record:#}");
+    assert_eq!(record["scenario"], "region-loss");
+    assert!(
+        record["repository"].as_str().unwrap().contains("replica"),
+        "{record}"
+    );
+    let pgd = record["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "postgres")
+        .unwrap();
+    let rows = pgd["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "rows postgres.public.users")
+        .unwrap();
+    assert!(
+        rows["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("3001 rows restored"),
+        "WAL after the backup came from the replica: {rows}"
+    );
+    // The primary is gone, so the history went to the replica.
+    let drills = json(&ok(
+        &env,
+        &config,
+        &["--json", "--repo", replica.to_str().unwrap(), "drills"],
+    ));
+    let list = drills["drills"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{drills}");
+    assert_eq!(list[0]["scenario"], "region-loss");
+    assert_eq!(entries(&workdir), Vec::<String>::new());
+}
