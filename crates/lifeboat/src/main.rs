@@ -19,6 +19,7 @@ mod pg;
 mod redis;
 mod replicate;
 mod retention;
+mod runbook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -208,6 +209,11 @@ pub(crate) enum Command {
     Drill(drill::DrillArgs),
     /// The drill history: every drill, from every host
     Drills(drill::DrillsArgs),
+    /// This deployment's recovery procedures (PITR, corruption, Redis loss,
+    /// region loss, ransomware): the exact commands with this config's
+    /// sources, repository and key location, the checks after each step,
+    /// and the RTO the last drill measured
+    Runbook(runbook::RunbookArgs),
     /// The erasure ledger (GDPR): requests to erase a subject, re-applied
     /// by every restore before clients see the data
     #[command(subcommand)]
@@ -474,6 +480,7 @@ fn run(ctx: &context::Ctx, command: Command) -> lifeboat_ops::Result<u8> {
         Command::Erasure(cmd) => erasure::run(ctx, cmd),
         Command::Drill(args) => drill::run(ctx, &args),
         Command::Drills(args) => drill::list(ctx, &args),
+        Command::Runbook(args) => runbook::run(ctx, &args),
         Command::Status => agent::status(ctx),
         Command::Metrics(args) => agent::metrics(ctx, &args),
         Command::Alerts(AlertsCommand::Rules) => agent::alert_rules(ctx),

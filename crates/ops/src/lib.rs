@@ -29,6 +29,7 @@ pub mod pg;
 pub mod redis;
 pub mod replicate;
 pub mod retention;
+pub mod runbook;
 pub mod secrets;
 mod session;
 

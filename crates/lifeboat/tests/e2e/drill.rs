@@ -385,3 +385,118 @@ fn a_region_loss_drill_restores_from_the_replica_alone() {
     assert_eq!(list[0]["scenario"], "region-loss");
     assert_eq!(entries(&workdir), Vec::<String>::new());
 }
+
+/// The PITR runbook `lifeboat runbook` writes for this deployment, its
+/// commands run word for word (with the variables it asks for set): the
+/// table deleted by mistake comes back, the rows after the target do not.
+#[test]
+fn the_pitr_runbook_run_word_for_word_brings_back_a_deleted_table() {
+    let env = PgEnv::new();
+    let mut pg = PgCluster::start(&env.archive_command()).unwrap();
+    pg.psql(
+        "postgres",
+        "create table users (id bigint primary key); \
+         insert into users select generate_series(1, 1000); analyze",
+    )
+    .unwrap();
+    let config = env.dir.path().join("lifeboat.toml");
+    let workdir = env.dir.path().join("drills");
+    fs::write(
+        &config,
+        format!(
+            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\nrto = \"30m\"\n",
+            env.repo.display(),
+            env.key.display(),
+            workdir.display(),
+            pg.pgdata.display(),
+            pg.conninfo("postgres"),
+        ),
+    )
+    .unwrap();
+    ok(&env, &config, &["pg", "backup", "main"]);
+    pg.psql(
+        "postgres",
+        "insert into users select generate_series(1001, 1100)",
+    )
+    .unwrap();
+    let target = pg
+        .psql(
+            "postgres",
+            "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+        .unwrap();
+    // The mistake.
+    pg.psql(
+        "postgres",
+        "delete from users; insert into users values (9999)",
+    )
+    .unwrap();
+    archive_now(&pg);
+    // A drill to the newest WAL sees the table gone (fewer than half the
+    // rows recorded at backup time): it fails, naming the table.
+    let out = run(&env, &config, &["drill", "main"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("FAIL rows postgres.public.users: 1 rows restored, 1000 recorded"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // To the time before the mistake, it passes: that is the target.
+    ok(&env, &config, &["drill", "main", "--target-time", &target]);
+
+    let book = ok(&env, &config, &["runbook", "--scenario", "pitr"]);
+    assert!(book.contains("RTO target 30m"), "{book}");
+    assert!(book.contains("the last drill ("), "{book}");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in book.lines() {
+        match line {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh => commands.push(l.to_string()),
+            _ => {}
+        }
+    }
+    assert!(
+        commands.iter().any(|c| c.contains("pg restore")),
+        "{commands:?}"
+    );
+    // Step 2 of the runbook, in words: the damaged server is stopped (the
+    // restore takes its port on this host).
+    pg.stop().unwrap();
+    let restore = env.restore_dir();
+    let restore_dir = restore.path().join("data");
+    let bin = env.exe.parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for c in &commands {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", env.dir.path())
+            .env("TARGET_TIME", &target)
+            .env("RESTORE_DIR", &restore_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{c}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+    let restored = lifeboat_testkit::postgres::LocalServer::running(&restore_dir).unwrap();
+    let got = restored
+        .psql("postgres", "select count(*), min(id), max(id) from users")
+        .unwrap();
+    assert_eq!(
+        got, "1100|1|1100",
+        "every row before the mistake, none after"
+    );
+}
