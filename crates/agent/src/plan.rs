@@ -72,6 +72,12 @@ pub enum JobKind {
     Replicate,
     /// `drill --all`: a restore drill of every source.
     Drill,
+    /// `repo key rotate --if-older-than AGE`: the data key rotated once its
+    /// epoch is older than `rotate_after`.
+    Rotate {
+        /// `rotate_after` as written (`90d`).
+        after: String,
+    },
 }
 
 /// One scheduled job.
@@ -115,6 +121,7 @@ impl JobSpec {
             JobKind::Forget => v(&["forget", "--prune"]),
             JobKind::Replicate => v(&["replicate"]),
             JobKind::Drill => v(&["drill", "--all", "--trigger", "schedule"]),
+            JobKind::Rotate { after } => v(&["repo", "key", "rotate", "--if-older-than", after]),
             JobKind::Verify { subset } => match subset.as_deref() {
                 None => v(&["verify"]),
                 Some("all") => v(&["verify", "--read-data"]),
@@ -204,6 +211,9 @@ pub struct Plan {
     pub replicas: Vec<String>,
     /// Whether the agent keeps `replicate --follow` running.
     pub follow: bool,
+    /// `[repository] rotate_after`: the data-key epoch age the agent
+    /// rotates at.
+    pub rotate_after: Option<Duration>,
 }
 
 /// A duration setting: `25h`, `90m`, `7d`.
@@ -425,6 +435,30 @@ impl Plan {
                 timeout: settings.job_timeout,
             });
         }
+        if let Some(after) = &r.rotate_after {
+            humantime::parse_duration(after).map_err(|e| {
+                Error::usage(format!(
+                    "[repository] rotate_after = {after:?}: {e}; give a duration such as 90d"
+                ))
+            })?;
+            let sched = match &r.schedule.rotate {
+                Some(text) => schedule(cfg, "[repository] schedule.rotate", text)?,
+                None => "0 3 * * *"
+                    .parse()
+                    .map_err(|e| Error::usage(format!("the default rotate schedule: {e}")))?,
+            };
+            jobs.push(JobSpec {
+                id: "repository.rotate".into(),
+                source_kind: None,
+                source: None,
+                job_type: "rotate".into(),
+                kind: JobKind::Rotate {
+                    after: after.clone(),
+                },
+                schedule: sched,
+                timeout: settings.job_timeout,
+            });
+        }
         if let Some(text) = &r.schedule.drill {
             jobs.push(JobSpec {
                 id: "repository.drill".into(),
@@ -489,12 +523,17 @@ impl Plan {
                 "[repository] replicate_follow = true, but the config file names no [[replica]]",
             ));
         }
+        let rotate_after = r
+            .rotate_after
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok());
         Ok(Plan {
             settings,
             jobs,
             sources,
             replicas,
             follow,
+            rotate_after,
         })
     }
 }

@@ -796,6 +796,14 @@ impl Knowledge {
                 })
                 .collect(),
             cost: self.cost.clone(),
+            key_epoch: self
+                .repo
+                .as_ref()
+                .and_then(|f| f.key_epoch_created)
+                .map(|t| crate::status::KeyEpochView {
+                    age_seconds: now.duration_since(t).as_secs_f64().max(0.0),
+                    rotate_after_seconds: self.plan.rotate_after.map(|d| d.as_secs_f64()),
+                }),
         }
     }
 }

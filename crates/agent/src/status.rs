@@ -27,6 +27,17 @@ pub struct Status {
     pub replicas: Vec<ReplicaView>,
     /// What the backups cost, once measured (`lifeboat cost`).
     pub cost: Option<CostView>,
+    /// The current data-key epoch's age and the rotation policy.
+    pub key_epoch: Option<KeyEpochView>,
+}
+
+/// The data key as the status shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyEpochView {
+    /// How old the current data-key epoch is.
+    pub age_seconds: f64,
+    /// `[repository] rotate_after`, when set.
+    pub rotate_after_seconds: Option<f64>,
 }
 
 /// One replica as the status shows it.

@@ -323,6 +323,23 @@ pub(crate) fn status(ctx: &Ctx) -> Result<()> {
                 .unwrap_or_else(|| "not scheduled".into())
         );
     }
+    if let Some(k) = &st.key_epoch {
+        outln!(
+            "data key: current epoch {} old{}",
+            lifeboat_agent::state::words(k.age_seconds),
+            match k.rotate_after_seconds {
+                Some(r) if k.age_seconds > r => format!(
+                    " — past rotate_after ({}): the agent rotates it at its next check",
+                    lifeboat_agent::state::words(r)
+                ),
+                Some(r) => format!(
+                    " (rotated by the agent after {})",
+                    lifeboat_agent::state::words(r)
+                ),
+                None => " (no rotate_after: `repo key rotate` by hand)".into(),
+            }
+        );
+    }
     for a in &st.alerts {
         // One look cannot tell how long a condition has held: the agent
         // fires the alert once it held for the rule's `for:`.

@@ -83,29 +83,39 @@ pub(crate) fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
         KeyCommand::List => {
             let slots = repo.key_slots()?;
             let epochs = repo.key_epochs();
+            let ids: Vec<String> = slots.iter().map(|s| s.id.clone()).collect();
+            // Last use from the audit log; this command's own opening is
+            // not in it yet.
+            let used = repo.audit_last_use(&ids)?;
+            let now = Timestamp::now().as_second();
+            let age = |created: i64| (now - created).max(0);
             if ctx.json {
                 let list: Vec<_> = slots
                     .iter()
                     .map(|s| {
                         json!({
                             "id": s.id, "source": s.source, "label": s.label,
-                            "created_unix": s.created_unix, "kdf": s.kdf,
+                            "created_unix": s.created_unix, "age_seconds": age(s.created_unix),
+                            "last_used": used.get(&s.id),
+                            "kdf": s.kdf,
                             "current": s.id == repo.opened_slot(),
                         })
                     })
                     .collect();
                 let ep: Vec<_> = epochs
                     .iter()
-                    .map(|(n, c)| json!({"epoch": n, "created_unix": c}))
+                    .map(|(n, c)| json!({"epoch": n, "created_unix": c, "age_seconds": age(*c)}))
                     .collect();
                 print_json(&json!({ "slots": list, "data_key_epochs": ep }));
             } else {
                 outln!(
-                    "{:<2}{:<18}{:<13}{:<22}label",
+                    "{:<2}{:<18}{:<13}{:<22}{:<10}{:<22}label",
                     "",
                     "slot",
                     "source",
-                    "created"
+                    "created",
+                    "age",
+                    "last used"
                 );
                 for s in &slots {
                     let mark = if s.id == repo.opened_slot() { "*" } else { "" };
@@ -114,17 +124,23 @@ pub(crate) fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                         .and_then(|v| v.as_str().map(String::from))
                         .unwrap_or_default();
                     outln!(
-                        "{mark:<2}{:<18}{:<13}{:<22}{}",
+                        "{mark:<2}{:<18}{:<13}{:<22}{:<10}{:<22}{}",
                         s.id,
                         source,
                         fmt_unix(s.created_unix),
+                        lifeboat_agent::state::words(age(s.created_unix) as f64),
+                        used.get(&s.id)
+                            .map(|t| short_time(*t))
+                            .unwrap_or_else(|| "never (in the log)".into()),
                         s.label
                     );
                 }
+                let current = epochs.last().copied().unwrap_or((0, 0));
                 outln!(
-                    "data-key epochs: {} (current: {})",
+                    "data-key epochs: {} (current: {}, {} old)",
                     epochs.len(),
-                    epochs.last().map(|e| e.0).unwrap_or(0)
+                    current.0,
+                    lifeboat_agent::state::words(age(current.1) as f64)
                 );
             }
         }
@@ -147,10 +163,33 @@ pub(crate) fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<()> {
                 outln!("removed key slot {}", slot.id);
             }
         }
-        KeyCommand::Rotate => {
+        KeyCommand::Rotate { if_older_than } => {
+            if let Some(age) = if_older_than {
+                let max = humantime::parse_duration(&age).map_err(|e| {
+                    Error::usage(format!(
+                        "--if-older-than {age:?}: {e}; give a duration such as 90d"
+                    ))
+                })?;
+                let created = repo.current_epoch_created().unwrap_or(0);
+                let old = (Timestamp::now().as_second() - created).max(0) as u64;
+                if old < max.as_secs() {
+                    let epoch = repo.key_epochs().last().map_or(0, |e| e.0);
+                    if ctx.json {
+                        print_json(
+                            &json!({ "rotated": false, "epoch": epoch, "age_seconds": old }),
+                        );
+                    } else {
+                        outln!(
+                            "data-key epoch {epoch} is {} old, under {age}: not rotated",
+                            lifeboat_agent::state::words(old as f64)
+                        );
+                    }
+                    return Ok(());
+                }
+            }
             let epoch = repo.rotate_data_key()?;
             if ctx.json {
-                print_json(&json!({ "epoch": epoch }));
+                print_json(&json!({ "rotated": true, "epoch": epoch }));
             } else {
                 outln!("data-key epoch {epoch} is now used for new data; older data stays readable with its own epoch");
             }

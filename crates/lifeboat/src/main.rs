@@ -302,7 +302,12 @@ pub(crate) enum KeyCommand {
         id: String,
     },
     /// Start a new data-key epoch: new data gets a fresh key; nothing is re-uploaded
-    Rotate,
+    Rotate {
+        /// Only when the current epoch is older than this (90d): what the
+        /// agent runs for [repository] rotate_after
+        #[arg(long, value_name = "AGE")]
+        if_older_than: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -834,9 +834,20 @@ fn info(ctx: &Ctx, args: &PgInfoArgs) -> Result<()> {
             Err(e) => note = Some(format!("the retention policy cannot be applied: {e}")),
         }
     }
+    let key_age = repo
+        .current_epoch_created()
+        .map(|c| (jiff::Timestamp::now().as_second() - c).max(0));
     if ctx.json {
-        print_json(&json!(info));
+        let mut v = json!(info);
+        v["key_epoch_age_seconds"] = json!(key_age);
+        print_json(&v);
         return Ok(());
+    }
+    if let Some(age) = key_age {
+        outln!(
+            "data key: current epoch {} old (repo key list; [repository] rotate_after)",
+            lifeboat_agent::state::words(age as f64)
+        );
     }
     if info.backups.is_empty() {
         outln!("no PostgreSQL backups in this repository; take one with `lifeboat pg backup`");

@@ -84,6 +84,9 @@ pub struct RepositorySection {
     pub schedule: RepositorySchedules,
     /// The IANA time zone schedules are read in (UTC when absent).
     pub timezone: Option<String>,
+    /// The data-key epoch age past which the agent rotates the data key
+    /// (`repo key rotate`): `90d`. None: never by itself.
+    pub rotate_after: Option<String>,
     /// What part of the packs each scheduled verify reads (`1/7`: a
     /// seventh, a different one each run; `10%`; `all`); none when absent
     /// (structure only).
@@ -106,6 +109,8 @@ pub struct RepositorySchedules {
     pub replicate: Option<ScheduleText>,
     /// `drill --all`: every source's newest backup restored and checked.
     pub drill: Option<ScheduleText>,
+    /// When the agent checks `rotate_after` (default `0 3 * * *`).
+    pub rotate: Option<ScheduleText>,
 }
 
 /// `[postgres.NAME] schedule.*`.

@@ -640,6 +640,33 @@ impl Repository {
         self.auditor().finish(outcome, None, detail)
     }
 
+    /// When each of the key slots `ids` last opened the repository, by the
+    /// audit log (read newest first until every slot is found).
+    pub fn audit_last_use(&self, ids: &[String]) -> Result<BTreeMap<String, Timestamp>> {
+        let mut out = BTreeMap::new();
+        let mut names = self.audit_names()?;
+        names.reverse();
+        for batch in names.chunks(64) {
+            if out.len() == ids.len() {
+                break;
+            }
+            let keys: Vec<String> = batch.iter().map(AuditName::key).collect();
+            for (key, bytes) in keys.iter().zip(self.get_many(&keys)) {
+                let Ok(bytes) = bytes else { continue };
+                let Ok(r) = self.decode_document::<AuditRecord>(key, MAGIC_AUDIT, &bytes) else {
+                    continue;
+                };
+                if ids.contains(&r.key_slot) {
+                    let t = out.entry(r.key_slot).or_insert(r.time);
+                    if r.time > *t {
+                        *t = r.time;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The names of every record, in sequence order.
     pub fn audit_names(&self) -> Result<Vec<AuditName>> {
         let listed = self

@@ -6,6 +6,7 @@ use std::fs;
 use std::process::Output;
 
 use lifeboat_testkit::postgres::{LocalServer, PgCluster};
+use serde_json::json;
 
 use crate::pg::{archive_now, PgEnv};
 
@@ -249,4 +250,100 @@ fn a_subject_erased_after_the_backups_is_absent_after_pitr_and_after_a_dump_rest
         .all(|r| !r["user"].as_str().unwrap().is_empty()));
     let verified = ok(&env, &config, &["audit", "verify"]);
     assert!(verified.contains("audit log intact"), "{verified}");
+}
+
+/// Key hygiene: each slot's age and last use (from the audit log), the
+/// data key rotated only past its age, and the age shown by status.
+#[test]
+fn key_slots_show_their_age_and_last_use_and_rotation_follows_the_policy() {
+    let env = PgEnv::new();
+    let pass = env.dir.path().join("restore-host.pass");
+    fs::write(&pass, "a long passphrase for the restore host\n").unwrap();
+    let added = json(&env.ok(&[
+        "--json",
+        "repo",
+        "key",
+        "add",
+        "--label",
+        "restore host",
+        "--new-password-file",
+        pass.to_str().unwrap(),
+        "--kdf-memory",
+        "8MiB",
+    ]));
+    let second = added["added"].as_str().unwrap().to_string();
+    let list = || {
+        json(&env.ok(&["--json", "repo", "key", "list"]))["slots"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let slots = list();
+    let other = slots.iter().find(|s| s["id"] == second.as_str()).unwrap();
+    assert!(other["last_used"].is_null(), "never opened yet: {other}");
+    assert!(other["age_seconds"].as_i64().unwrap() >= 0);
+    // The restore host opens the repository with its own slot once.
+    let out = env
+        .bare()
+        .args(["--repo", env.repo.to_str().unwrap(), "--password-file"])
+        .arg(&pass)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let slots = list();
+    let other = slots.iter().find(|s| s["id"] == second.as_str()).unwrap();
+    let used: lifeboat_repo::Timestamp = other["last_used"].as_str().unwrap().parse().unwrap();
+    assert!(
+        lifeboat_repo::Timestamp::now()
+            .duration_since(used)
+            .as_secs()
+            < 120,
+        "{other}"
+    );
+    let first = slots.iter().find(|s| s["current"] == true).unwrap();
+    assert!(first["last_used"].is_string(), "{first}");
+
+    // Rotation by age: not before, then at once.
+    let r = json(&env.ok(&["--json", "repo", "key", "rotate", "--if-older-than", "90d"]));
+    assert_eq!(r["rotated"], false, "{r}");
+    let before = r["epoch"].as_u64().unwrap();
+    let r = json(&env.ok(&["--json", "repo", "key", "rotate", "--if-older-than", "0s"]));
+    assert_eq!(
+        (r["rotated"].clone(), r["epoch"].clone()),
+        (json!(true), json!(before + 1))
+    );
+    let bad = env.run(&["repo", "key", "rotate", "--if-older-than", "soon"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+
+    // The policy the agent carries out, and the age status shows.
+    let config = env.dir.path().join("lifeboat.toml");
+    fs::write(
+        &config,
+        format!(
+            "repo = \"{}\"\nkey_file = \"{}\"\n\n[repository]\nrotate_after = \"90d\"\n",
+            env.repo.display(),
+            env.key.display()
+        ),
+    )
+    .unwrap();
+    let st = json(&crate::harness::succeeded(
+        &["status"],
+        env.bare()
+            .arg("--config")
+            .arg(&config)
+            .args(["--json", "status"])
+            .output()
+            .unwrap(),
+    ));
+    let k = &st["key_epoch"];
+    assert!(k["age_seconds"].as_f64().unwrap() < 120.0, "{st}");
+    assert_eq!(k["rotate_after_seconds"], 90.0 * 86400.0);
+    let jobs: Vec<String> = st["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(jobs, ["repository.rotate"]);
 }
