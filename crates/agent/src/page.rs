@@ -929,6 +929,7 @@ mod tests {
                 baseline_ratio: 7.6,
                 measured: "2026-01-01T00:00:00Z".parse().unwrap(),
             }),
+            key_epoch: None,
         }
     }
 

@@ -415,6 +415,10 @@ fn fixture() -> Status {
             baseline_ratio: 13.4,
             measured: now,
         }),
+        key_epoch: Some(lifeboat_agent::status::KeyEpochView {
+            age_seconds: 30.0 * 86400.0,
+            rotate_after_seconds: Some(90.0 * 86400.0),
+        }),
     }
 }
 
