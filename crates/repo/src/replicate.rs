@@ -661,13 +661,14 @@ impl Repository {
         };
         for ft in LISTED {
             for o in primary.of(ft).filter(|o| wanted(ft, &o.key)) {
+                // Every command adds an audit record (this one too): one
+                // not copied yet is neither missing nor lag; the next run
+                // copies it.
+                if ft == FileType::Audit {
+                    continue;
+                }
                 if replica.get(ft, &o.key).map(|r| r.size) != Some(o.size) {
                     add(&mut missing, ft, o.size);
-                    // Every command adds an audit record: one not copied
-                    // yet is not what a lag alert is about.
-                    if ft == FileType::Audit {
-                        continue;
-                    }
                     if let Some(m) = o.modified {
                         oldest = Some(oldest.map_or(m, |x| x.min(m)));
                     }

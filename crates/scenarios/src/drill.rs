@@ -374,6 +374,7 @@ fn drill_postgres_in(
         true,
         format!("{state} after {}", secs(run.drill.recovery_ms)),
     );
+    lifeboat_types::failpoint!("drill-server-up");
     run.drill.recovered_to = recovered_to(repo, &meta, &server, opts.target_time);
 
     if let Some(ledger) = &opts.ledger {

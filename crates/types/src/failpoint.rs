@@ -44,6 +44,9 @@
 //! - `wal-expire-delete` (postgres, `expire.rs`): before each deletion of a
 //!   WAL expiry, oldest first; those before it are gone, it and later ones
 //!   are not.
+//! - `drill-server-up` (scenarios, `drill.rs`): a drill's restored
+//!   PostgreSQL server runs in its sandbox, nothing checked yet (what a
+//!   SIGTERM or a kill there leaves: `drill::an_interrupted_drill_…`).
 //!
 //! Only builds with this crate's `testing` feature have failpoints: the
 //! `lifeboat` crate enables it in its dev-dependencies, so test builds (and
@@ -73,6 +76,7 @@ pub const NAMES: &[&str] = &[
     "prune-delete-pack",
     "prune-after-packs-deleted",
     "wal-expire-delete",
+    "drill-server-up",
 ];
 
 /// A failpoint: with the `testing` feature, the process dies here when

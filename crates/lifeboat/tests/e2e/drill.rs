@@ -500,3 +500,107 @@ fn the_pitr_runbook_run_word_for_word_brings_back_a_deleted_table() {
         "every row before the mistake, none after"
     );
 }
+
+/// A drill stopped by SIGTERM removes its sandbox and stops its server; one
+/// killed outright leaves them, and the next drill sweeps them.
+#[test]
+fn an_interrupted_drill_leaves_no_sandbox_and_no_server() {
+    use std::time::{Duration, Instant};
+    let env = PgEnv::new();
+    let pg = PgCluster::start(&env.archive_command()).unwrap();
+    pg.psql(
+        "postgres",
+        "create table t (id int); insert into t select generate_series(1, 100)",
+    )
+    .unwrap();
+    let config = env.dir.path().join("lifeboat.toml");
+    let workdir = env.dir.path().join("drills");
+    fs::write(
+        &config,
+        format!(
+            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\n",
+            env.repo.display(),
+            env.key.display(),
+            workdir.display(),
+            pg.pgdata.display(),
+            pg.conninfo("postgres"),
+        ),
+    )
+    .unwrap();
+    ok(&env, &config, &["pg", "backup", "main"]);
+    archive_now(&pg);
+    let release = env.dir.path().join("never-released");
+    // The drill held once its restored server runs; its pid read back.
+    let held = |signal: &str| -> (Option<i32>, u32) {
+        let mut child = env
+            .bare()
+            .arg("--config")
+            .arg(&config)
+            .args(["drill", "main"])
+            .env("LIFEBOAT_FAILPOINTS", "drill-server-up=pause")
+            .env("LIFEBOAT_FAILPOINT_RELEASE", &release)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let pid_file = loop {
+            let found = entries(&workdir)
+                .into_iter()
+                .map(|e| workdir.join(e).join("data/postmaster.pid"))
+                .find(|p| p.exists());
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the drill never started its server"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // Its server runs (the pid file is there): the signal finds the
+        // drill waiting on recovery or held at the failpoint.
+        let postmaster: u32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        (child.wait().unwrap().code(), postmaster)
+    };
+    let gone = |pid: u32| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "server {pid} still runs");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (code, postmaster) = held("-TERM");
+    assert_eq!(code, Some(130));
+    gone(postmaster);
+    assert_eq!(entries(&workdir), Vec::<String>::new());
+
+    let (code, postmaster) = held("-KILL");
+    assert_eq!(code, None, "killed");
+    assert!(
+        Path::new(&format!("/proc/{postmaster}")).exists(),
+        "left running"
+    );
+    assert_eq!(entries(&workdir).len(), 1);
+    let out = run(&env, &config, &["drill", "main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("which a drill that was stopped left behind"),
+        "{}",
+        stderr(&out)
+    );
+    gone(postmaster);
+    assert_eq!(entries(&workdir), Vec::<String>::new());
+}
