@@ -97,6 +97,7 @@ fn targets(ctx: &Ctx, kind: &str, source: &str) -> Result<(Duration, Duration)> 
     let configured = match kind {
         "postgres" | "pg_dump" => file.postgres.get(source).and_then(|s| s.rto.clone()),
         "redis" => file.redis.get(source).and_then(|s| s.rto.clone()),
+        "elasticsearch" => file.elasticsearch.get(source).and_then(|s| s.rto.clone()),
         _ => None,
     };
     if let Some(t) = configured {
@@ -228,6 +229,7 @@ pub(crate) fn run(ctx: &Ctx, args: &DrillArgs) -> Result<()> {
             "postgres" => drill::drill_postgres(&repo, ctx.handle(), entry, &opts),
             "pg_dump" => drill::drill_dump(&repo, ctx.handle(), entry, &opts),
             "redis" => drill::drill_redis(&repo, entry, &opts),
+            "elasticsearch" => drill::drill_elastic(&repo, entry, &opts),
             _ => drill::drill_files(&repo, entry, &opts),
         };
         drop(progress);

@@ -780,9 +780,87 @@ fn hash_file(path: &Path) -> std::io::Result<(blake3::Hash, u64)> {
     Ok((h.finalize(), n))
 }
 
+/// Drills an Elasticsearch/OpenSearch snapshot: a throwaway OpenSearch node
+/// ([`crate::sandbox::opensearch::LocalOpenSearch`], built by
+/// `scripts/install-opensearch.sh`) started on a free loopback port, the
+/// snapshot's files staged under its `path.repo` and restored through the
+/// API (yellow awaited, every index's documents counted against the
+/// snapshot's), the node stopped and its directory removed.
+pub fn drill_elastic(
+    repo: &Repository,
+    entry: &SnapshotEntry,
+    opts: &DrillOptions<'_>,
+) -> SourceDrill {
+    let started = SystemTime::now();
+    let mut run = Run::new(entry, "elasticsearch", opts);
+    let result = drill_elastic_in(repo, entry, opts, &mut run);
+    run.finish(result, started)
+}
+
+fn drill_elastic_in(
+    repo: &Repository,
+    entry: &SnapshotEntry,
+    opts: &DrillOptions<'_>,
+    run: &mut Run,
+) -> std::result::Result<(), String> {
+    let meta = lifeboat_elastic::EsMeta::of(entry).map_err(|e| report(&e))?;
+    run.drill.version = Some(format!(
+        "{} {}",
+        meta.cluster.distribution, meta.cluster.version
+    ));
+    if meta.mode == lifeboat_elastic::Mode::Orchestrate {
+        return Err(
+            "an orchestrate-mode snapshot lives in the cluster's own repository, which a sandbox cannot read: drill it with `es restore` into a scratch cluster, or back the source up in ingest mode".into(),
+        );
+    }
+    let need = entry.snapshot.stats.bytes_total * 3 + (512 << 20);
+    run.room(&std::env::temp_dir(), need, opts.max_disk)?;
+    let began = Instant::now();
+    let node = crate::sandbox::opensearch::LocalOpenSearch::start().map_err(|e| {
+        format!(
+            "cannot start a throwaway OpenSearch node ({}); scripts/install-opensearch.sh builds it",
+            report(&e)
+        )
+    })?;
+    let node_ms = began.elapsed().as_millis() as u64;
+    let mut ropts = lifeboat_elastic::EsRestoreOptions::new(&node.url());
+    ropts.staging_dir = Some(node.repo_dir());
+    ropts.timeout = Duration::from_secs(24 * 3600);
+    let restored =
+        lifeboat_elastic::restore(repo, entry, &ropts, opts.progress).map_err(|e| report(&e))?;
+    run.drill.restore_ms = restored.duration_ms;
+    run.drill.rto_ms = restored.duration_ms;
+    run.drill.bytes = restored.staged_bytes;
+    run.drill.recovered_to = Some(entry.snapshot.end_time);
+    run.check(
+        "restore",
+        true,
+        format!(
+            "{} index(es) restored into a throwaway node (started in {}), yellow or green",
+            restored.indices.len(),
+            secs(node_ms)
+        ),
+    );
+    for i in &restored.indices {
+        run.check(
+            format!("docs {}", i.index),
+            true,
+            format!(
+                "{} documents, as recorded ({}), health {}",
+                i.docs, i.expected, i.health
+            ),
+        );
+    }
+    drop(node);
+    Ok(())
+}
+
 /// The kinds a drill knows, by snapshot kind.
 pub fn drillable(kind: &str) -> bool {
-    matches!(kind, "postgres" | "pg_dump" | "redis" | "files")
+    matches!(
+        kind,
+        "postgres" | "pg_dump" | "redis" | "files" | "elasticsearch"
+    )
 }
 
 /// What each kind's targets default to (the strategy's table): RTO, RPO.

@@ -687,3 +687,49 @@ fn ingest_snapshots_forgotten_and_pruned_leave_the_kept_one_restorable() {
     assert_eq!(count(&e.node, "books"), 3000);
     e.env.ok(&["verify", "--read-data"]);
 }
+
+/// A drill of an ingest-mode snapshot: a throwaway node of its own, the
+/// documents counted, the source cluster untouched.
+#[test]
+fn a_drill_restores_an_ingest_snapshot_into_a_throwaway_node() {
+    let e = EsEnv::new("");
+    index_docs(&e.node, "books", 0, 1500);
+    index_docs(&e.node, "logs-1", 0, 700);
+    e.json(&["es", "backup", "logs"]);
+    let before = counts(&e.node, &["books", "logs-1"]);
+    let record = e.json(&["drill", "logs"]);
+    assert_eq!(record["passed"], true, "{record:#}");
+    let s = &record["sources"][0];
+    assert_eq!(s["kind"], "elasticsearch");
+    assert_eq!(s["rto_target_s"], 4 * 3600);
+    assert_eq!(s["rpo_target_s"], 24 * 3600);
+    let checks: Vec<(String, String)> = s["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let docs = |name: &str| {
+        checks
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name}: {checks:?}"))
+            .1
+            .clone()
+    };
+    assert!(
+        docs("docs books").starts_with("1500 documents"),
+        "{checks:?}"
+    );
+    assert!(
+        docs("docs logs-1").starts_with("700 documents"),
+        "{checks:?}"
+    );
+    // The source cluster saw nothing of it.
+    assert_eq!(counts(&e.node, &["books", "logs-1"]), before);
+}

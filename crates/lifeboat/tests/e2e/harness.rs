@@ -97,6 +97,12 @@ impl Env {
             .env("HOME", self.dir.path())
             .env("LIFEBOAT_REPO", &self.repo)
             .env("LIFEBOAT_PASSWORD", PASSWORD)
+            // The OpenSearch node a drill starts, where the test's own
+            // HOME has it built.
+            .env(
+                lifeboat_scenarios::sandbox::opensearch::HOME_ENV,
+                lifeboat_scenarios::sandbox::opensearch::launcher_home(),
+            )
             .stdin(Stdio::null());
         if let Some(g) = &self.garage {
             c.env("LIFEBOAT_S3_ENDPOINT", &g.endpoint)

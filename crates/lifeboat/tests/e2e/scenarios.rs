@@ -883,3 +883,71 @@ fn s3_server_stopped_mid_backup_then_restarted() {
         assert!(env.keys("snapshots/").is_empty());
     }
 }
+
+/// The audit log and a drill on every store: commands from several
+/// processes at once all on record with the chain intact, and a drill that
+/// restores and hashes every file (its read on record too). Tampering is
+/// tested on the stored objects in `repo`'s fast tier (`fast::audit`).
+fn the_audit_log_and_a_drill_hold_on_the_store(env: &Env) {
+    env.init(&[]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("f"), random_bytes(300_000, 21)).unwrap();
+    fs::write(src.join("d/g"), random_bytes(5_000, 22)).unwrap();
+    env.ok(&["files", "backup", src.to_str().unwrap()]);
+    let children: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            env.cmd()
+                .arg("snapshots")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let log = env.json(&["audit"]);
+    let records = log["records"].as_array().unwrap();
+    let listed = records
+        .iter()
+        .filter(|r| r["command"] == "snapshots")
+        .count();
+    assert_eq!(listed, 4, "{log}");
+    assert!(records.iter().any(|r| r["command"] == "repo init"), "{log}");
+    let intact = env.ok(&["audit", "verify"]);
+    assert!(intact.contains("audit log intact"), "{intact}");
+
+    let record = env.json(&[
+        "drill",
+        "--all",
+        "--workdir",
+        env.path("drills").to_str().unwrap(),
+    ]);
+    assert_eq!(record["passed"], true, "{record:#}");
+    let files = record["sources"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "files")
+        .unwrap()
+        .clone();
+    assert!(
+        files["detail"]
+            .as_str()
+            .unwrap()
+            .contains("all 2 file(s) restored identical"),
+        "{files}"
+    );
+    let log = env.json(&["audit"]);
+    let reads = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["command"] == "drill" && r["outcome"] == "reading")
+        .count();
+    assert_eq!(reads, 1, "the drill's read is on record: {log}");
+}
+on_every_backend!(the_audit_log_and_a_drill_hold_on_the_store);
