@@ -254,6 +254,7 @@ fn knowledge(ctx: &Ctx) -> Result<Knowledge> {
     match ctx.session.open() {
         Ok(o) => {
             crate::context::warn(&o.warnings);
+            ctx.audited(&o.repo);
             k.add_records(o.repo.jobs()?);
             k.repository_up = Some(true);
             k.repo = Some(lifeboat_agent::state::RepoFigures {
