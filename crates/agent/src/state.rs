@@ -544,6 +544,28 @@ impl Knowledge {
                 );
             }
         }
+        // Sources the plan drills that no drill passed yet: a last success
+        // of 0, so `LifeboatDrillStale` fires for them too.
+        if self.plan.jobs.iter().any(|j| j.id == "repository.drill") {
+            for s in &self.plan.sources {
+                let kind = match s.kind.as_str() {
+                    "postgres" | "redis" | "elasticsearch" => s.kind.clone(),
+                    _ => continue,
+                };
+                let key = (s.name.clone(), kind.clone());
+                if self
+                    .drills
+                    .get(&key)
+                    .is_none_or(|d| d.last_success.is_none())
+                {
+                    push(
+                        m::DRILL_LAST_SUCCESS,
+                        vec![("source", s.name.clone()), ("kind", kind)],
+                        0.0,
+                    );
+                }
+            }
+        }
         for ((source, kind), d) in &self.drills {
             let l = || vec![("source", source.clone()), ("kind", kind.clone())];
             if let Some(t) = d.last_success {

@@ -269,7 +269,13 @@ fn knowledge(ctx: &Ctx) -> Result<Knowledge> {
                 f.snapshots = f.objects.get("snapshots").map_or(0, |(n, _)| *n);
             }
             k.wal = lifeboat_agent::wal::figures(&o.repo, ctx.handle(), &k.plan);
-            k.drills = lifeboat_agent::state::drill_figures(&o.repo.drills()?);
+            match o.repo.drills() {
+                Ok(d) => k.drills = lifeboat_agent::state::drill_figures(&d),
+                Err(e) => eprintln!(
+                    "warning: the drill history does not read: {}",
+                    lifeboat_repo::report(&e)
+                ),
+            }
         }
         // A wrong password or setting is the operator's to fix now; an
         // unreachable store is what the status must show.

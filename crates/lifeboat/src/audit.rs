@@ -118,6 +118,16 @@ pub(crate) fn finish(ctx: &Ctx, result: &Result<u8>) {
     let Some(auditor) = ctx.auditor.borrow().clone() else {
         return;
     };
+    // PostgreSQL asks for files the archive does not hold (the next
+    // timeline's history, the segment past the end): nothing was read.
+    if matches!(result, Ok(1))
+        && ctx
+            .audit
+            .as_ref()
+            .is_some_and(|a| a.command == "pg wal-fetch")
+    {
+        return;
+    }
     let (outcome, error) = match result {
         Ok(0) => (AuditOutcome::Success, None),
         Ok(3) => (AuditOutcome::Damage, None),

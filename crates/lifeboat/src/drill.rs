@@ -89,20 +89,40 @@ fn choose(repo: &Repository, args: &DrillArgs) -> Result<Vec<SnapshotEntry>> {
     Ok(newest.into_values().collect())
 }
 
-/// The RTO and RPO targets of a source: its `rto` in the config, else the
-/// strategy's for its kind (PostgreSQL 1 h / 5 min, Redis 30 min / 1 h).
+/// The RTO and RPO targets of a source: its `rto` and `rpo` in the config,
+/// else the strategy's for its kind (PostgreSQL 1 h / 5 min, Redis 30 min
+/// / 1 h, Elasticsearch 4 h / 24 h). A base backup's RPO is the WAL
+/// archive's (5 min: what recovery reaches), never the source's `rpo`,
+/// which is how old its newest backup may be — what a dump's, an RDB's or
+/// a snapshot's drill measures.
 fn targets(ctx: &Ctx, kind: &str, source: &str) -> Result<(Duration, Duration)> {
-    let (mut rto, rpo) = drill::default_targets(kind);
+    let (mut rto, mut rpo) = drill::default_targets(kind);
     let file = &ctx.session.file;
-    let configured = match kind {
-        "postgres" | "pg_dump" => file.postgres.get(source).and_then(|s| s.rto.clone()),
-        "redis" => file.redis.get(source).and_then(|s| s.rto.clone()),
-        "elasticsearch" => file.elasticsearch.get(source).and_then(|s| s.rto.clone()),
-        _ => None,
+    let (rto_text, rpo_text) = match kind {
+        "postgres" => (file.postgres.get(source).and_then(|s| s.rto.clone()), None),
+        "pg_dump" => file
+            .postgres
+            .get(source)
+            .map_or((None, None), |s| (s.rto.clone(), s.rpo.clone())),
+        "redis" => file
+            .redis
+            .get(source)
+            .map_or((None, None), |s| (s.rto.clone(), s.rpo.clone())),
+        "elasticsearch" => file
+            .elasticsearch
+            .get(source)
+            .map_or((None, None), |s| (s.rto.clone(), s.rpo.clone())),
+        _ => (None, None),
     };
-    if let Some(t) = configured {
-        rto = humantime::parse_duration(&t)
-            .map_err(|e| Error::usage(format!("rto {t:?} of source {source}: {e}")))?;
+    let parse = |what: &str, t: &str| {
+        humantime::parse_duration(t)
+            .map_err(|e| Error::usage(format!("{what} {t:?} of source {source}: {e}")))
+    };
+    if let Some(t) = rto_text {
+        rto = parse("rto", &t)?;
+    }
+    if let Some(t) = rpo_text {
+        rpo = parse("rpo", &t)?;
     }
     Ok((rto, rpo))
 }
@@ -172,7 +192,8 @@ pub(crate) fn run(ctx: &Ctx, args: &DrillArgs) -> Result<()> {
         .workdir
         .clone()
         .or_else(|| ctx.session.file.drill.workdir.clone())
-        .unwrap_or_else(std::env::temp_dir);
+        .unwrap_or_else(drill::default_workdir);
+    drill::private_workdir(&workdir).map_err(Error::usage)?;
     for gone in drill::sweep(&workdir) {
         eprintln!(
             "removed {}, which a drill that was stopped left behind",

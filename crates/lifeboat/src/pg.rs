@@ -482,11 +482,28 @@ fn restore_dump(ctx: &Ctx, args: &PgRestoreDumpArgs) -> Result<()> {
         create: args.create,
         clean: args.clean,
         globals: args.globals,
+        no_tablespaces: false,
     };
     let started = std::time::Instant::now();
     let report = pg::dump::restore_dump(&repo, ctx.handle(), &snapshot, &opts, &progress)?;
     drop(progress);
-    let erased = match &ledger {
+    // Not for a table-filtered restore (the statements would name tables
+    // that are not there), nor a database other than erase_database.
+    let skip = match &ledger {
+        Some(_) if !args.tables.is_empty() => Some("a restore of some tables only"),
+        Some(l) if l.database.as_deref().is_some_and(|d| d != report.database) => {
+            Some("the database restored is not the source's erase_database")
+        }
+        _ => None,
+    };
+    if let (Some(why), Some(l)) = (skip, &ledger) {
+        eprintln!(
+            "warning: the erasure ledger ({} subject(s)) was not re-applied: {why}; run `lifeboat erasure apply --source {} --pg-url URL` where the subjects' rows are",
+            l.subjects.len(),
+            l.source
+        );
+    }
+    let erased = match ledger.as_ref().filter(|_| skip.is_none()) {
         Some(ledger) => {
             let mut cfg = pg::session::parse_conninfo(&args.pg_url)?;
             if args.create {

@@ -331,7 +331,10 @@ impl Deployment<'_> {
             title: "Region loss: recover everything from the replica".into(),
             when: "The primary region (its servers and the primary repository) is gone or unreachable for longer than the RTO allows.".into(),
             targets,
-            variables: vec![("RESTORE_DIR".into(), "an empty directory for PostgreSQL on the DR host, owned by the postgres user".into())],
+            variables: vec![
+                ("RESTORE_DIR".into(), "an empty directory for PostgreSQL on the DR host, owned by the postgres user".into()),
+                ("DR_CONFIG".into(), format!("a copy of this config file with `repo = \"{url}\"` and the replica's [replica.s3] settings as its [s3] (and the key file beside it): prepare it on the DR host before a disaster")),
+            ],
             steps: vec![
                 step(
                     "Prove the replica restores",
@@ -342,17 +345,13 @@ impl Deployment<'_> {
                 step(
                     "Restore PostgreSQL from the replica",
                     "The base backup and its WAL come from the replica; the erasure ledger (replicated with it) is re-applied before clients connect.",
-                    vec![format!(
-                        "{lb} --repo {} pg restore --pgdata \"$RESTORE_DIR\" --start --restore-command {}",
-                        shell_quote(&url),
-                        shell_quote(&format!("{lb} pg wal-fetch --replica {} %f %p", shell_quote(&name)))
-                    )],
+                    vec!["lifeboat --config \"$DR_CONFIG\" pg restore --pgdata \"$RESTORE_DIR\" --start".to_string()],
                     &["`server started: promoted`", "the newest rows are those of the replica's newest WAL (pg info on the replica)"],
                 ),
                 step(
-                    "Point the config at the replica",
-                    "Until the primary region is back, make the replica the repository (`repo =` in the config file) so backups go on there.",
-                    vec![],
+                    "Go on from the replica",
+                    "Until the primary region is back, DR_CONFIG is the config: backups go on into the replica.",
+                    vec!["lifeboat --config \"$DR_CONFIG\" status".to_string()],
                     &["lifeboat status is green again after the next backups"],
                 ),
             ],

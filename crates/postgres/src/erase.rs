@@ -138,17 +138,41 @@ pub fn apply(
                 .block_on(tx.execute(st, &params))
                 .map_err(|e| PgError::Query {
                     what: format!("erase_sql {sql:?} for the ledger's subject #{}", n + 1),
-                    reason: error_text(&e),
+                    reason: without_subject(&error_text(&e), subject),
                 })?;
             erased.rows += rows;
         }
         rt.block_on(tx.commit()).map_err(|e| PgError::Query {
             what: format!("commit the erasure of the ledger's subject #{}", n + 1),
-            reason: error_text(&e),
+            reason: without_subject(&error_text(&e), subject),
         })?;
         erased.subjects += 1;
     }
     Ok(erased)
+}
+
+/// `text` (a server's error, which may quote the value it was given:
+/// `invalid input syntax for type integer: "alice"`, `Key (id)=(4711)`)
+/// with the subject replaced by `***`: it is personal data, and errors go
+/// to the audit log, drill records and terminals.
+fn without_subject(text: &str, subject: &str) -> String {
+    if subject.is_empty() {
+        return text.to_string();
+    }
+    let mut out = text.to_string();
+    for quoted in [
+        format!("\"{subject}\""),
+        format!("'{subject}'"),
+        format!("({subject})"),
+        format!("={subject}"),
+    ] {
+        let masked = quoted.replace(subject, "***");
+        out = out.replace(&quoted, &masked);
+    }
+    if subject.chars().count() >= 4 {
+        out = out.replace(subject, "***");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -169,6 +193,15 @@ mod tests {
             ]
         );
         assert_eq!(split_statements(" ; "), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_subject_never_reaches_an_error_message() {
+        let e = "invalid input syntax for type integer: \"alice@example.com\"";
+        assert!(!without_subject(e, "alice@example.com").contains("alice"));
+        let e = "DETAIL: Key (id)=(42) is still referenced from table \"orders\"";
+        let got = without_subject(e, "42");
+        assert!(!got.contains("(42)") && got.contains("orders"), "{got}");
     }
 
     proptest! {

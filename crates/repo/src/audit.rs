@@ -51,8 +51,9 @@ pub const AUDIT_VERSION: u32 = 1;
 pub const AUDIT_BLOCK: u64 = 1000;
 
 /// A record follows at most this many heads (the newest); others wait for
-/// the next record.
-const MAX_PARENTS: usize = 16;
+/// the next record. With 8, a key's last part stays under 255 bytes with a
+/// local store's temporary suffix (91 + 17 × 8 + 21).
+const MAX_PARENTS: usize = 8;
 
 /// Hex digits of a parent's hash repeated in a key.
 const SHORT: usize = 16;
@@ -356,12 +357,15 @@ struct Witness {
 }
 
 impl Inner {
-    /// Where the witness of this repository lives:
-    /// `<cache>/audit/<repository id>.json`.
+    /// Where the witness of this repository in this store lives:
+    /// `<cache>/audit/<repository id>-<store>.json`, `<store>` the first 16
+    /// hex digits of the BLAKE3 hash of its location (a replica holds the
+    /// same repository id, and a log of its own).
     fn witness_path(&self) -> Option<PathBuf> {
         let state = self.audit.lock().unwrap_or_else(|e| e.into_inner());
         let dir = state.witness_dir.clone()?;
-        Some(dir.join(format!("{}.json", self.config.id)))
+        let store = blake3::hash(self.storage.location().as_bytes()).to_hex();
+        Some(dir.join(format!("{}-{}.json", self.config.id, &store[..16])))
     }
 
     fn read_witness(&self) -> Option<Witness> {
@@ -701,9 +705,14 @@ impl Repository {
         for batch in names.chunks(64) {
             let keys: Vec<String> = batch.iter().map(AuditName::key).collect();
             for ((name, key), bytes) in batch.iter().zip(&keys).zip(self.get_many(&keys)) {
-                let rec = bytes
-                    .map_err(RepoError::from)
-                    .and_then(|b| self.decode_document::<AuditRecord>(key, MAGIC_AUDIT, &b));
+                // A store that fails to answer is the command's failure,
+                // not a record's damage.
+                let bytes = match bytes {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let rec = self.decode_document::<AuditRecord>(key, MAGIC_AUDIT, &bytes);
                 out.push((name.clone(), rec));
             }
         }
@@ -713,6 +722,9 @@ impl Repository {
     /// Reads every record and checks the chain; see the module
     /// documentation for what it finds.
     pub fn verify_audit(&self) -> Result<AuditVerifyReport> {
+        // The witness first: a record this host appends while the log is
+        // read must not look like one removed.
+        let witness = self.inner.read_witness();
         let listed = self
             .inner
             .block(self.inner.storage.list(FileType::Audit.prefix()))?;
@@ -844,7 +856,6 @@ impl Repository {
             .keys()
             .filter(|h| !followed.contains(h.as_str()))
             .count();
-        let witness = self.inner.read_witness();
         if let Some(w) = &witness {
             if w.seq > 0 && !by_name_hash.contains_key(w.hash.as_str()) {
                 report.problems.push(AuditProblem::Truncated {

@@ -493,6 +493,14 @@ impl Repository {
             let view = self.view(target.clone());
             let archive_session = view.begin_session(crate::SessionKind::Backup)?;
             self.archive_data(&sink, sel, &primary, &mut report, &mut copied)?;
+            // The erasure ledger too: a restore from the archive must
+            // re-apply it.
+            let ledger: Vec<(String, u64)> = primary
+                .of(FileType::Erasure)
+                .filter(|o| replica.get(FileType::Erasure, &o.key).map(|r| r.size) != Some(o.size))
+                .map(|o| (o.key.clone(), o.size))
+                .collect();
+            self.copy_phase(&sink, FileType::Erasure, &ledger, &mut report, &mut copied)?;
             let mut order = vec![FileType::KeySlot, FileType::Keyring, FileType::Config];
             order.extend(COPIED);
             report.copied = amounts(&order, &copied);
@@ -655,7 +663,7 @@ impl Repository {
                     .and_then(|h| h.parse::<SnapshotId>().ok())
                     .is_some_and(|id| sel.snapshots.contains(&id)),
                 FileType::Named => sel.named.contains(key),
-                FileType::KeySlot => true,
+                FileType::KeySlot | FileType::Erasure => true,
                 _ => false,
             },
         };

@@ -216,15 +216,73 @@ fn room_for(workdir: &Path, need: u64, max: Option<u64>) -> std::result::Result<
     }
 }
 
+/// The default work directory: `lifeboat-drills-<uid>` in the system's
+/// temporary directory (made private by [`private_workdir`]).
+pub fn default_workdir() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "lifeboat-drills-{}",
+        rustix::process::geteuid().as_raw()
+    ))
+}
+
+/// Makes sure `workdir` is ours and nobody else can create entries in it
+/// (created mode 0711 when missing: the server's user may pass through to
+/// its sandbox, no one may list or write): another local user must not be
+/// able to plant a "sandbox" a sweep would act on.
+pub fn private_workdir(workdir: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if std::fs::symlink_metadata(workdir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(workdir)
+            .map_err(|e| {
+                format!(
+                    "cannot create the work directory {}: {e}",
+                    workdir.display()
+                )
+            })?;
+    }
+    let m = std::fs::symlink_metadata(workdir)
+        .map_err(|e| format!("cannot read {}: {e}", workdir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the drill work directory {} is not a directory of this user's that only it can write (it is {}owned by uid {}, mode {:o}): give a private one with --workdir or [drill] workdir",
+            workdir.display(),
+            if m.is_dir() { "" } else { "not a directory, " },
+            m.uid(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// True for a sandbox a drill of ours made: a real directory (not a link),
+/// mode 0700, owned by this user or the server's.
+fn ours(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(dir) else {
+        return false;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let server = std::process::Command::new("id")
+        .args(["-u", &server_user()])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        });
+    m.is_dir() && m.mode() & 0o077 == 0 && (m.uid() == me || Some(m.uid()) == server)
+}
+
 /// A sandbox directory of the work directory, removed on drop; the
 /// server's OS user owns it when root.
 fn sandbox(workdir: &Path) -> std::result::Result<tempfile::TempDir, String> {
-    std::fs::create_dir_all(workdir).map_err(|e| {
-        format!(
-            "cannot create the work directory {}: {e}",
-            workdir.display()
-        )
-    })?;
+    private_workdir(workdir)?;
     let dir = tempfile::Builder::new()
         .prefix(&format!("lifeboat-drill-{}-", std::process::id()))
         .tempdir_in(workdir)
@@ -237,9 +295,13 @@ fn sandbox(workdir: &Path) -> std::result::Result<tempfile::TempDir, String> {
 }
 
 /// Stops the servers and removes the sandboxes earlier drills left when
-/// they were killed (their process is gone); returns what it removed.
+/// they were killed (their process is gone); returns what it removed. Only
+/// in a private work directory, and only sandboxes of ours.
 pub fn sweep(workdir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
+    if private_workdir(workdir).is_err() {
+        return removed;
+    }
     let Ok(entries) = std::fs::read_dir(workdir) else {
         return removed;
     };
@@ -252,10 +314,10 @@ pub fn sweep(workdir: &Path) -> Vec<PathBuf> {
         else {
             continue;
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        let dir = e.path();
+        if Path::new(&format!("/proc/{pid}")).exists() || !ours(&dir) {
             continue;
         }
-        let dir = e.path();
         stop_servers_in(&dir);
         if std::fs::remove_dir_all(&dir).is_ok() {
             removed.push(dir);
@@ -270,7 +332,7 @@ pub fn remove_own(workdir: &Path) -> Vec<PathBuf> {
     let prefix = format!("lifeboat-drill-{}-", std::process::id());
     let mut removed = Vec::new();
     for e in std::fs::read_dir(workdir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
+        if e.file_name().to_string_lossy().starts_with(&prefix) && ours(&e.path()) {
             let dir = e.path();
             stop_servers_in(&dir);
             if std::fs::remove_dir_all(&dir).is_ok() {
@@ -281,23 +343,20 @@ pub fn remove_own(workdir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Stops a PostgreSQL server (immediately) or redis-server a sandbox holds.
+/// Stops the PostgreSQL server (immediately) a sandbox holds: only one
+/// whose `postmaster.pid` names that same data directory.
 fn stop_servers_in(dir: &Path) {
     let data = dir.join("data");
-    if data.join("postmaster.pid").exists() {
+    let names_it = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|p| p.lines().nth(1).map(|l| Path::new(l.trim()) == data));
+    if names_it == Some(true) {
         if let Ok(bindir) = pg::server::data_dir_major(&data).and_then(pg::server::bindir_for) {
             let _ = as_user(&server_user(), &bindir.join("pg_ctl"))
                 .arg("-D")
                 .arg(&data)
                 .args(["-w", "-m", "immediate", "stop"])
                 .output();
-        }
-    }
-    if let Ok(pid) = std::fs::read_to_string(dir.join("redis.pid")) {
-        if let Ok(pid) = pid.trim().parse::<i32>() {
-            let _ = std::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status();
         }
     }
 }
@@ -346,6 +405,12 @@ fn drill_postgres_in(
             .target_time
             .map_or(RecoveryTarget::End, RecoveryTarget::Time),
         archive_mode: pg::ArchiveMode::Off,
+        // Every tablespace inside the sandbox, never where the source's are.
+        tablespace_map: meta
+            .tablespaces
+            .iter()
+            .map(|t| (t.oid.clone(), dir.path().join("tblspc").join(&t.oid)))
+            .collect(),
         ..PgRestoreOptions::new(pgdata.clone(), opts.restore_command.clone())
     };
     let restored = pg::restore(repo, &ropts, opts.progress).map_err(|e| report(&e))?;
@@ -365,7 +430,12 @@ fn drill_postgres_in(
     let recovery = Instant::now();
     server.start().map_err(|e| report(&e))?;
     let state = server
-        .wait_for_recovery(RecoveryAction::Promote, Duration::from_secs(24 * 3600))
+        // Bounded by the RTO (twice it, 10 min at least): a recovery that
+        // stalls is a failed drill, not a hung one.
+        .wait_for_recovery(
+            RecoveryAction::Promote,
+            (opts.rto * 2).max(Duration::from_secs(600)),
+        )
         .map_err(|e| report(&e))?;
     run.drill.recovery_ms = recovery.elapsed().as_millis() as u64;
     run.drill.rto_ms = began.elapsed().as_millis() as u64;
@@ -456,7 +526,7 @@ fn amcheck(server: &Cluster, run: &mut Run) {
     let program = server.bindir().join("pg_amcheck");
     if !program.exists() {
         run.check(
-            "pg_amcheck",
+            "pg_amcheck (tool)",
             false,
             format!(
                 "{} is missing (PostgreSQL 14 or later ships it)",
@@ -489,15 +559,25 @@ fn amcheck(server: &Cluster, run: &mut Run) {
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr)
             );
+            // What pg_amcheck reports of corruption names the relation
+            // ("heap table …", "btree index …"); anything else is the tool
+            // not running (no amcheck extension, a connection refused).
+            let corrupt = text
+                .lines()
+                .any(|l| l.starts_with("heap table") || l.starts_with("btree index"));
             let lines: Vec<&str> = text.lines().take(20).collect();
             run.check(
-                "pg_amcheck",
+                if corrupt {
+                    "pg_amcheck"
+                } else {
+                    "pg_amcheck (tool)"
+                },
                 false,
                 format!("{}: {}", o.status, lines.join(" | ")),
             );
         }
         Err(e) => run.check(
-            "pg_amcheck",
+            "pg_amcheck (tool)",
             false,
             format!("cannot run {}: {e}", program.display()),
         ),
@@ -590,6 +670,7 @@ fn drill_dump_in(
             create: db != "postgres",
             clean: false,
             globals: i == 0,
+            no_tablespaces: true,
         };
         let r = pg::dump::restore_dump(repo, rt, entry, &ropts, opts.progress)
             .map_err(|e| report(&e))?;
@@ -866,7 +947,9 @@ pub fn drillable(kind: &str) -> bool {
 /// What each kind's targets default to (the strategy's table): RTO, RPO.
 pub fn default_targets(kind: &str) -> (Duration, Duration) {
     match kind {
-        "postgres" | "pg_dump" => (Duration::from_secs(3600), Duration::from_secs(300)),
+        "postgres" => (Duration::from_secs(3600), Duration::from_secs(300)),
+        // A daily dump: its RPO is the dump's age.
+        "pg_dump" => (Duration::from_secs(3600), Duration::from_secs(25 * 3600)),
         "redis" => (Duration::from_secs(1800), Duration::from_secs(3600)),
         "elasticsearch" => (
             Duration::from_secs(4 * 3600),

@@ -96,9 +96,18 @@ fn a_drill_restores_every_source_checks_it_and_reports_what_an_auditor_reads() {
         &config,
         &["erasure", "add", "--source", "main", "--subject", "17"],
     );
-    // A sandbox a killed drill left behind is swept first.
+    // A sandbox a killed drill left behind is swept first; what another
+    // user could plant there (not mode 0700) is left alone.
     let stale = workdir.join("lifeboat-drill-999999999-stale");
+    let planted = workdir.join("lifeboat-drill-999999998-planted");
     fs::create_dir_all(stale.join("data")).unwrap();
+    fs::create_dir_all(&planted).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&workdir, fs::Permissions::from_mode(0o711)).unwrap();
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o755)).unwrap();
+    }
 
     let report_dir = env.dir.path().join("report");
     let out = run(
@@ -182,8 +191,9 @@ fn a_drill_restores_every_source_checks_it_and_reports_what_an_auditor_reads() {
         .as_str()
         .unwrap()
         .contains("all 2 file(s) restored identical"));
-    // Every sandbox is gone, the stale one too.
-    assert_eq!(entries(&workdir), Vec::<String>::new());
+    // Every sandbox is gone, the stale one too; the planted one stays.
+    assert_eq!(entries(&workdir), ["lifeboat-drill-999999998-planted"]);
+    fs::remove_dir(&planted).unwrap();
 
     // The history, from the repository.
     let drills = json(&ok(&env, &config, &["--json", "drills"]));

@@ -73,6 +73,10 @@ pub struct RestoreDumpOptions {
     pub clean: bool,
     /// Apply roles and tablespaces (`globals.sql`, through psql) first.
     pub globals: bool,
+    /// Leave tablespaces out: no `CREATE TABLESPACE` of the globals, and
+    /// `pg_restore --no-tablespaces` (everything in the default one) — a
+    /// drill's sandbox must not write where the source's tablespaces are.
+    pub no_tablespaces: bool,
 }
 
 /// What a restore of a dump did.

@@ -39,7 +39,15 @@ pub fn restore_dump(
         globals_notices: Vec::new(),
     };
     if opts.globals {
-        report.globals_notices = apply_globals(repo, snapshot, &cfg, &target_db, min, progress)?;
+        report.globals_notices = apply_globals(
+            repo,
+            snapshot,
+            &cfg,
+            &target_db,
+            min,
+            opts.no_tablespaces,
+            progress,
+        )?;
         report.globals = true;
     }
 
@@ -116,6 +124,7 @@ fn apply_globals(
     cfg: &Config,
     target_db: &str,
     min: u32,
+    no_tablespaces: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<String>> {
     let node = snapshot.snapshot.item(GLOBALS).ok_or_else(|| {
@@ -124,6 +133,9 @@ fn apply_globals(
     let mut sql = Vec::new();
     repo.note_read(Some(snapshot.id));
     repo.restore_item(node, &mut sql, progress)?;
+    if no_tablespaces {
+        sql = without_tablespaces(&sql);
+    }
     let (psql, _) = client_program("psql", min)?;
     let mut cmd = client(&psql, cfg);
     cmd.args([
@@ -145,6 +157,22 @@ fn apply_globals(
         .collect())
 }
 
+/// `globals.sql` without its tablespace statements (pg_dumpall writes each
+/// `CREATE TABLESPACE` / `ALTER TABLESPACE` on one line).
+fn without_tablespaces(sql: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(sql);
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.starts_with("CREATE TABLESPACE") || l.starts_with("ALTER TABLESPACE") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
 /// The `pg_restore` command for the options, without its input.
 fn pg_restore_command(
     cfg: &Config,
@@ -159,6 +187,9 @@ fn pg_restore_command(
         .arg(format!("--dbname={}", conninfo_for(cfg, target_db)));
     if opts.create {
         cmd.arg("--create");
+    }
+    if opts.no_tablespaces {
+        cmd.arg("--no-tablespaces");
     }
     if opts.clean {
         cmd.args(["--clean", "--if-exists"]);
