@@ -5,12 +5,11 @@
 //! (`docs/format.md` "Drill records"), so every host sees every drill and an
 //! auditor gets the history from the repository itself.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::format::MAGIC_DRILL;
 use crate::keys::{FileType, ObjectKey};
-use crate::sessions::{random_id, seal_document};
+use crate::sessions::random_id;
 use crate::{Repository, Result};
 use lifeboat_types::Timestamp;
 
@@ -134,35 +133,18 @@ impl Repository {
     pub fn record_drill(&self, record: &DrillRecord) -> Result<String> {
         let name = record.name();
         let key = ObjectKey::Drill(&name).to_string();
-        let obj = seal_document(&self.inner, MAGIC_DRILL, record)?;
-        self.inner
-            .block(self.inner.storage.put(&key, Bytes::from(obj)))?;
+        self.put_document(&key, MAGIC_DRILL, record)?;
         Ok(key)
     }
 
     /// Every drill record, oldest first; one that does not read is skipped
     /// with a warning (a history is not worth failing a listing over).
     pub fn drills(&self) -> Result<Vec<DrillRecord>> {
-        let mut keys: Vec<String> = self
-            .inner
-            .block(self.inner.storage.list(FileType::Drill.prefix()))?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        for batch in keys.chunks(64) {
-            for (key, bytes) in batch.iter().zip(self.get_many(batch)) {
-                match bytes {
-                    Ok(b) => match self.decode_document::<DrillRecord>(key, MAGIC_DRILL, &b) {
-                        Ok(r) => out.push(r),
-                        Err(e) => {
-                            tracing::warn!(%key, error = %e, "skipping an unreadable drill record")
-                        }
-                    },
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
+        let mut out = Vec::new();
+        for (key, r) in self.documents::<DrillRecord>(FileType::Drill, MAGIC_DRILL)? {
+            match r {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(%key, error = %e, "skipping an unreadable drill record"),
             }
         }
         Ok(out)

@@ -6,12 +6,11 @@
 //! job records (`docs/format.md` "The erasure ledger"): encrypted, never
 //! rewritten, never deleted by lifeboat.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::format::MAGIC_ERASURE;
 use crate::keys::{FileType, ObjectKey};
-use crate::sessions::{random_id, seal_document};
+use crate::sessions::random_id;
 use crate::{RepoError, Repository, Result};
 use lifeboat_types::Timestamp;
 
@@ -77,34 +76,18 @@ impl Repository {
     pub fn add_erasure(&self, request: &ErasureRequest) -> Result<String> {
         let name = request.name();
         let key = ObjectKey::Erasure(&name).to_string();
-        let obj = seal_document(&self.inner, MAGIC_ERASURE, request)?;
-        self.inner
-            .block(self.inner.storage.put(&key, Bytes::from(obj)))?;
+        self.put_document(&key, MAGIC_ERASURE, request)?;
         Ok(key)
     }
 
     /// Every request, oldest first. One that does not read is an error
     /// naming it: a ledger with a hole would bring a person back.
     pub fn erasures(&self) -> Result<Vec<ErasureRequest>> {
-        let mut keys: Vec<String> = self
-            .inner
-            .block(self.inner.storage.list(FileType::Erasure.prefix()))?
+        let mut out = self
+            .documents::<ErasureRequest>(FileType::Erasure, MAGIC_ERASURE)?
             .into_iter()
-            .map(|o| o.key)
-            .collect();
-        keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        for batch in keys.chunks(64) {
-            for (key, bytes) in batch.iter().zip(self.get_many(batch)) {
-                match bytes {
-                    Ok(b) => {
-                        out.push(self.decode_document::<ErasureRequest>(key, MAGIC_ERASURE, &b)?)
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
+            .map(|(_, r)| r)
+            .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.requested.cmp(&b.requested).then(a.id.cmp(&b.id)));
         Ok(out)
     }

@@ -511,6 +511,47 @@ impl Repository {
     }
 
     /// Opens a sealed JSON document of `magic`.
+    /// Seals `doc` and stores it under `key`.
+    pub(crate) fn put_document<T: Serialize>(
+        &self,
+        key: &str,
+        magic: &[u8; 4],
+        doc: &T,
+    ) -> Result<()> {
+        let obj = seal_document(&self.inner, magic, doc)?;
+        self.inner
+            .block(self.inner.storage.put(key, bytes::Bytes::from(obj)))?;
+        Ok(())
+    }
+
+    /// Every document of kind `ft`, in key order, each decoded or its
+    /// error; one deleted since the listing is left out, a store that fails
+    /// is the call's error.
+    pub(crate) fn documents<T: serde::de::DeserializeOwned>(
+        &self,
+        ft: crate::keys::FileType,
+        magic: &[u8; 4],
+    ) -> Result<Vec<(String, Result<T>)>> {
+        let mut keys: Vec<String> = self
+            .inner
+            .block(self.inner.storage.list(ft.prefix()))?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(64) {
+            for (key, bytes) in batch.iter().zip(self.get_many(batch)) {
+                match bytes {
+                    Ok(b) => out.push((key.clone(), self.decode_document::<T>(key, magic, &b))),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn decode_document<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,

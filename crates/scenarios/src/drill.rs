@@ -372,6 +372,39 @@ fn private_settings(dir: &Path) -> std::result::Result<String, String> {
     Ok(format!("hba_file = '{}'\n", hba.display()))
 }
 
+/// One source's drill: `steps` make its checks; an error they return
+/// stops it, and the RTO and RPO are judged at the end.
+fn drilled(
+    entry: &SnapshotEntry,
+    kind: &str,
+    opts: &DrillOptions<'_>,
+    steps: impl FnOnce(&mut Run) -> std::result::Result<(), String>,
+) -> SourceDrill {
+    let started = SystemTime::now();
+    let mut run = Run::new(entry, kind, opts);
+    let result = steps(&mut run);
+    run.finish(result, started)
+}
+
+/// The checks of a restored PostgreSQL server (a base backup's or a
+/// dump's): the erasure ledger re-applied, `pg_amcheck`, the largest
+/// tables' rows; then the server is stopped.
+fn check_server(
+    rt: &tokio::runtime::Handle,
+    mut server: Cluster,
+    ledger: Option<&Ledger>,
+    tables: &[(String, String, i64)],
+    run: &mut Run,
+) -> std::result::Result<(), String> {
+    if let Some(ledger) = ledger {
+        let socket = server.socket_dir.clone();
+        erase(rt, ledger, &socket, server.port, &ledger.database(), run);
+    }
+    amcheck(&server, run);
+    compare_rows(&server, tables, run);
+    server.stop().map_err(|e| report(&e))
+}
+
 /// Drills a PostgreSQL base backup; see the module documentation.
 pub fn drill_postgres(
     repo: &Repository,
@@ -379,10 +412,9 @@ pub fn drill_postgres(
     entry: &SnapshotEntry,
     opts: &DrillOptions<'_>,
 ) -> SourceDrill {
-    let started = SystemTime::now();
-    let mut run = Run::new(entry, "postgres", opts);
-    let result = drill_postgres_in(repo, rt, entry, opts, &mut run);
-    run.finish(result, started)
+    drilled(entry, "postgres", opts, |run| {
+        drill_postgres_in(repo, rt, entry, opts, run)
+    })
 }
 
 fn drill_postgres_in(
@@ -447,21 +479,13 @@ fn drill_postgres_in(
     lifeboat_types::failpoint!("drill-server-up");
     run.drill.recovered_to = recovered_to(repo, &meta, &server, opts.target_time);
 
-    if let Some(ledger) = &opts.ledger {
-        erase(
-            rt,
-            ledger,
-            server.socket_dir.as_path(),
-            server.port,
-            &ledger.database(),
-            run,
-        );
-    }
-    amcheck(&server, run);
-    let expected: Vec<(String, String, i64)> = largest_tables(&meta.databases);
-    compare_rows(&server, &expected, run);
-    server.stop().map_err(|e| report(&e))?;
-    drop(server);
+    check_server(
+        rt,
+        server,
+        opts.ledger.as_ref(),
+        &largest_tables(&meta.databases),
+        run,
+    )?;
     drop(dir);
     Ok(())
 }
@@ -635,10 +659,9 @@ pub fn drill_dump(
     entry: &SnapshotEntry,
     opts: &DrillOptions<'_>,
 ) -> SourceDrill {
-    let started = SystemTime::now();
-    let mut run = Run::new(entry, "pg_dump", opts);
-    let result = drill_dump_in(repo, rt, entry, opts, &mut run);
-    run.finish(result, started)
+    drilled(entry, "pg_dump", opts, |run| {
+        drill_dump_in(repo, rt, entry, opts, run)
+    })
 }
 
 fn drill_dump_in(
@@ -688,20 +711,13 @@ fn drill_dump_in(
             meta.database_names().len()
         ),
     );
-    if let Some(ledger) = &opts.ledger {
-        erase(
-            rt,
-            ledger,
-            &server.socket_dir.clone(),
-            server.port,
-            &ledger.database(),
-            run,
-        );
-    }
-    amcheck(&server, run);
-    compare_rows(&server, &largest_tables(&meta.databases), run);
-    server.stop().map_err(|e| report(&e))?;
-    drop(server);
+    check_server(
+        rt,
+        server,
+        opts.ledger.as_ref(),
+        &largest_tables(&meta.databases),
+        run,
+    )?;
     drop(dir);
     Ok(())
 }
@@ -712,10 +728,9 @@ pub fn drill_redis(
     entry: &SnapshotEntry,
     opts: &DrillOptions<'_>,
 ) -> SourceDrill {
-    let started = SystemTime::now();
-    let mut run = Run::new(entry, "redis", opts);
-    let result = drill_redis_in(repo, entry, opts, &mut run);
-    run.finish(result, started)
+    drilled(entry, "redis", opts, |run| {
+        drill_redis_in(repo, entry, opts, run)
+    })
 }
 
 fn drill_redis_in(
@@ -776,10 +791,9 @@ pub fn drill_files(
     entry: &SnapshotEntry,
     opts: &DrillOptions<'_>,
 ) -> SourceDrill {
-    let started = SystemTime::now();
-    let mut run = Run::new(entry, "files", opts);
-    let result = drill_files_in(repo, entry, opts, &mut run);
-    run.finish(result, started)
+    drilled(entry, "files", opts, |run| {
+        drill_files_in(repo, entry, opts, run)
+    })
 }
 
 fn drill_files_in(
@@ -872,10 +886,9 @@ pub fn drill_elastic(
     entry: &SnapshotEntry,
     opts: &DrillOptions<'_>,
 ) -> SourceDrill {
-    let started = SystemTime::now();
-    let mut run = Run::new(entry, "elasticsearch", opts);
-    let result = drill_elastic_in(repo, entry, opts, &mut run);
-    run.finish(result, started)
+    drilled(entry, "elasticsearch", opts, |run| {
+        drill_elastic_in(repo, entry, opts, run)
+    })
 }
 
 fn drill_elastic_in(

@@ -12,15 +12,15 @@ use serde_json::Value;
 
 use crate::pg::{archive_now, PgEnv};
 
-fn json(text: &str) -> Value {
+pub(crate) fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON: {e}\n{text}"))
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn run(env: &PgEnv, config: &Path, args: &[&str]) -> Output {
+pub(crate) fn run(env: &PgEnv, config: &Path, args: &[&str]) -> Output {
     env.bare()
         .arg("--config")
         .arg(config)
@@ -29,8 +29,25 @@ fn run(env: &PgEnv, config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(env: &PgEnv, config: &Path, args: &[&str]) -> String {
+pub(crate) fn ok(env: &PgEnv, config: &Path, args: &[&str]) -> String {
     crate::harness::succeeded(args, run(env, config, args))
+}
+
+/// `config`: the repository, its key, `[drill] workdir` and source
+/// `main` (the cluster `pg`), then `rest`.
+fn write_config(env: &PgEnv, pg: &PgCluster, config: &Path, workdir: &Path, rest: &str) {
+    fs::write(
+        config,
+        format!(
+            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\n{rest}",
+            env.repo.display(),
+            env.key.display(),
+            workdir.display(),
+            pg.pgdata.display(),
+            pg.conninfo("postgres"),
+        ),
+    )
+    .unwrap();
 }
 
 /// The entries of `dir` (a drill's work directory).
@@ -68,19 +85,13 @@ fn a_drill_restores_every_source_checks_it_and_reports_what_an_auditor_reads() {
 
     let config = env.dir.path().join("lifeboat.toml");
     let workdir = env.dir.path().join("drills");
-    fs::write(
+    write_config(
+        &env,
+        &pg,
         &config,
-        format!(
-            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\nerase_sql = \"DELETE FROM orders WHERE user_id = $1; DELETE FROM users WHERE id = $1\"\n\n[redis.cache]\nredis_url = \"{}\"\n",
-            env.repo.display(),
-            env.key.display(),
-            workdir.display(),
-            pg.pgdata.display(),
-            pg.conninfo("postgres"),
-            redis.url()
-        ),
-    )
-    .unwrap();
+        &workdir,
+        &format!("erase_sql = \"DELETE FROM orders WHERE user_id = $1; DELETE FROM users WHERE id = $1\"\n\n[redis.cache]\nredis_url = \"{}\"\n", redis.url()),
+    );
     ok(&env, &config, &["pg", "backup", "main"]);
     ok(&env, &config, &["pg", "dump", "main"]);
     ok(&env, &config, &["redis", "backup", "cache"]);
@@ -326,20 +337,17 @@ fn a_region_loss_drill_restores_from_the_replica_alone() {
     let replica = env.dir.path().join("replica");
     let config = env.dir.path().join("lifeboat.toml");
     let workdir = env.dir.path().join("drills");
-    fs::write(
+    write_config(
+        &env,
+        &pg,
         &config,
-        format!(
-            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\n\n[redis.cache]\nredis_url = \"{}\"\n\n[[replica]]\nname = \"dr\"\nrepo = \"{}\"\n",
-            env.repo.display(),
-            env.key.display(),
-            workdir.display(),
-            pg.pgdata.display(),
-            pg.conninfo("postgres"),
+        &workdir,
+        &format!(
+            "\n[redis.cache]\nredis_url = \"{}\"\n\n[[replica]]\nname = \"dr\"\nrepo = \"{}\"\n",
             redis.url(),
             replica.display()
         ),
-    )
-    .unwrap();
+    );
     ok(&env, &config, &["pg", "backup", "main"]);
     ok(&env, &config, &["redis", "backup", "cache"]);
     pg.psql("postgres", "insert into users values (3001)")
@@ -411,18 +419,7 @@ fn the_pitr_runbook_run_word_for_word_brings_back_a_deleted_table() {
     .unwrap();
     let config = env.dir.path().join("lifeboat.toml");
     let workdir = env.dir.path().join("drills");
-    fs::write(
-        &config,
-        format!(
-            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\nrto = \"30m\"\n",
-            env.repo.display(),
-            env.key.display(),
-            workdir.display(),
-            pg.pgdata.display(),
-            pg.conninfo("postgres"),
-        ),
-    )
-    .unwrap();
+    write_config(&env, &pg, &config, &workdir, "rto = \"30m\"\n");
     ok(&env, &config, &["pg", "backup", "main"]);
     pg.psql(
         "postgres",
@@ -525,18 +522,7 @@ fn an_interrupted_drill_leaves_no_sandbox_and_no_server() {
     .unwrap();
     let config = env.dir.path().join("lifeboat.toml");
     let workdir = env.dir.path().join("drills");
-    fs::write(
-        &config,
-        format!(
-            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[postgres.main]\npgdata = \"{}\"\npg_url = \"{}\"\n",
-            env.repo.display(),
-            env.key.display(),
-            workdir.display(),
-            pg.pgdata.display(),
-            pg.conninfo("postgres"),
-        ),
-    )
-    .unwrap();
+    write_config(&env, &pg, &config, &workdir, "");
     ok(&env, &config, &["pg", "backup", "main"]);
     archive_now(&pg);
     let release = env.dir.path().join("never-released");

@@ -3,20 +3,12 @@
 //! and the log says who did what.
 
 use std::fs;
-use std::process::Output;
 
 use lifeboat_testkit::postgres::{LocalServer, PgCluster};
 use serde_json::json;
 
+use crate::drill::{json, ok, run, stderr};
 use crate::pg::{archive_now, PgEnv};
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON: {e}\n{text}"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// A config file naming the repository, its key and source `main` with
 /// `erase` as its erase_sql (none when `None`).
@@ -34,19 +26,6 @@ fn write_config(env: &PgEnv, pg: &PgCluster, erase: Option<&str>) -> std::path::
     }
     fs::write(&config, text).unwrap();
     config
-}
-
-fn with_config(env: &PgEnv, config: &std::path::Path, args: &[&str]) -> Output {
-    env.bare()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(env: &PgEnv, config: &std::path::Path, args: &[&str]) -> String {
-    crate::harness::succeeded(args, with_config(env, config, args))
 }
 
 /// (users, orders of user 42, user 42 present, user 7 present, user 101 present)
@@ -107,7 +86,7 @@ fn a_subject_erased_after_the_backups_is_absent_after_pitr_and_after_a_dump_rest
         &bare,
         &["erasure", "add", "--source", "main", "--subject", "7"],
     );
-    let out = with_config(
+    let out = run(
         &env,
         &bare,
         &["erasure", "add", "--source", "nope", "--subject", "1"],
@@ -128,7 +107,7 @@ fn a_subject_erased_after_the_backups_is_absent_after_pitr_and_after_a_dump_rest
         "--target-action",
         "promote",
     ];
-    let out = with_config(&env, &bare, &pitr);
+    let out = run(&env, &bare, &pitr);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("erase_sql") && stderr(&out).contains("2 request(s)"),
