@@ -629,6 +629,10 @@ mod tests {
                         break;
                     }
                 }
+                // One connection per request: told so, the client never
+                // sends the next request on the connection closed here
+                // (which it would find reset).
+                let answer = answer.replacen("\r\n", "\r\nconnection: close\r\n", 1);
                 c.write_all(answer.as_bytes()).unwrap();
                 seen.push(String::from_utf8_lossy(&req).to_string());
             }
