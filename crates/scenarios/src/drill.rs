@@ -343,9 +343,37 @@ pub fn remove_own(workdir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Stops the PostgreSQL server (immediately) a sandbox holds: only one
-/// whose `postmaster.pid` names that same data directory.
+/// Sends `signal` to process `pid` (its group with `group`) when its
+/// command line holds `needle`: a pid file is never trusted alone.
+fn kill_if(pid: &str, needle: &str, group: bool) {
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if pid <= 1 || !String::from_utf8_lossy(&cmdline).contains(needle) {
+        return;
+    }
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let sig = rustix::process::Signal::KILL;
+        let _ = if group {
+            rustix::process::kill_process_group(p, sig)
+        } else {
+            rustix::process::kill_process(p, sig)
+        };
+    }
+}
+
+/// Stops the PostgreSQL server (immediately) a sandbox holds — only one
+/// whose `postmaster.pid` names that same data directory — and its
+/// redis-server or OpenSearch node (by their pid files, checked against
+/// the process's command line).
 fn stop_servers_in(dir: &Path) {
+    if let Ok(pid) = std::fs::read_to_string(dir.join("redis/redis.pid")) {
+        kill_if(&pid, "redis-server", false);
+    }
+    if let Ok(pid) = std::fs::read_to_string(dir.join("opensearch.pid")) {
+        kill_if(&pid, "OpenSearchNode", true);
+    }
     let data = dir.join("data");
     let names_it = std::fs::read_to_string(data.join("postmaster.pid"))
         .ok()
@@ -909,6 +937,9 @@ fn drill_elastic_in(
     }
     let need = entry.snapshot.stats.bytes_total * 3 + (512 << 20);
     run.room(&std::env::temp_dir(), need, opts.max_disk)?;
+    // The node lives in its own temporary directory; the sandbox records
+    // its pid, so a drill stopped by a signal (or swept) stops it.
+    let dir = sandbox(&opts.workdir)?;
     let began = Instant::now();
     let node = crate::sandbox::opensearch::LocalOpenSearch::start().map_err(|e| {
         format!(
@@ -916,6 +947,9 @@ fn drill_elastic_in(
             report(&e)
         )
     })?;
+    let pidfile = dir.path().join("opensearch.pid");
+    std::fs::write(&pidfile, node.pid().to_string())
+        .map_err(|e| format!("cannot write {}: {e}", pidfile.display()))?;
     let node_ms = began.elapsed().as_millis() as u64;
     let mut ropts = lifeboat_elastic::EsRestoreOptions::new(&node.url());
     ropts.staging_dir = Some(node.repo_dir());
@@ -946,6 +980,7 @@ fn drill_elastic_in(
         );
     }
     drop(node);
+    drop(dir);
     Ok(())
 }
 

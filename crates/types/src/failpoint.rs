@@ -44,9 +44,11 @@
 //! - `wal-expire-delete` (postgres, `expire.rs`): before each deletion of a
 //!   WAL expiry, oldest first; those before it are gone, it and later ones
 //!   are not.
-//! - `drill-server-up` (scenarios, `drill.rs`): a drill's restored
-//!   PostgreSQL server runs in its sandbox, nothing checked yet (what a
-//!   SIGTERM or a kill there leaves: `drill::an_interrupted_drill_…`).
+//! - `drill-server-up` (scenarios, `drill.rs` and `sandbox/redis.rs`): a
+//!   drill's restored PostgreSQL server (or the redis-server loading a
+//!   restored RDB) runs in its sandbox, nothing checked yet (what a
+//!   SIGTERM or a kill there leaves: `drill::an_interrupted_drill_…`,
+//!   `drill::a_redis_drill_stopped_…`).
 //!
 //! Only builds with this crate's `testing` feature have failpoints: the
 //! `lifeboat` crate enables it in its dev-dependencies, so test builds (and

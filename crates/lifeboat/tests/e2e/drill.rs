@@ -600,3 +600,92 @@ fn an_interrupted_drill_leaves_no_sandbox_and_no_server() {
     gone(postmaster);
     assert_eq!(entries(&workdir), Vec::<String>::new());
 }
+
+/// The redis-server a drill loads the restored RDB into asks a password
+/// (its port is on loopback, its data is customer data), and a drill
+/// stopped by SIGTERM stops it and removes its sandbox.
+#[test]
+fn a_redis_drill_stopped_by_a_signal_leaves_no_server() {
+    use std::time::{Duration, Instant};
+    let env = PgEnv::new();
+    let (_redis_dir, redis) = crate::redis::server(&[]);
+    crate::redis::fill(&redis.url());
+    let config = env.dir.path().join("lifeboat.toml");
+    let workdir = env.dir.path().join("drills");
+    fs::write(
+        &config,
+        format!(
+            "repo = \"{}\"\nkey_file = \"{}\"\n\n[drill]\nworkdir = \"{}\"\n\n[redis.cache]\nredis_url = \"{}\"\n",
+            env.repo.display(),
+            env.key.display(),
+            workdir.display(),
+            redis.url()
+        ),
+    )
+    .unwrap();
+    ok(&env, &config, &["redis", "backup", "cache"]);
+    let mut child = env
+        .bare()
+        .arg("--config")
+        .arg(&config)
+        .args(["drill", "cache"])
+        .env("LIFEBOAT_FAILPOINTS", "drill-server-up=pause")
+        .env(
+            "LIFEBOAT_FAILPOINT_RELEASE",
+            env.dir.path().join("never-released"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid: u32 = loop {
+        let found = entries(&workdir)
+            .into_iter()
+            .map(|e| workdir.join(e).join("redis/redis.pid"))
+            .find_map(|p| fs::read_to_string(p).ok()?.trim().parse().ok());
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drill never started redis-server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Its port answers only with the password.
+    // redis-server shows "redis-server 127.0.0.1:PORT" as its title.
+    let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let port: String = cmdline
+        .split("127.0.0.1:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{cmdline:?}"))
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port, "DBSIZE"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NOAUTH"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(Instant::now() < deadline, "redis-server {pid} still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(entries(&workdir), Vec::<String>::new());
+}

@@ -177,6 +177,11 @@ impl LocalOpenSearch {
         Ok(node)
     }
 
+    /// The process id of its JVM (the leader of its process group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -39,6 +39,10 @@ pub struct LocalRedis {
     /// Its port on 127.0.0.1.
     pub port: u16,
     log: PathBuf,
+    /// The password it asks (a private server: restored data).
+    password: Option<String>,
+    /// Its pid file, removed when it is stopped.
+    pidfile: Option<PathBuf>,
 }
 
 impl LocalRedis {
@@ -46,6 +50,38 @@ impl LocalRedis {
     /// loopback port, saving nothing, with `extra` arguments; waits up to
     /// `timeout` until it has loaded its data and answers.
     pub fn start(dir: &Path, extra: &[&str], timeout: Duration) -> Result<LocalRedis> {
+        LocalRedis::start_with(dir, extra, None, timeout)
+    }
+
+    /// [`LocalRedis::start`] for restored data: it asks a random password
+    /// (other users of the machine reach its loopback port, not its data)
+    /// and writes its pid to `redis.pid` in `dir` (what a drill stopped by
+    /// a signal stops).
+    pub fn start_private(dir: &Path, extra: &[&str], timeout: Duration) -> Result<LocalRedis> {
+        let mut secret = [0u8; 16];
+        getrandom::getrandom(&mut secret)
+            .map_err(|e| RedisError::Server(format!("no random bytes for a password: {e}")))?;
+        let password: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let pidfile = dir.join("redis.pid");
+        let pidfile = pidfile.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--pidfile",
+            pidfile.as_str(),
+            "--requirepass",
+            password.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let mut server = LocalRedis::start_with(dir, &args, Some(password.clone()), timeout)?;
+        server.pidfile = Some(dir.join("redis.pid"));
+        Ok(server)
+    }
+
+    fn start_with(
+        dir: &Path,
+        extra: &[&str],
+        password: Option<String>,
+        timeout: Duration,
+    ) -> Result<LocalRedis> {
         let program = server_program()?;
         let port = super::free_port()
             .map_err(|e| RedisError::Server(format!("no free port on 127.0.0.1: {e}")))?;
@@ -73,14 +109,23 @@ impl LocalRedis {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| RedisError::Server(format!("cannot start {}: {e}", program.display())))?;
-        let mut server = LocalRedis { child, port, log };
+        let mut server = LocalRedis {
+            child,
+            port,
+            log,
+            password,
+            pidfile: None,
+        };
         server.wait_ready(timeout)?;
         Ok(server)
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (with its password, when it asks one).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -137,6 +182,9 @@ impl Drop for LocalRedis {
         // Its log sits in the directory it served (a restore's target):
         // what a failure needed from it is in the error already.
         let _ = std::fs::remove_file(&self.log);
+        if let Some(p) = &self.pidfile {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -155,7 +203,8 @@ pub fn verify_restore(report: &mut RedisRestoreReport, snapshot: &SnapshotEntry)
             lifeboat_redis::AOF_DIR,
         ]);
     }
-    let server = LocalRedis::start(dir, &args, Duration::from_secs(3600))?;
+    let server = LocalRedis::start_private(dir, &args, Duration::from_secs(3600))?;
+    lifeboat_types::failpoint!("drill-server-up");
     report.load_ms = Some(started.elapsed().as_millis() as u64);
     let loaded = server.keyspace()?;
     drop(server);
