@@ -44,11 +44,12 @@
 //! - `wal-expire-delete` (postgres, `expire.rs`): before each deletion of a
 //!   WAL expiry, oldest first; those before it are gone, it and later ones
 //!   are not.
-//! - `drill-server-up` (scenarios, `drill.rs` and `sandbox/redis.rs`): a
-//!   drill's restored PostgreSQL server (or the redis-server loading a
-//!   restored RDB) runs in its sandbox, nothing checked yet (what a
-//!   SIGTERM or a kill there leaves: `drill::an_interrupted_drill_…`,
-//!   `drill::a_redis_drill_stopped_…`).
+//! - `drill-server-up` (scenarios, `drill.rs`): a drill's restored
+//!   PostgreSQL server runs in its sandbox, nothing checked yet (what a
+//!   SIGTERM or a kill there leaves: `drill::an_interrupted_drill_…`).
+//! - `drill-redis-up` (scenarios, `sandbox/redis.rs`): the redis-server
+//!   that proves a restored RDB runs, its keys not yet counted
+//!   (`drill::a_redis_drill_stopped_…`).
 //!
 //! Only builds with this crate's `testing` feature have failpoints: the
 //! `lifeboat` crate enables it in its dev-dependencies, so test builds (and
@@ -79,6 +80,7 @@ pub const NAMES: &[&str] = &[
     "prune-after-packs-deleted",
     "wal-expire-delete",
     "drill-server-up",
+    "drill-redis-up",
 ];
 
 /// A failpoint: with the `testing` feature, the process dies here when

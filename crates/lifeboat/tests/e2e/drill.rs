@@ -629,7 +629,7 @@ fn a_redis_drill_stopped_by_a_signal_leaves_no_server() {
         .arg("--config")
         .arg(&config)
         .args(["drill", "cache"])
-        .env("LIFEBOAT_FAILPOINTS", "drill-server-up=pause")
+        .env("LIFEBOAT_FAILPOINTS", "drill-redis-up=pause")
         .env(
             "LIFEBOAT_FAILPOINT_RELEASE",
             env.dir.path().join("never-released"),

@@ -204,7 +204,7 @@ pub fn verify_restore(report: &mut RedisRestoreReport, snapshot: &SnapshotEntry)
         ]);
     }
     let server = LocalRedis::start_private(dir, &args, Duration::from_secs(3600))?;
-    lifeboat_types::failpoint!("drill-server-up");
+    lifeboat_types::failpoint!("drill-redis-up");
     report.load_ms = Some(started.elapsed().as_millis() as u64);
     let loaded = server.keyspace()?;
     drop(server);
