@@ -142,6 +142,9 @@ pub struct Repository {
     damaged_slots: Vec<(String, String)>,
     /// Where the local index cache lives ([`Repository::set_index_cache`]).
     index_cache: IndexCacheConfig,
+    /// Threads that compress and seal a backup's chunks; `None`: one per
+    /// core ([`Repository::set_compressors`]).
+    pub(crate) compressors: Option<usize>,
 }
 
 /// Where and from what size the index is kept in a local cache file.
@@ -323,6 +326,7 @@ impl Repository {
             slot_id: slot.id,
             damaged_slots: Vec::new(),
             index_cache: IndexCacheConfig::default(),
+            compressors: None,
         })
     }
 
@@ -422,6 +426,7 @@ impl Repository {
             slot_id,
             damaged_slots: damaged,
             index_cache: IndexCacheConfig::default(),
+            compressors: None,
         })
     }
 
@@ -460,6 +465,7 @@ impl Repository {
                 dir: None,
                 min_chunks: INDEX_CACHE_MIN_CHUNKS,
             },
+            compressors: self.compressors,
         }
     }
 
@@ -733,6 +739,14 @@ impl Repository {
             return None;
         }
         Some(dir.join(id).join("index"))
+    }
+
+    /// Sets how many threads compress and seal a backup's chunks (default:
+    /// one per core). Each fills packs of its own, so with one the packs
+    /// follow the order the chunks came in: what tests of pack layouts
+    /// need, and a host that must leave cores to its database may want.
+    pub fn set_compressors(&mut self, n: usize) {
+        self.compressors = Some(n.max(1));
     }
 
     /// Sets where the local index cache lives (`None`: always in memory)

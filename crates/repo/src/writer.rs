@@ -121,8 +121,8 @@ pub struct WriteStats {
 }
 
 impl Writer {
-    pub(crate) fn new(inner: Arc<Inner>, index: Arc<Index>) -> Writer {
-        let threads = crate::parallel::cores();
+    pub(crate) fn new(inner: Arc<Inner>, index: Arc<Index>, compressors: Option<usize>) -> Writer {
+        let threads = compressors.unwrap_or_else(crate::parallel::cores);
         let (chunk_tx, chunk_rx) = bounded::<(ChunkId, Vec<u8>)>(threads * 2);
         // A rendezvous channel: a compressor hands a full pack straight to the
         // uploader, so no pack waits in between (each is 16 MiB of memory).

@@ -60,7 +60,7 @@ impl Repository {
         session.set_marks_seen(seen)?;
         let index = Arc::new(index);
         Ok((
-            Writer::new(self.inner.clone(), index.clone()),
+            Writer::new(self.inner.clone(), index.clone(), self.compressors),
             index,
             session,
         ))
