@@ -246,13 +246,7 @@ pub(crate) fn run(ctx: &Ctx, args: &DrillArgs) -> Result<()> {
             rpo,
             progress: &progress,
         };
-        let mut result = match kind.as_str() {
-            "postgres" => drill::drill_postgres(&repo, ctx.handle(), entry, &opts),
-            "pg_dump" => drill::drill_dump(&repo, ctx.handle(), entry, &opts),
-            "redis" => drill::drill_redis(&repo, entry, &opts),
-            "elasticsearch" => drill::drill_elastic(&repo, entry, &opts),
-            _ => drill::drill_files(&repo, entry, &opts),
-        };
+        let mut result = drill::drill(&repo, ctx.handle(), entry, &opts);
         drop(progress);
         if let Some(e) = ledger_error {
             result.checks.push(lifeboat_repo::DrillCheck {

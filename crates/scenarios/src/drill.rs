@@ -400,6 +400,26 @@ fn private_settings(dir: &Path) -> std::result::Result<String, String> {
     Ok(format!("hba_file = '{}'\n", hba.display()))
 }
 
+/// Drills `entry`, the newest backup of one source, by its kind (see the
+/// module documentation; [`drillable`] says which kinds): never fails —
+/// what went wrong is a failed check of the result.
+pub fn drill(
+    repo: &Repository,
+    rt: &tokio::runtime::Handle,
+    entry: &SnapshotEntry,
+    opts: &DrillOptions<'_>,
+) -> SourceDrill {
+    let kind = entry.snapshot.source_kind.as_str();
+    drilled(entry, kind, opts, |run| match kind {
+        "postgres" => drill_postgres(repo, rt, entry, opts, run),
+        "pg_dump" => drill_dump(repo, rt, entry, opts, run),
+        "redis" => drill_redis(repo, entry, opts, run),
+        "elasticsearch" => drill_elastic(repo, entry, opts, run),
+        "files" => drill_files(repo, entry, opts, run),
+        other => Err(format!("a {other} backup cannot be drilled")),
+    })
+}
+
 /// One source's drill: `steps` make its checks; an error they return
 /// stops it, and the RTO and RPO are judged at the end.
 fn drilled(
@@ -433,19 +453,7 @@ fn check_server(
     server.stop().map_err(|e| report(&e))
 }
 
-/// Drills a PostgreSQL base backup; see the module documentation.
-pub fn drill_postgres(
-    repo: &Repository,
-    rt: &tokio::runtime::Handle,
-    entry: &SnapshotEntry,
-    opts: &DrillOptions<'_>,
-) -> SourceDrill {
-    drilled(entry, "postgres", opts, |run| {
-        drill_postgres_in(repo, rt, entry, opts, run)
-    })
-}
-
-fn drill_postgres_in(
+fn drill_postgres(
     repo: &Repository,
     rt: &tokio::runtime::Handle,
     entry: &SnapshotEntry,
@@ -680,19 +688,7 @@ fn compare_rows(server: &Cluster, tables: &[(String, String, i64)], run: &mut Ru
     }
 }
 
-/// Drills a PostgreSQL dump; see the module documentation.
-pub fn drill_dump(
-    repo: &Repository,
-    rt: &tokio::runtime::Handle,
-    entry: &SnapshotEntry,
-    opts: &DrillOptions<'_>,
-) -> SourceDrill {
-    drilled(entry, "pg_dump", opts, |run| {
-        drill_dump_in(repo, rt, entry, opts, run)
-    })
-}
-
-fn drill_dump_in(
+fn drill_dump(
     repo: &Repository,
     rt: &tokio::runtime::Handle,
     entry: &SnapshotEntry,
@@ -750,18 +746,7 @@ fn drill_dump_in(
     Ok(())
 }
 
-/// Drills a Redis backup; see the module documentation.
-pub fn drill_redis(
-    repo: &Repository,
-    entry: &SnapshotEntry,
-    opts: &DrillOptions<'_>,
-) -> SourceDrill {
-    drilled(entry, "redis", opts, |run| {
-        drill_redis_in(repo, entry, opts, run)
-    })
-}
-
-fn drill_redis_in(
+fn drill_redis(
     repo: &Repository,
     entry: &SnapshotEntry,
     opts: &DrillOptions<'_>,
@@ -813,18 +798,7 @@ fn drill_redis_in(
     Ok(())
 }
 
-/// Drills a files backup; see the module documentation.
-pub fn drill_files(
-    repo: &Repository,
-    entry: &SnapshotEntry,
-    opts: &DrillOptions<'_>,
-) -> SourceDrill {
-    drilled(entry, "files", opts, |run| {
-        drill_files_in(repo, entry, opts, run)
-    })
-}
-
-fn drill_files_in(
+fn drill_files(
     repo: &Repository,
     entry: &SnapshotEntry,
     opts: &DrillOptions<'_>,
@@ -903,23 +877,12 @@ fn hash_file(path: &Path) -> std::io::Result<(blake3::Hash, u64)> {
     Ok((h.finalize(), n))
 }
 
-/// Drills an Elasticsearch/OpenSearch snapshot: a throwaway OpenSearch node
+/// An Elasticsearch/OpenSearch snapshot: a throwaway OpenSearch node
 /// ([`crate::sandbox::opensearch::LocalOpenSearch`], built by
-/// `scripts/install-opensearch.sh`) started on a free loopback port, the
-/// snapshot's files staged under its `path.repo` and restored through the
-/// API (yellow awaited, every index's documents counted against the
-/// snapshot's), the node stopped and its directory removed.
-pub fn drill_elastic(
-    repo: &Repository,
-    entry: &SnapshotEntry,
-    opts: &DrillOptions<'_>,
-) -> SourceDrill {
-    drilled(entry, "elasticsearch", opts, |run| {
-        drill_elastic_in(repo, entry, opts, run)
-    })
-}
-
-fn drill_elastic_in(
+/// `scripts/install-opensearch.sh`) on a free loopback port, the snapshot's
+/// files staged under its `path.repo` and restored through the API (yellow
+/// awaited, every index's documents counted against the snapshot's).
+fn drill_elastic(
     repo: &Repository,
     entry: &SnapshotEntry,
     opts: &DrillOptions<'_>,

@@ -508,11 +508,82 @@ fn the_pitr_runbook_run_word_for_word_brings_back_a_deleted_table() {
     );
 }
 
+/// `drill SOURCE` held at `failpoint` (paused), once its server wrote the
+/// pid file `rel` (below its sandbox): the drill's process, and the pid.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is handed to the caller, who waits on it"
+)]
+fn held_drill(
+    env: &PgEnv,
+    config: &Path,
+    workdir: &Path,
+    source: &str,
+    failpoint: &str,
+    rel: &str,
+) -> (std::process::Child, u32) {
+    use std::time::{Duration, Instant};
+    let mut child = env
+        .bare()
+        .arg("--config")
+        .arg(config)
+        .args(["drill", source])
+        .env("LIFEBOAT_FAILPOINTS", format!("{failpoint}=pause"))
+        .env(
+            "LIFEBOAT_FAILPOINT_RELEASE",
+            env.dir.path().join("never-released"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        // The pid file's first line: postmaster.pid's and redis.pid's.
+        let found = entries(workdir).into_iter().find_map(|e| {
+            fs::read_to_string(workdir.join(e).join(rel))
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        });
+        if let Some(pid) = found {
+            return (child, pid);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the drill never started its server ({rel})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `kill SIGNAL` the process of `child`.
+fn signal_to(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (a minute at most) until process `pid` is gone (or a zombie).
+fn wait_gone(pid: u32) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(Instant::now() < deadline, "process {pid} still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A drill stopped by SIGTERM removes its sandbox and stops its server; one
 /// killed outright leaves them, and the next drill sweeps them.
 #[test]
 fn an_interrupted_drill_leaves_no_sandbox_and_no_server() {
-    use std::time::{Duration, Instant};
     let env = PgEnv::new();
     let pg = PgCluster::start(&env.archive_command()).unwrap();
     pg.psql(
@@ -525,62 +596,22 @@ fn an_interrupted_drill_leaves_no_sandbox_and_no_server() {
     write_config(&env, &pg, &config, &workdir, "");
     ok(&env, &config, &["pg", "backup", "main"]);
     archive_now(&pg);
-    let release = env.dir.path().join("never-released");
     // The drill held once its restored server runs; its pid read back.
     let held = |signal: &str| -> (Option<i32>, u32) {
-        let mut child = env
-            .bare()
-            .arg("--config")
-            .arg(&config)
-            .args(["drill", "main"])
-            .env("LIFEBOAT_FAILPOINTS", "drill-server-up=pause")
-            .env("LIFEBOAT_FAILPOINT_RELEASE", &release)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let pid_file = loop {
-            let found = entries(&workdir)
-                .into_iter()
-                .map(|e| workdir.join(e).join("data/postmaster.pid"))
-                .find(|p| p.exists());
-            if let Some(p) = found {
-                break p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the drill never started its server"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        // Its server runs (the pid file is there): the signal finds the
-        // drill waiting on recovery or held at the failpoint.
-        let postmaster: u32 = fs::read_to_string(&pid_file)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let status = std::process::Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let (mut child, postmaster) = held_drill(
+            &env,
+            &config,
+            &workdir,
+            "main",
+            "drill-server-up",
+            "data/postmaster.pid",
+        );
+        signal_to(&child, signal);
         (child.wait().unwrap().code(), postmaster)
-    };
-    let gone = |pid: u32| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Path::new(&format!("/proc/{pid}")).exists() {
-            assert!(Instant::now() < deadline, "server {pid} still runs");
-            std::thread::sleep(Duration::from_millis(100));
-        }
     };
     let (code, postmaster) = held("-TERM");
     assert_eq!(code, Some(130));
-    gone(postmaster);
+    wait_gone(postmaster);
     assert_eq!(entries(&workdir), Vec::<String>::new());
 
     let (code, postmaster) = held("-KILL");
@@ -597,7 +628,7 @@ fn an_interrupted_drill_leaves_no_sandbox_and_no_server() {
         "{}",
         stderr(&out)
     );
-    gone(postmaster);
+    wait_gone(postmaster);
     assert_eq!(entries(&workdir), Vec::<String>::new());
 }
 
@@ -606,7 +637,6 @@ fn an_interrupted_drill_leaves_no_sandbox_and_no_server() {
 /// stopped by SIGTERM stops it and removes its sandbox.
 #[test]
 fn a_redis_drill_stopped_by_a_signal_leaves_no_server() {
-    use std::time::{Duration, Instant};
     let env = PgEnv::new();
     let (_redis_dir, redis) = crate::redis::server(&[]);
     crate::redis::fill(&redis.url());
@@ -624,35 +654,14 @@ fn a_redis_drill_stopped_by_a_signal_leaves_no_server() {
     )
     .unwrap();
     ok(&env, &config, &["redis", "backup", "cache"]);
-    let mut child = env
-        .bare()
-        .arg("--config")
-        .arg(&config)
-        .args(["drill", "cache"])
-        .env("LIFEBOAT_FAILPOINTS", "drill-redis-up=pause")
-        .env(
-            "LIFEBOAT_FAILPOINT_RELEASE",
-            env.dir.path().join("never-released"),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let pid: u32 = loop {
-        let found = entries(&workdir)
-            .into_iter()
-            .map(|e| workdir.join(e).join("redis/redis.pid"))
-            .find_map(|p| fs::read_to_string(p).ok()?.trim().parse().ok());
-        if let Some(pid) = found {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the drill never started redis-server"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut child, pid) = held_drill(
+        &env,
+        &config,
+        &workdir,
+        "cache",
+        "drill-redis-up",
+        "redis/redis.pid",
+    );
     // Its port answers only with the password.
     // redis-server shows "redis-server 127.0.0.1:PORT" as its title.
     let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
@@ -672,20 +681,8 @@ fn a_redis_drill_stopped_by_a_signal_leaves_no_server() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal_to(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(130));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Path::new(&format!("/proc/{pid}")).exists()
-        && !fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-    {
-        assert!(Instant::now() < deadline, "redis-server {pid} still runs");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_gone(pid);
     assert_eq!(entries(&workdir), Vec::<String>::new());
 }
